@@ -1,0 +1,1732 @@
+//! The command tree and what each command prints.
+
+use std::collections::BTreeMap;
+use std::io::{self, Write};
+use std::path::PathBuf;
+
+use berth_engine::images::Removed;
+use berth_engine::logs::LogFilter;
+use berth_engine::Engine;
+use berth_image::config::RunConfig;
+use clap::{Args, Subcommand};
+
+use crate::format::{ago, human_size, pretty_json, table, Format};
+use crate::run::{self, CreateFlags, ExecFlags};
+use crate::{open_engine, Cli, CliResult, Failure};
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Create and run a new container from an image
+    #[command(disable_help_flag = true)]
+    Run {
+        /// Run container in background and print container ID
+        #[arg(short = 'd', long)]
+        detach: bool,
+        #[command(flatten)]
+        flags: CreateFlags,
+    },
+    /// Create a new container
+    #[command(disable_help_flag = true)]
+    Create {
+        #[command(flatten)]
+        flags: CreateFlags,
+    },
+    /// Start one or more stopped containers
+    Start {
+        /// Attach STDOUT/STDERR and forward signals
+        #[arg(short = 'a', long)]
+        attach: bool,
+        /// Attach container's STDIN
+        #[arg(short = 'i', long)]
+        interactive: bool,
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Stop one or more running containers
+    Stop {
+        /// Seconds to wait before killing the container
+        #[arg(
+            short = 't',
+            long = "timeout",
+            visible_alias = "time",
+            allow_hyphen_values = true
+        )]
+        timeout: Option<i64>,
+        /// Signal to send to the container
+        #[arg(short = 's', long)]
+        signal: Option<String>,
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Restart one or more containers
+    Restart {
+        #[arg(
+            short = 't',
+            long = "timeout",
+            visible_alias = "time",
+            allow_hyphen_values = true
+        )]
+        timeout: Option<i64>,
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Kill one or more running containers
+    Kill {
+        /// Signal to send to the container
+        #[arg(short = 's', long, default_value = "KILL")]
+        signal: String,
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Remove one or more containers
+    Rm {
+        /// Force the removal of a running container (uses SIGKILL)
+        #[arg(short = 'f', long)]
+        force: bool,
+        /// Remove anonymous volumes associated with the container
+        #[arg(short = 'v', long)]
+        volumes: bool,
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// List containers
+    Ps(PsArgs),
+    /// Fetch the logs of a container
+    Logs {
+        #[arg(short = 'f', long)]
+        follow: bool,
+        /// Number of lines to show from the end of the logs ("all" for all)
+        #[arg(short = 'n', long, default_value = "all")]
+        tail: String,
+        /// Show logs since timestamp (RFC 3339) or relative (e.g. 42m)
+        #[arg(long)]
+        since: Option<String>,
+        /// Show logs before a timestamp or relative time
+        #[arg(long)]
+        until: Option<String>,
+        /// Show timestamps
+        #[arg(short = 't', long)]
+        timestamps: bool,
+        container: String,
+    },
+    /// Return low-level information on containers or images
+    Inspect {
+        /// Format output using a Go template
+        #[arg(short = 'f', long)]
+        format: Option<String>,
+        /// Only inspect objects of this type (container, image, volume)
+        #[arg(long = "type")]
+        kind: Option<String>,
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Execute a command in a running container
+    Exec(ExecFlags),
+    /// Attach local standard input, output, and error streams to a running container
+    Attach {
+        /// Do not attach STDIN
+        #[arg(long = "no-stdin")]
+        no_stdin: bool,
+        container: String,
+    },
+    /// Block until one or more containers stop, then print their exit codes
+    Wait {
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Rename a container
+    Rename { container: String, new_name: String },
+    /// Display the running processes of a container
+    Top {
+        container: String,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        ps_args: Vec<String>,
+    },
+    /// List port mappings of a container (none until bridge networking exists)
+    Port {
+        container: String,
+        port: Option<String>,
+    },
+    /// List images
+    Images(ImagesArgs),
+    /// Import the contents from a tarball to create a filesystem image
+    Import {
+        /// Apply Dockerfile instruction to the created image
+        #[arg(short = 'c', long = "change")]
+        change: Vec<String>,
+        /// Set commit message for imported image
+        #[arg(short = 'm', long)]
+        message: Option<String>,
+        /// File path or - for stdin
+        file: String,
+        reference: Option<String>,
+    },
+    /// Load an image from a tar archive or STDIN
+    Load {
+        /// Read from tar archive file, instead of STDIN
+        #[arg(short = 'i', long)]
+        input: Option<PathBuf>,
+        /// Suppress the load output
+        #[arg(short = 'q', long)]
+        quiet: bool,
+    },
+    /// Save one or more images to a tar archive (streamed to STDOUT by default)
+    Save {
+        /// Write to a file, instead of STDOUT
+        #[arg(short = 'o', long)]
+        output: Option<PathBuf>,
+        #[arg(required = true)]
+        images: Vec<String>,
+    },
+    /// Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE
+    Tag { source: String, target: String },
+    /// Remove one or more images
+    Rmi {
+        #[arg(short = 'f', long)]
+        force: bool,
+        #[arg(required = true)]
+        images: Vec<String>,
+    },
+    /// Show the history of an image
+    History {
+        #[arg(long = "no-trunc")]
+        no_trunc: bool,
+        #[arg(short = 'q', long)]
+        quiet: bool,
+        #[arg(long)]
+        format: Option<String>,
+        image: String,
+    },
+    /// Manage images
+    #[command(subcommand)]
+    Image(ImageCmd),
+    /// Manage containers
+    #[command(subcommand)]
+    Container(ContainerCmd),
+    /// Manage volumes
+    #[command(subcommand)]
+    Volume(VolumeCmd),
+    /// Manage berth
+    #[command(subcommand)]
+    System(SystemCmd),
+    /// Display system-wide information
+    Info {
+        #[arg(short = 'f', long)]
+        format: Option<String>,
+    },
+    /// Show the berth version information
+    Version {
+        #[arg(short = 'f', long)]
+        format: Option<String>,
+    },
+    /// Inspect changes to files or directories on a container's filesystem
+    Diff { container: String },
+    /// Create a new image from a container's changes
+    Commit {
+        /// Author
+        #[arg(short = 'a', long)]
+        author: Option<String>,
+        /// Apply Dockerfile instruction to the created image
+        #[arg(short = 'c', long = "change")]
+        change: Vec<String>,
+        /// Commit message
+        #[arg(short = 'm', long)]
+        message: Option<String>,
+        /// Pause container during commit (accepted; berth reads the upper dir directly)
+        #[arg(short = 'p', long, default_value_t = true)]
+        pause: bool,
+        container: String,
+        reference: Option<String>,
+    },
+    /// Export a container's filesystem as a tar archive
+    Export {
+        #[arg(short = 'o', long)]
+        output: Option<PathBuf>,
+        container: String,
+    },
+    /// Copy files/folders between a container and the local filesystem
+    Cp {
+        /// Archive mode (copy all uid/gid information)
+        #[arg(short = 'a', long)]
+        archive: bool,
+        /// Always follow symbol link in SRC_PATH
+        #[arg(short = 'L', long = "follow-link")]
+        follow_link: bool,
+        source: String,
+        dest: String,
+    },
+}
+
+#[derive(Args)]
+pub struct PsArgs {
+    /// Show all containers (default shows just running)
+    #[arg(short = 'a', long)]
+    all: bool,
+    /// Only display container IDs
+    #[arg(short = 'q', long)]
+    quiet: bool,
+    /// Show the latest created container
+    #[arg(short = 'l', long)]
+    latest: bool,
+    /// Show n last created containers
+    #[arg(short = 'n', long = "last")]
+    last: Option<usize>,
+    /// Don't truncate output
+    #[arg(long = "no-trunc")]
+    no_trunc: bool,
+    /// Filter output based on conditions provided
+    #[arg(short = 'f', long = "filter")]
+    filter: Vec<String>,
+    /// Format output using a Go template, table or json
+    #[arg(long)]
+    format: Option<String>,
+    /// Display total file sizes (not available yet)
+    #[arg(short = 's', long)]
+    size: bool,
+}
+
+#[derive(Args)]
+pub struct ImagesArgs {
+    /// Show all images
+    #[arg(short = 'a', long)]
+    all: bool,
+    /// Only show image IDs
+    #[arg(short = 'q', long)]
+    quiet: bool,
+    /// Show digests
+    #[arg(long)]
+    digests: bool,
+    /// Don't truncate output
+    #[arg(long = "no-trunc")]
+    no_trunc: bool,
+    /// Filter output based on conditions provided
+    #[arg(short = 'f', long = "filter")]
+    filter: Vec<String>,
+    #[arg(long)]
+    format: Option<String>,
+    /// REPOSITORY[:TAG]
+    reference: Option<String>,
+}
+
+#[derive(Subcommand)]
+pub enum ImageCmd {
+    /// List images
+    #[command(visible_alias = "list")]
+    Ls(ImagesArgs),
+    /// Display detailed information on one or more images
+    Inspect {
+        #[arg(short = 'f', long)]
+        format: Option<String>,
+        #[arg(required = true)]
+        images: Vec<String>,
+    },
+    /// Remove one or more images
+    #[command(visible_alias = "remove")]
+    Rm {
+        #[arg(short = 'f', long)]
+        force: bool,
+        #[arg(required = true)]
+        images: Vec<String>,
+    },
+    /// Remove unused images
+    Prune {
+        /// Remove all unused images, not just dangling ones
+        #[arg(short = 'a', long)]
+        all: bool,
+        /// Do not prompt for confirmation
+        #[arg(short = 'f', long)]
+        force: bool,
+    },
+    /// Show the history of an image
+    History {
+        #[arg(long = "no-trunc")]
+        no_trunc: bool,
+        #[arg(short = 'q', long)]
+        quiet: bool,
+        #[arg(long)]
+        format: Option<String>,
+        image: String,
+    },
+    /// Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE
+    Tag { source: String, target: String },
+}
+
+#[derive(Subcommand)]
+pub enum ContainerCmd {
+    /// List containers
+    #[command(visible_alias = "list")]
+    Ls(PsArgs),
+    /// Remove all stopped containers
+    Prune {
+        #[arg(short = 'f', long)]
+        force: bool,
+    },
+    /// Display detailed information on one or more containers
+    Inspect {
+        #[arg(short = 'f', long)]
+        format: Option<String>,
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum VolumeCmd {
+    /// Create a volume
+    Create {
+        #[arg(short = 'l', long = "label")]
+        labels: Vec<String>,
+        /// Volume driver name (only "local")
+        #[arg(short = 'd', long, default_value = "local")]
+        driver: String,
+        name: Option<String>,
+    },
+    /// List volumes
+    #[command(visible_alias = "list")]
+    Ls {
+        #[arg(short = 'q', long)]
+        quiet: bool,
+        #[arg(long)]
+        format: Option<String>,
+    },
+    /// Display detailed information on one or more volumes
+    Inspect {
+        #[arg(short = 'f', long)]
+        format: Option<String>,
+        #[arg(required = true)]
+        volumes: Vec<String>,
+    },
+    /// Remove one or more volumes
+    #[command(visible_alias = "remove")]
+    Rm {
+        #[arg(short = 'f', long)]
+        force: bool,
+        #[arg(required = true)]
+        volumes: Vec<String>,
+    },
+    /// Remove unused local volumes
+    Prune {
+        /// Remove all unused volumes, not just anonymous ones
+        #[arg(short = 'a', long)]
+        all: bool,
+        #[arg(short = 'f', long)]
+        force: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum SystemCmd {
+    /// Show disk usage
+    Df {
+        #[arg(short = 'v', long)]
+        verbose: bool,
+    },
+    /// Remove unused data
+    Prune {
+        #[arg(short = 'a', long)]
+        all: bool,
+        #[arg(long)]
+        volumes: bool,
+        #[arg(short = 'f', long)]
+        force: bool,
+    },
+    /// Display system-wide information
+    Info {
+        #[arg(short = 'f', long)]
+        format: Option<String>,
+    },
+}
+
+fn parse_filters(f: &[String]) -> CliResult<Vec<(String, String)>> {
+    f.iter()
+        .map(|s| {
+            s.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .ok_or_else(|| {
+                    Failure::new(
+                        1,
+                        format!("bad format of filter (expected name=value): {s}"),
+                    )
+                })
+        })
+        .collect()
+}
+
+fn short_id(id: &str, no_trunc: bool) -> String {
+    let hex = id.strip_prefix("sha256:").unwrap_or(id);
+    if no_trunc {
+        id.to_string()
+    } else {
+        hex[..12.min(hex.len())].to_string()
+    }
+}
+
+/// Parses `--change` instructions (import/commit) onto a run config.
+pub fn apply_changes(run: &mut RunConfig, changes: &[String]) -> CliResult {
+    for c in changes {
+        let (ins, rest) = c
+            .trim()
+            .split_once(char::is_whitespace)
+            .unwrap_or((c.trim(), ""));
+        let rest = rest.trim();
+        let list = |s: &str| -> Vec<String> {
+            if s.starts_with('[') {
+                serde_json::from_str(s)
+                    .unwrap_or_else(|_| vec!["/bin/sh".into(), "-c".into(), s.into()])
+            } else {
+                vec!["/bin/sh".into(), "-c".into(), s.into()]
+            }
+        };
+        match ins.to_uppercase().as_str() {
+            "CMD" => run.cmd = Some(list(rest)),
+            "ENTRYPOINT" => run.entrypoint = Some(list(rest)),
+            "ENV" => {
+                let (k, v) = rest
+                    .split_once('=')
+                    .or_else(|| rest.split_once(' '))
+                    .unwrap_or((rest, ""));
+                let env = run.env.get_or_insert_with(Vec::new);
+                env.retain(|e| e.split('=').next() != Some(k));
+                env.push(format!("{k}={}", v.trim_matches('"')));
+            }
+            "WORKDIR" => run.working_dir = Some(rest.to_string()),
+            "USER" => run.user = Some(rest.to_string()),
+            "STOPSIGNAL" => run.stop_signal = Some(rest.to_string()),
+            "EXPOSE" => {
+                for p in rest.split_whitespace() {
+                    let p = if p.contains('/') {
+                        p.to_string()
+                    } else {
+                        format!("{p}/tcp")
+                    };
+                    run.exposed_ports
+                        .get_or_insert_with(BTreeMap::new)
+                        .insert(p, serde_json::json!({}));
+                }
+            }
+            "VOLUME" => {
+                let vols: Vec<String> = if rest.starts_with('[') {
+                    serde_json::from_str(rest).unwrap_or_default()
+                } else {
+                    rest.split_whitespace().map(String::from).collect()
+                };
+                for v in vols {
+                    run.volumes
+                        .get_or_insert_with(BTreeMap::new)
+                        .insert(v, serde_json::json!({}));
+                }
+            }
+            "LABEL" => {
+                let (k, v) = rest.split_once('=').unwrap_or((rest, ""));
+                run.labels.get_or_insert_with(BTreeMap::new).insert(
+                    k.trim_matches('"').to_string(),
+                    v.trim_matches('"').to_string(),
+                );
+            }
+            other => {
+                return Err(Failure::new(
+                    1,
+                    format!("{other} is not a valid change command"),
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
+fn ps(engine: &Engine, a: &PsArgs) -> CliResult<u8> {
+    let filters = parse_filters(&a.filter)?;
+    let mut list = engine.list_containers(a.all || a.latest || a.last.is_some(), &filters)?;
+    if a.latest {
+        list.truncate(1);
+    }
+    if let Some(n) = a.last {
+        list.truncate(n);
+    }
+    if a.quiet {
+        let mut out = io::stdout().lock();
+        for c in &list {
+            writeln!(out, "{}", short_id(&c.id, a.no_trunc))?;
+        }
+        return Ok(0);
+    }
+    let fmt = Format::parse(a.format.as_deref())?;
+    let rows: Vec<serde_json::Value> = list
+        .iter()
+        .map(|c| {
+            let mut cmd = c.command.clone();
+            if !a.no_trunc && cmd.chars().count() > 20 {
+                cmd = format!("{}…", cmd.chars().take(19).collect::<String>());
+            }
+            serde_json::json!({
+                "ID": short_id(&c.id, a.no_trunc),
+                "Image": c.image,
+                "Command": format!("\"{cmd}\""),
+                "CreatedAt": c.created,
+                "RunningFor": ago(&c.created),
+                "Ports": c.ports,
+                "State": c.state,
+                "Status": c.status,
+                "Names": c.names,
+                "Labels": c.labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(","),
+                "Size": "",
+                "Mounts": "",
+                "Networks": "",
+            })
+        })
+        .collect();
+    match fmt {
+        Format::Table => {
+            let body: Vec<Vec<String>> = rows
+                .iter()
+                .map(|r| {
+                    [
+                        "ID",
+                        "Image",
+                        "Command",
+                        "RunningFor",
+                        "Status",
+                        "Ports",
+                        "Names",
+                    ]
+                    .iter()
+                    .map(|k| r[*k].as_str().unwrap_or_default().to_string())
+                    .collect()
+                })
+                .collect();
+            print!(
+                "{}",
+                table(
+                    &[
+                        "CONTAINER ID",
+                        "IMAGE",
+                        "COMMAND",
+                        "CREATED",
+                        "STATUS",
+                        "PORTS",
+                        "NAMES"
+                    ],
+                    &body
+                )
+            );
+        }
+        f => print!(
+            "{}",
+            f.render_list(
+                &rows,
+                &[
+                    ("ID", "CONTAINER ID"),
+                    ("RunningFor", "CREATED"),
+                    ("CreatedAt", "CREATED AT")
+                ]
+            )?
+        ),
+    }
+    Ok(0)
+}
+
+fn images(engine: &Engine, a: &ImagesArgs) -> CliResult<u8> {
+    let mut filters = parse_filters(&a.filter)?;
+    if let Some(r) = &a.reference {
+        filters.push(("reference".into(), r.clone()));
+    }
+    let list = engine.list_images(&filters)?;
+    if a.quiet {
+        let mut seen = std::collections::HashSet::new();
+        for i in &list {
+            if seen.insert(i.id.clone()) {
+                println!("{}", short_id(&i.id, a.no_trunc));
+            }
+        }
+        return Ok(0);
+    }
+    let fmt = Format::parse(a.format.as_deref())?;
+    let rows: Vec<serde_json::Value> = list
+        .iter()
+        .map(|i| {
+            serde_json::json!({
+                "ID": short_id(&i.id, a.no_trunc),
+                "Repository": i.repository,
+                "Tag": i.tag,
+                "Digest": if i.repository == "<none>" { "<none>".to_string() } else { i.digest.clone() },
+                "CreatedSince": ago(&i.created),
+                "CreatedAt": i.created,
+                "Size": human_size(i.size),
+                "Containers": "N/A",
+                "SharedSize": "N/A",
+                "UniqueSize": "N/A",
+                "VirtualSize": human_size(i.size),
+            })
+        })
+        .collect();
+    match fmt {
+        Format::Table => {
+            let (headers, keys): (Vec<&str>, Vec<&str>) = if a.digests {
+                (
+                    vec!["REPOSITORY", "TAG", "DIGEST", "IMAGE ID", "CREATED", "SIZE"],
+                    vec!["Repository", "Tag", "Digest", "ID", "CreatedSince", "Size"],
+                )
+            } else {
+                (
+                    vec!["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"],
+                    vec!["Repository", "Tag", "ID", "CreatedSince", "Size"],
+                )
+            };
+            let body: Vec<Vec<String>> = rows
+                .iter()
+                .map(|r| {
+                    keys.iter()
+                        .map(|k| r[*k].as_str().unwrap_or_default().to_string())
+                        .collect()
+                })
+                .collect();
+            print!("{}", table(&headers, &body));
+        }
+        f => print!(
+            "{}",
+            f.render_list(&rows, &[("ID", "IMAGE ID"), ("CreatedSince", "CREATED")])?
+        ),
+    }
+    Ok(0)
+}
+
+fn print_inspect(values: Vec<serde_json::Value>, format: Option<&str>) -> CliResult {
+    match format {
+        Some(f) if !f.is_empty() && f != "json" => {
+            let fmt = Format::parse(Some(f))?;
+            for v in &values {
+                println!("{}", fmt.render(v)?);
+            }
+        }
+        _ => println!("{}", pretty_json(&serde_json::Value::Array(values))),
+    }
+    Ok(())
+}
+
+fn inspect(
+    engine: &Engine,
+    names: &[String],
+    kind: Option<&str>,
+    format: Option<&str>,
+) -> CliResult<u8> {
+    let mut values = Vec::new();
+    let mut missing = Vec::new();
+    for n in names {
+        let v = match kind {
+            Some("container") => engine.inspect_container(n).ok(),
+            Some("image") => engine.inspect_image(n).ok(),
+            Some("volume") => engine
+                .inspect_volume(n)
+                .ok()
+                .map(|v| serde_json::to_value(v).unwrap_or_default()),
+            Some(other) => {
+                return Err(Failure::new(
+                    1,
+                    format!("\"{other}\" is not a valid value for --type"),
+                ))
+            }
+            None => engine
+                .inspect_container(n)
+                .ok()
+                .or_else(|| engine.inspect_image(n).ok())
+                .or_else(|| {
+                    engine
+                        .inspect_volume(n)
+                        .ok()
+                        .map(|v| serde_json::to_value(v).unwrap_or_default())
+                }),
+        };
+        match v {
+            Some(v) => values.push(v),
+            None => missing.push(n.clone()),
+        }
+    }
+    print_inspect(values, format)?;
+    if missing.is_empty() {
+        Ok(0)
+    } else {
+        for m in &missing {
+            eprintln!("Error: no such object: {m}");
+        }
+        Err(Failure::new(1, ""))
+    }
+}
+
+/// Parses `--since`/`--until`: RFC 3339, a Unix timestamp, or a duration like `10m`.
+pub fn parse_time(s: &str) -> CliResult<String> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+        return Ok(t
+            .with_timezone(&chrono::Utc)
+            .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true));
+    }
+    if let Ok(secs) = s.parse::<f64>() {
+        let t = chrono::DateTime::from_timestamp(secs.trunc() as i64, (secs.fract() * 1e9) as u32)
+            .ok_or_else(|| Failure::new(1, format!("invalid time {s}")))?;
+        return Ok(t.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true));
+    }
+    let units = [("ms", 1i64), ("s", 1000), ("m", 60_000), ("h", 3_600_000)];
+    for (u, ms) in units {
+        if let Some(n) = s.strip_suffix(u) {
+            if let Ok(v) = n.parse::<f64>() {
+                let t = chrono::Utc::now() - chrono::Duration::milliseconds((v * ms as f64) as i64);
+                return Ok(t.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true));
+            }
+        }
+    }
+    Err(Failure::new(
+        1,
+        format!(
+            "invalid value for time: {s:?} (use RFC 3339, a Unix timestamp or a duration like 10m)"
+        ),
+    ))
+}
+
+fn logs(
+    engine: &Engine,
+    container: &str,
+    follow: bool,
+    tail: &str,
+    since: Option<&str>,
+    until: Option<&str>,
+    timestamps: bool,
+) -> CliResult<u8> {
+    let rec = engine.find_container(container)?;
+    if rec.host_config.log_config.kind == "none" {
+        return Err(Failure::new(
+            1,
+            "configured logging driver does not support reading",
+        ));
+    }
+    let path = engine.container_dir(&rec.id).join("log.json");
+    let filter = LogFilter {
+        since: since.map(parse_time).transpose()?,
+        until: until.map(parse_time).transpose()?,
+        tail: if tail == "all" || tail == "-1" {
+            None
+        } else {
+            Some(
+                tail.parse()
+                    .map_err(|_| Failure::new(1, format!("invalid tail value: {tail}")))?,
+            )
+        },
+    };
+    let mut out = io::stdout().lock();
+    let mut err = io::stderr().lock();
+    let mut emit = |l: &berth_engine::logs::LogLine| -> io::Result<()> {
+        let w: &mut dyn Write = if l.stream == "stderr" {
+            &mut err
+        } else {
+            &mut out
+        };
+        if timestamps {
+            write!(w, "{} ", l.time)?;
+        }
+        w.write_all(l.log.as_bytes())?;
+        w.flush()
+    };
+    let lines = berth_engine::logs::read_all(&path)?;
+    for l in filter.apply(lines) {
+        emit(&l)?;
+    }
+    if !follow {
+        return Ok(0);
+    }
+    let mut offset = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+    loop {
+        let running = engine
+            .container_state(&rec.id)
+            .map(|s| s.status.is_active())
+            .unwrap_or(false);
+        let (new, off) = berth_engine::logs::read_from(&path, offset)?;
+        offset = off;
+        for l in new.iter().filter(|l| filter.keep(l)) {
+            emit(l)?;
+        }
+        if !running {
+            let (rest, _) = berth_engine::logs::read_from(&path, offset)?;
+            for l in rest.iter().filter(|l| filter.keep(l)) {
+                emit(l)?;
+            }
+            return Ok(0);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+fn history(
+    engine: &Engine,
+    image: &str,
+    no_trunc: bool,
+    quiet: bool,
+    format: Option<&str>,
+) -> CliResult<u8> {
+    let h = engine.history(image)?;
+    if quiet {
+        for e in &h {
+            let id = e["Id"].as_str().unwrap_or_default();
+            println!(
+                "{}",
+                if id == "<missing>" {
+                    id.to_string()
+                } else {
+                    short_id(id, no_trunc)
+                }
+            );
+        }
+        return Ok(0);
+    }
+    let rows: Vec<serde_json::Value> = h
+        .iter()
+        .map(|e| {
+            let id = e["Id"].as_str().unwrap_or_default();
+            let mut by = e["CreatedBy"].as_str().unwrap_or_default().to_string();
+            if !no_trunc && by.chars().count() > 45 {
+                by = format!("{}…", by.chars().take(44).collect::<String>());
+            }
+            serde_json::json!({
+                "ID": if id == "<missing>" { id.to_string() } else { short_id(id, no_trunc) },
+                "CreatedSince": ago(e["Created"].as_str().unwrap_or_default()),
+                "CreatedAt": e["Created"],
+                "CreatedBy": by,
+                "Size": human_size(e["Size"].as_u64().unwrap_or(0)),
+                "Comment": e["Comment"],
+            })
+        })
+        .collect();
+    match Format::parse(format)? {
+        Format::Table => {
+            let body: Vec<Vec<String>> = rows
+                .iter()
+                .map(|r| {
+                    ["ID", "CreatedSince", "CreatedBy", "Size", "Comment"]
+                        .iter()
+                        .map(|k| r[*k].as_str().unwrap_or_default().to_string())
+                        .collect()
+                })
+                .collect();
+            print!(
+                "{}",
+                table(
+                    &["IMAGE", "CREATED", "CREATED BY", "SIZE", "COMMENT"],
+                    &body
+                )
+            );
+        }
+        f => print!(
+            "{}",
+            f.render_list(
+                &rows,
+                &[
+                    ("ID", "IMAGE"),
+                    ("CreatedSince", "CREATED"),
+                    ("CreatedBy", "CREATED BY")
+                ]
+            )?
+        ),
+    }
+    Ok(0)
+}
+
+fn rmi(engine: &Engine, images: &[String], force: bool) -> CliResult<u8> {
+    let mut failed = false;
+    for i in images {
+        match engine.remove_image(i, force) {
+            Ok(list) => {
+                for r in list {
+                    match r {
+                        Removed::Untagged(t) => println!("Untagged: {t}"),
+                        Removed::Deleted(d) => println!("Deleted: {d}"),
+                    }
+                }
+            }
+            Err(e) => {
+                eprintln!("Error: {}", berth_engine::monitor::error_chain(&e));
+                failed = true;
+            }
+        }
+    }
+    if failed {
+        Err(Failure::new(1, ""))
+    } else {
+        Ok(0)
+    }
+}
+
+/// Runs `f` for each name, printing the name on success (Docker's multi-target commands).
+fn each(names: &[String], mut f: impl FnMut(&str) -> berth_engine::Result<()>) -> CliResult<u8> {
+    let mut failed = false;
+    for n in names {
+        match f(n) {
+            Ok(()) => println!("{n}"),
+            Err(e) => {
+                eprintln!("Error: {}", berth_engine::monitor::error_chain(&e));
+                failed = true;
+            }
+        }
+    }
+    if failed {
+        Err(Failure::new(1, ""))
+    } else {
+        Ok(0)
+    }
+}
+
+fn save(engine: &Engine, images: &[String], output: Option<&PathBuf>) -> CliResult<u8> {
+    match output {
+        Some(p) => {
+            let dir = p
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(std::path::Path::new("."));
+            let (mut f, tmp) = berth_image::fsutil::create_temp(dir, "save")
+                .map_err(|e| Failure::new(1, format!("{}: {e}", dir.display())))?;
+            let res = engine
+                .save(images, io::BufWriter::new(&mut f))
+                .map_err(Failure::from)
+                .and_then(|_| f.sync_all().map_err(Failure::from));
+            match res {
+                Ok(()) => std::fs::rename(&tmp, p)
+                    .map_err(|e| Failure::new(1, format!("{}: {e}", p.display())))?,
+                Err(e) => {
+                    let _ = std::fs::remove_file(&tmp);
+                    return Err(e);
+                }
+            }
+        }
+        None => {
+            if crate::terminal::is_tty(std::os::fd::AsFd::as_fd(&io::stdout())) {
+                return Err(Failure::new(
+                    1,
+                    "cowardly refusing to save to a terminal. Use the -o flag or redirect",
+                ));
+            }
+            let out = io::stdout().lock();
+            engine.save(images, io::BufWriter::new(out))?;
+        }
+    }
+    Ok(0)
+}
+
+fn volume(engine: &Engine, cmd: &VolumeCmd) -> CliResult<u8> {
+    match cmd {
+        VolumeCmd::Create {
+            labels,
+            driver,
+            name,
+        } => {
+            if driver != "local" {
+                return Err(Failure::new(
+                    1,
+                    format!("volume driver {driver:?} is not available: only \"local\""),
+                ));
+            }
+            let labels: BTreeMap<String, String> = labels
+                .iter()
+                .map(|l| {
+                    l.split_once('=')
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .unwrap_or((l.clone(), String::new()))
+                })
+                .collect();
+            let (n, anon) = match name {
+                Some(n) => (n.clone(), false),
+                None => (berth_engine::names::new_id(), true),
+            };
+            let v = engine.create_volume(&n, &labels, anon)?;
+            println!("{}", v.name);
+        }
+        VolumeCmd::Ls { quiet, format } => {
+            let vols = engine.list_volumes()?;
+            if *quiet {
+                for v in vols {
+                    println!("{}", v.name);
+                }
+                return Ok(0);
+            }
+            let rows: Vec<serde_json::Value> = vols.iter().map(|v| serde_json::json!({"Driver": v.driver, "Name": v.name, "Mountpoint": v.mountpoint, "Labels": v.labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(","), "Scope": v.scope, "CreatedAt": v.created_at})).collect();
+            match Format::parse(format.as_deref())? {
+                Format::Table => {
+                    let body: Vec<Vec<String>> = vols
+                        .iter()
+                        .map(|v| vec![v.driver.clone(), v.name.clone()])
+                        .collect();
+                    print!("{}", table(&["DRIVER", "VOLUME NAME"], &body));
+                }
+                f => print!("{}", f.render_list(&rows, &[("Name", "VOLUME NAME")])?),
+            }
+        }
+        VolumeCmd::Inspect { format, volumes } => {
+            let mut vals = Vec::new();
+            for v in volumes {
+                vals.push(serde_json::to_value(engine.inspect_volume(v)?).unwrap_or_default());
+            }
+            print_inspect(vals, format.as_deref())?;
+        }
+        VolumeCmd::Rm { force, volumes } => {
+            return each(volumes, |v| engine.remove_volume(v, *force))
+        }
+        VolumeCmd::Prune { all, .. } => {
+            let (removed, bytes) = engine.prune_volumes(*all)?;
+            if !removed.is_empty() {
+                println!("Deleted Volumes:");
+                for r in removed {
+                    println!("{r}");
+                }
+                println!();
+            }
+            println!("Total reclaimed space: {}", human_size(bytes));
+        }
+    }
+    Ok(0)
+}
+
+fn prune_containers(engine: &Engine) -> CliResult<(Vec<String>, u64)> {
+    let mut removed = Vec::new();
+    let mut bytes = 0;
+    for c in engine.list_containers(true, &[])? {
+        if c.state == "exited" || c.state == "created" || c.state == "dead" {
+            bytes += berth_engine::volumes::dir_size(&engine.container_dir(&c.id).join("upper"));
+            engine.remove_container(&c.id, false, false)?;
+            removed.push(c.id);
+        }
+    }
+    Ok((removed, bytes))
+}
+
+fn print_pruned_images(removed: &[Removed]) {
+    if removed.is_empty() {
+        return;
+    }
+    println!("Deleted Images:");
+    for r in removed {
+        match r {
+            Removed::Untagged(t) => println!("untagged: {t}"),
+            Removed::Deleted(d) => println!("deleted: {d}"),
+        }
+    }
+    println!();
+}
+
+fn info(engine: &Engine, format: Option<&str>) -> CliResult<u8> {
+    let containers = engine.list_containers(true, &[])?;
+    let running = containers.iter().filter(|c| c.state == "running").count();
+    let paused = containers.iter().filter(|c| c.state == "paused").count();
+    let images = engine.list_image_rows()?.len();
+    let uts = nix::sys::utsname::uname().ok();
+    let cgroup_version = if std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        "2"
+    } else {
+        "1"
+    };
+    let v = serde_json::json!({
+        "ID": "",
+        "Containers": containers.len(),
+        "ContainersRunning": running,
+        "ContainersPaused": paused,
+        "ContainersStopped": containers.len() - running - paused,
+        "Images": images,
+        "Driver": "overlay2",
+        "DockerRootDir": engine.root(),
+        "RunRoot": engine.run_root(),
+        "CgroupDriver": "cgroupfs",
+        "CgroupVersion": cgroup_version,
+        "DefaultRuntime": "builtin",
+        "Runtimes": {"builtin": {"path": "libcontainer (linked in)"}, "runc": {"path": "runc"}, "crun": {"path": "crun"}},
+        "LoggingDriver": "json-file",
+        "KernelVersion": uts.as_ref().map(|u| u.release().to_string_lossy().into_owned()).unwrap_or_default(),
+        "OperatingSystem": std::fs::read_to_string("/etc/os-release").ok().and_then(|s| s.lines().find_map(|l| l.strip_prefix("PRETTY_NAME=").map(|v| v.trim_matches('"').to_string()))).unwrap_or_default(),
+        "OSType": "linux",
+        "Architecture": std::env::consts::ARCH,
+        "NCPU": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        "ServerVersion": env!("CARGO_PKG_VERSION"),
+        "SecurityOptions": ["name=seccomp,profile=builtin"],
+    });
+    if let Some(f) = format {
+        println!("{}", Format::parse(Some(f))?.render(&v)?);
+        return Ok(0);
+    }
+    println!("Server:");
+    for (k, label) in [
+        ("Containers", "Containers"),
+        ("ContainersRunning", " Running"),
+        ("ContainersPaused", " Paused"),
+        ("ContainersStopped", " Stopped"),
+        ("Images", "Images"),
+        ("ServerVersion", "Server Version"),
+        ("Driver", "Storage Driver"),
+        ("LoggingDriver", "Logging Driver"),
+        ("CgroupDriver", "Cgroup Driver"),
+        ("CgroupVersion", "Cgroup Version"),
+        ("DefaultRuntime", "Default Runtime"),
+        ("KernelVersion", "Kernel Version"),
+        ("OperatingSystem", "Operating System"),
+        ("OSType", "OSType"),
+        ("Architecture", "Architecture"),
+        ("NCPU", "CPUs"),
+        ("DockerRootDir", "Berth Root Dir"),
+        ("RunRoot", "Berth Run Root"),
+    ] {
+        let val = match &v[k] {
+            serde_json::Value::String(s) => s.clone(),
+            o => o.to_string(),
+        };
+        println!(" {label}: {val}");
+    }
+    println!(" Security Options:\n  seccomp\n   Profile: builtin");
+    Ok(0)
+}
+
+fn df(engine: &Engine, verbose: bool) -> CliResult<u8> {
+    let images = engine.list_image_rows()?;
+    let containers = engine.list_containers(true, &[])?;
+    let used_images: std::collections::HashSet<String> =
+        containers.iter().map(|c| c.image_id.clone()).collect();
+    let img_size: u64 = images.iter().map(|i| i.size).sum();
+    let img_reclaim: u64 = images
+        .iter()
+        .filter(|i| !used_images.contains(&i.id.to_string()))
+        .map(|i| i.size)
+        .sum();
+    let ctr_sizes: Vec<(String, u64)> = containers
+        .iter()
+        .map(|c| {
+            (
+                c.id.clone(),
+                berth_engine::volumes::dir_size(&engine.container_dir(&c.id).join("upper")),
+            )
+        })
+        .collect();
+    let ctr_size: u64 = ctr_sizes.iter().map(|(_, s)| s).sum();
+    let active_ctr = containers
+        .iter()
+        .filter(|c| c.state == "running" || c.state == "paused")
+        .count();
+    let ctr_reclaim: u64 = containers
+        .iter()
+        .zip(&ctr_sizes)
+        .filter(|(c, _)| c.state != "running" && c.state != "paused")
+        .map(|(_, (_, s))| s)
+        .sum();
+    let vols = engine.list_volumes()?;
+    let mut vol_size = 0;
+    let mut vol_reclaim = 0;
+    let mut active_vols = 0;
+    for v in &vols {
+        let s = berth_engine::volumes::dir_size(std::path::Path::new(&v.mountpoint));
+        vol_size += s;
+        if engine.volume_users(&v.name)?.is_empty() {
+            vol_reclaim += s;
+        } else {
+            active_vols += 1;
+        }
+    }
+    let pct = |r: u64, t: u64| {
+        r.saturating_mul(100)
+            .checked_div(t)
+            .map(|p| format!("{p}%"))
+            .unwrap_or_else(|| "0%".to_string())
+    };
+    let body = vec![
+        vec![
+            "Images".into(),
+            images.len().to_string(),
+            used_images.len().to_string(),
+            human_size(img_size),
+            format!(
+                "{} ({})",
+                human_size(img_reclaim),
+                pct(img_reclaim, img_size)
+            ),
+        ],
+        vec![
+            "Containers".into(),
+            containers.len().to_string(),
+            active_ctr.to_string(),
+            human_size(ctr_size),
+            format!(
+                "{} ({})",
+                human_size(ctr_reclaim),
+                pct(ctr_reclaim, ctr_size)
+            ),
+        ],
+        vec![
+            "Local Volumes".into(),
+            vols.len().to_string(),
+            active_vols.to_string(),
+            human_size(vol_size),
+            format!(
+                "{} ({})",
+                human_size(vol_reclaim),
+                pct(vol_reclaim, vol_size)
+            ),
+        ],
+        vec![
+            "Build Cache".into(),
+            "0".into(),
+            "0".into(),
+            "0B".into(),
+            "0B".into(),
+        ],
+    ];
+    print!(
+        "{}",
+        table(&["TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"], &body)
+    );
+    if verbose {
+        println!("\nImages space usage:\n");
+        let rows: Vec<Vec<String>> = engine
+            .list_images(&[])?
+            .iter()
+            .map(|i| {
+                vec![
+                    i.repository.clone(),
+                    i.tag.clone(),
+                    short_id(&i.id, false),
+                    ago(&i.created),
+                    human_size(i.size),
+                    containers
+                        .iter()
+                        .filter(|c| c.image_id == i.id)
+                        .count()
+                        .to_string(),
+                ]
+            })
+            .collect();
+        print!(
+            "{}",
+            table(
+                &[
+                    "REPOSITORY",
+                    "TAG",
+                    "IMAGE ID",
+                    "CREATED",
+                    "SIZE",
+                    "CONTAINERS"
+                ],
+                &rows
+            )
+        );
+        println!("\nContainers space usage:\n");
+        let rows: Vec<Vec<String>> = containers
+            .iter()
+            .zip(&ctr_sizes)
+            .map(|(c, (_, s))| {
+                vec![
+                    short_id(&c.id, false),
+                    c.image.clone(),
+                    format!("\"{}\"", c.command),
+                    human_size(*s),
+                    ago(&c.created),
+                    c.status.clone(),
+                    c.names.clone(),
+                ]
+            })
+            .collect();
+        print!(
+            "{}",
+            table(
+                &[
+                    "CONTAINER ID",
+                    "IMAGE",
+                    "COMMAND",
+                    "SIZE",
+                    "CREATED",
+                    "STATUS",
+                    "NAMES"
+                ],
+                &rows
+            )
+        );
+        println!("\nLocal Volumes space usage:\n");
+        let rows: Vec<Vec<String>> = vols
+            .iter()
+            .map(|v| {
+                vec![
+                    v.name.clone(),
+                    engine
+                        .volume_users(&v.name)
+                        .map(|u| u.len())
+                        .unwrap_or(0)
+                        .to_string(),
+                    human_size(berth_engine::volumes::dir_size(std::path::Path::new(
+                        &v.mountpoint,
+                    ))),
+                ]
+            })
+            .collect();
+        print!("{}", table(&["VOLUME NAME", "LINKS", "SIZE"], &rows));
+    }
+    Ok(0)
+}
+
+pub fn dispatch(cli: &Cli) -> CliResult<u8> {
+    let engine = open_engine(&cli.root, &cli.run_root).map_err(|mut f| {
+        f.code = 125;
+        f
+    })?;
+    let e = &engine;
+    match &cli.cmd {
+        Command::Run { detach, flags } => run::run(e, flags, *detach),
+        Command::Create { flags } => {
+            let opts = flags.to_options()?;
+            let (id, warnings) = e.create_container(opts).map_err(run::run_failure)?;
+            for w in warnings {
+                eprintln!("WARNING: {w}");
+            }
+            println!("{id}");
+            Ok(0)
+        }
+        Command::Start {
+            attach,
+            interactive,
+            containers,
+        } => {
+            if *attach || *interactive {
+                if containers.len() > 1 {
+                    return Err(Failure::new(
+                        1,
+                        "you cannot start and attach multiple containers at once",
+                    ));
+                }
+                let rec = e.find_container(&containers[0])?;
+                return run::start_attached(
+                    e,
+                    &rec.id,
+                    *interactive && rec.config.open_stdin,
+                    rec.config.tty,
+                )
+                .map_err(|mut f| {
+                    if f.code == 125 {
+                        f.code = 1;
+                    }
+                    f
+                });
+            }
+            each(containers, |c| e.start_container(c, false).map(|_| ()))
+        }
+        Command::Stop {
+            timeout,
+            signal,
+            containers,
+        } => {
+            if let Some(s) = signal {
+                if berth_engine::sys::parse_signal(s).is_none() {
+                    return Err(Failure::new(1, format!("invalid signal: {s}")));
+                }
+            }
+            each(containers, |c| {
+                if let Some(s) = signal {
+                    let rec = e.find_container(c)?;
+                    let st = e.container_state(&rec.id)?;
+                    if st.status.is_active() {
+                        let _ =
+                            e.kill_container(c, berth_engine::sys::parse_signal(s).unwrap_or(15));
+                    }
+                }
+                e.stop_container(c, *timeout)
+            })
+        }
+        Command::Restart {
+            timeout,
+            containers,
+        } => each(containers, |c| {
+            e.stop_container(c, *timeout)?;
+            e.start_container(c, false).map(|_| ())
+        }),
+        Command::Kill { signal, containers } => {
+            let sig = berth_engine::sys::parse_signal(signal)
+                .ok_or_else(|| Failure::new(1, format!("invalid signal: {signal}")))?;
+            each(containers, |c| e.kill_container(c, sig))
+        }
+        Command::Rm {
+            force,
+            volumes,
+            containers,
+        } => each(containers, |c| e.remove_container(c, *force, *volumes)),
+        Command::Ps(a) => ps(e, a),
+        Command::Logs {
+            follow,
+            tail,
+            since,
+            until,
+            timestamps,
+            container,
+        } => logs(
+            e,
+            container,
+            *follow,
+            tail,
+            since.as_deref(),
+            until.as_deref(),
+            *timestamps,
+        ),
+        Command::Inspect {
+            format,
+            kind,
+            names,
+        } => inspect(e, names, kind.as_deref(), format.as_deref()),
+        Command::Exec(f) => run::exec(e, f),
+        Command::Attach {
+            no_stdin,
+            container,
+        } => run::attach_running(e, container, *no_stdin),
+        Command::Wait { containers } => {
+            let mut failed = false;
+            for c in containers {
+                match e.wait_container(c) {
+                    Ok(code) => println!("{code}"),
+                    Err(err) => {
+                        eprintln!("Error: {err}");
+                        failed = true;
+                    }
+                }
+            }
+            if failed {
+                Err(Failure::new(1, ""))
+            } else {
+                Ok(0)
+            }
+        }
+        Command::Rename {
+            container,
+            new_name,
+        } => {
+            e.rename_container(container, new_name)?;
+            Ok(0)
+        }
+        Command::Top { container, ps_args } => {
+            let (titles, rows) = e.top(container, ps_args)?;
+            let t: Vec<&str> = titles.iter().map(|s| s.as_str()).collect();
+            print!("{}", table(&t, &rows));
+            Ok(0)
+        }
+        Command::Port { container, port } => {
+            e.find_container(container)?;
+            if let Some(p) = port {
+                return Err(Failure::new(
+                    1,
+                    format!("no public port '{p}' published for {container}"),
+                ));
+            }
+            Ok(0)
+        }
+        Command::Images(a) => images(e, a),
+        Command::Import {
+            change,
+            message,
+            file,
+            reference,
+        } => {
+            let mut run_cfg = RunConfig::default();
+            apply_changes(&mut run_cfg, change)?;
+            let id = if file == "-" {
+                e.import(
+                    io::stdin().lock(),
+                    reference.as_deref(),
+                    run_cfg,
+                    message.clone(),
+                    "-",
+                )?
+            } else {
+                let f = std::fs::File::open(file)
+                    .map_err(|err| Failure::new(1, format!("open {file}: {err}")))?;
+                e.import(f, reference.as_deref(), run_cfg, message.clone(), file)?
+            };
+            println!("{id}");
+            Ok(0)
+        }
+        Command::Load { input, quiet } => {
+            let lines = match input {
+                Some(p) => {
+                    let f = std::fs::File::open(p)
+                        .map_err(|err| Failure::new(1, format!("open {}: {err}", p.display())))?;
+                    e.load(io::BufReader::new(f))?
+                }
+                None => {
+                    if crate::terminal::is_tty(std::os::fd::AsFd::as_fd(&io::stdin())) {
+                        return Err(Failure::new(
+                            1,
+                            "requested load from stdin, but stdin is empty",
+                        ));
+                    }
+                    e.load(io::stdin().lock())?
+                }
+            };
+            if !quiet {
+                for l in lines {
+                    println!("{l}");
+                }
+            }
+            Ok(0)
+        }
+        Command::Save { output, images } => save(e, images, output.as_ref()),
+        Command::Tag { source, target } | Command::Image(ImageCmd::Tag { source, target }) => {
+            e.tag(source, target)?;
+            Ok(0)
+        }
+        Command::Rmi { force, images } | Command::Image(ImageCmd::Rm { force, images }) => {
+            rmi(e, images, *force)
+        }
+        Command::History {
+            no_trunc,
+            quiet,
+            format,
+            image,
+        }
+        | Command::Image(ImageCmd::History {
+            no_trunc,
+            quiet,
+            format,
+            image,
+        }) => history(e, image, *no_trunc, *quiet, format.as_deref()),
+        Command::Image(ImageCmd::Ls(a)) => images(e, a),
+        Command::Image(ImageCmd::Inspect { format, images }) => {
+            let mut vals = Vec::new();
+            for i in images {
+                vals.push(e.inspect_image(i)?);
+            }
+            print_inspect(vals, format.as_deref())?;
+            Ok(0)
+        }
+        Command::Image(ImageCmd::Prune { all, .. }) => {
+            let (removed, bytes) = e.prune_images(*all)?;
+            print_pruned_images(&removed);
+            println!("Total reclaimed space: {}", human_size(bytes));
+            Ok(0)
+        }
+        Command::Container(ContainerCmd::Ls(a)) => ps(e, a),
+        Command::Container(ContainerCmd::Inspect { format, containers }) => {
+            let mut vals = Vec::new();
+            for c in containers {
+                vals.push(e.inspect_container(c)?);
+            }
+            print_inspect(vals, format.as_deref())?;
+            Ok(0)
+        }
+        Command::Container(ContainerCmd::Prune { .. }) => {
+            let (removed, bytes) = prune_containers(e)?;
+            if !removed.is_empty() {
+                println!("Deleted Containers:");
+                for r in removed {
+                    println!("{r}");
+                }
+                println!();
+            }
+            println!("Total reclaimed space: {}", human_size(bytes));
+            Ok(0)
+        }
+        Command::Volume(v) => volume(e, v),
+        Command::System(SystemCmd::Df { verbose }) => df(e, *verbose),
+        Command::System(SystemCmd::Prune { all, volumes, .. }) => {
+            let (ctrs, cbytes) = prune_containers(e)?;
+            if !ctrs.is_empty() {
+                println!("Deleted Containers:");
+                for c in &ctrs {
+                    println!("{c}");
+                }
+                println!();
+            }
+            let mut total = cbytes;
+            if *volumes {
+                let (vols, vbytes) = e.prune_volumes(false)?;
+                if !vols.is_empty() {
+                    println!("Deleted Volumes:");
+                    for v in &vols {
+                        println!("{v}");
+                    }
+                    println!();
+                }
+                total += vbytes;
+            }
+            let (removed, ibytes) = e.prune_images(*all)?;
+            print_pruned_images(&removed);
+            total += ibytes;
+            println!("Total reclaimed space: {}", human_size(total));
+            Ok(0)
+        }
+        Command::System(SystemCmd::Info { format }) | Command::Info { format } => {
+            info(e, format.as_deref())
+        }
+        Command::Version { format } => {
+            let v = serde_json::json!({
+                "Client": {"Version": env!("CARGO_PKG_VERSION"), "ApiVersion": "1.47", "Os": "linux", "Arch": std::env::consts::ARCH},
+                "Server": {"Version": env!("CARGO_PKG_VERSION"), "Runtime": "libcontainer 0.7.0 (built in)"},
+            });
+            match format {
+                Some(f) => println!("{}", Format::parse(Some(f))?.render(&v)?),
+                None => {
+                    println!(
+                        "Client:\n Version:     {}\n API version: 1.47\n OS/Arch:     linux/{}\n",
+                        env!("CARGO_PKG_VERSION"),
+                        std::env::consts::ARCH
+                    );
+                    println!(
+                        "Engine:\n Version:     {}\n Runtime:     libcontainer 0.7.0 (built in)",
+                        env!("CARGO_PKG_VERSION")
+                    );
+                }
+            }
+            Ok(0)
+        }
+        Command::Diff { container } => {
+            for c in e.diff(container)? {
+                println!("{c}");
+            }
+            Ok(0)
+        }
+        Command::Commit {
+            author,
+            change,
+            message,
+            container,
+            reference,
+            ..
+        } => {
+            let mut run_cfg = RunConfig::default();
+            apply_changes(&mut run_cfg, change)?;
+            let id = e.commit(
+                container,
+                reference.as_deref(),
+                author.clone(),
+                message.clone(),
+                run_cfg,
+                !change.is_empty(),
+            )?;
+            println!("{id}");
+            Ok(0)
+        }
+        Command::Export { output, container } => {
+            match output {
+                Some(p) => {
+                    let dir = p
+                        .parent()
+                        .filter(|d| !d.as_os_str().is_empty())
+                        .unwrap_or(std::path::Path::new("."));
+                    let (mut f, tmp) = berth_image::fsutil::create_temp(dir, "export")
+                        .map_err(|err| Failure::new(1, format!("{}: {err}", dir.display())))?;
+                    if let Err(err) = e.export(container, io::BufWriter::new(&mut f)) {
+                        let _ = std::fs::remove_file(&tmp);
+                        return Err(err.into());
+                    }
+                    std::fs::rename(&tmp, p)?;
+                }
+                None => {
+                    if crate::terminal::is_tty(std::os::fd::AsFd::as_fd(&io::stdout())) {
+                        return Err(Failure::new(
+                            1,
+                            "cowardly refusing to save to a terminal. Use the -o flag or redirect",
+                        ));
+                    }
+                    e.export(container, io::BufWriter::new(io::stdout().lock()))?;
+                }
+            }
+            Ok(0)
+        }
+        Command::Cp {
+            archive,
+            follow_link,
+            source,
+            dest,
+        } => crate::cp::cp(e, source, dest, *archive, *follow_link),
+    }
+}

@@ -1,0 +1,103 @@
+//! `berth`: a daemonless container engine with Docker's command line.
+//!
+//! This binary parses arguments (clap), calls the `berth-engine` library, and prints
+//! tables, progress and errors; it holds no engine logic. Exit codes follow Docker's:
+//! `run` exits with the container's code, 125 when berth itself failed, 126 when the
+//! command cannot be executed, 127 when it is not found; other commands exit 1 on error.
+
+mod commands;
+mod cp;
+mod format;
+mod run;
+mod terminal;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use berth_engine::{Engine, EngineError, EngineOptions};
+use clap::Parser;
+
+#[derive(Parser)]
+#[command(
+    name = "berth",
+    version,
+    about = "A daemonless container engine: immutable images, isolated containers",
+    disable_help_subcommand = true
+)]
+pub struct Cli {
+    /// Root of persistent state
+    #[arg(
+        long,
+        global = true,
+        env = "BERTH_ROOT",
+        default_value = "/var/lib/berth"
+    )]
+    root: PathBuf,
+    /// Root of runtime state (sockets, runtime state)
+    #[arg(
+        long,
+        global = true,
+        env = "BERTH_RUN_ROOT",
+        default_value = "/run/berth"
+    )]
+    run_root: PathBuf,
+    #[command(subcommand)]
+    cmd: commands::Command,
+}
+
+/// An error on its way out, with the exit code it maps to.
+pub struct Failure {
+    pub code: u8,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn new(code: u8, message: impl Into<String>) -> Failure {
+        Failure {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<EngineError> for Failure {
+    fn from(e: EngineError) -> Failure {
+        let code = match &e {
+            EngineError::Start { code, .. } => *code as u8,
+            _ => 1,
+        };
+        Failure::new(code, berth_engine::monitor::error_chain(&e))
+    }
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(e: anyhow::Error) -> Failure {
+        Failure::new(1, format!("{e:#}"))
+    }
+}
+
+impl From<std::io::Error> for Failure {
+    fn from(e: std::io::Error) -> Failure {
+        Failure::new(1, e.to_string())
+    }
+}
+
+pub type CliResult<T = ()> = Result<T, Failure>;
+
+pub fn open_engine(cli_root: &std::path::Path, run_root: &std::path::Path) -> CliResult<Engine> {
+    Engine::open(EngineOptions::new(cli_root, run_root)).map_err(Failure::from)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let code = match commands::dispatch(&cli) {
+        Ok(code) => code,
+        Err(f) => {
+            if !f.message.is_empty() {
+                eprintln!("Error: {}", f.message);
+            }
+            f.code
+        }
+    };
+    ExitCode::from(code)
+}

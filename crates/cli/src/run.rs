@@ -1,0 +1,708 @@
+//! `create`, `run`, `start`, `attach` and `exec`: flags to engine options, and the
+//! attached session.
+
+use std::collections::BTreeMap;
+use std::io::{self, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::PathBuf;
+
+use berth_engine::attach::{self, Hello};
+use berth_engine::containers::CreateOptions;
+use berth_engine::exec::{wait_pid, ExecOptions};
+use berth_engine::model::{ContainerConfig, HostConfig, LogConfig, MountSpec, Ulimit};
+use berth_engine::spec::parse_bytes;
+use berth_engine::Engine;
+use clap::{ArgAction, Args};
+
+use crate::terminal::{self, AttachEnd};
+use crate::{CliResult, Failure};
+
+/// Flags shared by `create` and `run`.
+#[derive(Args, Clone, Debug)]
+pub struct CreateFlags {
+    /// Keep STDIN open even if not attached
+    #[arg(short = 'i', long)]
+    pub interactive: bool,
+    /// Allocate a pseudo-TTY
+    #[arg(short = 't', long)]
+    pub tty: bool,
+    /// Assign a name to the container
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Set environment variables
+    #[arg(short = 'e', long = "env")]
+    pub env: Vec<String>,
+    /// Read in a file of environment variables
+    #[arg(long = "env-file")]
+    pub env_file: Vec<PathBuf>,
+    /// Working directory inside the container
+    #[arg(short = 'w', long = "workdir")]
+    pub workdir: Option<String>,
+    /// Username or UID (format: <name|uid>[:<group|gid>])
+    #[arg(short = 'u', long)]
+    pub user: Option<String>,
+    /// Container host name
+    #[arg(short = 'h', long)]
+    pub hostname: Option<String>,
+    /// Overwrite the default ENTRYPOINT of the image
+    #[arg(long)]
+    pub entrypoint: Option<String>,
+    /// Set meta data on a container
+    #[arg(short = 'l', long = "label")]
+    pub labels: Vec<String>,
+    /// Run an init inside the container that forwards signals and reaps processes
+    #[arg(long)]
+    pub init: bool,
+    /// Signal to stop the container
+    #[arg(long = "stop-signal")]
+    pub stop_signal: Option<String>,
+    /// Timeout (in seconds) to stop a container
+    #[arg(long = "stop-timeout")]
+    pub stop_timeout: Option<i64>,
+    /// Automatically remove the container when it exits
+    #[arg(long)]
+    pub rm: bool,
+    /// Bind mount a volume (NAME:/path, /host/dir:/path[:ro], or /path)
+    #[arg(short = 'v', long = "volume")]
+    pub volumes: Vec<String>,
+    /// Attach a filesystem mount (type=bind|volume|tmpfs,source=…,target=…)
+    #[arg(long = "mount")]
+    pub mounts: Vec<String>,
+    /// Mount a tmpfs directory (/path[:options])
+    #[arg(long)]
+    pub tmpfs: Vec<String>,
+    /// Mount the container's root filesystem as read only
+    #[arg(long = "read-only")]
+    pub read_only: bool,
+    /// Connect a container to a network: none (default: loopback only) or host.
+    /// Bridge networks are not available yet.
+    #[arg(long = "network", visible_alias = "net")]
+    pub network: Option<String>,
+    /// Publish a container's port(s) to the host (needs bridge networking, not available yet)
+    #[arg(short = 'p', long = "publish")]
+    pub publish: Vec<String>,
+    /// Add Linux capabilities
+    #[arg(long = "cap-add")]
+    pub cap_add: Vec<String>,
+    /// Drop Linux capabilities
+    #[arg(long = "cap-drop")]
+    pub cap_drop: Vec<String>,
+    /// Give extended privileges to this container
+    #[arg(long)]
+    pub privileged: bool,
+    /// Security options (seccomp=unconfined|FILE, no-new-privileges)
+    #[arg(long = "security-opt")]
+    pub security_opt: Vec<String>,
+    /// Size of /dev/shm
+    #[arg(long = "shm-size")]
+    pub shm_size: Option<String>,
+    /// Memory limit
+    #[arg(short = 'm', long)]
+    pub memory: Option<String>,
+    /// Swap limit equal to memory plus swap: -1 to enable unlimited swap
+    #[arg(long = "memory-swap", allow_hyphen_values = true)]
+    pub memory_swap: Option<String>,
+    /// Number of CPUs
+    #[arg(long)]
+    pub cpus: Option<String>,
+    /// CPU shares (relative weight)
+    #[arg(short = 'c', long = "cpu-shares")]
+    pub cpu_shares: Option<i64>,
+    /// CPUs in which to allow execution (0-3, 0,1)
+    #[arg(long = "cpuset-cpus")]
+    pub cpuset_cpus: Option<String>,
+    /// Tune container pids limit (set -1 for unlimited)
+    #[arg(long = "pids-limit", allow_hyphen_values = true)]
+    pub pids_limit: Option<i64>,
+    /// Ulimit options (nofile=1024:2048)
+    #[arg(long)]
+    pub ulimit: Vec<String>,
+    /// Runtime to use: builtin (default), runc, crun, or a path
+    #[arg(long)]
+    pub runtime: Option<String>,
+    /// Logging driver: json-file (default) or none
+    #[arg(long = "log-driver")]
+    pub log_driver: Option<String>,
+    /// Log driver options (max-size, max-file)
+    #[arg(long = "log-opt")]
+    pub log_opt: Vec<String>,
+    /// Restart policy (only "no" is available yet)
+    #[arg(long)]
+    pub restart: Option<String>,
+    /// Add a custom host-to-IP mapping (host:ip)
+    #[arg(long = "add-host")]
+    pub add_host: Vec<String>,
+    /// Set custom DNS servers
+    #[arg(long)]
+    pub dns: Vec<String>,
+    /// Print usage
+    #[arg(long, action = ArgAction::Help)]
+    pub help: Option<bool>,
+    /// IMAGE [COMMAND] [ARG...]
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        required = true,
+        value_name = "IMAGE [COMMAND] [ARG...]"
+    )]
+    pub image_and_cmd: Vec<String>,
+}
+
+fn invalid(msg: impl Into<String>) -> Failure {
+    Failure::new(125, msg)
+}
+
+fn parse_env_file(p: &PathBuf) -> CliResult<Vec<String>> {
+    let text =
+        std::fs::read_to_string(p).map_err(|e| invalid(format!("open {}: {e}", p.display())))?;
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let l = line.trim_start();
+        if l.is_empty() || l.starts_with('#') {
+            continue;
+        }
+        if l.contains('=') {
+            out.push(l.to_string());
+        } else if let Ok(v) = std::env::var(l) {
+            out.push(format!("{l}={v}"));
+        }
+    }
+    Ok(out)
+}
+
+/// `-v` in Docker's forms.
+pub fn parse_volume(v: &str) -> CliResult<MountSpec> {
+    let parts: Vec<&str> = v.split(':').collect();
+    let (src, dst, opts) = match parts.as_slice() {
+        [dst] => ("", *dst, ""),
+        [src, dst] if dst.starts_with('/') => (*src, *dst, ""),
+        [dst, opts] => ("", *dst, *opts),
+        [src, dst, opts] => (*src, *dst, *opts),
+        _ => return Err(invalid(format!("invalid volume specification: '{v}'"))),
+    };
+    if !dst.starts_with('/') {
+        return Err(invalid(format!(
+            "invalid volume specification: '{v}': the container path must be absolute"
+        )));
+    }
+    let mut m = MountSpec {
+        target: dst.to_string(),
+        ..Default::default()
+    };
+    for o in opts.split(',').filter(|o| !o.is_empty()) {
+        match o {
+            "ro" => m.read_only = true,
+            "rw" | "z" | "Z" => {}
+            "nocopy" => m.no_copy = true,
+            "rprivate" | "private" | "rshared" | "shared" | "rslave" | "slave" => {
+                m.options.push(o.to_string())
+            }
+            _ => {
+                return Err(invalid(format!(
+                    "invalid volume specification: '{v}': unknown option {o:?}"
+                )))
+            }
+        }
+    }
+    if src.is_empty() {
+        m.kind = "volume".into();
+    } else if src.starts_with('/') || src.starts_with('.') {
+        m.kind = "bind".into();
+        let p = std::path::absolute(src).map_err(|e| invalid(format!("{src}: {e}")))?;
+        m.source = p.display().to_string();
+        m.options.push("create".into());
+    } else {
+        m.kind = "volume".into();
+        m.source = src.to_string();
+    }
+    Ok(m)
+}
+
+/// `--mount` key=value lists.
+pub fn parse_mount(v: &str) -> CliResult<MountSpec> {
+    let mut m = MountSpec {
+        kind: "volume".into(),
+        ..Default::default()
+    };
+    for kv in v.split(',') {
+        let (k, val) = kv.split_once('=').unwrap_or((kv, ""));
+        match k {
+            "type" => m.kind = val.to_string(),
+            "source" | "src" => m.source = val.to_string(),
+            "target" | "destination" | "dst" => m.target = val.to_string(),
+            "readonly" | "ro" => m.read_only = val.is_empty() || val == "true" || val == "1",
+            "bind-propagation" => m.options.push(val.to_string()),
+            "volume-nocopy" => m.no_copy = val.is_empty() || val == "true",
+            "tmpfs-size" => {
+                m.tmpfs_size = Some(
+                    parse_bytes(val)
+                        .ok_or_else(|| invalid(format!("invalid tmpfs-size: {val}")))?,
+                )
+            }
+            "tmpfs-mode" => {
+                m.tmpfs_mode = Some(
+                    u32::from_str_radix(val, 8)
+                        .map_err(|_| invalid(format!("invalid tmpfs-mode: {val}")))?,
+                )
+            }
+            "consistency" | "volume-driver" => {}
+            _ => {
+                return Err(invalid(format!(
+                    "invalid field '{k}' must be a key=value pair"
+                )))
+            }
+        }
+    }
+    if m.target.is_empty() {
+        return Err(invalid("invalid mount config: target is required"));
+    }
+    if !matches!(m.kind.as_str(), "bind" | "volume" | "tmpfs") {
+        return Err(invalid(format!(
+            "invalid mount config: unsupported mount type {:?}",
+            m.kind
+        )));
+    }
+    if m.kind == "bind" && m.source.is_empty() {
+        return Err(invalid(
+            "invalid mount config for type \"bind\": field Source must not be empty",
+        ));
+    }
+    Ok(m)
+}
+
+fn parse_tmpfs(v: &str) -> CliResult<MountSpec> {
+    let (path, opts) = v.split_once(':').unwrap_or((v, ""));
+    if !path.starts_with('/') {
+        return Err(invalid(format!(
+            "invalid tmpfs specification: '{v}': the path must be absolute"
+        )));
+    }
+    Ok(MountSpec {
+        kind: "tmpfs".into(),
+        target: path.to_string(),
+        options: opts
+            .split(',')
+            .filter(|o| !o.is_empty())
+            .map(String::from)
+            .collect(),
+        ..Default::default()
+    })
+}
+
+impl CreateFlags {
+    pub fn to_options(&self) -> CliResult<CreateOptions> {
+        let (image, cmd) = self
+            .image_and_cmd
+            .split_first()
+            .ok_or_else(|| invalid("requires at least 1 argument"))?;
+        if !self.publish.is_empty() {
+            return Err(invalid(
+                "publishing ports (-p) needs bridge networking, which berth does not have yet",
+            ));
+        }
+        if let Some(r) = &self.restart {
+            if r != "no" {
+                return Err(invalid(format!(
+                    "restart policy {r:?} is not implemented yet: only \"no\" is available"
+                )));
+            }
+        }
+        let mut env = Vec::new();
+        for f in &self.env_file {
+            env.extend(parse_env_file(f)?);
+        }
+        for e in &self.env {
+            if e.contains('=') {
+                env.push(e.clone());
+            } else if let Ok(v) = std::env::var(e) {
+                env.push(format!("{e}={v}"));
+            }
+        }
+        let mut labels = BTreeMap::new();
+        for l in &self.labels {
+            let (k, v) = l.split_once('=').unwrap_or((l, ""));
+            labels.insert(k.to_string(), v.to_string());
+        }
+        let config = ContainerConfig {
+            hostname: self.hostname.clone().unwrap_or_default(),
+            user: self.user.clone().unwrap_or_default(),
+            attach_stdin: self.interactive,
+            attach_stdout: true,
+            attach_stderr: true,
+            tty: self.tty,
+            open_stdin: self.interactive,
+            stdin_once: self.interactive,
+            env,
+            cmd: if cmd.is_empty() {
+                None
+            } else {
+                Some(cmd.to_vec())
+            },
+            image: image.clone(),
+            working_dir: self.workdir.clone().unwrap_or_default(),
+            labels,
+            stop_signal: self.stop_signal.clone(),
+            stop_timeout: self.stop_timeout,
+            ..Default::default()
+        };
+        if let Some(s) = &self.stop_signal {
+            if berth_engine::sys::parse_signal(s).is_none() {
+                return Err(invalid(format!("invalid signal: {s}")));
+            }
+        }
+        let mut mounts = Vec::new();
+        let mut binds = Vec::new();
+        for v in &self.volumes {
+            mounts.push(parse_volume(v)?);
+            binds.push(v.clone());
+        }
+        for m in &self.mounts {
+            mounts.push(parse_mount(m)?);
+        }
+        let mut tmpfs = BTreeMap::new();
+        for t in &self.tmpfs {
+            let m = parse_tmpfs(t)?;
+            tmpfs.insert(m.target.clone(), m.options.join(","));
+            mounts.push(m);
+        }
+        let bytes = |flag: &str, v: &Option<String>| -> CliResult<i64> {
+            match v {
+                None => Ok(0),
+                Some(s) if s == "-1" => Ok(-1),
+                Some(s) => parse_bytes(s).ok_or_else(|| {
+                    invalid(format!(
+                        "invalid argument {s:?} for \"{flag}\" flag: invalid size"
+                    ))
+                }),
+            }
+        };
+        let memory = bytes("--memory", &self.memory)?;
+        let memory_swap = bytes("--memory-swap", &self.memory_swap)?;
+        if memory_swap > 0 && memory > 0 && memory_swap < memory {
+            return Err(invalid(
+                "Minimum memoryswap limit should be larger than memory limit, see usage",
+            ));
+        }
+        if memory != 0 && memory < 6 * 1024 * 1024 {
+            return Err(invalid("Minimum memory limit allowed is 6MB"));
+        }
+        let nano_cpus = match &self.cpus {
+            None => 0,
+            Some(s) => {
+                let c: f64 = s
+                    .parse()
+                    .map_err(|_| invalid(format!("invalid argument {s:?} for \"--cpus\" flag")))?;
+                if c <= 0.0 || !c.is_finite() {
+                    return Err(invalid(format!(
+                        "invalid argument {s:?} for \"--cpus\" flag: must be positive"
+                    )));
+                }
+                (c * 1e9) as i64
+            }
+        };
+        let mut ulimits = Vec::new();
+        for u in &self.ulimit {
+            let (name, vals) = u
+                .split_once('=')
+                .ok_or_else(|| invalid(format!("invalid ulimit argument: {u}")))?;
+            if !berth_engine::spec::valid_ulimit(name) {
+                return Err(invalid(format!("invalid ulimit type: {name}")));
+            }
+            let (s, h) = vals.split_once(':').unwrap_or((vals, vals));
+            let soft: i64 = s
+                .parse()
+                .map_err(|_| invalid(format!("invalid ulimit argument: {u}")))?;
+            let hard: i64 = h
+                .parse()
+                .map_err(|_| invalid(format!("invalid ulimit argument: {u}")))?;
+            if soft > hard && hard >= 0 {
+                return Err(invalid(format!(
+                    "ulimit soft limit must be less than or equal to hard limit: {soft} > {hard}"
+                )));
+            }
+            ulimits.push(Ulimit {
+                name: name.to_string(),
+                soft,
+                hard,
+            });
+        }
+        let mut log_config = LogConfig {
+            kind: self.log_driver.clone().unwrap_or_default(),
+            config: BTreeMap::new(),
+        };
+        for o in &self.log_opt {
+            let (k, v) = o
+                .split_once('=')
+                .ok_or_else(|| invalid(format!("invalid log opt: {o}")))?;
+            match k {
+                "max-size" => {
+                    parse_bytes(v).ok_or_else(|| invalid(format!("invalid max-size: {v}")))?;
+                }
+                "max-file" => {
+                    v.parse::<u32>()
+                        .ok()
+                        .filter(|n| *n >= 1)
+                        .ok_or_else(|| invalid(format!("invalid max-file: {v}")))?;
+                }
+                "compress" | "labels" | "env" | "tag" => {}
+                _ => {
+                    return Err(invalid(format!(
+                        "unknown log opt '{k}' for json-file log driver"
+                    )))
+                }
+            }
+            log_config.config.insert(k.to_string(), v.to_string());
+        }
+        let shm_size = match &self.shm_size {
+            None => 0,
+            Some(s) => parse_bytes(s)
+                .filter(|n| *n > 0)
+                .ok_or_else(|| invalid(format!("invalid size: {s:?}")))?,
+        };
+        let host_config = HostConfig {
+            binds,
+            network_mode: self.network.clone().unwrap_or_default(),
+            auto_remove: self.rm,
+            log_config,
+            cap_add: self.cap_add.clone(),
+            cap_drop: self.cap_drop.clone(),
+            privileged: self.privileged,
+            security_opt: self.security_opt.clone(),
+            readonly_rootfs: self.read_only,
+            tmpfs,
+            shm_size,
+            runtime: self.runtime.clone().unwrap_or_default(),
+            init: self.init.then_some(true),
+            memory,
+            memory_swap,
+            nano_cpus,
+            cpu_shares: self.cpu_shares.unwrap_or(0),
+            cpuset_cpus: self.cpuset_cpus.clone().unwrap_or_default(),
+            pids_limit: self.pids_limit,
+            ulimits,
+            mounts,
+            dns: self.dns.clone(),
+            extra_hosts: self.add_host.clone(),
+            ..Default::default()
+        };
+        Ok(CreateOptions {
+            name: self.name.clone(),
+            image: image.clone(),
+            config,
+            entrypoint: self.entrypoint.as_ref().map(|e| {
+                if e.is_empty() {
+                    vec![]
+                } else {
+                    vec![e.clone()]
+                }
+            }),
+            host_config,
+        })
+    }
+}
+
+/// Engine errors of create/run/start exit 125 (or the start failure's own code).
+pub fn run_failure(e: berth_engine::EngineError) -> Failure {
+    let mut f = Failure::from(e);
+    if f.code == 1 {
+        f.code = 125;
+    }
+    f
+}
+
+/// Starts a created container attached to this terminal; returns the exit code.
+pub fn start_attached(engine: &Engine, id: &str, stdin: bool, tty: bool) -> CliResult<u8> {
+    let mut handle = engine
+        .start_container(id, true)
+        .map_err(run_failure)?
+        .ok_or_else(|| invalid(format!("container {id} is already running")))?;
+    let sock = attach::connect(
+        engine.run_root(),
+        id,
+        Hello {
+            stdin,
+            stdout: true,
+            stderr: true,
+        },
+    )
+    .map_err(|e| invalid(format!("attaching to {id}: {e}")))?;
+    if let Err(e) = handle.finish() {
+        handle.wait_monitor();
+        return Err(run_failure(e));
+    }
+    let end = terminal::attach_session(sock, stdin, tty)?;
+    match end {
+        AttachEnd::Exited(code) => {
+            handle.wait_monitor();
+            Ok(code as u8)
+        }
+        AttachEnd::Detached => Ok(0),
+        AttachEnd::Lost => {
+            handle.wait_monitor();
+            let st = engine.container_state(id).map_err(run_failure)?;
+            Ok(st.exit_code as u8)
+        }
+    }
+}
+
+/// `run`.
+pub fn run(engine: &Engine, flags: &CreateFlags, detach: bool) -> CliResult<u8> {
+    let opts = flags.to_options()?;
+    let (id, warnings) = engine.create_container(opts).map_err(run_failure)?;
+    for w in warnings {
+        eprintln!("WARNING: {w}");
+    }
+    if detach {
+        match engine.start_container(&id, false) {
+            Ok(_) => {
+                println!("{id}");
+                Ok(0)
+            }
+            Err(e) => {
+                if flags.rm {
+                    let _ = engine.remove_container(&id, true, true);
+                }
+                Err(run_failure(e))
+            }
+        }
+    } else {
+        let res = start_attached(engine, &id, flags.interactive, flags.tty);
+        if res.is_err() && flags.rm {
+            let _ = engine.remove_container(&id, true, true);
+        }
+        res
+    }
+}
+
+/// `attach`.
+pub fn attach_running(engine: &Engine, name: &str, no_stdin: bool) -> CliResult<u8> {
+    let rec = engine.find_container(name)?;
+    let st = engine.container_state(&rec.id)?;
+    if !st.status.is_active() {
+        return Err(Failure::new(
+            1,
+            "You cannot attach to a stopped container, start it first",
+        ));
+    }
+    let stdin = rec.config.open_stdin && !no_stdin;
+    let sock = attach::connect(
+        engine.run_root(),
+        &rec.id,
+        Hello {
+            stdin,
+            stdout: true,
+            stderr: true,
+        },
+    )?;
+    match terminal::attach_session(sock, stdin, rec.config.tty)? {
+        AttachEnd::Exited(c) => Ok(c as u8),
+        AttachEnd::Detached => Ok(0),
+        AttachEnd::Lost => Ok(engine.container_state(&rec.id)?.exit_code as u8),
+    }
+}
+
+/// Flags of `exec`.
+#[derive(Args, Clone, Debug)]
+pub struct ExecFlags {
+    /// Detached mode: run command in the background
+    #[arg(short = 'd', long)]
+    pub detach: bool,
+    /// Keep STDIN open even if not attached
+    #[arg(short = 'i', long)]
+    pub interactive: bool,
+    /// Allocate a pseudo-TTY
+    #[arg(short = 't', long)]
+    pub tty: bool,
+    /// Set environment variables
+    #[arg(short = 'e', long = "env")]
+    pub env: Vec<String>,
+    /// Working directory inside the container
+    #[arg(short = 'w', long = "workdir")]
+    pub workdir: Option<String>,
+    /// Username or UID (format: <name|uid>[:<group|gid>])
+    #[arg(short = 'u', long)]
+    pub user: Option<String>,
+    /// Give extended privileges to the command
+    #[arg(long)]
+    pub privileged: bool,
+    /// CONTAINER COMMAND [ARG...]
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true, num_args = 2.., value_name = "CONTAINER COMMAND [ARG...]")]
+    pub args: Vec<String>,
+}
+
+fn dup_std(fd: std::os::fd::BorrowedFd<'_>) -> CliResult<OwnedFd> {
+    fd.try_clone_to_owned().map_err(Failure::from)
+}
+
+/// `exec`: runs in this process (single-threaded), which reaps the command.
+pub fn exec(engine: &Engine, f: &ExecFlags) -> CliResult<u8> {
+    let (name, cmd) = f.args.split_first().expect("clap requires two args");
+    let opts = ExecOptions {
+        cmd: cmd.to_vec(),
+        env: f.env.clone(),
+        workdir: f.workdir.clone(),
+        user: f.user.clone(),
+        tty: f.tty,
+        privileged: f.privileged,
+    };
+    let prepared = engine.exec_prepare(name, &opts).map_err(|e| {
+        let mut fl = Failure::from(e);
+        if fl.code == 1 {
+            fl.code = 1;
+        }
+        fl
+    })?;
+    if !f.detach {
+        berth_runtime::become_subreaper().map_err(Failure::from)?;
+    }
+    if f.tty && !f.detach {
+        let dir = engine.run_root().join("s");
+        std::fs::create_dir_all(&dir)?;
+        let path = dir.join(format!("x{}.con", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let listener = std::os::unix::net::UnixListener::bind(&path)?;
+        let pid = prepared.spawn(berth_runtime::Stdio::default(), Some(&path));
+        let _ = std::fs::remove_file(&path);
+        let pid = pid.map_err(Failure::from)?;
+        let master = berth_engine::monitor::receive_pty_from(&listener)?;
+        let finished = terminal::pump_pty(&master, f.interactive)?;
+        if !finished {
+            return Ok(0);
+        }
+        return Ok(wait_pid(pid) as u8);
+    }
+    let stdin = if f.interactive && !f.detach {
+        dup_std(io::stdin().as_fd())?
+    } else {
+        OwnedFd::from(std::fs::File::open("/dev/null")?)
+    };
+    let (stdout, stderr) = if f.detach {
+        let null = || {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open("/dev/null")
+                .map(OwnedFd::from)
+        };
+        (null()?, null()?)
+    } else {
+        let _ = io::stdout().flush();
+        (
+            dup_std(io::stdout().as_fd())?,
+            dup_std(io::stderr().as_fd())?,
+        )
+    };
+    let pid = prepared
+        .spawn(
+            berth_runtime::Stdio {
+                stdin: Some(stdin),
+                stdout: Some(stdout),
+                stderr: Some(stderr),
+            },
+            None,
+        )
+        .map_err(Failure::from)?;
+    if f.detach {
+        return Ok(0);
+    }
+    Ok(wait_pid(pid) as u8)
+}

@@ -1,0 +1,163 @@
+//! The monitor's attach socket protocol. Frames are `[kind u8][len u32 BE][payload]`.
+//!
+//! A client sends `HELLO` first (which streams it wants), then `STDIN` data, `STDIN_EOF`
+//! and `RESIZE` frames; the monitor sends `STDOUT`/`STDERR` data and, when the container's
+//! process has exited and everything is cleaned up, `EXIT` with the exit code.
+
+use std::io::{self, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+
+pub const STDIN: u8 = 0;
+pub const STDOUT: u8 = 1;
+pub const STDERR: u8 = 2;
+pub const EXIT: u8 = 3;
+pub const STDIN_EOF: u8 = 4;
+pub const RESIZE: u8 = 5;
+pub const HELLO: u8 = 6;
+
+/// Largest payload accepted in one frame.
+pub const MAX_FRAME: usize = 1 << 20;
+
+/// What a client asks for when it connects.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Hello {
+    pub stdin: bool,
+    pub stdout: bool,
+    pub stderr: bool,
+}
+
+impl Hello {
+    pub fn encode(self) -> [u8; 3] {
+        [self.stdin as u8, self.stdout as u8, self.stderr as u8]
+    }
+    pub fn decode(b: &[u8]) -> Hello {
+        Hello {
+            stdin: b.first() == Some(&1),
+            stdout: b.get(1) == Some(&1),
+            stderr: b.get(2) == Some(&1),
+        }
+    }
+}
+
+/// The attach socket of a container. Kept short: unix socket paths are limited to 108 bytes.
+pub fn socket_path(run_root: &Path, id: &str) -> PathBuf {
+    run_root
+        .join("s")
+        .join(format!("{}.sock", &id[..12.min(id.len())]))
+}
+
+pub fn frame(kind: u8, payload: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(5 + payload.len());
+    v.push(kind);
+    v.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    v.extend_from_slice(payload);
+    v
+}
+
+pub fn write_frame<W: Write>(w: &mut W, kind: u8, payload: &[u8]) -> io::Result<()> {
+    w.write_all(&frame(kind, payload))
+}
+
+/// Reads one frame; `None` at a clean end of stream.
+pub fn read_frame<R: Read>(r: &mut R) -> io::Result<Option<(u8, Vec<u8>)>> {
+    let mut head = [0u8; 5];
+    match r.read_exact(&mut head[..1]) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    r.read_exact(&mut head[1..])?;
+    let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
+    if len > MAX_FRAME {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "attach frame too large",
+        ));
+    }
+    let mut payload = vec![0u8; len];
+    r.read_exact(&mut payload)?;
+    Ok(Some((head[0], payload)))
+}
+
+/// Incremental frame parser for non-blocking readers.
+#[derive(Default)]
+pub struct FrameBuffer {
+    buf: Vec<u8>,
+}
+
+impl FrameBuffer {
+    pub fn push(&mut self, data: &[u8]) {
+        self.buf.extend_from_slice(data);
+    }
+    /// The next complete frame, if any. An oversized frame is an error.
+    pub fn next_frame(&mut self) -> io::Result<Option<(u8, Vec<u8>)>> {
+        if self.buf.len() < 5 {
+            return Ok(None);
+        }
+        let len = u32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]]) as usize;
+        if len > MAX_FRAME {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "attach frame too large",
+            ));
+        }
+        if self.buf.len() < 5 + len {
+            return Ok(None);
+        }
+        let kind = self.buf[0];
+        let payload = self.buf[5..5 + len].to_vec();
+        self.buf.drain(..5 + len);
+        Ok(Some((kind, payload)))
+    }
+}
+
+/// Connects to a container's monitor and says hello.
+pub fn connect(run_root: &Path, id: &str, hello: Hello) -> io::Result<UnixStream> {
+    let mut s = UnixStream::connect(socket_path(run_root, id))?;
+    write_frame(&mut s, HELLO, &hello.encode())?;
+    Ok(s)
+}
+
+/// Encodes a terminal size.
+pub fn resize_payload(rows: u16, cols: u16) -> [u8; 4] {
+    let r = rows.to_be_bytes();
+    let c = cols.to_be_bytes();
+    [r[0], r[1], c[0], c[1]]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip_whole_and_in_pieces() {
+        let mut wire = Vec::new();
+        write_frame(&mut wire, STDOUT, b"hello").unwrap();
+        write_frame(&mut wire, EXIT, &7i32.to_be_bytes()).unwrap();
+        let mut r = &wire[..];
+        assert_eq!(
+            read_frame(&mut r).unwrap(),
+            Some((STDOUT, b"hello".to_vec()))
+        );
+        assert_eq!(
+            read_frame(&mut r).unwrap(),
+            Some((EXIT, 7i32.to_be_bytes().to_vec()))
+        );
+        assert_eq!(read_frame(&mut r).unwrap(), None);
+        let mut fb = FrameBuffer::default();
+        for b in &wire {
+            fb.push(&[*b]);
+        }
+        assert_eq!(fb.next_frame().unwrap(), Some((STDOUT, b"hello".to_vec())));
+        assert_eq!(fb.next_frame().unwrap().unwrap().0, EXIT);
+        assert_eq!(fb.next_frame().unwrap(), None);
+    }
+
+    #[test]
+    fn oversized_frames_are_refused() {
+        let mut fb = FrameBuffer::default();
+        fb.push(&[STDIN, 0xff, 0xff, 0xff, 0xff]);
+        assert!(fb.next_frame().is_err());
+    }
+}

@@ -1,0 +1,409 @@
+//! What a container changed, and images made from it: `diff`, `commit`, `export`, `cp`.
+
+use std::fs;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use berth_image::config::{History, RunConfig};
+use berth_image::digest::Hasher;
+use berth_image::import::{self, NewImage};
+use berth_image::layer::{self, ApplyOptions, Change};
+use berth_image::{Digest, Reference};
+
+use crate::error::{io_err, EngineError, Result};
+use crate::model::ContainerRecord;
+use crate::{sys, Engine};
+
+/// A root file system mounted for the caller; unmounted on drop if this mounted it.
+pub struct RootfsMount {
+    pub path: PathBuf,
+    mounted_here: bool,
+}
+
+impl Drop for RootfsMount {
+    fn drop(&mut self) {
+        if self.mounted_here {
+            let _ = sys::unmount(&self.path);
+        }
+    }
+}
+
+/// The paths the init layer provides as mount points, so a container's own upper dir holds
+/// only what its processes changed (Docker keeps these out of `diff` and `commit` too).
+pub const INIT_DIRS: &[&str] = &[
+    "proc",
+    "sys",
+    "dev",
+    "dev/pts",
+    "dev/shm",
+    "dev/mqueue",
+    "etc",
+];
+pub const INIT_FILES: &[&str] = &["etc/hostname", "etc/hosts", "etc/resolv.conf"];
+
+impl Engine {
+    /// Makes the container's init layer: mount points for the runtime's mounts.
+    pub(crate) fn make_init_layer(&self, rec: &ContainerRecord) -> Result<PathBuf> {
+        let init = self.container_dir(&rec.id).join("init");
+        let image = self.find_image(&rec.image_id)?;
+        let lowers: Vec<PathBuf> = image
+            .chain_ids()
+            .iter()
+            .rev()
+            .map(|c| self.layers.diff_dir(c))
+            .collect();
+        let exists_below = |rel: &str| {
+            lowers
+                .iter()
+                .any(|l| fs::symlink_metadata(l.join(rel)).is_ok())
+        };
+        // A path whose ancestor is a symlink in the image is left to the runtime: a dir
+        // made here would hide the link.
+        let symlinked_ancestor = |rel: &str| {
+            let mut acc = PathBuf::new();
+            rel.split('/')
+                .take(rel.split('/').count().saturating_sub(1))
+                .any(|c| {
+                    acc.push(c);
+                    lowers.iter().any(|l| {
+                        fs::symlink_metadata(l.join(&acc))
+                            .map(|m| m.file_type().is_symlink())
+                            .unwrap_or(false)
+                    })
+                })
+        };
+        let mut dirs: Vec<String> = INIT_DIRS.iter().map(|s| s.to_string()).collect();
+        let mut files: Vec<String> = INIT_FILES.iter().map(|s| s.to_string()).collect();
+        for m in &rec.mounts {
+            let rel = m
+                .destination
+                .trim_start_matches('/')
+                .trim_end_matches('/')
+                .to_string();
+            if rel.is_empty() || rel.split('/').any(|c| c == ".." || c == ".") {
+                continue;
+            }
+            if m.kind == "bind" && Path::new(&m.source).is_file() {
+                files.push(rel);
+            } else {
+                dirs.push(rel);
+            }
+        }
+        for d in &dirs {
+            if exists_below(d) || symlinked_ancestor(d) {
+                continue;
+            }
+            fs::create_dir_all(init.join(d)).map_err(io_err(init.join(d)))?;
+        }
+        for f in &files {
+            if exists_below(f) || symlinked_ancestor(f) {
+                continue;
+            }
+            let p = init.join(f);
+            if let Some(parent) = p.parent() {
+                fs::create_dir_all(parent).map_err(io_err(parent))?;
+            }
+            fs::write(&p, b"").map_err(io_err(&p))?;
+        }
+        fs::create_dir_all(&init).map_err(io_err(&init))?;
+        Ok(init)
+    }
+
+    /// Lower dirs of a container (init layer, then image layers), top first.
+    fn container_lowers(&self, rec: &ContainerRecord) -> Result<Vec<PathBuf>> {
+        let image = self.find_image(&rec.image_id)?;
+        let mut l = vec![self.container_dir(&rec.id).join("init")];
+        l.extend(
+            image
+                .chain_ids()
+                .iter()
+                .rev()
+                .map(|c| self.layers.diff_dir(c)),
+        );
+        Ok(l)
+    }
+
+    /// `diff`: A/C/D changes of the container's file system against its image.
+    pub fn diff(&self, name: &str) -> Result<Vec<Change>> {
+        let rec = self.find_container(name)?;
+        let upper = self.container_dir(&rec.id).join("upper");
+        Ok(layer::upper_changes(&upper, &self.container_lowers(&rec)?)?)
+    }
+
+    /// `commit`: a new image from the container's changes, on top of its image.
+    pub fn commit(
+        &self,
+        name: &str,
+        reference: Option<&str>,
+        author: Option<String>,
+        message: Option<String>,
+        changes: RunConfig,
+        has_changes: bool,
+    ) -> Result<Digest> {
+        let rec = self.find_container(name)?;
+        let tag = reference.map(Reference::parse).transpose()?;
+        if tag.as_ref().map(|t| t.digest.is_some()).unwrap_or(false) {
+            return Err(EngineError::Invalid(
+                "refusing to create a tag with a digest reference".into(),
+            ));
+        }
+        let image = self.find_image(&rec.image_id)?;
+        let mut cfg = self.image_config(&image)?;
+        let upper = self.container_dir(&rec.id).join("upper");
+
+        // The layer: the upper dir as an OCI layer tar, hashed on its way into the store.
+        let mut tmp = self.store.temp()?;
+        let tmp_path = tmp.path.clone();
+        let mut hashing = Hasher::new(&mut tmp.file);
+        layer::write_upper_tar(&upper, &mut hashing, None)?;
+        hashing.flush().map_err(io_err(&tmp_path))?;
+        let (diff_id, size, _) = hashing.finish();
+        tmp.commit(&diff_id)?;
+
+        // The config: the container's run config, with --change applied.
+        let c = &rec.config;
+        let mut run = cfg.config.clone();
+        run.env = Some(c.env.clone());
+        run.cmd = c.cmd.clone();
+        run.entrypoint = c.entrypoint.clone();
+        run.working_dir = (!c.working_dir.is_empty()).then(|| c.working_dir.clone());
+        run.user = (!c.user.is_empty()).then(|| c.user.clone());
+        run.labels = (!c.labels.is_empty()).then(|| c.labels.clone());
+        run.stop_signal = c.stop_signal.clone();
+        run.hostname = None;
+        if has_changes {
+            merge_run(&mut run, changes);
+        }
+        cfg.config = run;
+        let now = crate::now();
+        cfg.created = Some(now.clone());
+        if author.is_some() {
+            cfg.author = author.clone();
+        }
+        cfg.comment = message.clone();
+        cfg.rootfs.diff_ids.push(diff_id.clone());
+        cfg.history.push(History {
+            created: Some(now),
+            created_by: Some(
+                format!("{} {}", rec.path, rec.args.join(" "))
+                    .trim()
+                    .to_string(),
+            ),
+            author,
+            comment: message,
+            empty_layer: false,
+        });
+        let mut layers: Vec<(Digest, u64)> = Vec::new();
+        for (blob, _) in &image.layers {
+            layers.push((blob.clone(), self.store.size(blob)?));
+        }
+        layers.push((diff_id.clone(), size));
+        let mut new: NewImage = import::new_image(&self.store, cfg, layers)?;
+        // new_image assumes uncompressed blobs; keep the real (blob, diff id) pairs.
+        let mut pairs = image.layers.clone();
+        pairs.push((diff_id.clone(), diff_id));
+        new.layers = pairs;
+        let tags: Vec<String> = tag.iter().map(|t| t.to_string()).collect();
+        self.register(&new, &tags)
+    }
+
+    /// Mounts the container's root file system if it is not mounted (for export and cp of
+    /// a stopped container). The caller must be single-threaded.
+    pub fn mount_rootfs(&self, rec: &ContainerRecord) -> Result<RootfsMount> {
+        let dir = self.container_dir(&rec.id);
+        let merged = dir.join("merged");
+        if sys::is_mountpoint(&merged) {
+            return Ok(RootfsMount {
+                path: merged,
+                mounted_here: false,
+            });
+        }
+        let image = self.find_image(&rec.image_id)?;
+        let mut lower = format!("{}", dir.join("init").display());
+        if !image.layers.is_empty() {
+            lower.push(':');
+            lower.push_str(&self.layers.lowerdir_option(&image.chain_ids())?);
+        }
+        sys::mount_overlay(
+            self.layers.root(),
+            &lower,
+            &dir.join("upper"),
+            &dir.join("work"),
+            &merged,
+        )?;
+        Ok(RootfsMount {
+            path: merged,
+            mounted_here: true,
+        })
+    }
+
+    /// `export`: the container's whole file system as a tar.
+    pub fn export<W: Write>(&self, name: &str, w: W) -> Result<()> {
+        let rec = self.find_container(name)?;
+        let m = self.mount_rootfs(&rec)?;
+        layer::write_tree_tar(&m.path, w)?;
+        Ok(())
+    }
+
+    /// `cp` out: a tar of `path` in the container, its entries named under `name` (the
+    /// base name to create on the other side). Symlinks never lead out of the container.
+    pub fn copy_from_container<W: Write>(
+        &self,
+        container: &str,
+        path: &str,
+        name: &str,
+        follow: bool,
+        w: W,
+    ) -> Result<()> {
+        let rec = self.find_container(container)?;
+        let m = self.mount_rootfs(&rec)?;
+        let fd = layer::open_beneath(&m.path, path, follow).map_err(|e| match e {
+            layer::LayerError::Open { .. } => EngineError::Invalid(format!(
+                "Could not find the file {path} in container {container}"
+            )),
+            other => other.into(),
+        })?;
+        tar_pinned(&fd, name, w)
+    }
+
+    /// `cp` in: extracts a tar into directory `path` of the container. Entries cannot
+    /// escape that directory, device nodes are refused, owners are kept (as `docker cp -a`).
+    pub fn copy_to_container<R: Read>(
+        &self,
+        container: &str,
+        path: &str,
+        r: R,
+        preserve_owner: bool,
+    ) -> Result<()> {
+        let rec = self.find_container(container)?;
+        let m = self.mount_rootfs(&rec)?;
+        let fd = layer::open_beneath(&m.path, path, true).map_err(|_| {
+            EngineError::Invalid(format!(
+                "Could not find the file {path} in container {container}"
+            ))
+        })?;
+        let dir = proc_path(&fd);
+        if !dir.is_dir() {
+            return Err(EngineError::Invalid(format!(
+                "extraction point is not a directory: {path}"
+            )));
+        }
+        layer::apply_tar(
+            r,
+            &dir,
+            &ApplyOptions {
+                allow_devices: false,
+                overlay_whiteouts: false,
+                preserve_owner,
+            },
+        )?;
+        Ok(())
+    }
+
+    /// Is `path` a directory inside the container (resolved safely)? None when missing.
+    pub fn container_path_is_dir(&self, container: &str, path: &str) -> Result<Option<bool>> {
+        let rec = self.find_container(container)?;
+        let m = self.mount_rootfs(&rec)?;
+        Ok(layer::open_beneath(&m.path, path, true)
+            .ok()
+            .map(|fd| proc_path(&fd).is_dir()))
+    }
+}
+
+fn proc_path(fd: &OwnedFd) -> PathBuf {
+    PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+}
+
+/// Tars what `fd` points at (file, dir or symlink) with entries under `name`.
+pub fn tar_pinned<W: Write>(fd: &OwnedFd, name: &str, w: W) -> Result<()> {
+    let p = proc_path(fd);
+    let meta = fs::metadata(&p).map_err(io_err(&p))?;
+    let mut b = tar::Builder::new(w);
+    b.follow_symlinks(false);
+    if meta.is_dir() {
+        // Walk a tar of the tree and re-root its entries under `name`.
+        let mut inner = Vec::new();
+        layer::write_tree_tar(&p, &mut inner)?;
+        let mut a = tar::Archive::new(&inner[..]);
+        for e in a.entries().map_err(io_err(&p))? {
+            let mut e = e.map_err(io_err(&p))?;
+            let rel = e
+                .path()
+                .map_err(io_err(&p))?
+                .to_string_lossy()
+                .trim_start_matches("./")
+                .trim_end_matches('/')
+                .to_string();
+            let full = if rel.is_empty() || rel == "." {
+                name.to_string()
+            } else {
+                format!("{name}/{rel}")
+            };
+            let mut h = e.header().clone();
+            let link = e
+                .link_name()
+                .ok()
+                .flatten()
+                .map(|l| l.to_string_lossy().into_owned());
+            if h.entry_type().is_hard_link() {
+                if let Some(l) = link {
+                    let l = l.trim_start_matches("./");
+                    b.append_link(&mut h, &full, format!("{name}/{l}"))
+                        .map_err(io_err(&p))?;
+                    continue;
+                }
+            }
+            if h.entry_type().is_symlink() {
+                if let Some(l) = link {
+                    b.append_link(&mut h, &full, l).map_err(io_err(&p))?;
+                    continue;
+                }
+            }
+            b.append_data(&mut h, &full, &mut e).map_err(io_err(&p))?;
+        }
+    } else {
+        let mut h = tar::Header::new_gnu();
+        let lmeta = fs::symlink_metadata(&p).map_err(io_err(&p))?;
+        h.set_metadata(&meta);
+        let _ = lmeta;
+        let f = fs::File::open(&p).map_err(io_err(&p))?;
+        b.append_data(&mut h, name, f).map_err(io_err(&p))?;
+    }
+    b.finish().map_err(io_err(&p))?;
+    Ok(())
+}
+
+/// Applies `--change` values over a run config.
+fn merge_run(run: &mut RunConfig, c: RunConfig) {
+    if c.cmd.is_some() {
+        run.cmd = c.cmd;
+    }
+    if c.entrypoint.is_some() {
+        run.entrypoint = c.entrypoint;
+    }
+    if let Some(env) = c.env {
+        let base = run.env.take().unwrap_or_default();
+        run.env = Some(crate::spec::merge_env(&[&base, &env]));
+    }
+    if c.working_dir.is_some() {
+        run.working_dir = c.working_dir;
+    }
+    if c.user.is_some() {
+        run.user = c.user;
+    }
+    if c.stop_signal.is_some() {
+        run.stop_signal = c.stop_signal;
+    }
+    if let Some(p) = c.exposed_ports {
+        run.exposed_ports
+            .get_or_insert_with(Default::default)
+            .extend(p);
+    }
+    if let Some(v) = c.volumes {
+        run.volumes.get_or_insert_with(Default::default).extend(v);
+    }
+    if let Some(l) = c.labels {
+        run.labels.get_or_insert_with(Default::default).extend(l);
+    }
+}

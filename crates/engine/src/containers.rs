@@ -1,0 +1,1209 @@
+//! Containers: create, start, stop, kill, wait, remove, list, inspect, rename, top.
+//!
+//! `create` records a container (database row, overlay dirs, /etc files, volumes);
+//! `start` writes its OCI bundle and spawns its monitor, which does the rest.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{BufRead, BufReader, Read};
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use berth_image::Reference;
+use rusqlite::{params, OptionalExtension};
+use serde::Serialize;
+
+use crate::attach::{self, Hello};
+use crate::error::{io_err, EngineError, Result};
+use crate::images::ImageRow;
+use crate::model::{ContainerConfig, ContainerRecord, HostConfig, MountSpec, ResolvedMount};
+use crate::monitor::MonitorConfig;
+use crate::state::{self, RunState, Status};
+use crate::{names, spec, sys, Engine};
+
+pub const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// What `create`/`run` ask for, already parsed from flags.
+#[derive(Debug, Clone, Default)]
+pub struct CreateOptions {
+    pub name: Option<String>,
+    pub image: String,
+    /// Env, Cmd, WorkingDir, User, Hostname, Labels, Tty, OpenStdin, StopSignal, StopTimeout
+    pub config: ContainerConfig,
+    /// `--entrypoint` given (an empty list resets the image's entrypoint)
+    pub entrypoint: Option<Vec<String>>,
+    pub host_config: HostConfig,
+}
+
+/// One line of `ps`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ContainerSummary {
+    pub id: String,
+    pub names: String,
+    pub image: String,
+    pub image_id: String,
+    pub command: String,
+    pub created: String,
+    pub state: String,
+    pub status: String,
+    pub ports: String,
+    pub labels: BTreeMap<String, String>,
+    pub exit_code: i32,
+}
+
+/// A spawned monitor: for `run`/`start -a`, the caller attaches before the container runs.
+pub struct StartHandle {
+    pub child: Option<Child>,
+    ready: Option<BufReader<std::io::PipeReader>>,
+    pub pid: i32,
+}
+
+impl StartHandle {
+    /// Waits for the monitor's verdict on the start (after the caller attached, if it
+    /// was asked to wait for that).
+    pub fn finish(&mut self) -> Result<i32> {
+        let Some(mut r) = self.ready.take() else {
+            return Ok(self.pid);
+        };
+        let line = read_line(&mut r);
+        parse_ready(&line).inspect(|pid| self.pid = *pid)
+    }
+
+    /// Waits for the monitor process to end (it has cleaned up by then).
+    pub fn wait_monitor(&mut self) {
+        if let Some(c) = self.child.as_mut() {
+            let _ = c.wait();
+        }
+    }
+}
+
+fn read_line(r: &mut impl BufRead) -> String {
+    let mut s = String::new();
+    let _ = r.read_line(&mut s);
+    s.trim_end().to_string()
+}
+
+fn parse_ready(line: &str) -> Result<i32> {
+    if let Some(pid) = line.strip_prefix("ok ") {
+        return Ok(pid.trim().parse().unwrap_or(0));
+    }
+    if let Some(rest) = line.strip_prefix("err ") {
+        let (code, msg) = rest.split_once(' ').unwrap_or((rest, ""));
+        return Err(EngineError::Start {
+            code: code.parse().unwrap_or(125),
+            message: msg.to_string(),
+        });
+    }
+    Err(EngineError::Start {
+        code: 125,
+        message: if line.is_empty() {
+            "the container's monitor exited before starting it (see its monitor.log)".into()
+        } else {
+            format!("unexpected answer from the monitor: {line}")
+        },
+    })
+}
+
+/// Docker's "Up 3 minutes" / "Exited (0) 2 seconds ago" durations.
+pub fn human_duration(d: chrono::Duration) -> String {
+    let s = d.num_seconds();
+    if s < 1 {
+        "Less than a second".into()
+    } else if s == 1 {
+        "1 second".into()
+    } else if s < 60 {
+        format!("{s} seconds")
+    } else if s / 60 == 1 {
+        "About a minute".into()
+    } else if s < 3600 {
+        format!("{} minutes", s / 60)
+    } else if s / 3600 == 1 {
+        "About an hour".into()
+    } else if s < 48 * 3600 {
+        format!("{} hours", s / 3600)
+    } else if s < 7 * 24 * 3600 * 2 {
+        format!("{} days", s / 86400)
+    } else if s < 30 * 24 * 3600 * 3 {
+        format!("{} weeks", s / (7 * 86400))
+    } else if s < 365 * 24 * 3600 * 2 {
+        format!("{} months", s / (30 * 86400))
+    } else {
+        format!("{} years", s / (365 * 86400))
+    }
+}
+
+fn since(t: &str) -> chrono::Duration {
+    chrono::DateTime::parse_from_rfc3339(t)
+        .map(|t| chrono::Utc::now().signed_duration_since(t))
+        .unwrap_or_else(|_| chrono::Duration::zero())
+}
+
+/// Docker's status column.
+pub fn status_text(st: &RunState) -> String {
+    match st.status {
+        Status::Created => "Created".into(),
+        Status::Running => format!("Up {}", human_duration(since(&st.started_at))),
+        Status::Paused => format!("Up {} (Paused)", human_duration(since(&st.started_at))),
+        Status::Restarting => format!(
+            "Restarting ({}) {} ago",
+            st.exit_code,
+            human_duration(since(&st.finished_at))
+        ),
+        Status::Removing => "Removal In Progress".into(),
+        Status::Exited => format!(
+            "Exited ({}) {} ago",
+            st.exit_code,
+            human_duration(since(&st.finished_at))
+        ),
+        Status::Dead => "Dead".into(),
+    }
+}
+
+impl Engine {
+    pub fn container_dir(&self, id: &str) -> PathBuf {
+        self.root().join("containers").join(id)
+    }
+
+    fn record_from_json(&self, json: &str) -> Result<ContainerRecord> {
+        serde_json::from_str(json).map_err(|source| EngineError::Json {
+            what: "container record".into(),
+            source,
+        })
+    }
+
+    /// Finds a container by full id, name (with or without `/`), or unique id prefix.
+    pub fn find_container(&self, name: &str) -> Result<ContainerRecord> {
+        let n = name.strip_prefix('/').unwrap_or(name);
+        let json: Option<String> = self
+            .db
+            .query_row(
+                "SELECT config FROM containers WHERE id = ?1 OR name = ?1",
+                [n],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if let Some(j) = json {
+            return self.record_from_json(&j);
+        }
+        if !n.is_empty() && n.bytes().all(|b| b.is_ascii_hexdigit()) {
+            let mut stmt = self
+                .db
+                .prepare_cached("SELECT config FROM containers WHERE id LIKE ?1 LIMIT 2")?;
+            let rows = stmt
+                .query_map([format!("{}%", n.to_lowercase())], |r| {
+                    r.get::<_, String>(0)
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            match rows.len() {
+                1 => return self.record_from_json(&rows[0]),
+                0 => {}
+                _ => {
+                    return Err(EngineError::Invalid(format!(
+                        "multiple containers match the id prefix {n}"
+                    )))
+                }
+            }
+        }
+        Err(EngineError::NoSuchContainer(name.to_string()))
+    }
+
+    /// All container records, newest first.
+    pub fn container_records(&self) -> Result<Vec<ContainerRecord>> {
+        let mut stmt = self
+            .db
+            .prepare_cached("SELECT config FROM containers ORDER BY created DESC")?;
+        let rows = stmt
+            .query_map([], |r| r.get::<_, String>(0))?
+            .collect::<Result<Vec<_>, _>>()?;
+        rows.iter().map(|j| self.record_from_json(j)).collect()
+    }
+
+    pub fn container_state(&self, id: &str) -> Result<RunState> {
+        state::read(self.root(), id)
+    }
+
+    /// `create`: records a new container. Returns its id and any warnings.
+    pub fn create_container(&self, opts: CreateOptions) -> Result<(String, Vec<String>)> {
+        let image = self.find_or_builtin_image(&opts.image)?;
+        let img = self.image_config(&image)?;
+        let warnings = Vec::new();
+        let id = names::new_id();
+        let name = match &opts.name {
+            Some(n) => {
+                let n = n.strip_prefix('/').unwrap_or(n);
+                if !names::valid_name(n) {
+                    return Err(EngineError::Invalid(format!(
+                        "invalid container name ({n}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
+                    )));
+                }
+                n.to_string()
+            }
+            None => {
+                let mut tries = 0;
+                loop {
+                    let n = names::random_name(tries);
+                    let taken: bool = self.db.query_row(
+                        "SELECT EXISTS(SELECT 1 FROM containers WHERE name = ?1)",
+                        [&n],
+                        |r| r.get(0),
+                    )?;
+                    if !taken {
+                        break n;
+                    }
+                    tries += 1;
+                }
+            }
+        };
+        if let Some(other) = self
+            .db
+            .query_row("SELECT id FROM containers WHERE name = ?1", [&name], |r| {
+                r.get::<_, String>(0)
+            })
+            .optional()?
+        {
+            return Err(EngineError::Conflict(format!(
+                "Conflict. The container name \"/{name}\" is already in use by container \"{other}\". You have to remove (or rename) that container to be able to reuse that name."
+            )));
+        }
+        let mut config = opts.config.clone();
+        let ic = &img.config;
+        config.image = opts.image.clone();
+        let empty = Vec::new();
+        config.env = spec::merge_env(&[ic.env.as_ref().unwrap_or(&empty), &config.env]);
+        if !config.env.iter().any(|e| e.starts_with("PATH=")) {
+            config.env.insert(0, DEFAULT_PATH.into());
+        }
+        let entrypoint = match &opts.entrypoint {
+            Some(e) if e.is_empty() || (e.len() == 1 && e[0].is_empty()) => None,
+            Some(e) => Some(e.clone()),
+            None => ic.entrypoint.clone(),
+        };
+        if config.cmd.is_none() && opts.entrypoint.is_none() {
+            config.cmd = ic.cmd.clone();
+        }
+        config.entrypoint = entrypoint;
+        if config.working_dir.is_empty() {
+            config.working_dir = ic.working_dir.clone().unwrap_or_default();
+        }
+        if config.user.is_empty() {
+            config.user = ic.user.clone().unwrap_or_default();
+        }
+        let mut labels = ic.labels.clone().unwrap_or_default();
+        labels.extend(config.labels.clone());
+        config.labels = labels;
+        if config.stop_signal.is_none() {
+            config.stop_signal = ic.stop_signal.clone();
+        }
+        if config.hostname.is_empty() {
+            config.hostname = id[..12].to_string();
+        }
+        config.exposed_ports = ic.exposed_ports.clone();
+        config.volumes = ic.volumes.clone();
+        let args = spec::process_args(config.entrypoint.as_ref(), config.cmd.as_ref());
+        if args.is_empty() {
+            return Err(EngineError::Invalid("no command specified".into()));
+        }
+        let mut host_config = opts.host_config.clone();
+        if host_config.network_mode.is_empty() {
+            host_config.network_mode = "none".into();
+        }
+        match host_config.network_mode.as_str() {
+            "none" | "host" => {}
+            "bridge" | "default" => {
+                return Err(EngineError::Invalid(
+                    "network bridge is not available yet: berth supports --network none (the default) and --network host".into(),
+                ))
+            }
+            other => {
+                return Err(EngineError::Invalid(format!(
+                    "network {other} not found: berth supports --network none (the default) and --network host"
+                )))
+            }
+        }
+        if host_config.log_config.kind.is_empty() {
+            host_config.log_config.kind = "json-file".into();
+        }
+        if !matches!(host_config.log_config.kind.as_str(), "json-file" | "none") {
+            return Err(EngineError::Invalid(format!(
+                "log driver {} is not supported: use json-file or none",
+                host_config.log_config.kind
+            )));
+        }
+        if !host_config.runtime.is_empty() && host_config.runtime != "builtin" {
+            berth_runtime::by_name(&host_config.runtime, Path::new("/nonexistent"))?;
+        }
+
+        // Volumes and mounts. Anything created here is undone if create fails.
+        let mut created_volumes: Vec<String> = Vec::new();
+        let result = (|| -> Result<ContainerRecord> {
+            let mut mounts = Vec::new();
+            for m in &host_config.mounts {
+                mounts.push(self.resolve_mount(m, &mut created_volumes)?);
+            }
+            if let Some(vols) = &ic.volumes {
+                for path in vols.keys() {
+                    if mounts
+                        .iter()
+                        .any(|m: &ResolvedMount| m.destination == *path)
+                    {
+                        continue;
+                    }
+                    let spec = MountSpec {
+                        kind: "volume".into(),
+                        target: path.clone(),
+                        ..Default::default()
+                    };
+                    mounts.push(self.resolve_mount(&spec, &mut created_volumes)?);
+                }
+            }
+            let dir = self.container_dir(&id);
+            for d in ["upper", "work", "merged"] {
+                fs::create_dir_all(dir.join(d)).map_err(io_err(dir.join(d)))?;
+            }
+            self.write_etc_files(&dir, &config.hostname, &host_config)?;
+            let rec = ContainerRecord {
+                id: id.clone(),
+                name: name.clone(),
+                image_id: image.id.to_string(),
+                created: crate::now(),
+                config: config.clone(),
+                host_config: host_config.clone(),
+                mounts,
+                path: args[0].clone(),
+                args: args[1..].to_vec(),
+            };
+            self.make_init_layer(&rec)?;
+            Ok(rec)
+        })();
+        let rec = match result {
+            Ok(r) => r,
+            Err(e) => {
+                for v in &created_volumes {
+                    let _ = self.remove_volume(v, true);
+                }
+                let _ = fs::remove_dir_all(self.container_dir(&id));
+                return Err(e);
+            }
+        };
+        state::write(
+            self.root(),
+            &id,
+            &RunState {
+                started_at: state::ZERO_TIME.into(),
+                finished_at: state::ZERO_TIME.into(),
+                ..Default::default()
+            },
+        )?;
+        let inserted = self.db.execute(
+            "INSERT INTO containers (id, name, image, created, config) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![
+                rec.id,
+                rec.name,
+                rec.image_id,
+                rec.created,
+                serde_json::to_string(&rec).expect("record serialises")
+            ],
+        );
+        if let Err(e) = inserted {
+            for v in &created_volumes {
+                let _ = self.remove_volume(v, true);
+            }
+            let _ = fs::remove_dir_all(self.container_dir(&id));
+            if let rusqlite::Error::SqliteFailure(f, _) = &e {
+                if f.code == rusqlite::ErrorCode::ConstraintViolation {
+                    return Err(EngineError::Conflict(format!(
+                        "Conflict. The container name \"/{name}\" is already in use."
+                    )));
+                }
+            }
+            return Err(e.into());
+        }
+        Ok((id, warnings))
+    }
+
+    fn write_etc_files(&self, dir: &Path, hostname: &str, hc: &HostConfig) -> Result<()> {
+        let mut hosts = String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n");
+        for h in &hc.extra_hosts {
+            if let Some((name, ip)) = h.split_once(':') {
+                hosts.push_str(&format!("{ip}\t{name}\n"));
+            }
+        }
+        let host_resolv = fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+        let resolv = if hc.network_mode == "host" {
+            host_resolv
+        } else {
+            let mut r: String = host_resolv
+                .lines()
+                .filter(|l| {
+                    !(l.starts_with("nameserver") && (l.contains(" 127.") || l.contains(" ::1")))
+                })
+                .map(|l| format!("{l}\n"))
+                .collect();
+            for d in &hc.dns {
+                r.push_str(&format!("nameserver {d}\n"));
+            }
+            r
+        };
+        for (f, content) in [
+            ("hostname", format!("{hostname}\n")),
+            ("hosts", hosts),
+            ("resolv.conf", resolv),
+        ] {
+            let p = dir.join(f);
+            fs::write(&p, content).map_err(io_err(&p))?;
+        }
+        Ok(())
+    }
+
+    fn resolve_mount(&self, m: &MountSpec, created: &mut Vec<String>) -> Result<ResolvedMount> {
+        if !m.target.starts_with('/') {
+            return Err(EngineError::Invalid(format!(
+                "invalid mount config: mount path must be absolute: {}",
+                m.target
+            )));
+        }
+        let propagation = m
+            .options
+            .iter()
+            .find(|o| {
+                matches!(
+                    o.as_str(),
+                    "rprivate" | "private" | "rshared" | "shared" | "rslave" | "slave"
+                )
+            })
+            .cloned()
+            .unwrap_or_default();
+        match m.kind.as_str() {
+            "bind" => {
+                if !m.source.starts_with('/') {
+                    return Err(EngineError::Invalid(format!(
+                        "invalid mount config: bind source path must be absolute: {}",
+                        m.source
+                    )));
+                }
+                let src = Path::new(&m.source);
+                if !src.exists() {
+                    if m.options.iter().any(|o| o == "create") {
+                        fs::create_dir_all(src).map_err(io_err(src))?;
+                    } else {
+                        return Err(EngineError::Invalid(format!("invalid mount config for type \"bind\": bind source path does not exist: {}", m.source)));
+                    }
+                }
+                Ok(ResolvedMount {
+                    kind: "bind".into(),
+                    name: None,
+                    source: m.source.clone(),
+                    destination: m.target.clone(),
+                    driver: String::new(),
+                    mode: if m.read_only {
+                        "ro".into()
+                    } else {
+                        String::new()
+                    },
+                    rw: !m.read_only,
+                    propagation: if propagation.is_empty() {
+                        "rprivate".into()
+                    } else {
+                        propagation
+                    },
+                    ..Default::default()
+                })
+            }
+            "volume" => {
+                let (name, anonymous) = if m.source.is_empty() {
+                    (names::new_id(), true)
+                } else {
+                    (m.source.clone(), false)
+                };
+                let existed = self.volume_exists(&name)?;
+                if !existed {
+                    self.create_volume(&name, &BTreeMap::new(), anonymous)?;
+                    created.push(name.clone());
+                }
+                let data = self.volume_data_dir(&name);
+                Ok(ResolvedMount {
+                    kind: "volume".into(),
+                    name: Some(name),
+                    source: data.display().to_string(),
+                    destination: m.target.clone(),
+                    driver: "local".into(),
+                    mode: if m.read_only { "ro".into() } else { "z".into() },
+                    rw: !m.read_only,
+                    propagation: String::new(),
+                    tmpfs_options: if m.no_copy {
+                        vec!["nocopy".into()]
+                    } else {
+                        vec![]
+                    },
+                    anonymous,
+                })
+            }
+            "tmpfs" => {
+                let mut opts = Vec::new();
+                if let Some(s) = m.tmpfs_size {
+                    opts.push(format!("size={s}"));
+                }
+                if let Some(mode) = m.tmpfs_mode {
+                    opts.push(format!("mode={mode:o}"));
+                }
+                opts.extend(m.options.iter().filter(|o| !o.is_empty()).cloned());
+                if m.read_only {
+                    opts.push("ro".into());
+                }
+                Ok(ResolvedMount {
+                    kind: "tmpfs".into(),
+                    source: String::new(),
+                    destination: m.target.clone(),
+                    rw: !m.read_only,
+                    tmpfs_options: opts,
+                    ..Default::default()
+                })
+            }
+            other => Err(EngineError::Invalid(format!(
+                "invalid mount config: unknown mount type {other:?}"
+            ))),
+        }
+    }
+
+    /// Layer dirs of a container's root file system, top first (upper, then image layers).
+    pub fn layer_dirs(&self, rec: &ContainerRecord, image: &ImageRow) -> Vec<PathBuf> {
+        let mut dirs = vec![self.container_dir(&rec.id).join("upper")];
+        for c in image.chain_ids().iter().rev() {
+            dirs.push(self.layers.diff_dir(c));
+        }
+        dirs
+    }
+
+    fn runtime_root(&self) -> PathBuf {
+        self.run_root().join("runtime")
+    }
+
+    /// Writes the OCI bundle and the monitor config for a start.
+    fn prepare_start(&self, rec: &ContainerRecord) -> Result<MonitorConfig> {
+        let image = self.find_image(&rec.image_id)?;
+        let dir = self.container_dir(&rec.id);
+        let layer_dirs = self.layer_dirs(rec, &image);
+        let user = if rec.config.user.is_empty() {
+            spec::User {
+                uid: 0,
+                gid: 0,
+                additional_gids: vec![],
+                home: "/root".into(),
+            }
+        } else {
+            spec::resolve_user(&rec.config.user, &layer_dirs)?
+        };
+        let mut env = rec.config.env.clone();
+        env = spec::merge_env(&[&[format!("HOSTNAME={}", rec.config.hostname)], &env]);
+        if rec.config.tty && !env.iter().any(|e| e.starts_with("TERM=")) {
+            env.push("TERM=xterm".into());
+        }
+        if !env.iter().any(|e| e.starts_with("HOME=")) {
+            env.push(format!("HOME={}", user.home));
+        }
+        let hc = &rec.host_config;
+        let caps = spec::capabilities(&hc.cap_add, &hc.cap_drop, hc.privileged)?;
+        let mut seccomp = None;
+        let mut no_new_privileges = false;
+        let mut unconfined = hc.privileged;
+        let mut custom = None;
+        for o in &hc.security_opt {
+            let (k, v) = o.split_once(['=', ':']).unwrap_or((o.as_str(), ""));
+            match k {
+                "seccomp" if v == "unconfined" => unconfined = true,
+                "seccomp" => custom = Some(v.to_string()),
+                "no-new-privileges" => no_new_privileges = v.is_empty() || v == "true",
+                "label" | "apparmor" => {}
+                _ => {
+                    return Err(EngineError::Invalid(format!(
+                        "invalid --security-opt: {o:?}"
+                    )))
+                }
+            }
+        }
+        if let Some(f) = custom {
+            let bytes = fs::read(&f).map_err(|e| {
+                EngineError::Invalid(format!("opening seccomp profile ({f}) failed: {e}"))
+            })?;
+            seccomp = Some(
+                crate::seccomp::profile_from_docker_json(&bytes, &caps, &f)
+                    .map_err(EngineError::Invalid)?,
+            );
+        } else if !unconfined {
+            seccomp = Some(crate::seccomp::default_profile(&caps));
+        }
+        if hc.runtime.is_empty() || hc.runtime == "builtin" {
+            // libcontainer reads SCMP_CMP_MASKED_EQ's mask from valueTwo, runc from value.
+            if let Some(s) = seccomp.as_mut() {
+                crate::seccomp::for_libcontainer(s);
+            }
+        }
+        let init_binary = if hc.init == Some(true) {
+            Some(find_init().ok_or_else(|| EngineError::Invalid("--init needs a static init binary: install tini (tini-static) or put docker-init in PATH".into()))?)
+        } else {
+            None
+        };
+        let mut args = vec![rec.path.clone()];
+        args.extend(rec.args.iter().cloned());
+        let merged = dir.join("merged");
+        let input = spec::SpecInput {
+            rec,
+            rootfs: &merged,
+            container_dir: &dir,
+            user,
+            args,
+            env,
+            cwd: if rec.config.working_dir.is_empty() {
+                "/".into()
+            } else {
+                rec.config.working_dir.clone()
+            },
+            mounts: &rec.mounts,
+            init_binary,
+            seccomp,
+            no_new_privileges,
+        };
+        let spec = spec::build(&input)?;
+        let cfg_path = dir.join("config.json");
+        berth_image::fsutil::write_atomic(
+            &cfg_path,
+            &serde_json::to_vec_pretty(&spec).expect("spec serialises"),
+        )
+        .map_err(io_err(&cfg_path))?;
+
+        let mut lowerdir = dir.join("init").display().to_string();
+        if !image.layers.is_empty() {
+            lowerdir.push(':');
+            lowerdir.push_str(&self.layers.lowerdir_option(&image.chain_ids())?);
+        }
+        let log = &hc.log_config;
+        let seed_volumes = rec
+            .mounts
+            .iter()
+            .filter(|m| m.kind == "volume" && !m.tmpfs_options.iter().any(|o| o == "nocopy"))
+            .map(|m| (m.destination.clone(), PathBuf::from(&m.source)))
+            .collect();
+        let mcfg = MonitorConfig {
+            id: rec.id.clone(),
+            runtime: hc.runtime.clone(),
+            runtime_root: self.runtime_root(),
+            bundle: dir.clone(),
+            tty: rec.config.tty,
+            open_stdin: rec.config.open_stdin,
+            layers_root: self.layers.root().to_path_buf(),
+            lowerdir,
+            upper: dir.join("upper"),
+            work: dir.join("work"),
+            merged,
+            log_path: if log.kind == "none" {
+                None
+            } else {
+                Some(dir.join("log.json"))
+            },
+            log_max_size: log
+                .config
+                .get("max-size")
+                .and_then(|s| spec::parse_bytes(s))
+                .unwrap_or(0) as u64,
+            log_max_files: log
+                .config
+                .get("max-file")
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(1),
+            auto_remove: hc.auto_remove,
+            loopback_up: hc.network_mode != "host",
+            seed_volumes,
+            cgroup: format!("/berth/{}", rec.id),
+        };
+        let p = crate::monitor::config_path(self.root(), &rec.id);
+        berth_image::fsutil::write_atomic(
+            &p,
+            &serde_json::to_vec(&mcfg).expect("monitor config serialises"),
+        )
+        .map_err(io_err(&p))?;
+        Ok(mcfg)
+    }
+
+    /// `start`: spawns the container's monitor. With `wait_attach`, the container is
+    /// created but only runs once a client attached (call `StartHandle::finish` after
+    /// attaching). A running container is left alone (`Ok(None)`).
+    pub fn start_container(&self, name: &str, wait_attach: bool) -> Result<Option<StartHandle>> {
+        let rec = self.find_container(name)?;
+        let st = self.container_state(&rec.id)?;
+        if st.status.is_active() {
+            return Ok(None);
+        }
+        self.prepare_start(&rec)?;
+        let (r, w) = std::io::pipe().map_err(io_err("pipe"))?;
+        let wfd = w.as_raw_fd();
+        let log_path = self.container_dir(&rec.id).join("monitor.log");
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(io_err(&log_path))?;
+        let mut cmd = Command::new(self.monitor_path());
+        cmd.arg("--root")
+            .arg(self.root())
+            .arg("--run-root")
+            .arg(self.run_root())
+            .arg("--id")
+            .arg(&rec.id)
+            .arg("--ready-fd")
+            .arg("3");
+        if wait_attach {
+            cmd.arg("--wait-attach");
+        }
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log));
+        // SAFETY: between fork and exec we only call async-signal-safe functions (setsid,
+        // dup2) on fds that are open in the child.
+        unsafe {
+            cmd.pre_exec(move || {
+                nix::unistd::setsid().map_err(std::io::Error::from)?;
+                if libc::dup2(wfd, 3) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().map_err(io_err(self.monitor_path()))?;
+        drop(w);
+        let mut ready = BufReader::new(r);
+        let mut handle = StartHandle {
+            child: Some(child),
+            ready: None,
+            pid: 0,
+        };
+        if wait_attach {
+            let line = read_line(&mut ready);
+            if line != "created" {
+                handle.wait_monitor();
+                parse_ready(&line)?;
+            }
+            handle.ready = Some(ready);
+        } else {
+            let line = read_line(&mut ready);
+            handle.pid = parse_ready(&line)?;
+        }
+        Ok(Some(handle))
+    }
+
+    /// Sends a signal to a running container's init.
+    pub fn kill_container(&self, name: &str, signal: i32) -> Result<()> {
+        let rec = self.find_container(name)?;
+        let st = self.container_state(&rec.id)?;
+        if !st.status.is_active() {
+            return Err(EngineError::Conflict(format!(
+                "cannot kill container: {name}: container {} is not running",
+                rec.id
+            )));
+        }
+        let rt = berth_runtime::by_name(&rec.host_config.runtime, &self.runtime_root())?;
+        rt.kill(&rec.id, signal, false)?;
+        Ok(())
+    }
+
+    /// Waits until the container is no longer running (or `timeout` passes); returns its state.
+    pub fn wait_stopped(&self, id: &str, timeout: Option<Duration>) -> Result<Option<RunState>> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        // Prefer the monitor's exit notification; fall back to polling the state.
+        if let Ok(mut s) = attach::connect(self.run_root(), id, Hello::default()) {
+            if let Some(d) = deadline {
+                let _ = s.set_read_timeout(Some(
+                    d.saturating_duration_since(Instant::now())
+                        .max(Duration::from_millis(1)),
+                ));
+            }
+            loop {
+                match attach::read_frame(&mut s) {
+                    Ok(Some((attach::EXIT, _))) | Ok(None) => break,
+                    Ok(Some(_)) => continue,
+                    Err(_) => break,
+                }
+            }
+        }
+        loop {
+            let st = self.container_state(id)?;
+            if !st.status.is_active() {
+                return Ok(Some(st));
+            }
+            if let Some(d) = deadline {
+                if Instant::now() >= d {
+                    return Ok(None);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// `stop`: the stop signal, then SIGKILL after the timeout (Docker's default 10 s).
+    pub fn stop_container(&self, name: &str, timeout: Option<i64>) -> Result<()> {
+        let rec = self.find_container(name)?;
+        let st = self.container_state(&rec.id)?;
+        if !st.status.is_active() {
+            return Ok(());
+        }
+        let rt = berth_runtime::by_name(&rec.host_config.runtime, &self.runtime_root())?;
+        let sig = rec
+            .config
+            .stop_signal
+            .as_deref()
+            .and_then(sys::parse_signal)
+            .unwrap_or(libc::SIGTERM);
+        let secs = timeout.or(rec.config.stop_timeout).unwrap_or(10);
+        if st.status == Status::Paused {
+            let _ = rt.resume(&rec.id);
+        }
+        if secs != 0 {
+            let _ = rt.kill(&rec.id, sig, false);
+            let wait = if secs < 0 {
+                None
+            } else {
+                Some(Duration::from_secs(secs as u64))
+            };
+            if self.wait_stopped(&rec.id, wait)?.is_some() {
+                return Ok(());
+            }
+        }
+        let _ = rt.kill(&rec.id, libc::SIGKILL, true);
+        if self
+            .wait_stopped(&rec.id, Some(Duration::from_secs(30)))?
+            .is_none()
+        {
+            return Err(EngineError::Unavailable(format!(
+                "container {} did not stop after SIGKILL",
+                rec.id
+            )));
+        }
+        Ok(())
+    }
+
+    /// `wait`: blocks until the container stops; returns its exit code.
+    pub fn wait_container(&self, name: &str) -> Result<i32> {
+        let rec = self.find_container(name)?;
+        let st = self.wait_stopped(&rec.id, None)?.expect("no timeout");
+        Ok(st.exit_code)
+    }
+
+    /// `rm`: removes a container (running ones only with `force`); with `volumes`, its
+    /// anonymous volumes too. Named volumes are never touched. Cleanup is best-effort and
+    /// complete: every step runs, and the errors are reported together.
+    pub fn remove_container(&self, name: &str, force: bool, volumes: bool) -> Result<()> {
+        let rec = self.find_container(name)?;
+        let st = self.container_state(&rec.id)?;
+        if st.status.is_active() {
+            if !force {
+                return Err(EngineError::Conflict(format!(
+                    "cannot remove container \"/{}\": container is running: stop the container before removing or force remove",
+                    rec.name
+                )));
+            }
+            let rt = berth_runtime::by_name(&rec.host_config.runtime, &self.runtime_root())?;
+            let _ = rt.resume(&rec.id);
+            let _ = rt.kill(&rec.id, libc::SIGKILL, true);
+            let _ = self.wait_stopped(&rec.id, Some(Duration::from_secs(10)));
+        }
+        let mut errors = Vec::new();
+        let dir = self.container_dir(&rec.id);
+        if let Err(e) = sys::unmount(&dir.join("merged")) {
+            errors.push(e.to_string());
+        }
+        if st.status == Status::Dead {
+            // The monitor is gone: clean what it would have.
+            if let Ok(rt) = berth_runtime::by_name(&rec.host_config.runtime, &self.runtime_root()) {
+                let _ = rt.kill(&rec.id, libc::SIGKILL, true);
+                if let Err(e) = rt.delete(&rec.id, true) {
+                    errors.push(e.to_string());
+                }
+            }
+        }
+        if let Err(e) = self
+            .db
+            .execute("DELETE FROM containers WHERE id = ?1", [&rec.id])
+        {
+            errors.push(e.to_string());
+        }
+        if let Err(e) = fs::remove_dir_all(&dir) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                errors.push(format!("{}: {e}", dir.display()));
+            }
+        }
+        let _ = fs::remove_file(attach::socket_path(self.run_root(), &rec.id));
+        if volumes || rec.host_config.auto_remove {
+            for m in rec.mounts.iter().filter(|m| m.anonymous) {
+                if let Some(n) = &m.name {
+                    if let Err(e) = self.remove_volume(n, false) {
+                        errors.push(e.to_string());
+                    }
+                }
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(EngineError::Unavailable(format!(
+                "removing container {}: {}",
+                rec.id,
+                errors.join("; ")
+            )))
+        }
+    }
+
+    /// `rename`.
+    pub fn rename_container(&self, name: &str, new_name: &str) -> Result<()> {
+        let mut rec = self.find_container(name)?;
+        let new_name = new_name.strip_prefix('/').unwrap_or(new_name);
+        if !names::valid_name(new_name) {
+            return Err(EngineError::Invalid(format!(
+                "invalid container name ({new_name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
+            )));
+        }
+        if rec.name == new_name {
+            return Err(EngineError::Invalid(
+                "Renaming a container with the same name as its current name".into(),
+            ));
+        }
+        if let Some(other) = self
+            .db
+            .query_row(
+                "SELECT id FROM containers WHERE name = ?1",
+                [new_name],
+                |r| r.get::<_, String>(0),
+            )
+            .optional()?
+        {
+            return Err(EngineError::Conflict(format!(
+                "Conflict. The container name \"/{new_name}\" is already in use by container \"{other}\". You have to remove (or rename) that container to be able to reuse that name."
+            )));
+        }
+        rec.name = new_name.to_string();
+        self.db.execute(
+            "UPDATE containers SET name = ?1, config = ?2 WHERE id = ?3",
+            params![
+                rec.name,
+                serde_json::to_string(&rec).expect("record serialises"),
+                rec.id
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// `ps`: containers with their state. Filters: `name`, `id`, `status`, `label`,
+    /// `ancestor`, `exited`.
+    pub fn list_containers(
+        &self,
+        all: bool,
+        filters: &[(String, String)],
+    ) -> Result<Vec<ContainerSummary>> {
+        let mut out = Vec::new();
+        let mut image_names: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for rec in self.container_records()? {
+            let st = self.container_state(&rec.id)?;
+            let status_filter = filters.iter().any(|(k, _)| k == "status");
+            if !all && !status_filter && !st.status.is_active() {
+                continue;
+            }
+            let mut keep = true;
+            for (k, v) in filters {
+                let ok = match k.as_str() {
+                    "name" => rec.name.contains(v.trim_start_matches('/')),
+                    "id" => rec.id.starts_with(v),
+                    "status" => st.status.as_str() == v,
+                    "exited" => {
+                        st.status == Status::Exited && v.parse::<i32>().ok() == Some(st.exit_code)
+                    }
+                    "label" => match v.split_once('=') {
+                        Some((lk, lv)) => {
+                            rec.config.labels.get(lk).map(|x| x == lv).unwrap_or(false)
+                        }
+                        None => rec.config.labels.contains_key(v),
+                    },
+                    "ancestor" => {
+                        let names = image_names.entry(rec.image_id.clone()).or_insert_with(|| {
+                            self.find_image(&rec.image_id)
+                                .map(|r| r.tags)
+                                .unwrap_or_default()
+                        });
+                        rec.image_id
+                            .trim_start_matches("sha256:")
+                            .starts_with(v.trim_start_matches("sha256:"))
+                            || rec.config.image == *v
+                            || Reference::parse(v)
+                                .map(|r| names.contains(&r.to_string()))
+                                .unwrap_or(false)
+                    }
+                    _ => return Err(EngineError::Invalid(format!("invalid filter '{k}'"))),
+                };
+                keep &= ok;
+            }
+            if !keep {
+                continue;
+            }
+            let mut command = rec.path.clone();
+            for a in &rec.args {
+                command.push(' ');
+                command.push_str(a);
+            }
+            out.push(ContainerSummary {
+                id: rec.id.clone(),
+                names: rec.name.clone(),
+                image: rec.config.image.clone(),
+                image_id: rec.image_id.clone(),
+                command,
+                created: rec.created.clone(),
+                state: st.status.as_str().into(),
+                status: status_text(&st),
+                ports: String::new(),
+                labels: rec.config.labels.clone(),
+                exit_code: st.exit_code,
+            });
+        }
+        Ok(out)
+    }
+
+    /// `inspect`, shaped like Docker's.
+    pub fn inspect_container(&self, name: &str) -> Result<serde_json::Value> {
+        let rec = self.find_container(name)?;
+        let st = self.container_state(&rec.id)?;
+        let dir = self.container_dir(&rec.id);
+        let image = self.find_image(&rec.image_id).ok();
+        let lower = image
+            .as_ref()
+            .map(|i| {
+                i.chain_ids()
+                    .iter()
+                    .rev()
+                    .map(|c| self.layers.diff_dir(c).display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(":")
+            })
+            .unwrap_or_default();
+        Ok(serde_json::json!({
+            "Id": rec.id,
+            "Created": rec.created,
+            "Path": rec.path,
+            "Args": rec.args,
+            "State": {
+                "Status": st.status.as_str(),
+                "Running": st.status.is_active(),
+                "Paused": st.status == Status::Paused,
+                "Restarting": st.status == Status::Restarting,
+                "OOMKilled": st.oom_killed,
+                "Dead": st.status == Status::Dead,
+                "Pid": if st.status.is_active() { st.pid } else { 0 },
+                "ExitCode": st.exit_code,
+                "Error": st.error,
+                "StartedAt": st.started_at,
+                "FinishedAt": st.finished_at,
+            },
+            "Image": rec.image_id,
+            "ResolvConfPath": dir.join("resolv.conf"),
+            "HostnamePath": dir.join("hostname"),
+            "HostsPath": dir.join("hosts"),
+            "LogPath": if rec.host_config.log_config.kind == "none" { String::new() } else { dir.join("log.json").display().to_string() },
+            "Name": format!("/{}", rec.name),
+            "RestartCount": st.restart_count,
+            "Driver": "overlay2",
+            "Platform": "linux",
+            "MountLabel": "",
+            "ProcessLabel": "",
+            "AppArmorProfile": "",
+            "HostConfig": rec.host_config,
+            "GraphDriver": {
+                "Name": "overlay2",
+                "Data": {
+                    "LowerDir": lower,
+                    "UpperDir": dir.join("upper"),
+                    "WorkDir": dir.join("work"),
+                    "MergedDir": dir.join("merged"),
+                }
+            },
+            "Mounts": rec.mounts,
+            "Config": rec.config,
+            "NetworkSettings": {
+                "Ports": {},
+                "Networks": {rec.host_config.network_mode.clone(): {}},
+            },
+        }))
+    }
+
+    /// `top`: the container's processes, as `ps` shows them (rows filtered to the
+    /// container's cgroup). Returns (titles, rows).
+    pub fn top(&self, name: &str, ps_args: &[String]) -> Result<(Vec<String>, Vec<Vec<String>>)> {
+        let rec = self.find_container(name)?;
+        let st = self.container_state(&rec.id)?;
+        if !st.status.is_active() {
+            return Err(EngineError::Conflict(format!(
+                "container {} is not running",
+                rec.id
+            )));
+        }
+        let pids = sys::cgroup_pids(Path::new("/sys/fs/cgroup"), &format!("berth/{}", rec.id));
+        let args: Vec<String> = if ps_args.is_empty() {
+            vec!["-ef".into()]
+        } else {
+            ps_args.to_vec()
+        };
+        let out = Command::new("ps")
+            .args(&args)
+            .output()
+            .map_err(|e| EngineError::Unavailable(format!("running ps: {e}")))?;
+        if !out.status.success() {
+            return Err(EngineError::Invalid(format!(
+                "ps {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut lines = text.lines();
+        let header = lines.next().unwrap_or_default();
+        let titles: Vec<String> = header.split_whitespace().map(String::from).collect();
+        let pid_col = titles
+            .iter()
+            .position(|t| t == "PID")
+            .ok_or_else(|| EngineError::Invalid("ps output has no PID column".into()))?;
+        let mut rows = Vec::new();
+        for l in lines {
+            let fields: Vec<&str> = l.split_whitespace().collect();
+            if fields.len() < titles.len() {
+                continue;
+            }
+            let Ok(pid) = fields[pid_col].parse::<i32>() else {
+                continue;
+            };
+            if !pids.contains(&pid) {
+                continue;
+            }
+            let mut row: Vec<String> = fields[..titles.len() - 1]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+            row.push(fields[titles.len() - 1..].join(" "));
+            rows.push(row);
+        }
+        Ok((titles, rows))
+    }
+}
+
+/// A static init for `--init`: berth-init, docker-init or tini-static, in PATH.
+fn find_init() -> Option<PathBuf> {
+    for n in ["berth-init", "docker-init", "tini-static"] {
+        if let Some(p) = berth_runtime::external::find_binary(n) {
+            return Some(p);
+        }
+    }
+    None
+}
+
+/// Reads everything from a reader into a string (for small outputs).
+pub fn read_to_string<R: Read>(mut r: R) -> String {
+    let mut s = String::new();
+    let _ = r.read_to_string(&mut s);
+    s
+}

@@ -1,0 +1,62 @@
+//! The state database: SQLite in WAL mode with a busy timeout, so several berth processes
+//! can use one root at once. Schema migrations are applied in code, in order.
+
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::Connection;
+
+use crate::error::Result;
+
+const MIGRATIONS: &[&str] = &[
+    // 1: images, tags, containers, volumes
+    "CREATE TABLE images (
+        id TEXT PRIMARY KEY,            -- config digest, sha256:…
+        manifest TEXT NOT NULL,         -- manifest digest
+        layers TEXT NOT NULL,           -- JSON [[blob, diff_id], …] bottom first
+        size INTEGER NOT NULL,          -- unpacked size in bytes
+        created TEXT NOT NULL,          -- from the config
+        added TEXT NOT NULL             -- when it entered this store
+    );
+    CREATE TABLE tags (
+        name TEXT PRIMARY KEY,          -- full reference docker.io/library/x:tag
+        image TEXT NOT NULL REFERENCES images(id)
+    );
+    CREATE INDEX tags_image ON tags(image);
+    CREATE TABLE containers (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        image TEXT NOT NULL,            -- image id
+        created TEXT NOT NULL,
+        config TEXT NOT NULL            -- JSON ContainerRecord
+    );
+    CREATE INDEX containers_image ON containers(image);
+    CREATE TABLE volumes (
+        name TEXT PRIMARY KEY,
+        created TEXT NOT NULL,
+        labels TEXT NOT NULL,
+        anonymous INTEGER NOT NULL DEFAULT 0
+    );",
+];
+
+/// Opens (creating and migrating) the database at `path`.
+pub fn open(path: &Path) -> Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(Duration::from_secs(30))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if (version as usize) < MIGRATIONS.len() {
+        // Re-read inside a write transaction: another process may have migrated meanwhile.
+        let tx =
+            rusqlite::Transaction::new_unchecked(&conn, rusqlite::TransactionBehavior::Immediate)?;
+        let version: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        for (i, m) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            tx.execute_batch(m)?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        }
+        tx.commit()?;
+    }
+    Ok(conn)
+}

@@ -1,0 +1,122 @@
+//! The berth engine: the library every front end (the CLI, later the API service) calls.
+//!
+//! It owns the state database, the content and layer stores, containers (their OCI
+//! bundles, overlay roots and per-container monitor), volumes and logs. Main type:
+//! [`Engine`], opened on a root and a run root; its methods are grouped one file per
+//! resource (`images.rs`, `containers.rs`, `volumes.rs`, …).
+//!
+//! The engine never prints to a terminal and never runs an OCI runtime in a multi-threaded
+//! process: containers are created by `berth-monitor`, a small single-threaded process per
+//! container that survives the CLI.
+
+#![allow(clippy::too_many_arguments)]
+
+use std::path::{Path, PathBuf};
+
+use berth_image::{ContentStore, LayerStore};
+use rusqlite::Connection;
+
+pub mod attach;
+pub mod changes;
+pub mod containers;
+pub mod db;
+pub mod error;
+pub mod exec;
+pub mod hello;
+pub mod images;
+pub mod logs;
+pub mod model;
+pub mod monitor;
+pub mod names;
+pub mod seccomp;
+pub mod spec;
+pub mod state;
+pub mod sys;
+pub mod volumes;
+
+pub use error::{EngineError, ErrorClass, Result};
+
+/// Where an engine keeps its data.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// Persistent data (`/var/lib/berth`).
+    pub root: PathBuf,
+    /// Runtime state, sockets, locks (`/run/berth`).
+    pub run_root: PathBuf,
+    /// The `berth-monitor` binary; default: beside the current executable.
+    pub monitor: Option<PathBuf>,
+}
+
+impl EngineOptions {
+    pub fn new(root: impl Into<PathBuf>, run_root: impl Into<PathBuf>) -> EngineOptions {
+        EngineOptions {
+            root: root.into(),
+            run_root: run_root.into(),
+            monitor: None,
+        }
+    }
+}
+
+/// An open engine: one per process, on one root.
+pub struct Engine {
+    pub opts: EngineOptions,
+    pub(crate) db: Connection,
+    pub store: ContentStore,
+    pub layers: LayerStore,
+}
+
+impl Engine {
+    /// Opens (creating) the stores and the database under `opts.root`.
+    pub fn open(opts: EngineOptions) -> Result<Engine> {
+        for d in [
+            opts.root.clone(),
+            opts.root.join("containers"),
+            opts.root.join("volumes"),
+            opts.root.join("tmp"),
+            opts.run_root.clone(),
+        ] {
+            std::fs::create_dir_all(&d).map_err(error::io_err(&d))?;
+        }
+        let db = db::open(&opts.root.join("berth.db"))?;
+        let store = ContentStore::open(&opts.root.join("blobs"))?;
+        let layers = LayerStore::open(&opts.root.join("layers"))?;
+        Ok(Engine {
+            opts,
+            db,
+            store,
+            layers,
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.opts.root
+    }
+
+    pub fn run_root(&self) -> &Path {
+        &self.opts.run_root
+    }
+
+    /// A scratch dir on the same file system as the stores.
+    pub fn tmp_dir(&self) -> PathBuf {
+        self.opts.root.join("tmp")
+    }
+
+    /// The monitor binary to spawn.
+    pub fn monitor_path(&self) -> PathBuf {
+        if let Some(p) = &self.opts.monitor {
+            return p.clone();
+        }
+        if let Some(p) = std::env::var_os("BERTH_MONITOR") {
+            return PathBuf::from(p);
+        }
+        std::env::current_exe()
+            .ok()
+            .and_then(|p| p.parent().map(|d| d.join("berth-monitor")))
+            .unwrap_or_else(|| PathBuf::from("berth-monitor"))
+    }
+}
+
+/// Now as RFC 3339 with nanoseconds (Docker's time format).
+pub fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
+}

@@ -1,0 +1,821 @@
+//! The per-container monitor (`berth-monitor`): a small single-threaded process that
+//! creates the container through the OCI runtime, owns its stdio or pty, writes the log,
+//! serves attach clients, reaps the container's init and records how it ended.
+//!
+//! The engine writes `monitor.json` (everything the monitor needs) before spawning it, so
+//! the monitor does not read the database while the container runs. It reports readiness
+//! on an inherited pipe (fd 3): `created`, then `ok PID` or `err CODE MESSAGE`.
+
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+use serde::{Deserialize, Serialize};
+
+use crate::attach::{self, FrameBuffer, Hello};
+use crate::logs::LogWriter;
+use crate::state::{self, RunState, Status};
+use crate::sys;
+
+/// What the engine tells a monitor.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MonitorConfig {
+    pub id: String,
+    pub runtime: String,
+    pub runtime_root: PathBuf,
+    pub bundle: PathBuf,
+    pub tty: bool,
+    pub open_stdin: bool,
+    pub layers_root: PathBuf,
+    pub lowerdir: String,
+    pub upper: PathBuf,
+    pub work: PathBuf,
+    pub merged: PathBuf,
+    /// None: `--log-driver none`
+    pub log_path: Option<PathBuf>,
+    pub log_max_size: u64,
+    pub log_max_files: u32,
+    pub auto_remove: bool,
+    /// Bring `lo` up in the container's own network namespace.
+    pub loopback_up: bool,
+    /// (path in the container, host dir): new volumes to fill from the image.
+    pub seed_volumes: Vec<(String, PathBuf)>,
+    pub cgroup: String,
+}
+
+pub fn config_path(root: &Path, id: &str) -> PathBuf {
+    root.join("containers").join(id).join("monitor.json")
+}
+
+/// How a start failure maps to Docker's exit codes.
+pub fn failure_code(message: &str) -> i32 {
+    let m = message.to_lowercase();
+    if m.contains("permission denied") || m.contains("is a directory") || m.contains("exec format")
+    {
+        126
+    } else if m.contains("not found") || m.contains("no such file") || m.contains("executable file")
+    {
+        127
+    } else {
+        125
+    }
+}
+
+struct Ready(Option<File>);
+
+impl Ready {
+    fn say(&mut self, line: &str) {
+        if let Some(f) = self.0.as_mut() {
+            let _ = f.write_all(format!("{line}\n").as_bytes());
+        }
+    }
+    fn done(&mut self, line: &str) {
+        self.say(line);
+        self.0 = None;
+    }
+}
+
+struct Client {
+    stream: UnixStream,
+    buf: FrameBuffer,
+    hello: Option<Hello>,
+}
+
+/// Runs a monitor to the end. `ready_fd` is the inherited readiness pipe, if any.
+pub fn run(
+    root: &Path,
+    run_root: &Path,
+    id: &str,
+    wait_attach: bool,
+    ready_fd: Option<RawFd>,
+) -> i32 {
+    // SAFETY: the engine passes the write end of a pipe as this fd and nothing else in this
+    // process owns it.
+    let mut ready = Ready(ready_fd.map(|fd| unsafe { File::from_raw_fd(fd) }));
+    let cfg: MonitorConfig = match fs::read(config_path(root, id))
+        .map_err(|e| e.to_string())
+        .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+    {
+        Ok(c) => c,
+        Err(e) => {
+            ready.done(&format!("err 125 reading the monitor config: {e}"));
+            return 125;
+        }
+    };
+    // Orphaned container processes come to us.
+    let _ = berth_runtime::become_subreaper();
+    let rt = match berth_runtime::by_name(&cfg.runtime, &cfg.runtime_root) {
+        Ok(r) => r,
+        Err(e) => {
+            fail(root, &cfg, &mut ready, 125, &e.to_string());
+            return 125;
+        }
+    };
+    let mut m = Monitor {
+        root: root.to_path_buf(),
+        run_root: run_root.to_path_buf(),
+        cfg,
+        rt,
+        clients: Vec::new(),
+        outputs: Vec::new(),
+        stdin: None,
+        pty: None,
+        log: None,
+        listener: None,
+        pid: 0,
+    };
+    match m.setup(wait_attach, &mut ready) {
+        Ok(()) => {}
+        Err((code, msg)) => {
+            m.cleanup_runtime();
+            fail(root, &m.cfg, &mut ready, code, &msg);
+            return code;
+        }
+    }
+    let code = m.supervise();
+    m.finish(code);
+    0
+}
+
+/// Records a failed start: state exited with `code` and the error, rootfs unmounted.
+fn fail(root: &Path, cfg: &MonitorConfig, ready: &mut Ready, code: i32, msg: &str) {
+    let _ = sys::unmount(&cfg.merged);
+    let mut st = state::read_raw(root, &cfg.id).unwrap_or_default();
+    st.status = Status::Exited;
+    st.exit_code = code;
+    st.error = msg.to_string();
+    st.pid = 0;
+    st.finished_at = crate::now();
+    let _ = state::write(root, &cfg.id, &st);
+    ready.done(&format!("err {code} {}", msg.replace('\n', " ")));
+}
+
+struct Monitor {
+    root: PathBuf,
+    run_root: PathBuf,
+    cfg: MonitorConfig,
+    rt: Box<dyn berth_runtime::OciRuntime>,
+    clients: Vec<Client>,
+    /// (stream kind, read end)
+    outputs: Vec<(u8, OwnedFd)>,
+    stdin: Option<OwnedFd>,
+    pty: Option<OwnedFd>,
+    log: Option<LogWriter>,
+    listener: Option<UnixListener>,
+    pid: i32,
+}
+
+type SetupError = (i32, String);
+
+fn pipe() -> Result<(OwnedFd, OwnedFd), SetupError> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| (125, format!("pipe: {e}")))
+}
+
+impl Monitor {
+    fn setup(&mut self, wait_attach: bool, ready: &mut Ready) -> Result<(), SetupError> {
+        let cfg = self.cfg.clone();
+        if !sys::is_mountpoint(&cfg.merged) {
+            sys::mount_overlay(
+                &cfg.layers_root,
+                &cfg.lowerdir,
+                &cfg.upper,
+                &cfg.work,
+                &cfg.merged,
+            )
+            .map_err(|e| (125, e.to_string()))?;
+        }
+        for (path, data) in &cfg.seed_volumes {
+            seed_volume(&cfg.merged, path, data).map_err(|e| {
+                (
+                    125,
+                    format!("copying image content into the volume at {path}: {e}"),
+                )
+            })?;
+        }
+        self.log = Some(
+            LogWriter::open(cfg.log_path.as_deref(), cfg.log_max_size, cfg.log_max_files)
+                .map_err(|e| (125, format!("opening the log: {e}")))?,
+        );
+        let sock = attach::socket_path(&self.run_root, &cfg.id);
+        if let Some(d) = sock.parent() {
+            fs::create_dir_all(d).map_err(|e| (125, format!("{}: {e}", d.display())))?;
+        }
+        let _ = fs::remove_file(&sock);
+        let listener =
+            UnixListener::bind(&sock).map_err(|e| (125, format!("{}: {e}", sock.display())))?;
+
+        raise_rlimits(&cfg.bundle.join("config.json"));
+        let mut stdio = berth_runtime::Stdio::default();
+        let console_path = self
+            .run_root
+            .join("s")
+            .join(format!("{}.con", &cfg.id[..12]));
+        let console = if cfg.tty {
+            let _ = fs::remove_file(&console_path);
+            Some(
+                UnixListener::bind(&console_path)
+                    .map_err(|e| (125, format!("{}: {e}", console_path.display())))?,
+            )
+        } else {
+            let devnull = || {
+                File::open("/dev/null")
+                    .map(OwnedFd::from)
+                    .map_err(|e| (125, format!("/dev/null: {e}")))
+            };
+            if cfg.open_stdin {
+                let (r, w) = pipe()?;
+                stdio.stdin = Some(r);
+                self.stdin = Some(w);
+            } else {
+                stdio.stdin = Some(devnull()?);
+            }
+            let (or, ow) = pipe()?;
+            let (er, ew) = pipe()?;
+            stdio.stdout = Some(ow);
+            stdio.stderr = Some(ew);
+            self.outputs.push((attach::STDOUT, or));
+            self.outputs.push((attach::STDERR, er));
+            None
+        };
+        let created = self.rt.create(
+            &cfg.id,
+            &cfg.bundle,
+            stdio,
+            console.as_ref().map(|_| console_path.as_path()),
+        );
+        let pid = match created {
+            Ok(p) => p,
+            Err(e) => {
+                let msg = error_chain(&e);
+                return Err((failure_code(&msg), msg));
+            }
+        };
+        self.pid = pid;
+        if let Some(l) = console {
+            let master = receive_pty_from(&l)
+                .map_err(|e| (125, format!("receiving the container's terminal: {e}")))?;
+            let _ = fs::remove_file(&console_path);
+            self.pty = Some(master);
+        }
+        if cfg.loopback_up {
+            sys::loopback_up_in(pid).map_err(|e| (125, e.to_string()))?;
+        }
+        let mut st = state::read_raw(&self.root, &cfg.id).unwrap_or_default();
+        st.monitor_pid = std::process::id() as i32;
+        st.monitor_start = sys::process_start_time(st.monitor_pid).unwrap_or(0);
+        st.pid = pid;
+        st.error.clear();
+        if wait_attach {
+            ready.say("created");
+            // The first client's hello lets the container run, so no output is missed.
+            loop {
+                let (stream, _) = listener
+                    .accept()
+                    .map_err(|e| (125, format!("attach: {e}")))?;
+                let mut c = Client {
+                    stream,
+                    buf: FrameBuffer::default(),
+                    hello: None,
+                };
+                match attach::read_frame(&mut c.stream) {
+                    Ok(Some((attach::HELLO, p))) => {
+                        c.hello = Some(Hello::decode(&p));
+                        self.clients.push(c);
+                        break;
+                    }
+                    _ => continue,
+                }
+            }
+        }
+        self.rt.start(&cfg.id).map_err(|e| {
+            let msg = error_chain(&e);
+            (failure_code(&msg), msg)
+        })?;
+        st.status = Status::Running;
+        st.started_at = crate::now();
+        st.finished_at = state::ZERO_TIME.into();
+        st.exit_code = 0;
+        st.oom_killed = false;
+        state::write(&self.root, &cfg.id, &st).map_err(|e| (125, e.to_string()))?;
+        listener
+            .set_nonblocking(true)
+            .map_err(|e| (125, e.to_string()))?;
+        self.listener = Some(listener);
+        ready.done(&format!("ok {pid}"));
+        Ok(())
+    }
+}
+
+const POLL_IN: libc::c_short = libc::POLLIN;
+
+impl Monitor {
+    /// Reaps children; returns the init's exit code once it has exited.
+    fn reap(&self) -> Option<i32> {
+        let mut code = None;
+        loop {
+            match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(p, c)) => {
+                    if p.as_raw() == self.pid {
+                        code = Some(c);
+                    }
+                }
+                Ok(WaitStatus::Signaled(p, sig, _)) => {
+                    if p.as_raw() == self.pid {
+                        code = Some(128 + sig as i32);
+                    }
+                }
+                Ok(WaitStatus::StillAlive) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+        code
+    }
+
+    fn supervise(&mut self) -> i32 {
+        let mut mask = SigSet::empty();
+        for s in [
+            Signal::SIGCHLD,
+            Signal::SIGTERM,
+            Signal::SIGINT,
+            Signal::SIGHUP,
+            Signal::SIGPIPE,
+        ] {
+            mask.add(s);
+        }
+        let _ = mask.thread_block();
+        let sfd = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC).ok();
+        let mut exit = self.reap();
+        // After exit, keep draining output until every stream closes or a short grace passes.
+        let mut drain_deadline: Option<Instant> = None;
+        loop {
+            if exit.is_some() && drain_deadline.is_none() {
+                drain_deadline = Some(Instant::now() + Duration::from_millis(500));
+            }
+            let streams_open = !self.outputs.is_empty() || self.pty.is_some();
+            if let Some(d) = drain_deadline {
+                if !streams_open || Instant::now() >= d {
+                    break;
+                }
+            }
+            let mut fds: Vec<libc::pollfd> = Vec::new();
+            let mut roles: Vec<Role> = Vec::new();
+            let mut add = |fd: RawFd, role: Role| {
+                fds.push(libc::pollfd {
+                    fd,
+                    events: POLL_IN,
+                    revents: 0,
+                });
+                roles.push(role);
+            };
+            if let Some(s) = &sfd {
+                add(s.as_fd().as_raw_fd(), Role::Signal);
+            }
+            if exit.is_none() {
+                if let Some(l) = &self.listener {
+                    add(l.as_raw_fd(), Role::Listener);
+                }
+            }
+            for (i, (_, fd)) in self.outputs.iter().enumerate() {
+                add(fd.as_raw_fd(), Role::Output(i));
+            }
+            if let Some(p) = &self.pty {
+                add(p.as_raw_fd(), Role::Pty);
+            }
+            for (i, c) in self.clients.iter().enumerate() {
+                add(c.stream.as_raw_fd(), Role::Client(i));
+            }
+            let timeout = match drain_deadline {
+                Some(d) => d.saturating_duration_since(Instant::now()).as_millis() as i32,
+                None => -1,
+            };
+            // SAFETY: fds is a valid, exclusively borrowed array of pollfd of the given length.
+            let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
+            if n < 0 {
+                if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                break;
+            }
+            let mut dead_clients = Vec::new();
+            let mut closed_outputs = Vec::new();
+            for (pfd, role) in fds.iter().zip(roles.iter()) {
+                if pfd.revents == 0 {
+                    continue;
+                }
+                match *role {
+                    Role::Signal => {
+                        if let Some(s) = &sfd {
+                            while let Ok(Some(_)) = s.read_signal() {}
+                        }
+                        if exit.is_none() {
+                            exit = self.reap();
+                        } else {
+                            self.reap();
+                        }
+                    }
+                    Role::Listener => self.accept_clients(),
+                    Role::Output(i) => {
+                        let (kind, fd) = &self.outputs[i];
+                        let kind = *kind;
+                        match read_some(fd.as_fd()) {
+                            Some(data) => self.output(kind, &data),
+                            None => closed_outputs.push(i),
+                        }
+                    }
+                    Role::Pty => match self.pty.as_ref().and_then(|p| read_some(p.as_fd())) {
+                        Some(data) => self.output(attach::STDOUT, &data),
+                        None => self.pty = None,
+                    },
+                    Role::Client(i) => {
+                        if !self.client_input(i) {
+                            dead_clients.push(i);
+                        }
+                    }
+                }
+            }
+            closed_outputs.sort_unstable();
+            for i in closed_outputs.into_iter().rev() {
+                self.outputs.remove(i);
+            }
+            dead_clients.sort_unstable();
+            dead_clients.dedup();
+            for i in dead_clients.into_iter().rev() {
+                self.clients.remove(i);
+            }
+        }
+        exit.unwrap_or(255)
+    }
+
+    fn accept_clients(&mut self) {
+        let Some(l) = &self.listener else { return };
+        while let Ok((stream, _)) = l.accept() {
+            let _ = stream.set_nonblocking(true);
+            self.clients.push(Client {
+                stream,
+                buf: FrameBuffer::default(),
+                hello: None,
+            });
+        }
+    }
+
+    /// Output from the container: to the log and to attached clients.
+    fn output(&mut self, kind: u8, data: &[u8]) {
+        if let Some(l) = self.log.as_mut() {
+            let _ = l.write(kind, data);
+        }
+        let f = attach::frame(kind, data);
+        self.clients.retain_mut(|c| {
+            let wants = match (c.hello, kind) {
+                (Some(h), attach::STDOUT) => h.stdout,
+                (Some(h), attach::STDERR) => h.stderr,
+                _ => false,
+            };
+            !wants || write_all_blocking(&mut c.stream, &f).is_ok()
+        });
+    }
+
+    /// Input from client `i`; false when it is gone.
+    fn client_input(&mut self, i: usize) -> bool {
+        let mut buf = [0u8; 32 * 1024];
+        let n = match self.clients[i].stream.read(&mut buf) {
+            Ok(0) => return false,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+            Err(_) => return false,
+        };
+        self.clients[i].buf.push(&buf[..n]);
+        loop {
+            let frame = match self.clients[i].buf.next_frame() {
+                Ok(Some(f)) => f,
+                Ok(None) => return true,
+                Err(_) => return false,
+            };
+            let hello = self.clients[i].hello;
+            match frame {
+                (attach::HELLO, p) => self.clients[i].hello = Some(Hello::decode(&p)),
+                (attach::STDIN, data) if hello.map(|h| h.stdin).unwrap_or(false) => {
+                    let target = self.pty.as_ref().or(self.stdin.as_ref());
+                    if let Some(fd) = target {
+                        let _ = write_fd_all(fd.as_fd(), &data);
+                    }
+                }
+                (attach::STDIN_EOF, _) if hello.map(|h| h.stdin).unwrap_or(false) => {
+                    // Closing our end gives the container EOF (for a pty, send ^D instead).
+                    match &self.pty {
+                        Some(p) => {
+                            let _ = write_fd_all(p.as_fd(), &[4]);
+                        }
+                        None => self.stdin = None,
+                    }
+                }
+                (attach::RESIZE, p) if p.len() == 4 => {
+                    if let Some(pty) = &self.pty {
+                        let rows = u16::from_be_bytes([p[0], p[1]]);
+                        let cols = u16::from_be_bytes([p[2], p[3]]);
+                        let _ = set_winsize(pty.as_fd(), rows, cols);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn cleanup_runtime(&mut self) {
+        let _ = self.rt.delete(&self.cfg.id, true);
+        let _ = fs::remove_file(attach::socket_path(&self.run_root, &self.cfg.id));
+    }
+
+    /// After the container's init exited: log flush, OOM check, runtime cleanup, state,
+    /// exit frames, and auto-removal.
+    fn finish(&mut self, code: i32) {
+        if let Some(l) = self.log.as_mut() {
+            let _ = l.flush_partial();
+        }
+        let oom = sys::oom_killed(Path::new("/sys/fs/cgroup"), &self.cfg.cgroup);
+        self.listener = None;
+        self.cleanup_runtime();
+        let _ = sys::unmount(&self.cfg.merged);
+        let mut st: RunState = state::read_raw(&self.root, &self.cfg.id).unwrap_or_default();
+        st.status = Status::Exited;
+        st.exit_code = code;
+        st.oom_killed = oom;
+        st.pid = 0;
+        st.finished_at = crate::now();
+        let _ = state::write(&self.root, &self.cfg.id, &st);
+        if self.cfg.auto_remove {
+            if let Ok(engine) =
+                crate::Engine::open(crate::EngineOptions::new(&self.root, &self.run_root))
+            {
+                let _ = engine.remove_container(&self.cfg.id, true, true);
+            }
+        }
+        let f = attach::frame(attach::EXIT, &code.to_be_bytes());
+        for c in &mut self.clients {
+            let _ = write_all_blocking(&mut c.stream, &f);
+        }
+        self.clients.clear();
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Role {
+    Signal,
+    Listener,
+    Output(usize),
+    Pty,
+    Client(usize),
+}
+
+/// Reads what is available; None at end of stream (or EIO from a pty whose other end closed).
+fn read_some(fd: BorrowedFd<'_>) -> Option<Vec<u8>> {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match nix::unistd::read(fd.as_raw_fd(), &mut buf) {
+            Ok(0) => return None,
+            Ok(n) => {
+                buf.truncate(n);
+                return Some(buf);
+            }
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(nix::errno::Errno::EAGAIN) => return Some(Vec::new()),
+            Err(_) => return None,
+        }
+    }
+}
+
+fn write_fd_all(fd: BorrowedFd<'_>, mut data: &[u8]) -> nix::Result<()> {
+    while !data.is_empty() {
+        match nix::unistd::write(fd, data) {
+            Ok(n) => data = &data[n..],
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Writes to a non-blocking client socket, waiting (up to 2 s) while it is full.
+fn write_all_blocking(s: &mut UnixStream, mut data: &[u8]) -> io::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while !data.is_empty() {
+        match s.write(data) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => data = &data[n..],
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if Instant::now() >= deadline {
+                    return Err(e);
+                }
+                let mut pfd = [PollFd::new(s.as_fd(), PollFlags::POLLOUT)];
+                let _ = poll(&mut pfd, PollTimeout::from(100u16));
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Sets a terminal's window size.
+pub fn set_winsize(fd: BorrowedFd<'_>, rows: u16, cols: u16) -> io::Result<()> {
+    let ws = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads a winsize struct that lives for the duration of the call.
+    if unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSWINSZ, &ws) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Accepts the runtime's connection on the console socket and takes the pty master it sends.
+pub fn receive_pty_from(l: &UnixListener) -> io::Result<OwnedFd> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    let (s, _) = l.accept()?;
+    let mut buf = [0u8; 4096];
+    let mut iov = [io::IoSliceMut::new(&mut buf)];
+    let mut cmsg = nix::cmsg_space!([RawFd; 1]);
+    let msg = recvmsg::<()>(
+        s.as_raw_fd(),
+        &mut iov,
+        Some(&mut cmsg),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .map_err(io::Error::from)?;
+    for c in msg.cmsgs().map_err(io::Error::from)? {
+        if let ControlMessageOwned::ScmRights(fds) = c {
+            if let Some(fd) = fds.first() {
+                // SAFETY: the kernel just installed this fd in our table for us to own.
+                return Ok(unsafe { OwnedFd::from_raw_fd(*fd) });
+            }
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::InvalidData,
+        "no terminal fd received",
+    ))
+}
+
+/// The error and its causes on one line.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let t = c.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        cur = c.source();
+    }
+    s
+}
+
+/// Fills a new, empty volume dir with the image's content at `path` (Docker's behaviour).
+fn seed_volume(merged: &Path, path: &str, data: &Path) -> io::Result<()> {
+    let src = resolve_in(merged, path);
+    let Some(src) = src else { return Ok(()) };
+    if !src.is_dir() || fs::read_dir(data)?.next().is_some() {
+        return Ok(());
+    }
+    copy_tree(&src, data)
+}
+
+/// Resolves `path` inside `root` without following symlinks out: None when a component is
+/// a symlink or missing.
+fn resolve_in(root: &Path, path: &str) -> Option<PathBuf> {
+    let mut p = root.to_path_buf();
+    for c in path.split('/').filter(|c| !c.is_empty() && *c != ".") {
+        if c == ".." {
+            return None;
+        }
+        p.push(c);
+        if fs::symlink_metadata(&p).ok()?.file_type().is_symlink() {
+            return None;
+        }
+    }
+    Some(p)
+}
+
+/// Copies a tree preserving modes, owners, symlinks and times (no device nodes).
+pub fn copy_tree(src: &Path, dst: &Path) -> io::Result<()> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let meta = fs::symlink_metadata(src)?;
+    for e in fs::read_dir(src)? {
+        let e = e?;
+        let from = e.path();
+        let to = dst.join(e.file_name());
+        let m = fs::symlink_metadata(&from)?;
+        let ft = m.file_type();
+        if ft.is_dir() {
+            fs::create_dir_all(&to)?;
+            copy_tree(&from, &to)?;
+        } else if ft.is_symlink() {
+            std::os::unix::fs::symlink(fs::read_link(&from)?, &to)?;
+        } else if ft.is_file() {
+            fs::copy(&from, &to)?;
+        } else {
+            continue;
+        }
+        let _ = nix::unistd::fchownat(
+            None,
+            &to,
+            Some(m.uid().into()),
+            Some(m.gid().into()),
+            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+        );
+        if !ft.is_symlink() {
+            let _ = fs::set_permissions(&to, fs::Permissions::from_mode(m.mode() & 0o7777));
+        }
+    }
+    let _ = nix::unistd::chown(dst, Some(meta.uid().into()), Some(meta.gid().into()));
+    let _ = fs::set_permissions(dst, fs::Permissions::from_mode(meta.mode() & 0o7777));
+    Ok(())
+}
+
+/// Entry point of the `berth-monitor` binary.
+pub fn main_with_args(args: &[String]) -> i32 {
+    let mut root = None;
+    let mut run_root = None;
+    let mut id = None;
+    let mut wait_attach = false;
+    let mut ready_fd = None;
+    let mut it = args.iter().skip(1);
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--root" => root = it.next().cloned(),
+            "--run-root" => run_root = it.next().cloned(),
+            "--id" => id = it.next().cloned(),
+            "--wait-attach" => wait_attach = true,
+            "--ready-fd" => ready_fd = it.next().and_then(|s| s.parse().ok()),
+            _ => {
+                eprintln!("berth-monitor: unknown argument {a}");
+                return 2;
+            }
+        }
+    }
+    let (Some(root), Some(run_root), Some(id)) = (root, run_root, id) else {
+        eprintln!("berth-monitor: usage: berth-monitor --root DIR --run-root DIR --id ID [--wait-attach] [--ready-fd N]");
+        return 2;
+    };
+    run(
+        Path::new(&root),
+        Path::new(&run_root),
+        &id,
+        wait_attach,
+        ready_fd,
+    )
+}
+
+/// Raises this process's resource limits to the container's: the runtime sets them in the
+/// container after dropping CAP_SYS_RESOURCE, which can lower a limit but not raise it,
+/// so the container inherits raised limits from us.
+fn raise_rlimits(spec: &Path) {
+    let Ok(bytes) = fs::read(spec) else { return };
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+        return;
+    };
+    let Some(list) = v["process"]["rlimits"].as_array() else {
+        return;
+    };
+    for r in list {
+        let res = match r["type"].as_str().unwrap_or_default() {
+            "RLIMIT_NOFILE" => libc::RLIMIT_NOFILE,
+            "RLIMIT_NPROC" => libc::RLIMIT_NPROC,
+            "RLIMIT_CORE" => libc::RLIMIT_CORE,
+            "RLIMIT_MEMLOCK" => libc::RLIMIT_MEMLOCK,
+            "RLIMIT_STACK" => libc::RLIMIT_STACK,
+            "RLIMIT_FSIZE" => libc::RLIMIT_FSIZE,
+            "RLIMIT_AS" => libc::RLIMIT_AS,
+            "RLIMIT_CPU" => libc::RLIMIT_CPU,
+            "RLIMIT_DATA" => libc::RLIMIT_DATA,
+            "RLIMIT_LOCKS" => libc::RLIMIT_LOCKS,
+            "RLIMIT_MSGQUEUE" => libc::RLIMIT_MSGQUEUE,
+            "RLIMIT_NICE" => libc::RLIMIT_NICE,
+            "RLIMIT_RTPRIO" => libc::RLIMIT_RTPRIO,
+            "RLIMIT_RTTIME" => libc::RLIMIT_RTTIME,
+            "RLIMIT_SIGPENDING" => libc::RLIMIT_SIGPENDING,
+            "RLIMIT_RSS" => libc::RLIMIT_RSS,
+            _ => continue,
+        };
+        let (Some(soft), Some(hard)) = (r["soft"].as_u64(), r["hard"].as_u64()) else {
+            continue;
+        };
+        let lim = libc::rlimit {
+            rlim_cur: soft as libc::rlim_t,
+            rlim_max: hard as libc::rlim_t,
+        };
+        // SAFETY: setrlimit reads one rlimit struct that lives for the duration of the call.
+        unsafe { libc::setrlimit(res, &lim) };
+    }
+}

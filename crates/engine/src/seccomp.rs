@@ -1,0 +1,1166 @@
+//! Seccomp profiles for containers, as the OCI `linux.seccomp` object.
+//!
+//! [`default_profile`] is Docker's default policy (moby `profiles/seccomp` v0.2.3) written as
+//! data: `ALLOW`, the syscalls every container may make, and `RULES`, a short table of
+//! rules that depend on the native architecture, the container's capabilities or a syscall
+//! argument. Every other syscall fails with `EPERM`. Only the amd64 and arm64 rules are kept;
+//! the profile's kernel conditions (ptrace and `process_vm_*` from 4.8) are taken as met, so
+//! those syscalls sit in `ALLOW`.
+//!
+//! [`profile_from_docker_json`] reads a profile in Docker's format (`--security-opt
+//! seccomp=FILE`: `archMap`, `name`/`names`, `includes`/`excludes` on capabilities,
+//! architectures and kernel versions), evaluates its conditions for this host and container,
+//! and checks every action, operator, architecture and flag, so a bad file is rejected here,
+//! with a message naming the problem, rather than by the runtime at start.
+//!
+//! Both produce the OCI runtime-spec shape as runc and crun read it: for
+//! `SCMP_CMP_MASKED_EQ`, `value` is the mask and `valueTwo` the expected value. youki's
+//! libcontainer 0.7.0 reads the two the other way round; [`for_libcontainer`] converts a
+//! profile for it. This module never touches the OS beyond reading the kernel release.
+
+#![forbid(unsafe_code)]
+
+use serde::{Deserialize, Deserializer};
+use serde_json::{json, Value};
+
+/// `EPERM`: what a syscall outside the profile returns.
+const EPERM: u32 = 1;
+/// `ENOSYS` on amd64 and arm64: what `clone3` returns without `CAP_SYS_ADMIN`, so libc
+/// falls back to `clone`, whose flags seccomp can see.
+const ENOSYS: u32 = 38;
+/// `AF_ALG` and `AF_VSOCK`: the socket families the default profile refuses.
+const AF_ALG: u64 = 38;
+const AF_VSOCK: u64 = 40;
+/// The `clone` flags that create namespaces: `CLONE_NEWNS | CLONE_NEWCGROUP | CLONE_NEWUTS |
+/// CLONE_NEWIPC | CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNET`.
+const CLONE_NEW_FLAGS: u64 = 0x7e02_0000;
+/// `personality(2)` personas: `PER_LINUX32` and `UNAME26`.
+const PER_LINUX32: u64 = 0x0008;
+const UNAME26: u64 = 0x0002_0000;
+
+const ALLOW_ACT: &str = "SCMP_ACT_ALLOW";
+const LT: &str = "SCMP_CMP_LT";
+const EQ: &str = "SCMP_CMP_EQ";
+const GT: &str = "SCMP_CMP_GT";
+const MASKED_EQ: &str = "SCMP_CMP_MASKED_EQ";
+
+/// The actions, comparison operators, architectures and filter flags the OCI runtime spec
+/// (and oci-spec's enums) know.
+#[rustfmt::skip]
+const ACTIONS: &[&str] = &[
+    "SCMP_ACT_KILL", "SCMP_ACT_KILL_THREAD", "SCMP_ACT_KILL_PROCESS", "SCMP_ACT_TRAP",
+    "SCMP_ACT_ERRNO", "SCMP_ACT_TRACE", "SCMP_ACT_ALLOW", "SCMP_ACT_LOG", "SCMP_ACT_NOTIFY",
+];
+#[rustfmt::skip]
+const OPERATORS: &[&str] = &[
+    "SCMP_CMP_NE", "SCMP_CMP_LT", "SCMP_CMP_LE", "SCMP_CMP_EQ", "SCMP_CMP_GE", "SCMP_CMP_GT",
+    "SCMP_CMP_MASKED_EQ",
+];
+#[rustfmt::skip]
+const ARCHES: &[&str] = &[
+    "SCMP_ARCH_NATIVE", "SCMP_ARCH_X86", "SCMP_ARCH_X86_64", "SCMP_ARCH_X32", "SCMP_ARCH_ARM",
+    "SCMP_ARCH_AARCH64", "SCMP_ARCH_MIPS", "SCMP_ARCH_MIPS64", "SCMP_ARCH_MIPS64N32",
+    "SCMP_ARCH_MIPSEL", "SCMP_ARCH_MIPSEL64", "SCMP_ARCH_MIPSEL64N32", "SCMP_ARCH_PPC",
+    "SCMP_ARCH_PPC64", "SCMP_ARCH_PPC64LE", "SCMP_ARCH_S390", "SCMP_ARCH_S390X",
+    "SCMP_ARCH_PARISC", "SCMP_ARCH_PARISC64", "SCMP_ARCH_RISCV64", "SCMP_ARCH_LOONGARCH64",
+    "SCMP_ARCH_M68K", "SCMP_ARCH_SH", "SCMP_ARCH_SHEB",
+];
+#[rustfmt::skip]
+const FLAGS: &[&str] = &[
+    "SECCOMP_FILTER_FLAG_LOG", "SECCOMP_FILTER_FLAG_TSYNC", "SECCOMP_FILTER_FLAG_SPEC_ALLOW",
+    "SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV",
+];
+
+/// The filter architectures of the default profile, by native architecture (Docker's name):
+/// the native one first, then the compat ABIs a process may switch to.
+const DEFAULT_ARCHES: &[(&str, &[&str])] = &[
+    (
+        "amd64",
+        &["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
+    ),
+    ("arm64", &["SCMP_ARCH_AARCH64", "SCMP_ARCH_ARM"]),
+];
+
+/// Syscalls every container may make, whatever its capabilities.
+#[rustfmt::skip]
+const ALLOW: &[&str] = &[
+    "accept", "accept4", "access", "adjtimex", "alarm", "bind", "brk", "cachestat", "capget",
+    "capset", "chdir", "chmod", "chown", "chown32", "clock_adjtime", "clock_adjtime64",
+    "clock_getres", "clock_getres_time64", "clock_gettime", "clock_gettime64",
+    "clock_nanosleep", "clock_nanosleep_time64", "close", "close_range", "connect",
+    "copy_file_range", "creat", "dup", "dup2", "dup3", "epoll_create", "epoll_create1",
+    "epoll_ctl", "epoll_ctl_old", "epoll_pwait", "epoll_pwait2", "epoll_wait", "epoll_wait_old",
+    "eventfd", "eventfd2", "execve", "execveat", "exit", "exit_group", "faccessat",
+    "faccessat2", "fadvise64", "fadvise64_64", "fallocate", "fanotify_mark", "fchdir", "fchmod",
+    "fchmodat", "fchmodat2", "fchown", "fchown32", "fchownat", "fcntl", "fcntl64", "fdatasync",
+    "fgetxattr", "flistxattr", "flock", "fork", "fremovexattr", "fsetxattr", "fstat", "fstat64",
+    "fstatat64", "fstatfs", "fstatfs64", "fsync", "ftruncate", "ftruncate64", "futex",
+    "futex_requeue", "futex_time64", "futex_wait", "futex_waitv", "futex_wake", "futimesat",
+    "get_robust_list", "get_thread_area", "getcpu", "getcwd", "getdents", "getdents64",
+    "getegid", "getegid32", "geteuid", "geteuid32", "getgid", "getgid32", "getgroups",
+    "getgroups32", "getitimer", "getpeername", "getpgid", "getpgrp", "getpid", "getppid",
+    "getpriority", "getrandom", "getresgid", "getresgid32", "getresuid", "getresuid32",
+    "getrlimit", "getrusage", "getsid", "getsockname", "getsockopt", "gettid", "gettimeofday",
+    "getuid", "getuid32", "getxattr", "getxattrat", "inotify_add_watch", "inotify_init",
+    "inotify_init1", "inotify_rm_watch", "io_cancel", "io_destroy", "io_getevents",
+    "io_pgetevents", "io_pgetevents_time64", "io_setup", "io_submit", "ioctl", "ioprio_get",
+    "ioprio_set", "ipc", "kill", "landlock_add_rule", "landlock_create_ruleset",
+    "landlock_restrict_self", "lchown", "lchown32", "lgetxattr", "link", "linkat", "listen",
+    "listmount", "listxattr", "listxattrat", "llistxattr", "_llseek", "lremovexattr", "lseek",
+    "lsetxattr", "lstat", "lstat64", "madvise", "map_shadow_stack", "membarrier",
+    "memfd_create", "memfd_secret", "mincore", "mkdir", "mkdirat", "mknod", "mknodat", "mlock",
+    "mlock2", "mlockall", "mmap", "mmap2", "mprotect", "mq_getsetattr", "mq_notify", "mq_open",
+    "mq_timedreceive", "mq_timedreceive_time64", "mq_timedsend", "mq_timedsend_time64",
+    "mq_unlink", "mremap", "mseal", "msgctl", "msgget", "msgrcv", "msgsnd", "msync", "munlock",
+    "munlockall", "munmap", "name_to_handle_at", "nanosleep", "newfstatat", "_newselect",
+    "open", "openat", "openat2", "pause", "pidfd_open", "pidfd_send_signal", "pipe", "pipe2",
+    "pkey_alloc", "pkey_free", "pkey_mprotect", "poll", "ppoll", "ppoll_time64", "prctl",
+    "pread64", "preadv", "preadv2", "prlimit64", "process_mrelease", "process_vm_readv",
+    "process_vm_writev", "pselect6", "pselect6_time64", "ptrace", "pwrite64", "pwritev",
+    "pwritev2", "read", "readahead", "readlink", "readlinkat", "readv", "recv", "recvfrom",
+    "recvmmsg", "recvmmsg_time64", "recvmsg", "remap_file_pages", "removexattr",
+    "removexattrat", "rename", "renameat", "renameat2", "restart_syscall", "riscv_hwprobe",
+    "rmdir", "rseq", "rt_sigaction", "rt_sigpending", "rt_sigprocmask", "rt_sigqueueinfo",
+    "rt_sigreturn", "rt_sigsuspend", "rt_sigtimedwait", "rt_sigtimedwait_time64",
+    "rt_tgsigqueueinfo", "sched_get_priority_max", "sched_get_priority_min",
+    "sched_getaffinity", "sched_getattr", "sched_getparam", "sched_getscheduler",
+    "sched_rr_get_interval", "sched_rr_get_interval_time64", "sched_setaffinity",
+    "sched_setattr", "sched_setparam", "sched_setscheduler", "sched_yield", "seccomp", "select",
+    "semctl", "semget", "semop", "semtimedop", "semtimedop_time64", "send", "sendfile",
+    "sendfile64", "sendmmsg", "sendmsg", "sendto", "set_robust_list", "set_thread_area",
+    "set_tid_address", "setfsgid", "setfsgid32", "setfsuid", "setfsuid32", "setgid", "setgid32",
+    "setgroups", "setgroups32", "setitimer", "setpgid", "setpriority", "setregid", "setregid32",
+    "setresgid", "setresgid32", "setresuid", "setresuid32", "setreuid", "setreuid32",
+    "setrlimit", "setsid", "setsockopt", "setuid", "setuid32", "setxattr", "setxattrat",
+    "shmat", "shmctl", "shmdt", "shmget", "shutdown", "sigaltstack", "signalfd", "signalfd4",
+    "sigprocmask", "sigreturn", "socketcall", "socketpair", "splice", "stat", "stat64",
+    "statfs", "statfs64", "statmount", "statx", "symlink", "symlinkat", "sync",
+    "sync_file_range", "syncfs", "sysinfo", "tee", "tgkill", "time", "timer_create",
+    "timer_delete", "timer_getoverrun", "timer_gettime", "timer_gettime64", "timer_settime",
+    "timer_settime64", "timerfd_create", "timerfd_gettime", "timerfd_gettime64",
+    "timerfd_settime", "timerfd_settime64", "times", "tkill", "truncate", "truncate64",
+    "ugetrlimit", "umask", "uname", "unlink", "unlinkat", "uretprobe", "utime", "utimensat",
+    "utimensat_time64", "utimes", "vfork", "vmsplice", "wait4", "waitid", "waitpid", "write",
+    "writev",
+];
+
+/// When a [`Rule`] applies.
+#[derive(Clone, Copy, Debug)]
+enum When {
+    /// Always.
+    Always,
+    /// On this native architecture (Docker's name: `amd64`, `arm64`).
+    Arch(&'static str),
+    /// When the container has this capability.
+    Cap(&'static str),
+    /// When the container lacks this capability.
+    NoCap(&'static str),
+}
+
+/// What a [`Rule`] does to the syscalls it matches.
+#[derive(Clone, Copy, Debug)]
+enum Act {
+    Allow,
+    Errno(u32),
+}
+
+/// One argument comparison: argument index, operator, value (for `SCMP_CMP_MASKED_EQ` the
+/// mask; the expected value is then 0).
+type Cmp = (u32, &'static str, u64);
+
+/// A conditional part of the default profile.
+#[derive(Debug)]
+struct Rule {
+    names: &'static [&'static str],
+    when: When,
+    act: Act,
+    /// All must hold (an empty list matches every call).
+    args: &'static [Cmp],
+}
+
+/// Allows `names` when `when` holds.
+const fn allow(when: When, names: &'static [&'static str]) -> Rule {
+    Rule {
+        names,
+        when,
+        act: Act::Allow,
+        args: &[],
+    }
+}
+
+/// Allows `names` when their arguments pass every comparison in `args`.
+const fn allow_if(names: &'static [&'static str], args: &'static [Cmp]) -> Rule {
+    Rule {
+        names,
+        when: When::Always,
+        act: Act::Allow,
+        args,
+    }
+}
+
+/// The rest of the default profile, in Docker's order. Rules for the same syscall add up:
+/// a call is allowed when any applicable rule allows it.
+#[rustfmt::skip]
+const RULES: &[Rule] = &[
+    // socket(2) for every address family but AF_ALG and AF_VSOCK.
+    allow_if(&["socket"], &[(0, LT, AF_ALG)]),
+    allow_if(&["socket"], &[(0, EQ, AF_ALG + 1)]),
+    allow_if(&["socket"], &[(0, GT, AF_VSOCK)]),
+    // personality(2): the Linux personas and the query (0xffffffff), nothing that changes
+    // the address-space layout (e.g. ADDR_NO_RANDOMIZE).
+    allow_if(&["personality"], &[(0, EQ, 0)]),
+    allow_if(&["personality"], &[(0, EQ, PER_LINUX32)]),
+    allow_if(&["personality"], &[(0, EQ, UNAME26)]),
+    allow_if(&["personality"], &[(0, EQ, UNAME26 | PER_LINUX32)]),
+    allow_if(&["personality"], &[(0, EQ, 0xffff_ffff)]),
+    allow(
+        When::Arch("arm64"),
+        &["arm_fadvise64_64", "arm_sync_file_range", "sync_file_range2", "breakpoint",
+          "cacheflush", "set_tls"],
+    ),
+    allow(When::Arch("amd64"), &["arch_prctl", "modify_ldt"]),
+    allow(When::Cap("CAP_DAC_READ_SEARCH"), &["open_by_handle_at"]),
+    allow(
+        When::Cap("CAP_SYS_ADMIN"),
+        &["bpf", "clone", "clone3", "fanotify_init", "fsconfig", "fsmount", "fsopen", "fspick",
+          "lookup_dcookie", "lsm_get_self_attr", "lsm_list_modules", "lsm_set_self_attr",
+          "mount", "mount_setattr", "move_mount", "open_tree", "perf_event_open", "quotactl",
+          "quotactl_fd", "setdomainname", "sethostname", "setns", "syslog", "umount",
+          "umount2", "unshare"],
+    ),
+    // Without CAP_SYS_ADMIN, clone(2) only without namespace flags; clone3(2) keeps its
+    // flags in memory seccomp cannot read, so it reports ENOSYS and libc falls back to clone.
+    Rule {
+        names: &["clone"],
+        when: When::NoCap("CAP_SYS_ADMIN"),
+        act: Act::Allow,
+        args: &[(0, MASKED_EQ, CLONE_NEW_FLAGS)],
+    },
+    Rule { names: &["clone3"], when: When::NoCap("CAP_SYS_ADMIN"), act: Act::Errno(ENOSYS), args: &[] },
+    allow(When::Cap("CAP_SYS_BOOT"), &["reboot"]),
+    allow(When::Cap("CAP_SYS_CHROOT"), &["chroot"]),
+    allow(When::Cap("CAP_SYS_MODULE"), &["delete_module", "init_module", "finit_module"]),
+    allow(When::Cap("CAP_SYS_PACCT"), &["acct"]),
+    allow(
+        When::Cap("CAP_SYS_PTRACE"),
+        &["kcmp", "pidfd_getfd", "process_madvise", "process_vm_readv", "process_vm_writev",
+          "ptrace"],
+    ),
+    allow(When::Cap("CAP_SYS_RAWIO"), &["iopl", "ioperm"]),
+    allow(
+        When::Cap("CAP_SYS_TIME"),
+        &["settimeofday", "stime", "clock_settime", "clock_settime64"],
+    ),
+    allow(When::Cap("CAP_SYS_TTY_CONFIG"), &["vhangup"]),
+    allow(
+        When::Cap("CAP_SYS_NICE"),
+        &["get_mempolicy", "mbind", "set_mempolicy", "set_mempolicy_home_node"],
+    ),
+    allow(When::Cap("CAP_SYSLOG"), &["syslog"]),
+    allow(When::Cap("CAP_BPF"), &["bpf"]),
+    allow(When::Cap("CAP_PERFMON"), &["perf_event_open"]),
+];
+
+/// The OCI `linux.seccomp` object of Docker's default profile for a container with the
+/// capability set `caps` (names like `CAP_SYS_ADMIN`; `SYS_ADMIN` and `ALL` are understood
+/// too).
+///
+/// The unconditional allows (with the capability-granted ones) come first as one rule; the
+/// argument-filtered and `ENOSYS` rules follow. `architectures` lists the native filter
+/// architecture and its compat ABIs on amd64 and arm64, and is left out elsewhere (the
+/// runtime then filters the native one only).
+pub fn default_profile(caps: &[String]) -> Value {
+    let caps = CapSet::new(caps);
+    let arch = native_arch().map(|(docker, _)| docker);
+    let mut allowed: Vec<&str> = ALLOW.to_vec();
+    let mut rest = Vec::new();
+    for rule in RULES {
+        let applies = match rule.when {
+            When::Always => true,
+            When::Arch(a) => arch == Some(a),
+            When::Cap(c) => caps.has(c),
+            When::NoCap(c) => !caps.has(c),
+        };
+        if !applies {
+            continue;
+        }
+        match rule.act {
+            Act::Allow if rule.args.is_empty() => {
+                for name in rule.names {
+                    if !allowed.contains(name) {
+                        allowed.push(name);
+                    }
+                }
+            }
+            act => {
+                let mut syscall = json!({ "names": rule.names, "action": ALLOW_ACT });
+                if let Act::Errno(errno) = act {
+                    syscall["action"] = json!("SCMP_ACT_ERRNO");
+                    syscall["errnoRet"] = json!(errno);
+                }
+                if !rule.args.is_empty() {
+                    let args: Vec<Value> = rule
+                        .args
+                        .iter()
+                        .map(|&(index, op, value)| json!({ "index": index, "value": value, "op": op }))
+                        .collect();
+                    syscall["args"] = Value::Array(args);
+                }
+                rest.push(syscall);
+            }
+        }
+    }
+    let mut syscalls = vec![json!({ "names": allowed, "action": ALLOW_ACT })];
+    syscalls.extend(rest);
+    let mut profile = json!({
+        "defaultAction": "SCMP_ACT_ERRNO",
+        "defaultErrnoRet": EPERM,
+        "syscalls": syscalls,
+    });
+    let arches = DEFAULT_ARCHES.iter().find(|(a, _)| Some(*a) == arch);
+    if let Some((_, arches)) = arches {
+        profile["architectures"] = json!(arches);
+    }
+    profile
+}
+
+/// Loads a profile in Docker's JSON format (`--security-opt seccomp=FILE`) and turns it into
+/// the OCI `linux.seccomp` object for a container with the capability set `caps`.
+///
+/// Rules are kept or dropped as Docker does: `excludes` drops a rule when the native
+/// architecture is listed, when the container has any listed capability, or when the kernel
+/// is at least `minKernel`; `includes` keeps it only when the native architecture is listed,
+/// the container has every listed capability and the kernel is at least `minKernel`. Every
+/// rule is checked, kept or not. `source` names the profile in errors, which are one line:
+/// `seccomp profile /x.json: unknown action "SCMP_ACT_FOO"`.
+///
+/// A profile with neither `defaultAction` nor `syscalls` means "no filter" to Docker; it
+/// gives `Value::Null` here (`"seccomp": null` in a spec: unconfined).
+pub fn profile_from_docker_json(
+    bytes: &[u8],
+    caps: &[String],
+    source: &str,
+) -> Result<Value, String> {
+    let fail = |msg: String| format!("seccomp profile {source}: {msg}");
+    let profile: DockerProfile =
+        serde_json::from_slice(bytes).map_err(|e| fail(format!("invalid JSON: {e}")))?;
+    if profile.default_action.is_empty() && profile.syscalls.is_empty() {
+        return Ok(Value::Null);
+    }
+    convert(profile, &CapSet::new(caps), native_arch()).map_err(fail)
+}
+
+/// Rewrites `profile` (a `linux.seccomp` object from this module) for youki's libcontainer
+/// 0.7.0, which takes the mask of a `SCMP_CMP_MASKED_EQ` comparison from `valueTwo` and the
+/// expected value from `value`, where runc, crun and Docker profiles do the opposite. Without
+/// this, libcontainer turns Docker's `clone` rule (mask in `value`, expected 0) into "allow
+/// every `clone`", namespace flags included.
+pub fn for_libcontainer(profile: &mut Value) {
+    let Some(syscalls) = profile.get_mut("syscalls").and_then(Value::as_array_mut) else {
+        return;
+    };
+    for syscall in syscalls {
+        let Some(args) = syscall.get_mut("args").and_then(Value::as_array_mut) else {
+            continue;
+        };
+        for arg in args {
+            if arg.get("op").and_then(Value::as_str) != Some(MASKED_EQ) {
+                continue;
+            }
+            let mask = arg.get("value").cloned().unwrap_or(json!(0));
+            let expected = arg.get("valueTwo").cloned().unwrap_or(json!(0));
+            arg["value"] = expected;
+            arg["valueTwo"] = mask;
+        }
+    }
+}
+
+/// A container's capabilities, normalised to `CAP_*` upper case.
+struct CapSet(Vec<String>);
+
+impl CapSet {
+    fn new(caps: &[String]) -> Self {
+        CapSet(caps.iter().map(|c| normalise_cap(c)).collect())
+    }
+
+    fn has(&self, cap: &str) -> bool {
+        let cap = normalise_cap(cap);
+        self.0.iter().any(|c| *c == cap || c == "CAP_ALL")
+    }
+}
+
+fn normalise_cap(cap: &str) -> String {
+    let cap = cap.trim().to_ascii_uppercase();
+    if cap.starts_with("CAP_") {
+        cap
+    } else {
+        format!("CAP_{cap}")
+    }
+}
+
+/// The native architecture as Docker names it in `includes.arches` (`amd64`, `arm64`, …) and
+/// as a seccomp filter architecture, or `None` on one seccomp profiles do not describe.
+fn native_arch() -> Option<(&'static str, &'static str)> {
+    let little = cfg!(target_endian = "little");
+    Some(match std::env::consts::ARCH {
+        "x86_64" => ("amd64", "SCMP_ARCH_X86_64"),
+        "aarch64" => ("arm64", "SCMP_ARCH_AARCH64"),
+        "x86" => ("x86", "SCMP_ARCH_X86"),
+        "arm" => ("arm", "SCMP_ARCH_ARM"),
+        "riscv64" => ("riscv64", "SCMP_ARCH_RISCV64"),
+        "s390x" => ("s390x", "SCMP_ARCH_S390X"),
+        "loongarch64" => ("loongarch64", "SCMP_ARCH_LOONGARCH64"),
+        "powerpc64" if little => ("ppc64le", "SCMP_ARCH_PPC64LE"),
+        "powerpc64" => ("ppc64", "SCMP_ARCH_PPC64"),
+        _ => return None,
+    })
+}
+
+/// Null in Docker's JSON (Go) means "empty"; serde's `default` alone rejects it.
+fn null_as_default<'de, D, T>(de: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(de)?.unwrap_or_default())
+}
+
+/// A profile in Docker's format.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DockerProfile {
+    #[serde(default, deserialize_with = "null_as_default")]
+    default_action: String,
+    default_errno_ret: Option<u32>,
+    #[serde(default, deserialize_with = "null_as_default")]
+    architectures: Vec<String>,
+    #[serde(default, deserialize_with = "null_as_default")]
+    arch_map: Vec<DockerArch>,
+    #[serde(default, deserialize_with = "null_as_default")]
+    flags: Vec<String>,
+    listener_path: Option<String>,
+    listener_metadata: Option<String>,
+    #[serde(default, deserialize_with = "null_as_default")]
+    syscalls: Vec<DockerSyscall>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DockerArch {
+    architecture: String,
+    #[serde(default, deserialize_with = "null_as_default")]
+    sub_architectures: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DockerSyscall {
+    #[serde(default, deserialize_with = "null_as_default")]
+    name: String,
+    #[serde(default, deserialize_with = "null_as_default")]
+    names: Vec<String>,
+    #[serde(default, deserialize_with = "null_as_default")]
+    action: String,
+    errno_ret: Option<u32>,
+    #[serde(default, deserialize_with = "null_as_default")]
+    args: Vec<DockerArg>,
+    includes: Option<Filter>,
+    excludes: Option<Filter>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DockerArg {
+    index: u32,
+    value: u64,
+    #[serde(default)]
+    value_two: u64,
+    op: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Filter {
+    #[serde(default, deserialize_with = "null_as_default")]
+    caps: Vec<String>,
+    #[serde(default, deserialize_with = "null_as_default")]
+    arches: Vec<String>,
+    #[serde(default, deserialize_with = "null_as_default")]
+    min_kernel: String,
+}
+
+/// The conversion proper; errors lack the `seccomp profile SOURCE: ` prefix.
+/// `arch` is [`native_arch`], a parameter so tests can pose as another host.
+fn convert(
+    profile: DockerProfile,
+    caps: &CapSet,
+    arch: Option<(&str, &str)>,
+) -> Result<Value, String> {
+    if profile.default_action.is_empty() {
+        return Err("missing defaultAction".into());
+    }
+    known("action", ACTIONS, &profile.default_action)?;
+    if !profile.architectures.is_empty() && !profile.arch_map.is_empty() {
+        return Err("both architectures and archMap are set, use one".into());
+    }
+    for a in &profile.architectures {
+        known("architecture", ARCHES, a)?;
+    }
+    let mut arches = profile.architectures;
+    for entry in &profile.arch_map {
+        known("architecture", ARCHES, &entry.architecture)?;
+        for sub in &entry.sub_architectures {
+            known("architecture", ARCHES, sub)?;
+        }
+    }
+    let native = arch.map(|(_, scmp)| scmp);
+    if let Some(entry) = profile
+        .arch_map
+        .iter()
+        .find(|e| Some(e.architecture.as_str()) == native)
+    {
+        arches.push(entry.architecture.clone());
+        arches.extend(entry.sub_architectures.iter().cloned());
+    }
+    for flag in &profile.flags {
+        known("flag", FLAGS, flag)?;
+    }
+
+    let docker_arch = arch.map(|(docker, _)| docker);
+    let mut syscalls = Vec::new();
+    for call in profile.syscalls {
+        let names = match (call.name.is_empty(), call.names.is_empty()) {
+            (false, false) => {
+                return Err(format!(
+                    "syscall {:?}: both name and names are set, use one",
+                    call.name
+                ))
+            }
+            (false, true) => vec![call.name],
+            (true, _) => call.names,
+        };
+        let what = |msg: String| format!("{msg} (syscalls {})", names.join(","));
+        if call.action.is_empty() {
+            return Err(what("missing action".into()));
+        }
+        known("action", ACTIONS, &call.action)?;
+        for arg in &call.args {
+            known("operator", OPERATORS, &arg.op)?;
+            if arg.index > 5 {
+                return Err(what(format!(
+                    "argument index {} is out of range 0-5",
+                    arg.index
+                )));
+            }
+        }
+        let excluded = match &call.excludes {
+            None => false,
+            Some(f) => {
+                let min = min_kernel(&f.min_kernel).map_err(what)?;
+                docker_arch.is_some_and(|a| f.arches.iter().any(|x| x == a))
+                    || f.caps.iter().any(|c| caps.has(c))
+                    || min.is_some_and(kernel_at_least)
+            }
+        };
+        let included = match &call.includes {
+            None => true,
+            Some(f) => {
+                let min = min_kernel(&f.min_kernel).map_err(what)?;
+                (f.arches.is_empty()
+                    || docker_arch.is_some_and(|a| f.arches.iter().any(|x| x == a)))
+                    && f.caps.iter().all(|c| caps.has(c))
+                    && min.is_none_or(kernel_at_least)
+            }
+        };
+        if excluded || !included {
+            continue;
+        }
+        let mut out = json!({ "names": names, "action": call.action });
+        if let Some(errno) = call.errno_ret {
+            out["errnoRet"] = json!(errno);
+        }
+        if !call.args.is_empty() {
+            let args: Vec<Value> = call
+                .args
+                .iter()
+                .map(|a| {
+                    let mut arg = json!({ "index": a.index, "value": a.value, "op": a.op });
+                    if a.value_two != 0 {
+                        arg["valueTwo"] = json!(a.value_two);
+                    }
+                    arg
+                })
+                .collect();
+            out["args"] = Value::Array(args);
+        }
+        syscalls.push(out);
+    }
+
+    let mut out = json!({ "defaultAction": profile.default_action, "syscalls": syscalls });
+    if let Some(errno) = profile.default_errno_ret {
+        out["defaultErrnoRet"] = json!(errno);
+    }
+    if !arches.is_empty() {
+        out["architectures"] = json!(arches);
+    }
+    if !profile.flags.is_empty() {
+        out["flags"] = json!(profile.flags);
+    }
+    if let Some(path) = profile.listener_path {
+        out["listenerPath"] = json!(path);
+    }
+    if let Some(metadata) = profile.listener_metadata {
+        out["listenerMetadata"] = json!(metadata);
+    }
+    Ok(out)
+}
+
+/// Checks that `value` is one of `allowed`.
+fn known(kind: &str, allowed: &[&str], value: &str) -> Result<(), String> {
+    if allowed.contains(&value) {
+        Ok(())
+    } else {
+        Err(format!("unknown {kind} {value:?}"))
+    }
+}
+
+/// Parses a `minKernel` condition, `"<kernel>.<major>"` like `"4.8"`; empty means none.
+fn min_kernel(text: &str) -> Result<Option<(u32, u32)>, String> {
+    if text.is_empty() {
+        return Ok(None);
+    }
+    let bad = || format!("invalid minKernel {text:?}, expected \"<kernel>.<major>\" like \"4.8\"");
+    let (kernel, major) = text.split_once('.').ok_or_else(bad)?;
+    let kernel: u8 = kernel.parse().map_err(|_| bad())?;
+    let major: u8 = major.parse().map_err(|_| bad())?;
+    if kernel == 0 && major == 0 {
+        return Err(bad());
+    }
+    Ok(Some((kernel.into(), major.into())))
+}
+
+/// Whether the running kernel is at least `min`; an unreadable release counts as new enough.
+fn kernel_at_least(min: (u32, u32)) -> bool {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .ok()
+        .and_then(|release| parse_release(&release))
+        .is_none_or(|running| running >= min)
+}
+
+/// `"6.1.0-18-amd64"` → `(6, 1)`; suffixes and the patch level are ignored.
+fn parse_release(release: &str) -> Option<(u32, u32)> {
+    let mut parts = release.trim().split(|c: char| !c.is_ascii_digit());
+    let kernel = parts.next()?.parse().ok()?;
+    let major = parts.next()?.parse().ok()?;
+    Some((kernel, major))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use oci_spec::runtime::{Arch, LinuxSeccomp, LinuxSeccompAction, LinuxSeccompOperator};
+
+    /// Docker's default capability set.
+    fn default_caps() -> Vec<String> {
+        [
+            "CAP_CHOWN",
+            "CAP_DAC_OVERRIDE",
+            "CAP_FSETID",
+            "CAP_FOWNER",
+            "CAP_MKNOD",
+            "CAP_NET_RAW",
+            "CAP_SETGID",
+            "CAP_SETUID",
+            "CAP_SETFCAP",
+            "CAP_SETPCAP",
+            "CAP_NET_BIND_SERVICE",
+            "CAP_SYS_CHROOT",
+            "CAP_KILL",
+            "CAP_AUDIT_WRITE",
+        ]
+        .iter()
+        .map(|c| c.to_string())
+        .collect()
+    }
+
+    fn with(extra: &str) -> Vec<String> {
+        let mut caps = default_caps();
+        caps.push(extra.to_string());
+        caps
+    }
+
+    fn parse(profile: Value) -> LinuxSeccomp {
+        serde_json::from_value(profile).expect("oci-spec accepts the profile")
+    }
+
+    /// What the filter does with `name`, ignoring argument values.
+    #[derive(Debug, PartialEq)]
+    enum Verdict {
+        Allowed,
+        /// Allowed for some argument values only.
+        Conditional,
+        Errno(u32),
+        Denied,
+    }
+
+    fn verdict(profile: &LinuxSeccomp, name: &str) -> Verdict {
+        let rules: Vec<_> = profile
+            .syscalls()
+            .iter()
+            .flatten()
+            .filter(|s| s.names().iter().any(|n| n == name))
+            .collect();
+        if rules
+            .iter()
+            .any(|s| s.action() == LinuxSeccompAction::ScmpActAllow && s.args().is_none())
+        {
+            return Verdict::Allowed;
+        }
+        if rules
+            .iter()
+            .any(|s| s.action() == LinuxSeccompAction::ScmpActAllow)
+        {
+            return Verdict::Conditional;
+        }
+        match rules.first() {
+            Some(s) if s.action() == LinuxSeccompAction::ScmpActErrno => {
+                Verdict::Errno(s.errno_ret().unwrap_or(EPERM))
+            }
+            _ => Verdict::Denied,
+        }
+    }
+
+    #[test]
+    fn allowlist_has_no_duplicates() {
+        let mut names = ALLOW.to_vec();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), ALLOW.len());
+        assert_eq!(ALLOW.len(), 364);
+    }
+
+    #[test]
+    fn default_profile_denies_with_eperm() {
+        let profile = parse(default_profile(&default_caps()));
+        assert_eq!(profile.default_action(), LinuxSeccompAction::ScmpActErrno);
+        assert_eq!(profile.default_errno_ret(), Some(EPERM));
+        for name in [
+            "mount",
+            "umount2",
+            "unshare",
+            "setns",
+            "reboot",
+            "kexec_load",
+            "init_module",
+            "finit_module",
+            "bpf",
+            "perf_event_open",
+            "keyctl",
+            "add_key",
+            "open_by_handle_at",
+            "iopl",
+            "settimeofday",
+            "acct",
+            "kcmp",
+            "vhangup",
+            "syslog",
+            "mbind",
+            "userfaultfd",
+            "io_uring_setup",
+            "name_that_does_not_exist",
+        ] {
+            assert_eq!(verdict(&profile, name), Verdict::Denied, "{name}");
+        }
+    }
+
+    #[test]
+    fn default_profile_allows_ordinary_syscalls() {
+        let profile = parse(default_profile(&default_caps()));
+        for name in [
+            "read",
+            "write",
+            "execve",
+            "openat",
+            "mmap",
+            "futex",
+            "exit_group",
+            "wait4",
+            "chroot",
+            "ptrace",
+            "process_vm_readv",
+        ] {
+            assert_eq!(verdict(&profile, name), Verdict::Allowed, "{name}");
+        }
+        for name in ["socket", "personality", "clone"] {
+            assert_eq!(verdict(&profile, name), Verdict::Conditional, "{name}");
+        }
+        assert_eq!(verdict(&profile, "clone3"), Verdict::Errno(ENOSYS));
+    }
+
+    #[test]
+    fn default_clone_rule_masks_namespace_flags() {
+        let profile = parse(default_profile(&default_caps()));
+        let clone = profile
+            .syscalls()
+            .iter()
+            .flatten()
+            .find(|s| *s.names() == ["clone"])
+            .expect("a clone rule");
+        let args = clone.args().as_ref().expect("clone args");
+        assert_eq!(args.len(), 1);
+        assert_eq!(args[0].index(), 0);
+        assert_eq!(args[0].op(), LinuxSeccompOperator::ScmpCmpMaskedEq);
+        assert_eq!(args[0].value(), 2_114_060_288);
+        assert_eq!(args[0].value_two(), None);
+    }
+
+    #[test]
+    fn default_socket_rules_skip_af_alg_and_af_vsock() {
+        let profile = parse(default_profile(&default_caps()));
+        let socket: Vec<_> = profile
+            .syscalls()
+            .iter()
+            .flatten()
+            .filter(|s| *s.names() == ["socket"])
+            .map(|s| {
+                let arg = s.args().as_ref().unwrap()[0];
+                (arg.op(), arg.value())
+            })
+            .collect();
+        assert_eq!(
+            socket,
+            [
+                (LinuxSeccompOperator::ScmpCmpLt, 38),
+                (LinuxSeccompOperator::ScmpCmpEq, 39),
+                (LinuxSeccompOperator::ScmpCmpGt, 40),
+            ]
+        );
+    }
+
+    #[test]
+    fn cap_sys_admin_allows_mount_and_namespaces() {
+        let profile = parse(default_profile(&with("CAP_SYS_ADMIN")));
+        for name in [
+            "mount",
+            "umount2",
+            "unshare",
+            "setns",
+            "clone",
+            "clone3",
+            "bpf",
+            "sethostname",
+            "fsopen",
+        ] {
+            assert_eq!(verdict(&profile, name), Verdict::Allowed, "{name}");
+        }
+        assert_eq!(verdict(&profile, "reboot"), Verdict::Denied);
+        let errno_rules = profile
+            .syscalls()
+            .iter()
+            .flatten()
+            .filter(|s| s.action() != LinuxSeccompAction::ScmpActAllow)
+            .count();
+        assert_eq!(errno_rules, 0, "no clone3 ENOSYS rule with CAP_SYS_ADMIN");
+    }
+
+    #[test]
+    fn other_caps_grant_their_syscalls() {
+        for (cap, names) in [
+            ("CAP_SYS_BOOT", &["reboot"][..]),
+            (
+                "CAP_SYS_MODULE",
+                &["init_module", "finit_module", "delete_module"],
+            ),
+            (
+                "CAP_SYS_PTRACE",
+                &["kcmp", "pidfd_getfd", "process_madvise"],
+            ),
+            ("CAP_SYS_TIME", &["settimeofday", "clock_settime"]),
+            ("CAP_SYS_NICE", &["mbind", "set_mempolicy"]),
+            ("CAP_SYS_RAWIO", &["iopl", "ioperm"]),
+            ("CAP_SYS_PACCT", &["acct"]),
+            ("CAP_SYS_TTY_CONFIG", &["vhangup"]),
+            ("CAP_SYSLOG", &["syslog"]),
+            ("CAP_BPF", &["bpf"]),
+            ("CAP_PERFMON", &["perf_event_open"]),
+            ("CAP_DAC_READ_SEARCH", &["open_by_handle_at"]),
+            ("sys_boot", &["reboot"]),
+        ] {
+            let profile = parse(default_profile(&with(cap)));
+            for name in names {
+                assert_eq!(verdict(&profile, name), Verdict::Allowed, "{cap}: {name}");
+            }
+            assert_eq!(verdict(&profile, "mount"), Verdict::Denied, "{cap}: mount");
+        }
+        let no_chroot: Vec<String> = default_caps()
+            .into_iter()
+            .filter(|c| c != "CAP_SYS_CHROOT")
+            .collect();
+        assert_eq!(
+            verdict(&parse(default_profile(&no_chroot)), "chroot"),
+            Verdict::Denied
+        );
+        let all = parse(default_profile(&["ALL".to_string()]));
+        assert_eq!(
+            verdict(&all, "kexec_load"),
+            Verdict::Denied,
+            "never allowed"
+        );
+        assert_eq!(verdict(&all, "mount"), Verdict::Allowed);
+    }
+
+    #[test]
+    fn default_profile_arch_rules() {
+        let profile = parse(default_profile(&default_caps()));
+        match std::env::consts::ARCH {
+            "x86_64" => {
+                assert_eq!(
+                    profile.architectures().as_deref(),
+                    Some(&[Arch::ScmpArchX86_64, Arch::ScmpArchX86, Arch::ScmpArchX32][..])
+                );
+                assert_eq!(verdict(&profile, "arch_prctl"), Verdict::Allowed);
+                assert_eq!(verdict(&profile, "modify_ldt"), Verdict::Allowed);
+                assert_eq!(verdict(&profile, "set_tls"), Verdict::Denied);
+            }
+            "aarch64" => {
+                assert_eq!(
+                    profile.architectures().as_deref(),
+                    Some(&[Arch::ScmpArchAarch64, Arch::ScmpArchArm][..])
+                );
+                assert_eq!(verdict(&profile, "set_tls"), Verdict::Allowed);
+                assert_eq!(verdict(&profile, "arch_prctl"), Verdict::Denied);
+            }
+            _ => {}
+        }
+        assert_eq!(verdict(&profile, "s390_runtime_instr"), Verdict::Denied);
+    }
+
+    #[test]
+    fn default_profile_round_trips_as_docker_json() {
+        for caps in [default_caps(), with("CAP_SYS_ADMIN")] {
+            let profile = default_profile(&caps);
+            let bytes = serde_json::to_vec(&profile).unwrap();
+            let again = profile_from_docker_json(&bytes, &caps, "default.json").unwrap();
+            assert_eq!(again, profile);
+        }
+    }
+
+    const DOCKER_PROFILE: &str = r#"{
+        "defaultAction": "SCMP_ACT_ERRNO",
+        "defaultErrnoRet": 1,
+        "archMap": [
+            {"architecture": "SCMP_ARCH_X86_64", "subArchitectures": ["SCMP_ARCH_X86", "SCMP_ARCH_X32"]},
+            {"architecture": "SCMP_ARCH_AARCH64", "subArchitectures": ["SCMP_ARCH_ARM"]},
+            {"architecture": "SCMP_ARCH_RISCV64", "subArchitectures": null}
+        ],
+        "syscalls": [
+            {"names": ["read", "write"], "action": "SCMP_ACT_ALLOW", "comment": "basics"},
+            {"name": "getpid", "action": "SCMP_ACT_LOG"},
+            {"names": ["ptrace"], "action": "SCMP_ACT_ALLOW", "includes": {"minKernel": "4.8"}},
+            {"names": ["mount"], "action": "SCMP_ACT_ALLOW", "includes": {"caps": ["CAP_SYS_ADMIN"]}},
+            {"names": ["clone"], "action": "SCMP_ACT_ALLOW",
+             "args": [{"index": 0, "value": 2114060288, "valueTwo": 0, "op": "SCMP_CMP_MASKED_EQ"}],
+             "excludes": {"caps": ["CAP_SYS_ADMIN"], "arches": ["s390", "s390x"]}},
+            {"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": 38,
+             "excludes": {"caps": ["CAP_SYS_ADMIN"]}},
+            {"names": ["arch_prctl"], "action": "SCMP_ACT_ALLOW", "includes": {"arches": ["amd64"]}},
+            {"names": ["set_tls"], "action": "SCMP_ACT_ALLOW", "includes": {"arches": ["arm", "arm64"]}},
+            {"names": ["futex_waitv"], "action": "SCMP_ACT_ALLOW", "excludes": {"minKernel": "2.6"}}
+        ]
+    }"#;
+
+    fn load(text: &str, caps: &[String], arch: Option<(&str, &str)>) -> Result<Value, String> {
+        let profile: DockerProfile = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        convert(profile, &CapSet::new(caps), arch)
+    }
+
+    #[test]
+    fn docker_profile_is_converted_for_amd64() {
+        let amd64 = Some(("amd64", "SCMP_ARCH_X86_64"));
+        let out = load(DOCKER_PROFILE, &default_caps(), amd64).unwrap();
+        assert_eq!(
+            out,
+            json!({
+                "defaultAction": "SCMP_ACT_ERRNO",
+                "defaultErrnoRet": 1,
+                "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
+                "syscalls": [
+                    {"names": ["read", "write"], "action": "SCMP_ACT_ALLOW"},
+                    {"names": ["getpid"], "action": "SCMP_ACT_LOG"},
+                    {"names": ["ptrace"], "action": "SCMP_ACT_ALLOW"},
+                    {"names": ["clone"], "action": "SCMP_ACT_ALLOW",
+                     "args": [{"index": 0, "value": 2114060288u64, "op": "SCMP_CMP_MASKED_EQ"}]},
+                    {"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": 38},
+                    {"names": ["arch_prctl"], "action": "SCMP_ACT_ALLOW"},
+                ]
+            })
+        );
+        let seccomp = parse(out);
+        assert_eq!(verdict(&seccomp, "mount"), Verdict::Denied);
+        assert_eq!(verdict(&seccomp, "clone"), Verdict::Conditional);
+    }
+
+    #[test]
+    fn docker_profile_conditions_follow_caps_and_arch() {
+        let arm64 = Some(("arm64", "SCMP_ARCH_AARCH64"));
+        let out = parse(load(DOCKER_PROFILE, &with("CAP_SYS_ADMIN"), arm64).unwrap());
+        assert_eq!(
+            out.architectures().as_deref(),
+            Some(&[Arch::ScmpArchAarch64, Arch::ScmpArchArm][..])
+        );
+        assert_eq!(verdict(&out, "mount"), Verdict::Allowed);
+        assert_eq!(
+            verdict(&out, "clone"),
+            Verdict::Denied,
+            "masked rule excluded"
+        );
+        assert_eq!(
+            verdict(&out, "clone3"),
+            Verdict::Denied,
+            "ENOSYS rule excluded"
+        );
+        assert_eq!(verdict(&out, "set_tls"), Verdict::Allowed);
+        assert_eq!(verdict(&out, "arch_prctl"), Verdict::Denied);
+
+        let riscv = Some(("riscv64", "SCMP_ARCH_RISCV64"));
+        let out = parse(load(DOCKER_PROFILE, &default_caps(), riscv).unwrap());
+        assert_eq!(
+            out.architectures().as_deref(),
+            Some(&[Arch::ScmpArchRiscv64][..])
+        );
+        let out = load(DOCKER_PROFILE, &default_caps(), None).unwrap();
+        assert!(out.get("architectures").is_none());
+    }
+
+    #[test]
+    fn docker_profile_keeps_architectures_flags_and_listener() {
+        let text = r#"{"defaultAction": "SCMP_ACT_ALLOW", "architectures": ["SCMP_ARCH_X86_64"],
+            "flags": ["SECCOMP_FILTER_FLAG_LOG"], "listenerPath": "/run/agent.sock",
+            "listenerMetadata": "x",
+            "syscalls": [{"names": ["kill"], "action": "SCMP_ACT_NOTIFY"},
+                         {"names": ["fchmod"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13,
+                          "args": [{"index": 1, "value": 0, "valueTwo": 7, "op": "SCMP_CMP_GE"}]}]}"#;
+        let out = profile_from_docker_json(text.as_bytes(), &default_caps(), "p.json").unwrap();
+        let seccomp = parse(out.clone());
+        assert_eq!(seccomp.default_action(), LinuxSeccompAction::ScmpActAllow);
+        assert_eq!(
+            seccomp.architectures().as_deref(),
+            Some(&[Arch::ScmpArchX86_64][..])
+        );
+        assert_eq!(seccomp.flags().as_ref().map(Vec::len), Some(1));
+        assert_eq!(out["listenerPath"], "/run/agent.sock");
+        assert_eq!(out["syscalls"][1]["args"][0]["valueTwo"], 7);
+        assert_eq!(verdict(&seccomp, "kill"), Verdict::Denied);
+    }
+
+    #[test]
+    fn empty_docker_profile_means_unconfined() {
+        let out = profile_from_docker_json(b"{}", &default_caps(), "empty.json").unwrap();
+        assert_eq!(out, Value::Null);
+    }
+
+    fn error(text: &str) -> String {
+        profile_from_docker_json(text.as_bytes(), &default_caps(), "/x.json").unwrap_err()
+    }
+
+    #[test]
+    fn bad_docker_profiles_are_rejected_naming_the_problem() {
+        assert_eq!(
+            error(
+                r#"{"defaultAction": "SCMP_ACT_ERRNO",
+                "syscalls": [{"names": ["read"], "action": "SCMP_ACT_FOO"}]}"#
+            ),
+            r#"seccomp profile /x.json: unknown action "SCMP_ACT_FOO""#
+        );
+        assert_eq!(
+            error(r#"{"defaultAction": "SCMP_ACT_NOPE"}"#),
+            r#"seccomp profile /x.json: unknown action "SCMP_ACT_NOPE""#
+        );
+        // Rules that do not apply are checked too.
+        assert_eq!(
+            error(
+                r#"{"defaultAction": "SCMP_ACT_ERRNO", "syscalls": [{"names": ["mount"],
+                "action": "SCMP_ACT_ALOW", "includes": {"caps": ["CAP_SYS_ADMIN"]}}]}"#
+            ),
+            r#"seccomp profile /x.json: unknown action "SCMP_ACT_ALOW""#
+        );
+        assert_eq!(
+            error(
+                r#"{"defaultAction": "SCMP_ACT_ERRNO", "syscalls": [{"names": ["socket"],
+                "action": "SCMP_ACT_ALLOW", "args": [{"index": 0, "value": 1, "op": "SCMP_CMP_XX"}]}]}"#
+            ),
+            r#"seccomp profile /x.json: unknown operator "SCMP_CMP_XX""#
+        );
+        assert_eq!(
+            error(r#"{"defaultAction": "SCMP_ACT_ERRNO", "architectures": ["SCMP_ARCH_Z80"]}"#),
+            r#"seccomp profile /x.json: unknown architecture "SCMP_ARCH_Z80""#
+        );
+        assert_eq!(
+            error(r#"{"defaultAction": "SCMP_ACT_ERRNO", "flags": ["SECCOMP_FILTER_FLAG_X"]}"#),
+            r#"seccomp profile /x.json: unknown flag "SECCOMP_FILTER_FLAG_X""#
+        );
+        assert!(error(
+            r#"{"defaultAction": "SCMP_ACT_ERRNO", "architectures": ["SCMP_ARCH_X86"],
+            "archMap": [{"architecture": "SCMP_ARCH_X86_64"}]}"#
+        )
+        .contains("both architectures and archMap"));
+        assert!(error(
+            r#"{"defaultAction": "SCMP_ACT_ERRNO",
+            "syscalls": [{"name": "read", "names": ["write"], "action": "SCMP_ACT_ALLOW"}]}"#
+        )
+        .contains("both name and names"));
+        assert!(
+            error(r#"{"syscalls": [{"names": ["read"], "action": "SCMP_ACT_ALLOW"}]}"#)
+                .contains("missing defaultAction")
+        );
+        assert!(error(
+            r#"{"defaultAction": "SCMP_ACT_ERRNO", "syscalls": [{"names": ["read"],
+            "action": "SCMP_ACT_ALLOW", "includes": {"minKernel": "4"}}]}"#
+        )
+        .contains(r#"invalid minKernel "4""#));
+        let err = error("{ nope");
+        assert!(
+            err.starts_with("seccomp profile /x.json: invalid JSON: "),
+            "{err}"
+        );
+        assert!(!err.contains('\n'));
+    }
+
+    #[test]
+    fn for_libcontainer_swaps_masked_eq_operands() {
+        let mut profile = default_profile(&default_caps());
+        for_libcontainer(&mut profile);
+        let seccomp = parse(profile);
+        let clone = seccomp
+            .syscalls()
+            .iter()
+            .flatten()
+            .find(|s| *s.names() == ["clone"])
+            .unwrap();
+        let arg = clone.args().as_ref().unwrap()[0];
+        assert_eq!((arg.value(), arg.value_two()), (0, Some(CLONE_NEW_FLAGS)));
+        let socket = seccomp
+            .syscalls()
+            .iter()
+            .flatten()
+            .find(|s| *s.names() == ["socket"])
+            .unwrap();
+        assert_eq!(
+            socket.args().as_ref().unwrap()[0].value_two(),
+            None,
+            "other ops untouched"
+        );
+    }
+
+    #[test]
+    fn kernel_versions_parse() {
+        assert_eq!(parse_release("6.1.0-18-amd64\n"), Some((6, 1)));
+        assert_eq!(parse_release("3.12-rc5"), Some((3, 12)));
+        assert_eq!(parse_release("garbage"), None);
+        assert_eq!(min_kernel("4.8"), Ok(Some((4, 8))));
+        assert_eq!(min_kernel(""), Ok(None));
+        assert!(min_kernel("0.0").is_err());
+        assert!(min_kernel("4.8.1").is_err());
+        assert!(min_kernel("300.1").is_err());
+    }
+}

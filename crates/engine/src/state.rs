@@ -1,0 +1,99 @@
+//! A container's runtime state, owned by its monitor: `containers/<id>/state.json`,
+//! replaced atomically on every change. The database holds what a container *is*; this
+//! file holds what it is *doing*. Readers check that the recorded monitor is still alive,
+//! so a container whose monitor died is never reported as running.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{io_err, EngineError, Result};
+use crate::sys;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    #[default]
+    Created,
+    Running,
+    Paused,
+    Restarting,
+    Removing,
+    Exited,
+    Dead,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Created => "created",
+            Status::Running => "running",
+            Status::Paused => "paused",
+            Status::Restarting => "restarting",
+            Status::Removing => "removing",
+            Status::Exited => "exited",
+            Status::Dead => "dead",
+        }
+    }
+
+    /// Does a monitor own the container in this status?
+    pub fn is_active(self) -> bool {
+        matches!(self, Status::Running | Status::Paused | Status::Restarting)
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct RunState {
+    pub status: Status,
+    pub pid: i32,
+    pub monitor_pid: i32,
+    /// start time (clock ticks since boot) of the monitor, against pid reuse
+    pub monitor_start: u64,
+    pub started_at: String,
+    pub finished_at: String,
+    pub exit_code: i32,
+    pub oom_killed: bool,
+    pub error: String,
+    pub restart_count: i64,
+}
+
+pub const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
+
+pub fn path(root: &Path, id: &str) -> PathBuf {
+    root.join("containers").join(id).join("state.json")
+}
+
+/// Reads the state as recorded (no liveness check).
+pub fn read_raw(root: &Path, id: &str) -> Result<RunState> {
+    let p = path(root, id);
+    match std::fs::read(&p) {
+        Ok(b) => serde_json::from_slice(&b).map_err(|source| EngineError::Json {
+            what: p.display().to_string(),
+            source,
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(RunState {
+            started_at: ZERO_TIME.into(),
+            finished_at: ZERO_TIME.into(),
+            ..Default::default()
+        }),
+        Err(e) => Err(io_err(&p)(e)),
+    }
+}
+
+/// Reads the state, reporting a container whose monitor is gone as dead.
+pub fn read(root: &Path, id: &str) -> Result<RunState> {
+    let mut st = read_raw(root, id)?;
+    if st.status.is_active() && !sys::process_alive(st.monitor_pid, st.monitor_start) {
+        st.status = Status::Dead;
+        if st.error.is_empty() {
+            st.error = "the container's monitor process died".into();
+        }
+    }
+    Ok(st)
+}
+
+pub fn write(root: &Path, id: &str, st: &RunState) -> Result<()> {
+    let p = path(root, id);
+    let bytes = serde_json::to_vec(st).expect("state serialises");
+    berth_image::fsutil::write_atomic(&p, &bytes).map_err(io_err(&p))
+}

@@ -1,0 +1,266 @@
+//! Thin wrappers over the system calls the engine makes directly: mounts, process
+//! liveness, signals.
+
+use std::path::{Path, PathBuf};
+
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+
+use crate::error::{sys_err, Result};
+
+/// The start time of a process (clock ticks since boot), from /proc/PID/stat field 22.
+pub fn process_start_time(pid: i32) -> Option<u64> {
+    if pid <= 0 {
+        return None;
+    }
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // comm may contain spaces and parens: fields resume after the last ')'.
+    let rest = &s[s.rfind(')')? + 2..];
+    rest.split(' ').nth(19)?.parse().ok()
+}
+
+/// Is `pid` alive and the same process as recorded (start time matches)?
+pub fn process_alive(pid: i32, start: u64) -> bool {
+    match process_start_time(pid) {
+        Some(t) => start == 0 || t == start,
+        None => false,
+    }
+}
+
+/// Is a process a zombie (exited, not yet reaped)?
+pub fn process_is_zombie(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rfind(')').map(|i| s[i + 2..].starts_with('Z')))
+        .unwrap_or(false)
+}
+
+/// Mounts an overlay at `target`. `lowerdir` holds paths relative to `layers_root`; the
+/// mount is made from inside it so a long stack fits in the option page. Must be called
+/// from a single-threaded process (it changes the working directory).
+pub fn mount_overlay(
+    layers_root: &Path,
+    lowerdir: &str,
+    upper: &Path,
+    work: &Path,
+    target: &Path,
+) -> Result<()> {
+    let cwd = std::env::current_dir().ok();
+    nix::unistd::chdir(layers_root).map_err(sys_err(format!("chdir {}", layers_root.display())))?;
+    let data = format!(
+        "lowerdir={lowerdir},upperdir={},workdir={}",
+        upper.display(),
+        work.display()
+    );
+    let res = mount(
+        Some("overlay"),
+        target,
+        Some("overlay"),
+        MsFlags::empty(),
+        Some(data.as_str()),
+    )
+    .map_err(sys_err(format!(
+        "mounting the overlay root at {}",
+        target.display()
+    )));
+    if let Some(c) = cwd {
+        let _ = nix::unistd::chdir(&c);
+    } else {
+        let _ = nix::unistd::chdir("/");
+    }
+    res
+}
+
+/// Unmounts `target` (lazily if busy); not mounted is fine.
+pub fn unmount(target: &Path) -> Result<()> {
+    match umount2(target, MntFlags::empty()) {
+        Ok(()) => Ok(()),
+        Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => Ok(()),
+        Err(nix::errno::Errno::EBUSY) => umount2(target, MntFlags::MNT_DETACH)
+            .map_err(sys_err(format!("unmounting {}", target.display()))),
+        Err(e) => Err(sys_err(format!("unmounting {}", target.display()))(e)),
+    }
+}
+
+/// Is something mounted at `p`? (Compares device ids with the parent.)
+pub fn is_mountpoint(p: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let (Ok(a), Some(Ok(b))) = (std::fs::metadata(p), p.parent().map(std::fs::metadata)) else {
+        return false;
+    };
+    a.dev() != b.dev() || a.ino() == b.ino()
+}
+
+/// Parses a signal name or number (`KILL`, `SIGKILL`, `9`).
+pub fn parse_signal(s: &str) -> Option<i32> {
+    if let Ok(n) = s.parse::<i32>() {
+        return (1..=64).contains(&n).then_some(n);
+    }
+    let upper = s.to_uppercase();
+    let name = upper.strip_prefix("SIG").unwrap_or(&upper);
+    if let Some(rt) = name.strip_prefix("RTMIN+") {
+        return rt.parse::<i32>().ok().map(|n| libc::SIGRTMIN() + n);
+    }
+    let sig: nix::sys::signal::Signal = format!("SIG{name}").parse().ok()?;
+    Some(sig as i32)
+}
+
+/// Brings `lo` up in the network namespace of `pid` (a new network namespace starts with
+/// it down; `--network none` means loopback only, and loopback must work). The caller
+/// must be single-threaded: it enters the namespace and comes back.
+pub fn loopback_up_in(pid: i32) -> Result<()> {
+    use nix::sched::{setns, CloneFlags};
+    let own = std::fs::File::open("/proc/self/ns/net")
+        .map_err(crate::error::io_err("/proc/self/ns/net"))?;
+    let path = format!("/proc/{pid}/ns/net");
+    let target = std::fs::File::open(&path).map_err(crate::error::io_err(&path))?;
+    setns(&target, CloneFlags::CLONE_NEWNET)
+        .map_err(sys_err("entering the container's network namespace"))?;
+    let res = set_link_up("lo");
+    setns(&own, CloneFlags::CLONE_NEWNET)
+        .map_err(sys_err("returning to the host network namespace"))?;
+    res.map_err(crate::error::io_err("lo"))
+}
+
+fn set_link_up(name: &str) -> std::io::Result<()> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    // SAFETY: socket() takes no pointers; the returned fd is checked and owned below.
+    let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if raw < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: raw is a fresh, valid fd that nothing else owns.
+    let sock = unsafe { OwnedFd::from_raw_fd(raw) };
+    // SAFETY: ifreq is a plain C struct for which all-zero bytes are a valid value.
+    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, s) in ifr.ifr_name.iter_mut().zip(name.bytes()) {
+        *d = s as libc::c_char;
+    }
+    // SAFETY: SIOCGIFFLAGS reads ifr_name and writes ifru_flags inside the ifreq we own.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut ifr) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: ifru_flags is the union member SIOCGIFFLAGS just filled in.
+    unsafe { ifr.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short };
+    // SAFETY: SIOCSIFFLAGS reads the ifreq we own.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &ifr) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Did the kernel OOM-kill a process of the cgroup `rel` (e.g. `berth/<id>`)? Reads
+/// cgroup v2 `memory.events` or v1 `memory.oom_control` under `cgroup_root`
+/// (`/sys/fs/cgroup`, or a fake tree in tests).
+pub fn oom_killed(cgroup_root: &Path, rel: &str) -> bool {
+    let rel = rel.trim_start_matches('/');
+    let read_key = |p: PathBuf, key: &str| -> Option<u64> {
+        let s = std::fs::read_to_string(p).ok()?;
+        s.lines()
+            .find_map(|l| l.strip_prefix(key).and_then(|v| v.trim().parse().ok()))
+    };
+    let v2 = read_key(cgroup_root.join(rel).join("memory.events"), "oom_kill ");
+    let v1 = read_key(
+        cgroup_root
+            .join("memory")
+            .join(rel)
+            .join("memory.oom_control"),
+        "oom_kill ",
+    );
+    v2.or(v1).unwrap_or(0) > 0
+}
+
+/// Pids in a container's cgroup (v2 unified, or v1 `pids`/`memory`/`cpu` hierarchy).
+pub fn cgroup_pids(cgroup_root: &Path, rel: &str) -> Vec<i32> {
+    let rel = rel.trim_start_matches('/');
+    for base in [
+        cgroup_root.join(rel),
+        cgroup_root.join("pids").join(rel),
+        cgroup_root.join("memory").join(rel),
+        cgroup_root.join("cpu").join(rel),
+    ] {
+        if let Ok(s) = std::fs::read_to_string(base.join("cgroup.procs")) {
+            return s.lines().filter_map(|l| l.trim().parse().ok()).collect();
+        }
+    }
+    Vec::new()
+}
+
+/// The cgroup mounts under /sys/fs/cgroup, as container paths to make read-only:
+/// `/sys/fs/cgroup` itself on v2, one path per v1 hierarchy otherwise.
+pub fn cgroup_readonly_paths() -> Vec<String> {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return vec![];
+    };
+    let mut out = Vec::new();
+    for line in info.lines() {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let Some(sep) = fields.iter().position(|f| *f == "-") else {
+            continue;
+        };
+        let (Some(mnt), Some(fstype)) = (fields.get(4), fields.get(sep + 1)) else {
+            continue;
+        };
+        if *fstype == "cgroup2" && *mnt == "/sys/fs/cgroup" {
+            return vec!["/sys/fs/cgroup".into()];
+        }
+        if *fstype == "cgroup" {
+            if let Some(name) = mnt.strip_prefix("/sys/fs/cgroup/") {
+                if !name.contains('/') {
+                    out.push(format!("/sys/fs/cgroup/{name}"));
+                }
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn oom_is_read_from_v1_and_v2_trees() {
+        let d = tempfile::tempdir().unwrap();
+        let v2 = d.path().join("v2");
+        std::fs::create_dir_all(v2.join("berth/c1")).unwrap();
+        std::fs::write(
+            v2.join("berth/c1/memory.events"),
+            "low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n",
+        )
+        .unwrap();
+        assert!(oom_killed(&v2, "/berth/c1"));
+        std::fs::write(
+            v2.join("berth/c1/memory.events"),
+            "low 0\nhigh 0\nmax 0\noom 0\noom_kill 0\n",
+        )
+        .unwrap();
+        assert!(!oom_killed(&v2, "/berth/c1"));
+        let v1 = d.path().join("v1");
+        std::fs::create_dir_all(v1.join("memory/berth/c2")).unwrap();
+        std::fs::write(
+            v1.join("memory/berth/c2/memory.oom_control"),
+            "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n",
+        )
+        .unwrap();
+        assert!(oom_killed(&v1, "berth/c2"));
+        assert!(!oom_killed(&v1, "berth/none"));
+    }
+
+    #[test]
+    fn signals_parse_like_docker() {
+        assert_eq!(parse_signal("KILL"), Some(9));
+        assert_eq!(parse_signal("SIGTERM"), Some(15));
+        assert_eq!(parse_signal("hup"), Some(1));
+        assert_eq!(parse_signal("9"), Some(9));
+        assert_eq!(parse_signal("0"), None);
+        assert_eq!(parse_signal("BOGUS"), None);
+    }
+
+    #[test]
+    fn start_time_identifies_this_process() {
+        let me = std::process::id() as i32;
+        let t = process_start_time(me).unwrap();
+        assert!(process_alive(me, t));
+        assert!(!process_alive(me, t + 1));
+    }
+}

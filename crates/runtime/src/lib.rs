@@ -1,0 +1,120 @@
+//! OCI runtimes for berth, behind one trait: [`OciRuntime`].
+//!
+//! Two implementations: [`builtin::Builtin`], on youki's libcontainer, linked in; and
+//! [`external::External`], which drives any runc-compatible binary (runc, crun, or our own
+//! `berth-runtime`) through the runc command line.
+//!
+//! libcontainer forks with raw `clone3`: a caller must be single-threaded (the monitor,
+//! the CLI, `berth-runtime`), never a tokio process. The container's init is reparented to
+//! the caller when the caller is a child subreaper, which is how the monitor reaps it.
+//! This crate knows nothing of images.
+
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+
+pub mod builtin;
+pub mod external;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("container {id}: {source}")]
+    Libcontainer {
+        id: String,
+        #[source]
+        source: Box<libcontainer::error::LibcontainerError>,
+    },
+    #[error("{runtime} {action} {id}: {message}")]
+    Command {
+        runtime: String,
+        action: &'static str,
+        id: String,
+        message: String,
+    },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Standard streams handed to the container's process. `None` inherits the caller's.
+#[derive(Default)]
+pub struct Stdio {
+    pub stdin: Option<OwnedFd>,
+    pub stdout: Option<OwnedFd>,
+    pub stderr: Option<OwnedFd>,
+}
+
+/// What the runtime reports about a container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuntimeState {
+    pub status: String,
+    pub pid: Option<i32>,
+}
+
+/// The runc-style life cycle every runtime offers.
+pub trait OciRuntime {
+    /// Name for messages (`builtin`, `runc`, …).
+    fn name(&self) -> &str;
+    /// Creates the container from `bundle/config.json`; returns the init pid. With
+    /// `console_socket`, the pty master is sent to that unix socket.
+    fn create(
+        &self,
+        id: &str,
+        bundle: &Path,
+        stdio: Stdio,
+        console_socket: Option<&Path>,
+    ) -> Result<i32, RuntimeError>;
+    /// Lets a created container's process run.
+    fn start(&self, id: &str) -> Result<(), RuntimeError>;
+    fn kill(&self, id: &str, signal: i32, all: bool) -> Result<(), RuntimeError>;
+    fn delete(&self, id: &str, force: bool) -> Result<(), RuntimeError>;
+    fn state(&self, id: &str) -> Result<RuntimeState, RuntimeError>;
+    /// Runs `process` (an OCI process json file) in the container; returns its pid
+    /// (it is reparented to the caller when the caller is a subreaper).
+    fn exec(
+        &self,
+        id: &str,
+        process: &Path,
+        stdio: Stdio,
+        console_socket: Option<&Path>,
+    ) -> Result<i32, RuntimeError>;
+    fn pause(&self, id: &str) -> Result<(), RuntimeError>;
+    fn resume(&self, id: &str) -> Result<(), RuntimeError>;
+}
+
+/// Chooses a runtime by name: `builtin` (default), `runc`, `crun`, or a path to a binary.
+pub fn by_name(name: &str, state_root: &Path) -> Result<Box<dyn OciRuntime>, RuntimeError> {
+    match name {
+        "" | "builtin" | "berth" => Ok(Box::new(builtin::Builtin::new(state_root.join("builtin")))),
+        other => {
+            let bin = external::find_binary(other).ok_or_else(|| RuntimeError::Command {
+                runtime: other.to_string(),
+                action: "find",
+                id: String::new(),
+                message: "runtime binary not found in PATH".into(),
+            })?;
+            let short = Path::new(other)
+                .file_name()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            Ok(Box::new(external::External::new(
+                bin,
+                state_root.join(short),
+            )))
+        }
+    }
+}
+
+/// Makes the calling process a child subreaper, so orphaned container processes are
+/// reparented to it.
+pub fn become_subreaper() -> std::io::Result<()> {
+    // SAFETY: prctl with PR_SET_CHILD_SUBREAPER takes one integer argument and touches no memory.
+    let rc = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
