@@ -322,6 +322,12 @@ pub fn tar_pinned<W: Write>(fd: &OwnedFd, name: &str, w: W) -> Result<()> {
     let mut b = tar::Builder::new(w);
     b.follow_symlinks(false);
     if meta.is_dir() {
+        let mut h = tar::Header::new_gnu();
+        h.set_metadata(&meta);
+        h.set_entry_type(tar::EntryType::Directory);
+        h.set_size(0);
+        b.append_data(&mut h, format!("{name}/"), std::io::empty())
+            .map_err(io_err(&p))?;
         // Walk a tar of the tree and re-root its entries under `name`.
         let mut inner = Vec::new();
         layer::write_tree_tar(&p, &mut inner)?;
@@ -335,11 +341,10 @@ pub fn tar_pinned<W: Write>(fd: &OwnedFd, name: &str, w: W) -> Result<()> {
                 .trim_start_matches("./")
                 .trim_end_matches('/')
                 .to_string();
-            let full = if rel.is_empty() || rel == "." {
-                name.to_string()
-            } else {
-                format!("{name}/{rel}")
-            };
+            if rel.is_empty() || rel == "." {
+                continue;
+            }
+            let full = format!("{name}/{rel}");
             let mut h = e.header().clone();
             let link = e
                 .link_name()

@@ -58,8 +58,7 @@ pub fn config_path(root: &Path, id: &str) -> PathBuf {
 /// How a start failure maps to Docker's exit codes.
 pub fn failure_code(message: &str) -> i32 {
     let m = message.to_lowercase();
-    if m.contains("permission denied") || m.contains("is a directory") || m.contains("exec format")
-    {
+    if m.contains("permission") || m.contains("is a directory") || m.contains("exec format") {
         126
     } else if m.contains("not found") || m.contains("no such file") || m.contains("executable file")
     {

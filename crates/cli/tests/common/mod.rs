@@ -1,0 +1,245 @@
+//! Test harness: each test gets its own temp `--root`/`--run-root`, builds its images from
+//! the host's busybox-static, and on drop removes its containers, mounts and cgroups, so
+//! tests run in parallel and leave the host as they found it.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+
+/// Skips the calling test (returns) with a printed reason unless running as root with
+/// busybox available.
+#[macro_export]
+macro_rules! require_root {
+    () => {
+        if let Some(why) = $crate::common::skip_reason() {
+            eprintln!("skipped: {why}");
+            return;
+        }
+    };
+}
+
+pub fn skip_reason() -> Option<String> {
+    if !nix::unistd::Uid::effective().is_root() {
+        return Some("needs root (containers, mounts and cgroups)".into());
+    }
+    if busybox_path().is_none() {
+        return Some("needs a static busybox (apt-get install busybox-static)".into());
+    }
+    None
+}
+
+/// A static busybox on this host.
+pub fn busybox_path() -> Option<PathBuf> {
+    for p in ["/bin/busybox", "/usr/bin/busybox"] {
+        let p = PathBuf::from(p);
+        if p.exists() {
+            let out = Command::new("file").arg(&p).output().ok();
+            let text = out
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                .unwrap_or_default();
+            if text.is_empty() || text.contains("statically linked") || text.contains("static-pie")
+            {
+                return Some(p);
+            }
+        }
+    }
+    None
+}
+
+/// A rootfs tarball with busybox, its applets, /etc/passwd and /etc/group; made once.
+pub fn busybox_tar() -> &'static Path {
+    static TAR: OnceLock<PathBuf> = OnceLock::new();
+    TAR.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("berth-test-busybox-{}", std::process::id()));
+        let root = dir.join("rootfs");
+        let _ = std::fs::remove_dir_all(&dir);
+        for d in ["bin", "etc", "tmp", "root", "var/www", "data"] {
+            std::fs::create_dir_all(root.join(d)).unwrap();
+        }
+        let bb = busybox_path().expect("busybox");
+        std::fs::copy(&bb, root.join("bin/busybox")).unwrap();
+        let list = Command::new(&bb).arg("--list").output().unwrap();
+        for applet in String::from_utf8_lossy(&list.stdout).lines() {
+            if applet != "busybox" {
+                let _ = std::os::unix::fs::symlink("busybox", root.join("bin").join(applet));
+            }
+        }
+        std::fs::write(
+            root.join("etc/passwd"),
+            "root:x:0:0:root:/root:/bin/sh\nweb:x:33:33:web:/var/www:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/sh\n",
+        )
+        .unwrap();
+        std::fs::write(root.join("etc/group"), "root:x:0:\nweb:x:33:\nextra:x:50:web\nnogroup:x:65534:\n").unwrap();
+        std::fs::write(root.join("data/seed.txt"), "seeded from the image\n").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(root.join("tmp"), std::fs::Permissions::from_mode(0o1777)).unwrap();
+        let tar = dir.join("busybox.tar");
+        let st = Command::new("tar").arg("-C").arg(&root).arg("--numeric-owner").arg("-cf").arg(&tar).arg(".").status().unwrap();
+        assert!(st.success());
+        tar
+    })
+}
+
+pub fn berth_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_berth"))
+}
+
+pub fn monitor_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_berth-monitor"))
+}
+
+/// One isolated berth store.
+pub struct Berth {
+    pub dir: tempfile::TempDir,
+    pub root: PathBuf,
+    pub run_root: PathBuf,
+}
+
+impl Berth {
+    pub fn new() -> Berth {
+        let dir = tempfile::Builder::new()
+            .prefix("bt")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let root = dir.path().join("root");
+        let run_root = dir.path().join("run");
+        Berth {
+            dir,
+            root,
+            run_root,
+        }
+    }
+
+    /// A store with `busybox:test` imported (CMD sh, VOLUME none).
+    pub fn with_busybox() -> Berth {
+        let b = Berth::new();
+        b.ok(&[
+            "import",
+            "-c",
+            "CMD [\"/bin/sh\"]",
+            busybox_tar().to_str().unwrap(),
+            "busybox:test",
+        ]);
+        b
+    }
+
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::new(berth_bin());
+        c.arg("--root")
+            .arg(&self.root)
+            .arg("--run-root")
+            .arg(&self.run_root);
+        c.env("BERTH_MONITOR", monitor_bin());
+        c.stdin(Stdio::null());
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cmd().args(args).output().unwrap()
+    }
+
+    /// Runs and asserts success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "berth {args:?} failed ({:?}):\nstdout: {}\nstderr: {}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs and asserts failure; returns (exit code, stderr).
+    pub fn fails(&self, args: &[&str]) -> (i32, String) {
+        let out = self.run(args);
+        assert!(
+            !out.status.success(),
+            "berth {args:?} should have failed:\nstdout: {}\nstderr: {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// `run --rm busybox:test sh -c SCRIPT` → stdout (asserting success).
+    pub fn sh(&self, extra: &[&str], script: &str) -> String {
+        let mut args = vec!["run", "--rm"];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["busybox:test", "sh", "-c", script]);
+        self.ok(&args)
+    }
+
+    pub fn inspect(&self, name: &str, fmt: &str) -> String {
+        self.ok(&["inspect", "-f", fmt, name]).trim().to_string()
+    }
+
+    pub fn container_ids(&self) -> Vec<String> {
+        let out = self.run(&["ps", "-aq", "--no-trunc"]);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(String::from)
+            .collect()
+    }
+}
+
+impl Drop for Berth {
+    fn drop(&mut self) {
+        if !self.root.exists() {
+            return;
+        }
+        let ids = self.container_ids();
+        for id in &ids {
+            let _ = self.run(&["rm", "-f", id]);
+        }
+        // Whatever is still mounted below our temp dir goes (lazy, so a failure mid-test
+        // never leaves a mount behind).
+        let base = self.dir.path().to_string_lossy().into_owned();
+        if let Ok(mounts) = std::fs::read_to_string("/proc/self/mountinfo") {
+            let mut points: Vec<&str> = mounts
+                .lines()
+                .filter_map(|l| l.split(' ').nth(4))
+                .filter(|m| m.starts_with(&base))
+                .collect();
+            points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+            for p in points {
+                let _ = nix::mount::umount2(p, nix::mount::MntFlags::MNT_DETACH);
+            }
+        }
+        for id in &ids {
+            remove_cgroups(id);
+        }
+    }
+}
+
+/// Removes a container's cgroup dirs in every hierarchy (v1) or the unified one (v2).
+pub fn remove_cgroups(id: &str) {
+    let base = Path::new("/sys/fs/cgroup");
+    let mut dirs = vec![base.join("berth").join(id)];
+    if let Ok(rd) = std::fs::read_dir(base) {
+        for e in rd.flatten() {
+            dirs.push(e.path().join("berth").join(id));
+        }
+    }
+    for d in dirs {
+        let _ = std::fs::remove_dir(d);
+    }
+}
+
+/// Waits until `f` is true (up to `secs`).
+pub fn eventually(secs: u64, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while std::time::Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    false
+}

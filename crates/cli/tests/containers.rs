@@ -1,0 +1,556 @@
+//! Containers end to end: run, exit codes, life cycle, logs, exec, inspect, names.
+
+mod common;
+use common::{eventually, Berth};
+
+#[test]
+fn run_rm_hello_prints_the_explanation_and_leaves_the_image() {
+    require_root!();
+    let b = Berth::new();
+    let out = b.ok(&["run", "--rm", "hello"]);
+    assert!(out.contains("Hello from berth!"), "{out}");
+    assert!(out.contains("immutable"), "{out}");
+    assert!(b.ok(&["images"]).contains("hello"));
+    assert!(b.container_ids().is_empty(), "--rm left a container");
+}
+
+#[test]
+fn run_exits_with_the_containers_code_and_dockers_engine_codes() {
+    require_root!();
+    let b = Berth::with_busybox();
+    assert_eq!(
+        b.run(&["run", "--rm", "busybox:test", "sh", "-c", "exit 42"])
+            .status
+            .code(),
+        Some(42)
+    );
+    assert_eq!(
+        b.fails(&["run", "--rm", "busybox:test", "/no/such/binary"])
+            .0,
+        127
+    );
+    assert_eq!(b.fails(&["run", "--rm", "busybox:test", "/etc"]).0, 126);
+    let (code, err) = b.fails(&["run", "--rm", "no-such-image:2"]);
+    assert_eq!(code, 125);
+    assert!(err.contains("no such image: no-such-image:2"), "{err}");
+    let (code, err) = b.fails(&["run", "--rm", "--memory", "lots", "busybox:test", "true"]);
+    assert_eq!(code, 125);
+    assert!(err.contains("--memory"), "{err}");
+    // Killed by a signal: 128 + N.
+    let id = b.ok(&["run", "-d", "busybox:test", "sleep", "30"]);
+    b.ok(&["kill", "-s", "KILL", id.trim()]);
+    assert_eq!(b.ok(&["wait", id.trim()]).trim(), "137");
+    assert!(b.container_ids().len() == 1);
+}
+
+#[test]
+fn stdout_and_stderr_stay_apart_and_stdin_is_forwarded_with_i() {
+    require_root!();
+    let b = Berth::with_busybox();
+    let out = b.run(&[
+        "run",
+        "--rm",
+        "busybox:test",
+        "sh",
+        "-c",
+        "echo out; echo err >&2",
+    ]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "out\n");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "err\n");
+    let mut child = b
+        .cmd()
+        .args([
+            "run",
+            "-i",
+            "--rm",
+            "busybox:test",
+            "sh",
+            "-c",
+            "tr a-z A-Z",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(b"shout\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "SHOUT\n");
+}
+
+#[test]
+fn create_start_attach_and_start_of_a_running_container() {
+    require_root!();
+    let b = Berth::with_busybox();
+    let id = b.ok(&[
+        "create",
+        "--name",
+        "c1",
+        "busybox:test",
+        "echo",
+        "created-then-started",
+    ]);
+    assert_eq!(id.trim().len(), 64);
+    assert_eq!(b.inspect("c1", "{{.State.Status}}"), "created");
+    assert!(b.ok(&["ps", "-a"]).contains("Created"));
+    let out = b.ok(&["start", "-a", "c1"]);
+    assert_eq!(out, "created-then-started\n");
+    assert_eq!(
+        b.inspect("c1", "{{.State.Status}} {{.State.ExitCode}}"),
+        "exited 0"
+    );
+    // start again works (a new run of the same container)
+    assert_eq!(b.ok(&["start", "-a", "c1"]), "created-then-started\n");
+    b.ok(&["run", "-d", "--name", "long", "busybox:test", "sleep", "30"]);
+    assert_eq!(b.ok(&["start", "long"]).trim(), "long");
+}
+
+#[test]
+fn ps_filters_quiet_latest_and_no_trunc() {
+    require_root!();
+    let b = Berth::with_busybox();
+    b.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "alpha",
+        "-l",
+        "tier=web",
+        "busybox:test",
+        "sleep",
+        "30",
+    ]);
+    b.ok(&[
+        "run",
+        "--name",
+        "beta",
+        "-l",
+        "tier=db",
+        "busybox:test",
+        "true",
+    ]);
+    let ps = b.ok(&["ps"]);
+    assert!(ps.starts_with("CONTAINER ID   IMAGE"), "{ps}");
+    assert!(ps.contains("alpha") && !ps.contains("beta"), "{ps}");
+    let all = b.ok(&["ps", "-a"]);
+    assert!(all.contains("beta") && all.contains("Exited (0)"), "{all}");
+    assert_eq!(
+        b.ok(&["ps", "-aq", "-f", "label=tier=db"]).lines().count(),
+        1
+    );
+    assert_eq!(
+        b.ok(&["ps", "-aq", "-f", "status=exited"]).trim(),
+        b.inspect("beta", "{{.Id}}")[..12].to_string()
+    );
+    assert_eq!(b.ok(&["ps", "-q", "-f", "name=alp"]).trim().len(), 12);
+    assert_eq!(b.ok(&["ps", "-q", "--no-trunc"]).trim().len(), 64);
+    assert!(b
+        .ok(&["ps", "-l", "--format", "{{.Names}}"])
+        .contains("beta"));
+    assert_eq!(
+        b.ok(&["ps", "-aq", "-f", "ancestor=busybox:test"])
+            .lines()
+            .count(),
+        2
+    );
+    let f = b.ok(&["ps", "--format", "{{.Names}}\t{{.Status}}"]);
+    assert!(f.starts_with("alpha\tUp "), "{f}");
+    let t = b.ok(&["ps", "--format", "table {{.Names}}\t{{.Image}}"]);
+    assert!(t.starts_with("NAMES"), "{t}");
+    let j = b.ok(&["ps", "--format", "json"]);
+    let v: serde_json::Value = serde_json::from_str(j.lines().next().unwrap()).unwrap();
+    assert_eq!(v["Names"], "alpha");
+}
+
+#[test]
+fn stop_sends_sigterm_then_sigkill_after_the_timeout() {
+    require_root!();
+    let b = Berth::with_busybox();
+    // A container that ignores SIGTERM is killed after -t.
+    b.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "stubborn",
+        "busybox:test",
+        "sh",
+        "-c",
+        "trap '' TERM; while true; do sleep 0.1; done",
+    ]);
+    let t = std::time::Instant::now();
+    b.ok(&["stop", "-t", "1", "stubborn"]);
+    assert!(t.elapsed() >= std::time::Duration::from_millis(900));
+    assert_eq!(b.inspect("stubborn", "{{.State.ExitCode}}"), "137");
+    // One that handles SIGTERM exits by itself.
+    b.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "polite",
+        "busybox:test",
+        "sh",
+        "-c",
+        "trap 'exit 7' TERM; while true; do sleep 0.1; done",
+    ]);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    b.ok(&["stop", "polite"]);
+    assert_eq!(b.inspect("polite", "{{.State.ExitCode}}"), "7");
+    // --stop-signal
+    b.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "usr1",
+        "--stop-signal",
+        "USR1",
+        "busybox:test",
+        "sh",
+        "-c",
+        "trap 'exit 9' USR1; while true; do sleep 0.1; done",
+    ]);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    b.ok(&["stop", "usr1"]);
+    assert_eq!(b.inspect("usr1", "{{.State.ExitCode}}"), "9");
+    // stopping a stopped container is fine; killing one is an error
+    b.ok(&["stop", "usr1"]);
+    assert_eq!(b.fails(&["kill", "usr1"]).0, 1);
+}
+
+#[test]
+fn kill_with_a_signal_and_restart() {
+    require_root!();
+    let b = Berth::with_busybox();
+    b.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "kl",
+        "busybox:test",
+        "sh",
+        "-c",
+        "trap 'exit 3' HUP; while true; do sleep 0.1; done",
+    ]);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    b.ok(&["kill", "-s", "HUP", "kl"]);
+    assert_eq!(b.ok(&["wait", "kl"]).trim(), "3");
+    assert_eq!(b.fails(&["kill", "-s", "NOPE", "kl"]).0, 1);
+    b.ok(&["restart", "-t", "1", "kl"]);
+    assert_eq!(b.inspect("kl", "{{.State.Status}}"), "running");
+}
+
+#[test]
+fn rm_refuses_running_containers_unless_forced() {
+    require_root!();
+    let b = Berth::with_busybox();
+    b.ok(&["run", "-d", "--name", "busy", "busybox:test", "sleep", "30"]);
+    let (code, err) = b.fails(&["rm", "busy"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("container is running"), "{err}");
+    b.ok(&["rm", "-f", "busy"]);
+    assert!(b.container_ids().is_empty());
+    let (_, err) = b.fails(&["rm", "ghost"]);
+    assert!(err.contains("no such container: ghost"), "{err}");
+}
+
+#[test]
+fn logs_tail_timestamps_since_and_follow() {
+    require_root!();
+    let b = Berth::with_busybox();
+    b.ok(&[
+        "run",
+        "--name",
+        "lg",
+        "busybox:test",
+        "sh",
+        "-c",
+        "for i in 1 2 3 4 5; do echo line $i; done; echo oops >&2",
+    ]);
+    let all = b.run(&["logs", "lg"]);
+    assert_eq!(
+        String::from_utf8_lossy(&all.stdout),
+        "line 1\nline 2\nline 3\nline 4\nline 5\n"
+    );
+    assert_eq!(String::from_utf8_lossy(&all.stderr), "oops\n");
+    assert_eq!(b.ok(&["logs", "--tail", "2", "lg"]), "line 5\n");
+    let ts = b.ok(&["logs", "-t", "--tail", "1", "lg"]);
+    assert!(
+        ts.contains('T') && ts.contains("Z line") || ts.is_empty() || ts.contains("Z "),
+        "{ts}"
+    );
+    assert_eq!(b.ok(&["logs", "--since", "1h", "lg"]).lines().count(), 5);
+    assert_eq!(b.ok(&["logs", "--until", "1h", "lg"]).lines().count(), 0);
+    // The json-file format: one JSON object a line.
+    let id = b.inspect("lg", "{{.Id}}");
+    let raw =
+        std::fs::read_to_string(b.root.join("containers").join(&id).join("log.json")).unwrap();
+    let first: serde_json::Value = serde_json::from_str(raw.lines().next().unwrap()).unwrap();
+    assert_eq!(first["log"], "line 1\n");
+    assert_eq!(first["stream"], "stdout");
+    // -f follows until the container stops.
+    b.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "fl",
+        "busybox:test",
+        "sh",
+        "-c",
+        "for i in 1 2 3; do echo tick $i; sleep 0.2; done",
+    ]);
+    let out = b.ok(&["logs", "-f", "fl"]);
+    assert_eq!(out, "tick 1\ntick 2\ntick 3\n");
+}
+
+#[test]
+fn log_rotation_keeps_max_file_files() {
+    require_root!();
+    let b = Berth::with_busybox();
+    b.ok(&[
+        "run",
+        "--name",
+        "rot",
+        "--log-opt",
+        "max-size=1k",
+        "--log-opt",
+        "max-file=3",
+        "busybox:test",
+        "sh",
+        "-c",
+        "i=0; while [ $i -lt 200 ]; do echo line-$i; i=$((i+1)); done",
+    ]);
+    let id = b.inspect("rot", "{{.Id}}");
+    let dir = b.root.join("containers").join(&id);
+    assert!(dir.join("log.json.1").exists() && dir.join("log.json.2").exists());
+    assert!(!dir.join("log.json.3").exists());
+    let out = b.ok(&["logs", "rot"]);
+    assert!(out.ends_with("line-199\n"), "{out}");
+    let nums: Vec<u32> = out
+        .lines()
+        .map(|l| l.trim_start_matches("line-").parse().unwrap())
+        .collect();
+    assert!(
+        nums.windows(2).all(|w| w[1] == w[0] + 1),
+        "logs out of order across rotation"
+    );
+    b.ok(&[
+        "run",
+        "--rm",
+        "--log-driver",
+        "none",
+        "busybox:test",
+        "true",
+    ]);
+    assert_eq!(
+        b.fails(&[
+            "run",
+            "--rm",
+            "--log-opt",
+            "max-size=x",
+            "busybox:test",
+            "true"
+        ])
+        .0,
+        125
+    );
+}
+
+#[test]
+fn exec_runs_in_the_container_with_env_workdir_user_and_exit_code() {
+    require_root!();
+    let b = Berth::with_busybox();
+    b.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "ex",
+        "-e",
+        "FROM_RUN=1",
+        "busybox:test",
+        "sleep",
+        "30",
+    ]);
+    assert_eq!(b.ok(&["exec", "ex", "echo", "hi"]), "hi\n");
+    assert_eq!(
+        b.ok(&["exec", "-e", "A=b", "ex", "sh", "-c", "echo $A$FROM_RUN"]),
+        "b1\n"
+    );
+    assert_eq!(b.ok(&["exec", "-w", "/tmp", "ex", "pwd"]), "/tmp\n");
+    assert_eq!(b.ok(&["exec", "-u", "web", "ex", "id", "-u"]), "33\n");
+    assert_eq!(
+        b.run(&["exec", "ex", "sh", "-c", "exit 5"]).status.code(),
+        Some(5)
+    );
+    assert_eq!(b.fails(&["exec", "ex", "no-such-cmd"]).0, 127);
+    // exec sees the container's processes, not the host's
+    let ps = b.ok(&["exec", "ex", "ps"]);
+    assert!(ps.contains("sleep 30") && ps.lines().count() <= 4, "{ps}");
+    b.ok(&["exec", "-d", "ex", "sh", "-c", "echo detached > /tmp/d"]);
+    assert!(eventually(5, || b
+        .run(&["exec", "ex", "cat", "/tmp/d"])
+        .stdout
+        == b"detached\n"));
+    let mut child = b
+        .cmd()
+        .args(["exec", "-i", "ex", "cat"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"via stdin\n")
+        .unwrap();
+    assert_eq!(child.wait_with_output().unwrap().stdout, b"via stdin\n");
+    b.ok(&["stop", "-t", "0", "ex"]);
+    let (code, err) = b.fails(&["exec", "ex", "true"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("not running"), "{err}");
+}
+
+#[test]
+fn inspect_is_shaped_like_dockers() {
+    require_root!();
+    let b = Berth::with_busybox();
+    b.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "insp",
+        "-e",
+        "K=V",
+        "-w",
+        "/tmp",
+        "-l",
+        "a.b=c",
+        "--hostname",
+        "box",
+        "busybox:test",
+        "sleep",
+        "30",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&b.ok(&["inspect", "insp"])).unwrap();
+    let c = &v[0];
+    assert_eq!(c["Name"], "/insp");
+    assert_eq!(c["State"]["Status"], "running");
+    assert_eq!(c["State"]["Running"], true);
+    assert!(c["State"]["Pid"].as_i64().unwrap() > 0);
+    assert_eq!(c["State"]["OOMKilled"], false);
+    assert!(c["State"]["StartedAt"].as_str().unwrap().starts_with("20"));
+    assert_eq!(c["Config"]["Hostname"], "box");
+    assert_eq!(c["Config"]["WorkingDir"], "/tmp");
+    assert!(c["Config"]["Env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e == "K=V"));
+    assert_eq!(c["Path"], "sleep");
+    assert_eq!(c["Args"][0], "30");
+    assert_eq!(b.inspect("insp", "{{index .Config.Labels \"a.b\"}}"), "c");
+    assert_eq!(
+        b.inspect("insp", "{{json .Config.Cmd}}"),
+        r#"["sleep","30"]"#
+    );
+    let pid: i32 = b.inspect("insp", "{{.State.Pid}}").parse().unwrap();
+    assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
+    let (code, err) = b.fails(&["inspect", "nothing-here"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("no such object: nothing-here"), "{err}");
+}
+
+#[test]
+fn names_and_id_prefixes_work_everywhere_and_rename() {
+    require_root!();
+    let b = Berth::with_busybox();
+    let id = b
+        .ok(&[
+            "run",
+            "-d",
+            "--name",
+            "named",
+            "busybox:test",
+            "sleep",
+            "30",
+        ])
+        .trim()
+        .to_string();
+    assert_eq!(b.ok(&["exec", &id[..5], "echo", "ok"]), "ok\n");
+    assert_eq!(b.inspect(&id[..8], "{{.Name}}"), "/named");
+    let (code, err) = b.fails(&["run", "--name", "named", "busybox:test", "true"]);
+    assert_eq!(code, 125);
+    assert!(err.contains("already in use"), "{err}");
+    b.ok(&["rename", "named", "renamed"]);
+    assert_eq!(b.inspect(&id, "{{.Name}}"), "/renamed");
+    assert!(b
+        .fails(&["run", "--name", "bad name!", "busybox:test", "true"])
+        .1
+        .contains("invalid container name"));
+    // A random Docker-style name when none is given.
+    let id2 = b.ok(&["create", "busybox:test"]).trim().to_string();
+    let name = b.inspect(&id2, "{{.Name}}");
+    assert!(name.trim_start_matches('/').contains('_'), "{name}");
+}
+
+#[test]
+fn top_lists_only_the_containers_processes() {
+    require_root!();
+    if std::process::Command::new("ps")
+        .arg("-ef")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipped: needs ps (procps)");
+        return;
+    }
+    let b = Berth::with_busybox();
+    b.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "tp",
+        "busybox:test",
+        "sh",
+        "-c",
+        "sleep 31 & sleep 32",
+    ]);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let top = b.ok(&["top", "tp"]);
+    assert!(top.starts_with("UID"), "{top}");
+    assert!(
+        top.contains("sleep 31") && top.contains("sleep 32"),
+        "{top}"
+    );
+    assert_eq!(top.lines().count(), 3, "{top}");
+}
+
+#[test]
+fn concurrent_invocations_on_one_root_are_safe() {
+    require_root!();
+    let b = Berth::with_busybox();
+    let handles: Vec<_> = (0..8)
+        .map(|i| {
+            let mut c = b.cmd();
+            c.args([
+                "run",
+                "--name",
+                &format!("p{i}"),
+                "busybox:test",
+                "echo",
+                &format!("n{i}"),
+            ]);
+            std::thread::spawn(move || c.output().unwrap())
+        })
+        .collect();
+    for (i, h) in handles.into_iter().enumerate() {
+        let out = h.join().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(String::from_utf8_lossy(&out.stdout), format!("n{i}\n"));
+    }
+    assert_eq!(b.container_ids().len(), 8);
+}
