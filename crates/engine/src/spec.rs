@@ -106,10 +106,30 @@ pub fn cap_name(s: &str) -> String {
     }
 }
 
+/// The capabilities this host lets us hand out: our own bounding set (a host or an outer
+/// sandbox may withhold some, e.g. CAP_SYS_RESOURCE).
+pub fn host_capabilities() -> Vec<String> {
+    let bnd = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapBnd:").map(|v| v.trim().to_string()))
+        })
+        .and_then(|v| u64::from_str_radix(&v, 16).ok())
+        .unwrap_or(u64::MAX);
+    ALL_CAPS
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| bnd & (1u64 << i) != 0)
+        .map(|(_, c)| c.to_string())
+        .collect()
+}
+
 /// The capability set after `--cap-add`/`--cap-drop` (Docker's order: drop, then add).
+/// `--privileged` and `ALL` mean every capability the host has.
 pub fn capabilities(add: &[String], drop: &[String], privileged: bool) -> Result<Vec<String>> {
     if privileged {
-        return Ok(ALL_CAPS.iter().map(|s| s.to_string()).collect());
+        return Ok(host_capabilities());
     }
     let mut caps: Vec<String> = DEFAULT_CAPS.iter().map(|s| s.to_string()).collect();
     let check = |c: &str| -> Result<String> {
@@ -131,8 +151,13 @@ pub fn capabilities(add: &[String], drop: &[String], privileged: bool) -> Result
     for a in add {
         let n = check(a)?;
         if n == "CAP_ALL" {
-            caps = ALL_CAPS.iter().map(|s| s.to_string()).collect();
+            caps = host_capabilities();
         } else if !caps.contains(&n) {
+            if !host_capabilities().contains(&n) {
+                return Err(EngineError::Invalid(format!(
+                    "capability {n} is not available on this host"
+                )));
+            }
             caps.push(n);
         }
     }

@@ -1,0 +1,498 @@
+#!/usr/bin/env bash
+# bench/run.sh — berth side by side with docker and podman (when they can run here).
+#
+# Measures, with hyperfine, interleaving the engines in one invocation per scenario:
+#   1. run --rm --network none busybox:bench true
+#   2. exec CTR true            (CTR runs `sleep 100000`)
+#   3. ps -a                    (200 containers: created, a few of them running)
+#   4. the RSS of the per-container process (berth-monitor / conmon / containerd-shim)
+# then prints medians, ratios (peer / berth) and PASS/FAIL against berth's targets.
+# It is a report: it exits 0 even when a target fails, non-zero only when it breaks.
+#
+# Usage: bench/run.sh [--quick] [--runs N] [--containers N] [--no-docker] [--no-podman]
+# Env:   BERTH_BIN (skip the cargo build), BENCH_OUT (where the JSON goes),
+#        DOCKER_CLI, BENCH_DOCKER_STORAGE (default vfs), BENCH_PODMAN_STORAGE (default vfs)
+# See bench/README.md.
+
+set -euo pipefail
+
+# ---------------------------------------------------------------------------------------
+# Options
+QUICK=0
+RUNS=""
+NCONT=200
+NRUNNING=3
+WANT_DOCKER=1
+WANT_PODMAN=1
+
+usage() { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; }
+
+while (($#)); do
+    case "$1" in
+        --quick) QUICK=1 ;;
+        --runs) RUNS=${2:?--runs needs a number}; shift ;;
+        --runs=*) RUNS=${1#*=} ;;
+        --containers) NCONT=${2:?--containers needs a number}; shift ;;
+        --containers=*) NCONT=${1#*=} ;;
+        --no-docker) WANT_DOCKER=0 ;;
+        --no-podman) WANT_PODMAN=0 ;;
+        -h|--help) usage; exit 0 ;;
+        *) echo "bench/run.sh: unknown argument: $1" >&2; usage >&2; exit 2 ;;
+    esac
+    shift
+done
+if [[ -z $RUNS ]]; then
+    if ((QUICK)); then RUNS=10; else RUNS=50; fi
+fi
+WARMUP=3
+if ((NCONT < NRUNNING + 1)); then NRUNNING=1; fi
+
+# Targets (on a 2-core machine).
+T_RUN_MS=30
+T_RUN_RATIO=10
+T_EXEC_MS=15
+T_RSS_KIB=4096
+T_PS_MS=100
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+
+log()  { printf '\033[1m==>\033[0m %s\n' "$*" >&2; }
+note() { printf '    %s\n' "$*" >&2; }
+die()  { printf 'bench/run.sh: %s\n' "$*" >&2; exit 1; }
+
+# ---------------------------------------------------------------------------------------
+# Prerequisites
+[[ $(id -u) -eq 0 ]] || die "needs root (containers, mounts, cgroups)"
+command -v hyperfine >/dev/null || die "hyperfine not found (apt-get install -y hyperfine)"
+if command -v python3 >/dev/null; then JSONTOOL=python3
+elif command -v jq >/dev/null; then JSONTOOL=jq
+else die "needs python3 or jq to read hyperfine's JSON"; fi
+
+BUSYBOX=""
+for b in /bin/busybox /usr/bin/busybox; do
+    if [[ -x $b ]]; then BUSYBOX=$b; break; fi
+done
+[[ -n $BUSYBOX ]] || die "no /bin/busybox (apt-get install -y busybox-static)"
+if command -v file >/dev/null && ! file -L "$BUSYBOX" | grep -Eq 'statically linked|static-pie'; then
+    die "$BUSYBOX is not statically linked (apt-get install -y busybox-static)"
+fi
+
+# ---------------------------------------------------------------------------------------
+# berth itself
+if [[ -n ${BERTH_BIN:-} ]]; then
+    [[ -x $BERTH_BIN ]] || die "BERTH_BIN=$BERTH_BIN is not executable"
+else
+    log "building berth (cargo build --release)"
+    (cd "$REPO" && cargo build --release) || die "cargo build --release failed"
+    BERTH_BIN="${CARGO_TARGET_DIR:-$REPO/target}/release/berth"
+    [[ -x $BERTH_BIN ]] || die "no $BERTH_BIN after the build"
+fi
+BERTH_BIN=$(readlink -f "$BERTH_BIN")
+if [[ ! -x $(dirname "$BERTH_BIN")/berth-monitor ]]; then
+    note "warning: no berth-monitor next to $BERTH_BIN"
+fi
+
+OUT=${BENCH_OUT:-$REPO/target/bench}
+mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
+rm -f "$OUT"/{run,exec,ps}.json
+
+TMP=$(mktemp -d /tmp/berth-bench.XXXXXX)
+chmod 755 "$TMP"
+BROOT=$TMP/berth/root
+BRUN=$TMP/berth/run
+mkdir -p "$BROOT" "$BRUN"
+
+berth() { "$BERTH_BIN" --root "$BROOT" --run-root "$BRUN" "$@"; }
+# The same, as one string for hyperfine -N (which splits it shell-style).
+BERTH_S="$(printf '%q' "$BERTH_BIN") --root $(printf '%q' "$BROOT") --run-root $(printf '%q' "$BRUN")"
+
+HAVE_DOCKER=0
+HAVE_PODMAN=0
+DOCKERD_PID=""
+DOCKER=()
+DOCKER_S=""
+PODMAN=()
+PODMAN_S=""
+BERTH_IDS_FILE=$TMP/berth-ids
+
+# ---------------------------------------------------------------------------------------
+# Cleanup: containers, daemons, mounts, cgroups, temp dirs; on exit, error or Ctrl-C.
+# shellcheck disable=SC2317,SC2013 # called from the trap
+cleanup() {
+    local rc=$?
+    trap '' INT TERM
+    trap - EXIT
+    set +e
+    log "cleaning up"
+    # berth
+    if [[ -d $BROOT ]]; then
+        berth ps -aq --no-trunc 2>/dev/null >>"$BERTH_IDS_FILE"
+        local ids
+        ids=$(berth ps -aq --no-trunc 2>/dev/null)
+        if [[ -n $ids ]]; then
+            # shellcheck disable=SC2086
+            timeout 60 "$BERTH_BIN" --root "$BROOT" --run-root "$BRUN" rm -f $ids >/dev/null 2>&1 \
+                || note "berth rm -f failed"
+        fi
+    fi
+    # podman
+    if ((HAVE_PODMAN)); then
+        timeout 60 "${PODMAN[@]}" rm -af -t 0 >/dev/null 2>&1
+    fi
+    # docker
+    if [[ -n $DOCKERD_PID ]]; then
+        if kill -0 "$DOCKERD_PID" 2>/dev/null; then
+            local dids
+            dids=$(timeout 20 "${DOCKER[@]}" ps -aq 2>/dev/null)
+            # shellcheck disable=SC2086
+            [[ -n $dids ]] && timeout 60 "${DOCKER[@]}" rm -f $dids >/dev/null 2>&1
+            kill -TERM "$DOCKERD_PID" 2>/dev/null
+            local i
+            for ((i = 0; i < 150; i++)); do
+                kill -0 "$DOCKERD_PID" 2>/dev/null || break
+                sleep 0.1
+            done
+            kill -KILL "$DOCKERD_PID" 2>/dev/null
+        fi
+        # dockerd's own containerd and any shim it left, found by our temp dir.
+        local p
+        for p in $(pgrep -f "$TMP/docker" 2>/dev/null); do
+            kill -KILL "$p" 2>/dev/null
+        done
+    fi
+    # Any process still running from our temp dirs (conmon, monitors).
+    for p in $(pgrep -f "$TMP" 2>/dev/null); do
+        [[ $p == "$$" ]] || kill -KILL "$p" 2>/dev/null
+    done
+    # Mounts below the temp dir, deepest first.
+    local m
+    while read -r m; do
+        umount -l "$m" 2>/dev/null
+    done < <(awk -v base="$TMP" 'index($5, base) == 1 { print length($5), $5 }' /proc/self/mountinfo \
+             | sort -rn | cut -d' ' -f2-)
+    # cgroups berth made for our containers (berth removes them itself; this is a net).
+    local leaked=0 id d
+    if [[ -s $BERTH_IDS_FILE ]]; then
+        for id in $(sort -u "$BERTH_IDS_FILE"); do
+            for d in /sys/fs/cgroup/berth/"$id" /sys/fs/cgroup/*/berth/"$id"; do
+                if [[ -d $d ]]; then
+                    leaked=$((leaked + 1))
+                    rmdir "$d" 2>/dev/null
+                fi
+            done
+        done
+    fi
+    ((leaked)) && note "berth left $leaked container cgroup dir(s) behind (removed now)"
+    rm -rf "$TMP"
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# ---------------------------------------------------------------------------------------
+# The test image: a rootfs tar from the host's busybox-static.
+log "making busybox:bench from $BUSYBOX"
+ROOTFS=$TMP/rootfs
+mkdir -p "$ROOTFS"/{bin,etc,tmp,root}
+chmod 1777 "$ROOTFS/tmp"
+cp "$BUSYBOX" "$ROOTFS/bin/busybox"
+for applet in $("$BUSYBOX" --list); do
+    [[ $applet == busybox ]] || ln -sf busybox "$ROOTFS/bin/$applet"
+done
+printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/sh\n' >"$ROOTFS/etc/passwd"
+printf 'root:x:0:\nnogroup:x:65534:\n' >"$ROOTFS/etc/group"
+tar -C "$ROOTFS" --numeric-owner -cf "$TMP/rootfs.tar" .
+berth import -c 'CMD ["/bin/sh"]' "$TMP/rootfs.tar" busybox:bench >/dev/null \
+    || die "berth import failed"
+berth run --rm --network none busybox:bench true || die "berth cannot run busybox:bench"
+
+# ---------------------------------------------------------------------------------------
+# docker: a private dockerd on a temp socket, never the system one.
+setup_docker() {
+    if ((!WANT_DOCKER)); then note "docker: skipped (--no-docker)"; return; fi
+    if ! command -v dockerd >/dev/null; then note "docker: no dockerd installed; skipped"; return; fi
+    local cli=${DOCKER_CLI:-}
+    if [[ -z $cli ]]; then
+        if [[ -x $(dirname "$(command -v dockerd)")/docker ]]; then
+            cli=$(dirname "$(command -v dockerd)")/docker
+        else
+            cli=$(command -v docker || true)
+        fi
+    fi
+    if [[ -z $cli ]]; then note "docker: no docker CLI installed; skipped"; return; fi
+    local d=$TMP/docker
+    mkdir -p "$d/data" "$d/exec" "$d/config"
+    echo '{}' >"$d/daemon.json"
+    export DOCKER_CONFIG=$d/config
+    local sock=unix://$d/docker.sock
+    local flags=(--data-root "$d/data" --exec-root "$d/exec" --pidfile "$d/docker.pid"
+                 -H "$sock" --config-file "$d/daemon.json" --bridge=none --iptables=false
+                 --storage-driver "${BENCH_DOCKER_STORAGE:-vfs}")
+    if dockerd --help 2>&1 | grep -q -- '--ip6tables'; then flags+=(--ip6tables=false); fi
+    log "docker: starting a private dockerd ($(dockerd --version))"
+    setsid dockerd "${flags[@]}" </dev/null >"$d/dockerd.log" 2>&1 &
+    DOCKERD_PID=$!
+    DOCKER=("$cli" -H "$sock")
+    DOCKER_S="$(printf '%q' "$cli") -H $sock"
+    local i up=0
+    for ((i = 0; i < 300; i++)); do
+        if ! kill -0 "$DOCKERD_PID" 2>/dev/null; then break; fi
+        if "${DOCKER[@]}" info >/dev/null 2>&1; then up=1; break; fi
+        sleep 0.1
+    done
+    if ((!up)); then
+        note "docker: dockerd did not come up; skipped. Its log ends with:"
+        tail -n 15 "$d/dockerd.log" | sed 's/^/      /' >&2
+        return
+    fi
+    if ! berth save busybox:bench | "${DOCKER[@]}" load >/dev/null 2>"$d/load.err"; then
+        note "docker: loading busybox:bench failed; skipped: $(tail -n 3 "$d/load.err")"
+        return
+    fi
+    local err
+    if ! err=$("${DOCKER[@]}" run --rm --network none busybox:bench true 2>&1); then
+        note "docker: cannot run containers here; skipped: $err"
+        return
+    fi
+    HAVE_DOCKER=1
+}
+
+# podman: its own --root/--runroot/--tmpdir, vfs, cgroupfs, file events (no systemd).
+setup_podman() {
+    if ((!WANT_PODMAN)); then note "podman: skipped (--no-podman)"; return; fi
+    if ! command -v podman >/dev/null; then note "podman: not installed; skipped"; return; fi
+    local p=$TMP/podman
+    mkdir -p "$p/root" "$p/runroot" "$p/tmp"
+    PODMAN=(podman --root "$p/root" --runroot "$p/runroot" --tmpdir "$p/tmp"
+            --storage-driver "${BENCH_PODMAN_STORAGE:-vfs}" --cgroup-manager cgroupfs
+            --events-backend file)
+    PODMAN_S=$(printf '%q ' "${PODMAN[@]}")
+    log "podman: $(podman --version)"
+    local err
+    if ! err=$(berth save busybox:bench | "${PODMAN[@]}" load 2>&1 >/dev/null); then
+        note "podman: loading busybox:bench failed; skipped: $(tail -n 3 <<<"$err")"
+        return
+    fi
+    HAVE_PODMAN=1
+    if ! err=$("${PODMAN[@]}" run --rm --network none busybox:bench true 2>&1); then
+        note "podman: cannot run containers here; skipped: $(tail -n 5 <<<"$err")"
+        HAVE_PODMAN=2 # only for cleanup
+        return
+    fi
+}
+
+setup_docker
+setup_podman
+ENGINES=(berth)
+((HAVE_DOCKER)) && ENGINES+=(docker)
+((HAVE_PODMAN == 1)) && ENGINES+=(podman)
+log "engines: ${ENGINES[*]}; hyperfine $RUNS runs, $WARMUP warmups; results in $OUT"
+
+# The command prefix of an engine, as a hyperfine string.
+prefix() {
+    case $1 in
+        berth) printf '%s' "$BERTH_S" ;;
+        docker) printf '%s' "$DOCKER_S" ;;
+        podman) printf '%s' "$PODMAN_S" ;;
+    esac
+}
+# Runs an engine's CLI.
+eng() {
+    local e=$1; shift
+    case $e in
+        berth) berth "$@" ;;
+        docker) "${DOCKER[@]}" "$@" ;;
+        podman) "${PODMAN[@]}" "$@" ;;
+    esac
+}
+
+# bench NAME ARGS...: `ENGINE ARGS` for every engine, checked once, then one hyperfine run.
+FAILED_CMDS=()
+bench() {
+    local name=$1; shift
+    local args=() e err
+    for e in "${ENGINES[@]}"; do
+        # shellcheck disable=SC2046
+        if ! err=$(eval "$(prefix "$e") $*" 2>&1 </dev/null); then
+            note "$e $*: fails, left out of this scenario: $(tail -n 3 <<<"$err")"
+            FAILED_CMDS+=("$e $*: $(tail -n 1 <<<"$err")")
+            continue
+        fi
+        args+=(-n "$e" "$(prefix "$e") $*")
+    done
+    if ((${#args[@]} == 0)); then return 0; fi
+    log "scenario $name: $*"
+    hyperfine -N --warmup "$WARMUP" --runs "$RUNS" --export-json "$OUT/$name.json" "${args[@]}" \
+        || { note "hyperfine failed for $name"; rm -f "$OUT/$name.json"; }
+}
+
+# ---------------------------------------------------------------------------------------
+# 1. run --rm
+bench run run --rm --network none busybox:bench true
+
+# berth should leave nothing behind after run --rm.
+LEFT=$(berth ps -aq | wc -l)
+((LEFT == 0)) || note "berth: $LEFT container(s) left after run --rm"
+
+# ---------------------------------------------------------------------------------------
+# 2. exec into a running container
+for e in "${ENGINES[@]}"; do
+    eng "$e" run -d --network none --name bench-exec busybox:bench sleep 100000 >/dev/null \
+        || note "$e: could not start bench-exec"
+done
+bench exec exec bench-exec true
+
+# ---------------------------------------------------------------------------------------
+# 4. (before the 200 containers) RSS of the per-container process
+rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status" 2>/dev/null; }
+hwm_kib() { awk '/^VmHWM:/ { print $2 }' "/proc/$1/status" 2>/dev/null; }
+declare -A RSS=() RSSPROC=()
+for e in "${ENGINES[@]}"; do
+    if ! eng "$e" run -d --network none --name bench-rss busybox:bench sleep 100000 >/dev/null; then
+        note "$e: could not start bench-rss"
+        continue
+    fi
+    id=$(eng "$e" inspect -f '{{.Id}}' bench-rss 2>/dev/null || true)
+    pid=""
+    for ((i = 0; i < 50; i++)); do
+        case $e in
+            berth)  pid=$(pgrep -f "berth-monitor .*$id" | head -n1 || true); what=berth-monitor ;;
+            docker) pid=$(pgrep -f "containerd-shim.* -id $id" | head -n1 || true); what=containerd-shim ;;
+            podman) pid=$(pgrep -f "conmon .*$id" | head -n1 || true); what=conmon ;;
+        esac
+        [[ -n $pid ]] && break
+        sleep 0.1
+    done
+    if [[ -z $id || -z $pid ]]; then
+        note "$e: no $what process found for bench-rss (id ${id:-?})"
+        continue
+    fi
+    sleep 0.5 # let it settle
+    RSS[$e]=$(rss_kib "$pid")
+    RSSPROC[$e]="$what pid $pid, peak $(hwm_kib "$pid") KiB"
+done
+# berth's exec container's monitor, after all the exec runs.
+EXEC_MON_RSS=""
+if id=$(berth inspect -f '{{.Id}}' bench-exec 2>/dev/null) && pid=$(pgrep -f "berth-monitor .*$id" | head -n1); then
+    EXEC_MON_RSS="$(rss_kib "$pid") KiB (peak $(hwm_kib "$pid") KiB)"
+fi
+
+# ---------------------------------------------------------------------------------------
+# 3. ps -a with NCONT containers: NRUNNING running (bench-exec, bench-rss, ...), the rest created.
+for e in "${ENGINES[@]}"; do
+    have=$(eng "$e" ps -aq | wc -l)
+    running=$(eng "$e" ps -q | wc -l)
+    for ((i = running; i < NRUNNING; i++)); do
+        eng "$e" run -d --network none busybox:bench sleep 100000 >/dev/null || break
+        have=$((have + 1))
+    done
+    log "$e: creating $((NCONT - have)) containers"
+    start=$(date +%s.%N)
+    for ((i = have; i < NCONT; i++)); do
+        if ! err=$(eng "$e" create --network none busybox:bench true 2>&1 >/dev/null); then
+            note "$e create failed at container $i: $err"
+            break
+        fi
+    done
+    note "$e: $(eng "$e" ps -aq | wc -l) containers, $(eng "$e" ps -q | wc -l) running ($(awk -v s="$start" -v e="$(date +%s.%N)" 'BEGIN { printf "%.1f", e - s }') s to create)"
+done
+bench ps ps -a
+
+# ---------------------------------------------------------------------------------------
+# Report
+# jget FILE NAME FIELD -> the field (seconds) in ms, or empty
+jget() {
+    [[ -f $1 ]] || return 0
+    if [[ $JSONTOOL == python3 ]]; then
+        python3 - "$@" <<'EOF'
+import json, sys
+f, name, field = sys.argv[1:4]
+for r in json.load(open(f))["results"]:
+    if r["command"] == name:
+        print("%.2f" % (r[field] * 1000))
+EOF
+    else
+        jq -r --arg n "$2" --arg f "$3" '.results[] | select(.command == $n) | .[$f] * 1000 | . * 100 | round / 100' "$1"
+    fi
+}
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a != "" && b != "" && b > 0) printf "%.1fx", a / b; else print "-" }'; }
+
+echo
+echo "berth benchmark — $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, kernel $(uname -r), $RUNS runs each"
+echo "berth: $BERTH_BIN ($("$BERTH_BIN" --version 2>/dev/null || echo '?'))"
+((HAVE_DOCKER)) && echo "docker: $("${DOCKER[@]}" version -f '{{.Server.Version}}' 2>/dev/null) (private dockerd, ${BENCH_DOCKER_STORAGE:-vfs})"
+((HAVE_PODMAN == 1)) && echo "podman: $(podman --version | awk '{print $3}') (${BENCH_PODMAN_STORAGE:-vfs}, cgroupfs)"
+declare -A MED=()
+for s in run exec ps; do
+    case $s in
+        run) title="run --rm --network none busybox:bench true" ;;
+        exec) title="exec bench-exec true" ;;
+        ps) title="ps -a ($NCONT containers, $NRUNNING running)" ;;
+    esac
+    echo
+    echo "[$s] $title"
+    printf '  %-8s %12s %12s %12s %10s\n' engine "median ms" "mean ms" "stddev ms" "vs berth"
+    b=$(jget "$OUT/$s.json" berth median)
+    for e in "${ENGINES[@]}"; do
+        m=$(jget "$OUT/$s.json" "$e" median)
+        MED[$s,$e]=$m
+        if [[ -z $m ]]; then
+            printf '  %-8s %12s\n' "$e" "n/a"
+            continue
+        fi
+        r="1.0x"
+        [[ $e == berth ]] || r=$(ratio "$m" "$b")
+        printf '  %-8s %12s %12s %12s %10s\n' "$e" "$m" "$(jget "$OUT/$s.json" "$e" mean)" \
+            "$(jget "$OUT/$s.json" "$e" stddev)" "$r"
+    done
+done
+echo
+echo "[rss] resident memory of the per-container process (KiB)"
+for e in "${ENGINES[@]}"; do
+    if [[ -n ${RSS[$e]:-} ]]; then
+        r="1.0x"
+        [[ $e == berth ]] || r=$(ratio "${RSS[$e]}" "${RSS[berth]:-}")
+        printf '  %-8s %8s KiB %8s   (%s)\n' "$e" "${RSS[$e]}" "$r" "${RSSPROC[$e]}"
+    else
+        printf '  %-8s %8s\n' "$e" "n/a"
+    fi
+done
+[[ -n $EXEC_MON_RSS ]] && echo "  (berth-monitor of bench-exec after all the exec runs: $EXEC_MON_RSS)"
+((HAVE_DOCKER)) && echo "  (docker also keeps dockerd + containerd resident; not counted)"
+
+# Targets
+PASSN=0 FAILN=0 SKIPN=0
+verdict() { # DESCRIPTION VALUE OP LIMIT
+    local desc=$1 val=$2 op=$3 lim=$4 ok
+    if [[ -z $val ]]; then
+        printf '  %-58s %14s  SKIP\n' "$desc" "n/a"; SKIPN=$((SKIPN + 1)); return
+    fi
+    ok=$(awk -v v="$val" -v l="$lim" -v op="$op" 'BEGIN { print (op == "<=" ? v <= l : v >= l) ? 1 : 0 }')
+    if ((ok)); then
+        printf '  %-58s %14s  PASS\n' "$desc" "$val"; PASSN=$((PASSN + 1))
+    else
+        printf '  %-58s %14s  FAIL\n' "$desc" "$val"; FAILN=$((FAILN + 1))
+    fi
+}
+echo
+echo "Targets (2-core machine):"
+verdict "berth run --rm --network none IMG true: median <= ${T_RUN_MS} ms" "${MED[run,berth]:-}" "<=" "$T_RUN_MS"
+run_ratio=""
+if [[ -n ${MED[run,berth]:-} && -n ${MED[run,docker]:-} ]]; then
+    run_ratio=$(awk -v a="${MED[run,docker]}" -v b="${MED[run,berth]}" 'BEGIN { printf "%.1f", a / b }')
+fi
+verdict "berth run >= ${T_RUN_RATIO}x faster than docker run (docker/berth)" "$run_ratio" ">=" "$T_RUN_RATIO"
+verdict "berth exec CTR true: median <= ${T_EXEC_MS} ms" "${MED[exec,berth]:-}" "<=" "$T_EXEC_MS"
+verdict "berth-monitor RSS <= ${T_RSS_KIB} KiB" "${RSS[berth]:-}" "<=" "$T_RSS_KIB"
+verdict "berth ps -a with $NCONT containers: median <= ${T_PS_MS} ms" "${MED[ps,berth]:-}" "<=" "$T_PS_MS"
+echo "  targets: $PASSN PASS, $FAILN FAIL, $SKIPN SKIP"
+if ((${#FAILED_CMDS[@]})); then
+    echo
+    echo "Commands that failed and were left out:"
+    printf '  %s\n' "${FAILED_CMDS[@]}"
+fi
+echo
+echo "hyperfine JSON: $OUT/{run,exec,ps}.json"
+exit 0

@@ -1,0 +1,249 @@
+//! Isolation from the inside: what a container can see and do by default, and what the
+//! flags change.
+
+mod common;
+use common::Berth;
+
+#[test]
+fn container_sees_only_its_own_processes_hostname_and_loopback() {
+    require_root!();
+    let b = Berth::with_busybox();
+    let out = b.sh(&["--hostname", "inner"], "ps -o pid,comm | tail -n +2 | wc -l; hostname; ls /sys/class/net; cat /proc/1/cmdline | tr '\\0' ' '");
+    let lines: Vec<&str> = out.lines().collect();
+    // sh, ps, tail and wc: nothing of the host's.
+    assert_eq!(lines[0].trim(), "4", "{out}");
+    assert_eq!(lines[1], "inner");
+    assert_eq!(lines[2], "lo");
+    assert!(lines[3].starts_with("sh -c"), "{out}");
+    // loopback works with --network none
+    let ping = b.sh(&[], "ping -c 1 -W 1 127.0.0.1 >/dev/null && echo up");
+    assert_eq!(ping, "up\n");
+    // the default hostname is the short id
+    let id = b
+        .ok(&["run", "-d", "busybox:test", "sleep", "30"])
+        .trim()
+        .to_string();
+    assert_eq!(b.ok(&["exec", &id, "hostname"]).trim(), &id[..12]);
+}
+
+#[test]
+fn container_cannot_read_host_files_or_mount() {
+    require_root!();
+    let b = Berth::with_busybox();
+    let secret = b.dir.path().join("host-secret");
+    std::fs::write(&secret, "do not leak").unwrap();
+    let script = format!("cat {} 2>&1; ls /root; mount -t tmpfs none /tmp 2>&1 && echo MOUNTED; echo 1 > /proc/sysrq-trigger 2>&1; cat /proc/kcore 2>&1 | head -c 10 | wc -c", secret.display());
+    let out = b.sh(&[], &script);
+    assert!(!out.contains("do not leak"), "{out}");
+    assert!(!out.contains("MOUNTED"), "{out}");
+    assert!(out.trim_end().ends_with('0'), "kcore must be masked: {out}");
+    // /sys and the cgroup hierarchies are read-only.
+    let out = b.sh(&[], "touch /sys/x 2>&1; for f in /sys/fs/cgroup/*/; do touch $f/x 2>/dev/null && echo WROTE $f; done; echo done");
+    assert!(out.contains("Read-only"), "{out}");
+    assert!(!out.contains("WROTE"), "{out}");
+}
+
+#[test]
+fn default_capabilities_are_dockers_and_flags_change_them() {
+    require_root!();
+    let b = Berth::with_busybox();
+    let caps = |extra: &[&str]| {
+        u64::from_str_radix(
+            b.sh(extra, "grep CapEff /proc/self/status | cut -f2")
+                .trim(),
+            16,
+        )
+        .unwrap()
+    };
+    // Docker's default set: chown dac_override fowner fsetid kill setgid setuid setpcap
+    // net_bind_service net_raw sys_chroot mknod audit_write setfcap.
+    assert_eq!(caps(&[]), 0xa80425fb);
+    let with_admin = caps(&["--cap-add", "NET_ADMIN"]);
+    assert_eq!(with_admin, 0xa80425fb | (1 << 12));
+    assert_eq!(caps(&["--cap-drop", "CHOWN"]), 0xa80425fb & !1);
+    assert_eq!(caps(&["--cap-drop", "ALL"]), 0);
+    // --privileged: every capability the host has (an outer sandbox may withhold some).
+    let host_bnd = std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("CapBnd:")
+                .map(|v| u64::from_str_radix(v.trim(), 16).unwrap())
+        })
+        .unwrap();
+    assert_eq!(caps(&["--privileged"]), host_bnd & 0x1ffffffffff);
+    let (code, err) = b.fails(&[
+        "run",
+        "--rm",
+        "--cap-add",
+        "NOT_A_CAP",
+        "busybox:test",
+        "true",
+    ]);
+    assert_eq!(code, 125);
+    assert!(err.contains("unknown capability"), "{err}");
+}
+
+#[test]
+fn seccomp_blocks_what_dockers_profile_blocks() {
+    require_root!();
+    let b = Berth::with_busybox();
+    // unshare(CLONE_NEWUTS) needs CAP_SYS_ADMIN *and* is filtered; with CAP_SYS_ADMIN added
+    // the filter still decides: Docker allows unshare only with CAP_SYS_ADMIN.
+    let filtered = b.sh(&[], "grep Seccomp: /proc/self/status");
+    assert!(
+        filtered.contains('2'),
+        "seccomp filter mode expected: {filtered}"
+    );
+    let unconfined = b.sh(
+        &["--security-opt", "seccomp=unconfined"],
+        "grep Seccomp: /proc/self/status",
+    );
+    assert!(unconfined.contains('0'), "{unconfined}");
+    // With CAP_SYS_ADMIN but the default profile, mount is allowed by the profile...
+    let out = b.sh(
+        &["--cap-add", "SYS_ADMIN"],
+        "mount -t tmpfs none /tmp && echo mounted",
+    );
+    assert_eq!(out, "mounted\n");
+    // ...but keyctl-style syscalls stay blocked: `unshare -U` (user namespaces need
+    // CAP_SYS_ADMIN in Docker's profile) fails without it.
+    let out = b.sh(&[], "unshare -U true 2>&1; echo rc=$?");
+    assert!(
+        out.contains("rc=1") || out.contains("Operation not permitted"),
+        "{out}"
+    );
+    // A custom profile that denies mkdir.
+    let prof = b.dir.path().join("deny-mkdir.json");
+    std::fs::write(&prof, r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["mkdir","mkdirat"],"action":"SCMP_ACT_ERRNO"}]}"#).unwrap();
+    let out = b.sh(
+        &["--security-opt", &format!("seccomp={}", prof.display())],
+        "mkdir /tmp/x 2>&1; echo rc=$?",
+    );
+    assert!(out.contains("rc=1"), "{out}");
+    let out = b.sh(
+        &["--security-opt", "no-new-privileges"],
+        "grep NoNewPrivs /proc/self/status",
+    );
+    assert!(out.contains('1'), "{out}");
+}
+
+#[test]
+fn memory_limit_is_the_one_set_and_oom_kill_is_reported() {
+    require_root!();
+    let b = Berth::with_busybox();
+    let out = b.sh(&["-m", "32m"], "cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max");
+    assert_eq!(out.trim(), (32u64 << 20).to_string());
+    // An allocation past the limit is OOM-killed.
+    b.run(&[
+        "run",
+        "--name",
+        "hog",
+        "-m",
+        "16m",
+        "--memory-swap",
+        "16m",
+        "busybox:test",
+        "sh",
+        "-c",
+        "tail /dev/zero",
+    ]);
+    assert_eq!(
+        b.inspect("hog", "{{.State.OOMKilled}} {{.State.ExitCode}}"),
+        "true 137"
+    );
+}
+
+#[test]
+fn cpu_and_pids_limits_and_ulimits_are_applied() {
+    require_root!();
+    let b = Berth::with_busybox();
+    let out = b.sh(&["--cpus", "0.5", "--cpu-shares", "512", "--pids-limit", "20", "--cpuset-cpus", "0"],
+        "cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us /sys/fs/cgroup/cpu/cpu.shares /sys/fs/cgroup/pids/pids.max /sys/fs/cgroup/cpuset/cpuset.cpus 2>/dev/null || cat /sys/fs/cgroup/cpu.max /sys/fs/cgroup/pids.max");
+    let v: Vec<&str> = out.lines().collect();
+    assert_eq!(v, ["50000", "512", "20", "0"], "{out}");
+    let out = b.sh(&["--ulimit", "nofile=512:1024"], "ulimit -n; ulimit -Hn");
+    assert_eq!(out, "512\n1024\n");
+    assert_eq!(
+        b.fails(&["run", "--rm", "--ulimit", "bogus=1", "busybox:test", "true"])
+            .0,
+        125
+    );
+}
+
+#[test]
+fn read_only_root_with_writable_tmpfs_and_shm_size() {
+    require_root!();
+    let b = Berth::with_busybox();
+    let out = b.sh(
+        &[
+            "--read-only",
+            "--tmpfs",
+            "/scratch:size=1m",
+            "--shm-size",
+            "8m",
+        ],
+        "touch /root/x 2>&1; touch /scratch/ok && echo tmpfs-ok; df -k /dev/shm | tail -1",
+    );
+    assert!(out.contains("Read-only file system"), "{out}");
+    assert!(out.contains("tmpfs-ok"), "{out}");
+    assert!(out.contains("8192"), "{out}");
+}
+
+#[test]
+fn user_flag_resolves_names_and_numbers_from_the_image() {
+    require_root!();
+    let b = Berth::with_busybox();
+    assert_eq!(
+        b.sh(&["-u", "web"], "id -u; id -g; id -G; echo $HOME"),
+        "33\n33\n33 50\n/var/www\n"
+    );
+    assert_eq!(b.sh(&["-u", "1234:5678"], "id -u; id -g"), "1234\n5678\n");
+    let (code, err) = b.fails(&["run", "--rm", "-u", "nobody-such", "busybox:test", "true"]);
+    assert_eq!(code, 125);
+    assert!(err.contains("unable to find user nobody-such"), "{err}");
+}
+
+#[test]
+fn network_host_shares_the_hosts_interfaces() {
+    require_root!();
+    let b = Berth::with_busybox();
+    let inside = b.sh(&["--network", "host"], "ls /sys/class/net | sort");
+    let mut host: Vec<String> = std::fs::read_dir("/sys/class/net")
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    host.sort();
+    assert_eq!(inside.lines().collect::<Vec<_>>(), host);
+    let (code, err) = b.fails(&["run", "--rm", "--network", "bridge", "busybox:test", "true"]);
+    assert_eq!(code, 125);
+    assert!(err.contains("not available yet"), "{err}");
+    assert!(b
+        .fails(&["run", "--rm", "-p", "8080:80", "busybox:test", "true"])
+        .1
+        .contains("not"));
+}
+
+#[test]
+fn init_flag_runs_an_init_as_pid_1_when_one_is_installed() {
+    require_root!();
+    let b = Berth::with_busybox();
+    let have_init = ["tini-static", "docker-init", "berth-init"]
+        .iter()
+        .any(|n| {
+            std::process::Command::new("sh")
+                .args(["-c", &format!("command -v {n}")])
+                .output()
+                .map(|o| o.status.success())
+                .unwrap_or(false)
+        });
+    if !have_init {
+        let (code, err) = b.fails(&["run", "--rm", "--init", "busybox:test", "true"]);
+        assert_eq!(code, 125);
+        assert!(err.contains("--init needs"), "{err}");
+        eprintln!("skipped the positive half: no tini-static/docker-init installed");
+        return;
+    }
+    let out = b.sh(&["--init"], "cat /proc/1/cmdline | tr '\\0' ' '");
+    assert!(out.starts_with("/sbin/docker-init"), "{out}");
+}
