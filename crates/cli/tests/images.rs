@@ -44,7 +44,7 @@ fn docker_archive(tag: &str, layers: &[Vec<u8>], cmd: &[&str]) -> Vec<u8> {
     let config_bytes = serde_json::to_vec(&config).unwrap();
     let config_name = format!("{}.json", sha(&config_bytes));
     let mut b = tar::Builder::new(Vec::new());
-    let mut add = |b: &mut tar::Builder<Vec<u8>>, name: &str, data: &[u8]| {
+    let add = |b: &mut tar::Builder<Vec<u8>>, name: &str, data: &[u8]| {
         let mut h = tar::Header::new_gnu();
         h.set_size(data.len() as u64);
         h.set_mode(0o644);
