@@ -922,6 +922,11 @@ impl Engine {
                 }
             }
         }
+        if let Err(e) =
+            sys::remove_cgroup(Path::new("/sys/fs/cgroup"), &format!("/berth/{}", rec.id))
+        {
+            errors.push(format!("removing the cgroup of {}: {e}", rec.id));
+        }
         if let Err(e) = self
             .db
             .execute("DELETE FROM containers WHERE id = ?1", [&rec.id])

@@ -529,6 +529,7 @@ impl Monitor {
 
     fn cleanup_runtime(&mut self) {
         let _ = self.rt.delete(&self.cfg.id, true);
+        let _ = sys::remove_cgroup(Path::new("/sys/fs/cgroup"), &self.cfg.cgroup);
         let _ = fs::remove_file(attach::socket_path(&self.run_root, &self.cfg.id));
     }
 

@@ -18,10 +18,10 @@ pub fn process_start_time(pid: i32) -> Option<u64> {
     rest.split(' ').nth(19)?.parse().ok()
 }
 
-/// Is `pid` alive and the same process as recorded (start time matches)?
+/// Is `pid` alive (not a zombie) and the same process as recorded (start time matches)?
 pub fn process_alive(pid: i32, start: u64) -> bool {
     match process_start_time(pid) {
-        Some(t) => start == 0 || t == start,
+        Some(t) => (start == 0 || t == start) && !process_is_zombie(pid),
         None => false,
     }
 }
@@ -214,6 +214,42 @@ pub fn cgroup_readonly_paths() -> Vec<String> {
     out
 }
 
+/// Removes a container's cgroup (`rel`, e.g. `/berth/<id>`) from the v2 tree and every v1
+/// hierarchy under `cgroup_root`. Empty cgroups only: a busy one (EBUSY) is retried
+/// briefly while its last processes exit. Missing is fine.
+pub fn remove_cgroup(cgroup_root: &Path, rel: &str) -> std::io::Result<()> {
+    let rel = rel.trim_start_matches('/');
+    let mut dirs = vec![cgroup_root.join(rel)];
+    if let Ok(rd) = std::fs::read_dir(cgroup_root) {
+        for e in rd.flatten() {
+            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                dirs.push(e.path().join(rel));
+            }
+        }
+    }
+    let mut last_err = None;
+    for d in dirs {
+        for attempt in 0..50 {
+            match std::fs::remove_dir(&d) {
+                Ok(()) => break,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) && attempt < 49 => {
+                    std::thread::sleep(std::time::Duration::from_millis(10))
+                }
+                Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => break,
+                Err(e) => {
+                    last_err = Some(e);
+                    break;
+                }
+            }
+        }
+    }
+    match last_err {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -244,6 +280,21 @@ mod tests {
         .unwrap();
         assert!(oom_killed(&v1, "berth/c2"));
         assert!(!oom_killed(&v1, "berth/none"));
+    }
+
+    #[test]
+    fn cgroups_are_removed_from_every_hierarchy() {
+        let d = tempfile::tempdir().unwrap();
+        for h in ["memory", "pids", "cpu"] {
+            std::fs::create_dir_all(d.path().join(h).join("berth/c1")).unwrap();
+        }
+        std::fs::create_dir_all(d.path().join("berth/c1")).unwrap();
+        remove_cgroup(d.path(), "/berth/c1").unwrap();
+        for h in ["memory", "pids", "cpu"] {
+            assert!(!d.path().join(h).join("berth/c1").exists());
+        }
+        assert!(!d.path().join("berth/c1").exists());
+        remove_cgroup(d.path(), "/berth/c1").unwrap();
     }
 
     #[test]
