@@ -1,0 +1,743 @@
+//! Interop with the real peers from Debian, as root: the archive `berth save` writes loads
+//! into skopeo, podman and a private dockerd, and the archives they save load back into a
+//! fresh berth store and run; podman drives `berth-runtime`, and berth drives runc and crun.
+//!
+//! Nothing is pulled: every image starts as berth's `busybox:test`. Each test skips with a
+//! printed reason when its peer is missing (`apt-get install skopeo podman docker.io runc
+//! crun`), keeps the peer's state in its own temp dir, and cleans up on drop even when it
+//! fails. dockerd runs in a private mount namespace with tmpfs over `/run`, `/opt` and
+//! `/etc/docker`, so neither its mounts nor the files it insists on writing there
+//! (`key.json`, `/run/docker/plugins`, containerd's `/opt/containerd`) reach the host.
+//! skopeo and podman still share the host's blob-info cache
+//! (`/var/lib/containers/cache`), as every user of them does.
+
+mod common;
+use common::{berth_bin, Berth};
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// Evaluates to the peer binary's path, or skips the calling test with the package to
+/// install.
+macro_rules! require_peer {
+    ($name:expr, $package:expr) => {
+        match find_binary($name) {
+            Some(path) => path,
+            None => {
+                eprintln!("skipped: needs {} (apt-get install {})", $name, $package);
+                return;
+            }
+        }
+    };
+}
+
+/// A peer binary from PATH or the sbin dirs (a test's PATH may lack them).
+fn find_binary(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let fallback = ["/usr/local/sbin", "/usr/sbin", "/sbin", "/usr/bin", "/bin"];
+    std::env::split_paths(&path)
+        .chain(fallback.iter().map(PathBuf::from))
+        .map(|dir| dir.join(name))
+        .find(|p| is_executable(p))
+}
+
+fn is_executable(path: &Path) -> bool {
+    std::fs::metadata(path)
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
+}
+
+fn in_ci() -> bool {
+    std::env::var_os("CI").is_some_and(|v| !v.is_empty())
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn path_str(path: &Path) -> &str {
+    path.to_str().expect("temp paths are UTF-8")
+}
+
+/// Runs `cmd` (stdin closed) and returns its output.
+fn output(cmd: &mut Command) -> Output {
+    cmd.stdin(Stdio::null());
+    cmd.output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
+}
+
+/// Runs `cmd`, asserts it succeeded, and returns its stdout.
+fn check(cmd: &mut Command) -> String {
+    let out = output(cmd);
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({:?}):\nstdout: {}\nstderr: {}",
+        out.status.code(),
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
+
+/// Unmounts (lazily, deepest first) everything mounted at or below `base`.
+fn unmount_below(base: &Path) {
+    let Ok(mounts) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return;
+    };
+    let mut points: Vec<PathBuf> = mounts
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(PathBuf::from)
+        .filter(|m| m.starts_with(base))
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.as_os_str().len()));
+    for p in points {
+        let _ = nix::mount::umount2(&p, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+/// A temp dir for archives and a peer's state; on drop whatever is mounted below it is
+/// detached before the dir is removed.
+struct Scratch {
+    dir: tempfile::TempDir,
+}
+
+impl Scratch {
+    fn new(prefix: &str) -> Scratch {
+        let dir = tempfile::Builder::new()
+            .prefix(prefix)
+            .tempdir_in("/tmp")
+            .expect("temp dir in /tmp");
+        Scratch { dir }
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// A subdirectory, created.
+    fn subdir(&self, rel: &str) -> PathBuf {
+        let p = self.path(rel);
+        std::fs::create_dir_all(&p).expect("create scratch subdir");
+        p
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        unmount_below(self.dir.path());
+    }
+}
+
+/// `berth save busybox:test` from `b` into `dir/name`; returns the archive's path.
+fn save_busybox(b: &Berth, dir: &Scratch, name: &str) -> PathBuf {
+    let archive = dir.path(name);
+    b.ok(&["save", "-o", path_str(&archive), "busybox:test"]);
+    archive
+}
+
+/// What identifies an image across engines: its config digest (the image ID) and its
+/// layer diff IDs.
+#[derive(Debug, PartialEq)]
+struct Identity {
+    id: String,
+    layers: Vec<String>,
+}
+
+fn berth_identity(b: &Berth, image: &str) -> Identity {
+    let layers = b.inspect(image, "{{json .RootFS.Layers}}");
+    Identity {
+        id: b.inspect(image, "{{.Id}}"),
+        layers: serde_json::from_str(&layers).expect("RootFS.Layers is a JSON list"),
+    }
+}
+
+/// Loads `archive` into a fresh berth store, checks the image kept `want`'s identity and
+/// runs it; returns the store.
+fn load_into_fresh_berth(archive: &Path, image: &str, want: &Identity) -> Berth {
+    let b = Berth::new();
+    let loaded = b.ok(&["load", "-i", path_str(archive)]);
+    assert!(loaded.contains(image), "berth load printed {loaded:?}");
+    assert_eq!(&berth_identity(&b, image), want, "{image} changed identity");
+    let out = b.ok(&["run", "--rm", image, "echo", "round trip ok"]);
+    assert_eq!(out, "round trip ok\n");
+    b
+}
+
+// ---------------------------------------------------------------------------------------
+// skopeo
+
+#[test]
+fn skopeo_reads_berths_archive_and_berth_loads_and_runs_skopeos_oci_archive() {
+    require_root!();
+    let skopeo = require_peer!("skopeo", "skopeo");
+    let b = Berth::with_busybox();
+    let want = berth_identity(&b, "busybox:test");
+    let dir = Scratch::new("it-skopeo");
+    let saved = save_busybox(&b, &dir, "saved.tar");
+
+    // berth's archive is both a docker-archive (manifest.json) and an OCI layout
+    // (index.json): skopeo must read each half to the same image.
+    for transport in ["docker-archive", "oci-archive"] {
+        let reference = format!("{transport}:{}", saved.display());
+        let info = check(Command::new(&skopeo).args(["inspect", &reference]));
+        let info: serde_json::Value = serde_json::from_str(&info).expect("skopeo inspect JSON");
+        assert_eq!(info["Os"], "linux", "{transport}: {info}");
+        let layers: Vec<String> =
+            serde_json::from_value(info["Layers"].clone()).expect("Layers is a list");
+        assert_eq!(layers, want.layers, "{transport}: skopeo saw other layers");
+        let raw = check(Command::new(&skopeo).args(["inspect", "--raw", &reference]));
+        let manifest: serde_json::Value = serde_json::from_str(&raw).expect("manifest JSON");
+        assert_eq!(
+            manifest["config"]["digest"], want.id,
+            "{transport}: skopeo saw another config: {manifest}"
+        );
+    }
+
+    // skopeo rewrites the image as a compressed OCI archive under a new name.
+    let oci = dir.path("skopeo-oci.tar");
+    check(Command::new(&skopeo).args([
+        "copy",
+        "--quiet",
+        &format!("docker-archive:{}", saved.display()),
+        &format!("oci-archive:{}:busybox:oci", oci.display()),
+    ]));
+    load_into_fresh_berth(&oci, "busybox:oci", &want);
+}
+
+// ---------------------------------------------------------------------------------------
+// podman
+
+/// A podman whose storage, run state, tmp files and network config all live in a temp dir.
+struct Podman {
+    bin: PathBuf,
+    dir: Scratch,
+}
+
+impl Podman {
+    fn new(bin: PathBuf) -> Podman {
+        let dir = Scratch::new("it-podman");
+        dir.subdir("tmp");
+        dir.subdir("networks");
+        Podman { bin, dir }
+    }
+
+    fn cmd(&self) -> Command {
+        let mut c = Command::new(&self.bin);
+        c.arg("--root")
+            .arg(self.dir.path("root"))
+            .arg("--runroot")
+            .arg(self.dir.path("run"))
+            .arg("--tmpdir")
+            .arg(self.dir.path("tmp"))
+            .arg("--network-config-dir")
+            .arg(self.dir.path("networks"))
+            .args(["--storage-driver", "vfs"])
+            .args(["--events-backend", "none"])
+            .args(["--cgroup-manager", "cgroupfs"])
+            .env("TMPDIR", self.dir.path("tmp"));
+        c
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        check(self.cmd().args(args))
+    }
+
+    /// `podman run --rm --network none` with limits this host allows, and `runtime`.
+    fn run_cmd(&self, runtime: Option<&Path>) -> Command {
+        let mut c = self.cmd();
+        c.args(["run", "--rm", "--network", "none"]);
+        c.args(podman_ulimits());
+        if let Some(r) = runtime {
+            c.arg("--runtime").arg(r);
+        }
+        c
+    }
+}
+
+impl Drop for Podman {
+    fn drop(&mut self) {
+        // Containers a failed test left behind, with their conmon; then Scratch unmounts.
+        let _ = output(self.cmd().args(["rm", "--all", "--force", "--time", "0"]));
+    }
+}
+
+/// `--ulimit` flags no higher than this process's hard limits. Podman asks the runtime for
+/// nofile 1048576 and nproc 4194304 when run as root, which fails (EPERM) where
+/// CAP_SYS_RESOURCE is missing, as in some CI sandboxes; podman also lowers its own nproc
+/// limit to 32768 when it starts, so ask for no more than that.
+fn podman_ulimits() -> Vec<String> {
+    use nix::sys::resource::{getrlimit, Resource};
+    let hard = |r| getrlimit(r).map(|(_, hard)| hard).unwrap_or(1024);
+    let nofile = hard(Resource::RLIMIT_NOFILE).min(1 << 20);
+    let nproc = hard(Resource::RLIMIT_NPROC).min(32768);
+    vec![
+        "--ulimit".into(),
+        format!("nofile={nofile}:{nofile}"),
+        "--ulimit".into(),
+        format!("nproc={nproc}:{nproc}"),
+    ]
+}
+
+/// Podman's default runtime on Debian is crun, which refuses hybrid cgroup hosts (see
+/// `crun_refuses_this_host`); runc runs everywhere, so prefer it when it is installed.
+fn podman_default_runtime() -> Option<PathBuf> {
+    find_binary("runc")
+}
+
+#[test]
+fn podman_loads_berths_archive_and_berth_loads_podmans_docker_and_oci_archives() {
+    require_root!();
+    let podman = Podman::new(require_peer!("podman", "podman"));
+    let b = Berth::with_busybox();
+    let want = berth_identity(&b, "busybox:test");
+    let saved = save_busybox(&b, &podman.dir, "saved.tar");
+
+    let loaded = podman.ok(&["load", "--quiet", "-i", path_str(&saved)]);
+    assert!(loaded.contains("busybox:test"), "podman load: {loaded}");
+    let images = podman.ok(&["images", "--format", "{{.Repository}}:{{.Tag}} {{.ID}}"]);
+    let short_id = &want.id.trim_start_matches("sha256:")[..12];
+    assert!(
+        images.contains(&format!("docker.io/library/busybox:test {short_id}")),
+        "podman images: {images}"
+    );
+
+    for format in ["docker-archive", "oci-archive"] {
+        let archive = podman.dir.path(&format!("podman-{format}.tar"));
+        podman.ok(&[
+            "save",
+            "--quiet",
+            "--format",
+            format,
+            "-o",
+            path_str(&archive),
+            "busybox:test",
+        ]);
+        load_into_fresh_berth(&archive, "busybox:test", &want);
+    }
+
+    // Podman running berth's image shows the image config is usable by another engine.
+    // Whether podman can run containers at all depends on the host, so a failure here is
+    // reported, not asserted.
+    let out = output(podman.run_cmd(podman_default_runtime().as_deref()).args([
+        "busybox:test",
+        "echo",
+        "hi from podman",
+    ]));
+    if out.status.success() {
+        assert_eq!(text(&out.stdout), "hi from podman\n");
+    } else {
+        eprintln!(
+            "note: podman cannot run containers here, so berth's image was not run by it: {}",
+            text(&out.stderr).trim()
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// dockerd
+
+/// The docker client: Debian's, which matches its dockerd, ahead of any other in PATH.
+fn docker_client() -> Option<PathBuf> {
+    let debian = PathBuf::from("/usr/bin/docker");
+    if is_executable(&debian) {
+        return Some(debian);
+    }
+    find_binary("docker")
+}
+
+/// Runs in the fresh mount namespace before dockerd: tmpfs over the host paths dockerd and
+/// its containerd write to whatever flags they are given.
+const DOCKERD_PRELUDE: &str = r#"set -e
+for d in /run /opt /etc/docker; do
+    if [ -d "$d" ]; then mount -t tmpfs -o mode=755 berth-interop "$d"; fi
+done
+exec "$@"
+"#;
+
+/// A dockerd of our own: data, exec root, socket and config in a temp dir, no bridge, no
+/// iptables, no IP forwarding, vfs storage, in a private mount namespace.
+struct Dockerd {
+    child: Child,
+    client: PathBuf,
+    host: String,
+    log: PathBuf,
+    dir: Scratch,
+}
+
+impl Dockerd {
+    /// Starts dockerd and waits (up to 60 s) until it answers; on failure returns why,
+    /// with its log.
+    fn start(dockerd: &Path, unshare: &Path, client: PathBuf) -> Result<Dockerd, String> {
+        let dir = Scratch::new("it-docker");
+        let config = dir.path("daemon.json");
+        std::fs::write(&config, "{}\n").expect("write daemon.json");
+        dir.subdir("client");
+        let log = dir.path("dockerd.log");
+        let log_file = std::fs::File::create(&log).expect("create dockerd log");
+        let host = format!("unix://{}", dir.path("docker.sock").display());
+        let child = Command::new(unshare)
+            .args(["--mount", "--propagation", "private", "--", "sh", "-c"])
+            .arg(DOCKERD_PRELUDE)
+            .arg("sh")
+            .arg(dockerd)
+            .arg("--config-file")
+            .arg(&config)
+            .arg("--data-root")
+            .arg(dir.path("data"))
+            .arg("--exec-root")
+            .arg(dir.path("exec"))
+            .arg("--pidfile")
+            .arg(dir.path("dockerd.pid"))
+            .args(["-H", &host])
+            .args(["--bridge", "none"])
+            .args(["--iptables=false", "--ip6tables=false"])
+            .args(["--ip-forward=false", "--ip-masq=false"])
+            .args(["--storage-driver", "vfs"])
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone().expect("dup log"))
+            .stderr(log_file)
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", dockerd.display()))?;
+        let mut d = Dockerd {
+            child,
+            client,
+            host,
+            log,
+            dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(Some(status)) = d.child.try_wait() {
+                return Err(format!("dockerd exited ({status}):\n{}", d.log_tail(60)));
+            }
+            let mut info = d.cmd();
+            info.args(["info", "--format", "{{.ServerVersion}}"]);
+            if let Some(out) = output_within(&mut info, Duration::from_secs(10)) {
+                if out.status.success() {
+                    return Ok(d);
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "dockerd did not answer within 60 s:\n{}",
+                    d.log_tail(60)
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// The docker client, pointed at this daemon and kept away from `~/.docker`.
+    fn cmd(&self) -> Command {
+        let mut c = Command::new(&self.client);
+        c.args(["-H", &self.host])
+            .env("DOCKER_CONFIG", self.dir.path("client"))
+            .env_remove("DOCKER_HOST")
+            .env_remove("DOCKER_CONTEXT")
+            .env_remove("DOCKER_TLS_VERIFY")
+            .env_remove("DOCKER_CERT_PATH");
+        c
+    }
+
+    /// Runs the client and asserts success (with the daemon's log on failure).
+    fn ok(&self, args: &[&str]) -> String {
+        let out = output(self.cmd().args(args));
+        assert!(
+            out.status.success(),
+            "docker {args:?} failed ({:?}):\nstdout: {}\nstderr: {}\ndockerd log:\n{}",
+            out.status.code(),
+            text(&out.stdout),
+            text(&out.stderr),
+            self.log_tail(40)
+        );
+        text(&out.stdout)
+    }
+
+    fn log_tail(&self, lines: usize) -> String {
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let all: Vec<&str> = log.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// The managed containerd dockerd started, if it is still running.
+    fn containerd_pid(&self) -> Option<nix::unistd::Pid> {
+        let file = self.dir.path("exec/containerd/containerd.pid");
+        let pid: i32 = std::fs::read_to_string(file).ok()?.trim().parse().ok()?;
+        // Only ours: its command line names our exec root.
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        let ours = text(&cmdline).contains(path_str(self.dir.dir.path()));
+        ours.then(|| nix::unistd::Pid::from_raw(pid))
+    }
+}
+
+impl Drop for Dockerd {
+    fn drop(&mut self) {
+        use nix::sys::signal::{kill, Signal};
+        let containerd = self.containerd_pid();
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = kill(pid, Signal::SIGTERM);
+        if !wait_child(&mut self.child, Duration::from_secs(20)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        // dockerd stops its containerd on SIGTERM, not when killed.
+        if let Some(c) = containerd {
+            let gone = |c| kill(c, None).is_err();
+            let _ = kill(c, Signal::SIGTERM);
+            if !common::eventually(10, || gone(c)) {
+                let _ = kill(c, Signal::SIGKILL);
+            }
+        }
+        // The mount namespace, and every mount in it, went with its last process; the
+        // temp dir is removed when `dir` drops.
+    }
+}
+
+/// Waits up to `limit` for `child` to exit; false if it is still running.
+fn wait_child(child: &mut Child, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+/// Runs `cmd` with a deadline: None (after killing it) if it takes longer than `limit`.
+fn output_within(cmd: &mut Command, limit: Duration) -> Option<Output> {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .ok()?;
+    if !wait_child(&mut child, limit) {
+        let _ = child.kill();
+        let _ = child.wait();
+        return None;
+    }
+    child.wait_with_output().ok()
+}
+
+#[test]
+fn dockerd_loads_berths_archive_and_berth_loads_and_runs_dockers_save() {
+    require_root!();
+    let dockerd = require_peer!("dockerd", "docker.io");
+    let unshare = require_peer!("unshare", "util-linux");
+    let Some(client) = docker_client() else {
+        eprintln!("skipped: needs the docker client (apt-get install docker.io)");
+        return;
+    };
+    let d = match Dockerd::start(&dockerd, &unshare, client) {
+        Ok(d) => d,
+        Err(why) if in_ci() => panic!("private dockerd did not start: {why}"),
+        Err(why) => {
+            eprintln!("skipped: private dockerd did not start (a failure when CI is set): {why}");
+            return;
+        }
+    };
+    let b = Berth::with_busybox();
+    let want = berth_identity(&b, "busybox:test");
+    let saved = save_busybox(&b, &d.dir, "saved.tar");
+
+    let loaded = d.ok(&["load", "-i", path_str(&saved)]);
+    assert!(loaded.contains("busybox:test"), "docker load: {loaded}");
+    let seen = d.ok(&[
+        "image",
+        "inspect",
+        "-f",
+        "{{.Id}} {{json .RootFS.Layers}} {{json .Config.Cmd}} {{.Os}}",
+        "busybox:test",
+    ]);
+    let expected = format!(
+        "{} {} [\"/bin/sh\"] linux",
+        want.id,
+        serde_json::to_string(&want.layers).expect("layers to JSON")
+    );
+    assert_eq!(seen.trim(), expected, "docker sees another image");
+
+    let docker_saved = d.dir.path("docker-saved.tar");
+    d.ok(&["save", "-o", path_str(&docker_saved), "busybox:test"]);
+    load_into_fresh_berth(&docker_saved, "busybox:test", &want);
+}
+
+// ---------------------------------------------------------------------------------------
+// Runtimes: podman over berth-runtime, berth over runc and crun
+
+/// `berth-runtime`, built into the same target dir as `berth`. `cargo test -p berth-cli`
+/// does not build it (it belongs to the berth-runtime package): `cargo build` first.
+fn berth_runtime_bin() -> PathBuf {
+    berth_bin()
+        .parent()
+        .expect("berth binary has a directory")
+        .join("berth-runtime")
+}
+
+#[test]
+fn podman_runs_berths_image_with_berth_runtime() {
+    require_root!();
+    let podman = Podman::new(require_peer!("podman", "podman"));
+    let runtime = berth_runtime_bin();
+    if !is_executable(&runtime) {
+        let why = format!(
+            "{} is not built (cargo build -p berth-runtime)",
+            runtime.display()
+        );
+        assert!(!in_ci(), "{why}");
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let b = Berth::with_busybox();
+    let saved = save_busybox(&b, &podman.dir, "saved.tar");
+    podman.ok(&["load", "--quiet", "-i", path_str(&saved)]);
+    let rt = Some(runtime.as_path());
+
+    let out = check(podman.run_cmd(rt).args(["busybox:test", "echo", "hi"]));
+    assert_eq!(out, "hi\n");
+
+    // The container's exit code comes back through berth-runtime's state.
+    let out = output(
+        podman
+            .run_cmd(rt)
+            .args(["busybox:test", "sh", "-c", "exit 3"]),
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+
+    // stdin reaches the process.
+    let mut child = podman
+        .run_cmd(rt)
+        .args(["-i", "busybox:test", "busybox", "tr", "a-z", "A-Z"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn podman run -i");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().expect("piped stdin");
+        stdin.write_all(b"shout\n").expect("write to podman");
+    }
+    let out = child.wait_with_output().expect("podman run -i");
+    assert_eq!(text(&out.stdout), "SHOUT\n", "{}", text(&out.stderr));
+
+    // Detached: state, exec, kill and delete.
+    let mut detached = podman.cmd();
+    detached
+        .args(["run", "-d", "--network", "none"])
+        .args(podman_ulimits())
+        .arg("--runtime")
+        .arg(&runtime)
+        .args(["busybox:test", "busybox", "sleep", "60"]);
+    let id = check(&mut detached).trim().to_string();
+    let status = podman.ok(&["inspect", "-f", "{{.State.Status}}", &id]);
+    assert_eq!(status.trim(), "running");
+    let out = podman.ok(&["exec", &id, "busybox", "echo", "in exec"]);
+    assert_eq!(out, "in exec\n");
+    podman.ok(&["stop", "-t", "0", &id]);
+    let state = podman.ok(&[
+        "inspect",
+        "-f",
+        "{{.State.Status}} {{.State.ExitCode}}",
+        &id,
+    ]);
+    assert_eq!(state.trim(), "exited 137");
+    podman.ok(&["rm", &id]);
+}
+
+#[test]
+fn berth_runs_containers_with_runc() {
+    require_root!();
+    require_peer!("runc", "runc");
+    let b = Berth::with_busybox();
+    let out = b.ok(&[
+        "run",
+        "--rm",
+        "--runtime",
+        "runc",
+        "busybox:test",
+        "echo",
+        "hi",
+    ]);
+    assert_eq!(out, "hi\n");
+    let code = b
+        .run(&[
+            "run",
+            "--rm",
+            "--runtime",
+            "runc",
+            "busybox:test",
+            "sh",
+            "-c",
+            "exit 3",
+        ])
+        .status
+        .code();
+    assert_eq!(code, Some(3));
+
+    let id = b.ok(&[
+        "run",
+        "-d",
+        "--runtime",
+        "runc",
+        "busybox:test",
+        "busybox",
+        "sleep",
+        "60",
+    ]);
+    let id = id.trim();
+    assert_eq!(
+        b.ok(&["exec", id, "busybox", "echo", "in exec"]),
+        "in exec\n"
+    );
+    b.ok(&["stop", "-t", "1", id]);
+    assert_eq!(
+        b.inspect(id, "{{.State.Status}} {{.State.ExitCode}}"),
+        "exited 137"
+    );
+    b.ok(&["rm", id]);
+}
+
+/// crun refuses a cgroup v1 host whose unified (v2) hierarchy also holds controllers
+/// ("cgroups in hybrid mode not supported, drop all controllers from cgroupv2").
+fn crun_refuses_this_host() -> bool {
+    std::fs::read_to_string("/sys/fs/cgroup/unified/cgroup.controllers")
+        .is_ok_and(|c| !c.trim().is_empty())
+}
+
+#[test]
+fn berth_runs_containers_with_crun_or_passes_on_cruns_refusal() {
+    require_root!();
+    require_peer!("crun", "crun");
+    let b = Berth::with_busybox();
+    let out = b.run(&[
+        "run",
+        "--rm",
+        "--runtime",
+        "crun",
+        "busybox:test",
+        "echo",
+        "hi",
+    ]);
+    if !crun_refuses_this_host() {
+        assert!(
+            out.status.success(),
+            "berth run --runtime crun failed:\n{}",
+            text(&out.stderr)
+        );
+        assert_eq!(text(&out.stdout), "hi\n");
+        return;
+    }
+    // Here crun cannot run anything; berth must fail with crun's reason, not hide it.
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(125), "{err}");
+    assert!(
+        err.contains("hybrid mode"),
+        "berth dropped crun's error message: {err}"
+    );
+    eprintln!("skipped: crun cannot run containers on this hybrid cgroup host: {err}");
+}
