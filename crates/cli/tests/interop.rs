@@ -210,10 +210,12 @@ fn skopeo_reads_berths_archive_and_berth_loads_and_runs_skopeos_oci_archive() {
 // ---------------------------------------------------------------------------------------
 // podman
 
-/// A podman whose storage, run state, tmp files and network config all live in a temp dir.
+/// A podman whose storage, run state, tmp files and network config all live in a temp dir,
+/// and whose containers (and their conmon) live in a cgroup of their own.
 struct Podman {
     bin: PathBuf,
     dir: Scratch,
+    cgroup_parent: String,
 }
 
 impl Podman {
@@ -221,7 +223,13 @@ impl Podman {
         let dir = Scratch::new("it-podman");
         dir.subdir("tmp");
         dir.subdir("networks");
-        Podman { bin, dir }
+        let name = dir.dir.path().file_name().expect("temp dir name");
+        let cgroup_parent = format!("/berth-{}", name.to_string_lossy());
+        Podman {
+            bin,
+            dir,
+            cgroup_parent,
+        }
     }
 
     fn cmd(&self) -> Command {
@@ -245,10 +253,12 @@ impl Podman {
         check(self.cmd().args(args))
     }
 
-    /// `podman run --rm --network none` with limits this host allows, and `runtime`.
-    fn run_cmd(&self, runtime: Option<&Path>) -> Command {
+    /// `podman run MODE --network none` (MODE is `--rm` or `-d`) in our cgroup, with limits
+    /// this host allows, and `runtime`.
+    fn run_cmd(&self, mode: &str, runtime: Option<&Path>) -> Command {
         let mut c = self.cmd();
-        c.args(["run", "--rm", "--network", "none"]);
+        c.args(["run", mode, "--network", "none"]);
+        c.args(["--cgroup-parent", &self.cgroup_parent]);
         c.args(podman_ulimits());
         if let Some(r) = runtime {
             c.arg("--runtime").arg(r);
@@ -259,8 +269,33 @@ impl Podman {
 
 impl Drop for Podman {
     fn drop(&mut self) {
-        // Containers a failed test left behind, with their conmon; then Scratch unmounts.
+        // Containers a failed test left behind, with their conmon; then their cgroups.
+        // Scratch unmounts and removes the rest.
         let _ = output(self.cmd().args(["rm", "--all", "--force", "--time", "0"]));
+        remove_cgroup_tree(&self.cgroup_parent);
+    }
+}
+
+/// Removes the cgroup `path` (as `/name`) and everything below it, in every hierarchy;
+/// dirs still in use stay.
+fn remove_cgroup_tree(path: &str) {
+    fn remove(dir: &Path) {
+        if let Ok(entries) = std::fs::read_dir(dir) {
+            for e in entries.flatten() {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    remove(&e.path());
+                }
+            }
+        }
+        let _ = std::fs::remove_dir(dir);
+    }
+    let base = Path::new("/sys/fs/cgroup");
+    let rel = path.trim_start_matches('/');
+    remove(&base.join(rel));
+    if let Ok(hierarchies) = std::fs::read_dir(base) {
+        for h in hierarchies.flatten() {
+            remove(&h.path().join(rel));
+        }
     }
 }
 
@@ -321,11 +356,11 @@ fn podman_loads_berths_archive_and_berth_loads_podmans_docker_and_oci_archives()
     // Podman running berth's image shows the image config is usable by another engine.
     // Whether podman can run containers at all depends on the host, so a failure here is
     // reported, not asserted.
-    let out = output(podman.run_cmd(podman_default_runtime().as_deref()).args([
-        "busybox:test",
-        "echo",
-        "hi from podman",
-    ]));
+    let out = output(
+        podman
+            .run_cmd("--rm", podman_default_runtime().as_deref())
+            .args(["busybox:test", "echo", "hi from podman"]),
+    );
     if out.status.success() {
         assert_eq!(text(&out.stdout), "hi from podman\n");
     } else {
@@ -597,20 +632,24 @@ fn podman_runs_berths_image_with_berth_runtime() {
     podman.ok(&["load", "--quiet", "-i", path_str(&saved)]);
     let rt = Some(runtime.as_path());
 
-    let out = check(podman.run_cmd(rt).args(["busybox:test", "echo", "hi"]));
+    let out = check(
+        podman
+            .run_cmd("--rm", rt)
+            .args(["busybox:test", "echo", "hi"]),
+    );
     assert_eq!(out, "hi\n");
 
     // The container's exit code comes back through berth-runtime's state.
     let out = output(
         podman
-            .run_cmd(rt)
+            .run_cmd("--rm", rt)
             .args(["busybox:test", "sh", "-c", "exit 3"]),
     );
     assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
 
     // stdin reaches the process.
     let mut child = podman
-        .run_cmd(rt)
+        .run_cmd("--rm", rt)
         .args(["-i", "busybox:test", "busybox", "tr", "a-z", "A-Z"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -626,27 +665,20 @@ fn podman_runs_berths_image_with_berth_runtime() {
     assert_eq!(text(&out.stdout), "SHOUT\n", "{}", text(&out.stderr));
 
     // Detached: state, exec, kill and delete.
-    let mut detached = podman.cmd();
-    detached
-        .args(["run", "-d", "--network", "none"])
-        .args(podman_ulimits())
-        .arg("--runtime")
-        .arg(&runtime)
-        .args(["busybox:test", "busybox", "sleep", "60"]);
-    let id = check(&mut detached).trim().to_string();
-    let status = podman.ok(&["inspect", "-f", "{{.State.Status}}", &id]);
+    let id = check(
+        podman
+            .run_cmd("-d", rt)
+            .args(["busybox:test", "busybox", "sleep", "60"]),
+    );
+    let id = id.trim();
+    let status = podman.ok(&["inspect", "-f", "{{.State.Status}}", id]);
     assert_eq!(status.trim(), "running");
-    let out = podman.ok(&["exec", &id, "busybox", "echo", "in exec"]);
+    let out = podman.ok(&["exec", id, "busybox", "echo", "in exec"]);
     assert_eq!(out, "in exec\n");
-    podman.ok(&["stop", "-t", "0", &id]);
-    let state = podman.ok(&[
-        "inspect",
-        "-f",
-        "{{.State.Status}} {{.State.ExitCode}}",
-        &id,
-    ]);
+    podman.ok(&["stop", "-t", "0", id]);
+    let state = podman.ok(&["inspect", "-f", "{{.State.Status}} {{.State.ExitCode}}", id]);
     assert_eq!(state.trim(), "exited 137");
-    podman.ok(&["rm", &id]);
+    podman.ok(&["rm", id]);
 }
 
 #[test]

@@ -629,16 +629,16 @@ impl Engine {
                 EngineError::Invalid(format!("opening seccomp profile ({f}) failed: {e}"))
             })?;
             seccomp = Some(
-                crate::seccomp::profile_from_docker_json(&bytes, &caps, &f)
+                berth_runtime::seccomp::profile_from_docker_json(&bytes, &caps, &f)
                     .map_err(EngineError::Invalid)?,
             );
         } else if !unconfined {
-            seccomp = Some(crate::seccomp::default_profile(&caps));
+            seccomp = Some(berth_runtime::seccomp::default_profile(&caps));
         }
         if hc.runtime.is_empty() || hc.runtime == "builtin" {
             // libcontainer reads SCMP_CMP_MASKED_EQ's mask from valueTwo, runc from value.
             if let Some(s) = seccomp.as_mut() {
-                crate::seccomp::for_libcontainer(s);
+                berth_runtime::seccomp::for_libcontainer(s);
             }
         }
         let init_binary = if hc.init == Some(true) {

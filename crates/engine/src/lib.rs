@@ -28,7 +28,6 @@ pub mod logs;
 pub mod model;
 pub mod monitor;
 pub mod names;
-pub mod seccomp;
 pub mod spec;
 pub mod state;
 pub mod sys;

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 
 pub mod builtin;
 pub mod external;
+pub mod seccomp;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
