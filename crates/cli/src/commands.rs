@@ -1136,7 +1136,7 @@ fn info(engine: &Engine, format: Option<&str>) -> CliResult<u8> {
         "KernelVersion": uts.as_ref().map(|u| u.release().to_string_lossy().into_owned()).unwrap_or_default(),
         "OperatingSystem": std::fs::read_to_string("/etc/os-release").ok().and_then(|s| s.lines().find_map(|l| l.strip_prefix("PRETTY_NAME=").map(|v| v.trim_matches('"').to_string()))).unwrap_or_default(),
         "OSType": "linux",
-        "Architecture": std::env::consts::ARCH,
+        "Architecture": berth_image::config::host_platform().architecture,
         "NCPU": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         "ServerVersion": env!("CARGO_PKG_VERSION"),
         "SecurityOptions": ["name=seccomp,profile=builtin"],
@@ -1649,7 +1649,7 @@ pub fn dispatch(cli: &Cli) -> CliResult<u8> {
         }
         Command::Version { format } => {
             let v = serde_json::json!({
-                "Client": {"Version": env!("CARGO_PKG_VERSION"), "ApiVersion": "1.47", "Os": "linux", "Arch": std::env::consts::ARCH},
+                "Client": {"Version": env!("CARGO_PKG_VERSION"), "ApiVersion": "1.47", "Os": "linux", "Arch": berth_image::config::host_platform().architecture},
                 "Server": {"Version": env!("CARGO_PKG_VERSION"), "Runtime": "libcontainer 0.7.0 (built in)"},
             });
             match format {
@@ -1658,7 +1658,7 @@ pub fn dispatch(cli: &Cli) -> CliResult<u8> {
                     println!(
                         "Client:\n Version:     {}\n API version: 1.47\n OS/Arch:     linux/{}\n",
                         env!("CARGO_PKG_VERSION"),
-                        std::env::consts::ARCH
+                        berth_image::config::host_platform().architecture
                     );
                     println!(
                         "Engine:\n Version:     {}\n Runtime:     libcontainer 0.7.0 (built in)",

@@ -89,6 +89,10 @@ pub fn open_engine(cli_root: &std::path::Path, run_root: &std::path::Path) -> Cl
 }
 
 fn main() -> ExitCode {
+    // Like other Unix tools, end quietly when the reader of our output goes away
+    // (`berth images | head`) instead of panicking on EPIPE.
+    // SAFETY: setting a signal disposition to SIG_DFL touches no memory of ours.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let cli = Cli::parse();
     let code = match commands::dispatch(&cli) {
         Ok(code) => code,

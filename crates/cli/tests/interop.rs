@@ -8,8 +8,10 @@
 //! fails. dockerd runs in a private mount namespace with tmpfs over `/run`, `/opt` and
 //! `/etc/docker`, so neither its mounts nor the files it insists on writing there
 //! (`key.json`, `/run/docker/plugins`, containerd's `/opt/containerd`) reach the host.
-//! skopeo and podman still share the host's blob-info cache
-//! (`/var/lib/containers/cache`), as every user of them does.
+//! What still reaches the host is what every user of these tools shares: skopeo's and
+//! podman's blob-info cache (`/var/lib/containers/cache`), and the state dirs the runtimes
+//! podman starts keep under `/run` (`/run/runc`, `/run/berth-runtime`), empty once the
+//! container is gone.
 
 mod common;
 use common::{berth_bin, Berth};
@@ -138,6 +140,42 @@ fn save_busybox(b: &Berth, dir: &Scratch, name: &str) -> PathBuf {
     archive
 }
 
+/// One member of a tar archive, as text.
+fn tar_member(archive: &Path, member: &str) -> String {
+    check(Command::new("tar").arg("-xOf").arg(archive).arg(member))
+}
+
+/// Asserts the image config in berth's `archive` writes its times as Go does. Go's
+/// encoding/json writes RFC 3339 with the fraction's trailing zeros trimmed
+/// (`time.RFC3339Nano`), and peers written in Go (skopeo, podman) re-encode the config
+/// when they convert a Docker image to OCI: a `created` written any other way (such as
+/// always nine digits, `…:05.123456780Z`) comes back as other bytes, so another image ID.
+/// With nine digits always, that happens whenever the clock's last digit is 0.
+fn assert_config_times_as_go_writes_them(archive: &Path) {
+    let manifest = tar_member(archive, "manifest.json");
+    let manifest: serde_json::Value = serde_json::from_str(&manifest).expect("manifest.json");
+    let config_path = manifest[0]["Config"]
+        .as_str()
+        .expect("manifest names a config");
+    let config = tar_member(archive, config_path);
+    let config: serde_json::Value = serde_json::from_str(&config).expect("config JSON");
+    let history = config["history"].as_array().into_iter().flatten();
+    let times = std::iter::once(&config["created"]).chain(history.map(|h| &h["created"]));
+    for time in times.filter_map(|t| t.as_str()) {
+        let fraction = time.split_once('.').map(|(_, rest)| {
+            rest.split(|c: char| !c.is_ascii_digit())
+                .next()
+                .unwrap_or_default()
+        });
+        let canonical = fraction.is_none_or(|f| !f.is_empty() && !f.ends_with('0'));
+        assert!(
+            canonical,
+            "berth wrote the image time {time:?}, which Go tools re-encode without the \
+             fraction's trailing zeros, changing the image ID when they convert it"
+        );
+    }
+}
+
 /// What identifies an image across engines: its config digest (the image ID) and its
 /// layer diff IDs.
 #[derive(Debug, PartialEq)]
@@ -155,15 +193,14 @@ fn berth_identity(b: &Berth, image: &str) -> Identity {
 }
 
 /// Loads `archive` into a fresh berth store, checks the image kept `want`'s identity and
-/// runs it; returns the store.
-fn load_into_fresh_berth(archive: &Path, image: &str, want: &Identity) -> Berth {
+/// runs it.
+fn load_into_fresh_berth(archive: &Path, image: &str, want: &Identity) {
     let b = Berth::new();
     let loaded = b.ok(&["load", "-i", path_str(archive)]);
     assert!(loaded.contains(image), "berth load printed {loaded:?}");
     assert_eq!(&berth_identity(&b, image), want, "{image} changed identity");
     let out = b.ok(&["run", "--rm", image, "echo", "round trip ok"]);
     assert_eq!(out, "round trip ok\n");
-    b
 }
 
 // ---------------------------------------------------------------------------------------
@@ -177,6 +214,7 @@ fn skopeo_reads_berths_archive_and_berth_loads_and_runs_skopeos_oci_archive() {
     let want = berth_identity(&b, "busybox:test");
     let dir = Scratch::new("it-skopeo");
     let saved = save_busybox(&b, &dir, "saved.tar");
+    assert_config_times_as_go_writes_them(&saved);
 
     // berth's archive is both a docker-archive (manifest.json) and an OCI layout
     // (index.json): skopeo must read each half to the same image.
@@ -316,9 +354,10 @@ fn podman_ulimits() -> Vec<String> {
     ]
 }
 
-/// Podman's default runtime on Debian is crun, which refuses hybrid cgroup hosts (see
-/// `crun_refuses_this_host`); runc runs everywhere, so prefer it when it is installed.
-fn podman_default_runtime() -> Option<PathBuf> {
+/// The runtime podman runs berth's image with. Podman's default on Debian is crun, which
+/// refuses hybrid cgroup hosts (see `crun_refuses_this_host`); runc runs everywhere, so
+/// prefer it when it is installed.
+fn podman_runtime() -> Option<PathBuf> {
     find_binary("runc")
 }
 
@@ -329,6 +368,7 @@ fn podman_loads_berths_archive_and_berth_loads_podmans_docker_and_oci_archives()
     let b = Berth::with_busybox();
     let want = berth_identity(&b, "busybox:test");
     let saved = save_busybox(&b, &podman.dir, "saved.tar");
+    assert_config_times_as_go_writes_them(&saved);
 
     let loaded = podman.ok(&["load", "--quiet", "-i", path_str(&saved)]);
     assert!(loaded.contains("busybox:test"), "podman load: {loaded}");
@@ -356,11 +396,11 @@ fn podman_loads_berths_archive_and_berth_loads_podmans_docker_and_oci_archives()
     // Podman running berth's image shows the image config is usable by another engine.
     // Whether podman can run containers at all depends on the host, so a failure here is
     // reported, not asserted.
-    let out = output(
-        podman
-            .run_cmd("--rm", podman_default_runtime().as_deref())
-            .args(["busybox:test", "echo", "hi from podman"]),
-    );
+    let out = output(podman.run_cmd("--rm", podman_runtime().as_deref()).args([
+        "busybox:test",
+        "echo",
+        "hi from podman",
+    ]));
     if out.status.success() {
         assert_eq!(text(&out.stdout), "hi from podman\n");
     } else {
@@ -384,7 +424,9 @@ fn docker_client() -> Option<PathBuf> {
 }
 
 /// Runs in the fresh mount namespace before dockerd: tmpfs over the host paths dockerd and
-/// its containerd write to whatever flags they are given.
+/// its containerd write to whatever flags they are given (`/etc/docker/key.json`,
+/// `/run/docker/plugins`, `/opt/containerd`). Hiding `/run` also hides a system
+/// containerd's socket, so dockerd starts a containerd of its own instead of using it.
 const DOCKERD_PRELUDE: &str = r#"set -e
 for d in /run /opt /etc/docker; do
     if [ -d "$d" ]; then mount -t tmpfs -o mode=755 berth-interop "$d"; fi
@@ -604,13 +646,9 @@ fn dockerd_loads_berths_archive_and_berth_loads_and_runs_dockers_save() {
 // ---------------------------------------------------------------------------------------
 // Runtimes: podman over berth-runtime, berth over runc and crun
 
-/// `berth-runtime`, built into the same target dir as `berth`. `cargo test -p berth-cli`
-/// does not build it (it belongs to the berth-runtime package): `cargo build` first.
+/// `berth-runtime`, built with this package.
 fn berth_runtime_bin() -> PathBuf {
-    berth_bin()
-        .parent()
-        .expect("berth binary has a directory")
-        .join("berth-runtime")
+    PathBuf::from(env!("CARGO_BIN_EXE_berth-runtime"))
 }
 
 #[test]
@@ -650,7 +688,7 @@ fn podman_runs_berths_image_with_berth_runtime() {
     // stdin reaches the process.
     let mut child = podman
         .run_cmd("--rm", rt)
-        .args(["-i", "busybox:test", "busybox", "tr", "a-z", "A-Z"])
+        .args(["-i", "busybox:test", "tr", "a-z", "A-Z"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -668,12 +706,12 @@ fn podman_runs_berths_image_with_berth_runtime() {
     let id = check(
         podman
             .run_cmd("-d", rt)
-            .args(["busybox:test", "busybox", "sleep", "60"]),
+            .args(["busybox:test", "sleep", "60"]),
     );
     let id = id.trim();
     let status = podman.ok(&["inspect", "-f", "{{.State.Status}}", id]);
     assert_eq!(status.trim(), "running");
-    let out = podman.ok(&["exec", id, "busybox", "echo", "in exec"]);
+    let out = podman.ok(&["exec", id, "echo", "in exec"]);
     assert_eq!(out, "in exec\n");
     podman.ok(&["stop", "-t", "0", id]);
     let state = podman.ok(&["inspect", "-f", "{{.State.Status}} {{.State.ExitCode}}", id]);
@@ -717,15 +755,11 @@ fn berth_runs_containers_with_runc() {
         "--runtime",
         "runc",
         "busybox:test",
-        "busybox",
         "sleep",
         "60",
     ]);
     let id = id.trim();
-    assert_eq!(
-        b.ok(&["exec", id, "busybox", "echo", "in exec"]),
-        "in exec\n"
-    );
+    assert_eq!(b.ok(&["exec", id, "echo", "in exec"]), "in exec\n");
     b.ok(&["stop", "-t", "1", id]);
     assert_eq!(
         b.inspect(id, "{{.State.Status}} {{.State.ExitCode}}"),

@@ -668,7 +668,7 @@ impl Engine {
         };
         let spec = spec::build(&input)?;
         let cfg_path = dir.join("config.json");
-        berth_image::fsutil::write_atomic(
+        berth_image::fsutil::replace_file(
             &cfg_path,
             &serde_json::to_vec_pretty(&spec).expect("spec serialises"),
         )
@@ -719,7 +719,7 @@ impl Engine {
             cgroup: format!("/berth/{}", rec.id),
         };
         let p = crate::monitor::config_path(self.root(), &rec.id);
-        berth_image::fsutil::write_atomic(
+        berth_image::fsutil::replace_file(
             &p,
             &serde_json::to_vec(&mcfg).expect("monitor config serialises"),
         )

@@ -46,6 +46,12 @@ pub fn open(path: &Path) -> Result<Connection> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
+    // Every CLI call opens and closes the database; a checkpoint (and its fsyncs) on each
+    // close would dominate short commands. SQLite still checkpoints as the WAL grows.
+    conn.set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
+        true,
+    )?;
     let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
     if (version as usize) < MIGRATIONS.len() {
         // Re-read inside a write transaction: another process may have migrated meanwhile.

@@ -115,7 +115,12 @@ impl Engine {
     }
 }
 
-/// Now as RFC 3339 with nanoseconds (Docker's time format).
+/// Now, as Docker writes times (Go's RFC 3339 with nanoseconds, trailing zeros trimmed).
 pub fn now() -> String {
+    berth_image::config::now_rfc3339()
+}
+
+/// Now with a fixed-width fraction, for log lines: they are compared as strings.
+pub fn now_fixed() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
 }

@@ -86,7 +86,7 @@ impl LogWriter {
         let entry = LogLine {
             log: String::from_utf8_lossy(line).into_owned(),
             stream: if stream == 2 { "stderr" } else { "stdout" }.into(),
-            time: crate::now(),
+            time: crate::now_fixed(),
         };
         let mut bytes = serde_json::to_vec(&entry).expect("log line serialises");
         bytes.push(b'\n');

@@ -95,5 +95,5 @@ pub fn read(root: &Path, id: &str) -> Result<RunState> {
 pub fn write(root: &Path, id: &str, st: &RunState) -> Result<()> {
     let p = path(root, id);
     let bytes = serde_json::to_vec(st).expect("state serialises");
-    berth_image::fsutil::write_atomic(&p, &bytes).map_err(io_err(&p))
+    berth_image::fsutil::replace_file(&p, &bytes).map_err(io_err(&p))
 }

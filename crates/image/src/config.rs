@@ -173,7 +173,45 @@ pub fn host_platform() -> Platform {
     }
 }
 
-/// Now, as RFC 3339 with nanoseconds, the way image configs record times.
+/// Now, as image configs record times (see [`go_time`]).
 pub fn now_rfc3339() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
+    go_time(chrono::Utc::now())
+}
+
+/// A time as Go's `time.RFC3339Nano` writes it: the fraction without trailing zeros (none
+/// at all when zero). Docker, podman and skopeo re-encode configs this way when they
+/// convert them, so a config written otherwise would change digest in their hands.
+pub fn go_time(t: chrono::DateTime<chrono::Utc>) -> String {
+    let s = t.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
+    match s.rfind('.') {
+        Some(dot) => {
+            let frac = s[dot + 1..s.len() - 1].trim_end_matches('0');
+            if frac.is_empty() {
+                format!("{}Z", &s[..dot])
+            } else {
+                format!("{}.{frac}Z", &s[..dot])
+            }
+        }
+        None => s,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn times_are_written_as_go_writes_them() {
+        let t = chrono::Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap();
+        assert_eq!(go_time(t), "2026-01-02T03:04:05Z");
+        assert_eq!(
+            go_time(t + chrono::Duration::nanoseconds(30_405_640)),
+            "2026-01-02T03:04:05.03040564Z"
+        );
+        assert_eq!(
+            go_time(t + chrono::Duration::nanoseconds(1)),
+            "2026-01-02T03:04:05.000000001Z"
+        );
+    }
 }

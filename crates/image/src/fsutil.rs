@@ -62,3 +62,16 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     }
     res
 }
+
+/// Replaces `path` with `bytes` atomically (temp file and rename) without fsync: for
+/// runtime state that is rewritten often and need not survive a power loss (after one, no
+/// container is running anyway). Readers never see a partial file.
+pub fn replace_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let (mut f, tmp) = create_temp(dir, "tmp")?;
+    let res = f.write_all(bytes).and_then(|_| fs::rename(&tmp, path));
+    if res.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    res
+}

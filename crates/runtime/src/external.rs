@@ -41,6 +41,35 @@ impl External {
         c
     }
 
+    /// A command that logs to its own JSON file: a runtime's own errors during `create` or
+    /// `exec` would otherwise go to the container's stderr.
+    fn logged_command(&self, id: &str, action: &str) -> (Command, PathBuf) {
+        let log = self
+            .root
+            .join(format!(".log-{id}-{action}-{}.json", std::process::id()));
+        let _ = std::fs::create_dir_all(&self.root);
+        let mut c = Command::new(&self.binary);
+        c.arg("--root")
+            .arg(&self.root)
+            .arg("--log")
+            .arg(&log)
+            .arg("--log-format")
+            .arg("json");
+        (c, log)
+    }
+
+    /// The last error a runtime logged (runc, crun and berth-runtime write JSON lines with
+    /// `level` and `msg`).
+    fn logged_error(log: &Path) -> Option<String> {
+        let text = std::fs::read_to_string(log).ok()?;
+        text.lines().rev().find_map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).ok()?;
+            let level = v["level"].as_str().unwrap_or("");
+            (level == "error" || level == "fatal")
+                .then(|| v["msg"].as_str().unwrap_or_default().to_string())
+        })
+    }
+
     fn run(
         &self,
         action: &'static str,
@@ -89,7 +118,7 @@ impl External {
         &self,
         action: &'static str,
         id: &str,
-        mut cmd: Command,
+        (mut cmd, log): (Command, PathBuf),
         pid_file: &Path,
         stdio: Stdio,
         console: bool,
@@ -103,8 +132,16 @@ impl External {
             path: self.binary.clone(),
             source,
         })?;
+        let logged = Self::logged_error(&log);
+        let _ = std::fs::remove_file(&log);
         if !out.status.success() {
-            return Err(self.failure(action, id, &out.stderr));
+            let mut e = self.failure(action, id, &out.stderr);
+            if let (Some(msg), RuntimeError::Command { message, .. }) = (logged, &mut e) {
+                if !msg.is_empty() {
+                    *message = msg;
+                }
+            }
+            return Err(e);
         }
         let pid = std::fs::read_to_string(pid_file).map_err(|source| RuntimeError::Io {
             path: pid_file.to_path_buf(),
@@ -136,7 +173,7 @@ impl OciRuntime for External {
         console_socket: Option<&Path>,
     ) -> Result<i32, RuntimeError> {
         let pid_file = bundle.join("runtime.pid");
-        let mut cmd = self.command();
+        let (mut cmd, log) = self.logged_command(id, "create");
         cmd.arg("create")
             .arg("--bundle")
             .arg(bundle)
@@ -149,7 +186,7 @@ impl OciRuntime for External {
         self.run_with_pidfile(
             "create",
             id,
-            cmd,
+            (cmd, log),
             &pid_file,
             stdio,
             console_socket.is_some(),
@@ -215,7 +252,7 @@ impl OciRuntime for External {
         console_socket: Option<&Path>,
     ) -> Result<i32, RuntimeError> {
         let pid_file = process.with_extension("pid");
-        let mut cmd = self.command();
+        let (mut cmd, log) = self.logged_command(id, "exec");
         cmd.arg("exec")
             .arg("--detach")
             .arg("--process")
@@ -226,7 +263,14 @@ impl OciRuntime for External {
             cmd.arg("--console-socket").arg(s);
         }
         cmd.arg(id);
-        self.run_with_pidfile("exec", id, cmd, &pid_file, stdio, console_socket.is_some())
+        self.run_with_pidfile(
+            "exec",
+            id,
+            (cmd, log),
+            &pid_file,
+            stdio,
+            console_socket.is_some(),
+        )
     }
 
     fn pause(&self, id: &str) -> Result<(), RuntimeError> {

@@ -135,7 +135,8 @@ fn signal_number(s: &str) -> Result<i32> {
 fn prepare_bundle(root: &std::path::Path, id: &str, bundle: &std::path::Path) -> Result<PathBuf> {
     let cfg = bundle.join("config.json");
     let bytes = fs::read(&cfg).with_context(|| format!("reading {}", cfg.display()))?;
-    let mut spec: serde_json::Value = serde_json::from_slice(&bytes).with_context(|| format!("parsing {}", cfg.display()))?;
+    let mut spec: serde_json::Value =
+        serde_json::from_slice(&bytes).with_context(|| format!("parsing {}", cfg.display()))?;
     if !spec["linux"]["seccomp"].is_object() {
         return Ok(bundle.to_path_buf());
     }
@@ -147,7 +148,8 @@ fn prepare_bundle(root: &std::path::Path, id: &str, bundle: &std::path::Path) ->
     }
     let dir = private_bundle(root, id);
     fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    fs::write(dir.join("config.json"), serde_json::to_vec(&spec)?).with_context(|| format!("writing {}", dir.display()))?;
+    fs::write(dir.join("config.json"), serde_json::to_vec(&spec)?)
+        .with_context(|| format!("writing {}", dir.display()))?;
     Ok(dir)
 }
 
