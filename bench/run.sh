@@ -114,7 +114,22 @@ DOCKER=()
 DOCKER_S=""
 PODMAN=()
 PODMAN_S=""
+PODMAN_NOTE=""
 BERTH_IDS_FILE=$TMP/berth-ids
+
+# Host paths that dockerd/containerd/podman/berth create outside the temp dir: the ones
+# that are not there now are removed on exit (files we know of, and dirs once empty).
+HOST_FILES=(/etc/docker/key.json)
+HOST_DIRS=(/etc/docker /run/docker /run/containerd)
+HOST_CGROUPS=()
+for c in /sys/fs/cgroup /sys/fs/cgroup/*; do
+    [[ -d $c && ! -L $c ]] || continue
+    for n in docker libpod_parent berth; do HOST_CGROUPS+=("$c/$n"); done
+done
+NEW_PATHS=()
+for p in "${HOST_FILES[@]}" "${HOST_DIRS[@]}" "${HOST_CGROUPS[@]}"; do
+    [[ -e $p ]] || NEW_PATHS+=("$p")
+done
 
 # ---------------------------------------------------------------------------------------
 # Cleanup: containers, daemons, mounts, cgroups, temp dirs; on exit, error or Ctrl-C.
@@ -185,6 +200,19 @@ cleanup() {
     fi
     ((leaked)) && note "berth left $leaked container cgroup dir(s) behind (removed now)"
     rm -rf "$TMP"
+    # Host paths that were not there before the run (see HOST_FILES).
+    for p in "${NEW_PATHS[@]}"; do
+        [[ -e $p ]] || continue
+        if [[ -f $p ]]; then
+            rm -f "$p"
+        elif [[ $p == /sys/fs/cgroup/* ]]; then
+            # Only empty ones go; below berth/, never another user's containers'.
+            [[ $p == */berth ]] || find "$p" -mindepth 1 -depth -type d -exec rmdir {} + 2>/dev/null
+            rmdir "$p" 2>/dev/null
+        else
+            find "$p" -depth -type d -empty -delete 2>/dev/null
+        fi
+    done
     exit "$rc"
 }
 trap cleanup EXIT
@@ -225,7 +253,6 @@ setup_docker() {
     local d=$TMP/docker
     mkdir -p "$d/data" "$d/exec" "$d/config"
     echo '{}' >"$d/daemon.json"
-    export DOCKER_CONFIG=$d/config
     local sock=unix://$d/docker.sock
     local flags=(--data-root "$d/data" --exec-root "$d/exec" --pidfile "$d/docker.pid"
                  -H "$sock" --config-file "$d/daemon.json" --bridge=none --iptables=false
@@ -234,8 +261,8 @@ setup_docker() {
     log "docker: starting a private dockerd ($(dockerd --version))"
     setsid dockerd "${flags[@]}" </dev/null >"$d/dockerd.log" 2>&1 &
     DOCKERD_PID=$!
-    DOCKER=("$cli" -H "$sock")
-    DOCKER_S="$(printf '%q' "$cli") -H $sock"
+    DOCKER=("$cli" --config "$d/config" -H "$sock")
+    DOCKER_S="$(printf '%q ' "${DOCKER[@]}")"
     local i up=0
     for ((i = 0; i < 300; i++)); do
         if ! kill -0 "$DOCKERD_PID" 2>/dev/null; then break; fi
@@ -260,27 +287,62 @@ setup_docker() {
 }
 
 # podman: its own --root/--runroot/--tmpdir, vfs, cgroupfs, file events (no systemd).
+# Where podman's defaults cannot run here, it is retried with the smallest change that
+# lets it run, and that change is printed:
+#  - podman asks for nofile/nproc limits above the host's hard limits, which needs
+#    CAP_SYS_RESOURCE ("setrlimit `RLIMIT_NOFILE`: Operation not permitted"): the
+#    container gets the host's hard nofile and min(hard nproc, pid_max) instead;
+#  - crun refuses hybrid cgroup v1/v2 hosts ("cgroups in hybrid mode not supported"):
+#    runc is used instead.
 setup_podman() {
     if ((!WANT_PODMAN)); then note "podman: skipped (--no-podman)"; return; fi
     if ! command -v podman >/dev/null; then note "podman: not installed; skipped"; return; fi
     local p=$TMP/podman
     mkdir -p "$p/root" "$p/runroot" "$p/tmp"
-    PODMAN=(podman --root "$p/root" --runroot "$p/runroot" --tmpdir "$p/tmp"
-            --storage-driver "${BENCH_PODMAN_STORAGE:-vfs}" --cgroup-manager cgroupfs
-            --events-backend file)
-    PODMAN_S=$(printf '%q ' "${PODMAN[@]}")
+    local base=(podman --root "$p/root" --runroot "$p/runroot" --tmpdir "$p/tmp"
+                --storage-driver "${BENCH_PODMAN_STORAGE:-vfs}" --cgroup-manager cgroupfs
+                --events-backend file)
+    PODMAN=("${base[@]}")
     log "podman: $(podman --version)"
     local err
     if ! err=$(berth save busybox:bench | "${PODMAN[@]}" load 2>&1 >/dev/null); then
         note "podman: loading busybox:bench failed; skipped: $(tail -n 3 <<<"$err")"
         return
     fi
-    HAVE_PODMAN=1
-    if ! err=$("${PODMAN[@]}" run --rm --network none busybox:bench true 2>&1); then
-        note "podman: cannot run containers here; skipped: $(tail -n 5 <<<"$err")"
-        HAVE_PODMAN=2 # only for cleanup
+    HAVE_PODMAN=2 # containers may exist from here on: clean them up on exit
+    local nproc pidmax changes=()
+    nproc=$(ulimit -Hu)
+    pidmax=$(cat /proc/sys/kernel/pid_max)
+    [[ $nproc == unlimited || $nproc -gt $pidmax ]] && nproc=$pidmax
+    local attempt
+    for attempt in default ulimits runc; do
+        case $attempt in
+            ulimits)
+                grep -q 'rlimit\|RLIMIT' <<<"$err" || continue
+                printf '[containers]\ndefault_ulimits = ["nofile=%s:%s", "nproc=%s:%s"]\n' \
+                    "$(ulimit -Hn)" "$(ulimit -Hn)" "$nproc" "$nproc" >"$p/containers.conf"
+                export CONTAINERS_CONF=$p/containers.conf
+                changes+=("ulimits nofile=$(ulimit -Hn) nproc=$nproc")
+                ;;
+            runc)
+                grep -q 'hybrid mode' <<<"$err" || break
+                command -v runc >/dev/null || break
+                PODMAN=("${base[@]}" --runtime runc)
+                changes+=("--runtime runc")
+                ;;
+        esac
+        if err=$("${PODMAN[@]}" run --rm --network none busybox:bench true 2>&1); then
+            HAVE_PODMAN=1
+            break
+        fi
+    done
+    if ((HAVE_PODMAN != 1)); then
+        note "podman: cannot run containers here; skipped: $(tail -n 3 <<<"$err")"
         return
     fi
+    ((${#changes[@]})) && note "podman: runs here only with: ${changes[*]}"
+    PODMAN_NOTE=${changes[*]:-}
+    PODMAN_S="$(printf '%q ' "${PODMAN[@]}")"
 }
 
 setup_docker
@@ -324,7 +386,7 @@ bench() {
     done
     if ((${#args[@]} == 0)); then return 0; fi
     log "scenario $name: $*"
-    hyperfine -N --warmup "$WARMUP" --runs "$RUNS" --export-json "$OUT/$name.json" "${args[@]}" \
+    hyperfine -N --warmup "$WARMUP" --runs "$RUNS" --export-json "$OUT/$name.json" "${args[@]}" >&2 \
         || { note "hyperfine failed for $name"; rm -f "$OUT/$name.json"; }
 }
 
@@ -347,7 +409,11 @@ bench exec exec bench-exec true
 # ---------------------------------------------------------------------------------------
 # 4. (before the 200 containers) RSS of the per-container process
 rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status" 2>/dev/null; }
-hwm_kib() { awk '/^VmHWM:/ { print $2 }' "/proc/$1/status" 2>/dev/null; }
+# "anon A, file F, shmem S, peak P KiB"
+rss_detail() {
+    awk '/^RssAnon:/ { a = $2 } /^RssFile:/ { f = $2 } /^RssShmem:/ { s = $2 } /^VmHWM:/ { h = $2 }
+         END { printf "anon %s, file %s, shmem %s, peak %s KiB", a, f, s, h }' "/proc/$1/status" 2>/dev/null
+}
 declare -A RSS=() RSSPROC=()
 for e in "${ENGINES[@]}"; do
     if ! eng "$e" run -d --network none --name bench-rss busybox:bench sleep 100000 >/dev/null; then
@@ -371,12 +437,12 @@ for e in "${ENGINES[@]}"; do
     fi
     sleep 0.5 # let it settle
     RSS[$e]=$(rss_kib "$pid")
-    RSSPROC[$e]="$what pid $pid, peak $(hwm_kib "$pid") KiB"
+    RSSPROC[$e]="$what: $(rss_detail "$pid")"
 done
 # berth's exec container's monitor, after all the exec runs.
 EXEC_MON_RSS=""
 if id=$(berth inspect -f '{{.Id}}' bench-exec 2>/dev/null) && pid=$(pgrep -f "berth-monitor .*$id" | head -n1); then
-    EXEC_MON_RSS="$(rss_kib "$pid") KiB (peak $(hwm_kib "$pid") KiB)"
+    EXEC_MON_RSS="$(rss_kib "$pid") KiB ($(rss_detail "$pid"))"
 fi
 
 # ---------------------------------------------------------------------------------------
@@ -423,7 +489,7 @@ echo
 echo "berth benchmark — $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, kernel $(uname -r), $RUNS runs each"
 echo "berth: $BERTH_BIN ($("$BERTH_BIN" --version 2>/dev/null || echo '?'))"
 ((HAVE_DOCKER)) && echo "docker: $("${DOCKER[@]}" version -f '{{.Server.Version}}' 2>/dev/null) (private dockerd, ${BENCH_DOCKER_STORAGE:-vfs})"
-((HAVE_PODMAN == 1)) && echo "podman: $(podman --version | awk '{print $3}') (${BENCH_PODMAN_STORAGE:-vfs}, cgroupfs)"
+((HAVE_PODMAN == 1)) && echo "podman: $(podman --version | awk '{print $3}') (${BENCH_PODMAN_STORAGE:-vfs}, cgroupfs${PODMAN_NOTE:+, $PODMAN_NOTE})"
 declare -A MED=()
 for s in run exec ps; do
     case $s in

@@ -14,7 +14,7 @@
 //! container is gone.
 
 mod common;
-use common::{berth_bin, Berth};
+use common::Berth;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
