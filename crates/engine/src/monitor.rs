@@ -351,6 +351,7 @@ impl Monitor {
         }
         let _ = mask.thread_block();
         let sfd = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC).ok();
+        sys::release_startup_memory();
         let mut exit = self.reap();
         // After exit, keep draining output until every stream closes or a short grace passes.
         let mut drain_deadline: Option<Instant> = None;

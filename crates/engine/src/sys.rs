@@ -250,6 +250,63 @@ pub fn remove_cgroup(cgroup_root: &Path, rel: &str) -> std::io::Result<()> {
     }
 }
 
+/// Gives back memory a long-running, mostly idle process (the monitor) no longer needs
+/// after start-up: freed heap pages, and the resident pages of its read-only file mappings
+/// (code the set-up ran once). Those stay in the page cache, shared by every monitor, and
+/// fault back in if used again. Writable mappings are never touched.
+pub fn release_startup_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only returns free heap memory to the kernel.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+    // smaps, not maps: a read-only mapping may still hold private copies of pages (RELRO
+    // data the dynamic loader relocated before making it read-only); dropping those would
+    // revert them to the file's bytes. Only mappings with no anonymous pages are released.
+    let Ok(smaps) = std::fs::read_to_string("/proc/self/smaps") else {
+        return;
+    };
+    let mut current: Option<(usize, usize)> = None;
+    let mut candidates = Vec::new();
+    for line in smaps.lines() {
+        let first = line.split_whitespace().next().unwrap_or("");
+        if first.contains('-') && !first.ends_with(':') {
+            current = None;
+            let mut f = line.split_whitespace();
+            let (Some(range), Some(perms), Some(_off), Some(_dev), Some(inode)) =
+                (f.next(), f.next(), f.next(), f.next(), f.next())
+            else {
+                continue;
+            };
+            // Private, not writable, backed by a file.
+            if perms.as_bytes().get(1) != Some(&b'-') || !perms.ends_with('p') || inode == "0" {
+                continue;
+            }
+            let Some((a, b)) = range.split_once('-') else {
+                continue;
+            };
+            if let (Ok(start), Ok(end)) =
+                (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16))
+            {
+                current = Some((start, end));
+            }
+        } else if let (Some(range), Some(kb)) = (current, line.strip_prefix("Anonymous:")) {
+            if kb.trim().trim_end_matches("kB").trim() == "0" {
+                candidates.push(range);
+            }
+            current = None;
+        }
+    }
+    for (start, end) in candidates {
+        // SAFETY: the range is a whole, non-writable, file-backed private mapping of this
+        // process with no private (anonymous) pages; MADV_DONTNEED only drops its page table
+        // entries, and the same file contents fault back in on the next access.
+        unsafe {
+            libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
