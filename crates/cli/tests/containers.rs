@@ -554,3 +554,111 @@ fn concurrent_invocations_on_one_root_are_safe() {
     }
     assert_eq!(b.container_ids().len(), 8);
 }
+
+#[test]
+fn env_file_entrypoint_and_workdir() {
+    require_root!();
+    let b = Berth::with_busybox();
+    let f = b.dir.path().join("env");
+    std::fs::write(&f, "# comment\nFROM_FILE=yes\nOVER=file\n").unwrap();
+    let out = b.ok(&[
+        "run",
+        "--rm",
+        "--env-file",
+        f.to_str().unwrap(),
+        "-e",
+        "OVER=flag",
+        "-w",
+        "/var/www",
+        "--entrypoint",
+        "sh",
+        "busybox:test",
+        "-c",
+        "echo $FROM_FILE $OVER $(pwd)",
+    ]);
+    assert_eq!(out, "yes flag /var/www\n");
+    // An empty --entrypoint resets it; the image's CMD is not used then.
+    let (code, err) = b.fails(&["run", "--rm", "--entrypoint", "", "busybox:test"]);
+    assert_eq!(code, 125);
+    assert!(err.contains("no command specified"), "{err}");
+}
+
+#[test]
+fn berth_drives_its_own_runc_compatible_runtime() {
+    require_root!();
+    let b = Berth::with_busybox();
+    let rt = env!("CARGO_BIN_EXE_berth-runtime");
+    assert_eq!(
+        b.ok(&[
+            "run",
+            "--rm",
+            "--runtime",
+            rt,
+            "busybox:test",
+            "echo",
+            "via berth-runtime"
+        ]),
+        "via berth-runtime\n"
+    );
+    b.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "ext",
+        "--runtime",
+        rt,
+        "busybox:test",
+        "sleep",
+        "30",
+    ]);
+    assert_eq!(b.ok(&["exec", "ext", "echo", "exec ok"]), "exec ok\n");
+    assert_eq!(
+        b.run(&["exec", "ext", "sh", "-c", "exit 4"]).status.code(),
+        Some(4)
+    );
+    b.ok(&["stop", "-t", "0", "ext"]);
+    assert_eq!(b.inspect("ext", "{{.State.ExitCode}}"), "137");
+    let (code, err) = b.fails(&[
+        "run",
+        "--rm",
+        "--runtime",
+        "/no/such/runtime",
+        "busybox:test",
+        "true",
+    ]);
+    assert_eq!(code, 125);
+    assert!(err.contains("runtime"), "{err}");
+}
+
+#[test]
+fn info_version_system_df_and_prune() {
+    require_root!();
+    let b = Berth::with_busybox();
+    b.ok(&["run", "--name", "done1", "busybox:test", "true"]);
+    let info = b.ok(&["info"]);
+    assert!(
+        info.contains("Containers: 1") && info.contains("Images: 1"),
+        "{info}"
+    );
+    assert_eq!(
+        b.ok(&["info", "--format", "{{.Containers}} {{.Images}}"])
+            .trim(),
+        "1 1"
+    );
+    assert!(b.ok(&["version"]).contains("Version"));
+    let df = b.ok(&["system", "df"]);
+    assert!(
+        df.starts_with("TYPE") && df.contains("Images") && df.contains("Containers"),
+        "{df}"
+    );
+    assert!(b.ok(&["system", "df", "-v"]).contains("Images space usage"));
+    let out = b.ok(&["system", "prune", "-a", "-f", "--volumes"]);
+    assert!(
+        out.contains("Deleted Containers") && out.contains("Total reclaimed space"),
+        "{out}"
+    );
+    assert!(b.container_ids().is_empty());
+    assert!(b.ok(&["images", "-q"]).is_empty());
+    b.ok(&["run", "--rm", "hello"]);
+    b.ok(&["container", "prune", "-f"]);
+}

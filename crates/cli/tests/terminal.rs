@@ -1,0 +1,136 @@
+//! `-it`: a real terminal through a pty, window size, detach keys and re-attach.
+
+mod common;
+use common::{eventually, Berth};
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+/// Runs berth with a pty as its stdin/stdout/stderr; returns the child and the master.
+fn spawn_on_pty(
+    b: &Berth,
+    args: &[&str],
+    rows: u16,
+    cols: u16,
+) -> (std::process::Child, std::fs::File) {
+    let ws = nix::pty::Winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    let pty = nix::pty::openpty(Some(&ws), None).unwrap();
+    let slave: OwnedFd = pty.slave;
+    let mut cmd = b.cmd();
+    cmd.args(args)
+        .stdin(Stdio::from(slave.try_clone().unwrap()))
+        .stdout(Stdio::from(slave.try_clone().unwrap()))
+        .stderr(Stdio::from(slave));
+    let child = cmd.spawn().unwrap();
+    let master = std::fs::File::from(pty.master);
+    // Non-blocking reads so the test can poll with a deadline.
+    let fd = master.as_raw_fd();
+    let flags = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFL).unwrap();
+    nix::fcntl::fcntl(
+        fd,
+        nix::fcntl::FcntlArg::F_SETFL(
+            nix::fcntl::OFlag::from_bits_truncate(flags) | nix::fcntl::OFlag::O_NONBLOCK,
+        ),
+    )
+    .unwrap();
+    (child, master)
+}
+
+/// Reads from the master until `needle` shows up (or the time runs out); returns all read.
+fn read_until(master: &mut std::fs::File, needle: &str, secs: u64) -> String {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while Instant::now() < deadline {
+        match master.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                got.extend_from_slice(&buf[..n]);
+                if String::from_utf8_lossy(&got).contains(needle) {
+                    break;
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(20))
+            }
+            Err(_) => break,
+        }
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+#[test]
+fn run_it_gives_a_real_terminal_with_the_callers_size_and_exit_code() {
+    require_root!();
+    let b = Berth::with_busybox();
+    let (mut child, mut master) =
+        spawn_on_pty(&b, &["run", "-it", "--rm", "busybox:test", "sh"], 33, 101);
+    read_until(&mut master, "# ", 10);
+    master
+        .write_all(b"tty; stty size; echo TERM=$TERM\r")
+        .unwrap();
+    let out = read_until(&mut master, "TERM=xterm", 10);
+    assert!(out.contains("/dev/pts/0"), "{out}");
+    assert!(out.contains("33 101"), "{out}");
+    master.write_all(b"exit 3\r").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "berth run -it did not exit");
+        let _ = read_until(&mut master, "\u{0}", 0);
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(3));
+}
+
+#[test]
+fn ctrl_p_ctrl_q_detaches_and_attach_comes_back() {
+    require_root!();
+    let b = Berth::with_busybox();
+    let (mut child, mut master) = spawn_on_pty(
+        &b,
+        &["run", "-it", "--name", "det", "busybox:test", "sh"],
+        24,
+        80,
+    );
+    read_until(&mut master, "# ", 10);
+    master.write_all(&[0x10, 0x11]).unwrap();
+    assert!(
+        eventually(10, || child.try_wait().unwrap().is_some()),
+        "detach keys did not detach"
+    );
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    assert_eq!(b.inspect("det", "{{.State.Status}}"), "running");
+    let (mut child, mut master) = spawn_on_pty(&b, &["attach", "det"], 24, 80);
+    std::thread::sleep(Duration::from_millis(300));
+    master.write_all(b"echo back-again\r").unwrap();
+    let out = read_until(&mut master, "back-again\r\n", 10);
+    assert!(out.contains("back-again"), "{out}");
+    master.write_all(b"exit 4\r").unwrap();
+    assert!(eventually(10, || child.try_wait().unwrap().is_some()));
+    assert_eq!(child.wait().unwrap().code(), Some(4));
+    assert_eq!(b.inspect("det", "{{.State.ExitCode}}"), "4");
+}
+
+#[test]
+fn exec_it_gets_its_own_terminal() {
+    require_root!();
+    let b = Berth::with_busybox();
+    b.ok(&["run", "-d", "--name", "host", "busybox:test", "sleep", "60"]);
+    let (mut child, mut master) = spawn_on_pty(&b, &["exec", "-it", "host", "sh"], 40, 120);
+    read_until(&mut master, "# ", 10);
+    master.write_all(b"stty size; tty\r").unwrap();
+    let out = read_until(&mut master, "/dev/pts/", 10);
+    assert!(out.contains("40 120"), "{out}");
+    master.write_all(b"exit 6\r").unwrap();
+    assert!(eventually(10, || child.try_wait().unwrap().is_some()));
+    assert_eq!(child.wait().unwrap().code(), Some(6));
+}
