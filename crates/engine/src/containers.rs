@@ -586,16 +586,7 @@ impl Engine {
         let image = self.find_image(&rec.image_id)?;
         let dir = self.container_dir(&rec.id);
         let layer_dirs = self.layer_dirs(rec, &image);
-        let user = if rec.config.user.is_empty() {
-            spec::User {
-                uid: 0,
-                gid: 0,
-                additional_gids: vec![],
-                home: "/root".into(),
-            }
-        } else {
-            spec::resolve_user(&rec.config.user, &layer_dirs)?
-        };
+        let user = spec::resolve_user(&rec.config.user, &layer_dirs)?;
         let mut env = rec.config.env.clone();
         env = spec::merge_env(&[&[format!("HOSTNAME={}", rec.config.hostname)], &env]);
         if rec.config.tty && !env.iter().any(|e| e.starts_with("TERM=")) {

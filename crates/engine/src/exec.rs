@@ -76,16 +76,7 @@ impl Engine {
         }
         let image = self.find_image(&rec.image_id)?;
         let user_spec = opts.user.clone().unwrap_or_else(|| rec.config.user.clone());
-        let user = if user_spec.is_empty() {
-            spec::User {
-                uid: 0,
-                gid: 0,
-                additional_gids: vec![],
-                home: "/root".into(),
-            }
-        } else {
-            spec::resolve_user(&user_spec, &self.layer_dirs(&rec, &image))?
-        };
+        let user = spec::resolve_user(&user_spec, &self.layer_dirs(&rec, &image))?;
         let mut env = spec::merge_env(&[
             &[format!("HOSTNAME={}", rec.config.hostname)],
             &rec.config.env,
@@ -152,17 +143,4 @@ impl Engine {
     }
 }
 
-/// Waits for `pid` (a child or reparented orphan); returns a shell-style exit code.
-pub fn wait_pid(pid: i32) -> i32 {
-    use nix::sys::wait::{waitpid, WaitStatus};
-    use nix::unistd::Pid;
-    loop {
-        match waitpid(Pid::from_raw(-1), None) {
-            Ok(WaitStatus::Exited(p, code)) if p.as_raw() == pid => return code,
-            Ok(WaitStatus::Signaled(p, sig, _)) if p.as_raw() == pid => return 128 + sig as i32,
-            Ok(_) => continue,
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(_) => return 255,
-        }
-    }
-}
+pub use berth_runtime::wait_pid;

@@ -204,8 +204,17 @@ pub fn read_in_layers(dirs: &[PathBuf], rel: &str) -> Option<Vec<u8>> {
     None
 }
 
-/// Resolves `-u user[:group]` against the image's /etc/passwd and /etc/group.
+/// Resolves `-u user[:group]` against the image's /etc/passwd and /etc/group; an empty
+/// spec is root, without reading any file.
 pub fn resolve_user(spec: &str, layer_dirs: &[PathBuf]) -> Result<User> {
+    if spec.is_empty() {
+        return Ok(User {
+            uid: 0,
+            gid: 0,
+            additional_gids: vec![],
+            home: "/root".into(),
+        });
+    }
     let passwd = read_in_layers(layer_dirs, "etc/passwd")
         .map(|b| String::from_utf8_lossy(&b).into_owned())
         .unwrap_or_default();

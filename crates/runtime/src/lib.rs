@@ -119,3 +119,19 @@ pub fn become_subreaper() -> std::io::Result<()> {
         Err(std::io::Error::last_os_error())
     }
 }
+
+/// Waits for `pid` (a child, or an orphan reparented to us as subreaper), reaping any other
+/// children on the way; returns a shell-style exit code (128+N when killed by signal N).
+pub fn wait_pid(pid: i32) -> i32 {
+    use nix::sys::wait::{waitpid, WaitStatus};
+    use nix::unistd::Pid;
+    loop {
+        match waitpid(Pid::from_raw(-1), None) {
+            Ok(WaitStatus::Exited(p, code)) if p.as_raw() == pid => return code,
+            Ok(WaitStatus::Signaled(p, sig, _)) if p.as_raw() == pid => return 128 + sig as i32,
+            Ok(_) => continue,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => return 255,
+        }
+    }
+}

@@ -219,7 +219,7 @@ fn run(cmd: Cmd, root: &std::path::Path) -> Result<()> {
             write_pid(&pid_file, pid)?;
             rt.start(&id)?;
             if !detach {
-                let code = wait_for(pid);
+                let code = berth_runtime::wait_pid(pid);
                 let _ = rt.delete(&id, true);
                 std::process::exit(code);
             }
@@ -278,7 +278,7 @@ fn run(cmd: Cmd, root: &std::path::Path) -> Result<()> {
             let pid = rt.exec(&id, &process, Stdio::default(), console_socket.as_deref())?;
             write_pid(&pid_file, pid)?;
             if !detach {
-                std::process::exit(wait_for(pid));
+                std::process::exit(berth_runtime::wait_pid(pid));
             }
         }
         Cmd::Pause { id } => rt.pause(&id)?,
@@ -304,19 +304,4 @@ fn run(cmd: Cmd, root: &std::path::Path) -> Result<()> {
 fn tempfile_path(root: &std::path::Path, id: &str) -> Result<PathBuf> {
     fs::create_dir_all(root)?;
     Ok(root.join(format!(".exec-{id}-{}.json", std::process::id())))
-}
-
-/// Waits for `pid` (a child, or reparented to us as subreaper); returns a shell-style code.
-fn wait_for(pid: i32) -> i32 {
-    use nix::sys::wait::{waitpid, WaitStatus};
-    use nix::unistd::Pid;
-    loop {
-        match waitpid(Pid::from_raw(-1), None) {
-            Ok(WaitStatus::Exited(p, code)) if p.as_raw() == pid => return code,
-            Ok(WaitStatus::Signaled(p, sig, _)) if p.as_raw() == pid => return 128 + sig as i32,
-            Ok(_) => continue,
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(_) => return 255,
-        }
-    }
 }
