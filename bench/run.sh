@@ -59,6 +59,11 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 log()  { printf '\033[1m==>\033[0m %s\n' "$*" >&2; }
 note() { printf '    %s\n' "$*" >&2; }
 die()  { printf 'bench/run.sh: %s\n' "$*" >&2; exit 1; }
+# Problems go to stderr now and into the report at the end; peers' skips into its header.
+PROBLEMS=()
+PEER_NOTES=()
+warn() { note "$*"; PROBLEMS+=("$*"); }
+skip_peer() { note "$*"; PEER_NOTES+=("$*"); }
 
 # ---------------------------------------------------------------------------------------
 # Prerequisites
@@ -89,7 +94,7 @@ else
 fi
 BERTH_BIN=$(readlink -f "$BERTH_BIN")
 if [[ ! -x $(dirname "$BERTH_BIN")/berth-monitor ]]; then
-    note "warning: no berth-monitor next to $BERTH_BIN"
+    warn "no berth-monitor next to $BERTH_BIN"
 fi
 
 OUT=${BENCH_OUT:-$REPO/target/bench}
@@ -239,8 +244,8 @@ berth run --rm --network none busybox:bench true || die "berth cannot run busybo
 # ---------------------------------------------------------------------------------------
 # docker: a private dockerd on a temp socket, never the system one.
 setup_docker() {
-    if ((!WANT_DOCKER)); then note "docker: skipped (--no-docker)"; return; fi
-    if ! command -v dockerd >/dev/null; then note "docker: no dockerd installed; skipped"; return; fi
+    if ((!WANT_DOCKER)); then skip_peer "docker: skipped (--no-docker)"; return; fi
+    if ! command -v dockerd >/dev/null; then skip_peer "docker: no dockerd installed; skipped"; return; fi
     local cli=${DOCKER_CLI:-}
     if [[ -z $cli ]]; then
         if [[ -x $(dirname "$(command -v dockerd)")/docker ]]; then
@@ -249,7 +254,7 @@ setup_docker() {
             cli=$(command -v docker || true)
         fi
     fi
-    if [[ -z $cli ]]; then note "docker: no docker CLI installed; skipped"; return; fi
+    if [[ -z $cli ]]; then skip_peer "docker: no docker CLI installed; skipped"; return; fi
     local d=$TMP/docker
     mkdir -p "$d/data" "$d/exec" "$d/config"
     echo '{}' >"$d/daemon.json"
@@ -270,17 +275,18 @@ setup_docker() {
         sleep 0.1
     done
     if ((!up)); then
-        note "docker: dockerd did not come up; skipped. Its log ends with:"
+        skip_peer "docker: dockerd did not come up; skipped: $(grep -v '^\s*$' "$d/dockerd.log" | tail -n 1)"
+        note "dockerd's log ends with:"
         tail -n 15 "$d/dockerd.log" | sed 's/^/      /' >&2
         return
     fi
     if ! berth save busybox:bench | "${DOCKER[@]}" load >/dev/null 2>"$d/load.err"; then
-        note "docker: loading busybox:bench failed; skipped: $(tail -n 3 "$d/load.err")"
+        skip_peer "docker: loading busybox:bench failed; skipped: $(tail -n 3 "$d/load.err")"
         return
     fi
     local err
     if ! err=$("${DOCKER[@]}" run --rm --network none busybox:bench true 2>&1); then
-        note "docker: cannot run containers here; skipped: $err"
+        skip_peer "docker: cannot run containers here; skipped: $(tail -n 3 <<<"$err")"
         return
     fi
     HAVE_DOCKER=1
@@ -295,8 +301,8 @@ setup_docker() {
 #  - crun refuses hybrid cgroup v1/v2 hosts ("cgroups in hybrid mode not supported"):
 #    runc is used instead.
 setup_podman() {
-    if ((!WANT_PODMAN)); then note "podman: skipped (--no-podman)"; return; fi
-    if ! command -v podman >/dev/null; then note "podman: not installed; skipped"; return; fi
+    if ((!WANT_PODMAN)); then skip_peer "podman: skipped (--no-podman)"; return; fi
+    if ! command -v podman >/dev/null; then skip_peer "podman: not installed; skipped"; return; fi
     local p=$TMP/podman
     mkdir -p "$p/root" "$p/runroot" "$p/tmp"
     local base=(podman --root "$p/root" --runroot "$p/runroot" --tmpdir "$p/tmp"
@@ -306,7 +312,7 @@ setup_podman() {
     log "podman: $(podman --version)"
     local err
     if ! err=$(berth save busybox:bench | "${PODMAN[@]}" load 2>&1 >/dev/null); then
-        note "podman: loading busybox:bench failed; skipped: $(tail -n 3 <<<"$err")"
+        skip_peer "podman: loading busybox:bench failed; skipped: $(tail -n 3 <<<"$err")"
         return
     fi
     HAVE_PODMAN=2 # containers may exist from here on: clean them up on exit
@@ -337,7 +343,7 @@ setup_podman() {
         fi
     done
     if ((HAVE_PODMAN != 1)); then
-        note "podman: cannot run containers here; skipped: $(tail -n 3 <<<"$err")"
+        skip_peer "podman: cannot run containers here; skipped: $(tail -n 3 <<<"$err")"
         return
     fi
     ((${#changes[@]})) && note "podman: runs here only with: ${changes[*]}"
@@ -350,6 +356,7 @@ setup_podman
 ENGINES=(berth)
 ((HAVE_DOCKER)) && ENGINES+=(docker)
 ((HAVE_PODMAN == 1)) && ENGINES+=(podman)
+LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
 log "engines: ${ENGINES[*]}; hyperfine $RUNS runs, $WARMUP warmups; results in $OUT"
 
 # The command prefix of an engine, as a hyperfine string.
@@ -371,15 +378,13 @@ eng() {
 }
 
 # bench NAME ARGS...: `ENGINE ARGS` for every engine, checked once, then one hyperfine run.
-FAILED_CMDS=()
 bench() {
     local name=$1; shift
     local args=() e err
     for e in "${ENGINES[@]}"; do
         # shellcheck disable=SC2046
         if ! err=$(eval "$(prefix "$e") $*" 2>&1 </dev/null); then
-            note "$e $*: fails, left out of this scenario: $(tail -n 3 <<<"$err")"
-            FAILED_CMDS+=("$e $*: $(tail -n 1 <<<"$err")")
+            warn "$e $*: fails, left out of this scenario: $(tail -n 3 <<<"$err")"
             continue
         fi
         args+=(-n "$e" "$(prefix "$e") $*")
@@ -387,7 +392,7 @@ bench() {
     if ((${#args[@]} == 0)); then return 0; fi
     log "scenario $name: $*"
     hyperfine -N --warmup "$WARMUP" --runs "$RUNS" --export-json "$OUT/$name.json" "${args[@]}" >&2 \
-        || { note "hyperfine failed for $name"; rm -f "$OUT/$name.json"; }
+        || { warn "hyperfine failed for $name"; rm -f "$OUT/$name.json"; }
 }
 
 # ---------------------------------------------------------------------------------------
@@ -396,13 +401,13 @@ bench run run --rm --network none busybox:bench true
 
 # berth should leave nothing behind after run --rm.
 LEFT=$(berth ps -aq | wc -l)
-((LEFT == 0)) || note "berth: $LEFT container(s) left after run --rm"
+((LEFT == 0)) || warn "berth: $LEFT container(s) left after run --rm: $(berth ps -a --format '{{.Status}}' | sort | uniq -c | xargs)"
 
 # ---------------------------------------------------------------------------------------
 # 2. exec into a running container
 for e in "${ENGINES[@]}"; do
     eng "$e" run -d --network none --name bench-exec busybox:bench sleep 100000 >/dev/null \
-        || note "$e: could not start bench-exec"
+        || warn "$e: could not start bench-exec"
 done
 bench exec exec bench-exec true
 
@@ -417,7 +422,7 @@ rss_detail() {
 declare -A RSS=() RSSPROC=()
 for e in "${ENGINES[@]}"; do
     if ! eng "$e" run -d --network none --name bench-rss busybox:bench sleep 100000 >/dev/null; then
-        note "$e: could not start bench-rss"
+        warn "$e: could not start bench-rss"
         continue
     fi
     id=$(eng "$e" inspect -f '{{.Id}}' bench-rss 2>/dev/null || true)
@@ -432,7 +437,7 @@ for e in "${ENGINES[@]}"; do
         sleep 0.1
     done
     if [[ -z $id || -z $pid ]]; then
-        note "$e: no $what process found for bench-rss (id ${id:-?})"
+        warn "$e: no $what process found for bench-rss (id ${id:-?}, status $(eng "$e" inspect -f '{{.State.Status}} {{.State.Error}}' bench-rss 2>&1 | xargs))"
         continue
     fi
     sleep 0.5 # let it settle
@@ -458,7 +463,7 @@ for e in "${ENGINES[@]}"; do
     start=$(date +%s.%N)
     for ((i = have; i < NCONT; i++)); do
         if ! err=$(eng "$e" create --network none busybox:bench true 2>&1 >/dev/null); then
-            note "$e create failed at container $i: $err"
+            warn "$e create failed at container $i: $err"
             break
         fi
     done
@@ -490,6 +495,8 @@ echo "berth benchmark — $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, kernel $(
 echo "berth: $BERTH_BIN ($("$BERTH_BIN" --version 2>/dev/null || echo '?'))"
 ((HAVE_DOCKER)) && echo "docker: $("${DOCKER[@]}" version -f '{{.Server.Version}}' 2>/dev/null) (private dockerd, ${BENCH_DOCKER_STORAGE:-vfs})"
 ((HAVE_PODMAN == 1)) && echo "podman: $(podman --version | awk '{print $3}') (${BENCH_PODMAN_STORAGE:-vfs}, cgroupfs${PODMAN_NOTE:+, $PODMAN_NOTE})"
+((${#PEER_NOTES[@]})) && printf '%s\n' "${PEER_NOTES[@]}"
+echo "load average before the run: $LOAD0"
 declare -A MED=()
 for s in run exec ps; do
     case $s in
@@ -530,10 +537,12 @@ done
 
 # Targets
 PASSN=0 FAILN=0 SKIPN=0
-verdict() { # DESCRIPTION VALUE OP LIMIT
-    local desc=$1 val=$2 op=$3 lim=$4 ok
+verdict() { # DESCRIPTION VALUE OP LIMIT [WHEN-MISSING: FAIL (berth failed) or SKIP]
+    local desc=$1 val=$2 op=$3 lim=$4 missing=${5:-FAIL} ok
     if [[ -z $val ]]; then
-        printf '  %-58s %14s  SKIP\n' "$desc" "n/a"; SKIPN=$((SKIPN + 1)); return
+        printf '  %-58s %14s  %s\n' "$desc" "n/a" "$missing"
+        if [[ $missing == SKIP ]]; then SKIPN=$((SKIPN + 1)); else FAILN=$((FAILN + 1)); fi
+        return
     fi
     ok=$(awk -v v="$val" -v l="$lim" -v op="$op" 'BEGIN { print (op == "<=" ? v <= l : v >= l) ? 1 : 0 }')
     if ((ok)); then
@@ -549,15 +558,16 @@ run_ratio=""
 if [[ -n ${MED[run,berth]:-} && -n ${MED[run,docker]:-} ]]; then
     run_ratio=$(awk -v a="${MED[run,docker]}" -v b="${MED[run,berth]}" 'BEGIN { printf "%.1f", a / b }')
 fi
-verdict "berth run >= ${T_RUN_RATIO}x faster than docker run (docker/berth)" "$run_ratio" ">=" "$T_RUN_RATIO"
+verdict "berth run >= ${T_RUN_RATIO}x faster than docker run (docker/berth)" "$run_ratio" ">=" "$T_RUN_RATIO" \
+    "$([[ -z ${MED[run,berth]:-} ]] && echo FAIL || echo SKIP)"
 verdict "berth exec CTR true: median <= ${T_EXEC_MS} ms" "${MED[exec,berth]:-}" "<=" "$T_EXEC_MS"
 verdict "berth-monitor RSS <= ${T_RSS_KIB} KiB" "${RSS[berth]:-}" "<=" "$T_RSS_KIB"
 verdict "berth ps -a with $NCONT containers: median <= ${T_PS_MS} ms" "${MED[ps,berth]:-}" "<=" "$T_PS_MS"
 echo "  targets: $PASSN PASS, $FAILN FAIL, $SKIPN SKIP"
-if ((${#FAILED_CMDS[@]})); then
+if ((${#PROBLEMS[@]})); then
     echo
-    echo "Commands that failed and were left out:"
-    printf '  %s\n' "${FAILED_CMDS[@]}"
+    echo "Problems seen during the run:"
+    printf '  - %s\n' "${PROBLEMS[@]}"
 fi
 echo
 echo "hyperfine JSON: $OUT/{run,exec,ps}.json"
