@@ -230,7 +230,7 @@ impl Engine {
             &lower,
             &dir.join("upper"),
             &dir.join("work"),
-            &merged,
+            &merged, false
         )?;
         Ok(RootfsMount {
             path: merged,

@@ -46,12 +46,13 @@ pub fn open(path: &Path) -> Result<Connection> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
-    // Every CLI call opens and closes the database; a checkpoint (and its fsyncs) on each
-    // close would dominate short commands. SQLite still checkpoints as the WAL grows.
-    conn.set_db_config(
-        rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
-        true,
-    )?;
+    // Every CLI call opens and closes the database. A checkpoint (and its fsyncs) on each
+    // close would dominate short commands, so closing does not checkpoint; but a process
+    // that opens a database nobody has open must read the whole WAL to rebuild its index,
+    // so the WAL is checkpointed early (64 pages) and kept short.
+    conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)?;
+    conn.pragma_update(None, "wal_autocheckpoint", 64)?;
+    conn.pragma_update(None, "journal_size_limit", 1 << 20)?;
     let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
     if (version as usize) < MIGRATIONS.len() {
         // Re-read inside a write transaction: another process may have migrated meanwhile.

@@ -37,20 +37,30 @@ pub fn process_is_zombie(pid: i32) -> bool {
 /// Mounts an overlay at `target`. `lowerdir` holds paths relative to `layers_root`; the
 /// mount is made from inside it so a long stack fits in the option page. Must be called
 /// from a single-threaded process (it changes the working directory).
+///
+/// `volatile` (for containers whose upper dir is thrown away with them, `--rm`) skips the
+/// sync of the whole upper file system that unmounting an overlay otherwise does.
 pub fn mount_overlay(
     layers_root: &Path,
     lowerdir: &str,
     upper: &Path,
     work: &Path,
     target: &Path,
+    volatile: bool,
 ) -> Result<()> {
     let cwd = std::env::current_dir().ok();
     nix::unistd::chdir(layers_root).map_err(sys_err(format!("chdir {}", layers_root.display())))?;
-    let data = format!(
+    let mut data = format!(
         "lowerdir={lowerdir},upperdir={},workdir={}",
         upper.display(),
         work.display()
     );
+    if volatile {
+        // A volatile mount leaves work/incompat/volatile behind, and the kernel refuses
+        // to mount again until it is gone.
+        let _ = std::fs::remove_dir_all(work.join("incompat"));
+        data.push_str(",volatile");
+    }
     let res = mount(
         Some("overlay"),
         target,
@@ -186,31 +196,28 @@ pub fn cgroup_pids(cgroup_root: &Path, rel: &str) -> Vec<i32> {
 }
 
 /// The cgroup mounts under /sys/fs/cgroup, as container paths to make read-only:
-/// `/sys/fs/cgroup` itself on v2, one path per v1 hierarchy otherwise.
+/// `/sys/fs/cgroup` itself on v2, one path per v1 hierarchy otherwise. (statfs on each
+/// entry: cheaper than reading the host's whole mount table on every start.)
 pub fn cgroup_readonly_paths() -> Vec<String> {
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return vec![];
-    };
+    use nix::sys::statfs::{statfs, CGROUP2_SUPER_MAGIC, CGROUP_SUPER_MAGIC};
+    let base = Path::new("/sys/fs/cgroup");
+    if statfs(base).map(|s| s.filesystem_type() == CGROUP2_SUPER_MAGIC).unwrap_or(false) {
+        return vec!["/sys/fs/cgroup".into()];
+    }
     let mut out = Vec::new();
-    for line in info.lines() {
-        let fields: Vec<&str> = line.split(' ').collect();
-        let Some(sep) = fields.iter().position(|f| *f == "-") else {
-            continue;
-        };
-        let (Some(mnt), Some(fstype)) = (fields.get(4), fields.get(sep + 1)) else {
-            continue;
-        };
-        if *fstype == "cgroup2" && *mnt == "/sys/fs/cgroup" {
-            return vec!["/sys/fs/cgroup".into()];
-        }
-        if *fstype == "cgroup" {
-            if let Some(name) = mnt.strip_prefix("/sys/fs/cgroup/") {
-                if !name.contains('/') {
-                    out.push(format!("/sys/fs/cgroup/{name}"));
-                }
+    if let Ok(rd) = std::fs::read_dir(base) {
+        for e in rd.flatten() {
+            // Symlinks (cpu,cpuacct → cpu) are not mounts.
+            if !e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                continue;
+            }
+            let p = e.path();
+            if statfs(&p).map(|s| s.filesystem_type() == CGROUP_SUPER_MAGIC).unwrap_or(false) {
+                out.push(format!("/sys/fs/cgroup/{}", e.file_name().to_string_lossy()));
             }
         }
     }
+    out.sort();
     out
 }
 
