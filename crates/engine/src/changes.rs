@@ -230,7 +230,8 @@ impl Engine {
             &lower,
             &dir.join("upper"),
             &dir.join("work"),
-            &merged, false
+            &merged,
+            false,
         )?;
         Ok(RootfsMount {
             path: merged,

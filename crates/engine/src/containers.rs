@@ -626,6 +626,11 @@ impl Engine {
         } else if !unconfined {
             seccomp = Some(berth_runtime::seccomp::default_profile(&caps));
         }
+        if !berth_runtime::kernel_supports_x32() {
+            if let Some(s) = seccomp.as_mut() {
+                berth_runtime::seccomp::without_architectures(s, &["SCMP_ARCH_X32"]);
+            }
+        }
         if hc.runtime.is_empty() || hc.runtime == "builtin" {
             // libcontainer reads SCMP_CMP_MASKED_EQ's mask from valueTwo, runc from value.
             if let Some(s) = seccomp.as_mut() {

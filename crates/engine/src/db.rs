@@ -50,7 +50,10 @@ pub fn open(path: &Path) -> Result<Connection> {
     // close would dominate short commands, so closing does not checkpoint; but a process
     // that opens a database nobody has open must read the whole WAL to rebuild its index,
     // so the WAL is checkpointed early (64 pages) and kept short.
-    conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)?;
+    conn.set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
+        true,
+    )?;
     conn.pragma_update(None, "wal_autocheckpoint", 64)?;
     conn.pragma_update(None, "journal_size_limit", 1 << 20)?;
     let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;

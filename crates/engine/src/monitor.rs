@@ -187,7 +187,8 @@ impl Monitor {
                 &cfg.lowerdir,
                 &cfg.upper,
                 &cfg.work,
-                &cfg.merged, cfg.auto_remove
+                &cfg.merged,
+                cfg.auto_remove,
             )
             .map_err(|e| (125, e.to_string()))?;
         }

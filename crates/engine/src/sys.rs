@@ -201,7 +201,10 @@ pub fn cgroup_pids(cgroup_root: &Path, rel: &str) -> Vec<i32> {
 pub fn cgroup_readonly_paths() -> Vec<String> {
     use nix::sys::statfs::{statfs, CGROUP2_SUPER_MAGIC, CGROUP_SUPER_MAGIC};
     let base = Path::new("/sys/fs/cgroup");
-    if statfs(base).map(|s| s.filesystem_type() == CGROUP2_SUPER_MAGIC).unwrap_or(false) {
+    if statfs(base)
+        .map(|s| s.filesystem_type() == CGROUP2_SUPER_MAGIC)
+        .unwrap_or(false)
+    {
         return vec!["/sys/fs/cgroup".into()];
     }
     let mut out = Vec::new();
@@ -212,8 +215,14 @@ pub fn cgroup_readonly_paths() -> Vec<String> {
                 continue;
             }
             let p = e.path();
-            if statfs(&p).map(|s| s.filesystem_type() == CGROUP_SUPER_MAGIC).unwrap_or(false) {
-                out.push(format!("/sys/fs/cgroup/{}", e.file_name().to_string_lossy()));
+            if statfs(&p)
+                .map(|s| s.filesystem_type() == CGROUP_SUPER_MAGIC)
+                .unwrap_or(false)
+            {
+                out.push(format!(
+                    "/sys/fs/cgroup/{}",
+                    e.file_name().to_string_lossy()
+                ));
             }
         }
     }

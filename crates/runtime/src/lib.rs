@@ -135,3 +135,19 @@ pub fn wait_pid(pid: i32) -> i32 {
         }
     }
 }
+
+/// Can this kernel run x32 syscalls? (Most distribution kernels are built without the x32
+/// ABI.) A getpid with the x32 bit set either works or fails; it cannot do harm.
+pub fn kernel_supports_x32() -> bool {
+    static SUPPORTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *SUPPORTED.get_or_init(|| {
+        if !cfg!(target_arch = "x86_64") {
+            return false;
+        }
+        const X32_SYSCALL_BIT: libc::c_long = 0x4000_0000;
+        // SAFETY: getpid takes no arguments and touches no memory; with the x32 bit set
+        // the kernel either runs it or returns ENOSYS.
+        let r = unsafe { libc::syscall(X32_SYSCALL_BIT | libc::SYS_getpid) };
+        r == libc::c_long::from(std::process::id() as i32)
+    })
+}

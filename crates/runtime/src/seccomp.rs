@@ -350,6 +350,19 @@ pub fn profile_from_docker_json(
     convert(profile, &CapSet::new(caps), native_arch()).map_err(fail)
 }
 
+/// Drops the filter architectures in `unsupported` from a profile. Used for ABIs the
+/// running kernel cannot execute (x32 on most kernels): no syscall of such an ABI can
+/// succeed there with or without the filter, so no outcome changes, while every
+/// architecture in a filter adds about as much time to building it as the first.
+pub fn without_architectures(profile: &mut Value, unsupported: &[&str]) {
+    if let Some(arches) = profile
+        .get_mut("architectures")
+        .and_then(Value::as_array_mut)
+    {
+        arches.retain(|a| !unsupported.iter().any(|u| a.as_str() == Some(*u)));
+    }
+}
+
 /// Rewrites `profile` (a `linux.seccomp` object from this module) for youki's libcontainer
 /// 0.7.0, which takes the mask of a `SCMP_CMP_MASKED_EQ` comparison from `valueTwo` and the
 /// expected value from `value`, where runc, crun and Docker profiles do the opposite. Without
@@ -657,6 +670,16 @@ fn parse_release(release: &str) -> Option<(u32, u32)> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn unsupported_architectures_can_be_dropped() {
+        let mut p = default_profile(&[]);
+        without_architectures(&mut p, &["SCMP_ARCH_X32"]);
+        let arches = p["architectures"].as_array().unwrap();
+        assert!(!arches.iter().any(|a| a == "SCMP_ARCH_X32"));
+        assert!(!arches.is_empty());
+    }
+
     use super::*;
     use oci_spec::runtime::{Arch, LinuxSeccomp, LinuxSeccompAction, LinuxSeccompOperator};
 
