@@ -352,7 +352,10 @@ impl Monitor {
         }
         let _ = mask.thread_block();
         let sfd = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC).ok();
-        sys::release_startup_memory();
+        // Memory set-up no longer needs is given back once the container has run a while,
+        // so short-lived containers do not wait for it.
+        let mut released = false;
+        let release_at = Instant::now() + Duration::from_millis(250);
         let mut exit = self.reap();
         // After exit, keep draining output until every stream closes or a short grace passes.
         let mut drain_deadline: Option<Instant> = None;
@@ -393,8 +396,18 @@ impl Monitor {
             for (i, c) in self.clients.iter().enumerate() {
                 add(c.stream.as_raw_fd(), Role::Client(i));
             }
+            if !released && exit.is_none() && Instant::now() >= release_at {
+                sys::release_startup_memory();
+                released = true;
+            }
             let timeout = match drain_deadline {
                 Some(d) => d.saturating_duration_since(Instant::now()).as_millis() as i32,
+                None if !released => {
+                    release_at
+                        .saturating_duration_since(Instant::now())
+                        .as_millis() as i32
+                        + 1
+                }
                 None => -1,
             };
             // SAFETY: fds is a valid, exclusively borrowed array of pollfd of the given length.
