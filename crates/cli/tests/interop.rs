@@ -447,10 +447,15 @@ struct Dockerd {
 impl Dockerd {
     /// Starts dockerd and waits (up to 60 s) until it answers; on failure returns why,
     /// with its log.
-    fn start(dockerd: &Path, unshare: &Path, client: PathBuf) -> Result<Dockerd, String> {
+    fn start(
+        dockerd: &Path,
+        unshare: &Path,
+        client: PathBuf,
+        daemon_json: &str,
+    ) -> Result<Dockerd, String> {
         let dir = Scratch::new("it-docker");
         let config = dir.path("daemon.json");
-        std::fs::write(&config, "{}\n").expect("write daemon.json");
+        std::fs::write(&config, daemon_json).expect("write daemon.json");
         dir.subdir("client");
         let log = dir.path("dockerd.log");
         let log_file = std::fs::File::create(&log).expect("create dockerd log");
@@ -610,7 +615,7 @@ fn dockerd_loads_berths_archive_and_berth_loads_and_runs_dockers_save() {
         eprintln!("skipped: needs the docker client (apt-get install docker.io)");
         return;
     };
-    let d = match Dockerd::start(&dockerd, &unshare, client) {
+    let d = match Dockerd::start(&dockerd, &unshare, client, "{}\n") {
         Ok(d) => d,
         Err(why) if in_ci() => panic!("private dockerd did not start: {why}"),
         Err(why) => {
@@ -644,7 +649,77 @@ fn dockerd_loads_berths_archive_and_berth_loads_and_runs_dockers_save() {
 }
 
 // ---------------------------------------------------------------------------------------
-// Runtimes: podman over berth-runtime, berth over runc and crun
+// Runtimes: podman and dockerd over berth-runtime, berth over runc and crun
+
+#[test]
+fn dockerd_runs_containers_with_berth_runtime() {
+    require_root!();
+    let dockerd = require_peer!("dockerd", "docker.io");
+    let unshare = require_peer!("unshare", "util-linux");
+    let Some(client) = docker_client() else {
+        eprintln!("skipped: needs the docker client (apt-get install docker.io)");
+        return;
+    };
+    let runtime = berth_runtime_bin();
+    let config = serde_json::json!({"runtimes": {"berth": {"path": runtime}}}).to_string();
+    let d = match Dockerd::start(&dockerd, &unshare, client, &config) {
+        Ok(d) => d,
+        Err(why) if in_ci() => panic!("private dockerd did not start: {why}"),
+        Err(why) => {
+            eprintln!("skipped: private dockerd did not start (a failure when CI is set): {why}");
+            return;
+        }
+    };
+    let b = Berth::with_busybox();
+    let saved = save_busybox(&b, &d.dir, "saved.tar");
+    d.ok(&["load", "-i", path_str(&saved)]);
+    let out = d.ok(&[
+        "run",
+        "--rm",
+        "--runtime",
+        "berth",
+        "--network",
+        "none",
+        "busybox:test",
+        "echo",
+        "hi from berth-runtime",
+    ]);
+    assert_eq!(out.trim(), "hi from berth-runtime");
+    let mut code = d.cmd();
+    code.args([
+        "run",
+        "--rm",
+        "--runtime",
+        "berth",
+        "--network",
+        "none",
+        "busybox:test",
+        "sh",
+        "-c",
+        "exit 3",
+    ]);
+    assert_eq!(output(&mut code).status.code(), Some(3));
+    // Detached, exec, stop.
+    let id = d.ok(&[
+        "run",
+        "-d",
+        "--runtime",
+        "berth",
+        "--network",
+        "none",
+        "busybox:test",
+        "sleep",
+        "60",
+    ]);
+    let id = id.trim();
+    assert_eq!(d.ok(&["exec", id, "echo", "exec ok"]).trim(), "exec ok");
+    d.ok(&["stop", "-t", "1", id]);
+    assert_eq!(
+        d.ok(&["inspect", "-f", "{{.State.ExitCode}}", id]).trim(),
+        "137"
+    );
+    d.ok(&["rm", id]);
+}
 
 /// `berth-runtime`, built with this package.
 fn berth_runtime_bin() -> PathBuf {

@@ -247,3 +247,20 @@ fn init_flag_runs_an_init_as_pid_1_when_one_is_installed() {
     let out = b.sh(&["--init"], "cat /proc/1/cmdline | tr '\\0' ' '");
     assert!(out.starts_with("/sbin/docker-init"), "{out}");
 }
+
+#[test]
+fn privileged_containers_get_the_hosts_devices() {
+    require_root!();
+    let b = Berth::with_busybox();
+    let host_has = |p: &str| std::path::Path::new(p).exists();
+    let probe = ["/dev/kmsg", "/dev/loop-control"]
+        .into_iter()
+        .find(|p| host_has(p));
+    let Some(dev) = probe else {
+        eprintln!("skipped: the host has neither /dev/kmsg nor /dev/loop-control");
+        return;
+    };
+    let check = format!("test -c {dev} && echo present || echo absent");
+    assert_eq!(b.sh(&[], &check), "absent\n");
+    assert_eq!(b.sh(&["--privileged"], &check), "present\n");
+}

@@ -374,6 +374,57 @@ pub fn valid_ulimit(name: &str) -> bool {
     rlimit_type(name).is_some()
 }
 
+/// The character and block devices under `dev` (not the container-private `pts`, `shm`,
+/// `mqueue`, nor the standard nodes every container gets), as OCI `linux.devices`.
+pub fn host_devices(dev: &Path) -> Vec<Value> {
+    const SKIP_DIRS: &[&str] = &["pts", "shm", "mqueue", "fd"];
+    const STANDARD: &[&str] = &[
+        "null", "zero", "full", "random", "urandom", "tty", "console", "ptmx",
+    ];
+    let mut out = Vec::new();
+    let mut stack = vec![dev.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let Ok(m) = std::fs::symlink_metadata(e.path()) else {
+                continue;
+            };
+            let name = e.file_name().to_string_lossy().into_owned();
+            let ft = m.file_type();
+            if ft.is_dir() {
+                if dir != dev || !SKIP_DIRS.contains(&name.as_str()) {
+                    stack.push(e.path());
+                }
+                continue;
+            }
+            let kind = if ft.is_char_device() {
+                "c"
+            } else if ft.is_block_device() {
+                "b"
+            } else {
+                continue;
+            };
+            if dir == dev && STANDARD.contains(&name.as_str()) {
+                continue;
+            }
+            let rdev = m.rdev();
+            out.push(json!({
+                "path": e.path(),
+                "type": kind,
+                "major": libc::major(rdev),
+                "minor": libc::minor(rdev),
+                "fileMode": m.mode() & 0o7777,
+                "uid": m.uid(),
+                "gid": m.gid(),
+            }));
+        }
+    }
+    out.sort_by(|a, b| a["path"].as_str().cmp(&b["path"].as_str()));
+    out
+}
+
 /// Builds config.json.
 pub fn build(input: &SpecInput) -> Result<Value> {
     let rec = input.rec;
@@ -590,6 +641,10 @@ pub fn build(input: &SpecInput) -> Result<Value> {
     }
     if let Some(s) = &input.seccomp {
         linux["seccomp"] = s.clone();
+    }
+    if privileged {
+        // Like Docker: a privileged container gets the host's devices.
+        linux["devices"] = json!(host_devices(Path::new("/dev")));
     }
 
     let mut user = json!({"uid": input.user.uid, "gid": input.user.gid});
