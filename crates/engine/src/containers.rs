@@ -661,6 +661,11 @@ impl Engine {
             init_binary,
             seccomp,
             no_new_privileges,
+            cgroup_v1_binds: if hc.runtime.is_empty() || hc.runtime == "builtin" {
+                sys::cgroup_v1_hierarchies()
+            } else {
+                None
+            },
         };
         let spec = spec::build(&input)?;
         let cfg_path = dir.join("config.json");

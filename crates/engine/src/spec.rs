@@ -341,6 +341,11 @@ pub struct SpecInput<'a> {
     pub init_binary: Option<PathBuf>,
     pub seccomp: Option<Value>,
     pub no_new_privileges: bool,
+    /// cgroup v1 hierarchies to bind-mount from the container's own cgroup dirs instead of
+    /// asking the runtime for a `cgroup` mount (the built-in runtime's v1 emulation of that
+    /// mount reads the host's mount and cgroup tables and costs ~5 ms a start). None: let
+    /// the runtime mount cgroupfs.
+    pub cgroup_v1_binds: Option<Vec<String>>,
 }
 
 fn mount(dest: &str, kind: &str, source: &str, options: &[&str]) -> Value {
@@ -482,24 +487,39 @@ pub fn build(input: &SpecInput) -> Result<Value> {
             )
         },
         mount(
-            "/sys/fs/cgroup",
-            "cgroup",
-            "cgroup",
-            &[
-                "nosuid",
-                "noexec",
-                "nodev",
-                "relatime",
-                if privileged { "rw" } else { "ro" },
-            ],
-        ),
-        mount(
             "/dev/mqueue",
             "mqueue",
             "mqueue",
             &["nosuid", "noexec", "nodev"],
         ),
     ];
+    let cg_mode = if privileged { "rw" } else { "ro" };
+    match &input.cgroup_v1_binds {
+        None => mounts.push(mount(
+            "/sys/fs/cgroup",
+            "cgroup",
+            "cgroup",
+            &["nosuid", "noexec", "nodev", "relatime", cg_mode],
+        )),
+        Some(hierarchies) => {
+            // The view a cgroup namespace gives: each hierarchy rooted at the container's
+            // own cgroup, on a tmpfs (made read-only below, after the binds are in place).
+            mounts.push(mount(
+                "/sys/fs/cgroup",
+                "tmpfs",
+                "tmpfs",
+                &["nosuid", "noexec", "nodev", "mode=755", "size=64k"],
+            ));
+            for h in hierarchies {
+                mounts.push(json!({
+                    "destination": format!("/sys/fs/cgroup/{h}"),
+                    "type": "bind",
+                    "source": format!("/sys/fs/cgroup/{h}/berth/{}", rec.id),
+                    "options": ["rbind", "nosuid", "noexec", "nodev", cg_mode, "rprivate"],
+                }));
+            }
+        }
+    }
     let shm = if hc.shm_size > 0 {
         hc.shm_size
     } else {
@@ -633,10 +653,14 @@ pub fn build(input: &SpecInput) -> Result<Value> {
     });
     if !privileged {
         linux["maskedPaths"] = json!(MASKED_PATHS);
-        // The runtime mounts v1 hierarchies read-write whatever the options say; make
-        // each one read-only, so a container cannot raise its own limits.
         let mut ro: Vec<String> = READONLY_PATHS.iter().map(|s| s.to_string()).collect();
-        ro.extend(crate::sys::cgroup_readonly_paths());
+        match &input.cgroup_v1_binds {
+            // The binds are read-only already; the tmpfs under them becomes so too.
+            Some(_) => ro.push("/sys/fs/cgroup".into()),
+            // The built-in runtime mounts v1 hierarchies read-write whatever the options
+            // say; make each one read-only, so a container cannot raise its own limits.
+            None => ro.extend(crate::sys::cgroup_readonly_paths()),
+        }
         linux["readonlyPaths"] = json!(ro);
     }
     if let Some(s) = &input.seccomp {

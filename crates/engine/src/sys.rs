@@ -195,6 +195,51 @@ pub fn cgroup_pids(cgroup_root: &Path, rel: &str) -> Vec<i32> {
     Vec::new()
 }
 
+/// On a cgroup v1 host, the hierarchies under /sys/fs/cgroup made only of controllers the
+/// runtime manages (so a container's cgroup dir exists in each); None on a v2 host.
+pub fn cgroup_v1_hierarchies() -> Option<Vec<String>> {
+    use nix::sys::statfs::{statfs, CGROUP2_SUPER_MAGIC, CGROUP_SUPER_MAGIC};
+    const MANAGED: &[&str] = &[
+        "cpu",
+        "cpuacct",
+        "cpuset",
+        "devices",
+        "hugetlb",
+        "memory",
+        "pids",
+        "perf_event",
+        "blkio",
+        "net_prio",
+        "net_cls",
+        "freezer",
+    ];
+    let base = Path::new("/sys/fs/cgroup");
+    if statfs(base)
+        .map(|s| s.filesystem_type() == CGROUP2_SUPER_MAGIC)
+        .unwrap_or(true)
+    {
+        return None;
+    }
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(base).ok()?.flatten() {
+        if !e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+            continue;
+        }
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !name.split(',').all(|c| MANAGED.contains(&c)) {
+            continue;
+        }
+        if statfs(&e.path())
+            .map(|s| s.filesystem_type() == CGROUP_SUPER_MAGIC)
+            .unwrap_or(false)
+        {
+            out.push(name);
+        }
+    }
+    out.sort();
+    Some(out)
+}
+
 /// The cgroup mounts under /sys/fs/cgroup, as container paths to make read-only:
 /// `/sys/fs/cgroup` itself on v2, one path per v1 hierarchy otherwise. (statfs on each
 /// entry: cheaper than reading the host's whole mount table on every start.)
