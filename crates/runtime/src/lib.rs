@@ -13,6 +13,7 @@ use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 pub mod builtin;
+pub mod caps;
 pub mod external;
 pub mod seccomp;
 

@@ -133,6 +133,8 @@ fn signal_number(s: &str) -> Result<i32> {
 /// `valueTwo`. When a spec has a seccomp profile, a converted copy of config.json goes
 /// into a private bundle dir (root path made absolute), which `delete` removes.
 fn prepare_bundle(root: &std::path::Path, id: &str, bundle: &std::path::Path) -> Result<PathBuf> {
+    let bundle =
+        &fs::canonicalize(bundle).with_context(|| format!("bundle {}", bundle.display()))?;
     let cfg = bundle.join("config.json");
     let bytes = fs::read(&cfg).with_context(|| format!("reading {}", cfg.display()))?;
     let mut spec: serde_json::Value =
@@ -195,8 +197,6 @@ fn run(cmd: Cmd, root: &std::path::Path) -> Result<()> {
             id,
             ..
         } => {
-            let bundle = fs::canonicalize(&bundle)
-                .with_context(|| format!("bundle {}", bundle.display()))?;
             let bundle = prepare_bundle(root, &id, &bundle)?;
             let pid = rt.create(&id, &bundle, Stdio::default(), console_socket.as_deref())?;
             write_pid(&pid_file, pid)?;
@@ -209,8 +209,6 @@ fn run(cmd: Cmd, root: &std::path::Path) -> Result<()> {
             detach,
             id,
         } => {
-            let bundle = fs::canonicalize(&bundle)
-                .with_context(|| format!("bundle {}", bundle.display()))?;
             let bundle = prepare_bundle(root, &id, &bundle)?;
             if !detach {
                 berth_runtime::become_subreaper()?;
