@@ -391,7 +391,10 @@ bench() {
     done
     if ((${#args[@]} == 0)); then return 0; fi
     log "scenario $name: $*"
-    hyperfine -N --warmup "$WARMUP" --runs "$RUNS" --export-json "$OUT/$name.json" "${args[@]}" >&2 \
+    # `sync` before every timed run: no engine pays for the page cache another (or its own
+    # previous run) left dirty; vfs-backed peers leave a lot.
+    sync
+    hyperfine -N --prepare sync --warmup "$WARMUP" --runs "$RUNS" --export-json "$OUT/$name.json" "${args[@]}" >&2 \
         || { warn "hyperfine failed for $name"; rm -f "$OUT/$name.json"; }
 }
 
