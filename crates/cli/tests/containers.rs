@@ -662,3 +662,62 @@ fn info_version_system_df_and_prune() {
     b.ok(&["run", "--rm", "hello"]);
     b.ok(&["container", "prune", "-f"]);
 }
+
+#[test]
+fn concurrent_starts_of_one_container_make_one_monitor() {
+    require_root!();
+    let b = Berth::with_busybox();
+    b.ok(&["create", "--name", "once", "busybox:test", "sleep", "30"]);
+    let handles: Vec<_> = (0..6)
+        .map(|_| {
+            let mut c = b.cmd();
+            c.args(["start", "once"]);
+            std::thread::spawn(move || c.output().unwrap())
+        })
+        .collect();
+    for h in handles {
+        let out = h.join().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let id = b.inspect("once", "{{.Id}}");
+    let monitors = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            std::fs::read(e.path().join("cmdline"))
+                .map(|c| {
+                    String::from_utf8_lossy(&c).contains("berth-monitor")
+                        && String::from_utf8_lossy(&c).contains(&id)
+                })
+                .unwrap_or(false)
+        })
+        .count();
+    assert_eq!(monitors, 1);
+    // rm -f of a --rm container does not wait on the monitor's own removal.
+    b.ok(&[
+        "run",
+        "-d",
+        "--rm",
+        "--name",
+        "gone-soon",
+        "busybox:test",
+        "sleep",
+        "30",
+    ]);
+    let t = std::time::Instant::now();
+    let _ = b.run(&["rm", "-f", "gone-soon"]);
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(5),
+        "rm -f took {:?}",
+        t.elapsed()
+    );
+    assert!(eventually(5, || b
+        .run(&["inspect", "gone-soon"])
+        .status
+        .code()
+        == Some(1)));
+}

@@ -59,6 +59,14 @@ pub struct StartHandle {
     pub child: Option<Child>,
     ready: Option<BufReader<std::io::PipeReader>>,
     pub pid: i32,
+    /// Held until the monitor has answered, so no second start races this one.
+    lock: Option<ContainerLock>,
+}
+
+/// An exclusive lock on one container's life-cycle changes (start, remove), across berth
+/// processes: `run-root/locks/<id>`, flock(2).
+pub struct ContainerLock {
+    _lock: nix::fcntl::Flock<fs::File>,
 }
 
 impl StartHandle {
@@ -69,6 +77,7 @@ impl StartHandle {
             return Ok(self.pid);
         };
         let line = read_line(&mut r);
+        self.lock = None;
         parse_ready(&line).inspect(|pid| self.pid = *pid)
     }
 
@@ -731,8 +740,27 @@ impl Engine {
     /// `start`: spawns the container's monitor. With `wait_attach`, the container is
     /// created but only runs once a client attached (call `StartHandle::finish` after
     /// attaching). A running container is left alone (`Ok(None)`).
+    /// Takes `id`'s life-cycle lock (waiting for it).
+    pub fn lock_container(&self, id: &str) -> Result<ContainerLock> {
+        let dir = self.run_root().join("locks");
+        fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        let p = dir.join(id);
+        let f = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&p)
+            .map_err(io_err(&p))?;
+        let lock = nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive)
+            .map_err(|(_, e)| crate::error::sys_err(format!("locking {}", p.display()))(e))?;
+        Ok(ContainerLock { _lock: lock })
+    }
+
     pub fn start_container(&self, name: &str, wait_attach: bool) -> Result<Option<StartHandle>> {
-        let rec = self.find_container(name)?;
+        let found = self.find_container(name)?;
+        let lock = self.lock_container(&found.id)?;
+        // Under the lock: it may have been started or removed meanwhile.
+        let rec = self.find_container(&found.id)?;
         let st = self.container_state(&rec.id)?;
         if st.status.is_active() {
             return Ok(None);
@@ -779,6 +807,7 @@ impl Engine {
             child: Some(child),
             ready: None,
             pid: 0,
+            lock: Some(lock),
         };
         if wait_attach {
             let line = read_line(&mut ready);
@@ -789,6 +818,7 @@ impl Engine {
             handle.ready = Some(ready);
         } else {
             let line = read_line(&mut ready);
+            handle.lock = None;
             handle.pid = parse_ready(&line)?;
         }
         Ok(Some(handle))
@@ -895,7 +925,9 @@ impl Engine {
     /// anonymous volumes too. Named volumes are never touched. Cleanup is best-effort and
     /// complete: every step runs, and the errors are reported together.
     pub fn remove_container(&self, name: &str, force: bool, volumes: bool) -> Result<()> {
-        let rec = self.find_container(name)?;
+        let found = self.find_container(name)?;
+        let _lock = self.lock_container(&found.id)?;
+        let rec = self.find_container(&found.id)?;
         let st = self.container_state(&rec.id)?;
         if st.status.is_active() {
             if !force {
@@ -940,6 +972,8 @@ impl Engine {
             }
         }
         let _ = fs::remove_file(attach::socket_path(self.run_root(), &rec.id));
+        // Whoever waits on this lock finds the container gone when it gets it.
+        let _ = fs::remove_file(self.run_root().join("locks").join(&rec.id));
         if volumes || rec.host_config.auto_remove {
             for m in rec.mounts.iter().filter(|m| m.anonymous) {
                 if let Some(n) = &m.name {

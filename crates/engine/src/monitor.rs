@@ -565,6 +565,14 @@ impl Monitor {
         st.pid = 0;
         st.finished_at = crate::now();
         let _ = state::write(&self.root, &self.cfg.id, &st);
+        // Clients learn the exit first: one of them may be an `rm -f` holding the
+        // container's lock, which auto-removal needs. (`run --rm` waits for this process
+        // to end, so it still returns only once the container is gone.)
+        let f = attach::frame(attach::EXIT, &code.to_be_bytes());
+        for c in &mut self.clients {
+            let _ = write_all_blocking(&mut c.stream, &f);
+        }
+        self.clients.clear();
         if self.cfg.auto_remove {
             if let Ok(engine) =
                 crate::Engine::open(crate::EngineOptions::new(&self.root, &self.run_root))
@@ -572,11 +580,6 @@ impl Monitor {
                 let _ = engine.remove_container(&self.cfg.id, true, true);
             }
         }
-        let f = attach::frame(attach::EXIT, &code.to_be_bytes());
-        for c in &mut self.clients {
-            let _ = write_all_blocking(&mut c.stream, &f);
-        }
-        self.clients.clear();
     }
 }
 
