@@ -232,8 +232,8 @@ pub enum Command {
         /// Commit message
         #[arg(short = 'm', long)]
         message: Option<String>,
-        /// Pause container during commit (accepted; berth reads the upper dir directly)
-        #[arg(short = 'p', long, default_value_t = true)]
+        /// Pause container during commit
+        #[arg(short = 'p', long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
         pause: bool,
         container: String,
         reference: Option<String>,
@@ -280,7 +280,7 @@ pub struct PsArgs {
     /// Format output using a Go template, table or json
     #[arg(long)]
     format: Option<String>,
-    /// Display total file sizes (not available yet)
+    /// Display total file sizes
     #[arg(short = 's', long)]
     size: bool,
 }
@@ -551,6 +551,12 @@ fn ps(engine: &Engine, a: &PsArgs) -> CliResult<u8> {
         return Ok(0);
     }
     let fmt = Format::parse(a.format.as_deref())?;
+    // Docker's SIZE: what the container wrote, and the image under it.
+    let size_of = |c: &berth_engine::containers::ContainerSummary| -> String {
+        let rw = berth_engine::volumes::dir_size(&engine.container_dir(&c.id).join("upper"));
+        let image = engine.find_image(&c.image_id).map(|i| i.size).unwrap_or(0);
+        format!("{} (virtual {})", human_size(rw), human_size(rw + image))
+    };
     let rows: Vec<serde_json::Value> = list
         .iter()
         .map(|c| {
@@ -569,7 +575,7 @@ fn ps(engine: &Engine, a: &PsArgs) -> CliResult<u8> {
                 "Status": c.status,
                 "Names": c.names,
                 "Labels": c.labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(","),
-                "Size": "",
+                "Size": if a.size { size_of(c) } else { String::new() },
                 "Mounts": "",
                 "Networks": "",
             })
@@ -577,38 +583,37 @@ fn ps(engine: &Engine, a: &PsArgs) -> CliResult<u8> {
         .collect();
     match fmt {
         Format::Table => {
+            let mut keys = vec![
+                "ID",
+                "Image",
+                "Command",
+                "RunningFor",
+                "Status",
+                "Ports",
+                "Names",
+            ];
+            let mut headers = vec![
+                "CONTAINER ID",
+                "IMAGE",
+                "COMMAND",
+                "CREATED",
+                "STATUS",
+                "PORTS",
+                "NAMES",
+            ];
+            if a.size {
+                keys.push("Size");
+                headers.push("SIZE");
+            }
             let body: Vec<Vec<String>> = rows
                 .iter()
                 .map(|r| {
-                    [
-                        "ID",
-                        "Image",
-                        "Command",
-                        "RunningFor",
-                        "Status",
-                        "Ports",
-                        "Names",
-                    ]
-                    .iter()
-                    .map(|k| r[*k].as_str().unwrap_or_default().to_string())
-                    .collect()
+                    keys.iter()
+                        .map(|k| r[*k].as_str().unwrap_or_default().to_string())
+                        .collect()
                 })
                 .collect();
-            print!(
-                "{}",
-                table(
-                    &[
-                        "CONTAINER ID",
-                        "IMAGE",
-                        "COMMAND",
-                        "CREATED",
-                        "STATUS",
-                        "PORTS",
-                        "NAMES"
-                    ],
-                    &body
-                )
-            );
+            print!("{}", table(&headers, &body));
         }
         f => print!(
             "{}",
@@ -1680,7 +1685,7 @@ pub fn dispatch(cli: &Cli) -> CliResult<u8> {
             message,
             container,
             reference,
-            ..
+            pause,
         } => {
             let mut run_cfg = RunConfig::default();
             apply_changes(&mut run_cfg, change)?;
@@ -1691,6 +1696,7 @@ pub fn dispatch(cli: &Cli) -> CliResult<u8> {
                 message.clone(),
                 run_cfg,
                 !change.is_empty(),
+                *pause,
             )?;
             println!("{id}");
             Ok(0)

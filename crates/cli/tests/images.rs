@@ -537,3 +537,34 @@ fn cp_never_follows_a_symlink_out_of_the_container() {
     assert!(!child.wait_with_output().unwrap().status.success());
     assert!(!std::path::Path::new("/tmp/berth-cp-escape").exists());
 }
+
+#[test]
+fn commit_of_a_running_container_freezes_it_and_thaws_it_again() {
+    require_root!();
+    let b = Berth::with_busybox();
+    b.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "busy",
+        "busybox:test",
+        "sh",
+        "-c",
+        "echo before > /state; while true; do sleep 0.05; done",
+    ]);
+    assert!(common::eventually(5, || b
+        .run(&["exec", "busy", "cat", "/state"])
+        .stdout
+        == b"before\n"));
+    b.ok(&["commit", "busy", "live:1"]);
+    assert_eq!(
+        b.ok(&["run", "--rm", "live:1", "cat", "/state"]),
+        "before\n"
+    );
+    // Thawed: it still runs and answers.
+    assert_eq!(b.inspect("busy", "{{.State.Status}}"), "running");
+    assert_eq!(b.ok(&["exec", "busy", "echo", "alive"]), "alive\n");
+    b.ok(&["commit", "--pause=false", "busy", "live:2"]);
+    let ps = b.ok(&["ps", "-s"]);
+    assert!(ps.contains("SIZE") && ps.contains("virtual"), "{ps}");
+}

@@ -29,6 +29,18 @@ impl Drop for RootfsMount {
     }
 }
 
+/// A frozen container, thawed on drop.
+pub struct Frozen {
+    rt: Box<dyn berth_runtime::OciRuntime>,
+    id: String,
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        let _ = self.rt.resume(&self.id);
+    }
+}
+
 /// The paths the init layer provides as mount points, so a container's own upper dir holds
 /// only what its processes changed (Docker keeps these out of `diff` and `commit` too).
 pub const INIT_DIRS: &[&str] = &[
@@ -140,6 +152,7 @@ impl Engine {
         message: Option<String>,
         changes: RunConfig,
         has_changes: bool,
+        pause: bool,
     ) -> Result<Digest> {
         let rec = self.find_container(name)?;
         let tag = reference.map(Reference::parse).transpose()?;
@@ -151,6 +164,10 @@ impl Engine {
         let image = self.find_image(&rec.image_id)?;
         let mut cfg = self.image_config(&image)?;
         let upper = self.container_dir(&rec.id).join("upper");
+
+        // A running container is frozen while its changes are read, so the layer is one
+        // consistent moment (Docker's `commit --pause`, on by default).
+        let _paused = if pause { self.freeze(&rec)? } else { None };
 
         // The layer: the upper dir as an OCI layer tar, hashed on its way into the store.
         let mut tmp = self.store.temp()?;
@@ -206,6 +223,22 @@ impl Engine {
         new.layers = pairs;
         let tags: Vec<String> = tag.iter().map(|t| t.to_string()).collect();
         self.register(&new, &tags)
+    }
+
+    /// Freezes a running container until the guard is dropped; None when it is not
+    /// running (or already paused).
+    pub(crate) fn freeze(&self, rec: &ContainerRecord) -> Result<Option<Frozen>> {
+        let st = self.container_state(&rec.id)?;
+        if st.status != crate::state::Status::Running {
+            return Ok(None);
+        }
+        let rt =
+            berth_runtime::by_name(&rec.host_config.runtime, &self.run_root().join("runtime"))?;
+        rt.pause(&rec.id)?;
+        Ok(Some(Frozen {
+            rt,
+            id: rec.id.clone(),
+        }))
     }
 
     /// Mounts the container's root file system if it is not mounted (for export and cp of
