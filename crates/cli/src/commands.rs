@@ -1070,7 +1070,10 @@ fn volume(engine: &Engine, cmd: &VolumeCmd) -> CliResult<u8> {
         VolumeCmd::Rm { force, volumes } => {
             return each(volumes, |v| engine.remove_volume(v, *force))
         }
-        VolumeCmd::Prune { all, .. } => {
+        VolumeCmd::Prune { all, force } => {
+            if !confirm(*force, "WARNING! This will remove anonymous local volumes not used by at least one container.")? {
+                return Ok(0);
+            }
             let (removed, bytes) = engine.prune_volumes(*all)?;
             if !removed.is_empty() {
                 println!("Deleted Volumes:");
@@ -1364,6 +1367,24 @@ fn df(engine: &Engine, verbose: bool) -> CliResult<u8> {
     Ok(0)
 }
 
+/// Docker's prune prompt: without `-f`, ask on the terminal; anything but y/yes (or no
+/// terminal to ask on) leaves everything as it is.
+fn confirm(force: bool, warning: &str) -> CliResult<bool> {
+    if force {
+        return Ok(true);
+    }
+    if !crate::terminal::is_tty(std::os::fd::AsFd::as_fd(&io::stdin())) {
+        return Err(Failure::new(
+            1,
+            "refusing to prune without confirmation: stdin is not a terminal (use -f)",
+        ));
+    }
+    eprint!("{warning}\nAre you sure you want to continue? [y/N] ");
+    let mut answer = String::new();
+    io::stdin().read_line(&mut answer)?;
+    Ok(matches!(answer.trim().to_lowercase().as_str(), "y" | "yes"))
+}
+
 pub fn dispatch(cli: &Cli) -> CliResult<u8> {
     let engine = open_engine(&cli.root, &cli.run_root).map_err(|mut f| {
         f.code = 125;
@@ -1593,7 +1614,15 @@ pub fn dispatch(cli: &Cli) -> CliResult<u8> {
             print_inspect(vals, format.as_deref())?;
             Ok(0)
         }
-        Command::Image(ImageCmd::Prune { all, .. }) => {
+        Command::Image(ImageCmd::Prune { all, force }) => {
+            let what = if *all {
+                "WARNING! This will remove all images without at least one container associated to them."
+            } else {
+                "WARNING! This will remove all dangling images."
+            };
+            if !confirm(*force, what)? {
+                return Ok(0);
+            }
             let (removed, bytes) = e.prune_images(*all)?;
             print_pruned_images(&removed);
             println!("Total reclaimed space: {}", human_size(bytes));
@@ -1608,7 +1637,10 @@ pub fn dispatch(cli: &Cli) -> CliResult<u8> {
             print_inspect(vals, format.as_deref())?;
             Ok(0)
         }
-        Command::Container(ContainerCmd::Prune { .. }) => {
+        Command::Container(ContainerCmd::Prune { force }) => {
+            if !confirm(*force, "WARNING! This will remove all stopped containers.")? {
+                return Ok(0);
+            }
             let (removed, bytes) = prune_containers(e)?;
             if !removed.is_empty() {
                 println!("Deleted Containers:");
@@ -1622,7 +1654,23 @@ pub fn dispatch(cli: &Cli) -> CliResult<u8> {
         }
         Command::Volume(v) => volume(e, v),
         Command::System(SystemCmd::Df { verbose }) => df(e, *verbose),
-        Command::System(SystemCmd::Prune { all, volumes, .. }) => {
+        Command::System(SystemCmd::Prune {
+            all,
+            volumes,
+            force,
+        }) => {
+            let mut what = String::from("WARNING! This will remove:\n  - all stopped containers\n");
+            if *volumes {
+                what.push_str("  - all anonymous volumes not used by at least one container\n");
+            }
+            what.push_str(if *all {
+                "  - all images without at least one container associated to them"
+            } else {
+                "  - all dangling images"
+            });
+            if !confirm(*force, &what)? {
+                return Ok(0);
+            }
             let (ctrs, cbytes) = prune_containers(e)?;
             if !ctrs.is_empty() {
                 println!("Deleted Containers:");

@@ -661,6 +661,12 @@ fn info_version_system_df_and_prune() {
     assert!(b.ok(&["images", "-q"]).is_empty());
     b.ok(&["run", "--rm", "hello"]);
     b.ok(&["container", "prune", "-f"]);
+    // Without -f, prune asks; with no terminal to ask on, it refuses and removes nothing.
+    b.ok(&["run", "--name", "keep-me", "busybox:test", "true"]);
+    let (code, err) = b.fails(&["container", "prune"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("-f"), "{err}");
+    assert_eq!(b.container_ids().len(), 1);
 }
 
 #[test]
