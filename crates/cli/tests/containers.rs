@@ -662,7 +662,7 @@ fn info_version_system_df_and_prune() {
     b.ok(&["run", "--rm", "hello"]);
     b.ok(&["container", "prune", "-f"]);
     // Without -f, prune asks; with no terminal to ask on, it refuses and removes nothing.
-    b.ok(&["run", "--name", "keep-me", "busybox:test", "true"]);
+    b.ok(&["run", "--name", "keep-me", "hello"]);
     let (code, err) = b.fails(&["container", "prune"]);
     assert_eq!(code, 1);
     assert!(err.contains("-f"), "{err}");
