@@ -134,6 +134,16 @@ pub enum Command {
         #[arg(required = true)]
         containers: Vec<String>,
     },
+    /// Pause all processes within one or more containers
+    Pause {
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Unpause all processes within one or more containers
+    Unpause {
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
     /// Rename a container
     Rename { container: String, new_name: String },
     /// Display the running processes of a container
@@ -1513,6 +1523,8 @@ pub fn dispatch(cli: &Cli) -> CliResult<u8> {
                 Ok(0)
             }
         }
+        Command::Pause { containers } => each(containers, |c| e.pause_container(c)),
+        Command::Unpause { containers } => each(containers, |c| e.unpause_container(c)),
         Command::Rename {
             container,
             new_name,

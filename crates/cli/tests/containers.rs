@@ -727,3 +727,50 @@ fn concurrent_starts_of_one_container_make_one_monitor() {
         .code()
         == Some(1)));
 }
+
+#[test]
+fn pause_freezes_every_process_and_unpause_thaws_them() {
+    require_root!();
+    let b = Berth::with_busybox();
+    b.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "ticker",
+        "busybox:test",
+        "sh",
+        "-c",
+        "i=0; while true; do i=$((i+1)); echo $i > /tmp/n; sleep 0.05; done",
+    ]);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    b.ok(&["pause", "ticker"]);
+    assert_eq!(
+        b.inspect(
+            "ticker",
+            "{{.State.Status}} {{.State.Paused}} {{.State.Running}}"
+        ),
+        "paused true true"
+    );
+    assert!(b.ok(&["ps"]).contains("(Paused)"));
+    let id = b.inspect("ticker", "{{.Id}}");
+    let counter = || {
+        std::fs::read_to_string(b.root.join("containers").join(&id).join("upper/tmp/n"))
+            .unwrap_or_default()
+    };
+    let frozen = counter();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(counter(), frozen, "a paused container kept running");
+    assert!(b.fails(&["exec", "ticker", "true"]).1.contains("paused"));
+    assert!(b.fails(&["pause", "ticker"]).1.contains("already paused"));
+    b.ok(&["unpause", "ticker"]);
+    assert_eq!(b.inspect("ticker", "{{.State.Status}}"), "running");
+    assert!(
+        eventually(5, || counter() != frozen),
+        "unpause did not thaw it"
+    );
+    assert!(b.fails(&["unpause", "ticker"]).1.contains("not paused"));
+    // stop works on a paused container
+    b.ok(&["pause", "ticker"]);
+    b.ok(&["stop", "-t", "1", "ticker"]);
+    assert_eq!(b.inspect("ticker", "{{.State.Status}}"), "exited");
+}

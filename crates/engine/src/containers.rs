@@ -914,6 +914,49 @@ impl Engine {
         Ok(())
     }
 
+    /// `pause`: freezes every process of a running container (freezer cgroup).
+    pub fn pause_container(&self, name: &str) -> Result<()> {
+        let found = self.find_container(name)?;
+        let _lock = self.lock_container(&found.id)?;
+        let mut st = self.container_state(&found.id)?;
+        match st.status {
+            Status::Running => {}
+            Status::Paused => {
+                return Err(EngineError::Conflict(format!(
+                    "container {} is already paused",
+                    found.id
+                )))
+            }
+            _ => {
+                return Err(EngineError::Conflict(format!(
+                    "container {} is not running",
+                    found.id
+                )))
+            }
+        }
+        let rt = berth_runtime::by_name(&found.host_config.runtime, &self.runtime_root())?;
+        rt.pause(&found.id)?;
+        st.status = Status::Paused;
+        state::write(self.root(), &found.id, &st)
+    }
+
+    /// `unpause`: thaws a paused container.
+    pub fn unpause_container(&self, name: &str) -> Result<()> {
+        let found = self.find_container(name)?;
+        let _lock = self.lock_container(&found.id)?;
+        let mut st = self.container_state(&found.id)?;
+        if st.status != Status::Paused {
+            return Err(EngineError::Conflict(format!(
+                "container {} is not paused",
+                found.id
+            )));
+        }
+        let rt = berth_runtime::by_name(&found.host_config.runtime, &self.runtime_root())?;
+        rt.resume(&found.id)?;
+        st.status = Status::Running;
+        state::write(self.root(), &found.id, &st)
+    }
+
     /// `wait`: blocks until the container stops; returns its exit code.
     pub fn wait_container(&self, name: &str) -> Result<i32> {
         let rec = self.find_container(name)?;
