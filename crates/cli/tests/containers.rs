@@ -774,3 +774,19 @@ fn pause_freezes_every_process_and_unpause_thaws_them() {
     b.ok(&["stop", "-t", "1", "ticker"]);
     assert_eq!(b.inspect("ticker", "{{.State.Status}}"), "exited");
 }
+
+#[test]
+fn wait_on_an_auto_removed_container_reports_its_exit_code() {
+    require_root!();
+    let b = Berth::with_busybox();
+    let id = b.ok(&[
+        "run",
+        "-d",
+        "--rm",
+        "busybox:test",
+        "sh",
+        "-c",
+        "sleep 0.5; exit 7",
+    ]);
+    assert_eq!(b.ok(&["wait", id.trim()]).trim(), "7");
+}

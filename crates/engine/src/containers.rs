@@ -852,6 +852,23 @@ impl Engine {
             }
             loop {
                 match attach::read_frame(&mut s) {
+                    Ok(Some((attach::EXIT, code))) if code.len() == 4 => {
+                        let code = i32::from_be_bytes([code[0], code[1], code[2], code[3]]);
+                        let st = self.container_state(id)?;
+                        if st.status == Status::Exited {
+                            return Ok(Some(st));
+                        }
+                        // An auto-removed container may be gone already: the monitor's
+                        // word is what is left of how it ended.
+                        if !self.container_dir(id).exists() {
+                            return Ok(Some(RunState {
+                                status: Status::Exited,
+                                exit_code: code,
+                                ..Default::default()
+                            }));
+                        }
+                        break;
+                    }
                     Ok(Some((attach::EXIT, _))) | Ok(None) => break,
                     Ok(Some(_)) => continue,
                     Err(_) => break,
