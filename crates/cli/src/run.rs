@@ -9,7 +9,9 @@ use std::path::PathBuf;
 use berth_engine::attach::{self, Hello};
 use berth_engine::containers::CreateOptions;
 use berth_engine::exec::{wait_pid, ExecOptions};
-use berth_engine::model::{ContainerConfig, HostConfig, LogConfig, MountSpec, Ulimit};
+use berth_engine::model::{
+    ContainerConfig, HostConfig, LogConfig, MountSpec, RestartPolicy, Ulimit,
+};
 use berth_engine::spec::parse_bytes;
 use berth_engine::Engine;
 use clap::{ArgAction, Args};
@@ -126,7 +128,7 @@ pub struct CreateFlags {
     /// Log driver options (max-size, max-file)
     #[arg(long = "log-opt")]
     pub log_opt: Vec<String>,
-    /// Restart policy (only "no" is available yet)
+    /// Restart policy: no, always, unless-stopped, on-failure[:max-retries]
     #[arg(long)]
     pub restart: Option<String>,
     /// Add a custom host-to-IP mapping (host:ip)
@@ -300,12 +302,33 @@ impl CreateFlags {
                 "publishing ports (-p) needs bridge networking, which berth does not have yet",
             ));
         }
-        if let Some(r) = &self.restart {
-            if r != "no" {
-                return Err(invalid(format!(
-                    "restart policy {r:?} is not implemented yet: only \"no\" is available"
-                )));
+        let restart_policy = match self.restart.as_deref() {
+            None | Some("no") => RestartPolicy {
+                name: "no".into(),
+                maximum_retry_count: 0,
+            },
+            Some(p @ ("always" | "unless-stopped")) => RestartPolicy {
+                name: p.into(),
+                maximum_retry_count: 0,
+            },
+            Some(p) if p == "on-failure" || p.starts_with("on-failure:") => {
+                let max = match p.strip_prefix("on-failure:") {
+                    Some(n) => n.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
+                        invalid(format!(
+                            "invalid restart policy: maximum retry count must be a number: {p}"
+                        ))
+                    })?,
+                    None => 0,
+                };
+                RestartPolicy {
+                    name: "on-failure".into(),
+                    maximum_retry_count: max,
+                }
             }
+            Some(p) => return Err(invalid(format!("invalid restart policy '{p}'"))),
+        };
+        if self.rm && restart_policy.name != "no" {
+            return Err(invalid("Conflicting options: --restart and --rm"));
         }
         let mut env = Vec::new();
         for f in &self.env_file {
@@ -483,7 +506,7 @@ impl CreateFlags {
             mounts,
             dns: self.dns.clone(),
             extra_hosts: self.add_host.clone(),
-            ..Default::default()
+            restart_policy,
         };
         Ok(CreateOptions {
             name: self.name.clone(),

@@ -790,3 +790,111 @@ fn wait_on_an_auto_removed_container_reports_its_exit_code() {
     ]);
     assert_eq!(b.ok(&["wait", id.trim()]).trim(), "7");
 }
+
+#[test]
+fn restart_policies_restart_with_back_off_and_stop_ends_them() {
+    require_root!();
+    let b = Berth::with_busybox();
+    // on-failure:2 — two restarts, then it stays exited with the last code.
+    b.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "flaky",
+        "--restart",
+        "on-failure:2",
+        "busybox:test",
+        "sh",
+        "-c",
+        "echo run; exit 3",
+    ]);
+    assert!(
+        eventually(15, || b
+            .run(&[
+                "inspect",
+                "-f",
+                "{{.State.Status}} {{.RestartCount}}",
+                "flaky"
+            ])
+            .stdout
+            == b"exited 2\n"),
+        "{}",
+        b.inspect("flaky", "{{.State.Status}} {{.RestartCount}}")
+    );
+    assert_eq!(b.inspect("flaky", "{{.State.ExitCode}}"), "3");
+    assert_eq!(b.ok(&["logs", "flaky"]), "run\nrun\nrun\n");
+    // on-failure does not restart a clean exit.
+    b.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "clean",
+        "--restart",
+        "on-failure",
+        "busybox:test",
+        "true",
+    ]);
+    std::thread::sleep(std::time::Duration::from_millis(600));
+    assert_eq!(
+        b.inspect("clean", "{{.State.Status}} {{.RestartCount}}"),
+        "exited 0"
+    );
+    // always restarts even clean exits, until stopped; stop ends the policy.
+    b.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "forever",
+        "--restart",
+        "always",
+        "busybox:test",
+        "sh",
+        "-c",
+        "sleep 0.2",
+    ]);
+    assert!(eventually(15, || b
+        .inspect("forever", "{{.RestartCount}}")
+        .parse::<i64>()
+        .unwrap_or(0)
+        >= 2));
+    b.ok(&["stop", "-t", "1", "forever"]);
+    let count = b.inspect("forever", "{{.RestartCount}}");
+    std::thread::sleep(std::time::Duration::from_millis(800));
+    assert_eq!(b.inspect("forever", "{{.State.Status}}"), "exited");
+    assert_eq!(
+        b.inspect("forever", "{{.RestartCount}}"),
+        count,
+        "restarted after stop"
+    );
+    // rm -f of a restarting container works at once.
+    b.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "loop",
+        "--restart",
+        "always",
+        "busybox:test",
+        "false",
+    ]);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let t = std::time::Instant::now();
+    b.ok(&["rm", "-f", "loop"]);
+    assert!(t.elapsed() < std::time::Duration::from_secs(5));
+    // Bad input.
+    assert!(b
+        .fails(&["run", "--restart", "sometimes", "busybox:test", "true"])
+        .1
+        .contains("invalid restart policy"));
+    assert!(b
+        .fails(&["run", "--rm", "--restart", "always", "busybox:test", "true"])
+        .1
+        .contains("Conflicting options"));
+    assert_eq!(
+        b.inspect(
+            "flaky",
+            "{{.HostConfig.RestartPolicy.Name}} {{.HostConfig.RestartPolicy.MaximumRetryCount}}"
+        ),
+        "on-failure 2"
+    );
+}

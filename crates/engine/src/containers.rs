@@ -727,6 +727,8 @@ impl Engine {
             loopback_up: hc.network_mode != "host",
             seed_volumes,
             cgroup: format!("/berth/{}", rec.id),
+            restart_policy: hc.restart_policy.name.clone(),
+            restart_max: hc.restart_policy.maximum_retry_count,
         };
         let p = crate::monitor::config_path(self.root(), &rec.id);
         berth_image::fsutil::replace_file(
@@ -764,6 +766,13 @@ impl Engine {
         let st = self.container_state(&rec.id)?;
         if st.status.is_active() {
             return Ok(None);
+        }
+        let _ = fs::remove_file(crate::monitor::stop_marker(self.root(), &rec.id));
+        if st.restart_count != 0 {
+            // A user's start begins a new count, as Docker's does.
+            let mut fresh = st.clone();
+            fresh.restart_count = 0;
+            state::write(self.root(), &rec.id, &fresh)?;
         }
         self.prepare_start(&rec)?;
         let (r, w) = std::io::pipe().map_err(io_err("pipe"))?;
@@ -896,6 +905,9 @@ impl Engine {
         if !st.status.is_active() {
             return Ok(());
         }
+        // A user's stop ends the restart policy until the next start.
+        let marker = crate::monitor::stop_marker(self.root(), &rec.id);
+        fs::write(&marker, b"").map_err(io_err(&marker))?;
         let rt = berth_runtime::by_name(&rec.host_config.runtime, &self.runtime_root())?;
         let sig = rec
             .config
@@ -996,6 +1008,7 @@ impl Engine {
                     rec.name
                 )));
             }
+            let _ = fs::write(crate::monitor::stop_marker(self.root(), &rec.id), b"");
             let rt = berth_runtime::by_name(&rec.host_config.runtime, &self.runtime_root())?;
             let _ = rt.resume(&rec.id);
             let _ = rt.kill(&rec.id, libc::SIGKILL, true);

@@ -49,6 +49,18 @@ pub struct MonitorConfig {
     /// (path in the container, host dir): new volumes to fill from the image.
     pub seed_volumes: Vec<(String, PathBuf)>,
     pub cgroup: String,
+    /// `no`, `always`, `unless-stopped` or `on-failure` (with `restart_max` tries, 0 = no
+    /// limit).
+    #[serde(default)]
+    pub restart_policy: String,
+    #[serde(default)]
+    pub restart_max: i64,
+}
+
+/// Where `stop`/`rm` record that the user stopped a container, which ends its restart
+/// policy until the next `start`.
+pub fn stop_marker(root: &Path, id: &str) -> PathBuf {
+    root.join("containers").join(id).join("stopped-by-user")
 }
 
 pub fn config_path(root: &Path, id: &str) -> PathBuf {
@@ -139,7 +151,49 @@ pub fn run(
             return code;
         }
     }
-    let code = m.supervise();
+    let mut code = m.supervise();
+    // The restart policy, with Docker's back-off: 100 ms doubling up to a minute, back to
+    // 100 ms after a run of 10 s or more.
+    let mut delay = Duration::from_millis(100);
+    let mut started = Instant::now();
+    while m.should_restart(code) {
+        if started.elapsed() >= Duration::from_secs(10) {
+            delay = Duration::from_millis(100);
+        }
+        m.unblock_signals();
+        m.cleanup_runtime();
+        let mut st = state::read_raw(&m.root, &m.cfg.id).unwrap_or_default();
+        st.status = Status::Restarting;
+        st.exit_code = code;
+        st.oom_killed = sys::oom_killed(Path::new("/sys/fs/cgroup"), &m.cfg.cgroup);
+        st.finished_at = crate::now();
+        st.restart_count += 1;
+        st.pid = 0;
+        let _ = state::write(&m.root, &m.cfg.id, &st);
+        let until = Instant::now() + delay;
+        while Instant::now() < until && !stop_marker(&m.root, &m.cfg.id).exists() {
+            std::thread::sleep(
+                Duration::from_millis(20).min(until.saturating_duration_since(Instant::now())),
+            );
+        }
+        delay = (delay * 2).min(Duration::from_secs(60));
+        if stop_marker(&m.root, &m.cfg.id).exists() {
+            break;
+        }
+        m.outputs.clear();
+        m.stdin = None;
+        m.pty = None;
+        started = Instant::now();
+        match m.setup(false, &mut Ready(None)) {
+            Ok(()) => code = m.supervise(),
+            Err((c, msg)) => {
+                let mut st = state::read_raw(&m.root, &m.cfg.id).unwrap_or_default();
+                st.error = msg;
+                let _ = state::write(&m.root, &m.cfg.id, &st);
+                code = c;
+            }
+        }
+    }
     m.finish(code);
     0
 }
@@ -337,6 +391,39 @@ impl Monitor {
             }
         }
         code
+    }
+
+    /// Does the restart policy want another run after an exit with `code`?
+    fn should_restart(&self, code: i32) -> bool {
+        if stop_marker(&self.root, &self.cfg.id).exists() {
+            return false;
+        }
+        match self.cfg.restart_policy.as_str() {
+            "always" | "unless-stopped" => true,
+            "on-failure" => {
+                let count = state::read_raw(&self.root, &self.cfg.id)
+                    .map(|s| s.restart_count)
+                    .unwrap_or(0);
+                code != 0 && (self.cfg.restart_max <= 0 || count < self.cfg.restart_max)
+            }
+            _ => false,
+        }
+    }
+
+    /// Undoes the signal blocking of `supervise` before a new container is created: the
+    /// runtime's processes inherit our signal mask.
+    fn unblock_signals(&self) {
+        let mut mask = SigSet::empty();
+        for s in [
+            Signal::SIGCHLD,
+            Signal::SIGTERM,
+            Signal::SIGINT,
+            Signal::SIGHUP,
+            Signal::SIGPIPE,
+        ] {
+            mask.add(s);
+        }
+        let _ = mask.thread_unblock();
     }
 
     fn supervise(&mut self) -> i32 {
