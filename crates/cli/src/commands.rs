@@ -144,6 +144,22 @@ pub enum Command {
         #[arg(required = true)]
         containers: Vec<String>,
     },
+    /// Display a live stream of container(s) resource usage statistics
+    Stats {
+        /// Show all containers (default shows just running)
+        #[arg(short = 'a', long)]
+        all: bool,
+        /// Disable streaming stats and only pull the first result
+        #[arg(long = "no-stream")]
+        no_stream: bool,
+        /// Do not truncate output
+        #[arg(long = "no-trunc")]
+        no_trunc: bool,
+        /// Format output using a Go template, table or json
+        #[arg(long)]
+        format: Option<String>,
+        containers: Vec<String>,
+    },
     /// Rename a container
     Rename { container: String, new_name: String },
     /// Display the running processes of a container
@@ -1377,6 +1393,186 @@ fn df(engine: &Engine, verbose: bool) -> CliResult<u8> {
     Ok(0)
 }
 
+/// Docker's binary sizes for memory: 4 significant digits (`1.012MiB`, `23.47GiB`).
+fn human_binary(bytes: u64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = bytes as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i < units.len() - 1 {
+        v /= 1024.0;
+        i += 1;
+    }
+    let decimals = if v >= 1000.0 {
+        0
+    } else if v >= 100.0 {
+        1
+    } else if v >= 10.0 {
+        2
+    } else {
+        3
+    };
+    let s = format!("{v:.decimals$}");
+    let s = if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        s
+    };
+    format!("{s}{}", units[i])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::human_binary;
+
+    #[test]
+    fn memory_sizes_like_docker() {
+        assert_eq!(human_binary(0), "0B");
+        assert_eq!(human_binary(376_832), "368KiB");
+        assert_eq!(human_binary(1_061_683), "1.012MiB");
+        assert_eq!(human_binary(64 << 20), "64MiB");
+        assert_eq!(human_binary(25_199_652_864), "23.47GiB");
+    }
+}
+
+/// `stats`: CPU (over the sampling interval), memory, block I/O and pids per container.
+fn stats(
+    engine: &Engine,
+    all: bool,
+    no_stream: bool,
+    no_trunc: bool,
+    format: Option<&str>,
+    names: &[String],
+) -> CliResult<u8> {
+    let fmt = Format::parse(format)?;
+    let host_mem = berth_engine::stats::host_memory();
+    let pick = || -> CliResult<Vec<(String, String)>> {
+        if names.is_empty() {
+            Ok(engine
+                .list_containers(all, &[])?
+                .into_iter()
+                .map(|c| (c.id, c.names))
+                .collect())
+        } else {
+            names
+                .iter()
+                .map(|n| {
+                    engine
+                        .find_container(n)
+                        .map(|r| (r.id, r.name))
+                        .map_err(Failure::from)
+                })
+                .collect()
+        }
+    };
+    let sample = |targets: &[(String, String)]| -> Vec<Option<berth_engine::stats::Usage>> {
+        targets
+            .iter()
+            .map(|(id, _)| engine.container_usage(id).ok())
+            .collect()
+    };
+    let mut targets = pick()?;
+    let mut before = sample(&targets);
+    let mut t0 = std::time::Instant::now();
+    loop {
+        std::thread::sleep(std::time::Duration::from_millis(if no_stream {
+            500
+        } else {
+            1000
+        }));
+        let after = sample(&targets);
+        let wall = t0.elapsed().as_nanos() as u64;
+        let mut rows = Vec::new();
+        for (i, (id, name)) in targets.iter().enumerate() {
+            let (cpu, mem, limit, pids, blk) = match (&before[i], &after[i]) {
+                (Some(b), Some(a)) => {
+                    let limit = a.mem_limit.unwrap_or(host_mem).min(if host_mem > 0 {
+                        host_mem
+                    } else {
+                        u64::MAX
+                    });
+                    (
+                        berth_engine::stats::cpu_percent(b, a, wall),
+                        a.mem_bytes,
+                        limit,
+                        a.pids,
+                        (a.blk_read, a.blk_write),
+                    )
+                }
+                _ => (0.0, 0, 0, 0, (0, 0)),
+            };
+            let mem_pct = if limit > 0 {
+                mem as f64 / limit as f64 * 100.0
+            } else {
+                0.0
+            };
+            rows.push(serde_json::json!({
+                "ID": short_id(id, no_trunc),
+                "Container": short_id(id, no_trunc),
+                "Name": name,
+                "CPUPerc": format!("{cpu:.2}%"),
+                "MemUsage": format!("{} / {}", human_binary(mem), human_binary(limit)),
+                "MemPerc": format!("{mem_pct:.2}%"),
+                "NetIO": "0B / 0B",
+                "BlockIO": format!("{} / {}", human_size(blk.0), human_size(blk.1)),
+                "PIDs": pids.to_string(),
+            }));
+        }
+        let out = match &fmt {
+            Format::Table => {
+                let keys = [
+                    "ID", "Name", "CPUPerc", "MemUsage", "MemPerc", "NetIO", "BlockIO", "PIDs",
+                ];
+                let body: Vec<Vec<String>> = rows
+                    .iter()
+                    .map(|r| {
+                        keys.iter()
+                            .map(|k| r[*k].as_str().unwrap_or_default().to_string())
+                            .collect()
+                    })
+                    .collect();
+                table(
+                    &[
+                        "CONTAINER ID",
+                        "NAME",
+                        "CPU %",
+                        "MEM USAGE / LIMIT",
+                        "MEM %",
+                        "NET I/O",
+                        "BLOCK I/O",
+                        "PIDS",
+                    ],
+                    &body,
+                )
+            }
+            f => f.render_list(
+                &rows,
+                &[
+                    ("ID", "CONTAINER ID"),
+                    ("CPUPerc", "CPU %"),
+                    ("MemUsage", "MEM USAGE / LIMIT"),
+                    ("MemPerc", "MEM %"),
+                    ("NetIO", "NET I/O"),
+                    ("BlockIO", "BLOCK I/O"),
+                ],
+            )?,
+        };
+        if no_stream {
+            print!("{out}");
+            return Ok(0);
+        }
+        // Redrawn in place, like Docker's.
+        print!("\x1b[2J\x1b[H{out}");
+        io::stdout().flush()?;
+        if names.is_empty() {
+            targets = pick()?;
+            before = sample(&targets);
+        } else {
+            before = after;
+        }
+        t0 = std::time::Instant::now();
+    }
+}
+
 /// Docker's prune prompt: without `-f`, ask on the terminal; anything but y/yes (or no
 /// terminal to ask on) leaves everything as it is.
 fn confirm(force: bool, warning: &str) -> CliResult<bool> {
@@ -1525,6 +1721,20 @@ pub fn dispatch(cli: &Cli) -> CliResult<u8> {
         }
         Command::Pause { containers } => each(containers, |c| e.pause_container(c)),
         Command::Unpause { containers } => each(containers, |c| e.unpause_container(c)),
+        Command::Stats {
+            all,
+            no_stream,
+            no_trunc,
+            format,
+            containers,
+        } => stats(
+            e,
+            *all,
+            *no_stream,
+            *no_trunc,
+            format.as_deref(),
+            containers,
+        ),
         Command::Rename {
             container,
             new_name,

@@ -898,3 +898,41 @@ fn restart_policies_restart_with_back_off_and_stop_ends_them() {
         "on-failure 2"
     );
 }
+
+#[test]
+fn stats_reports_cpu_memory_and_pids_from_the_cgroup() {
+    require_root!();
+    let b = Berth::with_busybox();
+    b.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "spin",
+        "-m",
+        "64m",
+        "busybox:test",
+        "sh",
+        "-c",
+        "sleep 100 & while true; do :; done",
+    ]);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let out = b.ok(&["stats", "--no-stream"]);
+    assert!(out.starts_with("CONTAINER ID   NAME"), "{out}");
+    let line = b.ok(&[
+        "stats",
+        "--no-stream",
+        "--format",
+        "{{.Name}}|{{.CPUPerc}}|{{.MemUsage}}|{{.PIDs}}",
+        "spin",
+    ]);
+    let f: Vec<&str> = line.trim().split('|').collect();
+    assert_eq!(f[0], "spin");
+    let cpu: f64 = f[1].trim_end_matches('%').parse().unwrap();
+    assert!(cpu > 20.0, "a busy loop uses CPU: {line}");
+    assert!(f[2].ends_with("/ 64MiB"), "{line}");
+    assert_eq!(f[3], "2", "sh (running the loop) and sleep: {line}");
+    assert!(b
+        .fails(&["stats", "--no-stream", "nope"])
+        .1
+        .contains("no such container: nope"));
+}

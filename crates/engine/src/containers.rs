@@ -943,6 +943,14 @@ impl Engine {
         Ok(())
     }
 
+    /// A running container's resource usage so far (from its cgroup).
+    pub fn container_usage(&self, id: &str) -> Result<crate::stats::Usage> {
+        let root = Path::new("/sys/fs/cgroup");
+        crate::stats::reader(root)
+            .usage(&format!("/berth/{id}"))
+            .map_err(io_err(root.join("berth").join(id)))
+    }
+
     /// `pause`: freezes every process of a running container (freezer cgroup).
     pub fn pause_container(&self, name: &str) -> Result<()> {
         let found = self.find_container(name)?;

@@ -30,6 +30,7 @@ pub mod monitor;
 pub mod names;
 pub mod spec;
 pub mod state;
+pub mod stats;
 pub mod sys;
 pub mod volumes;
 
