@@ -1420,20 +1420,6 @@ fn human_binary(bytes: u64) -> String {
     format!("{s}{}", units[i])
 }
 
-#[cfg(test)]
-mod tests {
-    use super::human_binary;
-
-    #[test]
-    fn memory_sizes_like_docker() {
-        assert_eq!(human_binary(0), "0B");
-        assert_eq!(human_binary(376_832), "368KiB");
-        assert_eq!(human_binary(1_061_683), "1.012MiB");
-        assert_eq!(human_binary(64 << 20), "64MiB");
-        assert_eq!(human_binary(25_199_652_864), "23.47GiB");
-    }
-}
-
 /// `stats`: CPU (over the sampling interval), memory, block I/O and pids per container.
 fn stats(
     engine: &Engine,
@@ -2004,5 +1990,19 @@ pub fn dispatch(cli: &Cli) -> CliResult<u8> {
             source,
             dest,
         } => crate::cp::cp(e, source, dest, *archive, *follow_link),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::human_binary;
+
+    #[test]
+    fn memory_sizes_like_docker() {
+        assert_eq!(human_binary(0), "0B");
+        assert_eq!(human_binary(376_832), "368KiB");
+        assert_eq!(human_binary(1_061_683), "1.012MiB");
+        assert_eq!(human_binary(64 << 20), "64MiB");
+        assert_eq!(human_binary(25_199_652_864), "23.47GiB");
     }
 }
