@@ -131,6 +131,24 @@ pub struct CreateFlags {
     /// Restart policy: no, always, unless-stopped, on-failure[:max-retries]
     #[arg(long)]
     pub restart: Option<String>,
+    /// Command to run to check health
+    #[arg(long = "health-cmd")]
+    pub health_cmd: Option<String>,
+    /// Time between running the check (ms|s|m|h)
+    #[arg(long = "health-interval")]
+    pub health_interval: Option<String>,
+    /// Maximum time to allow one check to run (ms|s|m|h)
+    #[arg(long = "health-timeout")]
+    pub health_timeout: Option<String>,
+    /// Consecutive failures needed to report unhealthy
+    #[arg(long = "health-retries")]
+    pub health_retries: Option<i64>,
+    /// Start period for the container to initialize before counting retries (ms|s|m|h)
+    #[arg(long = "health-start-period")]
+    pub health_start_period: Option<String>,
+    /// Disable any container-specified HEALTHCHECK
+    #[arg(long = "no-healthcheck")]
+    pub no_healthcheck: bool,
     /// Add a custom host-to-IP mapping (host:ip)
     #[arg(long = "add-host")]
     pub add_host: Vec<String>,
@@ -346,6 +364,46 @@ impl CreateFlags {
             let (k, v) = l.split_once('=').unwrap_or((l, ""));
             labels.insert(k.to_string(), v.to_string());
         }
+        let dur = |flag: &str, v: &Option<String>| -> CliResult<i64> {
+            match v {
+                None => Ok(0),
+                Some(s) => parse_duration(s).ok_or_else(|| {
+                    invalid(format!(
+                        "invalid argument {s:?} for \"{flag}\" flag: time: invalid duration"
+                    ))
+                }),
+            }
+        };
+        let any_health = self.health_cmd.is_some()
+            || self.health_interval.is_some()
+            || self.health_timeout.is_some()
+            || self.health_retries.is_some()
+            || self.health_start_period.is_some();
+        if self.no_healthcheck && any_health {
+            return Err(invalid(
+                "--no-healthcheck conflicts with --health-* options",
+            ));
+        }
+        let healthcheck = if self.no_healthcheck {
+            Some(berth_engine::model::HealthConfig {
+                test: vec!["NONE".into()],
+                ..Default::default()
+            })
+        } else if any_health {
+            Some(berth_engine::model::HealthConfig {
+                test: self
+                    .health_cmd
+                    .as_ref()
+                    .map(|c| vec!["CMD-SHELL".to_string(), c.clone()])
+                    .unwrap_or_default(),
+                interval: dur("--health-interval", &self.health_interval)?,
+                timeout: dur("--health-timeout", &self.health_timeout)?,
+                start_period: dur("--health-start-period", &self.health_start_period)?,
+                retries: self.health_retries.unwrap_or(0),
+            })
+        } else {
+            None
+        };
         let config = ContainerConfig {
             hostname: self.hostname.clone().unwrap_or_default(),
             user: self.user.clone().unwrap_or_default(),
@@ -366,6 +424,7 @@ impl CreateFlags {
             labels,
             stop_signal: self.stop_signal.clone(),
             stop_timeout: self.stop_timeout,
+            healthcheck,
             ..Default::default()
         };
         if let Some(s) = &self.stop_signal {
@@ -728,4 +787,53 @@ pub fn exec(engine: &Engine, f: &ExecFlags) -> CliResult<u8> {
         return Ok(0);
     }
     Ok(wait_pid(pid) as u8)
+}
+
+/// Go's durations as Docker's flags take them: `30s`, `1m30s`, `500ms`, `2h`.
+pub fn parse_duration(s: &str) -> Option<i64> {
+    let mut total: f64 = 0.0;
+    let mut rest = s.trim();
+    if rest.is_empty() {
+        return None;
+    }
+    if rest == "0" {
+        return Some(0);
+    }
+    while !rest.is_empty() {
+        let num_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
+        let n: f64 = rest[..num_end].parse().ok()?;
+        rest = &rest[num_end..];
+        let unit_end = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let mult = match &rest[..unit_end] {
+            "ns" => 1.0,
+            "us" | "µs" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3600e9,
+            _ => return None,
+        };
+        total += n * mult;
+        rest = &rest[unit_end..];
+    }
+    (total >= 0.0).then_some(total as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_duration;
+
+    #[test]
+    fn durations_parse_like_go() {
+        assert_eq!(parse_duration("30s"), Some(30_000_000_000));
+        assert_eq!(parse_duration("1m30s"), Some(90_000_000_000));
+        assert_eq!(parse_duration("500ms"), Some(500_000_000));
+        assert_eq!(parse_duration("0"), Some(0));
+        assert_eq!(parse_duration("1.5s"), Some(1_500_000_000));
+        assert_eq!(parse_duration("10"), None);
+        assert_eq!(parse_duration("s"), None);
+        assert_eq!(parse_duration("3 days"), None);
+    }
 }

@@ -936,3 +936,88 @@ fn stats_reports_cpu_memory_and_pids_from_the_cgroup() {
         .1
         .contains("no such container: nope"));
 }
+
+#[test]
+fn health_checks_run_inside_the_container_and_show_in_ps_and_inspect() {
+    require_root!();
+    let b = Berth::with_busybox();
+    b.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "hc",
+        "--health-cmd",
+        "test -e /tmp/ok && echo fine",
+        "--health-interval",
+        "200ms",
+        "--health-retries",
+        "2",
+        "busybox:test",
+        "sh",
+        "-c",
+        "touch /tmp/ok; sleep 1; rm /tmp/ok; sleep 100",
+    ]);
+    assert!(eventually(5, || b
+        .inspect("hc", "{{.State.Health.Status}}")
+        == "healthy"));
+    assert!(b.ok(&["ps"]).contains("(healthy)"));
+    let v: serde_json::Value = serde_json::from_str(&b.ok(&["inspect", "hc"])).unwrap();
+    let log = v[0]["State"]["Health"]["Log"].as_array().unwrap();
+    assert_eq!(log[0]["Output"], "fine\n");
+    assert_eq!(log[0]["ExitCode"], 0);
+    // The probe runs in the container: when its file goes, the check fails.
+    assert!(eventually(10, || b
+        .inspect("hc", "{{.State.Health.Status}}")
+        == "unhealthy"));
+    assert!(
+        b.inspect("hc", "{{.State.Health.FailingStreak}}")
+            .parse::<i64>()
+            .unwrap()
+            >= 2
+    );
+    assert!(b.ok(&["ps"]).contains("(unhealthy)"));
+    let n = b.inspect("hc", "{{len .State.Health.Log}}");
+    assert!(
+        n.parse::<i64>().unwrap() <= 5,
+        "keeps the last 5 results: {n}"
+    );
+    // A probe that runs too long fails with Docker's message.
+    b.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "slow",
+        "--health-cmd",
+        "sleep 5",
+        "--health-interval",
+        "200ms",
+        "--health-timeout",
+        "300ms",
+        "busybox:test",
+        "sleep",
+        "100",
+    ]);
+    assert!(eventually(10, || b
+        .inspect("slow", "{{json .State.Health.Log}}")
+        .contains("exceeded timeout")));
+    // --no-healthcheck, and bad durations.
+    b.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "none",
+        "--no-healthcheck",
+        "busybox:test",
+        "sleep",
+        "100",
+    ]);
+    assert!(b
+        .ok(&["ps"])
+        .lines()
+        .any(|l| l.contains("none") && !l.contains("health")));
+    assert_eq!(
+        b.fails(&["run", "--health-interval", "often", "busybox:test", "true"])
+            .0,
+        125
+    );
+}

@@ -154,7 +154,15 @@ fn since(t: &str) -> chrono::Duration {
 pub fn status_text(st: &RunState) -> String {
     match st.status {
         Status::Created => "Created".into(),
-        Status::Running => format!("Up {}", human_duration(since(&st.started_at))),
+        Status::Running => {
+            let health = match st.health.as_ref().map(|h| h.status.as_str()) {
+                Some("starting") => " (health: starting)",
+                Some("healthy") => " (healthy)",
+                Some("unhealthy") => " (unhealthy)",
+                _ => "",
+            };
+            format!("Up {}{health}", human_duration(since(&st.started_at)))
+        }
         Status::Paused => format!("Up {} (Paused)", human_duration(since(&st.started_at))),
         Status::Restarting => format!(
             "Restarting ({}) {} ago",
@@ -308,6 +316,22 @@ impl Engine {
         }
         if config.hostname.is_empty() {
             config.hostname = id[..12].to_string();
+        }
+        if config.healthcheck.is_none() {
+            config.healthcheck = ic
+                .healthcheck
+                .as_ref()
+                .and_then(|h| serde_json::from_value(h.clone()).ok());
+        } else if let (Some(mine), Some(image)) =
+            (config.healthcheck.as_mut(), ic.healthcheck.as_ref())
+        {
+            // Flags given without --health-cmd keep the image's test.
+            if mine.test.is_empty() {
+                if let Ok(img) = serde_json::from_value::<crate::model::HealthConfig>(image.clone())
+                {
+                    mine.test = img.test;
+                }
+            }
         }
         config.exposed_ports = ic.exposed_ports.clone();
         config.volumes = ic.volumes.clone();
@@ -729,6 +753,11 @@ impl Engine {
             cgroup: format!("/berth/{}", rec.id),
             restart_policy: hc.restart_policy.name.clone(),
             restart_max: hc.restart_policy.maximum_retry_count,
+            healthcheck: rec
+                .config
+                .healthcheck
+                .clone()
+                .filter(|h| h.argv().is_some()),
         };
         let p = crate::monitor::config_path(self.root(), &rec.id);
         berth_image::fsutil::replace_file(
@@ -1221,6 +1250,7 @@ impl Engine {
                 "Error": st.error,
                 "StartedAt": st.started_at,
                 "FinishedAt": st.finished_at,
+                "Health": st.health,
             },
             "Image": rec.image_id,
             "ResolvConfPath": dir.join("resolv.conf"),

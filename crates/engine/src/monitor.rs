@@ -55,6 +55,9 @@ pub struct MonitorConfig {
     pub restart_policy: String,
     #[serde(default)]
     pub restart_max: i64,
+    /// The health check to run inside the container, if any.
+    #[serde(default)]
+    pub healthcheck: Option<crate::model::HealthConfig>,
 }
 
 /// Where `stop`/`rm` record that the user stopped a container, which ends its restart
@@ -142,6 +145,7 @@ pub fn run(
         log: None,
         listener: None,
         pid: 0,
+        health: None,
     };
     match m.setup(wait_attach, &mut ready) {
         Ok(()) => {}
@@ -224,6 +228,38 @@ struct Monitor {
     log: Option<LogWriter>,
     listener: Option<UnixListener>,
     pid: i32,
+    health: Option<HealthRunner>,
+}
+
+/// A health check between probes, or with one running.
+struct HealthRunner {
+    cfg: crate::model::HealthConfig,
+    /// The container's OCI process, as the template of every probe's process.
+    process: serde_json::Value,
+    started: Instant,
+    next: Instant,
+    probe: Option<Probe>,
+}
+
+struct Probe {
+    pid: i32,
+    out: OwnedFd,
+    output: Vec<u8>,
+    start: String,
+    deadline: Instant,
+    exit: Option<i32>,
+    exited_at: Option<Instant>,
+    eof: bool,
+}
+
+const HEALTH_OUTPUT_MAX: usize = 4096;
+
+fn ns(d: i64, default: Duration) -> Duration {
+    if d > 0 {
+        Duration::from_nanos(d as u64)
+    } else {
+        default
+    }
 }
 
 type SetupError = (i32, String);
@@ -363,6 +399,26 @@ impl Monitor {
             .set_nonblocking(true)
             .map_err(|e| (125, e.to_string()))?;
         self.listener = Some(listener);
+        self.health = cfg.healthcheck.clone().and_then(|h| {
+            let spec: serde_json::Value =
+                serde_json::from_slice(&fs::read(cfg.bundle.join("config.json")).ok()?).ok()?;
+            let now = Instant::now();
+            Some(HealthRunner {
+                next: now + ns(h.interval, Duration::from_secs(30)),
+                cfg: h,
+                process: spec["process"].clone(),
+                started: now,
+                probe: None,
+            })
+        });
+        if self.health.is_some() {
+            let mut st = state::read_raw(&self.root, &cfg.id).unwrap_or_default();
+            st.health = Some(state::Health {
+                status: "starting".into(),
+                ..Default::default()
+            });
+            let _ = state::write(&self.root, &cfg.id, &st);
+        }
         ready.done(&format!("ok {pid}"));
         Ok(())
     }
@@ -372,7 +428,7 @@ const POLL_IN: libc::c_short = libc::POLLIN;
 
 impl Monitor {
     /// Reaps children; returns the init's exit code once it has exited.
-    fn reap(&self) -> Option<i32> {
+    fn reap(&mut self) -> Option<i32> {
         let mut code = None;
         loop {
             match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
@@ -380,17 +436,194 @@ impl Monitor {
                     if p.as_raw() == self.pid {
                         code = Some(c);
                     }
+                    self.probe_exited(p.as_raw(), c);
                 }
                 Ok(WaitStatus::Signaled(p, sig, _)) => {
                     if p.as_raw() == self.pid {
                         code = Some(128 + sig as i32);
                     }
+                    self.probe_exited(p.as_raw(), 128 + sig as i32);
                 }
                 Ok(WaitStatus::StillAlive) | Err(_) => break,
                 Ok(_) => {}
             }
         }
         code
+    }
+
+    fn probe_exited(&mut self, pid: i32, code: i32) {
+        if let Some(p) = self.health.as_mut().and_then(|h| h.probe.as_mut()) {
+            if p.pid == pid {
+                p.exit = Some(code);
+                p.exited_at = Some(Instant::now());
+            }
+        }
+    }
+
+    /// Starts a probe when one is due; finishes one that ended or ran out of time.
+    fn health_tick(&mut self) {
+        let Some(h) = self.health.as_mut() else {
+            return;
+        };
+        let now = Instant::now();
+        if let Some(p) = h.probe.as_mut() {
+            let timed_out = p.exit.is_none() && now >= p.deadline;
+            if timed_out {
+                let _ = nix::sys::signal::kill(Pid::from_raw(p.pid), Signal::SIGKILL);
+            }
+            // Done when it exited and its output ended (or a moment passed: a background
+            // child may hold the pipe), or when it ran out of time.
+            let finished = p.exit.is_some()
+                && (p.eof
+                    || p.exited_at
+                        .map(|t| now >= t + Duration::from_millis(100))
+                        .unwrap_or(true));
+            if !(timed_out || finished) {
+                return;
+            }
+            let p = h.probe.take().expect("checked above");
+            let timeout = ns(h.cfg.timeout, Duration::from_secs(30));
+            let (code, output) = if timed_out {
+                (
+                    -1,
+                    format!("Health check exceeded timeout ({}s)", timeout.as_secs_f64()),
+                )
+            } else {
+                (
+                    p.exit.unwrap_or(-1),
+                    String::from_utf8_lossy(&p.output).into_owned(),
+                )
+            };
+            let in_start_period =
+                now.duration_since(h.started) < ns(h.cfg.start_period, Duration::ZERO);
+            let retries = if h.cfg.retries > 0 { h.cfg.retries } else { 3 };
+            let mut st = state::read_raw(&self.root, &self.cfg.id).unwrap_or_default();
+            let mut health = st.health.take().unwrap_or_default();
+            if code == 0 {
+                health.status = "healthy".into();
+                health.failing_streak = 0;
+            } else if !in_start_period {
+                health.failing_streak += 1;
+                if health.failing_streak >= retries {
+                    health.status = "unhealthy".into();
+                }
+            }
+            if health.status.is_empty() {
+                health.status = "starting".into();
+            }
+            health.log.push(state::HealthResult {
+                start: p.start,
+                end: crate::now(),
+                exit_code: code,
+                output,
+            });
+            if health.log.len() > 5 {
+                let extra = health.log.len() - 5;
+                health.log.drain(..extra);
+            }
+            st.health = Some(health);
+            let _ = state::write(&self.root, &self.cfg.id, &st);
+            h.next = now + ns(h.cfg.interval, Duration::from_secs(30));
+            return;
+        }
+        if now < h.next {
+            return;
+        }
+        let argv = h.cfg.argv().unwrap_or_default();
+        let mut process = h.process.clone();
+        process["args"] = serde_json::json!(argv);
+        process["terminal"] = serde_json::json!(false);
+        let dir = self.run_root.join("exec");
+        let _ = fs::create_dir_all(&dir);
+        let file = dir.join(format!("health-{}.json", &self.cfg.id[..12]));
+        let spawned = (|| -> Result<(i32, OwnedFd), String> {
+            fs::write(
+                &file,
+                serde_json::to_vec(&process).map_err(|e| e.to_string())?,
+            )
+            .map_err(|e| e.to_string())?;
+            let (r, w) =
+                nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| e.to_string())?;
+            let w2 = w.try_clone().map_err(|e| e.to_string())?;
+            let null = File::open("/dev/null").map_err(|e| e.to_string())?;
+            // The probe must not inherit the signals we block while supervising.
+            self.unblock_signals();
+            let pid = self.rt.exec(
+                &self.cfg.id,
+                &file,
+                berth_runtime::Stdio {
+                    stdin: Some(OwnedFd::from(null)),
+                    stdout: Some(w),
+                    stderr: Some(w2),
+                },
+                None,
+            );
+            self.block_signals();
+            let pid = pid.map_err(|e| error_chain(&e))?;
+            Ok((pid, r))
+        })();
+        let _ = fs::remove_file(&file);
+        let Some(h) = self.health.as_mut() else {
+            return;
+        };
+        let timeout = ns(h.cfg.timeout, Duration::from_secs(30));
+        match spawned {
+            Ok((pid, out)) => {
+                let _ = nix::fcntl::fcntl(
+                    out.as_raw_fd(),
+                    nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+                );
+                h.probe = Some(Probe {
+                    pid,
+                    out,
+                    output: Vec::new(),
+                    start: crate::now(),
+                    deadline: now + timeout,
+                    exit: None,
+                    exited_at: None,
+                    eof: false,
+                });
+            }
+            Err(msg) => {
+                // A probe that cannot start counts as a failed probe.
+                h.probe = Some(Probe {
+                    pid: -1,
+                    out: OwnedFd::from(File::open("/dev/null").expect("/dev/null opens")),
+                    output: msg.into_bytes(),
+                    start: crate::now(),
+                    deadline: now,
+                    exit: Some(-1),
+                    exited_at: Some(now),
+                    eof: true,
+                });
+            }
+        }
+    }
+
+    /// When the health check next needs attention.
+    fn health_deadline(&self) -> Option<Instant> {
+        let h = self.health.as_ref()?;
+        Some(match &h.probe {
+            Some(p) if p.exit.is_some() => {
+                (Instant::now() + Duration::from_millis(20)).min(p.deadline)
+            }
+            Some(p) => p.deadline,
+            None => h.next,
+        })
+    }
+
+    fn block_signals(&self) {
+        let mut mask = SigSet::empty();
+        for s in [
+            Signal::SIGCHLD,
+            Signal::SIGTERM,
+            Signal::SIGINT,
+            Signal::SIGHUP,
+            Signal::SIGPIPE,
+        ] {
+            mask.add(s);
+        }
+        let _ = mask.thread_block();
     }
 
     /// Does the restart policy want another run after an exit with `code`?
@@ -456,6 +689,16 @@ impl Monitor {
                     break;
                 }
             }
+            if exit.is_none() {
+                self.health_tick();
+                // Starting a probe briefly unblocks SIGCHLD; look for exits ourselves.
+                if self.health.is_some() {
+                    exit = self.reap();
+                    if exit.is_some() {
+                        continue;
+                    }
+                }
+            }
             let mut fds: Vec<libc::pollfd> = Vec::new();
             let mut roles: Vec<Role> = Vec::new();
             let mut add = |fd: RawFd, role: Role| {
@@ -483,21 +726,31 @@ impl Monitor {
             for (i, c) in self.clients.iter().enumerate() {
                 add(c.stream.as_raw_fd(), Role::Client(i));
             }
+            if let Some(p) = self
+                .health
+                .as_ref()
+                .and_then(|h| h.probe.as_ref())
+                .filter(|p| !p.eof)
+            {
+                add(p.out.as_raw_fd(), Role::Probe);
+            }
             if !released && exit.is_none() && Instant::now() >= release_at {
                 sys::release_startup_memory();
                 released = true;
             }
-            let timeout = match drain_deadline {
-                Some(d) => d.saturating_duration_since(Instant::now()).as_millis() as i32,
-                None if !released => {
-                    release_at
-                        .saturating_duration_since(Instant::now())
-                        .as_millis() as i32
-                        + 1
+            let mut wake: Option<Instant> = drain_deadline;
+            if drain_deadline.is_none() {
+                if !released {
+                    wake = Some(release_at);
                 }
+                if let Some(h) = self.health_deadline() {
+                    wake = Some(wake.map_or(h, |w| w.min(h)));
+                }
+            }
+            let timeout = match wake {
+                Some(d) => d.saturating_duration_since(Instant::now()).as_millis() as i32 + 1,
                 None => -1,
-            };
-            // SAFETY: fds is a valid, exclusively borrowed array of pollfd of the given length.
+            }; // SAFETY: fds is a valid, exclusively borrowed array of pollfd of the given length.
             let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
             if n < 0 {
                 if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
@@ -535,6 +788,17 @@ impl Monitor {
                         Some(data) => self.output(attach::STDOUT, &data),
                         None => self.pty = None,
                     },
+                    Role::Probe => {
+                        if let Some(p) = self.health.as_mut().and_then(|h| h.probe.as_mut()) {
+                            match read_some(p.out.as_fd()) {
+                                Some(data) => {
+                                    let room = HEALTH_OUTPUT_MAX.saturating_sub(p.output.len());
+                                    p.output.extend_from_slice(&data[..data.len().min(room)]);
+                                }
+                                None => p.eof = true,
+                            }
+                        }
+                    }
                     Role::Client(i) => {
                         if !self.client_input(i) {
                             dead_clients.push(i);
@@ -677,6 +941,7 @@ enum Role {
     Output(usize),
     Pty,
     Client(usize),
+    Probe,
 }
 
 /// Reads what is available; None at end of stream (or EIO from a pty whose other end closed).

@@ -55,6 +55,27 @@ pub struct RunState {
     pub oom_killed: bool,
     pub error: String,
     pub restart_count: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<Health>,
+}
+
+/// Docker's `State.Health`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct Health {
+    /// starting, healthy or unhealthy
+    pub status: String,
+    pub failing_streak: i64,
+    pub log: Vec<HealthResult>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct HealthResult {
+    pub start: String,
+    pub end: String,
+    pub exit_code: i32,
+    pub output: String,
 }
 
 pub const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
