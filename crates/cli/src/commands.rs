@@ -160,6 +160,29 @@ pub enum Command {
         format: Option<String>,
         containers: Vec<String>,
     },
+    /// Update configuration of one or more containers
+    Update {
+        /// Memory limit
+        #[arg(short = 'm', long)]
+        memory: Option<String>,
+        /// Swap limit equal to memory plus swap: -1 to enable unlimited swap
+        #[arg(long = "memory-swap", allow_hyphen_values = true)]
+        memory_swap: Option<String>,
+        /// Number of CPUs
+        #[arg(long)]
+        cpus: Option<String>,
+        /// CPU shares (relative weight)
+        #[arg(short = 'c', long = "cpu-shares")]
+        cpu_shares: Option<u64>,
+        /// Tune container pids limit (set -1 for unlimited)
+        #[arg(long = "pids-limit", allow_hyphen_values = true)]
+        pids_limit: Option<i64>,
+        /// Restart policy to apply when a container exits
+        #[arg(long)]
+        restart: Option<String>,
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
     /// Rename a container
     Rename { container: String, new_name: String },
     /// Display the running processes of a container
@@ -1721,6 +1744,63 @@ pub fn dispatch(cli: &Cli) -> CliResult<u8> {
             format.as_deref(),
             containers,
         ),
+        Command::Update {
+            memory,
+            memory_swap,
+            cpus,
+            cpu_shares,
+            pids_limit,
+            restart,
+            containers,
+        } => {
+            let bytes = |flag: &str, v: &Option<String>| -> CliResult<Option<i64>> {
+                match v.as_deref() {
+                    None => Ok(None),
+                    Some("-1") => Ok(Some(-1)),
+                    Some(s) => berth_engine::spec::parse_bytes(s).map(Some).ok_or_else(|| {
+                        Failure::new(
+                            1,
+                            format!("invalid argument {s:?} for \"{flag}\" flag: invalid size"),
+                        )
+                    }),
+                }
+            };
+            let memory = bytes("--memory", memory)?;
+            if let Some(m) = memory {
+                if m >= 0 && m < 6 * 1024 * 1024 {
+                    return Err(Failure::new(1, "Minimum memory limit allowed is 6MB"));
+                }
+            }
+            let nano = match cpus {
+                None => None,
+                Some(c) => Some(
+                    c.parse::<f64>()
+                        .ok()
+                        .filter(|v| *v > 0.0 && v.is_finite())
+                        .map(|v| (v * 1e9) as i64)
+                        .ok_or_else(|| {
+                            Failure::new(1, format!("invalid argument {c:?} for \"--cpus\" flag"))
+                        })?,
+                ),
+            };
+            let restart = match restart.as_deref() {
+                None => None,
+                Some(p) => Some(crate::run::parse_restart(p).map_err(|mut f| {
+                    f.code = 1;
+                    f
+                })?),
+            };
+            let limits = berth_engine::stats::Limits {
+                memory,
+                memory_swap: bytes("--memory-swap", memory_swap)?,
+                cpu_quota: nano.map(|n| n * 100_000 / 1_000_000_000),
+                cpu_shares: *cpu_shares,
+                pids: *pids_limit,
+            };
+            each(containers, |c| {
+                e.update_container(c, &limits, nano, restart.clone())
+            })
+        }
         Command::Rename {
             container,
             new_name,

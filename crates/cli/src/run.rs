@@ -321,29 +321,11 @@ impl CreateFlags {
             ));
         }
         let restart_policy = match self.restart.as_deref() {
-            None | Some("no") => RestartPolicy {
+            None => RestartPolicy {
                 name: "no".into(),
                 maximum_retry_count: 0,
             },
-            Some(p @ ("always" | "unless-stopped")) => RestartPolicy {
-                name: p.into(),
-                maximum_retry_count: 0,
-            },
-            Some(p) if p == "on-failure" || p.starts_with("on-failure:") => {
-                let max = match p.strip_prefix("on-failure:") {
-                    Some(n) => n.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
-                        invalid(format!(
-                            "invalid restart policy: maximum retry count must be a number: {p}"
-                        ))
-                    })?,
-                    None => 0,
-                };
-                RestartPolicy {
-                    name: "on-failure".into(),
-                    maximum_retry_count: max,
-                }
-            }
-            Some(p) => return Err(invalid(format!("invalid restart policy '{p}'"))),
+            Some(p) => parse_restart(p)?,
         };
         if self.rm && restart_policy.name != "no" {
             return Err(invalid("Conflicting options: --restart and --rm"));
@@ -836,4 +818,29 @@ mod tests {
         assert_eq!(parse_duration("s"), None);
         assert_eq!(parse_duration("3 days"), None);
     }
+}
+
+/// `--restart`: no, always, unless-stopped, on-failure[:max-retries].
+pub fn parse_restart(p: &str) -> CliResult<RestartPolicy> {
+    Ok(match p {
+        "no" | "always" | "unless-stopped" => RestartPolicy {
+            name: p.into(),
+            maximum_retry_count: 0,
+        },
+        p if p == "on-failure" || p.starts_with("on-failure:") => {
+            let max = match p.strip_prefix("on-failure:") {
+                Some(n) => n.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
+                    invalid(format!(
+                        "invalid restart policy: maximum retry count must be a number: {p}"
+                    ))
+                })?,
+                None => 0,
+            };
+            RestartPolicy {
+                name: "on-failure".into(),
+                maximum_retry_count: max,
+            }
+        }
+        p => return Err(invalid(format!("invalid restart policy '{p}'"))),
+    })
 }

@@ -1021,3 +1021,75 @@ fn health_checks_run_inside_the_container_and_show_in_ps_and_inspect() {
         125
     );
 }
+
+#[test]
+fn update_changes_limits_of_a_running_container_and_its_restart_policy() {
+    require_root!();
+    let b = Berth::with_busybox();
+    b.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "upd",
+        "-m",
+        "32m",
+        "--memory-swap",
+        "64m",
+        "--pids-limit",
+        "10",
+        "busybox:test",
+        "sleep",
+        "100",
+    ]);
+    b.ok(&[
+        "update",
+        "--memory",
+        "48m",
+        "--memory-swap",
+        "96m",
+        "--pids-limit",
+        "30",
+        "--cpus",
+        "0.5",
+        "upd",
+    ]);
+    let read = |f: &str| b.ok(&["exec", "upd", "cat", f]).trim().to_string();
+    let v2 = std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    if v2 {
+        assert_eq!(read("/sys/fs/cgroup/memory.max"), (48u64 << 20).to_string());
+        assert_eq!(read("/sys/fs/cgroup/pids.max"), "30");
+    } else {
+        assert_eq!(
+            read("/sys/fs/cgroup/memory/memory.limit_in_bytes"),
+            (48u64 << 20).to_string()
+        );
+        assert_eq!(read("/sys/fs/cgroup/pids/pids.max"), "30");
+        assert_eq!(read("/sys/fs/cgroup/cpu/cpu.cfs_quota_us"), "50000");
+    }
+    assert_eq!(
+        b.inspect(
+            "upd",
+            "{{.HostConfig.Memory}} {{.HostConfig.PidsLimit}} {{.HostConfig.NanoCpus}}"
+        ),
+        format!("{} 30 500000000", 48u64 << 20)
+    );
+    // Lowering memory below memory+swap's order is handled; a bad value is refused.
+    b.ok(&["update", "--memory", "40m", "upd"]);
+    assert_eq!(b.fails(&["update", "--memory", "1k", "upd"]).0, 1);
+    // The restart policy changes for the running container.
+    b.ok(&["update", "--restart", "on-failure:1", "upd"]);
+    assert_eq!(
+        b.inspect("upd", "{{.HostConfig.RestartPolicy.Name}}"),
+        "on-failure"
+    );
+    b.ok(&["kill", "upd"]);
+    assert!(
+        eventually(10, || b.inspect("upd", "{{.RestartCount}}") == "1"),
+        "{}",
+        b.inspect("upd", "{{.State.Status}} {{.RestartCount}}")
+    );
+    assert!(b
+        .fails(&["update", "--restart", "bogus", "upd"])
+        .1
+        .contains("invalid restart policy"));
+}

@@ -980,6 +980,78 @@ impl Engine {
             .map_err(io_err(root.join("berth").join(id)))
     }
 
+    /// `update`: changes the limits (live, when running) and the restart policy of a
+    /// container; the record keeps them for later starts.
+    pub fn update_container(
+        &self,
+        name: &str,
+        limits: &crate::stats::Limits,
+        nano_cpus: Option<i64>,
+        restart: Option<crate::model::RestartPolicy>,
+    ) -> Result<()> {
+        let found = self.find_container(name)?;
+        let _lock = self.lock_container(&found.id)?;
+        let mut rec = self.find_container(&found.id)?;
+        let st = self.container_state(&rec.id)?;
+        if st.status.is_active() {
+            crate::stats::apply_limits(
+                Path::new("/sys/fs/cgroup"),
+                &format!("/berth/{}", rec.id),
+                limits,
+            )
+            .map_err(|e| {
+                let hint = if e.raw_os_error() == Some(libc::EINVAL)
+                    || e.raw_os_error() == Some(libc::EBUSY)
+                {
+                    " (memory must stay below memory+swap: update --memory-swap at the same time)"
+                } else {
+                    ""
+                };
+                EngineError::Invalid(format!("cannot update container {}: {e}{hint}", rec.id))
+            })?;
+        }
+        let hc = &mut rec.host_config;
+        if let Some(m) = limits.memory {
+            hc.memory = m.max(0);
+        }
+        if let Some(s) = limits.memory_swap {
+            hc.memory_swap = s;
+        }
+        if let Some(n) = nano_cpus {
+            hc.nano_cpus = n;
+        }
+        if let Some(sh) = limits.cpu_shares {
+            hc.cpu_shares = sh as i64;
+        }
+        if let Some(p) = limits.pids {
+            hc.pids_limit = Some(p);
+        }
+        if let Some(r) = restart {
+            // The running monitor reads its policy from monitor.json at each exit.
+            let mp = crate::monitor::config_path(self.root(), &rec.id);
+            if let Ok(bytes) = fs::read(&mp) {
+                if let Ok(mut m) = serde_json::from_slice::<MonitorConfig>(&bytes) {
+                    m.restart_policy = r.name.clone();
+                    m.restart_max = r.maximum_retry_count;
+                    berth_image::fsutil::replace_file(
+                        &mp,
+                        &serde_json::to_vec(&m).expect("monitor config serialises"),
+                    )
+                    .map_err(io_err(&mp))?;
+                }
+            }
+            hc.restart_policy = r;
+        }
+        self.db.execute(
+            "UPDATE containers SET config = ?1 WHERE id = ?2",
+            params![
+                serde_json::to_string(&rec).expect("record serialises"),
+                rec.id
+            ],
+        )?;
+        Ok(())
+    }
+
     /// `pause`: freezes every process of a running container (freezer cgroup).
     pub fn pause_container(&self, name: &str) -> Result<()> {
         let found = self.find_container(name)?;

@@ -631,13 +631,20 @@ impl Monitor {
         if stop_marker(&self.root, &self.cfg.id).exists() {
             return false;
         }
-        match self.cfg.restart_policy.as_str() {
+        // `update --restart` may have changed the policy since we started.
+        let fresh: Option<MonitorConfig> = fs::read(config_path(&self.root, &self.cfg.id))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        let (policy, max) = fresh
+            .map(|c| (c.restart_policy, c.restart_max))
+            .unwrap_or((self.cfg.restart_policy.clone(), self.cfg.restart_max));
+        match policy.as_str() {
             "always" | "unless-stopped" => true,
             "on-failure" => {
                 let count = state::read_raw(&self.root, &self.cfg.id)
                     .map(|s| s.restart_count)
                     .unwrap_or(0);
-                code != 0 && (self.cfg.restart_max <= 0 || count < self.cfg.restart_max)
+                code != 0 && (max <= 0 || count < max)
             }
             _ => false,
         }

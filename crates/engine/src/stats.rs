@@ -261,3 +261,190 @@ mod tests {
         assert!((cpu_percent(&a, &b, 1_000_000_000) - 50.0).abs() < 1e-9);
     }
 }
+
+/// New limits for a running container (`update`); None leaves a limit as it is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// bytes; -1 = unlimited
+    pub memory: Option<i64>,
+    /// memory + swap in bytes; -1 = unlimited
+    pub memory_swap: Option<i64>,
+    /// CPU quota per 100 ms period, in microseconds; -1 = unlimited
+    pub cpu_quota: Option<i64>,
+    pub cpu_shares: Option<u64>,
+    /// -1 = unlimited
+    pub pids: Option<i64>,
+}
+
+/// Writes `limits` into the cgroup `rel` under `root` (v2 when `cgroup.controllers` is
+/// there, else v1), in an order the kernel accepts (v1 wants memory+swap raised before
+/// memory, lowered after).
+pub fn apply_limits(root: &Path, rel: &str, limits: &Limits) -> std::io::Result<()> {
+    let rel = rel.trim_start_matches('/');
+    let w = |p: PathBuf, v: String| {
+        std::fs::write(&p, v)
+            .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", p.display())))
+    };
+    let v2 = root.join("cgroup.controllers").exists();
+    if v2 {
+        let dir = root.join(rel);
+        let max = |v: i64| {
+            if v < 0 {
+                "max".to_string()
+            } else {
+                v.to_string()
+            }
+        };
+        if let Some(m) = limits.memory {
+            w(dir.join("memory.max"), max(m))?;
+        }
+        if let Some(s) = limits.memory_swap {
+            // v2 counts swap alone; Docker's value is memory + swap.
+            let swap = match (s, limits.memory) {
+                (s, _) if s < 0 => -1,
+                (s, Some(m)) if m > 0 => (s - m).max(0),
+                (s, _) => s,
+            };
+            w(dir.join("memory.swap.max"), max(swap))?;
+        }
+        if let Some(q) = limits.cpu_quota {
+            w(dir.join("cpu.max"), format!("{} 100000", max(q)))?;
+        }
+        if let Some(sh) = limits.cpu_shares {
+            // Docker's conversion from shares (2..262144) to weight (1..10000).
+            let weight = 1 + ((sh.clamp(2, 262_144) - 2) * 9999) / 262_142;
+            w(dir.join("cpu.weight"), weight.to_string())?;
+        }
+        if let Some(p) = limits.pids {
+            w(dir.join("pids.max"), max(p))?;
+        }
+        return Ok(());
+    }
+    let mem = root.join("memory").join(rel);
+    let order_swap_first = match (limits.memory, limits.memory_swap) {
+        (Some(m), _) => {
+            let current = std::fs::read_to_string(mem.join("memory.limit_in_bytes"))
+                .ok()
+                .and_then(|s| num(&s))
+                .unwrap_or(0);
+            m < 0 || (m as u64) > current
+        }
+        _ => true,
+    };
+    let set_mem = |v: i64| w(mem.join("memory.limit_in_bytes"), v.to_string());
+    let set_swap = |v: i64| w(mem.join("memory.memsw.limit_in_bytes"), v.to_string());
+    if order_swap_first {
+        if let Some(s) = limits.memory_swap {
+            set_swap(s)?;
+        }
+        if let Some(m) = limits.memory {
+            set_mem(m)?;
+        }
+    } else {
+        if let Some(m) = limits.memory {
+            set_mem(m)?;
+        }
+        if let Some(s) = limits.memory_swap {
+            set_swap(s)?;
+        }
+    }
+    if let Some(q) = limits.cpu_quota {
+        w(
+            root.join("cpu").join(rel).join("cpu.cfs_period_us"),
+            "100000".into(),
+        )?;
+        w(
+            root.join("cpu").join(rel).join("cpu.cfs_quota_us"),
+            q.to_string(),
+        )?;
+    }
+    if let Some(sh) = limits.cpu_shares {
+        w(
+            root.join("cpu").join(rel).join("cpu.shares"),
+            sh.to_string(),
+        )?;
+    }
+    if let Some(p) = limits.pids {
+        w(
+            root.join("pids").join(rel).join("pids.max"),
+            if p < 0 { "max".into() } else { p.to_string() },
+        )?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod limit_tests {
+    use super::*;
+
+    fn tree(v2: bool) -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        if v2 {
+            std::fs::write(d.path().join("cgroup.controllers"), "cpu memory pids\n").unwrap();
+            std::fs::create_dir_all(d.path().join("berth/c1")).unwrap();
+        } else {
+            for h in ["memory", "cpu", "pids"] {
+                std::fs::create_dir_all(d.path().join(h).join("berth/c1")).unwrap();
+            }
+            std::fs::write(
+                d.path().join("memory/berth/c1/memory.limit_in_bytes"),
+                "1048576\n",
+            )
+            .unwrap();
+        }
+        d
+    }
+
+    fn read(d: &Path, p: &str) -> String {
+        std::fs::read_to_string(d.join(p)).unwrap()
+    }
+
+    #[test]
+    fn limits_land_in_the_right_files_for_each_version() {
+        let l = Limits {
+            memory: Some(64 << 20),
+            memory_swap: Some(128 << 20),
+            cpu_quota: Some(50_000),
+            cpu_shares: Some(1024),
+            pids: Some(20),
+        };
+        let d = tree(false);
+        apply_limits(d.path(), "/berth/c1", &l).unwrap();
+        assert_eq!(
+            read(d.path(), "memory/berth/c1/memory.limit_in_bytes"),
+            (64u64 << 20).to_string()
+        );
+        assert_eq!(
+            read(d.path(), "memory/berth/c1/memory.memsw.limit_in_bytes"),
+            (128u64 << 20).to_string()
+        );
+        assert_eq!(read(d.path(), "cpu/berth/c1/cpu.cfs_quota_us"), "50000");
+        assert_eq!(read(d.path(), "cpu/berth/c1/cpu.shares"), "1024");
+        assert_eq!(read(d.path(), "pids/berth/c1/pids.max"), "20");
+        let d = tree(true);
+        apply_limits(d.path(), "/berth/c1", &l).unwrap();
+        assert_eq!(
+            read(d.path(), "berth/c1/memory.max"),
+            (64u64 << 20).to_string()
+        );
+        assert_eq!(
+            read(d.path(), "berth/c1/memory.swap.max"),
+            (64u64 << 20).to_string()
+        );
+        assert_eq!(read(d.path(), "berth/c1/cpu.max"), "50000 100000");
+        assert_eq!(read(d.path(), "berth/c1/cpu.weight"), "39");
+        assert_eq!(read(d.path(), "berth/c1/pids.max"), "20");
+        apply_limits(
+            d.path(),
+            "/berth/c1",
+            &Limits {
+                pids: Some(-1),
+                memory: Some(-1),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(read(d.path(), "berth/c1/pids.max"), "max");
+        assert_eq!(read(d.path(), "berth/c1/memory.max"), "max");
+    }
+}
