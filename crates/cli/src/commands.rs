@@ -1767,7 +1767,7 @@ pub fn dispatch(cli: &Cli) -> CliResult<u8> {
             };
             let memory = bytes("--memory", memory)?;
             if let Some(m) = memory {
-                if m >= 0 && m < 6 * 1024 * 1024 {
+                if (0..6 * 1024 * 1024).contains(&m) {
                     return Err(Failure::new(1, "Minimum memory limit allowed is 6MB"));
                 }
             }

@@ -803,23 +803,6 @@ pub fn parse_duration(s: &str) -> Option<i64> {
     (total >= 0.0).then_some(total as i64)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::parse_duration;
-
-    #[test]
-    fn durations_parse_like_go() {
-        assert_eq!(parse_duration("30s"), Some(30_000_000_000));
-        assert_eq!(parse_duration("1m30s"), Some(90_000_000_000));
-        assert_eq!(parse_duration("500ms"), Some(500_000_000));
-        assert_eq!(parse_duration("0"), Some(0));
-        assert_eq!(parse_duration("1.5s"), Some(1_500_000_000));
-        assert_eq!(parse_duration("10"), None);
-        assert_eq!(parse_duration("s"), None);
-        assert_eq!(parse_duration("3 days"), None);
-    }
-}
-
 /// `--restart`: no, always, unless-stopped, on-failure[:max-retries].
 pub fn parse_restart(p: &str) -> CliResult<RestartPolicy> {
     Ok(match p {
@@ -843,4 +826,21 @@ pub fn parse_restart(p: &str) -> CliResult<RestartPolicy> {
         }
         p => return Err(invalid(format!("invalid restart policy '{p}'"))),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_duration;
+
+    #[test]
+    fn durations_parse_like_go() {
+        assert_eq!(parse_duration("30s"), Some(30_000_000_000));
+        assert_eq!(parse_duration("1m30s"), Some(90_000_000_000));
+        assert_eq!(parse_duration("500ms"), Some(500_000_000));
+        assert_eq!(parse_duration("0"), Some(0));
+        assert_eq!(parse_duration("1.5s"), Some(1_500_000_000));
+        assert_eq!(parse_duration("10"), None);
+        assert_eq!(parse_duration("s"), None);
+        assert_eq!(parse_duration("3 days"), None);
+    }
 }
