@@ -484,6 +484,8 @@ pub enum SystemCmd {
         #[arg(short = 'f', long)]
         format: Option<String>,
     },
+    /// Start the containers whose restart policy asks for it (run once at host start-up)
+    Boot,
 }
 
 fn parse_filters(f: &[String]) -> CliResult<Vec<(String, String)>> {
@@ -1984,6 +1986,20 @@ pub fn dispatch(cli: &Cli) -> CliResult<u8> {
             total += ibytes;
             println!("Total reclaimed space: {}", human_size(total));
             Ok(0)
+        }
+        Command::System(SystemCmd::Boot) => {
+            let (started, errors) = e.boot()?;
+            for id in &started {
+                println!("{id}");
+            }
+            for err in &errors {
+                eprintln!("Error: {err}");
+            }
+            if errors.is_empty() {
+                Ok(0)
+            } else {
+                Err(Failure::new(1, ""))
+            }
         }
         Command::System(SystemCmd::Info { format }) | Command::Info { format } => {
             info(e, format.as_deref())

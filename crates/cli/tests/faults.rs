@@ -277,3 +277,67 @@ fn busybox_image_fixture_is_reproducible() {
         1
     );
 }
+
+#[test]
+fn system_boot_restarts_always_containers_after_their_monitor_and_process_died() {
+    require_root!();
+    let b = Berth::with_busybox();
+    let always = b
+        .ok(&[
+            "run",
+            "-d",
+            "--restart",
+            "always",
+            "busybox:test",
+            "sleep",
+            "60",
+        ])
+        .trim()
+        .to_string();
+    let unless = b
+        .ok(&[
+            "run",
+            "-d",
+            "--restart",
+            "unless-stopped",
+            "busybox:test",
+            "sleep",
+            "60",
+        ])
+        .trim()
+        .to_string();
+    let stopped = b
+        .ok(&[
+            "run",
+            "-d",
+            "--restart",
+            "unless-stopped",
+            "busybox:test",
+            "sleep",
+            "60",
+        ])
+        .trim()
+        .to_string();
+    let plain = b
+        .ok(&["run", "-d", "busybox:test", "sleep", "60"])
+        .trim()
+        .to_string();
+    b.ok(&["stop", "-t", "0", &stopped]);
+    // A reboot, as far as these containers can tell: monitors and processes gone.
+    for id in [&always, &unless, &plain] {
+        let pid: i32 = b.inspect(id, "{{.State.Pid}}").parse().unwrap();
+        kill9(monitor_pid(&b, id));
+        kill9(pid);
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(b.inspect(&always, "{{.State.Status}}"), "dead");
+    let out = b.ok(&["system", "boot"]);
+    assert!(out.contains(&always) && out.contains(&unless), "{out}");
+    assert!(!out.contains(&stopped) && !out.contains(&plain), "{out}");
+    for id in [&always, &unless] {
+        assert_eq!(b.inspect(id, "{{.State.Status}}"), "running");
+        assert_eq!(b.ok(&["exec", id, "echo", "back"]), "back\n");
+    }
+    assert_eq!(b.inspect(&stopped, "{{.State.Status}}"), "exited");
+    assert_ne!(b.inspect(&plain, "{{.State.Status}}"), "running");
+}

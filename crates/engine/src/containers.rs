@@ -1052,6 +1052,49 @@ impl Engine {
         Ok(())
     }
 
+    /// `system boot`: after a reboot (or monitors killed), starts again the containers
+    /// whose restart policy is `always`, or `unless-stopped` and not stopped by the user.
+    /// Leftovers of the dead run (mount, runtime state, cgroup) are cleaned first. Returns
+    /// the ids started and the errors met (one container's failure stops no other).
+    pub fn boot(&self) -> Result<(Vec<String>, Vec<String>)> {
+        let mut started = Vec::new();
+        let mut errors = Vec::new();
+        for rec in self.container_records()? {
+            let policy = rec.host_config.restart_policy.name.as_str();
+            let stopped_by_user = crate::monitor::stop_marker(self.root(), &rec.id).exists();
+            let wanted = policy == "always" || (policy == "unless-stopped" && !stopped_by_user);
+            let st = self.container_state(&rec.id)?;
+            if !wanted || st.status.is_active() {
+                continue;
+            }
+            let result = (|| -> Result<()> {
+                if st.status == Status::Dead {
+                    let rt =
+                        berth_runtime::by_name(&rec.host_config.runtime, &self.runtime_root())?;
+                    let _ = rt.kill(&rec.id, libc::SIGKILL, true);
+                    let _ = rt.delete(&rec.id, true);
+                    let _ = sys::remove_cgroup(
+                        Path::new("/sys/fs/cgroup"),
+                        &format!("/berth/{}", rec.id),
+                    );
+                    let mut fixed = st.clone();
+                    fixed.status = Status::Exited;
+                    fixed.finished_at = crate::now();
+                    state::write(self.root(), &rec.id, &fixed)?;
+                }
+                sys::unmount(&self.container_dir(&rec.id).join("merged"))?;
+                let _ = fs::remove_file(crate::monitor::stop_marker(self.root(), &rec.id));
+                self.start_container(&rec.id, false)?;
+                Ok(())
+            })();
+            match result {
+                Ok(()) => started.push(rec.id.clone()),
+                Err(e) => errors.push(format!("{}: {}", rec.name, crate::monitor::error_chain(&e))),
+            }
+        }
+        Ok((started, errors))
+    }
+
     /// `pause`: freezes every process of a running container (freezer cgroup).
     pub fn pause_container(&self, name: &str) -> Result<()> {
         let found = self.find_container(name)?;
