@@ -183,6 +183,21 @@ pub enum Command {
         #[arg(required = true)]
         containers: Vec<String>,
     },
+    /// Get real time events from berth (from every process that uses this root)
+    Events {
+        /// Show all events created since timestamp (RFC 3339, Unix time, or a duration like 10m)
+        #[arg(long)]
+        since: Option<String>,
+        /// Stream events until this timestamp
+        #[arg(long)]
+        until: Option<String>,
+        /// Filter output based on conditions provided (type=, event=, container=, image=, label=, volume=)
+        #[arg(short = 'f', long = "filter")]
+        filter: Vec<String>,
+        /// Format output using a Go template
+        #[arg(long)]
+        format: Option<String>,
+    },
     /// Rename a container
     Rename { container: String, new_name: String },
     /// Display the running processes of a container
@@ -1584,6 +1599,87 @@ fn stats(
     }
 }
 
+/// `events`: past events (with --since), then new ones as they happen, until --until.
+fn events(
+    engine: &Engine,
+    since: Option<&str>,
+    until: Option<&str>,
+    filter: &[String],
+    format: Option<&str>,
+) -> CliResult<u8> {
+    let filters = parse_filters(filter)?;
+    for (k, _) in &filters {
+        if !matches!(
+            k.as_str(),
+            "type" | "event" | "status" | "container" | "image" | "label" | "volume"
+        ) {
+            return Err(Failure::new(1, format!("invalid filter '{k}'")));
+        }
+    }
+    let to_ns = |s: &str| -> CliResult<i64> {
+        let t = parse_time(s)?;
+        chrono::DateTime::parse_from_rfc3339(&t)
+            .ok()
+            .and_then(|d| d.timestamp_nanos_opt())
+            .ok_or_else(|| Failure::new(1, format!("invalid time {s}")))
+    };
+    let since_ns = since.map(to_ns).transpose()?;
+    let until_ns = until.map(to_ns).transpose()?;
+    let fmt = match format {
+        Some(f) => Some(Format::parse(Some(f))?),
+        None => None,
+    };
+    let mut last = if since_ns.is_some() {
+        0
+    } else {
+        engine.last_event_seq()?
+    };
+    let mut out = io::stdout().lock();
+    loop {
+        for ev in engine.events_after(last, since_ns, until_ns)? {
+            last = ev.seq;
+            if !berth_engine::events::matches(&ev, &filters) {
+                continue;
+            }
+            let line = match &fmt {
+                Some(Format::Json) | Some(Format::Table) => {
+                    serde_json::to_string(&ev).unwrap_or_default()
+                }
+                Some(f) => f.render(&serde_json::to_value(&ev).unwrap_or_default())?,
+                None => {
+                    let t = chrono::DateTime::from_timestamp(
+                        ev.time_nano / 1_000_000_000,
+                        (ev.time_nano % 1_000_000_000) as u32,
+                    )
+                    .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true))
+                    .unwrap_or_default();
+                    let attrs: Vec<String> = ev
+                        .actor
+                        .attributes
+                        .iter()
+                        .map(|(k, v)| format!("{k}={v}"))
+                        .collect();
+                    format!(
+                        "{t} {} {} {} ({})",
+                        ev.kind,
+                        ev.action,
+                        ev.actor.id,
+                        attrs.join(", ")
+                    )
+                }
+            };
+            writeln!(out, "{line}")?;
+        }
+        out.flush()?;
+        if let Some(u) = until_ns {
+            if chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX) > u {
+                return Ok(0);
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
 /// Docker's prune prompt: without `-f`, ask on the terminal; anything but y/yes (or no
 /// terminal to ask on) leaves everything as it is.
 fn confirm(force: bool, warning: &str) -> CliResult<bool> {
@@ -1803,6 +1899,18 @@ pub fn dispatch(cli: &Cli) -> CliResult<u8> {
                 e.update_container(c, &limits, nano, restart.clone())
             })
         }
+        Command::Events {
+            since,
+            until,
+            filter,
+            format,
+        } => events(
+            e,
+            since.as_deref(),
+            until.as_deref(),
+            filter,
+            format.as_deref(),
+        ),
         Command::Rename {
             container,
             new_name,

@@ -1093,3 +1093,96 @@ fn update_changes_limits_of_a_running_container_and_its_restart_policy() {
         .1
         .contains("invalid restart policy"));
 }
+
+#[test]
+fn events_are_recorded_by_every_process_and_stream_live() {
+    require_root!();
+    let b = Berth::with_busybox();
+    // Live: a follower started before the container sees its whole life.
+    let mut follower = b
+        .cmd()
+        .args([
+            "events",
+            "--filter",
+            "container=evt",
+            "--format",
+            "{{.Action}}",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(
+        b.run(&[
+            "run",
+            "--name",
+            "evt",
+            "-l",
+            "team=a",
+            "busybox:test",
+            "sh",
+            "-c",
+            "exit 4"
+        ])
+        .status
+        .code(),
+        Some(4)
+    );
+    b.ok(&["rename", "evt", "evt2"]);
+    b.ok(&["rm", "evt2"]);
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    let _ = follower.kill();
+    let out = follower.wait_with_output().unwrap();
+    let actions = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(
+        actions.lines().take(3).collect::<Vec<_>>(),
+        ["create", "start", "die"],
+        "{actions}"
+    );
+    // After the fact, with filters and Docker's JSON shape.
+    let die = b.ok(&[
+        "events",
+        "--since",
+        "5m",
+        "--until",
+        "0s",
+        "--filter",
+        "event=die",
+        "--filter",
+        "label=team=a",
+        "--format",
+        "{{json .}}",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(die.lines().next().unwrap()).unwrap();
+    assert_eq!(v["Type"], "container");
+    assert_eq!(v["Action"], "die");
+    assert_eq!(v["Actor"]["Attributes"]["exitCode"], "4");
+    assert_eq!(v["Actor"]["Attributes"]["name"], "evt");
+    assert_eq!(v["status"], "die");
+    let all = b.ok(&[
+        "events",
+        "--since",
+        "5m",
+        "--until",
+        "0s",
+        "--format",
+        "{{.Type}} {{.Action}}",
+    ]);
+    for want in [
+        "image import",
+        "container create",
+        "container start",
+        "container die",
+        "container rename",
+        "container destroy",
+    ] {
+        assert!(
+            all.lines().any(|l| l == want),
+            "missing {want:?} in:\n{all}"
+        );
+    }
+    assert!(b
+        .fails(&["events", "--filter", "colour=red", "--until", "0s"])
+        .1
+        .contains("invalid filter"));
+}

@@ -222,7 +222,9 @@ impl Engine {
         pairs.push((diff_id.clone(), diff_id));
         new.layers = pairs;
         let tags: Vec<String> = tag.iter().map(|t| t.to_string()).collect();
-        self.register(&new, &tags)
+        let id = self.register(&new, &tags)?;
+        self.emit_container(&rec, "commit", &[("imageID", id.to_string())]);
+        Ok(id)
     }
 
     /// Freezes a running container until the guard is dropped; None when it is not

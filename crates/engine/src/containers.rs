@@ -454,6 +454,7 @@ impl Engine {
             }
             return Err(e.into());
         }
+        self.emit_container(&rec, "create", &[]);
         Ok((id, warnings))
     }
 
@@ -874,6 +875,7 @@ impl Engine {
         }
         let rt = berth_runtime::by_name(&rec.host_config.runtime, &self.runtime_root())?;
         rt.kill(&rec.id, signal, false)?;
+        self.emit_container(&rec, "kill", &[("signal", signal.to_string())]);
         Ok(())
     }
 
@@ -956,6 +958,7 @@ impl Engine {
                 Some(Duration::from_secs(secs as u64))
             };
             if self.wait_stopped(&rec.id, wait)?.is_some() {
+                self.emit_container(&rec, "stop", &[]);
                 return Ok(());
             }
         }
@@ -1118,7 +1121,9 @@ impl Engine {
         let rt = berth_runtime::by_name(&found.host_config.runtime, &self.runtime_root())?;
         rt.pause(&found.id)?;
         st.status = Status::Paused;
-        state::write(self.root(), &found.id, &st)
+        state::write(self.root(), &found.id, &st)?;
+        self.emit_container(&found, "pause", &[]);
+        Ok(())
     }
 
     /// `unpause`: thaws a paused container.
@@ -1135,7 +1140,9 @@ impl Engine {
         let rt = berth_runtime::by_name(&found.host_config.runtime, &self.runtime_root())?;
         rt.resume(&found.id)?;
         st.status = Status::Running;
-        state::write(self.root(), &found.id, &st)
+        state::write(self.root(), &found.id, &st)?;
+        self.emit_container(&found, "unpause", &[]);
+        Ok(())
     }
 
     /// `wait`: blocks until the container stops; returns its exit code.
@@ -1208,6 +1215,7 @@ impl Engine {
                 }
             }
         }
+        self.emit_container(&rec, "destroy", &[]);
         if errors.is_empty() {
             Ok(())
         } else {
@@ -1246,7 +1254,7 @@ impl Engine {
                 "Conflict. The container name \"/{new_name}\" is already in use by container \"{other}\". You have to remove (or rename) that container to be able to reuse that name."
             )));
         }
-        rec.name = new_name.to_string();
+        let old_name = std::mem::replace(&mut rec.name, new_name.to_string());
         self.db.execute(
             "UPDATE containers SET name = ?1, config = ?2 WHERE id = ?3",
             params![
@@ -1255,6 +1263,7 @@ impl Engine {
                 rec.id
             ],
         )?;
+        self.emit_container(&rec, "rename", &[("oldName", format!("/{old_name}"))]);
         Ok(())
     }
 

@@ -37,6 +37,16 @@ const MIGRATIONS: &[&str] = &[
         labels TEXT NOT NULL,
         anonymous INTEGER NOT NULL DEFAULT 0
     );",
+    // 2: events
+    "CREATE TABLE events (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        time_nano INTEGER NOT NULL,
+        type TEXT NOT NULL,
+        action TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        attributes TEXT NOT NULL
+    );
+    CREATE INDEX events_time ON events(time_nano);",
 ];
 
 /// Opens (creating and migrating) the database at `path`.

@@ -287,7 +287,20 @@ impl Engine {
         )?;
         let tags: Vec<String> = tag.iter().map(|t| t.to_string()).collect();
         match self.register(&new, &tags) {
-            Ok(id) => Ok(id),
+            Ok(id) => {
+                self.emit(
+                    "image",
+                    "import",
+                    &id.to_string(),
+                    [(
+                        "name".to_string(),
+                        tag.map(|t| t.familiar()).unwrap_or_default(),
+                    )]
+                    .into_iter()
+                    .collect(),
+                );
+                Ok(id)
+            }
             Err(e) => {
                 self.forget_new_blobs(&new);
                 Err(e)
@@ -324,6 +337,12 @@ impl Engine {
                 self.forget_new_blobs(&new);
                 return Err(e);
             }
+            self.emit(
+                "image",
+                "load",
+                &img.config_digest.to_string(),
+                Default::default(),
+            );
             if img.repo_tags.is_empty() {
                 out.push(format!("Loaded image ID: {}", img.config_digest));
             }
@@ -447,6 +466,12 @@ impl Engine {
             "INSERT OR REPLACE INTO tags (name, image) VALUES (?1, ?2)",
             params![t.to_string(), row.id.to_string()],
         )?;
+        self.emit(
+            "image",
+            "tag",
+            &row.id.to_string(),
+            [("name".to_string(), t.familiar())].into_iter().collect(),
+        );
         Ok(())
     }
 
@@ -478,6 +503,7 @@ impl Engine {
                 tx.execute("DELETE FROM tags WHERE name = ?1", [r.to_string()])?;
                 tx.commit()?;
                 out.push(Removed::Untagged(r.familiar()));
+                self.emit_removed(&row.id, &out);
                 return Ok(out);
             }
             None if row.tags.len() > 1 && !force => {
@@ -516,7 +542,24 @@ impl Engine {
             out.push(Removed::Deleted(row.id.to_string()));
             self.collect_garbage_of(&row)?;
         }
+        self.emit_removed(&row.id, &out);
         Ok(out)
+    }
+
+    fn emit_removed(&self, id: &Digest, removed: &[Removed]) {
+        for r in removed {
+            match r {
+                Removed::Untagged(t) => self.emit(
+                    "image",
+                    "untag",
+                    &id.to_string(),
+                    [("name".to_string(), t.clone())].into_iter().collect(),
+                ),
+                Removed::Deleted(_) => {
+                    self.emit("image", "delete", &id.to_string(), Default::default())
+                }
+            }
+        }
     }
 
     /// Blobs referenced by any image.

@@ -21,6 +21,7 @@ pub mod changes;
 pub mod containers;
 pub mod db;
 pub mod error;
+pub mod events;
 pub mod exec;
 pub mod hello;
 pub mod images;

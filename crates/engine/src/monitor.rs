@@ -155,6 +155,7 @@ pub fn run(
             return code;
         }
     }
+    m.emit("start", &[]);
     let mut code = m.supervise();
     // The restart policy, with Docker's back-off: 100 ms doubling up to a minute, back to
     // 100 ms after a run of 10 s or more.
@@ -188,8 +189,12 @@ pub fn run(
         m.stdin = None;
         m.pty = None;
         started = Instant::now();
+        m.emit("die", &[("exitCode", code.to_string())]);
         match m.setup(false, &mut Ready(None)) {
-            Ok(()) => code = m.supervise(),
+            Ok(()) => {
+                m.emit("start", &[]);
+                code = m.supervise();
+            }
             Err((c, msg)) => {
                 let mut st = state::read_raw(&m.root, &m.cfg.id).unwrap_or_default();
                 st.error = msg;
@@ -451,6 +456,17 @@ impl Monitor {
         code
     }
 
+    /// Records a container event (opens the database only for that).
+    fn emit(&self, action: &str, extra: &[(&str, String)]) {
+        if let Ok(engine) =
+            crate::Engine::open(crate::EngineOptions::new(&self.root, &self.run_root))
+        {
+            if let Ok(rec) = engine.find_container(&self.cfg.id) {
+                engine.emit_container(&rec, action, extra);
+            }
+        }
+    }
+
     fn probe_exited(&mut self, pid: i32, code: i32) {
         if let Some(p) = self.health.as_mut().and_then(|h| h.probe.as_mut()) {
             if p.pid == pid {
@@ -521,9 +537,18 @@ impl Monitor {
                 let extra = health.log.len() - 5;
                 health.log.drain(..extra);
             }
+            let changed = st
+                .health
+                .as_ref()
+                .map(|old| old.status != health.status)
+                .unwrap_or(true);
+            let status = health.status.clone();
             st.health = Some(health);
             let _ = state::write(&self.root, &self.cfg.id, &st);
             h.next = now + ns(h.cfg.interval, Duration::from_secs(30));
+            if changed && status != "starting" {
+                self.emit(&format!("health_status: {status}"), &[]);
+            }
             return;
         }
         if now < h.next {
@@ -931,6 +956,10 @@ impl Monitor {
             let _ = write_all_blocking(&mut c.stream, &f);
         }
         self.clients.clear();
+        if oom {
+            self.emit("oom", &[]);
+        }
+        self.emit("die", &[("exitCode", code.to_string())]);
         if self.cfg.auto_remove {
             if let Ok(engine) =
                 crate::Engine::open(crate::EngineOptions::new(&self.root, &self.run_root))

@@ -66,6 +66,14 @@ impl Engine {
             "INSERT OR IGNORE INTO volumes (name, created, labels, anonymous) VALUES (?1, ?2, ?3, ?4)",
             params![name, crate::now(), serde_json::to_string(labels).expect("labels serialise"), anonymous as i64],
         )?;
+        self.emit(
+            "volume",
+            "create",
+            name,
+            [("driver".to_string(), "local".to_string())]
+                .into_iter()
+                .collect(),
+        );
         self.inspect_volume(name)
     }
 
@@ -134,6 +142,14 @@ impl Engine {
                 }
             })
             .map_err(io_err(&dir))?;
+        self.emit(
+            "volume",
+            "destroy",
+            name,
+            [("driver".to_string(), "local".to_string())]
+                .into_iter()
+                .collect(),
+        );
         Ok(())
     }
 
