@@ -594,6 +594,9 @@ pub fn start_attached(engine: &Engine, id: &str, stdin: bool, tty: bool) -> CliR
         handle.wait_monitor();
         return Err(run_failure(e));
     }
+    if let Ok(rec) = engine.find_container(id) {
+        engine.emit_container(&rec, "start", &[]);
+    }
     let end = terminal::attach_session(sock, stdin, tty)?;
     match end {
         AttachEnd::Exited(code) => {

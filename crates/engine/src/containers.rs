@@ -859,6 +859,7 @@ impl Engine {
             let line = read_line(&mut ready);
             handle.lock = None;
             handle.pid = parse_ready(&line)?;
+            self.emit_container(&rec, "start", &[]);
         }
         Ok(Some(handle))
     }

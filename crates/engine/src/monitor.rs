@@ -155,7 +155,7 @@ pub fn run(
             return code;
         }
     }
-    m.emit("start", &[]);
+    // The first start's event is the starting process's to record (off this critical path).
     let mut code = m.supervise();
     // The restart policy, with Docker's back-off: 100 ms doubling up to a minute, back to
     // 100 ms after a run of 10 s or more.
