@@ -257,7 +257,7 @@ setup_docker() {
     if [[ -z $cli ]]; then skip_peer "docker: no docker CLI installed; skipped"; return; fi
     local d=$TMP/docker
     mkdir -p "$d/data" "$d/exec" "$d/config"
-    echo '{}' >"$d/daemon.json"
+    printf '{"deprecated-key-path": "%s"}\n' "$d/key.json" >"$d/daemon.json"
     local sock=unix://$d/docker.sock
     local flags=(--data-root "$d/data" --exec-root "$d/exec" --pidfile "$d/docker.pid"
                  -H "$sock" --config-file "$d/daemon.json" --bridge=none --iptables=false

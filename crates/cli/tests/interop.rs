@@ -455,7 +455,12 @@ impl Dockerd {
     ) -> Result<Dockerd, String> {
         let dir = Scratch::new("it-docker");
         let config = dir.path("daemon.json");
-        std::fs::write(&config, daemon_json).expect("write daemon.json");
+        // dockerd 20.10 writes its trust key to /etc/docker/key.json unless told otherwise;
+        // the tmpfs in the prelude only covers /etc/docker when the host has one.
+        let mut json: serde_json::Value =
+            serde_json::from_str(daemon_json).expect("daemon.json is JSON");
+        json["deprecated-key-path"] = serde_json::Value::from(path_str(&dir.path("key.json")));
+        std::fs::write(&config, json.to_string()).expect("write daemon.json");
         dir.subdir("client");
         let log = dir.path("dockerd.log");
         let log_file = std::fs::File::create(&log).expect("create dockerd log");
