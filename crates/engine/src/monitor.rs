@@ -431,6 +431,22 @@ impl Monitor {
 
 const POLL_IN: libc::c_short = libc::POLLIN;
 
+/// The signals the monitor takes through a signalfd while it supervises (blocked then,
+/// and only then: the runtime's processes inherit the monitor's signal mask).
+fn supervised_signals() -> SigSet {
+    let mut mask = SigSet::empty();
+    for s in [
+        Signal::SIGCHLD,
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGHUP,
+        Signal::SIGPIPE,
+    ] {
+        mask.add(s);
+    }
+    mask
+}
+
 impl Monitor {
     /// Reaps children; returns the init's exit code once it has exited.
     fn reap(&mut self) -> Option<i32> {
@@ -638,16 +654,7 @@ impl Monitor {
     }
 
     fn block_signals(&self) {
-        let mut mask = SigSet::empty();
-        for s in [
-            Signal::SIGCHLD,
-            Signal::SIGTERM,
-            Signal::SIGINT,
-            Signal::SIGHUP,
-            Signal::SIGPIPE,
-        ] {
-            mask.add(s);
-        }
+        let mask = supervised_signals();
         let _ = mask.thread_block();
     }
 
@@ -678,30 +685,12 @@ impl Monitor {
     /// Undoes the signal blocking of `supervise` before a new container is created: the
     /// runtime's processes inherit our signal mask.
     fn unblock_signals(&self) {
-        let mut mask = SigSet::empty();
-        for s in [
-            Signal::SIGCHLD,
-            Signal::SIGTERM,
-            Signal::SIGINT,
-            Signal::SIGHUP,
-            Signal::SIGPIPE,
-        ] {
-            mask.add(s);
-        }
+        let mask = supervised_signals();
         let _ = mask.thread_unblock();
     }
 
     fn supervise(&mut self) -> i32 {
-        let mut mask = SigSet::empty();
-        for s in [
-            Signal::SIGCHLD,
-            Signal::SIGTERM,
-            Signal::SIGINT,
-            Signal::SIGHUP,
-            Signal::SIGPIPE,
-        ] {
-            mask.add(s);
-        }
+        let mask = supervised_signals();
         let _ = mask.thread_block();
         let sfd = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC).ok();
         // Memory set-up no longer needs is given back once the container has run a while,
