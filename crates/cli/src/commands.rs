@@ -398,6 +398,9 @@ pub enum ImageCmd {
         #[arg(short = 'a', long)]
         all: bool,
         /// Do not prompt for confirmation
+        /// Provide filter values (until=<timestamp|duration>, label=<key>[=<value>], label!=…)
+        #[arg(long = "filter")]
+        filter: Vec<String>,
         #[arg(short = 'f', long)]
         force: bool,
     },
@@ -422,6 +425,9 @@ pub enum ContainerCmd {
     Ls(PsArgs),
     /// Remove all stopped containers
     Prune {
+        /// Provide filter values (until=<timestamp|duration>, label=<key>[=<value>], label!=…)
+        #[arg(long = "filter")]
+        filter: Vec<String>,
         #[arg(short = 'f', long)]
         force: bool,
     },
@@ -473,6 +479,9 @@ pub enum VolumeCmd {
         /// Remove all unused volumes, not just anonymous ones
         #[arg(short = 'a', long)]
         all: bool,
+        /// Provide filter values (until=<timestamp|duration>, label=<key>[=<value>], label!=…)
+        #[arg(long = "filter")]
+        filter: Vec<String>,
         #[arg(short = 'f', long)]
         force: bool,
     },
@@ -491,6 +500,9 @@ pub enum SystemCmd {
         all: bool,
         #[arg(long)]
         volumes: bool,
+        /// Provide filter values (until=<timestamp|duration>, label=<key>[=<value>], label!=…)
+        #[arg(long = "filter")]
+        filter: Vec<String>,
         #[arg(short = 'f', long)]
         force: bool,
     },
@@ -1136,11 +1148,11 @@ fn volume(engine: &Engine, cmd: &VolumeCmd) -> CliResult<u8> {
         VolumeCmd::Rm { force, volumes } => {
             return each(volumes, |v| engine.remove_volume(v, *force))
         }
-        VolumeCmd::Prune { all, force } => {
+        VolumeCmd::Prune { all, force, filter } => {
             if !confirm(*force, "WARNING! This will remove anonymous local volumes not used by at least one container.")? {
                 return Ok(0);
             }
-            let (removed, bytes) = engine.prune_volumes(*all)?;
+            let (removed, bytes) = engine.prune_volumes(*all, &prune_filter(filter, false)?)?;
             if !removed.is_empty() {
                 println!("Deleted Volumes:");
                 for r in removed {
@@ -1154,17 +1166,21 @@ fn volume(engine: &Engine, cmd: &VolumeCmd) -> CliResult<u8> {
     Ok(0)
 }
 
-fn prune_containers(engine: &Engine) -> CliResult<(Vec<String>, u64)> {
-    let mut removed = Vec::new();
-    let mut bytes = 0;
-    for c in engine.list_containers(true, &[])? {
-        if c.state == "exited" || c.state == "created" || c.state == "dead" {
-            bytes += berth_engine::volumes::dir_size(&engine.container_dir(&c.id).join("upper"));
-            engine.remove_container(&c.id, false, false)?;
-            removed.push(c.id);
+/// `--filter` values of a prune, `until` durations made absolute.
+fn prune_filter(
+    values: &[String],
+    allow_until: bool,
+) -> CliResult<berth_engine::prune::PruneFilter> {
+    let mut pairs = parse_filters(values)?;
+    for (k, v) in pairs.iter_mut() {
+        if k == "until" {
+            *v = parse_time(v)?;
         }
     }
-    Ok((removed, bytes))
+    Ok(berth_engine::prune::PruneFilter::parse(
+        &pairs,
+        allow_until,
+    )?)
 }
 
 fn print_pruned_images(removed: &[Removed]) {
@@ -2012,7 +2028,7 @@ pub fn dispatch(cli: &Cli) -> CliResult<u8> {
             print_inspect(vals, format.as_deref())?;
             Ok(0)
         }
-        Command::Image(ImageCmd::Prune { all, force }) => {
+        Command::Image(ImageCmd::Prune { all, force, filter }) => {
             let what = if *all {
                 "WARNING! This will remove all images without at least one container associated to them."
             } else {
@@ -2021,7 +2037,7 @@ pub fn dispatch(cli: &Cli) -> CliResult<u8> {
             if !confirm(*force, what)? {
                 return Ok(0);
             }
-            let (removed, bytes) = e.prune_images(*all)?;
+            let (removed, bytes) = e.prune_images(*all, &prune_filter(filter, true)?)?;
             print_pruned_images(&removed);
             println!("Total reclaimed space: {}", human_size(bytes));
             Ok(0)
@@ -2035,11 +2051,11 @@ pub fn dispatch(cli: &Cli) -> CliResult<u8> {
             print_inspect(vals, format.as_deref())?;
             Ok(0)
         }
-        Command::Container(ContainerCmd::Prune { force }) => {
+        Command::Container(ContainerCmd::Prune { force, filter }) => {
             if !confirm(*force, "WARNING! This will remove all stopped containers.")? {
                 return Ok(0);
             }
-            let (removed, bytes) = prune_containers(e)?;
+            let (removed, bytes) = e.prune_containers(&prune_filter(filter, true)?)?;
             if !removed.is_empty() {
                 println!("Deleted Containers:");
                 for r in removed {
@@ -2056,6 +2072,7 @@ pub fn dispatch(cli: &Cli) -> CliResult<u8> {
             all,
             volumes,
             force,
+            filter,
         }) => {
             let mut what = String::from("WARNING! This will remove:\n  - all stopped containers\n");
             if *volumes {
@@ -2069,7 +2086,8 @@ pub fn dispatch(cli: &Cli) -> CliResult<u8> {
             if !confirm(*force, &what)? {
                 return Ok(0);
             }
-            let (ctrs, cbytes) = prune_containers(e)?;
+            let pf = prune_filter(filter, true)?;
+            let (ctrs, cbytes) = e.prune_containers(&pf)?;
             if !ctrs.is_empty() {
                 println!("Deleted Containers:");
                 for c in &ctrs {
@@ -2079,7 +2097,17 @@ pub fn dispatch(cli: &Cli) -> CliResult<u8> {
             }
             let mut total = cbytes;
             if *volumes {
-                let (vols, vbytes) = e.prune_volumes(false)?;
+                let (vols, vbytes) = e.prune_volumes(
+                    false,
+                    &prune_filter(
+                        &filter
+                            .iter()
+                            .filter(|f| !f.starts_with("until="))
+                            .cloned()
+                            .collect::<Vec<_>>(),
+                        false,
+                    )?,
+                )?;
                 if !vols.is_empty() {
                     println!("Deleted Volumes:");
                     for v in &vols {
@@ -2089,7 +2117,7 @@ pub fn dispatch(cli: &Cli) -> CliResult<u8> {
                 }
                 total += vbytes;
             }
-            let (removed, ibytes) = e.prune_images(*all)?;
+            let (removed, ibytes) = e.prune_images(*all, &pf)?;
             print_pruned_images(&removed);
             total += ibytes;
             println!("Total reclaimed space: {}", human_size(total));

@@ -1186,3 +1186,50 @@ fn events_are_recorded_by_every_process_and_stream_live() {
         .1
         .contains("invalid filter"));
 }
+
+#[test]
+fn prune_filters_by_label_and_age() {
+    require_root!();
+    let b = Berth::with_busybox();
+    b.ok(&[
+        "run",
+        "--name",
+        "keep-a",
+        "-l",
+        "keep=yes",
+        "busybox:test",
+        "true",
+    ]);
+    b.ok(&[
+        "run",
+        "--name",
+        "drop-b",
+        "-l",
+        "tier=tmp",
+        "busybox:test",
+        "true",
+    ]);
+    b.ok(&["run", "--name", "drop-c", "busybox:test", "true"]);
+    // Nothing is older than an hour: until=1h prunes nothing.
+    let out = b.ok(&["container", "prune", "-f", "--filter", "until=1h"]);
+    assert!(!out.contains("Deleted Containers"), "{out}");
+    assert_eq!(b.container_ids().len(), 3);
+    b.ok(&["container", "prune", "-f", "--filter", "label=tier=tmp"]);
+    assert_eq!(b.container_ids().len(), 2);
+    b.ok(&["container", "prune", "-f", "--filter", "label!=keep"]);
+    let left = b.ok(&["ps", "-a", "--format", "{{.Names}}"]);
+    assert_eq!(left.trim(), "keep-a");
+    // Volumes by label; until is not a volume filter (as in Docker).
+    b.ok(&["volume", "create", "-l", "team=x", "vx"]);
+    b.ok(&["volume", "create", "vy"]);
+    b.ok(&["volume", "prune", "-a", "-f", "--filter", "label=team=x"]);
+    assert_eq!(b.ok(&["volume", "ls", "-q"]).trim(), "vy");
+    assert!(b
+        .fails(&["volume", "prune", "-f", "--filter", "until=1h"])
+        .1
+        .contains("invalid filter"));
+    assert!(b
+        .fails(&["image", "prune", "-f", "--filter", "colour=red"])
+        .1
+        .contains("invalid filter"));
+}

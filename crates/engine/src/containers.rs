@@ -1099,6 +1099,26 @@ impl Engine {
         Ok((started, errors))
     }
 
+    /// `container prune`: removes stopped containers (that `filter` allows); returns their
+    /// ids and the bytes their writable layers held.
+    pub fn prune_containers(
+        &self,
+        filter: &crate::prune::PruneFilter,
+    ) -> Result<(Vec<String>, u64)> {
+        let mut removed = Vec::new();
+        let mut bytes = 0;
+        for rec in self.container_records()? {
+            let st = self.container_state(&rec.id)?;
+            if st.status.is_active() || !filter.allows(&rec.created, &rec.config.labels) {
+                continue;
+            }
+            bytes += crate::volumes::dir_size(&self.container_dir(&rec.id).join("upper"));
+            self.remove_container(&rec.id, false, false)?;
+            removed.push(rec.id);
+        }
+        Ok((removed, bytes))
+    }
+
     /// `pause`: freezes every process of a running container (freezer cgroup).
     pub fn pause_container(&self, name: &str) -> Result<()> {
         let found = self.find_container(name)?;

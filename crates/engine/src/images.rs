@@ -604,7 +604,11 @@ impl Engine {
 
     /// `image prune`: removes dangling images (all unused ones with `all`) that no container
     /// uses. Returns the removed ids and the bytes reclaimed.
-    pub fn prune_images(&self, all: bool) -> Result<(Vec<Removed>, u64)> {
+    pub fn prune_images(
+        &self,
+        all: bool,
+        filter: &crate::prune::PruneFilter,
+    ) -> Result<(Vec<Removed>, u64)> {
         let mut used_by_containers = BTreeSet::new();
         let mut stmt = self.db.prepare("SELECT DISTINCT image FROM containers")?;
         for id in stmt.query_map([], |r| r.get::<_, String>(0))? {
@@ -615,6 +619,14 @@ impl Engine {
         let mut reclaimed = 0;
         for row in self.list_image_rows()? {
             if used_by_containers.contains(&row.id.to_string()) || (!all && !row.tags.is_empty()) {
+                continue;
+            }
+            let labels = self
+                .image_config(&row)
+                .ok()
+                .and_then(|c| c.config.labels)
+                .unwrap_or_default();
+            if !filter.allows(&row.created, &labels) {
                 continue;
             }
             reclaimed += row.size;

@@ -29,6 +29,7 @@ pub mod logs;
 pub mod model;
 pub mod monitor;
 pub mod names;
+pub mod prune;
 pub mod spec;
 pub mod state;
 pub mod stats;

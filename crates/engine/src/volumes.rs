@@ -154,7 +154,11 @@ impl Engine {
     }
 
     /// `volume prune`: removes unused anonymous volumes (all unused ones with `all`).
-    pub fn prune_volumes(&self, all: bool) -> Result<(Vec<String>, u64)> {
+    pub fn prune_volumes(
+        &self,
+        all: bool,
+        filter: &crate::prune::PruneFilter,
+    ) -> Result<(Vec<String>, u64)> {
         let mut removed = Vec::new();
         let mut bytes = 0;
         let mut stmt = self.db.prepare("SELECT name, anonymous FROM volumes")?;
@@ -166,6 +170,10 @@ impl Engine {
         drop(stmt);
         for (name, anon) in rows {
             if (!anon && !all) || !self.volume_users(&name)?.is_empty() {
+                continue;
+            }
+            let info = self.inspect_volume(&name)?;
+            if !filter.allows(&info.created_at, &info.labels) {
                 continue;
             }
             bytes += dir_size(&self.volume_data_dir(&name));
