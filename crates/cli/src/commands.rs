@@ -1516,8 +1516,9 @@ fn stats(
     let mut before = sample(&targets);
     let mut t0 = std::time::Instant::now();
     loop {
+        // One sample interval: short for a one-shot answer, a second when streaming.
         std::thread::sleep(std::time::Duration::from_millis(if no_stream {
-            500
+            100
         } else {
             1000
         }));
