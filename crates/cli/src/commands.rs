@@ -493,6 +493,9 @@ pub enum SystemCmd {
     Df {
         #[arg(short = 'v', long)]
         verbose: bool,
+        /// Format output using a Go template, table or json
+        #[arg(long)]
+        format: Option<String>,
     },
     /// Remove unused data
     Prune {
@@ -1266,7 +1269,7 @@ fn info(engine: &Engine, format: Option<&str>) -> CliResult<u8> {
     Ok(0)
 }
 
-fn df(engine: &Engine, verbose: bool) -> CliResult<u8> {
+fn df(engine: &Engine, verbose: bool, format: Option<&str>) -> CliResult<u8> {
     let images = engine.list_image_rows()?;
     let containers = engine.list_containers(true, &[])?;
     let used_images: std::collections::HashSet<String> =
@@ -1358,6 +1361,21 @@ fn df(engine: &Engine, verbose: bool) -> CliResult<u8> {
             "0B".into(),
         ],
     ];
+    let fmt = Format::parse(format)?;
+    if !matches!(fmt, Format::Table) {
+        let rows: Vec<serde_json::Value> = body
+            .iter()
+            .map(|r| serde_json::json!({"Type": r[0], "TotalCount": r[1], "Active": r[2], "Size": r[3], "Reclaimable": r[4]}))
+            .collect();
+        print!(
+            "{}",
+            fmt.render_list(
+                &rows,
+                &[("TotalCount", "TOTAL"), ("Reclaimable", "RECLAIMABLE")]
+            )?
+        );
+        return Ok(0);
+    }
     print!(
         "{}",
         table(&["TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"], &body)
@@ -2068,7 +2086,7 @@ pub fn dispatch(cli: &Cli) -> CliResult<u8> {
             Ok(0)
         }
         Command::Volume(v) => volume(e, v),
-        Command::System(SystemCmd::Df { verbose }) => df(e, *verbose),
+        Command::System(SystemCmd::Df { verbose, format }) => df(e, *verbose, format.as_deref()),
         Command::System(SystemCmd::Prune {
             all,
             volumes,

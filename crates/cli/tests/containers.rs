@@ -652,6 +652,14 @@ fn info_version_system_df_and_prune() {
         "{df}"
     );
     assert!(b.ok(&["system", "df", "-v"]).contains("Images space usage"));
+    let typed = b.ok(&["system", "df", "--format", "{{.Type}}:{{.TotalCount}}"]);
+    assert!(
+        typed.lines().any(|l| l == "Images:1") && typed.lines().any(|l| l == "Containers:1"),
+        "{typed}"
+    );
+    let json = b.ok(&["system", "df", "--format", "json"]);
+    let first: serde_json::Value = serde_json::from_str(json.lines().next().unwrap()).unwrap();
+    assert_eq!(first["Type"], "Images");
     let out = b.ok(&["system", "prune", "-a", "-f", "--volumes"]);
     assert!(
         out.contains("Deleted Containers") && out.contains("Total reclaimed space"),
