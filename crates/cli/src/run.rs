@@ -122,7 +122,7 @@ pub struct CreateFlags {
     /// Runtime to use: builtin (default), runc, crun, or a path
     #[arg(long)]
     pub runtime: Option<String>,
-    /// Logging driver: json-file (default) or none
+    /// Logging driver: json-file (default), local (compressed rotation) or none
     #[arg(long = "log-driver")]
     pub log_driver: Option<String>,
     /// Log driver options (max-size, max-file)

@@ -332,6 +332,34 @@ fn log_rotation_keeps_max_file_files() {
         nums.windows(2).all(|w| w[1] == w[0] + 1),
         "logs out of order across rotation"
     );
+    // local: compressed rotation, read back in order.
+    b.ok(&[
+        "run",
+        "--name",
+        "packed",
+        "--log-driver",
+        "local",
+        "--log-opt",
+        "max-size=1k",
+        "--log-opt",
+        "max-file=3",
+        "busybox:test",
+        "sh",
+        "-c",
+        "i=0; while [ $i -lt 200 ]; do echo line-$i; i=$((i+1)); done",
+    ]);
+    let pid = b.inspect("packed", "{{.Id}}");
+    let pdir = b.root.join("containers").join(&pid);
+    assert!(pdir.join("log.json.1.gz").exists() && pdir.join("log.json.2.gz").exists());
+    assert!(!pdir.join("log.json.1").exists());
+    let out = b.ok(&["logs", "packed"]);
+    assert!(out.ends_with("line-199\n"), "{out}");
+    let nums: Vec<u32> = out
+        .lines()
+        .map(|l| l.trim_start_matches("line-").parse().unwrap())
+        .collect();
+    assert!(nums.windows(2).all(|w| w[1] == w[0] + 1));
+    assert_eq!(b.ok(&["logs", "--tail", "1", "packed"]), "line-199\n");
     b.ok(&[
         "run",
         "--rm",

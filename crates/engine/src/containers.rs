@@ -359,9 +359,12 @@ impl Engine {
         if host_config.log_config.kind.is_empty() {
             host_config.log_config.kind = "json-file".into();
         }
-        if !matches!(host_config.log_config.kind.as_str(), "json-file" | "none") {
+        if !matches!(
+            host_config.log_config.kind.as_str(),
+            "json-file" | "local" | "none"
+        ) {
             return Err(EngineError::Invalid(format!(
-                "log driver {} is not supported: use json-file or none",
+                "log driver {} is not supported: use json-file, local or none",
                 host_config.log_config.kind
             )));
         }
@@ -738,16 +741,23 @@ impl Engine {
             } else {
                 Some(dir.join("log.json"))
             },
+            // `local`: Docker's defaults (20 MB, 5 files, compressed); json-file: unbounded
+            // unless asked.
             log_max_size: log
                 .config
                 .get("max-size")
                 .and_then(|s| spec::parse_bytes(s))
-                .unwrap_or(0) as u64,
+                .unwrap_or(if log.kind == "local" { 20 << 20 } else { 0 })
+                as u64,
             log_max_files: log
                 .config
                 .get("max-file")
                 .and_then(|s| s.parse().ok())
-                .unwrap_or(1),
+                .unwrap_or(if log.kind == "local" { 5 } else { 1 }),
+            log_compress: match log.config.get("compress").map(String::as_str) {
+                Some(v) => v == "true" || v == "1",
+                None => log.kind == "local",
+            },
             auto_remove: hc.auto_remove,
             loopback_up: hc.network_mode != "host",
             seed_volumes,

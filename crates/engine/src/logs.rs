@@ -23,6 +23,8 @@ pub struct LogWriter {
     max_files: u32,
     /// partial line per stream (1 = stdout, 2 = stderr)
     partial: [Vec<u8>; 2],
+    /// gzip rotated files (`log.json.N.gz`): the `local` driver, or json-file's `compress`
+    compress: bool,
 }
 
 const MAX_PARTIAL: usize = 16 * 1024;
@@ -45,7 +47,14 @@ impl LogWriter {
             max_size,
             max_files: max_files.max(1),
             partial: [Vec::new(), Vec::new()],
+            compress: false,
         })
+    }
+
+    /// Gzip rotated files.
+    pub fn compressed(mut self, on: bool) -> LogWriter {
+        self.compress = on;
+        self
     }
 
     /// Records output of `stream` (1 stdout, 2 stderr); complete lines are written.
@@ -105,13 +114,20 @@ impl LogWriter {
         if self.max_files <= 1 {
             fs::remove_file(&self.path).ok();
         } else {
-            for i in (1..self.max_files).rev() {
-                let from = if i == 1 {
-                    self.path.clone()
+            let name = |n: u32| {
+                if self.compress {
+                    gz(&rotated(&self.path, n))
                 } else {
-                    rotated(&self.path, i - 1)
-                };
-                let _ = fs::rename(&from, rotated(&self.path, i));
+                    rotated(&self.path, n)
+                }
+            };
+            for i in (2..self.max_files).rev() {
+                let _ = fs::rename(name(i - 1), name(i));
+            }
+            if self.compress {
+                compress_file(&self.path, &name(1))?;
+            } else {
+                let _ = fs::rename(&self.path, name(1));
             }
         }
         self.file = Some(
@@ -125,6 +141,21 @@ impl LogWriter {
     }
 }
 
+fn gz(p: &Path) -> PathBuf {
+    PathBuf::from(format!("{}.gz", p.display()))
+}
+
+/// Gzips `from` into `to` (temp file and rename), then removes `from`.
+fn compress_file(from: &Path, to: &Path) -> io::Result<()> {
+    let data = fs::read(from)?;
+    let tmp = PathBuf::from(format!("{}.tmp", to.display()));
+    let mut enc = flate2::write::GzEncoder::new(File::create(&tmp)?, flate2::Compression::fast());
+    enc.write_all(&data)?;
+    enc.finish()?;
+    fs::rename(&tmp, to)?;
+    fs::remove_file(from)
+}
+
 fn rotated(path: &Path, n: u32) -> PathBuf {
     PathBuf::from(format!("{}.{n}", path.display()))
 }
@@ -133,8 +164,16 @@ fn rotated(path: &Path, n: u32) -> PathBuf {
 pub fn files(path: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut n = 1;
-    while rotated(path, n).exists() {
-        out.push(rotated(path, n));
+    loop {
+        let plain = rotated(path, n);
+        let packed = gz(&plain);
+        if plain.exists() {
+            out.push(plain);
+        } else if packed.exists() {
+            out.push(packed);
+        } else {
+            break;
+        }
         n += 1;
     }
     out.reverse();
@@ -148,10 +187,15 @@ pub fn files(path: &Path) -> Vec<PathBuf> {
 pub fn read_all(path: &Path) -> io::Result<Vec<LogLine>> {
     let mut out = Vec::new();
     for f in files(path) {
-        let r = match File::open(&f) {
-            Ok(f) => BufReader::new(f),
+        let file = match File::open(&f) {
+            Ok(file) => file,
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
             Err(e) => return Err(e),
+        };
+        let r: Box<dyn BufRead> = if f.extension().map(|e| e == "gz").unwrap_or(false) {
+            Box::new(BufReader::new(flate2::read::GzDecoder::new(file)))
+        } else {
+            Box::new(BufReader::new(file))
         };
         for line in r.lines() {
             let line = line?;
@@ -267,5 +311,35 @@ mod tests {
         }
         .apply(all);
         assert_eq!(tail.len(), 2);
+    }
+
+    #[test]
+    fn compressed_rotation_keeps_every_line_in_order() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("log.json");
+        let mut w = LogWriter::open(Some(&p), 300, 4).unwrap().compressed(true);
+        for i in 0..40 {
+            w.write(1, format!("line {i}\n").as_bytes()).unwrap();
+        }
+        let names: Vec<String> = files(&p)
+            .iter()
+            .map(|f| f.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "log.json.3.gz",
+                "log.json.2.gz",
+                "log.json.1.gz",
+                "log.json"
+            ]
+        );
+        let all = read_all(&p).unwrap();
+        let nums: Vec<i32> = all
+            .iter()
+            .map(|l| l.log.trim().strip_prefix("line ").unwrap().parse().unwrap())
+            .collect();
+        assert!(nums.windows(2).all(|w| w[1] == w[0] + 1), "{nums:?}");
+        assert_eq!(*nums.last().unwrap(), 39);
     }
 }

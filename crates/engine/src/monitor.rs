@@ -43,6 +43,9 @@ pub struct MonitorConfig {
     pub log_path: Option<PathBuf>,
     pub log_max_size: u64,
     pub log_max_files: u32,
+    /// gzip rotated log files
+    #[serde(default)]
+    pub log_compress: bool,
     pub auto_remove: bool,
     /// Bring `lo` up in the container's own network namespace.
     pub loopback_up: bool,
@@ -297,6 +300,7 @@ impl Monitor {
         }
         self.log = Some(
             LogWriter::open(cfg.log_path.as_deref(), cfg.log_max_size, cfg.log_max_files)
+                .map(|w| w.compressed(cfg.log_compress))
                 .map_err(|e| (125, format!("opening the log: {e}")))?,
         );
         let sock = attach::socket_path(&self.run_root, &cfg.id);
