@@ -175,8 +175,12 @@ fn stop_sends_sigterm_then_sigkill_after_the_timeout() {
         "busybox:test",
         "sh",
         "-c",
-        "trap '' TERM; while true; do sleep 0.1; done",
+        "trap '' TERM; touch /tmp/trapped; while true; do sleep 0.1; done",
     ]);
+    assert!(eventually(10, || b
+        .run(&["exec", "stubborn", "test", "-e", "/tmp/trapped"])
+        .status
+        .success()));
     let t = std::time::Instant::now();
     b.ok(&["stop", "-t", "1", "stubborn"]);
     assert!(t.elapsed() >= std::time::Duration::from_millis(900));
@@ -190,9 +194,12 @@ fn stop_sends_sigterm_then_sigkill_after_the_timeout() {
         "busybox:test",
         "sh",
         "-c",
-        "trap 'exit 7' TERM; while true; do sleep 0.1; done",
+        "trap 'exit 7' TERM; touch /tmp/trapped; while true; do sleep 0.1; done",
     ]);
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(eventually(10, || b
+        .run(&["exec", "polite", "test", "-e", "/tmp/trapped"])
+        .status
+        .success()));
     b.ok(&["stop", "polite"]);
     assert_eq!(b.inspect("polite", "{{.State.ExitCode}}"), "7");
     // --stop-signal
@@ -206,9 +213,12 @@ fn stop_sends_sigterm_then_sigkill_after_the_timeout() {
         "busybox:test",
         "sh",
         "-c",
-        "trap 'exit 9' USR1; while true; do sleep 0.1; done",
+        "trap 'exit 9' USR1; touch /tmp/trapped; while true; do sleep 0.1; done",
     ]);
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(eventually(10, || b
+        .run(&["exec", "usr1", "test", "-e", "/tmp/trapped"])
+        .status
+        .success()));
     b.ok(&["stop", "usr1"]);
     assert_eq!(b.inspect("usr1", "{{.State.ExitCode}}"), "9");
     // stopping a stopped container is fine; killing one is an error
@@ -228,9 +238,12 @@ fn kill_with_a_signal_and_restart() {
         "busybox:test",
         "sh",
         "-c",
-        "trap 'exit 3' HUP; while true; do sleep 0.1; done",
+        "trap 'exit 3' HUP; touch /tmp/trapped; while true; do sleep 0.1; done",
     ]);
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(eventually(10, || b
+        .run(&["exec", "kl", "test", "-e", "/tmp/trapped"])
+        .status
+        .success()));
     b.ok(&["kill", "-s", "HUP", "kl"]);
     assert_eq!(b.ok(&["wait", "kl"]).trim(), "3");
     assert_eq!(b.fails(&["kill", "-s", "NOPE", "kl"]).0, 1);
@@ -870,6 +883,8 @@ fn restart_policies_restart_with_back_off_and_stop_ends_them() {
         "busybox:test",
         "true",
     ]);
+    assert!(eventually(10, || b.inspect("clean", "{{.State.Status}}") == "exited"));
+    // Longer than the first back-off: a restart would have happened by now.
     std::thread::sleep(std::time::Duration::from_millis(600));
     assert_eq!(
         b.inspect("clean", "{{.State.Status}} {{.RestartCount}}"),
