@@ -686,14 +686,7 @@ fn ps(engine: &Engine, a: &PsArgs) -> CliResult<u8> {
                 keys.push("Size");
                 headers.push("SIZE");
             }
-            let body: Vec<Vec<String>> = rows
-                .iter()
-                .map(|r| {
-                    keys.iter()
-                        .map(|k| r[*k].as_str().unwrap_or_default().to_string())
-                        .collect()
-                })
-                .collect();
+            let body = crate::format::columns(&rows, &keys);
             print!("{}", table(&headers, &body));
         }
         f => print!(
@@ -758,14 +751,7 @@ fn images(engine: &Engine, a: &ImagesArgs) -> CliResult<u8> {
                     vec!["Repository", "Tag", "ID", "CreatedSince", "Size"],
                 )
             };
-            let body: Vec<Vec<String>> = rows
-                .iter()
-                .map(|r| {
-                    keys.iter()
-                        .map(|k| r[*k].as_str().unwrap_or_default().to_string())
-                        .collect()
-                })
-                .collect();
+            let body = crate::format::columns(&rows, &keys);
             print!("{}", table(&headers, &body));
         }
         f => print!(
@@ -981,15 +967,10 @@ fn history(
         .collect();
     match Format::parse(format)? {
         Format::Table => {
-            let body: Vec<Vec<String>> = rows
-                .iter()
-                .map(|r| {
-                    ["ID", "CreatedSince", "CreatedBy", "Size", "Comment"]
-                        .iter()
-                        .map(|k| r[*k].as_str().unwrap_or_default().to_string())
-                        .collect()
-                })
-                .collect();
+            let body = crate::format::columns(
+                &rows,
+                &["ID", "CreatedSince", "CreatedBy", "Size", "Comment"],
+            );
             print!(
                 "{}",
                 table(
@@ -1583,14 +1564,7 @@ fn stats(
                 let keys = [
                     "ID", "Name", "CPUPerc", "MemUsage", "MemPerc", "NetIO", "BlockIO", "PIDs",
                 ];
-                let body: Vec<Vec<String>> = rows
-                    .iter()
-                    .map(|r| {
-                        keys.iter()
-                            .map(|k| r[*k].as_str().unwrap_or_default().to_string())
-                            .collect()
-                    })
-                    .collect();
+                let body = crate::format::columns(&rows, &keys);
                 table(
                     &[
                         "CONTAINER ID",

@@ -35,6 +35,17 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
+/// The string fields `keys` of each row, as table cells.
+pub fn columns(rows: &[serde_json::Value], keys: &[&str]) -> Vec<Vec<String>> {
+    rows.iter()
+        .map(|r| {
+            keys.iter()
+                .map(|k| r[*k].as_str().unwrap_or_default().to_string())
+                .collect()
+        })
+        .collect()
+}
+
 /// Docker's human sizes: decimal units, 3 significant digits (`4.26MB`, `512B`).
 pub fn human_size(bytes: u64) -> String {
     let units = ["B", "kB", "MB", "GB", "TB", "PB"];
