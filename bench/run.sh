@@ -6,10 +6,14 @@
 #   2. exec CTR true            (CTR runs `sleep 100000`)
 #   3. ps -a                    (200 containers: created, a few of them running)
 #   4. the RSS of the per-container process (berth-monitor / conmon / containerd-shim)
+#   6. stats --no-stream with 100 running containers
+#   5. health checks every second: the idle cost of one such container (berth's monitor
+#      RSS and CPU), and the host's CPU with many of them (200 for berth; peers fewer)
 # then prints medians, ratios (peer / berth) and PASS/FAIL against berth's targets.
 # It is a report: it exits 0 even when a target fails, non-zero only when it breaks.
 #
-# Usage: bench/run.sh [--quick] [--runs N] [--containers N] [--no-docker] [--no-podman]
+# Usage: bench/run.sh [--quick] [--runs N] [--containers N] [--health N] [--health-peers N]
+#                     [--no-docker] [--no-podman]
 # Env:   BERTH_BIN (skip the cargo build), BENCH_OUT (where the JSON goes),
 #        DOCKER_CLI, BENCH_DOCKER_STORAGE (default vfs), BENCH_PODMAN_STORAGE (default vfs)
 # See bench/README.md.
@@ -24,8 +28,11 @@ NCONT=200
 NRUNNING=3
 WANT_DOCKER=1
 WANT_PODMAN=1
+NHEALTH=200
+NHEALTH_PEERS=20
+HEALTH_SECS=20
 
-usage() { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; }
 
 while (($#)); do
     case "$1" in
@@ -34,6 +41,8 @@ while (($#)); do
         --runs=*) RUNS=${1#*=} ;;
         --containers) NCONT=${2:?--containers needs a number}; shift ;;
         --containers=*) NCONT=${1#*=} ;;
+        --health) NHEALTH=${2:?--health needs a number}; shift ;;
+        --health-peers) NHEALTH_PEERS=${2:?--health-peers needs a number}; shift ;;
         --no-docker) WANT_DOCKER=0 ;;
         --no-podman) WANT_PODMAN=0 ;;
         -h|--help) usage; exit 0 ;;
@@ -53,6 +62,9 @@ T_RUN_RATIO=10
 T_EXEC_MS=15
 T_RSS_KIB=4096
 T_PS_MS=100
+T_STATS_MS=200
+T_HEALTH_MON_CPU=0.2
+T_HEALTH_HOST_CPU=5
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
@@ -454,6 +466,70 @@ if id=$(berth inspect -f '{{.Id}}' bench-exec 2>/dev/null) && pid=$(pgrep -f "be
 fi
 
 # ---------------------------------------------------------------------------------------
+# 5. health checks every second
+# Busy share of the whole host (all cores) over S seconds, in percent, from /proc/stat.
+host_busy() {
+    local a b
+    a=$(awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9, $5 + $6 }' /proc/stat)
+    sleep "$1"
+    b=$(awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9, $5 + $6 }' /proc/stat)
+    echo "$a $b" | awk '{ busy = $3 - $1; idle = $4 - $2; printf "%.2f", 100 * busy / (busy + idle) }'
+}
+# CPU time (s) of a process and its reaped children, from /proc/PID/stat.
+proc_cpu() { awk -v t="$(getconf CLK_TCK)" '{ printf "%.3f", ($14 + $15 + $16 + $17) / t }' "/proc/$1/stat" 2>/dev/null; }
+HC=(--network none --health-cmd true --health-interval 1s)
+declare -A HBUSY=() HN=()
+HMON_RSS="" HMON_CPU=""
+if id=$(berth run -d "${HC[@]}" --name bench-health busybox:bench sleep 100000) \
+    && pid=$(sleep 1; pgrep -f "berth-monitor .*$id" | head -n1); then
+    sleep 2
+    c0=$(proc_cpu "$pid")
+    sleep "$HEALTH_SECS"
+    c1=$(proc_cpu "$pid")
+    HMON_CPU=$(awk -v a="$c0" -v b="$c1" -v s="$HEALTH_SECS" 'BEGIN { printf "%.3f", 100 * (b - a) / s }')
+    HMON_RSS=$(rss_kib "$pid")
+    berth rm -f bench-health >/dev/null
+else
+    warn "berth: could not start bench-health or find its monitor"
+fi
+HBASE=$(host_busy 5)
+for e in "${ENGINES[@]}"; do
+    n=$NHEALTH_PEERS
+    [[ $e == berth ]] && n=$NHEALTH
+    log "$e: $n containers with a health check every second"
+    ids=()
+    for ((i = 0; i < n; i++)); do
+        if ! id=$(eng "$e" run -d "${HC[@]}" busybox:bench sleep 100000 2>&1); then
+            warn "$e: health container $i failed: $id"
+            break
+        fi
+        ids+=("$id")
+    done
+    ((${#ids[@]})) || continue
+    sleep 5
+    HN[$e]=${#ids[@]}
+    HBUSY[$e]=$(host_busy "$HEALTH_SECS")
+    note "$e: host busy ${HBUSY[$e]}% with ${#ids[@]} ($(eng "$e" ps --format '{{.Status}}' | grep -c '(healthy)') healthy)"
+    eng "$e" rm -f "${ids[@]}" >/dev/null 2>&1 || warn "$e: removing the health containers failed"
+done
+
+# ---------------------------------------------------------------------------------------
+# 6. stats --no-stream with NSTATS running containers
+NSTATS=100
+for e in "${ENGINES[@]}"; do
+    log "$e: starting $NSTATS containers for stats"
+    for ((i = 0; i < NSTATS; i++)); do
+        eng "$e" run -d --network none --label bench=stats busybox:bench sleep 100000 >/dev/null \
+            || { warn "$e: stats container $i failed"; break; }
+    done
+done
+bench stats stats --no-stream
+for e in "${ENGINES[@]}"; do
+    # shellcheck disable=SC2046
+    eng "$e" rm -f $(eng "$e" ps -q --filter label=bench=stats) >/dev/null 2>&1 || true
+done
+
+# ---------------------------------------------------------------------------------------
 # 3. ps -a with NCONT containers: NRUNNING running (bench-exec, bench-rss, ...), the rest created.
 for e in "${ENGINES[@]}"; do
     have=$(eng "$e" ps -aq | wc -l)
@@ -501,8 +577,9 @@ echo "berth: $BERTH_BIN ($("$BERTH_BIN" --version 2>/dev/null || echo '?'))"
 ((${#PEER_NOTES[@]})) && printf '%s\n' "${PEER_NOTES[@]}"
 echo "load average before the run: $LOAD0"
 declare -A MED=()
-for s in run exec ps; do
+for s in run exec ps stats; do
     case $s in
+        stats) title="stats --no-stream ($NSTATS running containers)" ;;
         run) title="run --rm --network none busybox:bench true" ;;
         exec) title="exec bench-exec true" ;;
         ps) title="ps -a ($NCONT containers, $NRUNNING running)" ;;
@@ -537,6 +614,15 @@ for e in "${ENGINES[@]}"; do
 done
 [[ -n $EXEC_MON_RSS ]] && echo "  (berth-monitor of bench-exec after all the exec runs: $EXEC_MON_RSS)"
 ((HAVE_DOCKER)) && echo "  (docker also keeps dockerd + containerd resident; not counted)"
+echo
+echo "[health] health check (sh -c true) every second; host busy with none: ${HBASE}% of $(nproc) cores"
+echo "  berth, one container: monitor (with its probes) ${HMON_CPU:-n/a}% of a core, RSS ${HMON_RSS:-n/a} KiB"
+printf '  %-8s %10s %14s %22s\n' engine containers "host busy %" "per 100 probes/s, %"
+for e in "${ENGINES[@]}"; do
+    [[ -n ${HBUSY[$e]:-} ]] || { printf '  %-8s %10s\n' "$e" "n/a"; continue; }
+    printf '  %-8s %10s %14s %22s\n' "$e" "${HN[$e]}" "${HBUSY[$e]}" \
+        "$(awk -v b="${HBUSY[$e]}" -v z="$HBASE" -v n="${HN[$e]}" 'BEGIN { printf "%.2f", (b - z) * 100 / n }')"
+done
 
 # Targets
 PASSN=0 FAILN=0 SKIPN=0
@@ -566,6 +652,10 @@ verdict "berth run >= ${T_RUN_RATIO}x faster than docker run (docker/berth)" "$r
 verdict "berth exec CTR true: median <= ${T_EXEC_MS} ms" "${MED[exec,berth]:-}" "<=" "$T_EXEC_MS"
 verdict "berth-monitor RSS <= ${T_RSS_KIB} KiB" "${RSS[berth]:-}" "<=" "$T_RSS_KIB"
 verdict "berth ps -a with $NCONT containers: median <= ${T_PS_MS} ms" "${MED[ps,berth]:-}" "<=" "$T_PS_MS"
+verdict "berth stats --no-stream, $NSTATS containers: median <= ${T_STATS_MS} ms" "${MED[stats,berth]:-}" "<=" "$T_STATS_MS"
+verdict "berth-monitor with a 1 s health check: RSS <= ${T_RSS_KIB} KiB" "$HMON_RSS" "<=" "$T_RSS_KIB"
+verdict "the same: CPU <= ${T_HEALTH_MON_CPU}% of a core" "$HMON_CPU" "<=" "$T_HEALTH_MON_CPU"
+verdict "$NHEALTH berth containers, 1 s health checks: host busy <= ${T_HEALTH_HOST_CPU}%" "${HBUSY[berth]:-}" "<=" "$T_HEALTH_HOST_CPU"
 echo "  targets: $PASSN PASS, $FAILN FAIL, $SKIPN SKIP"
 if ((${#PROBLEMS[@]})); then
     echo
@@ -573,5 +663,5 @@ if ((${#PROBLEMS[@]})); then
     printf '  - %s\n' "${PROBLEMS[@]}"
 fi
 echo
-echo "hyperfine JSON: $OUT/{run,exec,ps}.json"
+echo "hyperfine JSON: $OUT/{run,exec,ps,stats}.json"
 exit 0

@@ -1012,6 +1012,20 @@ fn health_checks_run_inside_the_container_and_show_in_ps_and_inspect() {
         .inspect("hc", "{{.State.Health.Status}}")
         == "healthy"));
     assert!(b.ok(&["ps"]).contains("(healthy)"));
+    // Several probes later, still one event: they record changes, not every probe.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let events = b.ok(&[
+        "events",
+        "--since",
+        "10m",
+        "--until",
+        "0s",
+        "--filter",
+        "event=health_status",
+        "--format",
+        "{{.Action}}",
+    ]);
+    assert_eq!(events, "health_status: healthy\n");
     let v: serde_json::Value = serde_json::from_str(&b.ok(&["inspect", "hc"])).unwrap();
     let log = v[0]["State"]["Health"]["Log"].as_array().unwrap();
     assert_eq!(log[0]["Output"], "fine\n");

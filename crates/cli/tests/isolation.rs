@@ -2,7 +2,7 @@
 //! flags change.
 
 mod common;
-use common::Berth;
+use common::{eventually, Berth};
 
 #[test]
 fn container_sees_only_its_own_processes_hostname_and_loopback() {
@@ -271,4 +271,63 @@ fn privileged_containers_get_the_hosts_devices() {
     let check = format!("test -c {dev} && echo present || echo absent");
     assert_eq!(b.sh(&[], &check), "absent\n");
     assert_eq!(b.sh(&["--privileged"], &check), "present\n");
+}
+
+/// Health probes enter the container without the runtime (the monitor's fast path): they
+/// must come out exactly as confined as an `exec`, whose confinement the runtime sets up.
+#[test]
+fn health_probes_are_as_confined_as_exec() {
+    require_root!();
+    let b = Berth::with_busybox();
+    let script = "grep -E '^(Uid|Gid|Groups|Cap[A-Za-z]+|NoNewPrivs|Seccomp|Seccomp_filters):' /proc/self/status; \
+                  cat /proc/self/cgroup; for n in ipc mnt net pid uts cgroup; do readlink /proc/self/ns/$n; done; \
+                  pwd; id; ulimit -n; env | grep -v '^HOSTNAME=' | sort";
+    for extra in [
+        &[][..],
+        &[
+            "--user",
+            "1000:1000",
+            "--cap-drop",
+            "ALL",
+            "--cap-add",
+            "CHOWN",
+            "--security-opt",
+            "no-new-privileges",
+            "-w",
+            "/tmp",
+            "-e",
+            "X=1",
+            "--ulimit",
+            "nofile=100:200",
+        ][..],
+    ] {
+        let mut args = vec![
+            "run",
+            "-d",
+            "--health-cmd",
+            script,
+            "--health-interval",
+            "200ms",
+        ];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["busybox:test", "sleep", "100"]);
+        let id = b.ok(&args).trim().to_string();
+        assert!(
+            eventually(10, || b.inspect(&id, "{{len .State.Health.Log}}") != "0"),
+            "no probe ran"
+        );
+        let probe = b.inspect(&id, "{{(index .State.Health.Log 0).Output}}");
+        let exec = b.ok(&["exec", &id, "sh", "-c", script]);
+        assert_eq!(probe.trim_end(), exec.trim_end(), "with {extra:?}");
+        // Regression: libcontainer 0.7.0's exec dropped the container's seccomp filter.
+        assert!(
+            exec.contains("Seccomp:\t2"),
+            "exec keeps the filter: {exec}"
+        );
+        if !extra.is_empty() {
+            assert!(probe.contains("NoNewPrivs:\t1"), "{probe}");
+            assert!(probe.contains("uid=1000"), "{probe}");
+            assert!(probe.contains("/tmp\n"), "{probe}");
+        }
+    }
 }

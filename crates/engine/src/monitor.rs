@@ -242,8 +242,10 @@ struct Monitor {
 /// A health check between probes, or with one running.
 struct HealthRunner {
     cfg: crate::model::HealthConfig,
-    /// The container's OCI process, as the template of every probe's process.
-    process: serde_json::Value,
+    /// The container's OCI spec: what every probe's process is made from.
+    spec: serde_json::Value,
+    /// The way into the container, prepared at the first probe.
+    entry: Option<berth_runtime::enter::Entry>,
     started: Instant,
     next: Instant,
     probe: Option<Probe>,
@@ -258,6 +260,22 @@ struct Probe {
     exit: Option<i32>,
     exited_at: Option<Instant>,
     eof: bool,
+}
+
+impl Probe {
+    /// A probe that could not start: it counts as a failed one, with `msg` as its output.
+    fn failed(now: Instant, msg: String) -> Probe {
+        Probe {
+            pid: -1,
+            out: OwnedFd::from(File::open("/dev/null").expect("/dev/null opens")),
+            output: msg.into_bytes(),
+            start: crate::now(),
+            deadline: now,
+            exit: Some(-1),
+            exited_at: Some(now),
+            eof: true,
+        }
+    }
 }
 
 const HEALTH_OUTPUT_MAX: usize = 4096;
@@ -415,7 +433,8 @@ impl Monitor {
             Some(HealthRunner {
                 next: now + ns(h.interval, Duration::from_secs(30)),
                 cfg: h,
-                process: spec["process"].clone(),
+                spec,
+                entry: None,
                 started: now,
                 probe: None,
             })
@@ -535,6 +554,7 @@ impl Monitor {
             let retries = if h.cfg.retries > 0 { h.cfg.retries } else { 3 };
             let mut st = state::read_raw(&self.root, &self.cfg.id).unwrap_or_default();
             let mut health = st.health.take().unwrap_or_default();
+            let old_status = health.status.clone();
             if code == 0 {
                 health.status = "healthy".into();
                 health.failing_streak = 0;
@@ -557,11 +577,8 @@ impl Monitor {
                 let extra = health.log.len() - 5;
                 health.log.drain(..extra);
             }
-            let changed = st
-                .health
-                .as_ref()
-                .map(|old| old.status != health.status)
-                .unwrap_or(true);
+            // Docker records an event when the status changes, not for every probe.
+            let changed = old_status != health.status;
             let status = health.status.clone();
             st.health = Some(health);
             let _ = state::write(&self.root, &self.cfg.id, &st);
@@ -575,39 +592,37 @@ impl Monitor {
             return;
         }
         let argv = h.cfg.argv().unwrap_or_default();
-        let mut process = h.process.clone();
-        process["args"] = serde_json::json!(argv);
-        process["terminal"] = serde_json::json!(false);
-        let dir = self.run_root.join("exec");
-        let _ = fs::create_dir_all(&dir);
-        let file = dir.join(format!("health-{}.json", &self.cfg.id[..12]));
+        if h.entry.is_none() {
+            let mut seccomp = h.spec["linux"]["seccomp"].clone();
+            if self.cfg.runtime.is_empty() || self.cfg.runtime == "builtin" {
+                // The spec holds libcontainer's reading of SCMP_CMP_MASKED_EQ; swap back.
+                berth_runtime::seccomp::for_libcontainer(&mut seccomp);
+            }
+            let cgroups = berth_runtime::enter::cgroup_procs_files(
+                Path::new("/sys/fs/cgroup"),
+                &self.cfg.cgroup,
+            );
+            let prepared = match seccomp.is_null() {
+                true => Ok(None),
+                false => berth_runtime::seccomp::compile(&seccomp).map(Some),
+            }
+            .and_then(|f| berth_runtime::enter::Entry::prepare(&h.spec, self.pid, cgroups, f));
+            match prepared {
+                Ok(e) => h.entry = Some(e),
+                Err(e) => {
+                    h.probe = Some(Probe::failed(now, e));
+                    return;
+                }
+            }
+        }
+        let entry = h.entry.as_ref().expect("prepared above");
         let spawned = (|| -> Result<(i32, OwnedFd), String> {
-            fs::write(
-                &file,
-                serde_json::to_vec(&process).map_err(|e| e.to_string())?,
-            )
-            .map_err(|e| e.to_string())?;
             let (r, w) =
                 nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| e.to_string())?;
-            let w2 = w.try_clone().map_err(|e| e.to_string())?;
             let null = File::open("/dev/null").map_err(|e| e.to_string())?;
-            // The probe must not inherit the signals we block while supervising.
-            self.unblock_signals();
-            let pid = self.rt.exec(
-                &self.cfg.id,
-                &file,
-                berth_runtime::Stdio {
-                    stdin: Some(OwnedFd::from(null)),
-                    stdout: Some(w),
-                    stderr: Some(w2),
-                },
-                None,
-            );
-            self.block_signals();
-            let pid = pid.map_err(|e| error_chain(&e))?;
+            let pid = entry.spawn(&argv, [null.as_fd(), w.as_fd(), w.as_fd()], false)?;
             Ok((pid, r))
         })();
-        let _ = fs::remove_file(&file);
         let Some(h) = self.health.as_mut() else {
             return;
         };
@@ -629,19 +644,7 @@ impl Monitor {
                     eof: false,
                 });
             }
-            Err(msg) => {
-                // A probe that cannot start counts as a failed probe.
-                h.probe = Some(Probe {
-                    pid: -1,
-                    out: OwnedFd::from(File::open("/dev/null").expect("/dev/null opens")),
-                    output: msg.into_bytes(),
-                    start: crate::now(),
-                    deadline: now,
-                    exit: Some(-1),
-                    exited_at: Some(now),
-                    eof: true,
-                });
-            }
+            Err(msg) => h.probe = Some(Probe::failed(now, msg)),
         }
     }
 
@@ -655,11 +658,6 @@ impl Monitor {
             Some(p) => p.deadline,
             None => h.next,
         })
-    }
-
-    fn block_signals(&self) {
-        let mask = supervised_signals();
-        let _ = mask.thread_block();
     }
 
     /// Does the restart policy want another run after an exit with `code`?
@@ -716,7 +714,7 @@ impl Monitor {
             }
             if exit.is_none() {
                 self.health_tick();
-                // Starting a probe briefly unblocks SIGCHLD; look for exits ourselves.
+                // Starting a probe reaps a helper process; look for other exits too.
                 if self.health.is_some() {
                     exit = self.reap();
                     if exit.is_some() {

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 
 pub mod builtin;
 pub mod caps;
+pub mod enter;
 pub mod external;
 pub mod seccomp;
 
@@ -107,6 +108,25 @@ pub fn by_name(name: &str, state_root: &Path) -> Result<Box<dyn OciRuntime>, Run
             )))
         }
     }
+}
+
+/// Sends `fd` (a terminal's master side) to the unix socket at `socket`, as runc's
+/// `--console-socket` protocol does: one message, the fd in `SCM_RIGHTS`, a name as data.
+pub fn send_fd(socket: &Path, fd: std::os::fd::BorrowedFd<'_>) -> std::io::Result<()> {
+    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+    use std::os::fd::AsRawFd;
+    let stream = std::os::unix::net::UnixStream::connect(socket)?;
+    let name = b"/dev/ptmx";
+    let iov = [std::io::IoSlice::new(name)];
+    let fds = [fd.as_raw_fd()];
+    sendmsg::<()>(
+        stream.as_raw_fd(),
+        &iov,
+        &[ControlMessage::ScmRights(&fds)],
+        MsgFlags::empty(),
+        None,
+    )?;
+    Ok(())
 }
 
 /// Makes the calling process a child subreaper, so orphaned container processes are

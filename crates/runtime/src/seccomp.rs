@@ -22,6 +22,9 @@
 
 use serde::{Deserialize, Deserializer};
 use serde_json::{json, Value};
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::str::FromStr;
 
 /// `EPERM`: what a syscall outside the profile returns.
 const EPERM: u32 = 1;
@@ -666,6 +669,158 @@ fn parse_release(release: &str) -> Option<(u32, u32)> {
     let kernel = parts.next()?.parse().ok()?;
     let major = parts.next()?.parse().ok()?;
     Some((kernel, major))
+}
+
+/// Compiles an OCI `linux.seccomp` object (mask of `SCMP_CMP_MASKED_EQ` in `value`, as
+/// runc reads it) into a BPF program for `seccomp(SECCOMP_SET_MODE_FILTER)`, and the
+/// filter flags. Built once and loaded many times (see [`crate::enter`]): building is the
+/// expensive part, a few milliseconds per architecture.
+///
+/// Rules follow runc: a rule whose action is the default is left out, a syscall the
+/// kernel headers do not know is skipped, and comparisons that repeat an argument index
+/// become one rule each.
+pub fn compile(profile: &Value) -> Result<Bpf, String> {
+    use libseccomp::{ScmpAction, ScmpArch, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext};
+    let err = |what: &str, e: libseccomp::error::SeccompError| format!("seccomp: {what}: {e}");
+    let action = |name: &str, errno: Option<u64>| -> Result<ScmpAction, String> {
+        let errno = errno.map(|e| e as i32).unwrap_or(EPERM as i32);
+        match name {
+            "SCMP_ACT_NOTIFY" => Err("seccomp: SCMP_ACT_NOTIFY is not supported".into()),
+            "SCMP_ACT_ERRNO" | "SCMP_ACT_TRACE" => {
+                ScmpAction::from_str(name, Some(errno)).map_err(|e| err(name, e))
+            }
+            _ => ScmpAction::from_str(name, None).map_err(|e| err(name, e)),
+        }
+    };
+    let default = action(
+        profile["defaultAction"]
+            .as_str()
+            .unwrap_or("SCMP_ACT_ALLOW"),
+        profile["defaultErrnoRet"].as_u64(),
+    )?;
+    let mut ctx = ScmpFilterContext::new(default).map_err(|e| err("new filter", e))?;
+    ctx.set_ctl_nnp(false).map_err(|e| err("nnp", e))?;
+    let mut flags: u64 = 0;
+    for f in profile["flags"].as_array().into_iter().flatten() {
+        flags |= match f.as_str().unwrap_or_default() {
+            "SECCOMP_FILTER_FLAG_TSYNC" => 1,
+            "SECCOMP_FILTER_FLAG_LOG" => 2,
+            "SECCOMP_FILTER_FLAG_SPEC_ALLOW" => 4,
+            other => return Err(format!("seccomp: unsupported filter flag {other:?}")),
+        };
+    }
+    for a in profile["architectures"].as_array().into_iter().flatten() {
+        let name = a.as_str().unwrap_or_default();
+        let arch = ScmpArch::from_str(name).map_err(|e| err(name, e))?;
+        ctx.add_arch(arch).map_err(|e| err(name, e))?;
+    }
+    for rule in profile["syscalls"].as_array().into_iter().flatten() {
+        let act = action(
+            rule["action"].as_str().unwrap_or_default(),
+            rule["errnoRet"].as_u64(),
+        )?;
+        if act == default {
+            continue;
+        }
+        let mut conds = Vec::new();
+        let mut seen = Vec::new();
+        let mut repeated = false;
+        for a in rule["args"].as_array().into_iter().flatten() {
+            let index = a["index"].as_u64().unwrap_or(0) as u32;
+            repeated |= seen.contains(&index);
+            seen.push(index);
+            let value = a["value"].as_u64().unwrap_or(0);
+            let two = a["valueTwo"].as_u64().unwrap_or(0);
+            let op = a["op"].as_str().unwrap_or_default();
+            conds.push(if op == MASKED_EQ {
+                ScmpArgCompare::new(index, ScmpCompareOp::MaskedEqual(value), two)
+            } else {
+                let cmp = ScmpCompareOp::from_str(op).map_err(|e| err(op, e))?;
+                ScmpArgCompare::new(index, cmp, value)
+            });
+        }
+        let groups: Vec<&[ScmpArgCompare]> = if repeated {
+            conds.iter().map(std::slice::from_ref).collect()
+        } else {
+            vec![&conds[..]]
+        };
+        for name in rule["names"].as_array().into_iter().flatten() {
+            let name = name.as_str().unwrap_or_default();
+            let Ok(sc) = libseccomp::ScmpSyscall::from_name(name) else {
+                continue;
+            };
+            for g in &groups {
+                ctx.add_rule_conditional(act, sc, g)
+                    .map_err(|e| err(&format!("rule for {name}"), e))?;
+            }
+        }
+    }
+    // libseccomp 2.5 (Debian 12) exports only to an fd.
+    let mut file = File::from(
+        nix::sys::memfd::memfd_create(
+            c"berth-seccomp",
+            nix::sys::memfd::MemFdCreateFlag::MFD_CLOEXEC,
+        )
+        .map_err(|e| format!("seccomp: memfd: {e}"))?,
+    );
+    ctx.export_bpf(&file).map_err(|e| err("export", e))?;
+    let mut bytes = Vec::new();
+    file.seek(SeekFrom::Start(0))
+        .and_then(|_| file.read_to_end(&mut bytes))
+        .map_err(|e| format!("seccomp: reading the program: {e}"))?;
+    let program = bytes
+        .chunks_exact(8)
+        .map(|c| libc::sock_filter {
+            code: u16::from_ne_bytes([c[0], c[1]]),
+            jt: c[2],
+            jf: c[3],
+            k: u32::from_ne_bytes([c[4], c[5], c[6], c[7]]),
+        })
+        .collect();
+    Ok(Bpf { program, flags })
+}
+
+/// A compiled seccomp filter: the BPF program and the `seccomp()` flags.
+#[derive(Clone)]
+pub struct Bpf {
+    pub program: Vec<libc::sock_filter>,
+    /// `SECCOMP_FILTER_FLAG_*`
+    pub flags: u64,
+}
+
+const FILTER_MAGIC: &[u8; 8] = b"berthbpf";
+
+impl Bpf {
+    /// The filter as bytes, for a cache file: magic, flags, then the instructions.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = FILTER_MAGIC.to_vec();
+        out.extend_from_slice(&self.flags.to_le_bytes());
+        for i in &self.program {
+            out.extend_from_slice(&i.code.to_le_bytes());
+            out.extend_from_slice(&[i.jt, i.jf]);
+            out.extend_from_slice(&i.k.to_le_bytes());
+        }
+        out
+    }
+
+    /// Reads what [`Bpf::to_bytes`] wrote; None for anything else.
+    pub fn from_bytes(b: &[u8]) -> Option<Bpf> {
+        let rest = b.strip_prefix(FILTER_MAGIC)?;
+        if rest.len() < 8 || (rest.len() - 8) % 8 != 0 || rest.len() == 8 {
+            return None;
+        }
+        let flags = u64::from_le_bytes(rest[..8].try_into().ok()?);
+        let program = rest[8..]
+            .chunks_exact(8)
+            .map(|c| libc::sock_filter {
+                code: u16::from_le_bytes([c[0], c[1]]),
+                jt: c[2],
+                jf: c[3],
+                k: u32::from_le_bytes([c[4], c[5], c[6], c[7]]),
+            })
+            .collect();
+        Some(Bpf { program, flags })
+    }
 }
 
 #[cfg(test)]
