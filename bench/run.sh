@@ -499,8 +499,8 @@ for e in "${ENGINES[@]}"; do
     log "$e: $n containers with a health check every second"
     ids=()
     for ((i = 0; i < n; i++)); do
-        if ! id=$(eng "$e" run -d "${HC[@]}" busybox:bench sleep 100000 2>&1); then
-            warn "$e: health container $i failed: $id"
+        if ! id=$(eng "$e" run -d "${HC[@]}" busybox:bench sleep 100000 2>"$TMP/health.err"); then
+            warn "$e: health container $i failed: $(cat "$TMP/health.err")"
             break
         fi
         ids+=("$id")
@@ -509,7 +509,13 @@ for e in "${ENGINES[@]}"; do
     sleep 5
     HN[$e]=${#ids[@]}
     HBUSY[$e]=$(host_busy "$HEALTH_SECS")
-    note "$e: host busy ${HBUSY[$e]}% with ${#ids[@]} ($(eng "$e" ps --format '{{.Status}}' | grep -c '(healthy)') healthy)"
+    healthy=$(eng "$e" ps --format '{{.Status}}' | grep -c '(healthy)' || true)
+    note "$e: host busy ${HBUSY[$e]}% with ${#ids[@]} ($healthy healthy)"
+    if ((healthy == 0)); then
+        # podman runs health checks from systemd timers: without systemd, none run.
+        skip_peer "$e: no health check ran (0 of ${#ids[@]} healthy); its health figure is left out"
+        unset "HBUSY[$e]"
+    fi
     eng "$e" rm -f "${ids[@]}" >/dev/null 2>&1 || warn "$e: removing the health containers failed"
 done
 

@@ -341,3 +341,44 @@ fn system_boot_restarts_always_containers_after_their_monitor_and_process_died()
     assert_eq!(b.inspect(&stopped, "{{.State.Status}}"), "exited");
     assert_ne!(b.inspect(&plain, "{{.State.Status}}"), "running");
 }
+
+/// A container that exits at once under `--restart always` (thousands of exits a minute
+/// without a back-off) is restarted with Docker's growing delay: a handful of restarts in
+/// four seconds, and its monitor, restarts included, uses a fraction of a core.
+#[test]
+fn a_crash_looping_always_container_backs_off() {
+    require_root!();
+    let b = Berth::with_busybox();
+    let id = b
+        .ok(&["run", "-d", "--restart", "always", "busybox:test", "false"])
+        .trim()
+        .to_string();
+    let mon = monitor_pid(&b, &id);
+    let cpu = |pid: i32| -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let after_comm = &stat[stat.rfind(')').unwrap() + 2..];
+        let f: Vec<u64> = after_comm
+            .split_whitespace()
+            .map(|x| x.parse().unwrap_or(0))
+            .collect();
+        // utime, stime, cutime, cstime are fields 14-17 (11-14 after the comm).
+        let tck = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+            .ok()
+            .flatten()
+            .unwrap_or(100);
+        (f[11] + f[12] + f[13] + f[14]) as f64 / tck as f64
+    };
+    let c0 = cpu(mon);
+    let t0 = std::time::Instant::now();
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    let used = cpu(mon) - c0;
+    let wall = t0.elapsed().as_secs_f64();
+    let restarts: u64 = b.inspect(&id, "{{.RestartCount}}").parse().unwrap();
+    // 100 ms doubling: 0.1 + 0.2 + 0.4 + 0.8 + 1.6 s, plus each start's own time.
+    assert!((3..=7).contains(&restarts), "{restarts} restarts in 4 s");
+    assert!(
+        used < 0.25 * wall,
+        "the monitor used {used:.2} s of CPU in {wall:.1} s"
+    );
+    b.ok(&["rm", "-f", &id]);
+}

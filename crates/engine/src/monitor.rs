@@ -607,6 +607,8 @@ impl Monitor {
                 false => berth_runtime::seccomp::compile(&seccomp).map(Some),
             }
             .and_then(|f| berth_runtime::enter::Entry::prepare(&h.spec, self.pid, cgroups, f));
+            // Compiling the filter is the one big allocation after start-up: give it back.
+            sys::release_startup_memory();
             match prepared {
                 Ok(e) => h.entry = Some(e),
                 Err(e) => {

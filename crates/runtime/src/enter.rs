@@ -308,16 +308,29 @@ impl Entry {
             report: report_w.as_raw_fd(),
             go: go_r.as_raw_fd(),
         };
-        // SAFETY: the caller is single-threaded (documented); the child only runs
-        // `Plan::first_child`, which makes async-signal-safe system calls on memory
-        // prepared above and never returns.
-        let first = unsafe { libc::fork() };
-        if first < 0 {
-            return Err(format!("fork: {}", std::io::Error::last_os_error()));
+        // The first child only joins the namespaces and clones the second: it shares our
+        // memory, on a stack of its own, while we wait (vfork-style), which spares copying
+        // our page tables for it.
+        let mut stack = vec![0u8; 256 * 1024];
+        extern "C" fn first(plan: *mut libc::c_void) -> libc::c_int {
+            // SAFETY: `plan` is the `Plan` below, alive while we are suspended, and this
+            // runs in the new process, which only makes system calls on it.
+            unsafe { (*(plan as *const Plan<'_>)).first_child() }
         }
-        if first == 0 {
-            // SAFETY: in the forked child, as described above.
-            unsafe { plan.first_child() }
+        // SAFETY: CLONE_VM|CLONE_VFORK suspends this (single-threaded) process until the
+        // child exits; the child runs `first` on `stack`, which outlives it.
+        let first = unsafe {
+            let top = stack.as_mut_ptr().add(stack.len());
+            let top = top.sub(top as usize % 16);
+            libc::clone(
+                first,
+                top.cast(),
+                libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+                (&plan as *const Plan<'_>).cast_mut().cast(),
+            )
+        };
+        if first < 0 {
+            return Err(format!("clone: {}", std::io::Error::last_os_error()));
         }
         drop(report_w);
         drop(go_r);
@@ -408,7 +421,8 @@ impl Plan<'_> {
     /// Joins the namespaces, clones the process that will run the program, reports it.
     ///
     /// # Safety
-    /// Only in a child just forked from a single-threaded process.
+    /// Only in a child cloned from a single-threaded process, which is suspended until
+    /// this one exits (the two share memory: nothing here allocates or frees).
     unsafe fn first_child(&self) -> ! {
         let report = |tag: u8, stage: u8, value: i32| {
             let v = value.to_ne_bytes();
@@ -429,8 +443,9 @@ impl Plan<'_> {
                 unsafe { libc::_exit(1) };
             }
         }
-        // SAFETY: a raw clone like fork, with CLONE_PARENT so the new process is our
-        // parent's child; in the child only `second_child` runs.
+        // SAFETY: a raw clone like fork (a copy of the memory we share with our
+        // parent), with CLONE_PARENT so the new process is our parent's child; in it
+        // only `second_child` runs.
         let pid = unsafe {
             libc::syscall(
                 libc::SYS_clone,

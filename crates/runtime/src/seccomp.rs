@@ -700,6 +700,10 @@ pub fn compile(profile: &Value) -> Result<Bpf, String> {
     )?;
     let mut ctx = ScmpFilterContext::new(default).map_err(|e| err("new filter", e))?;
     ctx.set_ctl_nnp(false).map_err(|e| err("nnp", e))?;
+    // A binary tree over syscall numbers instead of a linear list: the kernel emulates the
+    // program for every syscall number when it loads it (to cache the always-allowed
+    // ones), so a short path per syscall makes each load several times cheaper.
+    ctx.set_ctl_optimize(2).map_err(|e| err("optimize", e))?;
     let mut flags: u64 = 0;
     for f in profile["flags"].as_array().into_iter().flatten() {
         flags |= match f.as_str().unwrap_or_default() {
