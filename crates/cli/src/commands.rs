@@ -285,6 +285,11 @@ pub enum Command {
     },
     /// Inspect changes to files or directories on a container's filesystem
     Diff { container: String },
+    /// Run berth's registry server (see `berth registry serve --help`)
+    Registry {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Create a new image from a container's changes
     Commit {
         /// Author
@@ -1707,7 +1712,17 @@ fn confirm(force: bool, warning: &str) -> CliResult<bool> {
     Ok(matches!(answer.trim().to_lowercase().as_str(), "y" | "yes"))
 }
 
+fn registry(args: &[String]) -> CliResult<u8> {
+    let mut argv = vec!["registry".to_string()];
+    argv.extend(args.iter().cloned());
+    crate::registry::main(argv)
+}
+
 pub fn dispatch(cli: &Cli) -> CliResult<u8> {
+    // The registry has its own storage: berth's root is not opened for it.
+    if let Command::Registry { args } = &cli.cmd {
+        return registry(args);
+    }
     let engine = open_engine(&cli.root, &cli.run_root).map_err(|mut f| {
         f.code = 125;
         f
@@ -2060,6 +2075,7 @@ pub fn dispatch(cli: &Cli) -> CliResult<u8> {
             Ok(0)
         }
         Command::Volume(v) => volume(e, v),
+        Command::Registry { args } => registry(args),
         Command::System(SystemCmd::Df { verbose, format }) => df(e, *verbose, format.as_deref()),
         Command::System(SystemCmd::Prune {
             all,

@@ -8,6 +8,7 @@
 mod commands;
 mod cp;
 mod format;
+mod registry;
 mod run;
 mod terminal;
 
@@ -93,8 +94,13 @@ fn main() -> ExitCode {
     // (`berth images | head`) instead of panicking on EPIPE.
     // SAFETY: setting a signal disposition to SIG_DFL touches no memory of ours.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
-    let cli = Cli::parse();
-    let code = match commands::dispatch(&cli) {
+    let args: Vec<String> = std::env::args().collect();
+    let result = if args.get(1).map(String::as_str) == Some("registry") {
+        registry::main(args[1..].to_vec())
+    } else {
+        commands::dispatch(&Cli::parse())
+    };
+    let code = match result {
         Ok(code) => code,
         Err(f) => {
             if !f.message.is_empty() {

@@ -26,7 +26,9 @@ pub struct Reference {
     pub digest: Option<Digest>,
 }
 
-fn valid_component(c: &str) -> bool {
+/// Is `c` one `/`-separated component of a repository path (the distribution spec's
+/// `[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*`)?
+pub fn valid_component(c: &str) -> bool {
     // [a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*
     let b = c.as_bytes();
     if b.is_empty() || !is_alnum(b[0]) || !is_alnum(b[b.len() - 1]) {
@@ -55,7 +57,8 @@ fn is_alnum(b: u8) -> bool {
     b.is_ascii_lowercase() || b.is_ascii_digit()
 }
 
-fn valid_tag(t: &str) -> bool {
+/// Is `t` a tag (`[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}`)?
+pub fn valid_tag(t: &str) -> bool {
     let b = t.as_bytes();
     !b.is_empty()
         && b.len() <= 128
