@@ -225,6 +225,42 @@ pub enum Command {
         file: String,
         reference: Option<String>,
     },
+    /// Download an image from a registry
+    Pull {
+        /// Set platform if server is multi-platform capable (os/arch[/variant])
+        #[arg(long)]
+        platform: Option<String>,
+        /// Suppress verbose output
+        #[arg(short = 'q', long)]
+        quiet: bool,
+        /// Download all tagged images in the repository
+        #[arg(short = 'a', long)]
+        all_tags: bool,
+        name: String,
+    },
+    /// Upload an image to a registry
+    Push {
+        /// Suppress verbose output
+        #[arg(short = 'q', long)]
+        quiet: bool,
+        /// Push all tags of the repository
+        #[arg(short = 'a', long)]
+        all_tags: bool,
+        name: String,
+    },
+    /// Log in to a registry
+    Login {
+        #[arg(short = 'u', long)]
+        username: Option<String>,
+        #[arg(short = 'p', long)]
+        password: Option<String>,
+        /// Take the password from stdin
+        #[arg(long)]
+        password_stdin: bool,
+        server: Option<String>,
+    },
+    /// Log out from a registry
+    Logout { server: Option<String> },
     /// Load an image from a tar archive or STDIN
     Load {
         /// Read from tar archive file, instead of STDIN
@@ -1981,6 +2017,112 @@ pub fn dispatch(cli: &Cli) -> CliResult<u8> {
                 e.import(f, reference.as_deref(), run_cfg, message.clone(), file)?
             };
             println!("{id}");
+            Ok(0)
+        }
+        Command::Pull {
+            platform,
+            quiet,
+            all_tags,
+            name,
+        } => {
+            if *all_tags {
+                return Err(Failure::new(1, "pull --all-tags is not implemented yet"));
+            }
+            let opts = berth_engine::distribution::PullOptions {
+                platform: platform.clone(),
+                insecure: berth_engine::distribution::insecure_registries(),
+            };
+            let q = *quiet;
+            let pulled = e.pull(name, &opts, &mut |l| {
+                if !q {
+                    println!("{l}");
+                }
+            })?;
+            if !q {
+                println!("Digest: {}", pulled.digest);
+                let shown = pulled.reference.familiar();
+                if pulled.downloaded {
+                    println!("Status: Downloaded newer image for {shown}");
+                } else {
+                    println!("Status: Image is up to date for {shown}");
+                }
+            }
+            println!("{}", pulled.reference);
+            Ok(0)
+        }
+        Command::Push {
+            quiet,
+            all_tags,
+            name,
+        } => {
+            if *all_tags {
+                return Err(Failure::new(1, "push --all-tags is not implemented yet"));
+            }
+            let q = *quiet;
+            e.push(
+                name,
+                &berth_engine::distribution::insecure_registries(),
+                &mut |l| {
+                    if !q {
+                        println!("{l}");
+                    }
+                },
+            )?;
+            if q {
+                println!(
+                    "{}",
+                    berth_image::reference::Reference::parse(name)
+                        .map(|r| r.familiar())
+                        .unwrap_or_default()
+                );
+            }
+            Ok(0)
+        }
+        Command::Login {
+            username,
+            password,
+            password_stdin,
+            server,
+        } => {
+            let server = server.clone().unwrap_or_else(|| "docker.io".into());
+            let username = match username {
+                Some(u) => u.clone(),
+                None => {
+                    return Err(Failure::new(
+                        1,
+                        "login needs --username (interactive login is not implemented yet)",
+                    ))
+                }
+            };
+            let password = match (password, password_stdin) {
+                (Some(_), true) => return Err(Failure::new(1, "--password and --password-stdin are mutually exclusive")),
+                (Some(p), false) => {
+                    eprintln!("WARNING! Using --password via the CLI is insecure. Use --password-stdin.");
+                    p.clone()
+                }
+                (None, true) => {
+                    let mut s = String::new();
+                    io::Read::read_to_string(&mut io::stdin(), &mut s)?;
+                    s.trim_end_matches(['\n', '\r']).to_string()
+                }
+                (None, false) => return Err(Failure::new(1, "login needs --password-stdin or --password (interactive login is not implemented yet)")),
+            };
+            e.login(
+                &server,
+                berth_registry::auth::Credentials { username, password },
+                &berth_engine::distribution::insecure_registries(),
+            )?;
+            println!("Login Succeeded");
+            Ok(0)
+        }
+        Command::Logout { server } => {
+            let server = server.clone().unwrap_or_else(|| "docker.io".into());
+            let host = berth_engine::distribution::normalise_server(&server);
+            if e.logout(&server)? {
+                println!("Removing login credentials for {host}");
+            } else {
+                println!("Not logged in to {host}");
+            }
             Ok(0)
         }
         Command::Load { input, quiet } => {

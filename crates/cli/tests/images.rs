@@ -112,7 +112,12 @@ fn import_plain_gzip_zstd_and_stdin() {
         4,
         "identical imports differ only by created time"
     );
-    assert!(b.ok(&["images", "--digests"]).contains("sha256:"));
+    // No registry knows these images: no digest, as Docker shows local images.
+    let digests = b.ok(&["images", "--digests"]);
+    assert!(
+        digests.contains("DIGEST") && digests.contains("<none>") && !digests.contains("sha256:"),
+        "{digests}"
+    );
     assert!(b
         .ok(&["images", "--no-trunc", "-q"])
         .lines()
@@ -306,10 +311,11 @@ fn image_inspect_and_history_look_like_dockers() {
     assert_eq!(i["Config"]["Cmd"][0], "/bin/sh");
     assert_eq!(i["RootFS"]["Type"], "layers");
     assert!(i["Size"].as_u64().unwrap() > 1_000_000);
-    assert!(i["RepoDigests"][0]
-        .as_str()
-        .unwrap()
-        .starts_with("busybox@sha256:"));
+    assert_eq!(
+        i["RepoDigests"],
+        serde_json::json!([]),
+        "never pulled or pushed"
+    );
     let h = b.ok(&["history", "busybox:test"]);
     assert!(h.starts_with("IMAGE          CREATED"), "{h}");
     assert!(h.contains("berth import"), "{h}");

@@ -6,10 +6,6 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
-
 use reqwest::blocking::Client;
 use reqwest::header::HeaderMap;
 use reqwest::{Method, StatusCode};
@@ -33,95 +29,6 @@ const DISTRIBUTION_SHORTFALLS: &[&str] = &[
     "monolithic_push_in_one_post",
     "tags_list_with_pagination",
 ];
-
-struct Server {
-    child: Child,
-    base: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn berth_registry() -> Server {
-    let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(common::berth_bin())
-        .args([
-            "registry",
-            "serve",
-            "--quiet",
-            "--addr",
-            "127.0.0.1:0",
-            "--root",
-        ])
-        .arg(dir.path())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stderr.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .trim()
-        .rsplit_once("http://")
-        .map(|(_, a)| a.to_string())
-        .unwrap_or_else(|| panic!("no address in {line:?}"));
-    Server {
-        child,
-        base: format!("http://{addr}"),
-        _dir: dir,
-    }
-}
-
-fn distribution() -> Option<Server> {
-    let bin = ["/usr/bin/docker-registry", "/usr/bin/registry"]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).exists())?;
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let config = dir.path().join("config.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
-            dir.path().join("data").display()
-        ),
-    )
-    .unwrap();
-    let child = Command::new(bin)
-        .arg("serve")
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let s = Server {
-        child,
-        base: format!("http://127.0.0.1:{port}"),
-        _dir: dir,
-    };
-    let c = Client::new();
-    for _ in 0..100 {
-        if c.get(format!("{}/v2/", s.base)).send().is_ok() {
-            return Some(s);
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    panic!("docker-registry did not come up");
-}
 
 const ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json";
 
@@ -284,7 +191,7 @@ impl R {
 /// DISTRIBUTION_SHORTFALLS says).
 fn conform(name: &str, check: fn(&R) -> Check) {
     let c = Client::new();
-    let berth = berth_registry();
+    let berth = common::berth_registry(&[]);
     let r = R {
         base: berth.base.clone(),
         c: c.clone(),
@@ -292,7 +199,7 @@ fn conform(name: &str, check: fn(&R) -> Check) {
     if let Err(e) = check(&r) {
         panic!("berth registry: {name}: {e}");
     }
-    match distribution() {
+    match common::distribution(None) {
         None => eprintln!("docker-registry not installed: comparison skipped"),
         Some(d) => {
             let r = R {

@@ -47,6 +47,14 @@ const MIGRATIONS: &[&str] = &[
         attributes TEXT NOT NULL
     );
     CREATE INDEX events_time ON events(time_nano);",
+    // 3: the repository@digest names of pulled and pushed images (RepoDigests)
+    "CREATE TABLE repo_digests (
+        repository TEXT NOT NULL,       -- full: docker.io/library/busybox
+        digest TEXT NOT NULL,           -- the manifest (or index) digest in that repository
+        image TEXT NOT NULL,            -- image id
+        PRIMARY KEY (repository, digest)
+    );
+    CREATE INDEX repo_digests_image ON repo_digests(image);",
 ];
 
 /// Opens (creating and migrating) the database at `path`.

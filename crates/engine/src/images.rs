@@ -107,12 +107,14 @@ impl Engine {
         let not_found = || EngineError::NoSuchImage(name.to_string());
         if let Ok(r) = Reference::parse(name) {
             if let Some(d) = &r.digest {
-                // name@digest: the manifest digest or id must match.
+                // name@digest: the manifest digest or id must match, or the repository
+                // must know the image by that digest (an index pulled from it).
                 let id: Option<String> = self
                     .db
                     .query_row(
-                        "SELECT id FROM images WHERE manifest = ?1 OR id = ?1",
-                        [d.to_string()],
+                        "SELECT id FROM images WHERE manifest = ?1 OR id = ?1
+                         UNION SELECT image FROM repo_digests WHERE digest = ?1 AND repository = ?2",
+                        [d.to_string(), r.repository()],
                         |r| r.get(0),
                     )
                     .optional()?;
@@ -415,7 +417,14 @@ impl Engine {
     pub fn list_images(&self, filters: &[(String, String)]) -> Result<Vec<ImageSummary>> {
         let mut out = Vec::new();
         for row in self.list_image_rows()? {
-            let digest = row.manifest.to_string();
+            let recorded = self.repo_digests(&row.id)?;
+            let digest_in = |repo: &str| {
+                recorded
+                    .iter()
+                    .find(|(r, _)| r == repo)
+                    .map(|(_, d)| d.clone())
+                    .unwrap_or_else(|| "<none>".into())
+            };
             let dangling = row.tags.is_empty();
             if let Some((_, v)) = filters.iter().find(|(k, _)| k == "dangling") {
                 if (v == "true") != dangling {
@@ -427,7 +436,10 @@ impl Engine {
                     id: row.id.to_string(),
                     repository: "<none>".into(),
                     tag: "<none>".into(),
-                    digest: digest.clone(),
+                    digest: recorded
+                        .first()
+                        .map(|(_, d)| d.clone())
+                        .unwrap_or_else(|| "<none>".into()),
                     created: row.created.clone(),
                     size: row.size,
                 });
@@ -442,9 +454,9 @@ impl Engine {
                 }
                 out.push(ImageSummary {
                     id: row.id.to_string(),
+                    digest: digest_in(&r.repository()),
                     repository: repo,
                     tag: r.tag.clone().unwrap_or_else(|| "<none>".into()),
-                    digest: digest.clone(),
                     created: row.created.clone(),
                     size: row.size,
                 });
@@ -536,6 +548,10 @@ impl Engine {
         let delete = users.is_empty();
         if delete {
             tx.execute("DELETE FROM images WHERE id = ?1", [row.id.to_string()])?;
+            tx.execute(
+                "DELETE FROM repo_digests WHERE image = ?1",
+                [row.id.to_string()],
+            )?;
         }
         tx.commit()?;
         if delete {
@@ -642,11 +658,16 @@ impl Engine {
         let row = self.find_image(name)?;
         let cfg = self.image_config(&row)?;
         let mut repo_tags = Vec::new();
-        let mut repo_digests = BTreeSet::new();
         for t in &row.tags {
-            let r = Reference::parse(t)?;
-            repo_tags.push(r.familiar());
-            repo_digests.insert(format!("{}@{}", r.familiar_repository(), row.manifest));
+            repo_tags.push(Reference::parse(t)?.familiar());
+        }
+        // Only what a registry knows the image by, as Docker: pulled or pushed.
+        let mut repo_digests = BTreeSet::new();
+        for (repo, digest) in self.repo_digests(&row.id)? {
+            let repo = Reference::parse(&repo)
+                .map(|r| r.familiar_repository())
+                .unwrap_or(repo);
+            repo_digests.insert(format!("{repo}@{digest}"));
         }
         let config_json = serde_json::to_value(&cfg.config).unwrap_or_default();
         Ok(serde_json::json!({

@@ -20,6 +20,7 @@ pub mod attach;
 pub mod changes;
 pub mod containers;
 pub mod db;
+pub mod distribution;
 pub mod error;
 pub mod events;
 pub mod exec;

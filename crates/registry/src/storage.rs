@@ -50,9 +50,7 @@ pub enum StorageError {
 pub fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 255
-        && name
-            .split('/')
-            .all(berth_image::reference::valid_component)
+        && name.split('/').all(berth_image::reference::valid_component)
 }
 
 pub use berth_image::reference::valid_tag;

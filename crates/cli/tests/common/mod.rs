@@ -132,6 +132,8 @@ impl Berth {
             .arg("--run-root")
             .arg(&self.run_root);
         c.env("BERTH_MONITOR", monitor_bin());
+        // Registry credentials of this test only, never the host's ~/.docker.
+        c.env("DOCKER_CONFIG", self.dir.path().join("docker"));
         c.stdin(Stdio::null());
         c
     }
@@ -242,4 +244,106 @@ pub fn eventually(secs: u64, mut f: impl FnMut() -> bool) -> bool {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     false
+}
+
+/// A registry server process for a test, killed on drop.
+pub struct Server {
+    pub child: std::process::Child,
+    /// `http://127.0.0.1:PORT`
+    pub base: String,
+    /// `127.0.0.1:PORT`
+    pub host: String,
+    pub dir: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `berth registry serve` on a free loopback port, with `extra` arguments.
+pub fn berth_registry(extra: &[&str]) -> Server {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(berth_bin())
+        .args([
+            "registry",
+            "serve",
+            "--quiet",
+            "--addr",
+            "127.0.0.1:0",
+            "--root",
+        ])
+        .arg(dir.path())
+        .args(extra)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stderr.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .trim()
+        .rsplit_once("http://")
+        .map(|(_, a)| a.to_string())
+        .unwrap_or_else(|| panic!("no address in {line:?}"));
+    Server {
+        child,
+        base: format!("http://{addr}"),
+        host: addr,
+        dir,
+    }
+}
+
+/// Debian's docker-registry on a free loopback port (None when not installed), with
+/// htpasswd basic auth when `htpasswd` is given.
+pub fn distribution(htpasswd: Option<&Path>) -> Option<Server> {
+    let bin = ["/usr/bin/docker-registry", "/usr/bin/registry"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())?;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = dir.path().join("config.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{}",
+            dir.path().join("data").display(),
+            htpasswd
+                .map(|p| format!("auth:\n  htpasswd:\n    realm: test\n    path: {}\n", p.display()))
+                .unwrap_or_default()
+        ),
+    )
+    .unwrap();
+    let child = Command::new(bin)
+        .arg("serve")
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let s = Server {
+        child,
+        base: format!("http://127.0.0.1:{port}"),
+        host: format!("127.0.0.1:{port}"),
+        dir,
+    };
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Some(s);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("docker-registry did not come up");
 }

@@ -1,0 +1,344 @@
+//! pull, push, login: berth against its own registry, Debian's docker-registry (with
+//! htpasswd auth), skopeo, and a registry that sends wrong bytes.
+
+mod common;
+
+use common::{berth_registry, distribution, Berth};
+use sha2::{Digest as _, Sha256};
+use std::io::{Read, Write};
+
+fn sha256(b: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(b)))
+}
+
+/// Pushes, pulls back into an empty store and runs: the same image, the same digest.
+fn round_trip(b: &Berth, host: &str) {
+    let name = format!("{host}/team/bb:1");
+    b.ok(&["tag", "busybox:test", &name]);
+    let out = b.ok(&["push", &name]);
+    assert!(out.contains("Pushed"), "{out}");
+    let digest = out
+        .lines()
+        .find_map(|l| l.split("digest: ").nth(1))
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no digest in {out}"))
+        .to_string();
+    // What the registry has is not sent again.
+    assert!(b.ok(&["push", &name]).contains("Layer already exists"));
+    let id = b.inspect(&name, "{{.Id}}");
+    // An empty store pulls it, verifies it and runs it.
+    let other = Berth::new();
+    let out = other.ok(&["pull", &name]);
+    assert!(
+        out.contains("Pull complete") && out.contains(&digest),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("Status: Downloaded newer image for {name}")),
+        "{out}"
+    );
+    assert_eq!(other.inspect(&name, "{{.Id}}"), id, "same image id");
+    assert_eq!(
+        other.ok(&["run", "--rm", &name, "echo", "pulled"]),
+        "pulled\n"
+    );
+    assert_eq!(
+        other.inspect(&name, "{{json .RepoDigests}}"),
+        format!("[\"{host}/team/bb@{digest}\"]")
+    );
+    assert!(other.ok(&["pull", &name]).contains("Image is up to date"));
+    // By digest, into a third store.
+    let third = Berth::new();
+    third.ok(&["pull", &format!("{host}/team/bb@{digest}")]);
+    assert_eq!(
+        third.inspect(&format!("{host}/team/bb@{digest}"), "{{.Id}}"),
+        id
+    );
+    let (code, err) = other.fails(&["pull", &format!("{host}/team/nothing:1")]);
+    assert_eq!(code, 1);
+    assert!(err.contains("not found"), "{err}");
+}
+
+#[test]
+fn push_and_pull_through_berths_registry() {
+    require_root!();
+    let reg = berth_registry(&[]);
+    let b = Berth::with_busybox();
+    round_trip(&b, &reg.host);
+    // A second repository on the same registry gets the blobs by a mount.
+    let second = format!("{}/elsewhere/bb:2", reg.host);
+    b.ok(&["tag", "busybox:test", &second]);
+    let out = b.ok(&["push", &second]);
+    assert!(out.contains("Mounted from team/bb"), "{out}");
+}
+
+#[test]
+fn push_and_pull_through_docker_registry_with_basic_auth() {
+    require_root!();
+    if std::process::Command::new("htpasswd")
+        .arg("-h")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipped: htpasswd (apache2-utils) not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let htpasswd = dir.path().join("htpasswd");
+    let out = std::process::Command::new("htpasswd")
+        .args(["-Bbn", "alice", "s3cret"])
+        .output()
+        .unwrap();
+    std::fs::write(&htpasswd, &out.stdout).unwrap();
+    let Some(reg) = distribution(Some(&htpasswd)) else {
+        eprintln!("skipped: docker-registry not installed");
+        return;
+    };
+    let b = Berth::with_busybox();
+    let name = format!("{}/team/bb:1", reg.host);
+    b.ok(&["tag", "busybox:test", &name]);
+    let (_, err) = b.fails(&["push", &name]);
+    assert!(err.contains("authentication required"), "{err}");
+    let mut login = b.cmd();
+    login.args(["login", "-u", "alice", "--password-stdin", &reg.host]);
+    login
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped());
+    let mut child = login.spawn().unwrap();
+    child.stdin.take().unwrap().write_all(b"wrong\n").unwrap();
+    assert!(
+        !child.wait_with_output().unwrap().status.success(),
+        "a wrong password is refused"
+    );
+    let mut child = b
+        .cmd()
+        .args(["login", "-u", "alice", "--password-stdin", &reg.host])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"s3cret\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Login Succeeded"));
+    let cfg = std::fs::read_to_string(b.dir.path().join("docker/config.json")).unwrap();
+    assert!(cfg.contains(&reg.host) && cfg.contains("auth"), "{cfg}");
+    round_trip_with_login(&b, &reg.host);
+    assert!(b
+        .ok(&["logout", &reg.host])
+        .contains("Removing login credentials"));
+    let (_, err) = b.fails(&["push", &name]);
+    assert!(err.contains("authentication required"), "{err}");
+}
+
+/// `round_trip`, but the pulling stores share the pusher's credentials.
+fn round_trip_with_login(b: &Berth, host: &str) {
+    let name = format!("{host}/team/bb:1");
+    let out = b.ok(&["push", &name]);
+    assert!(out.contains("Pushed"), "{out}");
+    let id = b.inspect(&name, "{{.Id}}");
+    b.ok(&["rmi", &name]);
+    b.ok(&["rmi", "busybox:test"]);
+    let out = b.ok(&["pull", &name]);
+    assert!(out.contains("Downloaded newer image"), "{out}");
+    assert_eq!(b.inspect(&name, "{{.Id}}"), id);
+    assert_eq!(b.ok(&["run", "--rm", &name, "echo", "ok"]), "ok\n");
+}
+
+#[test]
+fn pull_chooses_the_platform_from_an_index() {
+    require_root!();
+    let reg = berth_registry(&[]);
+    let b = Berth::with_busybox();
+    let amd = format!("{}/multi:amd", reg.host);
+    b.ok(&["tag", "busybox:test", &amd]);
+    b.ok(&["push", &amd]);
+    // A second image (another config) for the "arm64" entry.
+    b.ok(&[
+        "commit",
+        "-c",
+        "ENV WHICH=arm",
+        &{
+            let id = b.ok(&["create", "busybox:test", "true"]).trim().to_string();
+            id
+        },
+        &format!("{}/multi:arm", reg.host),
+    ]);
+    b.ok(&["push", &format!("{}/multi:arm", reg.host)]);
+    let c = reqwest::blocking::Client::new();
+    let accept = "application/vnd.oci.image.manifest.v1+json";
+    let get = |tag: &str| {
+        let r = c
+            .get(format!("{}/v2/multi/manifests/{tag}", reg.base))
+            .header("accept", accept)
+            .send()
+            .unwrap();
+        r.bytes().unwrap().to_vec()
+    };
+    let (m_amd, m_arm) = (get("amd"), get("arm"));
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [
+            {"mediaType": accept, "digest": sha256(&m_arm), "size": m_arm.len(), "platform": {"os": "linux", "architecture": "arm64", "variant": "v8"}},
+            {"mediaType": accept, "digest": sha256(&m_amd), "size": m_amd.len(), "platform": {"os": "linux", "architecture": "amd64"}},
+        ],
+    });
+    let r = c
+        .put(format!("{}/v2/multi/manifests/all", reg.base))
+        .header("content-type", "application/vnd.oci.image.index.v1+json")
+        .body(serde_json::to_vec(&index).unwrap())
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    let name = format!("{}/multi:all", reg.host);
+    let other = Berth::new();
+    other.ok(&["pull", "--platform", "linux/amd64", &name]);
+    assert_eq!(other.inspect(&name, "{{.Id}}"), b.inspect(&amd, "{{.Id}}"));
+    let third = Berth::new();
+    third.ok(&["pull", "--platform", "linux/arm64", &name]);
+    assert!(third
+        .inspect(&name, "{{json .Config.Env}}")
+        .contains("WHICH=arm"));
+    let (_, err) = Berth::new().fails(&["pull", "--platform", "linux/s390x", &name]);
+    assert!(
+        err.contains("no matching manifest for linux/s390x"),
+        "{err}"
+    );
+}
+
+/// A registry that serves a valid manifest and config but a layer whose bytes do not
+/// match its digest: the pull fails, naming the blob, and nothing is stored.
+#[test]
+fn a_registry_sending_wrong_bytes_stores_nothing() {
+    require_root!();
+    let layer = b"the real layer".to_vec();
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": "amd64", "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": [sha256(&layer)]},
+    }))
+    .unwrap();
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": sha256(&config), "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": sha256(&layer), "size": layer.len()}],
+    }))
+    .unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let ld = sha256(&layer);
+    let (m, cfg, cd, ld2) = (
+        manifest.clone(),
+        config.clone(),
+        sha256(&config),
+        ld.clone(),
+    );
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { break };
+            let mut buf = [0u8; 4096];
+            let n = s.read(&mut buf).unwrap_or(0);
+            let req = String::from_utf8_lossy(&buf[..n]).to_string();
+            let path = req.split_whitespace().nth(1).unwrap_or("").to_string();
+            let (ct, body): (&str, Vec<u8>) = if path.contains("/manifests/") {
+                ("application/vnd.oci.image.manifest.v1+json", m.clone())
+            } else if path.ends_with(&cd) {
+                ("application/octet-stream", cfg.clone())
+            } else if path.ends_with(&ld2) {
+                ("application/octet-stream", b"not the layer!".to_vec())
+            } else {
+                ("application/json", b"{}".to_vec())
+            };
+            let _ = write!(
+                s,
+                "HTTP/1.1 200 OK\r\nContent-Type: {ct}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = s.write_all(&body);
+        }
+    });
+    let b = Berth::new();
+    let (_, err) = b.fails(&["pull", &format!("127.0.0.1:{port}/evil:1")]);
+    assert!(
+        err.contains("does not match its digest") && err.contains(&ld),
+        "{err}"
+    );
+    assert_eq!(b.ok(&["images", "-q"]), "");
+    let blobs = b.root.join("blobs/sha256");
+    let stored: Vec<_> = std::fs::read_dir(&blobs)
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(
+        !stored.iter().any(|n| ld.ends_with(n.to_str().unwrap())),
+        "the bad layer is not in the store: {stored:?}"
+    );
+}
+
+#[test]
+fn skopeo_copies_to_and_from_berths_registry_and_agrees_on_digests() {
+    require_root!();
+    if std::process::Command::new("skopeo")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipped: skopeo not installed");
+        return;
+    }
+    let reg = berth_registry(&[]);
+    let b = Berth::with_busybox();
+    let name = format!("{}/bb:1", reg.host);
+    b.ok(&["tag", "busybox:test", &name]);
+    let out = b.ok(&["push", &name]);
+    let digest = out
+        .lines()
+        .find_map(|l| l.split("digest: ").nth(1))
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap()
+        .to_string();
+    let skopeo = |args: &[&str]| {
+        let o = std::process::Command::new("skopeo")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "skopeo {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let v: serde_json::Value = serde_json::from_str(&skopeo(&[
+        "inspect",
+        "--tls-verify=false",
+        &format!("docker://{name}"),
+    ]))
+    .unwrap();
+    assert_eq!(v["Digest"], digest.as_str());
+    let dir = tempfile::tempdir().unwrap();
+    let layout = format!("oci:{}:bb", dir.path().join("layout").display());
+    skopeo(&[
+        "copy",
+        "--src-tls-verify=false",
+        &format!("docker://{name}"),
+        &layout,
+    ]);
+    skopeo(&[
+        "copy",
+        "--dest-tls-verify=false",
+        &layout,
+        &format!("docker://{}/copied:1", reg.host),
+    ]);
+    let other = Berth::new();
+    other.ok(&["pull", &format!("{}/copied:1", reg.host)]);
+    assert_eq!(
+        other.ok(&[
+            "run",
+            "--rm",
+            &format!("{}/copied:1", reg.host),
+            "echo",
+            "via skopeo"
+        ]),
+        "via skopeo\n"
+    );
+}

@@ -1,0 +1,454 @@
+//! `pull`, `push`, `login`: images to and from registries, through
+//! `berth_registry::client`. The network side runs on a current-thread tokio runtime
+//! made for the call, so the process stays single-threaded (libcontainer needs that).
+//! Every manifest and blob is checked against its digest before it is stored; blobs
+//! already in the store are not downloaded again, and a registry that already has a blob
+//! is not sent it again.
+
+use std::io::Write;
+
+use berth_image::config::{
+    host_platform, ImageConfig, Index, Manifest, Platform, MEDIA_DOCKER_LIST, MEDIA_OCI_INDEX,
+};
+use berth_image::digest::Digest;
+use berth_image::import::NewImage;
+use berth_image::reference::Reference;
+use berth_registry::auth::{self, Credentials};
+use berth_registry::client::Client;
+use futures_util::{StreamExt, TryStreamExt};
+use rusqlite::params;
+
+use crate::error::{EngineError, Result};
+use crate::Engine;
+
+/// How many layers move at once.
+const PARALLEL: usize = 3;
+
+#[derive(Debug, Clone, Default)]
+pub struct PullOptions {
+    /// `os/arch[/variant]`; the host's when None.
+    pub platform: Option<String>,
+    /// Registries spoken to over plain HTTP besides loopback ones.
+    pub insecure: Vec<String>,
+}
+
+/// What a pull did.
+pub struct Pulled {
+    pub reference: Reference,
+    pub digest: String,
+    pub id: Digest,
+    /// False when the image was there already, up to date.
+    pub downloaded: bool,
+}
+
+fn unavailable(e: impl std::fmt::Display) -> EngineError {
+    EngineError::Unavailable(e.to_string())
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(unavailable)
+}
+
+/// The registries berth treats as insecure: `BERTH_INSECURE_REGISTRIES` (comma-separated).
+pub fn insecure_registries() -> Vec<String> {
+    std::env::var("BERTH_INSECURE_REGISTRIES")
+        .unwrap_or_default()
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+fn parse_platform(s: &str) -> Result<Platform> {
+    let mut parts = s.split('/');
+    let (Some(os), Some(arch)) = (parts.next(), parts.next()) else {
+        return Err(EngineError::Invalid(format!(
+            "invalid platform {s:?}: expected os/arch[/variant]"
+        )));
+    };
+    Ok(Platform {
+        os: os.into(),
+        architecture: arch.into(),
+        variant: parts.next().map(String::from),
+    })
+}
+
+fn client_for(r: &Reference, insecure: &[String]) -> Result<Client> {
+    Client::new(&r.domain, auth::lookup(&r.domain), insecure).map_err(unavailable)
+}
+
+impl Engine {
+    /// Pulls `name`; `progress` gets Docker's progress lines (`<id>: Pull complete`).
+    pub fn pull(
+        &self,
+        name: &str,
+        opts: &PullOptions,
+        progress: &mut dyn FnMut(&str),
+    ) -> Result<Pulled> {
+        let r = Reference::parse(name)?;
+        let client = client_for(&r, &opts.insecure)?;
+        let want = match &opts.platform {
+            Some(p) => parse_platform(p)?,
+            None => host_platform(),
+        };
+        let reference = r
+            .digest
+            .as_ref()
+            .map(|d| d.to_string())
+            .or_else(|| r.tag.clone())
+            .unwrap_or_else(|| "latest".into());
+        progress(&format!(
+            "{}: Pulling from {}",
+            r.tag.as_deref().unwrap_or(&reference),
+            r.path
+        ));
+        let rt = runtime()?;
+        let repo = r.path.clone();
+        let (top_digest, manifest_bytes, manifest_digest) = rt.block_on(async {
+            let (bytes, media_type, _) = client
+                .manifest(&repo, &reference)
+                .await
+                .map_err(|e| not_found_or(&r, e))?;
+            let digest = Digest::of(&bytes);
+            if let Some(d) = &r.digest {
+                if *d != digest {
+                    return Err(EngineError::Invalid(format!(
+                        "manifest digest mismatch: asked for {d}, the registry sent {digest}"
+                    )));
+                }
+            }
+            let kind = serde_json::from_slice::<serde_json::Value>(&bytes)
+                .ok()
+                .and_then(|v| v["mediaType"].as_str().map(String::from))
+                .unwrap_or(media_type);
+            if kind == MEDIA_OCI_INDEX || kind == MEDIA_DOCKER_LIST {
+                let index: Index = serde_json::from_slice(&bytes)
+                    .map_err(|e| EngineError::Invalid(format!("invalid image index: {e}")))?;
+                let m = choose(&index, &want).ok_or_else(|| {
+                    EngineError::NoSuchImage(format!(
+                        "no matching manifest for {}/{}{} in the manifest list entries",
+                        want.os,
+                        want.architecture,
+                        want.variant
+                            .as_ref()
+                            .map(|v| format!("/{v}"))
+                            .unwrap_or_default()
+                    ))
+                })?;
+                let (inner, _, _) = client
+                    .manifest(&repo, &m.to_string())
+                    .await
+                    .map_err(unavailable)?;
+                if Digest::of(&inner) != m {
+                    return Err(EngineError::Invalid(format!(
+                        "manifest {m} from the registry does not match its digest"
+                    )));
+                }
+                Ok((digest, inner, m))
+            } else {
+                Ok((digest.clone(), bytes, digest))
+            }
+        })?;
+        let manifest: Manifest = serde_json::from_slice(&manifest_bytes).map_err(|e| {
+            EngineError::Invalid(format!("unsupported manifest (schema 1 or malformed): {e}"))
+        })?;
+        // Already here and up to date?
+        if let Ok(row) = self.find_image(&manifest.config.digest.to_string()) {
+            if row.manifest == manifest_digest {
+                self.record_pull(&r, &row.id, &top_digest)?;
+                return Ok(Pulled {
+                    reference: r,
+                    digest: top_digest.to_string(),
+                    id: row.id,
+                    downloaded: false,
+                });
+            }
+        }
+        // Config, then the layers the store lacks, a few at a time.
+        rt.block_on(async {
+            let mut wanted = vec![manifest.config.clone()];
+            wanted.extend(manifest.layers.iter().cloned());
+            let store = &self.store;
+            let client = &client;
+            let repo = &repo;
+            let mut lines = Vec::new();
+            let results: Vec<std::result::Result<String, EngineError>> =
+                futures_util::stream::iter(wanted.into_iter().enumerate().map(|(i, desc)| async move {
+                    let short = desc.digest.hex()[..12].to_string();
+                    if store.contains(&desc.digest) {
+                        return Ok(if i == 0 { String::new() } else { format!("{short}: Already exists") });
+                    }
+                    let resp = client
+                        .blob(repo, &desc.digest.to_string())
+                        .await
+                        .map_err(unavailable)?;
+                    let mut tmp = store.temp()?;
+                    let mut hasher = berth_image::digest::Hasher::new(std::io::sink());
+                    let mut stream = resp.bytes_stream();
+                    while let Some(chunk) = stream.try_next().await.map_err(unavailable)? {
+                        hasher.write_all(&chunk).map_err(crate::error::io_err(&tmp.path))?;
+                        tmp.file
+                            .write_all(&chunk)
+                            .map_err(crate::error::io_err(&tmp.path))?;
+                    }
+                    let (got, _, _) = hasher.finish();
+                    if got != desc.digest {
+                        return Err(EngineError::Invalid(format!(
+                            "blob {} from the registry does not match its digest (got {got}); nothing was stored",
+                            desc.digest
+                        )));
+                    }
+                    tmp.commit(&desc.digest)?;
+                    Ok(if i == 0 { String::new() } else { format!("{short}: Pull complete") })
+                }))
+                .buffered(PARALLEL)
+                .collect()
+                .await;
+            for r in results {
+                lines.push(r?);
+            }
+            for l in lines.into_iter().filter(|l| !l.is_empty()) {
+                progress(&l);
+            }
+            Ok::<(), EngineError>(())
+        })?;
+        let config_bytes = self.store.read(&manifest.config.digest)?;
+        let config: ImageConfig = serde_json::from_slice(&config_bytes)
+            .map_err(|e| EngineError::Invalid(format!("invalid image config: {e}")))?;
+        if config.rootfs.diff_ids.len() != manifest.layers.len() {
+            return Err(EngineError::Invalid(format!(
+                "the image config lists {} layers, the manifest {}",
+                config.rootfs.diff_ids.len(),
+                manifest.layers.len()
+            )));
+        }
+        self.store
+            .write_bytes(&manifest_bytes, Some(&manifest_digest))?;
+        let new = NewImage {
+            manifest_digest,
+            config_digest: manifest.config.digest.clone(),
+            layers: manifest
+                .layers
+                .iter()
+                .map(|l| l.digest.clone())
+                .zip(config.rootfs.diff_ids.iter().cloned())
+                .collect(),
+            config,
+        };
+        let tags: Vec<String> = if r.digest.is_none() {
+            vec![r.to_string()]
+        } else {
+            Vec::new()
+        };
+        let id = self.register(&new, &tags)?;
+        self.record_pull(&r, &id, &top_digest)?;
+        Ok(Pulled {
+            reference: r,
+            digest: top_digest.to_string(),
+            id,
+            downloaded: true,
+        })
+    }
+
+    /// Remembers `repository@digest` for the image (its RepoDigests) and records the event.
+    fn record_pull(&self, r: &Reference, id: &Digest, digest: &Digest) -> Result<()> {
+        self.record_repo_digest(r, id, digest)?;
+        self.emit(
+            "image",
+            "pull",
+            &r.familiar(),
+            [("name".to_string(), r.familiar())].into_iter().collect(),
+        );
+        Ok(())
+    }
+
+    fn record_repo_digest(&self, r: &Reference, id: &Digest, digest: &Digest) -> Result<()> {
+        self.db.execute(
+            "INSERT OR REPLACE INTO repo_digests (repository, digest, image) VALUES (?1, ?2, ?3)",
+            params![r.repository(), digest.to_string(), id.to_string()],
+        )?;
+        Ok(())
+    }
+
+    /// The `repository@digest` names recorded for an image.
+    pub fn repo_digests(&self, id: &Digest) -> Result<Vec<(String, String)>> {
+        let mut st = self
+            .db
+            .prepare("SELECT repository, digest FROM repo_digests WHERE image = ?1 ORDER BY repository, digest")?;
+        let rows = st
+            .query_map([id.to_string()], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<std::result::Result<Vec<(String, String)>, _>>()?;
+        Ok(rows)
+    }
+
+    /// Pushes `name`; returns the manifest digest. `progress` gets Docker's lines.
+    pub fn push(
+        &self,
+        name: &str,
+        insecure: &[String],
+        progress: &mut dyn FnMut(&str),
+    ) -> Result<Digest> {
+        let r = Reference::parse(name)?;
+        let row = self.find_image(&r.to_string())?;
+        let manifest_bytes = self.store.read(&row.manifest)?;
+        let manifest: Manifest = serde_json::from_slice(&manifest_bytes)
+            .map_err(|e| EngineError::Invalid(format!("stored manifest: {e}")))?;
+        let media_type = manifest
+            .media_type
+            .clone()
+            .unwrap_or_else(|| berth_image::config::MEDIA_OCI_MANIFEST.into());
+        let client = client_for(&r, insecure)?;
+        let tag = r.tag.clone().unwrap_or_else(|| "latest".into());
+        progress(&format!(
+            "The push refers to repository [{}]",
+            r.repository()
+        ));
+        // Another repository on the same registry that has this image's blobs.
+        let mount_from: Option<String> = self
+            .repo_digests(&row.id)?
+            .into_iter()
+            .filter_map(|(repo, _)| Reference::parse(&repo).ok())
+            .find(|o| o.domain == r.domain && o.path != r.path)
+            .map(|o| o.path);
+        let rt = runtime()?;
+        let repo = r.path.clone();
+        let digest = rt.block_on(async {
+            let mut blobs: Vec<(Digest, u64)> = manifest
+                .layers
+                .iter()
+                .map(|l| (l.digest.clone(), l.size))
+                .collect();
+            blobs.push((manifest.config.digest.clone(), manifest.config.size));
+            let store = &self.store;
+            let client = &client;
+            let repo = &repo;
+            let mount_from = &mount_from;
+            let results: Vec<std::result::Result<String, EngineError>> =
+                futures_util::stream::iter(blobs.into_iter().map(|(d, size)| async move {
+                    let short = d.hex()[..12].to_string();
+                    let ds = d.to_string();
+                    if client.blob_exists(repo, &ds).await.map_err(unavailable)? {
+                        return Ok(format!("{short}: Layer already exists"));
+                    }
+                    if let Some(from) = mount_from {
+                        if client.mount(repo, from, &ds).await.map_err(unavailable)? {
+                            return Ok(format!("{short}: Mounted from {from}"));
+                        }
+                    }
+                    let path = store.path(&d);
+                    client
+                        .upload(repo, &ds, size, || match std::fs::File::open(&path) {
+                            Ok(f) => reqwest::Body::wrap_stream(
+                                tokio_util::io::ReaderStream::with_capacity(
+                                    tokio::fs::File::from_std(f),
+                                    256 << 10,
+                                ),
+                            ),
+                            Err(_) => reqwest::Body::from(Vec::new()),
+                        })
+                        .await
+                        .map_err(unavailable)?;
+                    Ok(format!("{short}: Pushed"))
+                }))
+                .buffered(PARALLEL)
+                .collect()
+                .await;
+            for res in results {
+                progress(&res?);
+            }
+            let sent = client
+                .put_manifest(repo, &tag, &media_type, manifest_bytes.clone())
+                .await
+                .map_err(unavailable)?;
+            let digest = Digest::of(&manifest_bytes);
+            if let Some(s) = sent {
+                if s != digest.to_string() {
+                    return Err(EngineError::Invalid(format!(
+                        "the registry stored the manifest as {s}, expected {digest}"
+                    )));
+                }
+            }
+            Ok(digest)
+        })?;
+        progress(&format!(
+            "{tag}: digest: {digest} size: {}",
+            manifest_bytes.len()
+        ));
+        self.record_repo_digest(&r, &row.id, &digest)?;
+        self.emit(
+            "image",
+            "push",
+            &r.familiar(),
+            [("name".to_string(), r.familiar())].into_iter().collect(),
+        );
+        Ok(digest)
+    }
+
+    /// Checks `creds` against `server` and stores them in Docker's config.json.
+    pub fn login(&self, server: &str, creds: Credentials, insecure: &[String]) -> Result<()> {
+        let host = normalise_server(server);
+        let client = Client::new(&host, Some(creds.clone()), insecure).map_err(unavailable)?;
+        runtime()?
+            .block_on(client.ping())
+            .map_err(|e| EngineError::Unavailable(format!("login to {host} failed: {e}")))?;
+        auth::store(&host, &creds).map_err(crate::error::io_err(auth::config_path()))
+    }
+
+    /// Forgets the credentials for `server`; false when there were none.
+    pub fn logout(&self, server: &str) -> Result<bool> {
+        let host = normalise_server(server);
+        auth::remove(&host).map_err(crate::error::io_err(auth::config_path()))
+    }
+}
+
+/// `https://host/v1/` → `host`; Docker Hub's names → `docker.io`.
+pub fn normalise_server(s: &str) -> String {
+    let s = s
+        .trim_start_matches("https://")
+        .trim_start_matches("http://");
+    let s = s.split('/').next().unwrap_or(s);
+    match s {
+        "" | "index.docker.io" | "registry-1.docker.io" | "docker.io" => "docker.io".into(),
+        other => other.into(),
+    }
+}
+
+/// The index entry for `want` (os, architecture, and variant when both give one).
+fn choose(index: &Index, want: &Platform) -> Option<Digest> {
+    index
+        .manifests
+        .iter()
+        .filter(|m| {
+            m.platform.as_ref().is_some_and(|p| {
+                p.os == want.os
+                    && p.architecture == want.architecture
+                    && (want.variant.is_none() || p.variant.is_none() || p.variant == want.variant)
+            })
+        })
+        .map(|m| m.digest.clone())
+        .next()
+}
+
+fn not_found_or(r: &Reference, e: berth_registry::client::ClientError) -> EngineError {
+    let m = e.to_string();
+    if m.contains("manifest unknown") || m.contains("not found") || m.contains("name unknown") {
+        EngineError::NoSuchImage(format!("manifest for {} not found: {m}", r.familiar()))
+    } else {
+        EngineError::Unavailable(m)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn servers_normalise_like_dockers() {
+        assert_eq!(normalise_server("https://index.docker.io/v1/"), "docker.io");
+        assert_eq!(normalise_server("localhost:5000"), "localhost:5000");
+        assert_eq!(normalise_server("http://127.0.0.1:5000/"), "127.0.0.1:5000");
+    }
+}

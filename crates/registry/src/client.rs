@@ -1,0 +1,392 @@
+//! A distribution-spec client for one registry host: manifests and blobs, with the
+//! Bearer token flow (anonymous or with credentials) and Basic auth, answered once per
+//! scope and reused.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use reqwest::header::{
+    ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, LOCATION, WWW_AUTHENTICATE,
+};
+use reqwest::{Method, RequestBuilder, Response, StatusCode};
+
+use crate::auth::{parse_challenge, Challenge, Credentials};
+
+/// Every manifest type a pull accepts.
+pub const MANIFEST_TYPES: &[&str] = &[
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+];
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ClientError(pub String);
+
+type Result<T> = std::result::Result<T, ClientError>;
+
+fn err(e: impl std::fmt::Display) -> ClientError {
+    ClientError(e.to_string())
+}
+
+pub struct Client {
+    http: reqwest::Client,
+    /// The registry as references name it (`docker.io`, `localhost:5000`).
+    pub host: String,
+    /// `http(s)://endpoint`.
+    base: String,
+    creds: Option<Credentials>,
+    /// Bearer tokens by scope; a Basic answer is kept under "basic".
+    tokens: Mutex<HashMap<String, String>>,
+}
+
+/// Hosts spoken to over plain HTTP: loopback, and the ones configured as insecure.
+pub fn plain_http(host: &str, insecure: &[String]) -> bool {
+    let name = host.rsplit_once(':').map(|(h, _)| h).unwrap_or(host);
+    let name = name.trim_start_matches('[').trim_end_matches(']');
+    name == "localhost"
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+        || insecure.iter().any(|i| i == host || i == name)
+}
+
+impl Client {
+    /// A client for `host`, with `creds` if given. TLS trusts the system roots and
+    /// `/etc/berth/certs.d/HOST/ca.crt`.
+    pub fn new(host: &str, creds: Option<Credentials>, insecure: &[String]) -> Result<Client> {
+        let endpoint = if host == "docker.io" {
+            "registry-1.docker.io"
+        } else {
+            host
+        };
+        let scheme = if plain_http(host, insecure) {
+            "http"
+        } else {
+            "https"
+        };
+        let mut b =
+            reqwest::Client::builder().user_agent(concat!("berth/", env!("CARGO_PKG_VERSION")));
+        let ca = std::path::Path::new("/etc/berth/certs.d")
+            .join(host)
+            .join("ca.crt");
+        if let Ok(pem) = std::fs::read(&ca) {
+            for cert in reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| ClientError(format!("{}: {e}", ca.display())))?
+            {
+                b = b.add_root_certificate(cert);
+            }
+        }
+        Ok(Client {
+            http: b.build().map_err(err)?,
+            host: host.to_string(),
+            base: format!("{scheme}://{endpoint}"),
+            creds,
+            tokens: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn url(&self, path: &str) -> String {
+        if path.starts_with("http://") || path.starts_with("https://") {
+            path.to_string()
+        } else {
+            format!("{}{path}", self.base)
+        }
+    }
+
+    fn authorize(&self, rb: RequestBuilder, scope: &str) -> RequestBuilder {
+        let tokens = self.tokens.lock().expect("not poisoned");
+        if let Some(t) = tokens.get(scope) {
+            rb.header(AUTHORIZATION, format!("Bearer {t}"))
+        } else if tokens.contains_key("basic") {
+            let c = self.creds.as_ref().expect("basic only with credentials");
+            rb.basic_auth(&c.username, Some(&c.password))
+        } else {
+            rb
+        }
+    }
+
+    /// Answers a 401: fetches a token for the challenge's scope (or ours), or notes Basic.
+    async fn answer(&self, challenge: &str, scope: &str) -> Result<()> {
+        match parse_challenge(challenge) {
+            Some(Challenge::Basic) => {
+                if self.creds.is_none() {
+                    return Err(ClientError("unauthorized: authentication required".into()));
+                }
+                self.tokens
+                    .lock()
+                    .expect("not poisoned")
+                    .insert("basic".into(), String::new());
+                Ok(())
+            }
+            Some(Challenge::Bearer { realm, service, .. }) => {
+                let mut q: Vec<(&str, &str)> = Vec::new();
+                if let Some(s) = &service {
+                    q.push(("service", s));
+                }
+                if !scope.is_empty() {
+                    q.push(("scope", scope));
+                }
+                let mut rb = self.http.get(&realm).query(&q);
+                if let Some(c) = &self.creds {
+                    rb = rb.basic_auth(&c.username, Some(&c.password));
+                }
+                let resp = rb
+                    .send()
+                    .await
+                    .map_err(|e| ClientError(format!("token service {realm}: {e}")))?;
+                if !resp.status().is_success() {
+                    return Err(ClientError(format!(
+                        "token service {realm}: {}",
+                        resp.status()
+                    )));
+                }
+                let body = resp.bytes().await.map_err(err)?;
+                let v: serde_json::Value = serde_json::from_slice(&body).map_err(err)?;
+                let token = v["token"]
+                    .as_str()
+                    .or_else(|| v["access_token"].as_str())
+                    .ok_or_else(|| ClientError(format!("token service {realm}: no token")))?;
+                self.tokens
+                    .lock()
+                    .expect("not poisoned")
+                    .insert(scope.to_string(), token.to_string());
+                Ok(())
+            }
+            None => Err(ClientError(format!(
+                "unsupported authentication: {challenge}"
+            ))),
+        }
+    }
+
+    /// Sends a request made by `make`, authenticating for `scope` when challenged (the
+    /// request is made again, so bodies must be cheap to remake).
+    async fn send(
+        &self,
+        scope: &str,
+        make: impl Fn(&reqwest::Client) -> RequestBuilder,
+    ) -> Result<Response> {
+        let resp = self
+            .authorize(make(&self.http), scope)
+            .send()
+            .await
+            .map_err(|e| ClientError(format!("{}: {e}", self.host)))?;
+        if resp.status() != StatusCode::UNAUTHORIZED {
+            return Ok(resp);
+        }
+        let challenge = resp
+            .headers()
+            .get(WWW_AUTHENTICATE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        self.answer(&challenge, scope).await?;
+        let resp = self
+            .authorize(make(&self.http), scope)
+            .send()
+            .await
+            .map_err(|e| ClientError(format!("{}: {e}", self.host)))?;
+        if resp.status() == StatusCode::UNAUTHORIZED {
+            return Err(ClientError("unauthorized: authentication required".into()));
+        }
+        Ok(resp)
+    }
+
+    /// `GET /v2/`: checks the registry answers and the credentials are accepted.
+    pub async fn ping(&self) -> Result<()> {
+        let resp = self.send("", |c| c.get(self.url("/v2/"))).await?;
+        if resp.status().is_success() {
+            Ok(())
+        } else {
+            Err(api_error(resp).await)
+        }
+    }
+
+    fn scope(repo: &str, push: bool) -> String {
+        format!(
+            "repository:{repo}:{}",
+            if push { "pull,push" } else { "pull" }
+        )
+    }
+
+    /// A manifest by tag or digest: bytes, media type and the digest the registry gives.
+    pub async fn manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+    ) -> Result<(Vec<u8>, String, Option<String>)> {
+        let url = self.url(&format!("/v2/{repo}/manifests/{reference}"));
+        let resp = self
+            .send(&Self::scope(repo, false), |c| {
+                c.get(&url).header(ACCEPT, MANIFEST_TYPES.join(", "))
+            })
+            .await?;
+        if !resp.status().is_success() {
+            return Err(api_error(resp).await);
+        }
+        let h = |k| {
+            resp.headers()
+                .get(k)
+                .and_then(|v| v.to_str().ok())
+                .map(String::from)
+        };
+        let media_type = h(CONTENT_TYPE.as_str()).unwrap_or_default();
+        let digest = h("docker-content-digest");
+        let bytes = resp.bytes().await.map_err(err)?.to_vec();
+        Ok((bytes, media_type, digest))
+    }
+
+    /// A blob's response, to be streamed by the caller.
+    pub async fn blob(&self, repo: &str, digest: &str) -> Result<Response> {
+        let url = self.url(&format!("/v2/{repo}/blobs/{digest}"));
+        let resp = self
+            .send(&Self::scope(repo, false), |c| c.get(&url))
+            .await?;
+        if !resp.status().is_success() {
+            return Err(api_error(resp).await);
+        }
+        Ok(resp)
+    }
+
+    pub async fn blob_exists(&self, repo: &str, digest: &str) -> Result<bool> {
+        let url = self.url(&format!("/v2/{repo}/blobs/{digest}"));
+        let resp = self
+            .send(&Self::scope(repo, true), |c| c.head(&url))
+            .await?;
+        match resp.status() {
+            s if s.is_success() => Ok(true),
+            StatusCode::NOT_FOUND => Ok(false),
+            _ => Err(api_error(resp).await),
+        }
+    }
+
+    /// Asks the registry to link a blob it has in `from` into `repo`. Returns false
+    /// when it started an upload instead (which is cancelled).
+    pub async fn mount(&self, repo: &str, from: &str, digest: &str) -> Result<bool> {
+        let url = self.url(&format!(
+            "/v2/{repo}/blobs/uploads/?mount={digest}&from={from}"
+        ));
+        let scope = format!("{} repository:{from}:pull", Self::scope(repo, true));
+        let resp = self
+            .send(&scope, |c| c.post(&url).header(CONTENT_LENGTH, 0))
+            .await?;
+        match resp.status() {
+            StatusCode::CREATED => Ok(true),
+            StatusCode::ACCEPTED => {
+                if let Some(l) = resp.headers().get(LOCATION).and_then(|v| v.to_str().ok()) {
+                    let l = self.url(l);
+                    let _ = self.send(&Self::scope(repo, true), |c| c.delete(&l)).await;
+                }
+                Ok(false)
+            }
+            _ => Err(api_error(resp).await),
+        }
+    }
+
+    /// Uploads `body` (`size` bytes whose digest is `digest`): POST a session, then one
+    /// PUT with the content.
+    pub async fn upload(
+        &self,
+        repo: &str,
+        digest: &str,
+        size: u64,
+        body: impl Fn() -> reqwest::Body,
+    ) -> Result<()> {
+        let scope = Self::scope(repo, true);
+        let url = self.url(&format!("/v2/{repo}/blobs/uploads/"));
+        let resp = self
+            .send(&scope, |c| c.post(&url).header(CONTENT_LENGTH, 0))
+            .await?;
+        if resp.status() != StatusCode::ACCEPTED {
+            return Err(api_error(resp).await);
+        }
+        let loc = resp
+            .headers()
+            .get(LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| ClientError("upload: no Location".into()))?;
+        let mut put = self.url(loc);
+        put.push(if put.contains('?') { '&' } else { '?' });
+        put.push_str(&format!("digest={digest}"));
+        let resp = self
+            .send(&scope, |c| {
+                c.request(Method::PUT, &put)
+                    .header(CONTENT_TYPE, "application/octet-stream")
+                    .header(CONTENT_LENGTH, size)
+                    .body(body())
+            })
+            .await?;
+        if resp.status() != StatusCode::CREATED {
+            return Err(api_error(resp).await);
+        }
+        Ok(())
+    }
+
+    /// Puts a manifest under `reference`; returns the digest the registry reports.
+    pub async fn put_manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+        media_type: &str,
+        bytes: Vec<u8>,
+    ) -> Result<Option<String>> {
+        let url = self.url(&format!("/v2/{repo}/manifests/{reference}"));
+        let resp = self
+            .send(&Self::scope(repo, true), |c| {
+                c.put(&url)
+                    .header(CONTENT_TYPE, media_type)
+                    .body(bytes.clone())
+            })
+            .await?;
+        if resp.status() != StatusCode::CREATED {
+            return Err(api_error(resp).await);
+        }
+        Ok(resp
+            .headers()
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok())
+            .map(String::from))
+    }
+}
+
+/// A registry's error response as one line: `manifest unknown: …` or the status.
+async fn api_error(resp: Response) -> ClientError {
+    let status = resp.status();
+    let body = resp.bytes().await.unwrap_or_default();
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    match v["errors"][0]["message"].as_str() {
+        Some(m) if !m.is_empty() => {
+            let code = v["errors"][0]["code"]
+                .as_str()
+                .unwrap_or_default()
+                .to_ascii_lowercase()
+                .replace('_', " ");
+            if code.is_empty() || m.contains(&code) {
+                ClientError(m.to_string())
+            } else {
+                ClientError(format!("{code}: {m}"))
+            }
+        }
+        _ => ClientError(format!("unexpected status from the registry: {status}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_and_insecure_hosts_use_plain_http() {
+        assert!(plain_http("localhost:5000", &[]));
+        assert!(plain_http("127.0.0.1:5000", &[]));
+        assert!(plain_http("127.1.2.3", &[]));
+        assert!(plain_http("[::1]:5000", &[]));
+        assert!(!plain_http("registry.example:5000", &[]));
+        assert!(plain_http(
+            "registry.example:5000",
+            &["registry.example:5000".into()]
+        ));
+        assert!(!plain_http("docker.io", &[]));
+    }
+}
