@@ -887,3 +887,59 @@ fn berth_runs_containers_with_crun_or_passes_on_cruns_refusal() {
     );
     eprintln!("skipped: crun cannot run containers on this hybrid cgroup host: {err}");
 }
+
+/// dockerd pulls what berth pushed to berth's registry and runs it; berth pulls and runs
+/// what `docker push` put there.
+#[test]
+fn dockerd_pulls_from_and_pushes_to_berths_registry() {
+    require_root!();
+    let dockerd = require_peer!("dockerd", "docker.io");
+    let unshare = require_peer!("unshare", "util-linux");
+    let Some(client) = docker_client() else {
+        eprintln!("skipped: needs the docker client (apt-get install docker.io)");
+        return;
+    };
+    let d = match Dockerd::start(&dockerd, &unshare, client, "{}\n") {
+        Ok(d) => d,
+        Err(why) if in_ci() => panic!("private dockerd did not start: {why}"),
+        Err(why) => {
+            eprintln!("skipped: private dockerd did not start (a failure when CI is set): {why}");
+            return;
+        }
+    };
+    let reg = common::berth_registry(&[]);
+    let b = Berth::with_busybox();
+    let name = format!("{}/team/bb:1", reg.host);
+    b.ok(&["tag", "busybox:test", &name]);
+    b.ok(&["push", &name]);
+    let pulled = d.ok(&["pull", &name]);
+    assert!(
+        pulled.contains("Downloaded newer image"),
+        "docker pull: {pulled}"
+    );
+    assert_eq!(
+        d.ok(&["image", "inspect", "-f", "{{.Id}}", &name]).trim(),
+        b.inspect(&name, "{{.Id}}"),
+        "docker sees the same image"
+    );
+    let out = d.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        &name,
+        "echo",
+        "docker ran it",
+    ]);
+    assert_eq!(out.trim(), "docker ran it");
+    let from_docker = format!("{}/from-docker:1", reg.host);
+    d.ok(&["tag", &name, &from_docker]);
+    let pushed = d.ok(&["push", &from_docker]);
+    assert!(pushed.contains("digest: sha256:"), "docker push: {pushed}");
+    let other = Berth::new();
+    other.ok(&["pull", &from_docker]);
+    assert_eq!(
+        other.ok(&["run", "--rm", &from_docker, "echo", "berth ran it"]),
+        "berth ran it\n"
+    );
+}
