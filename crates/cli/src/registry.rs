@@ -56,27 +56,40 @@ pub fn main(args: Vec<String>) -> CliResult<u8> {
             root,
             htpasswd,
             tls_cert,
-            tls_key: _,
+            tls_key,
             config,
             quiet,
         } => {
-            for (flag, given) in [
-                ("--htpasswd", htpasswd.is_some()),
-                ("--tls-cert", tls_cert.is_some()),
-                ("--config", config.is_some()),
-            ] {
-                if given {
+            let config = config
+                .map(|p| berth_registry::access::Config::load(&p))
+                .transpose()
+                .map_err(|e| Failure::new(1, e))?;
+            let access = match htpasswd {
+                Some(h) => Some(
+                    berth_registry::access::Access::new(&h, config)
+                        .map_err(|e| Failure::new(1, e))?,
+                ),
+                None if config.is_some() => {
                     return Err(Failure::new(
                         1,
-                        format!("registry serve {flag} is not implemented yet"),
-                    ));
+                        "--config needs --htpasswd (its rules name users)",
+                    ))
                 }
-            }
+                None => None,
+            };
+            let tls = match (&tls_cert, &tls_key) {
+                (Some(c), Some(k)) => {
+                    Some(berth_registry::server::tls_config(c, k).map_err(|e| Failure::new(1, e))?)
+                }
+                _ => None,
+            };
             let storage = berth_registry::storage::Storage::open(&root)
                 .map_err(|e| Failure::new(1, format!("{}: {e}", root.display())))?;
             let state = Arc::new(berth_registry::server::State {
                 storage,
                 log: !quiet,
+                access,
+                tls: tls.is_some(),
             });
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
@@ -87,8 +100,9 @@ pub fn main(args: Vec<String>) -> CliResult<u8> {
                     .await
                     .map_err(|e| Failure::new(1, format!("listening on {addr}: {e}")))?;
                 eprintln!(
-                    "berth registry serving {} on http://{}",
+                    "berth registry serving {} on {}://{}",
                     root.display(),
+                    if tls.is_some() { "https" } else { "http" },
                     listener.local_addr()?
                 );
                 let shutdown = async {
@@ -100,7 +114,12 @@ pub fn main(args: Vec<String>) -> CliResult<u8> {
                         _ = term.recv() => {}
                     }
                 };
-                berth_registry::server::serve(listener, state, shutdown).await?;
+                match tls {
+                    Some(t) => {
+                        berth_registry::server::serve_tls(listener, state, t, shutdown).await?
+                    }
+                    None => berth_registry::server::serve(listener, state, shutdown).await?,
+                }
                 eprintln!("berth registry stopped");
                 Ok::<u8, Failure>(0)
             })

@@ -342,3 +342,249 @@ fn skopeo_copies_to_and_from_berths_registry_and_agrees_on_digests() {
         "via skopeo\n"
     );
 }
+
+fn login(b: &Berth, host: &str, user: &str, password: &str) -> std::process::Output {
+    let mut child = b
+        .cmd()
+        .args(["login", "-u", user, "--password-stdin", host])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{password}\n").as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// berth's registry with htpasswd users and per-repository rules, through the Bearer
+/// token flow Docker Hub uses (berth's client, and skopeo's).
+#[test]
+fn berths_registry_checks_users_and_rules_through_tokens() {
+    require_root!();
+    let dir = tempfile::tempdir().unwrap();
+    let htpasswd = dir.path().join("htpasswd");
+    // bcrypt, as `htpasswd -B` writes it (cost 5 keeps the test quick).
+    let mut lines = String::new();
+    for (u, p) in [("alice", "alice-pw"), ("bob", "bob-pw")] {
+        let out = std::process::Command::new("htpasswd")
+            .args(["-nbB", "-C", "5", u, p])
+            .output();
+        match out {
+            Ok(o) if o.status.success() => lines.push_str(&String::from_utf8_lossy(&o.stdout)),
+            _ => {
+                eprintln!("skipped: htpasswd (apache2-utils) not installed");
+                return;
+            }
+        }
+    }
+    std::fs::write(&htpasswd, lines).unwrap();
+    let config = dir.path().join("registry.toml");
+    std::fs::write(
+        &config,
+        r#"
+[[access]]
+users = ["alice"]
+repositories = ["*"]
+actions = ["pull", "push", "delete"]
+
+[[access]]
+users = ["bob"]
+repositories = ["team/*"]
+actions = ["pull"]
+
+[[access]]
+users = ["anonymous"]
+repositories = ["public/*"]
+actions = ["pull"]
+"#,
+    )
+    .unwrap();
+    let reg = berth_registry(&[
+        "--htpasswd",
+        htpasswd.to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    let alice = Berth::with_busybox();
+    let team = format!("{}/team/bb:1", reg.host);
+    let public = format!("{}/public/bb:1", reg.host);
+    alice.ok(&["tag", "busybox:test", &team]);
+    alice.ok(&["tag", "busybox:test", &public]);
+    let (_, err) = alice.fails(&["push", &team]);
+    assert!(err.contains("authentication required"), "{err}");
+    let out = login(&alice, &reg.host, "alice", "wrong");
+    assert!(!out.status.success(), "a wrong password is refused");
+    let out = login(&alice, &reg.host, "alice", "alice-pw");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    alice.ok(&["push", &team]);
+    alice.ok(&["push", &public]);
+    // Anonymous: public pulls only.
+    let anon = Berth::new();
+    anon.ok(&["pull", &public]);
+    let (_, err) = anon.fails(&["pull", &team]);
+    assert!(err.contains("authentication required"), "{err}");
+    // bob: pulls team/*, may not push.
+    let bob = Berth::with_busybox();
+    assert!(login(&bob, &reg.host, "bob", "bob-pw").status.success());
+    bob.ok(&["pull", &team]);
+    bob.ok(&["tag", "busybox:test", &format!("{}/team/bob:1", reg.host)]);
+    let (_, err) = bob.fails(&["push", &format!("{}/team/bob:1", reg.host)]);
+    assert!(err.contains("denied"), "{err}");
+    // skopeo speaks the same token flow.
+    if std::process::Command::new("skopeo")
+        .arg("--version")
+        .output()
+        .is_ok()
+    {
+        let o = std::process::Command::new("skopeo")
+            .args([
+                "inspect",
+                "--tls-verify=false",
+                "--creds",
+                "bob:bob-pw",
+                &format!("docker://{team}"),
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "skopeo: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let o = std::process::Command::new("skopeo")
+            .args([
+                "inspect",
+                "--tls-verify=false",
+                "--creds",
+                "bob:nope",
+                &format!("docker://{team}"),
+            ])
+            .output()
+            .unwrap();
+        assert!(!o.status.success(), "skopeo with a wrong password");
+    }
+}
+
+/// `registry serve --tls-cert/--tls-key`; berth trusts it through
+/// `$BERTH_CERTS_DIR/HOST/ca.crt`, and refuses it without.
+#[test]
+fn berths_registry_serves_tls_and_the_client_verifies_it() {
+    require_root!();
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n).to_str().unwrap().to_string();
+    let openssl = |args: &[&str]| {
+        let o = std::process::Command::new("openssl").args(args).output();
+        matches!(o, Ok(o) if o.status.success())
+    };
+    let ext = p("ext.cnf");
+    std::fs::write(
+        &ext,
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    let made = openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        &p("ca.key"),
+        "-out",
+        &p("ca.crt"),
+        "-days",
+        "1",
+        "-subj",
+        "/CN=berth test CA",
+    ]) && openssl(&[
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        &p("server.key"),
+        "-out",
+        &p("server.csr"),
+        "-subj",
+        "/CN=127.0.0.1",
+    ]) && openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        &p("server.csr"),
+        "-CA",
+        &p("ca.crt"),
+        "-CAkey",
+        &p("ca.key"),
+        "-CAcreateserial",
+        "-out",
+        &p("server.crt"),
+        "-days",
+        "1",
+        "-extfile",
+        &ext,
+    ]);
+    if !made {
+        eprintln!("skipped: openssl could not make a test certificate");
+        return;
+    }
+    let reg = berth_registry(&[
+        "--tls-cert",
+        &p("server.crt"),
+        "--tls-key",
+        &p("server.key"),
+    ]);
+    assert!(reg.base.starts_with("https://"), "{}", reg.base);
+    let certs = dir.path().join("certs.d");
+    let b = Berth::with_busybox();
+    let name = format!("{}/tls/bb:1", reg.host);
+    b.ok(&["tag", "busybox:test", &name]);
+    // Without the CA: the certificate is not trusted (and plain HTTP is not tried).
+    std::fs::create_dir_all(certs.join(&reg.host)).unwrap();
+    std::fs::write(certs.join(&reg.host).join("ca.crt"), b"").unwrap();
+    let out = b
+        .cmd()
+        .env("BERTH_CERTS_DIR", &certs)
+        .args(["push", &name])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "an unknown CA is refused");
+    std::fs::copy(p("ca.crt"), certs.join(&reg.host).join("ca.crt")).unwrap();
+    let out = b
+        .cmd()
+        .env("BERTH_CERTS_DIR", &certs)
+        .args(["push", &name])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "push over TLS: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let other = Berth::new();
+    let out = other
+        .cmd()
+        .env("BERTH_CERTS_DIR", &certs)
+        .args(["pull", &name])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "pull over TLS: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(other.ok(&["run", "--rm", &name, "echo", "tls"]), "tls\n");
+}

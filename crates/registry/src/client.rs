@@ -30,6 +30,21 @@ fn err(e: impl std::fmt::Display) -> ClientError {
     ClientError(e.to_string())
 }
 
+/// An error and its causes on one line (reqwest hides the cause: a TLS or DNS error).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let t = c.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        cur = c.source();
+    }
+    s
+}
+
 pub struct Client {
     http: reqwest::Client,
     /// The registry as references name it (`docker.io`, `localhost:5000`).
@@ -52,6 +67,13 @@ pub fn plain_http(host: &str, insecure: &[String]) -> bool {
         || insecure.iter().any(|i| i == host || i == name)
 }
 
+/// Where per-registry CA certificates live: `$BERTH_CERTS_DIR` or `/etc/berth/certs.d`.
+pub fn certs_dir() -> std::path::PathBuf {
+    std::env::var_os("BERTH_CERTS_DIR")
+        .map(Into::into)
+        .unwrap_or_else(|| "/etc/berth/certs.d".into())
+}
+
 impl Client {
     /// A client for `host`, with `creds` if given. TLS trusts the system roots and
     /// `/etc/berth/certs.d/HOST/ca.crt`.
@@ -61,16 +83,16 @@ impl Client {
         } else {
             host
         };
-        let scheme = if plain_http(host, insecure) {
+        // A CA configured for the host means it speaks TLS, loopback or not.
+        let has_ca = certs_dir().join(host).join("ca.crt").exists();
+        let scheme = if plain_http(host, insecure) && !has_ca {
             "http"
         } else {
             "https"
         };
         let mut b =
             reqwest::Client::builder().user_agent(concat!("berth/", env!("CARGO_PKG_VERSION")));
-        let ca = std::path::Path::new("/etc/berth/certs.d")
-            .join(host)
-            .join("ca.crt");
+        let ca = certs_dir().join(host).join("ca.crt");
         if let Ok(pem) = std::fs::read(&ca) {
             for cert in reqwest::Certificate::from_pem_bundle(&pem)
                 .map_err(|e| ClientError(format!("{}: {e}", ca.display())))?
@@ -171,7 +193,7 @@ impl Client {
             .authorize(make(&self.http), scope)
             .send()
             .await
-            .map_err(|e| ClientError(format!("{}: {e}", self.host)))?;
+            .map_err(|e| ClientError(format!("{}: {}", self.host, chain(&e))))?;
         if resp.status() != StatusCode::UNAUTHORIZED {
             return Ok(resp);
         }
@@ -186,7 +208,7 @@ impl Client {
             .authorize(make(&self.http), scope)
             .send()
             .await
-            .map_err(|e| ClientError(format!("{}: {e}", self.host)))?;
+            .map_err(|e| ClientError(format!("{}: {}", self.host, chain(&e))))?;
         if resp.status() == StatusCode::UNAUTHORIZED {
             return Err(ClientError("unauthorized: authentication required".into()));
         }
@@ -367,6 +389,9 @@ async fn api_error(resp: Response) -> ClientError {
             } else {
                 ClientError(format!("{code}: {m}"))
             }
+        }
+        _ if status == StatusCode::FORBIDDEN => {
+            ClientError("denied: requested access to the resource is denied".into())
         }
         _ => ClientError(format!("unexpected status from the registry: {status}")),
     }

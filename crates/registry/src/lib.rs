@@ -1,6 +1,7 @@
 //! berth's registry: [`server`] implements the OCI distribution spec v1.1 over
 //! [`storage::Storage`], a crash-safe, deduplicated layout on the local file system.
 
+pub mod access;
 pub mod auth;
 pub mod client;
 pub mod digest;

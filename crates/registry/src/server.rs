@@ -19,6 +19,10 @@ pub struct State {
     pub storage: Storage,
     /// Log one line per request to stderr.
     pub log: bool,
+    /// Users and rules; None: no authentication.
+    pub access: Option<crate::access::Access>,
+    /// Served over TLS (for the token realm's scheme).
+    pub tls: bool,
 }
 
 /// An error as the spec shapes it: a status and `{"errors":[{code,message,detail}]}`.
@@ -270,9 +274,16 @@ pub async fn handle(state: Arc<State>, req: Request<Body>) -> Response<Body> {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let head = method == Method::HEAD;
-    let resp = match dispatch(&state, req).await {
-        Ok(r) => r,
-        Err(e) => error_response(e, head),
+    let resp = if path == "/token" {
+        token_endpoint(&state, &req)
+    } else {
+        match authorize(&state, &req) {
+            Err(e) => error_response(e, head),
+            Ok(()) => match dispatch(&state, req).await {
+                Ok(r) => r,
+                Err(e) => error_response(e, head),
+            },
+        }
     };
     if state.log {
         eprintln!(
@@ -282,6 +293,175 @@ pub async fn handle(state: Arc<State>, req: Request<Body>) -> Response<Body> {
         );
     }
     resp
+}
+
+const SERVICE: &str = "berth-registry";
+
+/// What a request needs: (repository, action) pairs; an empty list means "any
+/// authenticated client" (the base endpoint, the catalog).
+fn needs(method: &Method, r: &Route, q: &[(String, String)]) -> Vec<(String, &'static str)> {
+    let action: &'static str = match *method {
+        Method::GET | Method::HEAD => "pull",
+        Method::DELETE => "delete",
+        _ => "push",
+    };
+    match r {
+        Route::Base | Route::Catalog => Vec::new(),
+        Route::Tags(n) | Route::Referrers(n, _) => vec![(n.clone(), "pull")],
+        Route::Manifest(n, _) | Route::Blob(n, _) => vec![(n.clone(), action)],
+        Route::Upload(n, _) => vec![(n.clone(), "push")],
+        Route::UploadStart(n) => {
+            let mut v = vec![(n.clone(), "push")];
+            if let (Some(_), Some(from)) = (param(q, "mount"), param(q, "from")) {
+                v.push((from.to_string(), "pull"));
+            }
+            v
+        }
+    }
+}
+
+/// Checks the request's credentials against what it needs; the error is the 401 (with a
+/// Bearer challenge for the scope) or 403 to send.
+fn authorize(state: &State, req: &Request<Body>) -> Result<(), ApiError> {
+    let Some(access) = &state.access else {
+        return Ok(());
+    };
+    let Some(r) = route(req.uri().path()) else {
+        return Ok(());
+    };
+    let q = query(req.uri());
+    let needed = needs(req.method(), &r, &q);
+    let auth = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("localhost");
+    let scope = needed
+        .iter()
+        .map(|(repo, action)| format!("repository:{repo}:{action}"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let challenge = || {
+        let mut e = ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "UNAUTHORIZED",
+            "authentication required",
+        );
+        let mut c = format!(
+            "Bearer realm=\"{}://{host}/token\",service=\"{SERVICE}\"",
+            if state.tls { "https" } else { "http" }
+        );
+        if !scope.is_empty() {
+            c.push_str(&format!(",scope=\"{scope}\""));
+        }
+        e.headers.push((header::WWW_AUTHENTICATE, c));
+        e
+    };
+    let denied = || {
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            "DENIED",
+            "requested access to the resource is denied",
+        )
+    };
+    use crate::access::Identity;
+    if let Some(t) = auth.strip_prefix("Bearer ") {
+        for (repo, action) in &needed {
+            match access.token(t.trim(), Some(repo), action) {
+                None => return Err(challenge()),
+                Some((_, true)) => {}
+                // The token was made for other scopes: ask for one; the rules may refuse.
+                Some((id, false)) => {
+                    let ask = id == Identity::Anonymous || access.allowed(&id, repo, action);
+                    return Err(if ask { challenge() } else { denied() });
+                }
+            }
+        }
+        if needed.is_empty() && access.token(t.trim(), None, "").is_none() {
+            return Err(challenge());
+        }
+        return Ok(());
+    }
+    let who = if auth.starts_with("Basic ") {
+        access.basic(auth).ok_or_else(challenge)?
+    } else {
+        Identity::Anonymous
+    };
+    if needed.is_empty() {
+        return if who == Identity::Anonymous {
+            Err(challenge())
+        } else {
+            Ok(())
+        };
+    }
+    for (repo, action) in &needed {
+        if !access.allowed(&who, repo, action) {
+            return Err(if who == Identity::Anonymous {
+                challenge()
+            } else {
+                denied()
+            });
+        }
+    }
+    Ok(())
+}
+
+/// `GET /token?service=…&scope=…`: Docker's token service. Basic credentials, when
+/// given, must be right; the token grants what the rules allow of the scopes asked.
+fn token_endpoint(state: &State, req: &Request<Body>) -> Response<Body> {
+    let Some(access) = &state.access else {
+        return error_response(
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "UNSUPPORTED",
+                "this registry does not use tokens",
+            ),
+            false,
+        );
+    };
+    let auth = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let who = if auth.is_empty() {
+        crate::access::Identity::Anonymous
+    } else {
+        match access.basic(auth) {
+            Some(w) => w,
+            None => {
+                return error_response(
+                    ApiError::new(
+                        StatusCode::UNAUTHORIZED,
+                        "UNAUTHORIZED",
+                        "incorrect username or password",
+                    ),
+                    false,
+                )
+            }
+        }
+    };
+    let scopes: Vec<String> = query(req.uri())
+        .into_iter()
+        .filter(|(k, _)| k == "scope")
+        .map(|(_, v)| v)
+        .collect();
+    let token = access.issue(who, &scopes);
+    let body = json!({
+        "token": token,
+        "access_token": token,
+        "expires_in": crate::access::TOKEN_TTL.as_secs(),
+    });
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body.to_string()))
+        .expect("valid")
 }
 
 async fn dispatch(state: &State, req: Request<Body>) -> Result<Response<Body>, ApiError> {
@@ -623,19 +803,83 @@ fn list_page(
     Ok(b.body(Body::from(body.to_string())).expect("valid"))
 }
 
+fn router(state: Arc<State>) -> axum::Router {
+    axum::Router::new().fallback(move |req: Request<Body>| {
+        let state = state.clone();
+        async move { handle(state, req).await }
+    })
+}
+
 /// Serves until `shutdown` completes, then finishes the requests in flight.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: Arc<State>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = axum::Router::new().fallback(move |req: Request<Body>| {
-        let state = state.clone();
-        async move { handle(state, req).await }
-    });
-    axum::serve(listener, app)
+    axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+/// Loads a PEM certificate chain and private key for [`serve_tls`].
+pub fn tls_config(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<Arc<rustls::ServerConfig>, String> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| format!("{}: {e}", cert.display()))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("{}: {e}", cert.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{}: no certificate", cert.display()));
+    }
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("{}: {e}", key.display()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| format!("TLS: {e}"))?;
+    Ok(Arc::new(cfg))
+}
+
+/// [`serve`] over TLS.
+pub async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    state: Arc<State>,
+    tls: Arc<rustls::ServerConfig>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let app = router(state);
+    let mut conns = tokio::task::JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => {
+                let Ok((tcp, _)) = accepted else { continue };
+                let acceptor = acceptor.clone();
+                let app = app.clone();
+                conns.spawn(async move {
+                    let Ok(stream) = acceptor.accept(tcp).await else { return };
+                    let svc = hyper_util::service::TowerToHyperService::new(app);
+                    let _ = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        }
+    }
+    // Requests in flight get a moment to finish.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while conns.join_next().await.is_some() {}
+    })
+    .await;
+    Ok(())
 }
 
 #[cfg(test)]

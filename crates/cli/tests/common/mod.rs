@@ -293,14 +293,15 @@ pub fn berth_registry(extra: &[&str]) -> Server {
     std::io::BufReader::new(child.stderr.take().unwrap())
         .read_line(&mut line)
         .unwrap();
-    let addr = line
+    let url = line
         .trim()
-        .rsplit_once("http://")
+        .rsplit_once(" on ")
         .map(|(_, a)| a.to_string())
         .unwrap_or_else(|| panic!("no address in {line:?}"));
+    let addr = url.split_once("://").map(|(_, a)| a.to_string()).unwrap();
     Server {
         child,
-        base: format!("http://{addr}"),
+        base: url,
         host: addr,
         dir,
     }
