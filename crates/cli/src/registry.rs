@@ -22,6 +22,18 @@ pub struct RegistryCli {
 
 #[derive(Subcommand)]
 enum RegistryCmd {
+    /// Remove blobs no manifest references (safe while the registry serves)
+    Gc {
+        /// Directory holding the registry's content
+        #[arg(long)]
+        root: PathBuf,
+        /// Keep unreferenced blobs used more recently than this (a push in progress)
+        #[arg(long, default_value = "1h")]
+        grace: String,
+        /// Only report what would be removed
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Serve the OCI distribution API from a directory
     Serve {
         /// Address to listen on
@@ -51,6 +63,35 @@ enum RegistryCmd {
 pub fn main(args: Vec<String>) -> CliResult<u8> {
     let cli = RegistryCli::parse_from(args);
     match cli.cmd {
+        RegistryCmd::Gc {
+            root,
+            grace,
+            dry_run,
+        } => {
+            let grace = parse_duration(&grace).ok_or_else(|| {
+                Failure::new(
+                    1,
+                    format!("invalid --grace {grace:?}: use e.g. 30m, 1h, 0s"),
+                )
+            })?;
+            if !root.join("blobs").is_dir() {
+                return Err(Failure::new(
+                    1,
+                    format!("{}: not a registry root", root.display()),
+                ));
+            }
+            let storage = berth_registry::storage::Storage::open(&root)
+                .map_err(|e| Failure::new(1, format!("{}: {e}", root.display())))?;
+            let r = storage.gc(grace, dry_run)?;
+            println!(
+                "{} {} blobs ({}), kept {}",
+                if dry_run { "would remove" } else { "removed" },
+                r.removed,
+                crate::format::human_size(r.bytes),
+                r.kept
+            );
+            Ok(0)
+        }
         RegistryCmd::Serve {
             addr,
             root,
@@ -90,6 +131,7 @@ pub fn main(args: Vec<String>) -> CliResult<u8> {
                 log: !quiet,
                 access,
                 tls: tls.is_some(),
+                metrics: Default::default(),
             });
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
@@ -125,4 +167,18 @@ pub fn main(args: Vec<String>) -> CliResult<u8> {
             })
         }
     }
+}
+
+/// `90s`, `30m`, `1h`, `0`: a duration in seconds, minutes or hours.
+fn parse_duration(s: &str) -> Option<std::time::Duration> {
+    let s = s.trim();
+    let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = n.parse().ok()?;
+    let secs = match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        _ => return None,
+    };
+    Some(std::time::Duration::from_secs(secs))
 }

@@ -439,6 +439,36 @@ actions = ["pull"]
     bob.ok(&["tag", "busybox:test", &format!("{}/team/bob:1", reg.host)]);
     let (_, err) = bob.fails(&["push", &format!("{}/team/bob:1", reg.host)]);
     assert!(err.contains("denied"), "{err}");
+    // The web page shows each visitor what they may pull, and asks anonymous visitors
+    // to log in for the rest.
+    let c = reqwest::blocking::Client::new();
+    let home = c
+        .get(format!("{}/", reg.base))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        home.contains("public/bb") && !home.contains("team/bb"),
+        "{home}"
+    );
+    let r = c.get(format!("{}/ui/r/team/bb", reg.base)).send().unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    assert!(r.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .starts_with("Basic"));
+    let home = c
+        .get(format!("{}/", reg.base))
+        .basic_auth("bob", Some("bob-pw"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        home.contains("team/bb") && !home.contains("public/bb"),
+        "{home}"
+    );
     // skopeo speaks the same token flow.
     if std::process::Command::new("skopeo")
         .arg("--version")

@@ -7,3 +7,4 @@ pub mod client;
 pub mod digest;
 pub mod server;
 pub mod storage;
+pub mod ui;

@@ -23,6 +23,76 @@ pub struct State {
     pub access: Option<crate::access::Access>,
     /// Served over TLS (for the token realm's scheme).
     pub tls: bool,
+    pub metrics: Metrics,
+}
+
+/// Request duration histogram bounds, in seconds.
+const BUCKETS: [f64; 10] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 2.5,
+];
+
+/// What `/metrics` reports, in Prometheus' text format.
+#[derive(Default)]
+pub struct Metrics {
+    requests: std::sync::Mutex<std::collections::BTreeMap<(String, u16), u64>>,
+    sent: std::sync::atomic::AtomicU64,
+    received: std::sync::atomic::AtomicU64,
+    buckets: [std::sync::atomic::AtomicU64; 10],
+    count: std::sync::atomic::AtomicU64,
+    sum_micros: std::sync::atomic::AtomicU64,
+}
+
+impl Metrics {
+    fn record(&self, method: &str, status: u16, seconds: f64, received: u64, sent: u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        *self
+            .requests
+            .lock()
+            .expect("not poisoned")
+            .entry((method.to_string(), status))
+            .or_default() += 1;
+        self.received.fetch_add(received, Relaxed);
+        self.sent.fetch_add(sent, Relaxed);
+        for (i, b) in BUCKETS.iter().enumerate() {
+            if seconds <= *b {
+                self.buckets[i].fetch_add(1, Relaxed);
+            }
+        }
+        self.count.fetch_add(1, Relaxed);
+        self.sum_micros.fetch_add((seconds * 1e6) as u64, Relaxed);
+    }
+
+    pub fn render(&self) -> String {
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut out = String::new();
+        out.push_str("# HELP berth_registry_requests_total Requests served, by method and status code.\n# TYPE berth_registry_requests_total counter\n");
+        for ((m, c), n) in self.requests.lock().expect("not poisoned").iter() {
+            out.push_str(&format!(
+                "berth_registry_requests_total{{method=\"{m}\",code=\"{c}\"}} {n}\n"
+            ));
+        }
+        out.push_str(&format!(
+            "# HELP berth_registry_received_bytes_total Request body bytes announced by Content-Length.\n# TYPE berth_registry_received_bytes_total counter\nberth_registry_received_bytes_total {}\n",
+            self.received.load(Relaxed)
+        ));
+        out.push_str(&format!(
+            "# HELP berth_registry_sent_bytes_total Response body bytes (Content-Length).\n# TYPE berth_registry_sent_bytes_total counter\nberth_registry_sent_bytes_total {}\n",
+            self.sent.load(Relaxed)
+        ));
+        out.push_str("# HELP berth_registry_request_duration_seconds Time to the response head.\n# TYPE berth_registry_request_duration_seconds histogram\n");
+        for (i, b) in BUCKETS.iter().enumerate() {
+            out.push_str(&format!(
+                "berth_registry_request_duration_seconds_bucket{{le=\"{b}\"}} {}\n",
+                self.buckets[i].load(Relaxed)
+            ));
+        }
+        let count = self.count.load(Relaxed);
+        out.push_str(&format!(
+            "berth_registry_request_duration_seconds_bucket{{le=\"+Inf\"}} {count}\nberth_registry_request_duration_seconds_sum {}\nberth_registry_request_duration_seconds_count {count}\n",
+            self.sum_micros.load(Relaxed) as f64 / 1e6
+        ));
+        out
+    }
 }
 
 /// An error as the spec shapes it: a status and `{"errors":[{code,message,detail}]}`.
@@ -274,8 +344,21 @@ pub async fn handle(state: Arc<State>, req: Request<Body>) -> Response<Body> {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let head = method == Method::HEAD;
+    let received = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
     let resp = if path == "/token" {
         token_endpoint(&state, &req)
+    } else if path == "/metrics" {
+        Response::builder()
+            .header(header::CONTENT_TYPE, "text/plain; version=0.0.4")
+            .body(Body::from(state.metrics.render()))
+            .expect("valid")
+    } else if path == "/" || path.starts_with("/ui/") {
+        web(&state, &req)
     } else {
         match authorize(&state, &req) {
             Err(e) => error_response(e, head),
@@ -285,6 +368,19 @@ pub async fn handle(state: Arc<State>, req: Request<Body>) -> Response<Body> {
             },
         }
     };
+    let sent = resp
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    state.metrics.record(
+        method.as_str(),
+        resp.status().as_u16(),
+        started.elapsed().as_secs_f64(),
+        received,
+        sent,
+    );
     if state.log {
         eprintln!(
             "{method} {path} {} {:.1}ms",
@@ -296,6 +392,66 @@ pub async fn handle(state: Arc<State>, req: Request<Body>) -> Response<Body> {
 }
 
 const SERVICE: &str = "berth-registry";
+
+/// The web page (`/`, `/ui/r/NAME`, `/ui/m/NAME/REFERENCE`).
+fn web(state: &State, req: &Request<Body>) -> Response<Body> {
+    use crate::access::Identity;
+    let path = req.uri().path();
+    let who = state.access.as_ref().map(|a| {
+        req.headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|h| a.basic(h))
+            .unwrap_or(Identity::Anonymous)
+    });
+    let visible = |repo: &str| match (&state.access, &who) {
+        (Some(a), Some(w)) => a.allowed(w, repo, "pull"),
+        _ => true,
+    };
+    let s = &state.storage;
+    let html = if path == "/" {
+        let anyone = s.catalog().iter().any(|r| visible(r));
+        if !anyone && who == Some(Identity::Anonymous) {
+            None
+        } else {
+            Some(crate::ui::index(s, &visible))
+        }
+    } else if let Some(name) = path.strip_prefix("/ui/r/") {
+        if !valid_name(name) || !visible(name) {
+            None
+        } else {
+            crate::ui::repository(s, name)
+        }
+    } else if let Some((name, reference)) =
+        path.strip_prefix("/ui/m/").and_then(|p| p.rsplit_once('/'))
+    {
+        if !valid_name(name) || !visible(name) {
+            None
+        } else {
+            crate::ui::manifest(s, name, &percent_decode(reference))
+        }
+    } else {
+        None
+    };
+    match html {
+        Some(h) => Response::builder()
+            .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
+            .body(Body::from(h))
+            .expect("valid"),
+        None if who == Some(Identity::Anonymous) => Response::builder()
+            .status(StatusCode::UNAUTHORIZED)
+            .header(header::WWW_AUTHENTICATE, "Basic realm=\"berth registry\"")
+            .body(Body::from("authentication required"))
+            .expect("valid"),
+        None => Response::builder()
+            .status(StatusCode::NOT_FOUND)
+            .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
+            .body(Body::from(
+                "<!doctype html><title>not found</title><p>Not found.</p>",
+            ))
+            .expect("valid"),
+    }
+}
 
 /// What a request needs: (repository, action) pairs; an empty list means "any
 /// authenticated client" (the base endpoint, the catalog).

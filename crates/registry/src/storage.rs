@@ -149,7 +149,16 @@ impl Storage {
     }
 
     pub fn link_blob(&self, name: &str, d: &Digest) -> io::Result<()> {
+        self.touch(d);
         self.write_atomic(&self.layer_link(name, d), b"")
+    }
+
+    /// Marks a blob as just used, so a garbage collection running now keeps it (it only
+    /// removes unreferenced blobs older than its grace period).
+    fn touch(&self, d: &Digest) {
+        if let Ok(f) = File::options().write(true).open(self.blob_path(d)) {
+            let _ = f.set_modified(std::time::SystemTime::now());
+        }
     }
 
     /// Unlinks a blob from `name`; false when it was not linked.
@@ -366,7 +375,13 @@ impl Storage {
             Some(s) => Some(descriptor_digest(s)?),
             None => None,
         };
-        if !self.blob_exists(&digest) {
+        // What this manifest names must survive a collection that marked before it.
+        for d in referenced(&v) {
+            self.touch(&d);
+        }
+        if self.blob_exists(&digest) {
+            self.touch(&digest);
+        } else {
             self.write_atomic(&self.blob_path(&digest), bytes)?;
         }
         self.write_atomic(&self.revision_link(name, &digest), media_type.as_bytes())?;
@@ -529,6 +544,103 @@ impl Storage {
     }
 }
 
+/// The blobs and manifests a manifest or index names (config, layers, manifests,
+/// subject).
+fn referenced(v: &serde_json::Value) -> Vec<Digest> {
+    let mut out = Vec::new();
+    let mut add = |d: &serde_json::Value| {
+        if let Some(d) = d["digest"].as_str().and_then(Digest::parse) {
+            out.push(d);
+        }
+    };
+    add(&v["config"]);
+    add(&v["subject"]);
+    for key in ["layers", "manifests", "blobs"] {
+        for d in v[key].as_array().into_iter().flatten() {
+            add(d);
+        }
+    }
+    out
+}
+
+/// What a garbage collection found and did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct GcReport {
+    pub kept: usize,
+    pub removed: usize,
+    pub bytes: u64,
+}
+
+impl Storage {
+    /// Removes every blob no manifest of any repository references (directly or through
+    /// an index) and that was not used within `grace`. Safe while serving: uploads are not
+    /// blobs until finished, and everything a push links or names is touched first, so a
+    /// push racing the collection finds its blobs fresh. `dry_run` only counts.
+    pub fn gc(&self, grace: std::time::Duration, dry_run: bool) -> io::Result<GcReport> {
+        let mut marked = std::collections::HashSet::new();
+        for repo in self.catalog() {
+            let dir = self.repo(&repo).join("_manifests/revisions");
+            for alg in [Algorithm::Sha256, Algorithm::Sha512] {
+                for e in fs::read_dir(dir.join(alg.name()))
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                {
+                    let Some(d) = e
+                        .file_name()
+                        .to_str()
+                        .and_then(|h| Digest::parse(&format!("{}:{h}", alg.name())))
+                    else {
+                        continue;
+                    };
+                    if let Ok(bytes) = fs::read(self.blob_path(&d)) {
+                        if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes) {
+                            marked.extend(referenced(&v));
+                        }
+                    }
+                    marked.insert(d);
+                }
+            }
+        }
+        let mut report = GcReport::default();
+        let now = std::time::SystemTime::now();
+        for alg in [Algorithm::Sha256, Algorithm::Sha512] {
+            let base = self.root.join("blobs").join(alg.name());
+            for prefix in fs::read_dir(&base).into_iter().flatten().flatten() {
+                for e in fs::read_dir(prefix.path()).into_iter().flatten().flatten() {
+                    let Some(d) = e
+                        .file_name()
+                        .to_str()
+                        .and_then(|h| Digest::parse(&format!("{}:{h}", alg.name())))
+                    else {
+                        continue;
+                    };
+                    if marked.contains(&d) {
+                        report.kept += 1;
+                        continue;
+                    }
+                    let Ok(meta) = e.metadata() else { continue };
+                    let age = meta
+                        .modified()
+                        .ok()
+                        .and_then(|m| now.duration_since(m).ok())
+                        .unwrap_or_default();
+                    if age < grace {
+                        report.kept += 1;
+                        continue;
+                    }
+                    report.removed += 1;
+                    report.bytes += meta.len();
+                    if !dry_run {
+                        fs::remove_file(e.path())?;
+                    }
+                }
+            }
+        }
+        Ok(report)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -586,5 +698,41 @@ mod tests {
         assert_eq!(s.blob_size("other", &right), None, "linked into r only");
         assert!(s.mount_blob("other", "r", &right).unwrap());
         assert_eq!(s.blob_size("other", &right), Some(5));
+    }
+
+    #[test]
+    fn gc_removes_only_old_unreferenced_blobs() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Storage::open(dir.path()).unwrap();
+        let config = Digest::of(Algorithm::Sha256, b"{}");
+        let layer = Digest::of(Algorithm::Sha256, b"layer");
+        let orphan = Digest::of(Algorithm::Sha256, b"orphan");
+        s.put_blob("r", &config, b"{}").unwrap();
+        s.put_blob("r", &layer, b"layer").unwrap();
+        s.put_blob("r", &orphan, b"orphan").unwrap();
+        let m = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "x", "digest": config.to_string(), "size": 2},
+            "layers": [{"mediaType": "x", "digest": layer.to_string(), "size": 5}],
+        });
+        let (md, _) = s
+            .put_manifest("r", "v1", "", &serde_json::to_vec(&m).unwrap())
+            .unwrap();
+        // Within the grace period nothing goes, referenced or not.
+        let hour = std::time::Duration::from_secs(3600);
+        assert_eq!(s.gc(hour, false).unwrap().removed, 0);
+        let r = s.gc(std::time::Duration::ZERO, true).unwrap();
+        assert_eq!((r.removed, r.bytes), (1, 6), "dry run counts the orphan");
+        assert!(s.blob_exists(&orphan));
+        s.gc(std::time::Duration::ZERO, false).unwrap();
+        assert!(!s.blob_exists(&orphan));
+        for d in [&config, &layer, &md] {
+            assert!(s.blob_exists(d), "{d} is referenced");
+        }
+        // Deleting the manifest lets its blobs go.
+        s.delete_manifest("r", &md.to_string()).unwrap();
+        s.gc(std::time::Duration::ZERO, false).unwrap();
+        assert!(!s.blob_exists(&layer) && !s.blob_exists(&md));
     }
 }
