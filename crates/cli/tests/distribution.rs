@@ -211,7 +211,18 @@ fn pull_chooses_the_platform_from_an_index() {
 #[test]
 fn a_registry_sending_wrong_bytes_stores_nothing() {
     require_root!();
-    let layer = b"the real layer".to_vec();
+    let tar_of = |name: &str, data: &[u8]| {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(&mut h, name, data).unwrap();
+        b.into_inner().unwrap()
+    };
+    // Both valid layers: the wrong one unpacks fine, and must still not be kept.
+    let layer = tar_of("real", b"the real layer");
+    let wrong = tar_of("evil", b"what the registry sends instead");
     let config = serde_json::to_vec(&serde_json::json!({
         "architecture": "amd64", "os": "linux",
         "rootfs": {"type": "layers", "diff_ids": [sha256(&layer)]},
@@ -245,7 +256,7 @@ fn a_registry_sending_wrong_bytes_stores_nothing() {
             } else if path.ends_with(&cd) {
                 ("application/octet-stream", cfg.clone())
             } else if path.ends_with(&ld2) {
-                ("application/octet-stream", b"not the layer!".to_vec())
+                ("application/octet-stream", wrong.clone())
             } else {
                 ("application/json", b"{}".to_vec())
             };
@@ -264,6 +275,15 @@ fn a_registry_sending_wrong_bytes_stores_nothing() {
         "{err}"
     );
     assert_eq!(b.ok(&["images", "-q"]), "");
+    let unpacked: Vec<_> = std::fs::read_dir(b.root.join("layers"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n != "l" && n != "tmp")
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(unpacked.is_empty(), "no layer stays unpacked: {unpacked:?}");
     let blobs = b.root.join("blobs/sha256");
     let stored: Vec<_> = std::fs::read_dir(&blobs)
         .map(|d| d.flatten().map(|e| e.file_name()).collect())

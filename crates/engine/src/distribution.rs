@@ -167,54 +167,10 @@ impl Engine {
                 });
             }
         }
-        // Config, then the layers the store lacks, a few at a time.
-        rt.block_on(async {
-            let mut wanted = vec![manifest.config.clone()];
-            wanted.extend(manifest.layers.iter().cloned());
-            let store = &self.store;
-            let client = &client;
-            let repo = &repo;
-            let mut lines = Vec::new();
-            let results: Vec<std::result::Result<String, EngineError>> =
-                futures_util::stream::iter(wanted.into_iter().enumerate().map(|(i, desc)| async move {
-                    let short = desc.digest.hex()[..12].to_string();
-                    if store.contains(&desc.digest) {
-                        return Ok(if i == 0 { String::new() } else { format!("{short}: Already exists") });
-                    }
-                    let resp = client
-                        .blob(repo, &desc.digest.to_string())
-                        .await
-                        .map_err(unavailable)?;
-                    let mut tmp = store.temp()?;
-                    let mut hasher = berth_image::digest::Hasher::new(std::io::sink());
-                    let mut stream = resp.bytes_stream();
-                    while let Some(chunk) = stream.try_next().await.map_err(unavailable)? {
-                        hasher.write_all(&chunk).map_err(crate::error::io_err(&tmp.path))?;
-                        tmp.file
-                            .write_all(&chunk)
-                            .map_err(crate::error::io_err(&tmp.path))?;
-                    }
-                    let (got, _, _) = hasher.finish();
-                    if got != desc.digest {
-                        return Err(EngineError::Invalid(format!(
-                            "blob {} from the registry does not match its digest (got {got}); nothing was stored",
-                            desc.digest
-                        )));
-                    }
-                    tmp.commit(&desc.digest)?;
-                    Ok(if i == 0 { String::new() } else { format!("{short}: Pull complete") })
-                }))
-                .buffered(PARALLEL)
-                .collect()
-                .await;
-            for r in results {
-                lines.push(r?);
-            }
-            for l in lines.into_iter().filter(|l| !l.is_empty()) {
-                progress(&l);
-            }
-            Ok::<(), EngineError>(())
-        })?;
+        // The config first: its diff ids name the layers' unpacked dirs.
+        if !self.store.contains(&manifest.config.digest) {
+            rt.block_on(self.fetch_blob(&client, &repo, &manifest.config.digest, None))?;
+        }
         let config_bytes = self.store.read(&manifest.config.digest)?;
         let config: ImageConfig = serde_json::from_slice(&config_bytes)
             .map_err(|e| EngineError::Invalid(format!("invalid image config: {e}")))?;
@@ -225,6 +181,39 @@ impl Engine {
                 manifest.layers.len()
             )));
         }
+        let chains = berth_image::digest::chain_ids(&config.rootfs.diff_ids);
+        // Then the layers, a few at a time, each unpacked while it downloads.
+        let progress = std::cell::RefCell::new(progress);
+        rt.block_on(async {
+            let results: Vec<Result<()>> = futures_util::stream::iter(
+                manifest
+                    .layers
+                    .iter()
+                    .zip(&config.rootfs.diff_ids)
+                    .zip(&chains)
+                    .map(|((desc, diff_id), chain)| {
+                        let client = &client;
+                        let repo = &repo;
+                        let progress = &progress;
+                        async move {
+                            let short = &desc.digest.hex()[..12];
+                            if self.store.contains(&desc.digest) {
+                                // Unpacked by `register` if it is not yet.
+                                (progress.borrow_mut())(&format!("{short}: Already exists"));
+                                return Ok(());
+                            }
+                            self.fetch_blob(client, repo, &desc.digest, Some((chain, diff_id)))
+                                .await?;
+                            (progress.borrow_mut())(&format!("{short}: Pull complete"));
+                            Ok(())
+                        }
+                    }),
+            )
+            .buffered(PARALLEL)
+            .collect()
+            .await;
+            results.into_iter().collect::<Result<Vec<()>>>()
+        })?;
         self.store
             .write_bytes(&manifest_bytes, Some(&manifest_digest))?;
         let new = NewImage {
@@ -251,6 +240,78 @@ impl Engine {
             id,
             downloaded: true,
         })
+    }
+
+    /// Downloads a blob into the store, checking its digest; nothing is stored when it
+    /// does not match. With `unpack` (chain id, diff id) the layer is unpacked as it
+    /// arrives, on a blocking thread fed through a bounded channel, and removed again if
+    /// the blob turns out wrong.
+    async fn fetch_blob(
+        &self,
+        client: &Client,
+        repo: &str,
+        digest: &Digest,
+        unpack: Option<(&Digest, &Digest)>,
+    ) -> Result<()> {
+        let resp = client
+            .blob(repo, &digest.to_string())
+            .await
+            .map_err(unavailable)?;
+        let mut tmp = self.store.temp()?;
+        let mut hasher = berth_image::digest::Hasher::new(std::io::sink());
+        let mut unpacker = None;
+        let mut tx = None;
+        if let Some((chain, diff_id)) = unpack {
+            if !self.layers.exists(chain) {
+                let (t, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(32);
+                let layers = berth_image::layers::LayerStore::open(self.layers.root())?;
+                let (chain, diff_id, blob) = (chain.clone(), diff_id.clone(), digest.clone());
+                unpacker = Some(tokio::task::spawn_blocking(move || {
+                    let reader = ChannelReader {
+                        rx,
+                        buf: bytes::Bytes::new(),
+                    };
+                    Engine::unpack_layer(&layers, &chain, &blob, &diff_id, reader)
+                }));
+                tx = Some(t);
+            }
+        }
+        let mut stream = resp.bytes_stream();
+        while let Some(chunk) = stream.try_next().await.map_err(unavailable)? {
+            hasher
+                .write_all(&chunk)
+                .map_err(crate::error::io_err(&tmp.path))?;
+            tmp.file
+                .write_all(&chunk)
+                .map_err(crate::error::io_err(&tmp.path))?;
+            if let Some(t) = &tx {
+                if t.send(chunk).await.is_err() {
+                    // The unpacker stopped: its error is reported below.
+                    tx = None;
+                }
+            }
+        }
+        drop(tx);
+        let unpacked = match unpacker {
+            Some(u) => Some(u.await.map_err(unavailable)?),
+            None => None,
+        };
+        let (got, _, _) = hasher.finish();
+        if got != *digest {
+            if let Some((chain, _)) = unpack {
+                if matches!(unpacked, Some(Ok(_))) {
+                    let _ = self.layers.remove(chain);
+                }
+            }
+            return Err(EngineError::Invalid(format!(
+                "blob {digest} from the registry does not match its digest (got {got}); nothing was stored"
+            )));
+        }
+        if let Some(r) = unpacked {
+            r?;
+        }
+        tmp.commit(digest)?;
+        Ok(())
     }
 
     /// Remembers `repository@digest` for the image (its RepoDigests) and records the event.
@@ -401,6 +462,27 @@ impl Engine {
     pub fn logout(&self, server: &str) -> Result<bool> {
         let host = normalise_server(server);
         auth::remove(&host).map_err(crate::error::io_err(auth::config_path()))
+    }
+}
+
+/// A blocking reader over chunks sent from the async side.
+struct ChannelReader {
+    rx: tokio::sync::mpsc::Receiver<bytes::Bytes>,
+    buf: bytes::Bytes,
+}
+
+impl std::io::Read for ChannelReader {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        while self.buf.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(b) => self.buf = b,
+                None => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.buf.len());
+        out[..n].copy_from_slice(&self.buf[..n]);
+        self.buf = self.buf.slice(n..);
+        Ok(n)
     }
 }
 

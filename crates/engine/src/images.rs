@@ -102,6 +102,33 @@ impl Engine {
         }))
     }
 
+    /// Unpacks one layer blob (compressed or not, read from `blob_reader`) as `chain`,
+    /// checking that its uncompressed content is `diff_id`; returns the unpacked size. The
+    /// layer dir appears complete or not at all, and is removed again on a mismatch.
+    pub(crate) fn unpack_layer(
+        layers: &berth_image::layers::LayerStore,
+        chain: &Digest,
+        blob: &Digest,
+        diff_id: &Digest,
+        blob_reader: impl Read,
+    ) -> Result<u64> {
+        let io = |e: std::io::Error| EngineError::Invalid(format!("layer {blob}: {e}"));
+        let (_, tar) = decompress(blob_reader).map_err(io)?;
+        let mut hashing = berth_image::digest::Hasher::new(tar);
+        let _stats = layers.unpack(chain, &mut hashing)?;
+        // Drain what the tar reader left (padding), then check the diff id.
+        std::io::copy(&mut hashing, &mut std::io::sink()).map_err(io)?;
+        let (got, size, _) = hashing.finish();
+        if &got != diff_id {
+            let _ = layers.remove(chain);
+            return Err(EngineError::Invalid(format!(
+            "layer {blob} does not match the image config: expected diff id {diff_id}, got {got}"
+        )));
+        }
+        let _ = std::fs::write(layers.dir(chain).join("size"), size.to_string());
+        Ok(size)
+    }
+
     /// Finds an image by reference, full id, or id prefix (as Docker accepts them).
     pub fn find_image(&self, name: &str) -> Result<ImageRow> {
         let not_found = || EngineError::NoSuchImage(name.to_string());
@@ -214,22 +241,7 @@ impl Engine {
         for ((blob, diff_id), chain) in layers.iter().zip(&chains) {
             if !self.layers.exists(chain) {
                 let reader = self.store.open_verified(blob)?;
-                let (_, tar) =
-                    decompress(reader).map_err(crate::error::io_err(self.store.path(blob)))?;
-                let mut hashing = berth_image::digest::Hasher::new(tar);
-                let _stats = self.layers.unpack(chain, &mut hashing)?;
-                // Drain what the tar reader left (padding), then check the diff id.
-                std::io::copy(&mut hashing, &mut std::io::sink())
-                    .map_err(crate::error::io_err(self.store.path(blob)))?;
-                let (got, size, _) = hashing.finish();
-                if &got != diff_id {
-                    let _ = self.layers.remove(chain);
-                    return Err(EngineError::Invalid(format!(
-                        "layer {blob} does not match the image config: expected diff id {diff_id}, got {got}"
-                    )));
-                }
-                let _ = std::fs::write(self.layers.dir(chain).join("size"), size.to_string());
-                total += size;
+                total += Self::unpack_layer(&self.layers, chain, blob, diff_id, reader)?;
             } else {
                 total += std::fs::read_to_string(self.layers.dir(chain).join("size"))
                     .ok()
