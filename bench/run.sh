@@ -13,7 +13,7 @@
 # It is a report: it exits 0 even when a target fails, non-zero only when it breaks.
 #
 # Usage: bench/run.sh [--quick] [--runs N] [--containers N] [--health N] [--health-peers N]
-#                     [--no-docker] [--no-podman]
+#                     [--registry | --registry-only] [--no-docker] [--no-podman]
 # Env:   BERTH_BIN (skip the cargo build), BENCH_OUT (where the JSON goes),
 #        DOCKER_CLI, BENCH_DOCKER_STORAGE (default vfs), BENCH_PODMAN_STORAGE (default vfs)
 # See bench/README.md.
@@ -29,6 +29,9 @@ NRUNNING=3
 WANT_DOCKER=1
 WANT_PODMAN=1
 NHEALTH=200
+REGISTRY=0
+CORE=1
+NSTATS=100
 NHEALTH_PEERS=20
 HEALTH_SECS=20
 
@@ -43,6 +46,8 @@ while (($#)); do
         --containers=*) NCONT=${1#*=} ;;
         --health) NHEALTH=${2:?--health needs a number}; shift ;;
         --health-peers) NHEALTH_PEERS=${2:?--health-peers needs a number}; shift ;;
+        --registry) REGISTRY=1 ;;
+        --registry-only) REGISTRY=1; CORE=0 ;;
         --no-docker) WANT_DOCKER=0 ;;
         --no-podman) WANT_PODMAN=0 ;;
         -h|--help) usage; exit 0 ;;
@@ -65,6 +70,9 @@ T_PS_MS=100
 T_STATS_MS=200
 T_HEALTH_MON_CPU=0.2
 T_HEALTH_HOST_CPU=5
+T_PUSH_RATIO=4
+T_PULL_RATIO=3
+T_RPS_RATIO=3
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
@@ -410,6 +418,10 @@ bench() {
         || { warn "hyperfine failed for $name"; rm -f "$OUT/$name.json"; }
 }
 
+# Filled by the scenarios, read by the report (which runs whatever ran).
+declare -A RSS=() RSSPROC=() HBUSY=() HN=()
+HMON_RSS="" HMON_CPU="" HBASE="" EXEC_MON_RSS=""
+core_scenarios() {
 # ---------------------------------------------------------------------------------------
 # 1. run --rm
 bench run run --rm --network none busybox:bench true
@@ -434,7 +446,7 @@ rss_detail() {
     awk '/^RssAnon:/ { a = $2 } /^RssFile:/ { f = $2 } /^RssShmem:/ { s = $2 } /^VmHWM:/ { h = $2 }
          END { printf "anon %s, file %s, shmem %s, peak %s KiB", a, f, s, h }' "/proc/$1/status" 2>/dev/null
 }
-declare -A RSS=() RSSPROC=()
+RSS=() RSSPROC=()
 for e in "${ENGINES[@]}"; do
     if ! eng "$e" run -d --network none --name bench-rss busybox:bench sleep 100000 >/dev/null; then
         warn "$e: could not start bench-rss"
@@ -478,7 +490,7 @@ host_busy() {
 # CPU time (s) of a process and its reaped children, from /proc/PID/stat.
 proc_cpu() { awk -v t="$(getconf CLK_TCK)" '{ printf "%.3f", ($14 + $15 + $16 + $17) / t }' "/proc/$1/stat" 2>/dev/null; }
 HC=(--network none --health-cmd true --health-interval 1s)
-declare -A HBUSY=() HN=()
+HBUSY=() HN=()
 HMON_RSS="" HMON_CPU=""
 if id=$(berth run -d "${HC[@]}" --name bench-health busybox:bench sleep 100000) \
     && pid=$(sleep 1; pgrep -f "berth-monitor .*$id" | head -n1); then
@@ -521,7 +533,6 @@ done
 
 # ---------------------------------------------------------------------------------------
 # 6. stats --no-stream with NSTATS running containers
-NSTATS=100
 for e in "${ENGINES[@]}"; do
     log "$e: starting $NSTATS containers for stats"
     for ((i = 0; i < NSTATS; i++)); do
@@ -555,6 +566,127 @@ for e in "${ENGINES[@]}"; do
     note "$e: $(eng "$e" ps -aq | wc -l) containers, $(eng "$e" ps -q | wc -l) running ($(awk -v s="$start" -v e="$(date +%s.%N)" 'BEGIN { printf "%.1f", e - s }') s to create)"
 done
 bench ps ps -a
+
+}
+((CORE)) && core_scenarios
+# ---------------------------------------------------------------------------------------
+# 7. (--registry) push and pull of a ~200 MB Debian minbase image through a registry on
+#    loopback (Debian's docker-registry), and manifest GETs per second from berth's
+#    registry against docker-registry under the same load (wrk).
+declare -gA REG=()
+registry_scenarios() {
+    local deb=${BENCH_DEBIAN_TAR:-$OUT/debian-minbase.tar}
+    if [[ ! -s $deb ]]; then
+        command -v debootstrap >/dev/null || { warn "registry: no debootstrap (apt-get install debootstrap); skipped"; return; }
+        log "registry: debootstrap --variant=minbase bookworm (cached in $deb)"
+        if ! debootstrap --variant=minbase bookworm "$TMP/debroot" "${BENCH_DEBIAN_MIRROR:-http://deb.debian.org/debian}" >"$TMP/debootstrap.log" 2>&1; then
+            warn "registry: debootstrap failed: $(tail -n 2 "$TMP/debootstrap.log")"
+            return
+        fi
+        tar -C "$TMP/debroot" --numeric-owner -cf "$deb.tmp" . && mv "$deb.tmp" "$deb"
+        rm -rf "$TMP/debroot"
+    fi
+    berth import -c 'CMD ["/bin/bash"]' "$deb" debian:bench >/dev/null || { warn "registry: berth import failed"; return; }
+    REG[size]=$(berth image inspect -f '{{.Size}}' debian:bench)
+    local dreg
+    dreg=$(command -v docker-registry || command -v registry || true)
+    [[ -n $dreg ]] || { warn "registry: no docker-registry (apt-get install docker-registry); skipped"; return; }
+    local port
+    port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    mkdir -p "$TMP/dreg"
+    cat >"$TMP/dreg/config.yml" <<CFG
+version: 0.1
+log:
+  level: error
+storage:
+  filesystem:
+    rootdirectory: $TMP/dreg/data
+  delete:
+    enabled: true
+http:
+  addr: 127.0.0.1:$port
+CFG
+    # Starts docker-registry with empty storage (before every push run).
+    cat >"$TMP/dreg/reset.sh" <<SH
+#!/bin/bash
+[[ -f $TMP/dreg/pid ]] && kill \$(cat $TMP/dreg/pid) 2>/dev/null && sleep 0.2
+rm -rf $TMP/dreg/data
+setsid $dreg serve $TMP/dreg/config.yml </dev/null >$TMP/dreg/log 2>&1 &
+echo \$! >$TMP/dreg/pid
+for i in \$(seq 100); do (echo >/dev/tcp/127.0.0.1/$port) 2>/dev/null && exit 0; sleep 0.05; done
+exit 1
+SH
+    chmod +x "$TMP/dreg/reset.sh"
+    "$TMP/dreg/reset.sh" || { warn "registry: docker-registry did not start"; return; }
+    local host=127.0.0.1:$port
+    berth tag debian:bench "$host/bench/berth:1"
+    local args=(-n berth "$BERTH_S push $host/bench/berth:1" ) prep=(--prepare "$TMP/dreg/reset.sh")
+    if ((HAVE_DOCKER)); then
+        berth save debian:bench | "${DOCKER[@]}" load >/dev/null
+        "${DOCKER[@]}" tag debian:bench "$host/bench/docker:1"
+        args+=(-n docker "$DOCKER_S push $host/bench/docker:1")
+        prep+=(--prepare "$TMP/dreg/reset.sh")
+    fi
+    log "scenario push: ${REG[size]} bytes unpacked"
+    hyperfine -N --runs "${REG_RUNS:-5}" "${prep[@]}" --export-json "$OUT/push.json" "${args[@]}" >&2 \
+        || warn "hyperfine failed for push"
+    # Pull what docker pushed (gzip layers, as registries hold them); berth's own push
+    # when there is no docker.
+    "$TMP/dreg/reset.sh"
+    local src=$host/bench/berth:1
+    if ((HAVE_DOCKER)); then
+        "${DOCKER[@]}" push "$host/bench/docker:1" >/dev/null && src=$host/bench/docker:1
+    else
+        berth push "$src" >/dev/null
+    fi
+    # Every run starts without the image (all its tags, blobs and layers): the image id
+    # is the same in both engines and for every tag of it.
+    local id
+    id=$(berth image inspect -f '{{.Id}}' debian:bench)
+    cat >"$TMP/rmi-berth.sh" <<SH
+#!/bin/bash
+$BERTH_S rmi -f $id >/dev/null 2>&1; sync; echo 3 >/proc/sys/vm/drop_caches
+SH
+    cat >"$TMP/rmi-docker.sh" <<SH
+#!/bin/bash
+$DOCKER_S rmi -f $id >/dev/null 2>&1; sync; echo 3 >/proc/sys/vm/drop_caches
+SH
+    chmod +x "$TMP"/rmi-*.sh
+    args=(-n berth "$BERTH_S pull $src")
+    prep=(--prepare "$TMP/rmi-berth.sh")
+    if ((HAVE_DOCKER)); then
+        args+=(-n docker "$DOCKER_S pull $src")
+        prep+=(--prepare "$TMP/rmi-docker.sh")
+    fi
+    log "scenario pull: $src"
+    hyperfine -N --runs "${REG_RUNS:-5}" "${prep[@]}" --export-json "$OUT/pull.json" "${args[@]}" >&2 \
+        || warn "hyperfine failed for pull"
+    # Manifest GETs per second: berth's registry holds the same image (berth copies it).
+    command -v wrk >/dev/null || { warn "registry: no wrk (apt-get install wrk); rps skipped"; return; }
+    local bport
+    bport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    setsid "$BERTH_BIN" registry serve --quiet --addr "127.0.0.1:$bport" --root "$TMP/breg" </dev/null >"$TMP/breg.log" 2>&1 &
+    local bpid=$!
+    sleep 0.5
+    berth pull "$src" >/dev/null
+    berth tag "$src" "127.0.0.1:$bport/bench/deb:1"
+    berth push "127.0.0.1:$bport/bench/deb:1" >/dev/null || warn "registry: push to berth's registry failed"
+    local path=/v2/${src#*/}
+    path=${path%:1}/manifests/1
+    local accept='Accept: application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json'
+    for e in berth docker-registry; do
+        local p=$bport
+        [[ $e == docker-registry ]] && p=$port
+        local url=http://127.0.0.1:$p$path
+        [[ $e == berth ]] && url=http://127.0.0.1:$bport/v2/bench/deb/manifests/1
+        curl -sf -H "$accept" -o /dev/null "$url" || { warn "registry: $e does not serve $url"; continue; }
+        REG[rps,$e]=$(wrk -t2 -c32 -d"${REG_WRK_SECS:-10}"s -H "$accept" "$url" 2>/dev/null | awk '/^Requests\/sec/ { print $2 }')
+        note "$e: ${REG[rps,$e]} manifest GETs/s"
+    done
+    kill "$bpid" 2>/dev/null
+    kill "$(cat "$TMP/dreg/pid")" 2>/dev/null
+}
+((REGISTRY)) && registry_scenarios
 
 # ---------------------------------------------------------------------------------------
 # Report
@@ -630,6 +762,21 @@ for e in "${ENGINES[@]}"; do
         "$(awk -v b="${HBUSY[$e]}" -v z="$HBASE" -v n="${HN[$e]}" 'BEGIN { printf "%.2f", (b - z) * 100 / n }')"
 done
 
+if ((REGISTRY)); then
+    echo
+    echo "[registry] Debian minbase image ($(awk -v b="${REG[size]:-0}" 'BEGIN { printf "%.0f MB", b / 1e6 }') unpacked), registry on loopback"
+    for s in push pull; do
+        printf '  %-5s' "$s"
+        for e in berth docker; do
+            m=$(jget "$OUT/$s.json" "$e" median)
+            MED[$s,$e]=$m
+            printf '  %s %s ms' "$e" "${m:-n/a}"
+        done
+        echo "   (docker/berth $(ratio "${MED[$s,docker]:-}" "${MED[$s,berth]:-}"))"
+    done
+    echo "  manifest GETs/s: berth registry ${REG[rps,berth]:-n/a}, docker-registry ${REG[rps,docker-registry]:-n/a} ($(ratio "${REG[rps,berth]:-}" "${REG[rps,docker-registry]:-}"))"
+fi
+
 # Targets
 PASSN=0 FAILN=0 SKIPN=0
 verdict() { # DESCRIPTION VALUE OP LIMIT [WHEN-MISSING: FAIL (berth failed) or SKIP]
@@ -648,6 +795,7 @@ verdict() { # DESCRIPTION VALUE OP LIMIT [WHEN-MISSING: FAIL (berth failed) or S
 }
 echo
 echo "Targets (2-core machine):"
+if ((CORE)); then
 verdict "berth run --rm --network none IMG true: median <= ${T_RUN_MS} ms" "${MED[run,berth]:-}" "<=" "$T_RUN_MS"
 run_ratio=""
 if [[ -n ${MED[run,berth]:-} && -n ${MED[run,docker]:-} ]]; then
@@ -662,6 +810,13 @@ verdict "berth stats --no-stream, $NSTATS containers: median <= ${T_STATS_MS} ms
 verdict "berth-monitor with a 1 s health check: RSS <= ${T_RSS_KIB} KiB" "$HMON_RSS" "<=" "$T_RSS_KIB"
 verdict "the same: CPU <= ${T_HEALTH_MON_CPU}% of a core" "$HMON_CPU" "<=" "$T_HEALTH_MON_CPU"
 verdict "$NHEALTH berth containers, 1 s health checks: host busy <= ${T_HEALTH_HOST_CPU}%" "${HBUSY[berth]:-}" "<=" "$T_HEALTH_HOST_CPU"
+fi
+if ((REGISTRY)); then
+    rr() { awk -v a="$1" -v b="$2" 'BEGIN { if (a != "" && b != "" && b > 0) printf "%.1f", a / b }'; }
+    verdict "berth push >= ${T_PUSH_RATIO}x faster than docker push" "$(rr "${MED[push,docker]:-}" "${MED[push,berth]:-}")" ">=" "$T_PUSH_RATIO" SKIP
+    verdict "berth pull >= ${T_PULL_RATIO}x faster than docker pull" "$(rr "${MED[pull,docker]:-}" "${MED[pull,berth]:-}")" ">=" "$T_PULL_RATIO" SKIP
+    verdict "berth registry manifest GETs/s >= ${T_RPS_RATIO}x docker-registry's" "$(rr "${REG[rps,berth]:-}" "${REG[rps,docker-registry]:-}")" ">=" "$T_RPS_RATIO" SKIP
+fi
 echo "  targets: $PASSN PASS, $FAILN FAIL, $SKIPN SKIP"
 if ((${#PROBLEMS[@]})); then
     echo

@@ -261,6 +261,19 @@ pub enum Command {
     },
     /// Log out from a registry
     Logout { server: Option<String> },
+    /// Search a registry for images
+    Search {
+        /// Max number of search results
+        #[arg(long, default_value_t = 25)]
+        limit: usize,
+        /// Don't truncate output
+        #[arg(long)]
+        no_trunc: bool,
+        /// Pretty-print search using a Go template
+        #[arg(long)]
+        format: Option<String>,
+        term: String,
+    },
     /// Load an image from a tar archive or STDIN
     Load {
         /// Read from tar archive file, instead of STDIN
@@ -2113,6 +2126,54 @@ pub fn dispatch(cli: &Cli) -> CliResult<u8> {
                 &berth_engine::distribution::insecure_registries(),
             )?;
             println!("Login Succeeded");
+            Ok(0)
+        }
+        Command::Search {
+            limit,
+            no_trunc,
+            format,
+            term,
+        } => {
+            let rows = e.search(
+                term,
+                *limit,
+                &berth_engine::distribution::insecure_registries(),
+            )?;
+            let values: Vec<serde_json::Value> = rows
+                .into_iter()
+                .map(|r| {
+                    let desc = r.description;
+                    let desc = if *no_trunc || desc.chars().count() <= 45 {
+                        desc
+                    } else {
+                        format!("{}…", desc.chars().take(44).collect::<String>())
+                    };
+                    serde_json::json!({
+                        "Name": r.name,
+                        "Description": desc,
+                        "StarCount": r.stars.to_string(),
+                        "IsOfficial": if r.official { "[OK]" } else { "" },
+                        "IsAutomated": if r.automated { "[OK]" } else { "" },
+                    })
+                })
+                .collect();
+            let fmt = format.clone().unwrap_or_else(|| {
+                "table {{.Name}}\t{{.Description}}\t{{.StarCount}}\t{{.IsOfficial}}\t{{.IsAutomated}}".into()
+            });
+            let f = crate::format::Format::parse(Some(&fmt))?;
+            print!(
+                "{}",
+                f.render_list(
+                    &values,
+                    &[
+                        ("Name", "NAME"),
+                        ("Description", "DESCRIPTION"),
+                        ("StarCount", "STARS"),
+                        ("IsOfficial", "OFFICIAL"),
+                        ("IsAutomated", "AUTOMATED"),
+                    ],
+                )?
+            );
             Ok(0)
         }
         Command::Logout { server } => {

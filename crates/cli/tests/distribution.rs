@@ -638,3 +638,39 @@ fn berths_registry_serves_tls_and_the_client_verifies_it() {
     );
     assert_eq!(other.ok(&["run", "--rm", &name, "echo", "tls"]), "tls\n");
 }
+
+/// `search HOST/TERM` asks the registry's search API; berth's registry has one,
+/// docker-registry does not, which berth says.
+#[test]
+fn search_lists_matching_repositories_where_the_registry_can() {
+    require_root!();
+    let reg = berth_registry(&[]);
+    let b = Berth::with_busybox();
+    for name in ["team/web", "team/db", "tools/cli"] {
+        let full = format!("{}/{name}:1", reg.host);
+        b.ok(&["tag", "busybox:test", &full]);
+        b.ok(&["push", &full]);
+    }
+    let out = b.ok(&["search", &format!("{}/team", reg.host)]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines[0].starts_with("NAME") && lines[0].contains("STARS"),
+        "{out}"
+    );
+    assert_eq!(lines.len(), 3, "{out}");
+    assert!(out.contains("team/web") && out.contains("team/db") && !out.contains("tools/cli"));
+    let names = b.ok(&[
+        "search",
+        "--limit",
+        "1",
+        "--format",
+        "{{.Name}}",
+        &format!("{}/t", reg.host),
+    ]);
+    assert_eq!(names.lines().count(), 1, "{names}");
+    if let Some(d) = distribution(None) {
+        let (code, err) = b.fails(&["search", &format!("{}/team", d.host)]);
+        assert_eq!(code, 1);
+        assert!(err.contains("does not support search"), "{err}");
+    }
+}

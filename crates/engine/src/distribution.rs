@@ -32,6 +32,15 @@ pub struct PullOptions {
     pub insecure: Vec<String>,
 }
 
+/// One `search` result.
+pub struct SearchResult {
+    pub name: String,
+    pub description: String,
+    pub stars: u64,
+    pub official: bool,
+    pub automated: bool,
+}
+
 /// What a pull did.
 pub struct Pulled {
     pub reference: Reference,
@@ -292,11 +301,19 @@ impl Engine {
             }
         }
         drop(tx);
+        let (got, _, _) = hasher.finish();
+        // The blob's fsync overlaps the end of the unpacking.
+        let synced = match (got == *digest, tmp.file.try_clone()) {
+            (true, Ok(f)) => Some(tokio::task::spawn_blocking(move || f.sync_all())),
+            _ => None,
+        };
         let unpacked = match unpacker {
             Some(u) => Some(u.await.map_err(unavailable)?),
             None => None,
         };
-        let (got, _, _) = hasher.finish();
+        if let Some(s) = synced {
+            let _ = s.await;
+        }
         if got != *digest {
             if let Some((chain, _)) = unpack {
                 if matches!(unpacked, Some(Ok(_))) {
@@ -446,6 +463,38 @@ impl Engine {
             [("name".to_string(), r.familiar())].into_iter().collect(),
         );
         Ok(digest)
+    }
+
+    /// `search [REGISTRY/]TERM`: (name, description, stars, official, automated) rows
+    /// from the registry's search API (Docker Hub's when no registry is named).
+    pub fn search(
+        &self,
+        term: &str,
+        limit: usize,
+        insecure: &[String],
+    ) -> Result<Vec<SearchResult>> {
+        let (host, term) = match term.split_once('/') {
+            Some((h, t)) if h.contains('.') || h.contains(':') || h == "localhost" => {
+                (h.to_string(), t.to_string())
+            }
+            _ => ("docker.io".to_string(), term.to_string()),
+        };
+        let client = Client::new(&host, auth::lookup(&host), insecure).map_err(unavailable)?;
+        let v = runtime()?
+            .block_on(client.search(&term, limit))
+            .map_err(unavailable)?;
+        Ok(v["results"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|r| SearchResult {
+                name: r["name"].as_str().unwrap_or_default().to_string(),
+                description: r["description"].as_str().unwrap_or_default().to_string(),
+                stars: r["star_count"].as_u64().unwrap_or(0),
+                official: r["is_official"].as_bool().unwrap_or(false),
+                automated: r["is_automated"].as_bool().unwrap_or(false),
+            })
+            .collect())
     }
 
     /// Checks `creds` against `server` and stores them in Docker's config.json.

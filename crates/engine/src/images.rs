@@ -65,6 +65,162 @@ fn parse_layers(s: &str) -> Result<Vec<(Digest, Digest)>> {
     })
 }
 
+/// A reader that hashes what passes through on another thread (the sha256 of a layer's
+/// tar costs about as much as unpacking it), in batches of 256 KiB.
+struct HashingTee<R> {
+    inner: R,
+    batch: Vec<u8>,
+    tx: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
+    worker: Option<std::thread::JoinHandle<(Digest, u64)>>,
+}
+
+const TEE_BATCH: usize = 256 << 10;
+
+/// A reader of a decompressed stream (gzip, zstd or plain), decompressed ahead on
+/// another thread in 256 KiB chunks.
+struct ReadAhead {
+    rx: Option<std::sync::mpsc::Receiver<std::io::Result<Vec<u8>>>>,
+    buf: Vec<u8>,
+    pos: usize,
+    worker: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ReadAhead {
+    fn decompressing<R: Read + Send + 'static>(source: R) -> Self {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<std::io::Result<Vec<u8>>>(8);
+        let worker = std::thread::spawn(move || {
+            let mut inner = match decompress(source) {
+                Ok((_, r)) => r,
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                    return;
+                }
+            };
+            loop {
+                let mut chunk = vec![0u8; TEE_BATCH];
+                let mut filled = 0;
+                let r = loop {
+                    match inner.read(&mut chunk[filled..]) {
+                        Ok(0) => break Ok(()),
+                        Ok(n) => {
+                            filled += n;
+                            if filled == chunk.len() {
+                                break Ok(());
+                            }
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(e) => break Err(e),
+                    }
+                };
+                chunk.truncate(filled);
+                let end = filled == 0 || r.is_err();
+                let sent = match r {
+                    Err(e) => tx.send(Err(e)),
+                    Ok(()) if filled > 0 => tx.send(Ok(chunk)),
+                    Ok(()) => Ok(()),
+                };
+                if end || sent.is_err() {
+                    return;
+                }
+            }
+        });
+        ReadAhead {
+            rx: Some(rx),
+            buf: Vec::new(),
+            pos: 0,
+            worker: Some(worker),
+        }
+    }
+}
+
+impl Read for ReadAhead {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        while self.pos == self.buf.len() {
+            match self.rx.as_ref().and_then(|rx| rx.recv().ok()) {
+                Some(Ok(b)) => {
+                    self.buf = b;
+                    self.pos = 0;
+                }
+                Some(Err(e)) => return Err(e),
+                None => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.buf.len() - self.pos);
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+impl Drop for ReadAhead {
+    fn drop(&mut self) {
+        // Closing the channel ends the worker at its next send.
+        self.rx = None;
+        if let Some(w) = self.worker.take() {
+            let _ = w.join();
+        }
+    }
+}
+
+impl<R: Read> HashingTee<R> {
+    fn new(inner: R) -> Self {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(8);
+        let worker = std::thread::spawn(move || {
+            let mut h = berth_image::digest::Hasher::new(std::io::sink());
+            for b in rx {
+                let _ = std::io::Write::write_all(&mut h, &b);
+            }
+            let (d, n, _) = h.finish();
+            (d, n)
+        });
+        HashingTee {
+            inner,
+            batch: Vec::with_capacity(TEE_BATCH),
+            tx: Some(tx),
+            worker: Some(worker),
+        }
+    }
+
+    fn flush_batch(&mut self) {
+        if let Some(tx) = &self.tx {
+            let b = std::mem::replace(&mut self.batch, Vec::with_capacity(TEE_BATCH));
+            let _ = tx.send(b);
+        }
+    }
+
+    /// The digest and size of everything read.
+    fn finish(mut self) -> (Digest, u64) {
+        self.flush_batch();
+        self.tx = None;
+        self.worker
+            .take()
+            .expect("finished once")
+            .join()
+            .expect("the hashing thread does not panic")
+    }
+}
+
+impl<R: Read> Read for HashingTee<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.batch.extend_from_slice(&buf[..n]);
+        if self.batch.len() >= TEE_BATCH {
+            self.flush_batch();
+        }
+        Ok(n)
+    }
+}
+
+impl<R> Drop for HashingTee<R> {
+    fn drop(&mut self) {
+        // Dropped without `finish` (an error): end the thread all the same.
+        self.tx = None;
+        if let Some(w) = self.worker.take() {
+            let _ = w.join();
+        }
+    }
+}
+
 impl Engine {
     fn image_row(&self, id: &str) -> Result<Option<ImageRow>> {
         let row = self
@@ -110,15 +266,18 @@ impl Engine {
         chain: &Digest,
         blob: &Digest,
         diff_id: &Digest,
-        blob_reader: impl Read,
+        blob_reader: impl Read + Send + 'static,
     ) -> Result<u64> {
         let io = |e: std::io::Error| EngineError::Invalid(format!("layer {blob}: {e}"));
-        let (_, tar) = decompress(blob_reader).map_err(io)?;
-        let mut hashing = berth_image::digest::Hasher::new(tar);
-        let _stats = layers.unpack(chain, &mut hashing)?;
+        // Decompressing is as much work as unpacking: on a thread of its own.
+        let tar = ReadAhead::decompressing(blob_reader);
+        let mut hashing = HashingTee::new(tar);
+        let unpacked = layers.unpack(chain, &mut hashing);
         // Drain what the tar reader left (padding), then check the diff id.
-        std::io::copy(&mut hashing, &mut std::io::sink()).map_err(io)?;
-        let (got, size, _) = hashing.finish();
+        let drained = std::io::copy(&mut hashing, &mut std::io::sink());
+        let (got, size) = hashing.finish();
+        unpacked?;
+        drained.map_err(io)?;
         if &got != diff_id {
             let _ = layers.remove(chain);
             return Err(EngineError::Invalid(format!(

@@ -259,6 +259,27 @@ impl Client {
         Ok((bytes, media_type, digest))
     }
 
+    /// Docker's search API (`/v1/search`): the registry's answer as JSON. Registries
+    /// without it (the distribution registry) answer 404.
+    pub async fn search(&self, term: &str, limit: usize) -> Result<serde_json::Value> {
+        let url = self.url("/v1/search");
+        let n = limit.to_string();
+        let resp = self
+            .send("", |c| c.get(&url).query(&[("q", term), ("n", n.as_str())]))
+            .await?;
+        if resp.status() == StatusCode::NOT_FOUND {
+            return Err(ClientError(format!(
+                "{}: this registry does not support search",
+                self.host
+            )));
+        }
+        if !resp.status().is_success() {
+            return Err(api_error(resp).await);
+        }
+        let body = resp.bytes().await.map_err(err)?;
+        serde_json::from_slice(&body).map_err(err)
+    }
+
     /// A blob's response, to be streamed by the caller.
     pub async fn blob(&self, repo: &str, digest: &str) -> Result<Response> {
         let url = self.url(&format!("/v2/{repo}/blobs/{digest}"));

@@ -352,6 +352,8 @@ pub async fn handle(state: Arc<State>, req: Request<Body>) -> Response<Body> {
         .unwrap_or(0);
     let resp = if path == "/token" {
         token_endpoint(&state, &req)
+    } else if path == "/v1/search" {
+        search(&state, &req)
     } else if path == "/metrics" {
         Response::builder()
             .header(header::CONTENT_TYPE, "text/plain; version=0.0.4")
@@ -392,6 +394,50 @@ pub async fn handle(state: Arc<State>, req: Request<Body>) -> Response<Body> {
 }
 
 const SERVICE: &str = "berth-registry";
+
+/// `GET /v1/search?q=TERM&n=N`: Docker's search API over the repositories the client
+/// may pull (Basic credentials or anonymous), whose names contain the term.
+fn search(state: &State, req: &Request<Body>) -> Response<Body> {
+    let q = query(req.uri());
+    let term = param(&q, "q").unwrap_or_default().to_ascii_lowercase();
+    let n = param(&q, "n")
+        .and_then(|n| n.parse::<usize>().ok())
+        .unwrap_or(25)
+        .clamp(1, 100);
+    let who = state.access.as_ref().map(|a| {
+        req.headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|h| a.basic(h))
+            .unwrap_or(crate::access::Identity::Anonymous)
+    });
+    let found: Vec<serde_json::Value> = state
+        .storage
+        .catalog()
+        .into_iter()
+        .filter(|r| r.contains(&term))
+        .filter(|r| match (&state.access, &who) {
+            (Some(a), Some(w)) => a.allowed(w, r, "pull"),
+            _ => true,
+        })
+        .take(n)
+        .map(|r| {
+            json!({"name": r, "description": "", "star_count": 0, "is_official": false, "is_automated": false})
+        })
+        .collect();
+    let body = json!({
+        "query": term,
+        "num_results": found.len(),
+        "num_pages": 1,
+        "page": 1,
+        "page_size": n,
+        "results": found,
+    });
+    Response::builder()
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body.to_string()))
+        .expect("valid")
+}
 
 /// The web page (`/`, `/ui/r/NAME`, `/ui/m/NAME/REFERENCE`).
 fn web(state: &State, req: &Request<Body>) -> Response<Body> {
