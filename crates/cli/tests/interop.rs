@@ -35,6 +35,27 @@ macro_rules! require_peer {
     };
 }
 
+/// A private dockerd with `config` (daemon.json), or None after printing why it is
+/// skipped: a missing peer, or a daemon that did not start (a failure when CI is set).
+fn private_dockerd(config: &str) -> Option<Dockerd> {
+    let (Some(dockerd), Some(unshare), Some(client)) = (
+        find_binary("dockerd"),
+        find_binary("unshare"),
+        docker_client(),
+    ) else {
+        eprintln!("skipped: needs dockerd, the docker client and unshare (apt-get install docker.io util-linux)");
+        return None;
+    };
+    match Dockerd::start(&dockerd, &unshare, client, config) {
+        Ok(d) => Some(d),
+        Err(why) if in_ci() => panic!("private dockerd did not start: {why}"),
+        Err(why) => {
+            eprintln!("skipped: private dockerd did not start (a failure when CI is set): {why}");
+            None
+        }
+    }
+}
+
 /// A peer binary from PATH or the sbin dirs (a test's PATH may lack them).
 fn find_binary(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
@@ -614,19 +635,8 @@ fn output_within(cmd: &mut Command, limit: Duration) -> Option<Output> {
 #[test]
 fn dockerd_loads_berths_archive_and_berth_loads_and_runs_dockers_save() {
     require_root!();
-    let dockerd = require_peer!("dockerd", "docker.io");
-    let unshare = require_peer!("unshare", "util-linux");
-    let Some(client) = docker_client() else {
-        eprintln!("skipped: needs the docker client (apt-get install docker.io)");
+    let Some(d) = private_dockerd("{}\n") else {
         return;
-    };
-    let d = match Dockerd::start(&dockerd, &unshare, client, "{}\n") {
-        Ok(d) => d,
-        Err(why) if in_ci() => panic!("private dockerd did not start: {why}"),
-        Err(why) => {
-            eprintln!("skipped: private dockerd did not start (a failure when CI is set): {why}");
-            return;
-        }
     };
     let b = Berth::with_busybox();
     let want = berth_identity(&b, "busybox:test");
@@ -659,21 +669,10 @@ fn dockerd_loads_berths_archive_and_berth_loads_and_runs_dockers_save() {
 #[test]
 fn dockerd_runs_containers_with_berth_runtime() {
     require_root!();
-    let dockerd = require_peer!("dockerd", "docker.io");
-    let unshare = require_peer!("unshare", "util-linux");
-    let Some(client) = docker_client() else {
-        eprintln!("skipped: needs the docker client (apt-get install docker.io)");
-        return;
-    };
     let runtime = berth_runtime_bin();
     let config = serde_json::json!({"runtimes": {"berth": {"path": runtime}}}).to_string();
-    let d = match Dockerd::start(&dockerd, &unshare, client, &config) {
-        Ok(d) => d,
-        Err(why) if in_ci() => panic!("private dockerd did not start: {why}"),
-        Err(why) => {
-            eprintln!("skipped: private dockerd did not start (a failure when CI is set): {why}");
-            return;
-        }
+    let Some(d) = private_dockerd(&config) else {
+        return;
     };
     let b = Berth::with_busybox();
     let saved = save_busybox(&b, &d.dir, "saved.tar");
@@ -893,19 +892,8 @@ fn berth_runs_containers_with_crun_or_passes_on_cruns_refusal() {
 #[test]
 fn dockerd_pulls_from_and_pushes_to_berths_registry() {
     require_root!();
-    let dockerd = require_peer!("dockerd", "docker.io");
-    let unshare = require_peer!("unshare", "util-linux");
-    let Some(client) = docker_client() else {
-        eprintln!("skipped: needs the docker client (apt-get install docker.io)");
+    let Some(d) = private_dockerd("{}\n") else {
         return;
-    };
-    let d = match Dockerd::start(&dockerd, &unshare, client, "{}\n") {
-        Ok(d) => d,
-        Err(why) if in_ci() => panic!("private dockerd did not start: {why}"),
-        Err(why) => {
-            eprintln!("skipped: private dockerd did not start (a failure when CI is set): {why}");
-            return;
-        }
     };
     let reg = common::berth_registry(&[]);
     let b = Berth::with_busybox();

@@ -1065,20 +1065,7 @@ pub fn receive_pty_from(l: &UnixListener) -> io::Result<OwnedFd> {
     ))
 }
 
-/// The error and its causes on one line.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let t = c.to_string();
-        if !s.contains(&t) {
-            s.push_str(": ");
-            s.push_str(&t);
-        }
-        cur = c.source();
-    }
-    s
-}
+pub use berth_image::error_chain;
 
 /// Fills a new, empty volume dir with the image's content at `path` (Docker's behaviour).
 fn seed_volume(merged: &Path, path: &str, data: &Path) -> io::Result<()> {

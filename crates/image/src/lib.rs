@@ -24,3 +24,19 @@ pub use digest::{chain_ids, Digest};
 pub use layers::LayerStore;
 pub use reference::Reference;
 pub use store::ContentStore;
+
+/// An error and its causes on one line, each cause once (libraries often repeat their
+/// source's text in their own message).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let t = c.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        cur = c.source();
+    }
+    s
+}

@@ -30,21 +30,6 @@ fn err(e: impl std::fmt::Display) -> ClientError {
     ClientError(e.to_string())
 }
 
-/// An error and its causes on one line (reqwest hides the cause: a TLS or DNS error).
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let t = c.to_string();
-        if !s.contains(&t) {
-            s.push_str(": ");
-            s.push_str(&t);
-        }
-        cur = c.source();
-    }
-    s
-}
-
 pub struct Client {
     http: reqwest::Client,
     /// The registry as references name it (`docker.io`, `localhost:5000`).
@@ -193,7 +178,7 @@ impl Client {
             .authorize(make(&self.http), scope)
             .send()
             .await
-            .map_err(|e| ClientError(format!("{}: {}", self.host, chain(&e))))?;
+            .map_err(|e| ClientError(format!("{}: {}", self.host, berth_image::error_chain(&e))))?;
         if resp.status() != StatusCode::UNAUTHORIZED {
             return Ok(resp);
         }
@@ -208,7 +193,7 @@ impl Client {
             .authorize(make(&self.http), scope)
             .send()
             .await
-            .map_err(|e| ClientError(format!("{}: {}", self.host, chain(&e))))?;
+            .map_err(|e| ClientError(format!("{}: {}", self.host, berth_image::error_chain(&e))))?;
         if resp.status() == StatusCode::UNAUTHORIZED {
             return Err(ClientError("unauthorized: authentication required".into()));
         }
