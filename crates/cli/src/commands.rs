@@ -1780,6 +1780,7 @@ pub fn dispatch(cli: &Cli) -> CliResult<u8> {
     match &cli.cmd {
         Command::Run { detach, flags } => run::run(e, flags, *detach),
         Command::Create { flags } => {
+            run::ensure_image(e, flags)?;
             let opts = flags.to_options()?;
             let (id, warnings) = e.create_container(opts).map_err(run::run_failure)?;
             for w in warnings {

@@ -155,6 +155,12 @@ pub struct CreateFlags {
     /// Set custom DNS servers
     #[arg(long)]
     pub dns: Vec<String>,
+    /// Pull image before running ("always", "missing", "never")
+    #[arg(long, default_value = "missing")]
+    pub pull: String,
+    /// Set platform if server is multi-platform capable
+    #[arg(long)]
+    pub platform: Option<String>,
     /// Print usage
     #[arg(long, action = ArgAction::Help)]
     pub help: Option<bool>,
@@ -612,8 +618,55 @@ pub fn start_attached(engine: &Engine, id: &str, stdin: bool, tty: bool) -> CliR
     }
 }
 
+/// Pulls the image first when `--pull` asks for it: `missing` (Docker's default) when it
+/// is not here, `always`, or `never`. Progress goes to stderr, as Docker's does.
+pub fn ensure_image(engine: &Engine, flags: &CreateFlags) -> CliResult<()> {
+    let Some(image) = flags.image_and_cmd.first() else {
+        return Ok(());
+    };
+    let pull = match flags.pull.as_str() {
+        "never" => false,
+        "always" => true,
+        "missing" => match engine.find_or_builtin_image(image) {
+            Ok(_) => false,
+            Err(berth_engine::EngineError::NoSuchImage(_)) => {
+                let shown = berth_image::reference::Reference::parse(image)
+                    .map(|r| r.familiar())
+                    .unwrap_or_else(|_| image.clone());
+                eprintln!("Unable to find image '{shown}' locally");
+                true
+            }
+            Err(e) => return Err(run_failure(e)),
+        },
+        other => return Err(invalid(format!(
+            "invalid pull option: '{other}': must be one of \"always\", \"missing\" or \"never\""
+        ))),
+    };
+    if pull {
+        let opts = berth_engine::distribution::PullOptions {
+            platform: flags.platform.clone(),
+            insecure: berth_engine::distribution::insecure_registries(),
+        };
+        let pulled = engine
+            .pull(image, &opts, &mut |l| eprintln!("{l}"))
+            .map_err(run_failure)?;
+        eprintln!("Digest: {}", pulled.digest);
+        eprintln!(
+            "Status: {} for {}",
+            if pulled.downloaded {
+                "Downloaded newer image"
+            } else {
+                "Image is up to date"
+            },
+            pulled.reference.familiar()
+        );
+    }
+    Ok(())
+}
+
 /// `run`.
 pub fn run(engine: &Engine, flags: &CreateFlags, detach: bool) -> CliResult<u8> {
+    ensure_image(engine, flags)?;
     let opts = flags.to_options()?;
     let (id, warnings) = engine.create_container(opts).map_err(run_failure)?;
     for w in warnings {

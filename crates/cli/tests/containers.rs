@@ -30,7 +30,8 @@ fn run_exits_with_the_containers_code_and_dockers_engine_codes() {
         127
     );
     assert_eq!(b.fails(&["run", "--rm", "busybox:test", "/etc"]).0, 126);
-    let (code, err) = b.fails(&["run", "--rm", "no-such-image:2"]);
+    // (--pull never: a missing image would otherwise be pulled, from the network.)
+    let (code, err) = b.fails(&["run", "--rm", "--pull", "never", "no-such-image:2"]);
     assert_eq!(code, 125);
     assert!(err.contains("no such image: no-such-image:2"), "{err}");
     let (code, err) = b.fails(&["run", "--rm", "--memory", "lots", "busybox:test", "true"]);

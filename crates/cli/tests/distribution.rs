@@ -674,3 +674,40 @@ fn search_lists_matching_repositories_where_the_registry_can() {
         assert!(err.contains("does not support search"), "{err}");
     }
 }
+
+/// `run` and `create` pull an image they do not have (`--pull missing`, Docker's
+/// default); `--pull never` does not; `--pull always` checks the registry every time.
+#[test]
+fn run_pulls_a_missing_image_unless_told_not_to() {
+    require_root!();
+    let reg = berth_registry(&[]);
+    let b = Berth::with_busybox();
+    let name = format!("{}/auto/bb:1", reg.host);
+    b.ok(&["tag", "busybox:test", &name]);
+    b.ok(&["push", &name]);
+    let other = Berth::new();
+    let (code, err) = other.fails(&["run", "--rm", "--pull", "never", &name, "true"]);
+    assert_eq!(code, 125);
+    assert!(err.contains("no such image"), "{err}");
+    let out = other.run(&["run", "--rm", &name, "echo", "auto"]);
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "auto\n",
+        "pull progress is not on stdout"
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("Unable to find image '{name}' locally")),
+        "{err}"
+    );
+    assert!(err.contains("Downloaded newer image"), "{err}");
+    let out = other.run(&["run", "--rm", "--pull", "always", &name, "true"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Image is up to date"));
+    let third = Berth::new();
+    third.ok(&["create", "--name", "made", &name, "true"]);
+    assert_eq!(third.inspect("made", "{{.Config.Image}}"), name);
+    let (code, err) = third.fails(&["run", "--pull", "sometimes", &name]);
+    assert_eq!(code, 125);
+    assert!(err.contains("invalid pull option"), "{err}");
+}
