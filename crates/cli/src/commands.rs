@@ -2039,29 +2039,36 @@ pub fn dispatch(cli: &Cli) -> CliResult<u8> {
             all_tags,
             name,
         } => {
-            if *all_tags {
-                return Err(Failure::new(1, "pull --all-tags is not implemented yet"));
-            }
             let opts = berth_engine::distribution::PullOptions {
                 platform: platform.clone(),
                 insecure: berth_engine::distribution::insecure_registries(),
             };
+            let names = if *all_tags {
+                e.remote_tags(name, &opts.insecure)?
+                    .into_iter()
+                    .map(|t| format!("{name}:{t}"))
+                    .collect()
+            } else {
+                vec![name.clone()]
+            };
             let q = *quiet;
-            let pulled = e.pull(name, &opts, &mut |l| {
+            for n in &names {
+                let pulled = e.pull(n, &opts, &mut |l| {
+                    if !q {
+                        println!("{l}");
+                    }
+                })?;
                 if !q {
-                    println!("{l}");
+                    println!("Digest: {}", pulled.digest);
+                    let shown = pulled.reference.familiar();
+                    if pulled.downloaded {
+                        println!("Status: Downloaded newer image for {shown}");
+                    } else {
+                        println!("Status: Image is up to date for {shown}");
+                    }
                 }
-            })?;
-            if !q {
-                println!("Digest: {}", pulled.digest);
-                let shown = pulled.reference.familiar();
-                if pulled.downloaded {
-                    println!("Status: Downloaded newer image for {shown}");
-                } else {
-                    println!("Status: Image is up to date for {shown}");
-                }
+                println!("{}", pulled.reference);
             }
-            println!("{}", pulled.reference);
             Ok(0)
         }
         Command::Push {
@@ -2069,26 +2076,30 @@ pub fn dispatch(cli: &Cli) -> CliResult<u8> {
             all_tags,
             name,
         } => {
-            if *all_tags {
-                return Err(Failure::new(1, "push --all-tags is not implemented yet"));
-            }
+            let names = if *all_tags {
+                e.local_tags_of_repository(name)?
+            } else {
+                vec![name.clone()]
+            };
             let q = *quiet;
-            e.push(
-                name,
-                &berth_engine::distribution::insecure_registries(),
-                &mut |l| {
-                    if !q {
-                        println!("{l}");
-                    }
-                },
-            )?;
-            if q {
-                println!(
-                    "{}",
-                    berth_image::reference::Reference::parse(name)
-                        .map(|r| r.familiar())
-                        .unwrap_or_default()
-                );
+            for n in &names {
+                e.push(
+                    n,
+                    &berth_engine::distribution::insecure_registries(),
+                    &mut |l| {
+                        if !q {
+                            println!("{l}");
+                        }
+                    },
+                )?;
+                if q {
+                    println!(
+                        "{}",
+                        berth_image::reference::Reference::parse(n)
+                            .map(|r| r.familiar())
+                            .unwrap_or_default()
+                    );
+                }
             }
             Ok(0)
         }

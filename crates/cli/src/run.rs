@@ -638,9 +638,11 @@ pub fn ensure_image(engine: &Engine, flags: &CreateFlags) -> CliResult<()> {
             }
             Err(e) => return Err(run_failure(e)),
         },
-        other => return Err(invalid(format!(
+        other => {
+            return Err(invalid(format!(
             "invalid pull option: '{other}': must be one of \"always\", \"missing\" or \"never\""
-        ))),
+        )))
+        }
     };
     if pull {
         let opts = berth_engine::distribution::PullOptions {

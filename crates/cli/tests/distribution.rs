@@ -711,3 +711,35 @@ fn run_pulls_a_missing_image_unless_told_not_to() {
     assert_eq!(code, 125);
     assert!(err.contains("invalid pull option"), "{err}");
 }
+
+/// `push --all-tags` pushes every local tag of the repository; `pull --all-tags` pulls
+/// every tag the registry lists; a tag with `-a` is refused, as Docker does.
+#[test]
+fn push_and_pull_all_tags_of_a_repository() {
+    require_root!();
+    let reg = berth_registry(&[]);
+    let b = Berth::with_busybox();
+    let repo = format!("{}/many/bb", reg.host);
+    for t in ["1", "2", "latest"] {
+        b.ok(&["tag", "busybox:test", &format!("{repo}:{t}")]);
+    }
+    b.ok(&["tag", "busybox:test", &format!("{}/other:1", reg.host)]);
+    let out = b.ok(&["push", "--all-tags", &repo]);
+    assert_eq!(out.matches("digest: sha256:").count(), 3, "{out}");
+    let other = Berth::new();
+    let out = other.ok(&["pull", "-a", &repo]);
+    for t in ["1", "2", "latest"] {
+        assert!(out.contains(&format!("{repo}:{t}")), "{out}");
+    }
+    assert_eq!(
+        other
+            .ok(&["images", "--format", "{{.Tag}}", &repo])
+            .lines()
+            .count(),
+        3
+    );
+    let (_, err) = other.fails(&["pull", "-a", &format!("{repo}:1")]);
+    assert!(err.contains("tag can't be used with --all-tags"), "{err}");
+    let (_, err) = b.fails(&["push", "-a", &format!("{}/nothing", reg.host)]);
+    assert!(err.contains("no such image"), "{err}");
+}

@@ -167,12 +167,21 @@ impl Engine {
         // Already here and up to date?
         if let Ok(row) = self.find_image(&manifest.config.digest.to_string()) {
             if row.manifest == manifest_digest {
+                // The image is here; the tag pulled may still be new (or moved).
+                let mut newly_tagged = false;
+                if r.digest.is_none() {
+                    newly_tagged = !row.tags.contains(&r.to_string());
+                    self.db.execute(
+                        "INSERT OR REPLACE INTO tags (name, image) VALUES (?1, ?2)",
+                        params![r.to_string(), row.id.to_string()],
+                    )?;
+                }
                 self.record_pull(&r, &row.id, &top_digest)?;
                 return Ok(Pulled {
                     reference: r,
                     digest: top_digest.to_string(),
                     id: row.id,
-                    downloaded: false,
+                    downloaded: newly_tagged,
                 });
             }
         }
@@ -463,6 +472,46 @@ impl Engine {
             [("name".to_string(), r.familiar())].into_iter().collect(),
         );
         Ok(digest)
+    }
+
+    /// The tags a registry holds for `name`'s repository (`pull --all-tags`).
+    pub fn remote_tags(&self, name: &str, insecure: &[String]) -> Result<Vec<String>> {
+        let r = Reference::parse(name)?;
+        let last = name.rsplit('/').next().unwrap_or(name);
+        if r.digest.is_some() || last.contains(':') {
+            return Err(EngineError::Invalid(
+                "tag can't be used with --all-tags/-a".into(),
+            ));
+        }
+        let client = client_for(&r, insecure)?;
+        runtime()?
+            .block_on(client.tags(&r.path))
+            .map_err(|e| not_found_or(&r, e))
+    }
+
+    /// The local tags of `name`'s repository, as full references (`push --all-tags`).
+    pub fn local_tags_of_repository(&self, name: &str) -> Result<Vec<String>> {
+        let r = Reference::parse(name)?;
+        let last = name.rsplit('/').next().unwrap_or(name);
+        if r.digest.is_some() || last.contains(':') {
+            return Err(EngineError::Invalid(
+                "tag can't be used with --all-tags/-a".into(),
+            ));
+        }
+        let repo = r.repository();
+        let mut out: Vec<String> = self
+            .list_image_rows()?
+            .into_iter()
+            .flat_map(|row| row.tags)
+            .filter(|t| {
+                Reference::parse(t).is_ok_and(|x| x.repository() == repo && x.digest.is_none())
+            })
+            .collect();
+        out.sort();
+        if out.is_empty() {
+            return Err(EngineError::NoSuchImage(r.familiar_repository()));
+        }
+        Ok(out)
     }
 
     /// `search [REGISTRY/]TERM`: (name, description, stars, official, automated) rows

@@ -265,6 +265,36 @@ impl Client {
         serde_json::from_slice(&body).map_err(err)
     }
 
+    /// Every tag of `repo`, following the registry's `Link` pages.
+    pub async fn tags(&self, repo: &str) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        let mut next = Some(self.url(&format!("/v2/{repo}/tags/list")));
+        while let Some(url) = next.take() {
+            let resp = self
+                .send(&Self::scope(repo, false), |c| c.get(&url))
+                .await?;
+            if !resp.status().is_success() {
+                return Err(api_error(resp).await);
+            }
+            next = resp
+                .headers()
+                .get(reqwest::header::LINK)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|l| l.split_once('<').and_then(|(_, r)| r.split_once('>')))
+                .map(|(u, _)| self.url(u));
+            let body = resp.bytes().await.map_err(err)?;
+            let v: serde_json::Value = serde_json::from_slice(&body).map_err(err)?;
+            out.extend(
+                v["tags"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|t| t.as_str().map(String::from)),
+            );
+        }
+        Ok(out)
+    }
+
     /// A blob's response, to be streamed by the caller.
     pub async fn blob(&self, repo: &str, digest: &str) -> Result<Response> {
         let url = self.url(&format!("/v2/{repo}/blobs/{digest}"));
