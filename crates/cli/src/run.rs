@@ -95,6 +95,9 @@ pub struct CreateFlags {
     /// Security options (seccomp=unconfined|FILE, no-new-privileges)
     #[arg(long = "security-opt")]
     pub security_opt: Vec<String>,
+    /// Add additional groups to join
+    #[arg(long = "group-add")]
+    pub group_add: Vec<String>,
     /// Size of /dev/shm
     #[arg(long = "shm-size")]
     pub shm_size: Option<String>,
@@ -538,6 +541,7 @@ impl CreateFlags {
             cap_drop: self.cap_drop.clone(),
             privileged: self.privileged,
             security_opt: self.security_opt.clone(),
+            group_add: self.group_add.clone(),
             readonly_rootfs: self.read_only,
             tmpfs,
             shm_size,

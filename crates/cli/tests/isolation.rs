@@ -287,6 +287,10 @@ fn health_probes_are_as_confined_as_exec() {
         &[
             "--user",
             "1000:1000",
+            "--group-add",
+            "5",
+            "--group-add",
+            "nogroup",
             "--cap-drop",
             "ALL",
             "--cap-add",
@@ -327,7 +331,19 @@ fn health_probes_are_as_confined_as_exec() {
         if !extra.is_empty() {
             assert!(probe.contains("NoNewPrivs:\t1"), "{probe}");
             assert!(probe.contains("uid=1000"), "{probe}");
+            // --group-add: an id and a name from the image's /etc/group (nogroup: 65534).
+            assert!(probe.contains("Groups:\t5 65534"), "{probe}");
             assert!(probe.contains("/tmp\n"), "{probe}");
         }
     }
+    let (code, err) = b.fails(&[
+        "run",
+        "--rm",
+        "--group-add",
+        "no-such-group",
+        "busybox:test",
+        "true",
+    ]);
+    assert_eq!(code, 125);
+    assert!(err.contains("unable to find group no-such-group"), "{err}");
 }

@@ -623,7 +623,8 @@ impl Engine {
         let image = self.find_image(&rec.image_id)?;
         let dir = self.container_dir(&rec.id);
         let layer_dirs = self.layer_dirs(rec, &image);
-        let user = spec::resolve_user(&rec.config.user, &layer_dirs)?;
+        let mut user = spec::resolve_user(&rec.config.user, &layer_dirs)?;
+        spec::add_groups(&mut user, &rec.host_config.group_add, &layer_dirs)?;
         let mut env = rec.config.env.clone();
         env = spec::merge_env(&[&[format!("HOSTNAME={}", rec.config.hostname)], &env]);
         if rec.config.tty && !env.iter().any(|e| e.starts_with("TERM=")) {

@@ -76,7 +76,9 @@ impl Engine {
         }
         let image = self.find_image(&rec.image_id)?;
         let user_spec = opts.user.clone().unwrap_or_else(|| rec.config.user.clone());
-        let user = spec::resolve_user(&user_spec, &self.layer_dirs(&rec, &image))?;
+        let layer_dirs = self.layer_dirs(&rec, &image);
+        let mut user = spec::resolve_user(&user_spec, &layer_dirs)?;
+        spec::add_groups(&mut user, &rec.host_config.group_add, &layer_dirs)?;
         let mut env = spec::merge_env(&[
             &[format!("HOSTNAME={}", rec.config.hostname)],
             &rec.config.env,

@@ -119,6 +119,8 @@ pub struct HostConfig {
     pub cap_drop: Vec<String>,
     pub privileged: bool,
     pub security_opt: Vec<String>,
+    /// `--group-add`: more groups (names or ids) for the container's processes.
+    pub group_add: Vec<String>,
     pub readonly_rootfs: bool,
     pub tmpfs: BTreeMap<String, String>,
     pub shm_size: i64,

@@ -147,6 +147,35 @@ pub fn read_in_layers(dirs: &[PathBuf], rel: &str) -> Option<Vec<u8>> {
 
 /// Resolves `-u user[:group]` against the image's /etc/passwd and /etc/group; an empty
 /// spec is root, without reading any file.
+/// Adds `--group-add` groups (ids, or names from the image's /etc/group) to `user`.
+pub fn add_groups(user: &mut User, groups: &[String], layer_dirs: &[PathBuf]) -> Result<()> {
+    if groups.is_empty() {
+        return Ok(());
+    }
+    let group = read_in_layers(layer_dirs, "etc/group")
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
+    for g in groups {
+        let gid = match g.parse::<u32>() {
+            Ok(n) => n,
+            Err(_) => group
+                .lines()
+                .map(|l| l.split(':').collect::<Vec<_>>())
+                .find(|f| f.len() >= 3 && f[0] == g)
+                .and_then(|f| f[2].parse().ok())
+                .ok_or_else(|| {
+                    EngineError::Invalid(format!(
+                        "unable to find group {g}: no matching entries in group file"
+                    ))
+                })?,
+        };
+        if !user.additional_gids.contains(&gid) {
+            user.additional_gids.push(gid);
+        }
+    }
+    Ok(())
+}
+
 pub fn resolve_user(spec: &str, layer_dirs: &[PathBuf]) -> Result<User> {
     if spec.is_empty() {
         return Ok(User {
