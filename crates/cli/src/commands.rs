@@ -243,6 +243,9 @@ pub enum Command {
         /// Suppress verbose output
         #[arg(short = 'q', long)]
         quiet: bool,
+        /// Recompress the layers first: gzip or zstd (default: as stored)
+        #[arg(long)]
+        compression: Option<String>,
         /// Push all tags of the repository
         #[arg(short = 'a', long)]
         all_tags: bool,
@@ -2073,9 +2076,23 @@ pub fn dispatch(cli: &Cli) -> CliResult<u8> {
         }
         Command::Push {
             quiet,
+            compression,
             all_tags,
             name,
         } => {
+            use berth_image::compression::Compression;
+            let compression = match compression.as_deref() {
+                None => None,
+                Some("gzip") => Some(Compression::Gzip),
+                Some("zstd") => Some(Compression::Zstd),
+                Some("none" | "uncompressed") => Some(Compression::None),
+                Some(other) => {
+                    return Err(Failure::new(
+                        1,
+                        format!("invalid --compression {other:?}: use gzip, zstd or none"),
+                    ))
+                }
+            };
             let names = if *all_tags {
                 e.local_tags_of_repository(name)?
             } else {
@@ -2086,6 +2103,7 @@ pub fn dispatch(cli: &Cli) -> CliResult<u8> {
                 e.push(
                     n,
                     &berth_engine::distribution::insecure_registries(),
+                    compression,
                     &mut |l| {
                         if !q {
                             println!("{l}");

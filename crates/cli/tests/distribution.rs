@@ -743,3 +743,91 @@ fn push_and_pull_all_tags_of_a_repository() {
     let (_, err) = b.fails(&["push", "-a", &format!("{}/nothing", reg.host)]);
     assert!(err.contains("no such image"), "{err}");
 }
+
+/// `push --compression gzip|zstd` recompresses the layers (once: a second push reuses
+/// them), pushes an OCI manifest naming the compressed layers, and the image pulls and
+/// runs the same.
+#[test]
+fn push_recompresses_layers_with_gzip_or_zstd() {
+    require_root!();
+    let reg = berth_registry(&[]);
+    let b = Berth::with_busybox();
+    let id = b.inspect("busybox:test", "{{.Id}}");
+    let c = reqwest::blocking::Client::new();
+    for (algo, media, magic) in [
+        (
+            "gzip",
+            "application/vnd.oci.image.layer.v1.tar+gzip",
+            &[0x1f, 0x8b][..],
+        ),
+        (
+            "zstd",
+            "application/vnd.oci.image.layer.v1.tar+zstd",
+            &[0x28, 0xb5, 0x2f, 0xfd][..],
+        ),
+    ] {
+        let name = format!("{}/packed/{algo}:1", reg.host);
+        b.ok(&["tag", "busybox:test", &name]);
+        let out = b.ok(&["push", "--compression", algo, &name]);
+        assert!(out.contains("Pushed"), "{out}");
+        let m: serde_json::Value = c
+            .get(format!("{}/v2/packed/{algo}/manifests/1", reg.base))
+            .header("accept", "application/vnd.oci.image.manifest.v1+json")
+            .send()
+            .unwrap()
+            .text()
+            .map(|t| serde_json::from_str(&t).unwrap())
+            .unwrap();
+        let layer = &m["layers"][0];
+        assert_eq!(layer["mediaType"], media, "{m}");
+        let blob = c
+            .get(format!(
+                "{}/v2/packed/{algo}/blobs/{}",
+                reg.base,
+                layer["digest"].as_str().unwrap()
+            ))
+            .send()
+            .unwrap()
+            .bytes()
+            .unwrap();
+        assert!(blob.starts_with(magic), "{algo} bytes");
+        assert!(
+            (blob.len() as u64)
+                < b.inspect("busybox:test", "{{.Size}}")
+                    .parse::<u64>()
+                    .unwrap()
+        );
+        // Pushed again elsewhere: the same compressed layer, not made again.
+        let again = format!("{}/packed/{algo}-again:1", reg.host);
+        b.ok(&["tag", "busybox:test", &again]);
+        b.ok(&["push", "--compression", algo, &again]);
+        let m2: serde_json::Value = c
+            .get(format!("{}/v2/packed/{algo}-again/manifests/1", reg.base))
+            .header("accept", "application/vnd.oci.image.manifest.v1+json")
+            .send()
+            .unwrap()
+            .text()
+            .map(|t| serde_json::from_str(&t).unwrap())
+            .unwrap();
+        assert_eq!(m2["layers"][0]["digest"], layer["digest"]);
+        let cache: Vec<_> = std::fs::read_dir(b.root.join("compressed").join(algo))
+            .unwrap()
+            .flatten()
+            .collect();
+        assert_eq!(cache.len(), 1, "one layer, compressed once and remembered");
+        let other = Berth::new();
+        other.ok(&["pull", &name]);
+        assert_eq!(other.inspect(&name, "{{.Id}}"), id, "the same image");
+        assert_eq!(
+            other.ok(&["run", "--rm", &name, "echo", algo]),
+            format!("{algo}\n")
+        );
+    }
+    let (_, err) = b.fails(&[
+        "push",
+        "--compression",
+        "lz4",
+        &format!("{}/packed/gzip:1", reg.host),
+    ]);
+    assert!(err.contains("invalid --compression"), "{err}");
+}

@@ -7,6 +7,7 @@
 
 use std::io::Write;
 
+use berth_image::compression::Compression;
 use berth_image::config::{
     host_platform, ImageConfig, Index, Manifest, Platform, MEDIA_DOCKER_LIST, MEDIA_OCI_INDEX,
 };
@@ -340,6 +341,84 @@ impl Engine {
         Ok(())
     }
 
+    /// `manifest` with every layer in `c`'s compression: layers are recompressed in
+    /// parallel (a thread each) into the store, once (a cache under `compressed/` maps a
+    /// blob to its recompressed form), and the new manifest is stored too.
+    fn recompressed(&self, manifest: &Manifest, c: Compression) -> Result<(Vec<u8>, Manifest)> {
+        let cache_dir = self
+            .root()
+            .join("compressed")
+            .join(format!("{c:?}").to_lowercase());
+        std::fs::create_dir_all(&cache_dir).map_err(crate::error::io_err(&cache_dir))?;
+        let store = &self.store;
+        let results: Vec<Result<(Digest, u64)>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = manifest
+                .layers
+                .iter()
+                .map(|l| {
+                    let cache_dir = &cache_dir;
+                    scope.spawn(move || -> Result<(Digest, u64)> {
+                        let head = {
+                            let mut f = std::fs::File::open(store.path(&l.digest))
+                                .map_err(crate::error::io_err(store.path(&l.digest)))?;
+                            let mut b = [0u8; 8];
+                            let n = std::io::Read::read(&mut f, &mut b).unwrap_or(0);
+                            b[..n].to_vec()
+                        };
+                        if Compression::detect(&head) == c {
+                            return Ok((l.digest.clone(), l.size));
+                        }
+                        let cached = cache_dir.join(l.digest.hex());
+                        if let Some((d, n)) = std::fs::read_to_string(&cached).ok().and_then(|t| {
+                            let (d, n) = t.trim().split_once(' ')?;
+                            Some((Digest::parse(d).ok()?, n.parse::<u64>().ok()?))
+                        }) {
+                            if store.contains(&d) {
+                                return Ok((d, n));
+                            }
+                        }
+                        let src = store.open_verified(&l.digest)?;
+                        let (mut reader, writer) =
+                            std::io::pipe().map_err(crate::error::io_err(&cached))?;
+                        let (d, n) = std::thread::scope(|inner| {
+                            let worker = inner.spawn(move || -> std::io::Result<()> {
+                                let (_, raw) = berth_image::compression::decompress(src)?;
+                                berth_image::compression::compress(c, raw, writer)?;
+                                Ok(())
+                            });
+                            let stored = store.write_from(&mut reader, None);
+                            drop(reader);
+                            let compressed = worker.join().expect("the compressor does not panic");
+                            compressed.map_err(crate::error::io_err(&cached))?;
+                            stored.map_err(EngineError::from)
+                        })?;
+                        let _ = std::fs::write(&cached, format!("{d} {n}"));
+                        Ok((d, n))
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("a compressor thread does not panic"))
+                .collect()
+        });
+        let mut out = manifest.clone();
+        out.media_type = Some(berth_image::config::MEDIA_OCI_MANIFEST.into());
+        for (layer, res) in out.layers.iter_mut().zip(results) {
+            let (d, n) = res?;
+            layer.digest = d;
+            layer.size = n;
+            layer.media_type = format!(
+                "{}{}",
+                berth_image::config::MEDIA_OCI_LAYER,
+                c.media_suffix()
+            );
+        }
+        let bytes = serde_json::to_vec(&out).expect("manifests serialise");
+        self.store.write_bytes(&bytes, None)?;
+        Ok((bytes, out))
+    }
+
     /// Remembers `repository@digest` for the image (its RepoDigests) and records the event.
     fn record_pull(&self, r: &Reference, id: &Digest, digest: &Digest) -> Result<()> {
         self.record_repo_digest(r, id, digest)?;
@@ -376,13 +455,17 @@ impl Engine {
         &self,
         name: &str,
         insecure: &[String],
+        compression: Option<Compression>,
         progress: &mut dyn FnMut(&str),
     ) -> Result<Digest> {
         let r = Reference::parse(name)?;
         let row = self.find_image(&r.to_string())?;
-        let manifest_bytes = self.store.read(&row.manifest)?;
-        let manifest: Manifest = serde_json::from_slice(&manifest_bytes)
+        let mut manifest_bytes = self.store.read(&row.manifest)?;
+        let mut manifest: Manifest = serde_json::from_slice(&manifest_bytes)
             .map_err(|e| EngineError::Invalid(format!("stored manifest: {e}")))?;
+        if let Some(c) = compression {
+            (manifest_bytes, manifest) = self.recompressed(&manifest, c)?;
+        }
         let media_type = manifest
             .media_type
             .clone()

@@ -32,6 +32,28 @@ impl Compression {
     }
 }
 
+/// Copies `r` into `w` compressed with `c` (gzip at zlib's default level, zstd at level
+/// 3, as Docker and containerd write them).
+pub fn compress<R: Read, W: io::Write>(c: Compression, mut r: R, w: W) -> io::Result<W> {
+    match c {
+        Compression::None => {
+            let mut w = w;
+            io::copy(&mut r, &mut w)?;
+            Ok(w)
+        }
+        Compression::Gzip => {
+            let mut e = flate2::write::GzEncoder::new(w, flate2::Compression::default());
+            io::copy(&mut r, &mut e)?;
+            e.finish()
+        }
+        Compression::Zstd => {
+            let mut e = zstd::stream::write::Encoder::new(w, 3)?;
+            io::copy(&mut r, &mut e)?;
+            e.finish()
+        }
+    }
+}
+
 /// Wraps `r` in the right decompressor. Returns the detected compression too.
 pub fn decompress<'a, R: Read + 'a>(r: R) -> io::Result<(Compression, Box<dyn Read + 'a>)> {
     let mut br = BufReader::with_capacity(256 * 1024, r);
