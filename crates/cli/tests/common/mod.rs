@@ -290,9 +290,16 @@ pub fn berth_registry(extra: &[&str]) -> Server {
         .spawn()
         .unwrap();
     let mut line = String::new();
-    std::io::BufReader::new(child.stderr.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    stderr.read_line(&mut line).unwrap();
+    // Keep reading what it says later (a closed pipe would end it at its next line).
+    std::thread::spawn(move || {
+        let mut rest = String::new();
+        while stderr.read_line(&mut rest).unwrap_or(0) > 0 {
+            eprint!("registry: {rest}");
+            rest.clear();
+        }
+    });
     let url = line
         .trim()
         .rsplit_once(" on ")
