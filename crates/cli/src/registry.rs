@@ -1,6 +1,7 @@
 //! `berth registry …`: berth's own registry server. Parsed on its own (before the main
 //! command line) because `serve --root` names the registry's storage, not berth's root.
 
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -62,6 +63,10 @@ enum RegistryCmd {
 
 pub fn main(args: Vec<String>) -> CliResult<u8> {
     let cli = RegistryCli::parse_from(args);
+    // A server outlives its terminal: a closed stdout or stderr must not end it (the CLI
+    // restores SIGPIPE's default for `berth images | head`).
+    // SAFETY: setting a signal disposition touches no memory of ours.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
     match cli.cmd {
         RegistryCmd::Gc {
             root,
@@ -162,7 +167,7 @@ pub fn main(args: Vec<String>) -> CliResult<u8> {
                     }
                     None => berth_registry::server::serve(listener, state, shutdown).await?,
                 }
-                eprintln!("berth registry stopped");
+                let _ = writeln!(std::io::stderr(), "berth registry stopped");
                 Ok::<u8, Failure>(0)
             })
         }

@@ -195,3 +195,31 @@ fn gc_while_serving_removes_what_no_manifest_references() {
     assert_eq!(code, 1);
     assert!(err.contains("not a registry root"), "{err}");
 }
+
+/// The server logs a line per request; when whoever read its log goes away, it keeps
+/// serving (it ignores SIGPIPE and write errors on its log).
+#[test]
+fn the_server_outlives_a_closed_log_pipe() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(common::berth_bin())
+        .args(["registry", "serve", "--addr", "127.0.0.1:0", "--root"])
+        .arg(dir.path())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stderr.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    // The pipe's read end is closed here.
+    let base = line.trim().rsplit_once(" on ").unwrap().1.to_string();
+    let c = reqwest::blocking::Client::new();
+    for _ in 0..3 {
+        let r = c.get(format!("{base}/v2/")).send().unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+    }
+    assert!(child.try_wait().unwrap().is_none(), "still running");
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -384,7 +384,10 @@ pub async fn handle(state: Arc<State>, req: Request<Body>) -> Response<Body> {
         sent,
     );
     if state.log {
-        eprintln!(
+        // A closed log pipe must not take the request (or the server) down.
+        use std::io::Write as _;
+        let _ = writeln!(
+            std::io::stderr(),
             "{method} {path} {} {:.1}ms",
             resp.status().as_u16(),
             started.elapsed().as_secs_f64() * 1000.0
