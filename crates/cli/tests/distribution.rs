@@ -99,26 +99,11 @@ fn push_and_pull_through_docker_registry_with_basic_auth() {
     b.ok(&["tag", "busybox:test", &name]);
     let (_, err) = b.fails(&["push", &name]);
     assert!(err.contains("authentication required"), "{err}");
-    let mut login = b.cmd();
-    login.args(["login", "-u", "alice", "--password-stdin", &reg.host]);
-    login
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped());
-    let mut child = login.spawn().unwrap();
-    child.stdin.take().unwrap().write_all(b"wrong\n").unwrap();
     assert!(
-        !child.wait_with_output().unwrap().status.success(),
+        !login(&b, &reg.host, "alice", "wrong").status.success(),
         "a wrong password is refused"
     );
-    let mut child = b
-        .cmd()
-        .args(["login", "-u", "alice", "--password-stdin", &reg.host])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(b"s3cret\n").unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = login(&b, &reg.host, "alice", "s3cret");
     assert!(String::from_utf8_lossy(&out.stdout).contains("Login Succeeded"));
     let cfg = std::fs::read_to_string(b.dir.path().join("docker/config.json")).unwrap();
     assert!(cfg.contains(&reg.host) && cfg.contains("auth"), "{cfg}");
