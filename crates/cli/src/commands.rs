@@ -2055,10 +2055,11 @@ pub fn dispatch(cli: &Cli) -> CliResult<u8> {
                 vec![name.clone()]
             };
             let q = *quiet;
+            let mut display = crate::progress::Display::stdout();
             for n in &names {
-                let pulled = e.pull(n, &opts, &mut |l| {
+                let pulled = e.pull(n, &opts, &mut |p| {
                     if !q {
-                        println!("{l}");
+                        display.show(p);
                     }
                 })?;
                 if !q {
@@ -2099,14 +2100,15 @@ pub fn dispatch(cli: &Cli) -> CliResult<u8> {
                 vec![name.clone()]
             };
             let q = *quiet;
+            let mut display = crate::progress::Display::stdout();
             for n in &names {
                 e.push(
                     n,
                     &berth_engine::distribution::insecure_registries(),
                     compression,
-                    &mut |l| {
+                    &mut |p| {
                         if !q {
-                            println!("{l}");
+                            display.show(p);
                         }
                     },
                 )?;

@@ -8,6 +8,7 @@
 mod commands;
 mod cp;
 mod format;
+mod progress;
 mod registry;
 mod run;
 mod terminal;

@@ -653,8 +653,9 @@ pub fn ensure_image(engine: &Engine, flags: &CreateFlags) -> CliResult<()> {
             platform: flags.platform.clone(),
             insecure: berth_engine::distribution::insecure_registries(),
         };
+        let mut display = crate::progress::Display::stderr();
         let pulled = engine
-            .pull(image, &opts, &mut |l| eprintln!("{l}"))
+            .pull(image, &opts, &mut |p| display.show(p))
             .map_err(run_failure)?;
         eprintln!("Digest: {}", pulled.digest);
         eprintln!(

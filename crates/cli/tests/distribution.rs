@@ -16,7 +16,10 @@ fn round_trip(b: &Berth, host: &str) {
     let name = format!("{host}/team/bb:1");
     b.ok(&["tag", "busybox:test", &name]);
     let out = b.ok(&["push", &name]);
-    assert!(out.contains("Pushed"), "{out}");
+    assert!(
+        out.contains("Pushed") && out.contains(": Preparing\n") && !out.contains("Pushing"),
+        "{out}"
+    );
     let digest = out
         .lines()
         .find_map(|l| l.split("digest: ").nth(1))
@@ -31,6 +34,14 @@ fn round_trip(b: &Berth, host: &str) {
     let out = other.ok(&["pull", &name]);
     assert!(
         out.contains("Pull complete") && out.contains(&digest),
+        "{out}"
+    );
+    // Not a terminal: a line per change of state, no bars, no cursor movement.
+    assert!(
+        out.contains(": Pulling fs layer\n")
+            && out.contains(": Download complete\n")
+            && !out.contains("Downloading")
+            && !out.contains('\x1b'),
         "{out}"
     );
     assert!(
@@ -193,65 +204,110 @@ fn pull_chooses_the_platform_from_an_index() {
 
 /// A registry that serves a valid manifest and config but a layer whose bytes do not
 /// match its digest: the pull fails, naming the blob, and nothing is stored.
-#[test]
-fn a_registry_sending_wrong_bytes_stores_nothing() {
-    require_root!();
-    let tar_of = |name: &str, data: &[u8]| {
-        let mut b = tar::Builder::new(Vec::new());
-        let mut h = tar::Header::new_gnu();
-        h.set_size(data.len() as u64);
-        h.set_mode(0o644);
-        h.set_cksum();
-        b.append_data(&mut h, name, data).unwrap();
-        b.into_inner().unwrap()
-    };
-    // Both valid layers: the wrong one unpacks fine, and must still not be kept.
-    let layer = tar_of("real", b"the real layer");
-    let wrong = tar_of("evil", b"what the registry sends instead");
+/// A one-file uncompressed layer.
+fn tar_of(name: &str, data: &[u8]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_size(data.len() as u64);
+    h.set_mode(0o644);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(0);
+    h.set_cksum();
+    b.append_data(&mut h, name, data).unwrap();
+    b.into_inner().unwrap()
+}
+
+/// The config and manifest of an image made of `layer`.
+fn image_of(layer: &[u8]) -> (Vec<u8>, Vec<u8>) {
     let config = serde_json::to_vec(&serde_json::json!({
         "architecture": "amd64", "os": "linux",
-        "rootfs": {"type": "layers", "diff_ids": [sha256(&layer)]},
+        "rootfs": {"type": "layers", "diff_ids": [sha256(layer)]},
     }))
     .unwrap();
     let manifest = serde_json::to_vec(&serde_json::json!({
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.manifest.v1+json",
         "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": sha256(&config), "size": config.len()},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": sha256(&layer), "size": layer.len()}],
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": sha256(layer), "size": layer.len()}],
     }))
     .unwrap();
+    (config, manifest)
+}
+
+/// A registry of one image on a loopback port, whose answers `respond` writes: it gets
+/// the request's head and the stream, and returns false to fall back to the plain
+/// answer (the manifest, the config, or `layer` whole).
+fn fake_registry(
+    layer: Vec<u8>,
+    respond: impl Fn(&str, &mut std::net::TcpStream) -> bool + Send + 'static,
+) -> u16 {
+    let (config, manifest) = image_of(&layer);
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
-    let ld = sha256(&layer);
-    let (m, cfg, cd, ld2) = (
-        manifest.clone(),
-        config.clone(),
-        sha256(&config),
-        ld.clone(),
-    );
+    let (cd, ld) = (sha256(&config), sha256(&layer));
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(mut s) = stream else { break };
             let mut buf = [0u8; 4096];
             let n = s.read(&mut buf).unwrap_or(0);
             let req = String::from_utf8_lossy(&buf[..n]).to_string();
+            if respond(&req, &mut s) {
+                continue;
+            }
             let path = req.split_whitespace().nth(1).unwrap_or("").to_string();
-            let (ct, body): (&str, Vec<u8>) = if path.contains("/manifests/") {
-                ("application/vnd.oci.image.manifest.v1+json", m.clone())
+            let (ct, body): (&str, &[u8]) = if path.contains("/manifests/") {
+                ("application/vnd.oci.image.manifest.v1+json", &manifest)
             } else if path.ends_with(&cd) {
-                ("application/octet-stream", cfg.clone())
-            } else if path.ends_with(&ld2) {
-                ("application/octet-stream", wrong.clone())
+                ("application/octet-stream", &config)
+            } else if path.ends_with(&ld) {
+                ("application/octet-stream", &layer)
             } else {
-                ("application/json", b"{}".to_vec())
+                ("application/json", b"{}")
             };
             let _ = write!(
                 s,
                 "HTTP/1.1 200 OK\r\nContent-Type: {ct}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
                 body.len()
             );
-            let _ = s.write_all(&body);
+            let _ = s.write_all(body);
         }
+    });
+    port
+}
+
+/// The names in a dir of the root, but for `skip`.
+fn entries(dir: &std::path::Path, skip: &[&str]) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| !skip.contains(&n.as_str()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_registry_sending_wrong_bytes_stores_nothing() {
+    require_root!();
+    // Both valid layers: the wrong one unpacks fine, and must still not be kept.
+    let layer = tar_of("real", b"the real layer");
+    let wrong = tar_of("evil", b"what the registry sends instead");
+    let ld = sha256(&layer);
+    let ld2 = ld.clone();
+    let port = fake_registry(layer, move |req, s| {
+        let path = req.split_whitespace().nth(1).unwrap_or("");
+        if !path.ends_with(&ld2) {
+            return false;
+        }
+        let _ = write!(
+            s,
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            wrong.len()
+        );
+        let _ = s.write_all(&wrong);
+        true
     });
     let b = Berth::new();
     let (_, err) = b.fails(&["pull", &format!("127.0.0.1:{port}/evil:1")]);
@@ -260,23 +316,106 @@ fn a_registry_sending_wrong_bytes_stores_nothing() {
         "{err}"
     );
     assert_eq!(b.ok(&["images", "-q"]), "");
-    let unpacked: Vec<_> = std::fs::read_dir(b.root.join("layers"))
-        .map(|d| {
-            d.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n != "l" && n != "tmp")
-                .collect()
-        })
-        .unwrap_or_default();
+    let unpacked = entries(&b.root.join("layers"), &["l", "tmp"]);
     assert!(unpacked.is_empty(), "no layer stays unpacked: {unpacked:?}");
-    let blobs = b.root.join("blobs/sha256");
-    let stored: Vec<_> = std::fs::read_dir(&blobs)
-        .map(|d| d.flatten().map(|e| e.file_name()).collect())
-        .unwrap_or_default();
+    let stored = entries(&b.root.join("blobs/sha256"), &[]);
     assert!(
-        !stored.iter().any(|n| ld.ends_with(n.to_str().unwrap())),
+        !stored.iter().any(|n| ld.ends_with(n)),
         "the bad layer is not in the store: {stored:?}"
     );
+    let partial = entries(&b.root.join("blobs/partial"), &[]);
+    assert!(
+        partial.is_empty(),
+        "no partial download is kept: {partial:?}"
+    );
+}
+
+#[test]
+fn an_interrupted_pull_resumes_where_it_stopped() {
+    require_root!();
+    // 3 MiB that do not compress, cut after 1 MiB on the first try.
+    let mut data = Vec::with_capacity(3 << 20);
+    let mut x: u64 = 0x9e3779b97f4a7c15;
+    while data.len() < 3 << 20 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        data.extend_from_slice(&x.to_le_bytes());
+    }
+    let layer = tar_of("big", &data);
+    let ld = sha256(&layer);
+    let (ld2, body) = (ld.clone(), layer.clone());
+    let asked = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Option<usize>>::new()));
+    let asked2 = asked.clone();
+    let port = fake_registry(layer, move |req, s| {
+        let path = req.split_whitespace().nth(1).unwrap_or("");
+        if !path.ends_with(&ld2) {
+            return false;
+        }
+        let range = req
+            .lines()
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("range: bytes=")
+                    .map(String::from)
+            })
+            .and_then(|r| r.trim_end_matches('-').parse::<usize>().ok());
+        let first = {
+            let mut a = asked2.lock().unwrap();
+            a.push(range);
+            a.len() == 1
+        };
+        if first {
+            let _ = write!(
+                s,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = s.write_all(&body[..1 << 20]);
+            let _ = s.flush();
+            let _ = s.shutdown(std::net::Shutdown::Both);
+            return true;
+        }
+        let from = range.unwrap_or(0);
+        let head = match range {
+            Some(_) => format!(
+                "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes {from}-{}/{}\r\n",
+                body.len() - 1,
+                body.len()
+            ),
+            None => "HTTP/1.1 200 OK\r\n".to_string(),
+        };
+        let _ = write!(
+            s,
+            "{head}Content-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len() - from
+        );
+        let _ = s.write_all(&body[from..]);
+        true
+    });
+    let b = Berth::new();
+    let image = format!("127.0.0.1:{port}/big:1");
+    let (_, err) = b.fails(&["pull", &image]);
+    assert!(err.contains("the next pull resumes"), "{err}");
+    assert_eq!(b.ok(&["images", "-q"]), "", "nothing half-pulled is listed");
+    let out = b.ok(&["pull", &image]);
+    assert!(out.contains("Resuming at"), "{out}");
+    let asked = asked.lock().unwrap().clone();
+    assert_eq!(asked.len(), 2, "{asked:?}");
+    let from = asked[1].expect("the second request asks for a range");
+    assert!(from > 0 && from <= 1 << 20, "resumed from {from}");
+    // What was unpacked is the whole layer, and nothing is left over.
+    b.ok(&["create", "--name", "cc", &image, "/none"]);
+    let copy = b.root.join("copy");
+    b.ok(&["cp", "cc:/big", copy.to_str().unwrap()]);
+    assert!(std::fs::read(&copy).unwrap() == data, "the file is whole");
+    let partial = entries(&b.root.join("blobs/partial"), &[]);
+    assert!(partial.is_empty(), "{partial:?}");
+    assert!(b
+        .root
+        .join("blobs/sha256")
+        .join(ld.trim_start_matches("sha256:"))
+        .exists());
 }
 
 #[test]

@@ -134,3 +134,25 @@ fn exec_it_gets_its_own_terminal() {
     assert!(eventually(10, || child.try_wait().unwrap().is_some()));
     assert_eq!(child.wait().unwrap().code(), Some(6));
 }
+
+#[test]
+fn pull_and_push_on_a_terminal_draw_bars_in_place() {
+    require_root!();
+    let reg = common::berth_registry(&[]);
+    let b = Berth::with_busybox();
+    let name = format!("{}/tty/bb:1", reg.host);
+    b.ok(&["tag", "busybox:test", &name]);
+    let (mut child, mut master) = spawn_on_pty(&b, &["push", &name], 24, 120);
+    let out = read_until(&mut master, "digest: sha256:", 30);
+    assert!(child.wait().unwrap().success(), "{out}");
+    assert!(out.contains("Pushed"), "{out}");
+    let other = Berth::new();
+    let (mut child, mut master) = spawn_on_pty(&other, &["pull", &name], 24, 120);
+    let out = read_until(&mut master, "Status: ", 30);
+    assert!(child.wait().unwrap().success(), "{out}");
+    // The layer's line is drawn once, then rewritten in place: cursor up, clear line.
+    assert!(out.contains(": Pulling fs layer"), "{out}");
+    assert!(out.contains("\x1b[1A\x1b[2K\r"), "{out:?}");
+    assert!(out.contains(": Downloading [") && out.contains("Pull complete"), "{out:?}");
+}
+

@@ -25,12 +25,75 @@ use crate::Engine;
 /// How many layers move at once.
 const PARALLEL: usize = 3;
 
+/// A blob that is a layer: its chain id, diff id, short id and where its progress goes.
+type BlobLayer<'a> = (&'a Digest, &'a Digest, &'a str, &'a dyn Fn(Progress<'_>));
+
+/// Feeds the unpacker, if it still listens (when it stopped, its error is reported
+/// once the download ends).
+async fn send(tx: &mut Option<tokio::sync::mpsc::Sender<bytes::Bytes>>, chunk: bytes::Bytes) {
+    if let Some(t) = tx {
+        if t.send(chunk).await.is_err() {
+            *tx = None;
+        }
+    }
+}
+
+/// Sizes as Docker shows them: decimal units, 4 significant digits (`12.35MB`).
+pub fn human_size(n: u64) -> String {
+    const UNITS: [&str; 7] = ["B", "kB", "MB", "GB", "TB", "PB", "EB"];
+    let mut v = n as f64;
+    let mut i = 0;
+    while v >= 1000.0 && i < UNITS.len() - 1 {
+        v /= 1000.0;
+        i += 1;
+    }
+    let digits = if v >= 1000.0 {
+        0
+    } else if v >= 100.0 {
+        1
+    } else if v >= 10.0 {
+        2
+    } else {
+        3
+    };
+    let s = format!("{v:.digits$}");
+    let s = if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        s
+    };
+    format!("{s}{}", UNITS[i])
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct PullOptions {
     /// `os/arch[/variant]`; the host's when None.
     pub platform: Option<String>,
     /// Registries spoken to over plain HTTP besides loopback ones.
     pub insecure: Vec<String>,
+}
+
+/// What `pull` and `push` report as they go, for a display like Docker's.
+#[derive(Debug, Clone, Copy)]
+pub enum Progress<'a> {
+    /// A line of its own (`latest: Pulling from library/x`).
+    Line(&'a str),
+    /// A layer's state, by its short id; `bytes` is (done, total) while it moves.
+    Layer {
+        id: &'a str,
+        status: &'a str,
+        bytes: Option<(u64, u64)>,
+    },
+}
+
+impl Progress<'_> {
+    fn layer<'a>(id: &'a str, status: &'a str) -> Progress<'a> {
+        Progress::Layer {
+            id,
+            status,
+            bytes: None,
+        }
+    }
 }
 
 /// One `search` result.
@@ -91,12 +154,12 @@ fn client_for(r: &Reference, insecure: &[String]) -> Result<Client> {
 }
 
 impl Engine {
-    /// Pulls `name`; `progress` gets Docker's progress lines (`<id>: Pull complete`).
+    /// Pulls `name`; `progress` hears what happens, as Docker's pull reports it.
     pub fn pull(
         &self,
         name: &str,
         opts: &PullOptions,
-        progress: &mut dyn FnMut(&str),
+        progress: &mut dyn FnMut(Progress<'_>),
     ) -> Result<Pulled> {
         let r = Reference::parse(name)?;
         let client = client_for(&r, &opts.insecure)?;
@@ -110,11 +173,11 @@ impl Engine {
             .map(|d| d.to_string())
             .or_else(|| r.tag.clone())
             .unwrap_or_else(|| "latest".into());
-        progress(&format!(
+        progress(Progress::Line(&format!(
             "{}: Pulling from {}",
             r.tag.as_deref().unwrap_or(&reference),
             r.path
-        ));
+        )));
         let rt = runtime()?;
         let repo = r.path.clone();
         let (top_digest, manifest_bytes, manifest_digest) = rt.block_on(async {
@@ -188,7 +251,7 @@ impl Engine {
         }
         // The config first: its diff ids name the layers' unpacked dirs.
         if !self.store.contains(&manifest.config.digest) {
-            rt.block_on(self.fetch_blob(&client, &repo, &manifest.config.digest, None))?;
+            rt.block_on(self.fetch_blob(&client, &repo, &manifest.config.digest, None, &|_| {}))?;
         }
         let config_bytes = self.store.read(&manifest.config.digest)?;
         let config: ImageConfig = serde_json::from_slice(&config_bytes)
@@ -203,6 +266,21 @@ impl Engine {
         let chains = berth_image::digest::chain_ids(&config.rootfs.diff_ids);
         // Then the layers, a few at a time, each unpacked while it downloads.
         let progress = std::cell::RefCell::new(progress);
+        let report = |p: Progress<'_>| (progress.borrow_mut())(p);
+        let mut waiting = 0;
+        for desc in &manifest.layers {
+            let short = &desc.digest.hex()[..12];
+            if self.store.contains(&desc.digest) {
+                // Unpacked by `register` if it is not yet.
+                report(Progress::layer(short, "Already exists"));
+            } else {
+                report(Progress::layer(short, "Pulling fs layer"));
+                waiting += 1;
+                if waiting > PARALLEL {
+                    report(Progress::layer(short, "Waiting"));
+                }
+            }
+        }
         rt.block_on(async {
             let results: Vec<Result<()>> = futures_util::stream::iter(
                 manifest
@@ -210,20 +288,22 @@ impl Engine {
                     .iter()
                     .zip(&config.rootfs.diff_ids)
                     .zip(&chains)
+                    .filter(|((desc, _), _)| !self.store.contains(&desc.digest))
                     .map(|((desc, diff_id), chain)| {
-                        let client = &client;
-                        let repo = &repo;
-                        let progress = &progress;
+                        let (client, repo, report) = (&client, &repo, &report);
                         async move {
                             let short = &desc.digest.hex()[..12];
-                            if self.store.contains(&desc.digest) {
-                                // Unpacked by `register` if it is not yet.
-                                (progress.borrow_mut())(&format!("{short}: Already exists"));
-                                return Ok(());
-                            }
-                            self.fetch_blob(client, repo, &desc.digest, Some((chain, diff_id)))
+                            let on_bytes = |done| {
+                                report(Progress::Layer {
+                                    id: short,
+                                    status: "Downloading",
+                                    bytes: Some((done, desc.size)),
+                                })
+                            };
+                            let layer = Some((chain, diff_id, short, report as _));
+                            self.fetch_blob(client, repo, &desc.digest, layer, &on_bytes)
                                 .await?;
-                            (progress.borrow_mut())(&format!("{short}: Pull complete"));
+                            report(Progress::layer(short, "Pull complete"));
                             Ok(())
                         }
                     }),
@@ -262,25 +342,35 @@ impl Engine {
     }
 
     /// Downloads a blob into the store, checking its digest; nothing is stored when it
-    /// does not match. With `unpack` (chain id, diff id) the layer is unpacked as it
-    /// arrives, on a blocking thread fed through a bounded channel, and removed again if
-    /// the blob turns out wrong.
+    /// does not match. With `layer` (chain id, diff id, short id, reporter) the layer is
+    /// unpacked as it arrives, on a blocking thread fed through a bounded channel, and
+    /// removed again if the blob turns out wrong or incomplete. The download goes to the
+    /// store's partial file for the blob: bytes an interrupted pull left there are not
+    /// fetched again (a `Range` request), though they are hashed and unpacked again.
     async fn fetch_blob(
         &self,
         client: &Client,
         repo: &str,
         digest: &Digest,
-        unpack: Option<(&Digest, &Digest)>,
+        layer: Option<BlobLayer<'_>>,
+        on_bytes: &dyn Fn(u64),
     ) -> Result<()> {
+        let mut blob = match self.store.partial(digest)? {
+            Some(p) => p,
+            // Another pull is fetching it right now: this one fetches its own copy.
+            None => self.store.temp()?,
+        };
         let resp = client
-            .blob(repo, &digest.to_string())
+            .blob(repo, &digest.to_string(), blob.offset)
             .await
             .map_err(unavailable)?;
-        let mut tmp = self.store.temp()?;
+        if blob.offset > 0 && !berth_registry::client::resumed_at(&resp, blob.offset) {
+            blob.restart()?;
+        }
         let mut hasher = berth_image::digest::Hasher::new(std::io::sink());
         let mut unpacker = None;
         let mut tx = None;
-        if let Some((chain, diff_id)) = unpack {
+        if let Some((chain, diff_id, ..)) = layer {
             if !self.layers.exists(chain) {
                 let (t, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(32);
                 let layers = berth_image::layers::LayerStore::open(self.layers.root())?;
@@ -295,25 +385,60 @@ impl Engine {
                 tx = Some(t);
             }
         }
-        let mut stream = resp.bytes_stream();
-        while let Some(chunk) = stream.try_next().await.map_err(unavailable)? {
-            hasher
-                .write_all(&chunk)
-                .map_err(crate::error::io_err(&tmp.path))?;
-            tmp.file
-                .write_all(&chunk)
-                .map_err(crate::error::io_err(&tmp.path))?;
-            if let Some(t) = &tx {
-                if t.send(chunk).await.is_err() {
-                    // The unpacker stopped: its error is reported below.
-                    tx = None;
-                }
+        let mut done = 0u64;
+        if blob.offset > 0 {
+            if let Some((.., short, report)) = layer {
+                let at = format!("Resuming at {}", human_size(blob.offset));
+                report(Progress::layer(short, &at));
+            }
+            // What the last pull got: hashed and unpacked again, not downloaded.
+            let mut old =
+                std::fs::File::open(&blob.path).map_err(crate::error::io_err(&blob.path))?;
+            while done < blob.offset {
+                let mut chunk = vec![0; (blob.offset - done).min(1 << 20) as usize];
+                std::io::Read::read_exact(&mut old, &mut chunk)
+                    .map_err(crate::error::io_err(&blob.path))?;
+                done += chunk.len() as u64;
+                hasher
+                    .write_all(&chunk)
+                    .map_err(crate::error::io_err(&blob.path))?;
+                send(&mut tx, bytes::Bytes::from(chunk)).await;
+                on_bytes(done);
             }
         }
+        let mut stream = resp.bytes_stream();
+        let received: Result<()> = async {
+            while let Some(chunk) = stream.try_next().await.map_err(|e| {
+                unavailable(format!(
+                    "downloading {digest}: {}; the {} received are kept and the next pull resumes from there",
+                    berth_image::error_chain(&e),
+                    human_size(done)
+                ))
+            })? {
+                hasher
+                    .write_all(&chunk)
+                    .map_err(crate::error::io_err(&blob.path))?;
+                blob.file
+                    .write_all(&chunk)
+                    .map_err(crate::error::io_err(&blob.path))?;
+                done += chunk.len() as u64;
+                send(&mut tx, chunk).await;
+                on_bytes(done);
+            }
+            Ok(())
+        }
+        .await;
         drop(tx);
         let (got, _, _) = hasher.finish();
+        let whole = received.is_ok() && got == *digest;
+        if whole {
+            if let Some((.., short, report)) = layer {
+                report(Progress::layer(short, "Verifying Checksum"));
+                report(Progress::layer(short, "Download complete"));
+            }
+        }
         // The blob's fsync overlaps the end of the unpacking.
-        let synced = match (got == *digest, tmp.file.try_clone()) {
+        let synced = match (whole, blob.file.try_clone()) {
             (true, Ok(f)) => Some(tokio::task::spawn_blocking(move || f.sync_all())),
             _ => None,
         };
@@ -324,12 +449,14 @@ impl Engine {
         if let Some(s) = synced {
             let _ = s.await;
         }
-        if got != *digest {
-            if let Some((chain, _)) = unpack {
-                if matches!(unpacked, Some(Ok(_))) {
-                    let _ = self.layers.remove(chain);
-                }
+        if !whole {
+            if let (Some((chain, ..)), Some(Ok(_))) = (layer, &unpacked) {
+                let _ = self.layers.remove(chain);
             }
+        }
+        received?;
+        if got != *digest {
+            blob.discard();
             return Err(EngineError::Invalid(format!(
                 "blob {digest} from the registry does not match its digest (got {got}); nothing was stored"
             )));
@@ -337,7 +464,7 @@ impl Engine {
         if let Some(r) = unpacked {
             r?;
         }
-        tmp.commit(digest)?;
+        blob.commit(digest)?;
         Ok(())
     }
 
@@ -450,13 +577,14 @@ impl Engine {
         Ok(rows)
     }
 
-    /// Pushes `name`; returns the manifest digest. `progress` gets Docker's lines.
+    /// Pushes `name`; returns the manifest digest. `progress` hears what happens, as
+    /// Docker's push reports it (layers only; the config blob goes up unannounced).
     pub fn push(
         &self,
         name: &str,
         insecure: &[String],
         compression: Option<Compression>,
-        progress: &mut dyn FnMut(&str),
+        progress: &mut dyn FnMut(Progress<'_>),
     ) -> Result<Digest> {
         let r = Reference::parse(name)?;
         let row = self.find_image(&r.to_string())?;
@@ -472,10 +600,10 @@ impl Engine {
             .unwrap_or_else(|| berth_image::config::MEDIA_OCI_MANIFEST.into());
         let client = client_for(&r, insecure)?;
         let tag = r.tag.clone().unwrap_or_else(|| "latest".into());
-        progress(&format!(
+        progress(Progress::Line(&format!(
             "The push refers to repository [{}]",
             r.repository()
-        ));
+        )));
         // Another repository on the same registry that has this image's blobs.
         let mount_from: Option<String> = self
             .repo_digests(&row.id)?
@@ -485,50 +613,113 @@ impl Engine {
             .map(|o| o.path);
         let rt = runtime()?;
         let repo = r.path.clone();
+        let progress = std::cell::RefCell::new(progress);
+        let report = |p: Progress<'_>| (progress.borrow_mut())(p);
+        // Docker lists the layers top first.
+        let mut blobs: Vec<(Digest, u64, Option<String>)> = manifest
+            .layers
+            .iter()
+            .rev()
+            .map(|l| {
+                (
+                    l.digest.clone(),
+                    l.size,
+                    Some(l.digest.hex()[..12].to_string()),
+                )
+            })
+            .collect();
+        blobs.push((manifest.config.digest.clone(), manifest.config.size, None));
+        for (i, (_, _, short)) in blobs.iter().enumerate() {
+            if let Some(short) = short {
+                report(Progress::layer(short, "Preparing"));
+                if i >= PARALLEL {
+                    report(Progress::layer(short, "Waiting"));
+                }
+            }
+        }
+        // Bytes sent so far of each blob being uploaded, shown by a ticker.
+        let pushed: Vec<std::sync::Arc<std::sync::atomic::AtomicU64>> =
+            blobs.iter().map(|_| Default::default()).collect();
+        let uploading: Vec<std::cell::Cell<bool>> =
+            blobs.iter().map(|_| Default::default()).collect();
         let digest = rt.block_on(async {
-            let mut blobs: Vec<(Digest, u64)> = manifest
-                .layers
-                .iter()
-                .map(|l| (l.digest.clone(), l.size))
-                .collect();
-            blobs.push((manifest.config.digest.clone(), manifest.config.size));
             let store = &self.store;
             let client = &client;
             let repo = &repo;
             let mount_from = &mount_from;
-            let results: Vec<std::result::Result<String, EngineError>> =
-                futures_util::stream::iter(blobs.into_iter().map(|(d, size)| async move {
-                    let short = d.hex()[..12].to_string();
+            let (report, pushed, uploading) = (&report, &pushed, &uploading);
+            let work = futures_util::stream::iter(blobs.iter().enumerate().map(
+                |(i, (d, size, short))| async move {
+                    let say = |status: &str| {
+                        if let Some(short) = short {
+                            report(Progress::layer(short, status));
+                        }
+                    };
                     let ds = d.to_string();
                     if client.blob_exists(repo, &ds).await.map_err(unavailable)? {
-                        return Ok(format!("{short}: Layer already exists"));
+                        say("Layer already exists");
+                        return Ok(());
                     }
                     if let Some(from) = mount_from {
                         if client.mount(repo, from, &ds).await.map_err(unavailable)? {
-                            return Ok(format!("{short}: Mounted from {from}"));
+                            say(&format!("Mounted from {from}"));
+                            return Ok(());
                         }
                     }
-                    let path = store.path(&d);
-                    client
-                        .upload(repo, &ds, size, || match std::fs::File::open(&path) {
-                            Ok(f) => reqwest::Body::wrap_stream(
-                                tokio_util::io::ReaderStream::with_capacity(
-                                    tokio::fs::File::from_std(f),
-                                    256 << 10,
-                                ),
-                            ),
+                    let path = store.path(d);
+                    let counter = &pushed[i];
+                    uploading[i].set(short.is_some());
+                    let uploaded = client
+                        .upload(repo, &ds, *size, || match std::fs::File::open(&path) {
+                            Ok(f) => {
+                                let counter = counter.clone();
+                                counter.store(0, std::sync::atomic::Ordering::Relaxed);
+                                reqwest::Body::wrap_stream(
+                                    tokio_util::io::ReaderStream::with_capacity(
+                                        tokio::fs::File::from_std(f),
+                                        256 << 10,
+                                    )
+                                    .inspect_ok(move |b| {
+                                        counter.fetch_add(
+                                            b.len() as u64,
+                                            std::sync::atomic::Ordering::Relaxed,
+                                        );
+                                    }),
+                                )
+                            }
                             Err(_) => reqwest::Body::from(Vec::new()),
                         })
-                        .await
-                        .map_err(unavailable)?;
-                    Ok(format!("{short}: Pushed"))
-                }))
-                .buffered(PARALLEL)
-                .collect()
-                .await;
-            for res in results {
-                progress(&res?);
-            }
+                        .await;
+                    uploading[i].set(false);
+                    uploaded.map_err(unavailable)?;
+                    say("Pushed");
+                    Ok::<(), EngineError>(())
+                },
+            ))
+            .buffered(PARALLEL)
+            .try_collect::<Vec<()>>();
+            let ticker = async {
+                loop {
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    for (i, (_, size, short)) in blobs.iter().enumerate() {
+                        if let (true, Some(short)) = (uploading[i].get(), short) {
+                            report(Progress::Layer {
+                                id: short,
+                                status: "Pushing",
+                                bytes: Some((
+                                    pushed[i].load(std::sync::atomic::Ordering::Relaxed),
+                                    *size,
+                                )),
+                            });
+                        }
+                    }
+                }
+            };
+            futures_util::pin_mut!(work, ticker);
+            match futures_util::future::select(work, ticker).await {
+                futures_util::future::Either::Left((done, _)) => done?,
+                futures_util::future::Either::Right(_) => unreachable!("the ticker never ends"),
+            };
             let sent = client
                 .put_manifest(repo, &tag, &media_type, manifest_bytes.clone())
                 .await
@@ -543,10 +734,10 @@ impl Engine {
             }
             Ok(digest)
         })?;
-        progress(&format!(
+        report(Progress::Line(&format!(
             "{tag}: digest: {digest} size: {}",
             manifest_bytes.len()
-        ));
+        )));
         self.record_repo_digest(&r, &row.id, &digest)?;
         self.emit(
             "image",

@@ -2,10 +2,12 @@
 //!
 //! Every write goes to a temp file in `blobs/tmp/`, is hashed on the way, fsynced and
 //! renamed into place only when its digest is right, so a blob is either whole and
-//! verified or absent. Reads for use are verified again.
+//! verified or absent. Reads for use are verified again. A download goes to
+//! `blobs/partial/<hex>` instead, which outlives an interrupted pull so the next one
+//! resumes it; it too becomes a blob only through the same verified rename.
 
 use std::fs::{self, File};
-use std::io::{self, BufReader, Read, Write};
+use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use crate::digest::{Digest, Hasher};
@@ -44,7 +46,7 @@ pub struct ContentStore {
 impl ContentStore {
     /// Opens (creating) the store at `root` (`<berth root>/blobs`).
     pub fn open(root: &Path) -> Result<ContentStore, StoreError> {
-        for d in [root.join("sha256"), root.join("tmp")] {
+        for d in [root.join("sha256"), root.join("tmp"), root.join("partial")] {
             fs::create_dir_all(&d).map_err(StoreError::io(&d))?;
         }
         Ok(ContentStore {
@@ -113,7 +115,43 @@ impl ContentStore {
             file,
             path,
             done: false,
+            resumable: false,
+            offset: 0,
+            _lock: None,
         })
+    }
+
+    /// The download of `d` that an interrupted pull left (or a new empty one), locked
+    /// against other processes until dropped; `offset` bytes of it are there already.
+    /// Unlike `temp`, it stays on disk when dropped without `commit`. None when another
+    /// process is downloading the same blob right now.
+    pub fn partial(&self, d: &Digest) -> Result<Option<TempBlob<'_>>, StoreError> {
+        let path = self.root.join("partial").join(d.hex());
+        let mut file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(StoreError::io(&path))?;
+        // The lock is taken on a second descriptor of the same open file, held as long
+        // as the TempBlob lives.
+        let dup = file.try_clone().map_err(StoreError::io(&path))?;
+        let lock = match nix::fcntl::Flock::lock(dup, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+            Ok(l) => l,
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => return Ok(None),
+            Err((_, e)) => return Err(StoreError::io(&path)(e.into())),
+        };
+        let offset = file.seek(SeekFrom::End(0)).map_err(StoreError::io(&path))?;
+        Ok(Some(TempBlob {
+            store: self,
+            file,
+            path,
+            done: false,
+            resumable: true,
+            offset,
+            _lock: Some(lock),
+        }))
     }
 
     /// Reads a whole blob, verifying it.
@@ -176,7 +214,8 @@ impl ContentStore {
         Ok(out)
     }
 
-    /// Removes leftovers of interrupted writes.
+    /// Removes leftovers of interrupted writes, and the partial downloads no pull is
+    /// working on.
     pub fn clean_temp(&self) -> Result<u64, StoreError> {
         let dir = self.root.join("tmp");
         let mut freed = 0;
@@ -184,19 +223,53 @@ impl ContentStore {
             freed += e.metadata().map(|m| m.len()).unwrap_or(0);
             let _ = fs::remove_file(e.path());
         }
+        let dir = self.root.join("partial");
+        for e in fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let Some(d) = e
+                .file_name()
+                .to_str()
+                .and_then(|n| Digest::from_hex(n).ok())
+            else {
+                continue;
+            };
+            if let Some(p) = self.partial(&d)? {
+                freed += p.offset;
+                p.discard();
+            }
+        }
         Ok(freed)
     }
 }
 
-/// A blob being written. Dropped without `commit`, it is deleted.
+/// A blob being written. Dropped without `commit`, it is deleted, unless it is a
+/// resumable download (`ContentStore::partial`).
 pub struct TempBlob<'a> {
     store: &'a ContentStore,
     pub file: File,
     pub path: PathBuf,
     done: bool,
+    resumable: bool,
+    /// Bytes already in the file when it was opened (a resumed download).
+    pub offset: u64,
+    _lock: Option<nix::fcntl::Flock<File>>,
 }
 
 impl TempBlob<'_> {
+    /// Empties the file, to download from the start after all.
+    pub fn restart(&mut self) -> Result<(), StoreError> {
+        self.file.set_len(0).map_err(StoreError::io(&self.path))?;
+        self.file
+            .seek(SeekFrom::Start(0))
+            .map_err(StoreError::io(&self.path))?;
+        self.offset = 0;
+        Ok(())
+    }
+
+    /// Deletes the file even if it is resumable (its bytes proved wrong).
+    pub fn discard(mut self) {
+        self.resumable = false;
+    }
+
     /// fsyncs and renames into place as `digest` (which the caller has computed).
     pub fn commit(mut self, digest: &Digest) -> Result<(), StoreError> {
         self.file.flush().map_err(StoreError::io(&self.path))?;
@@ -212,7 +285,7 @@ impl TempBlob<'_> {
 
 impl Drop for TempBlob<'_> {
     fn drop(&mut self) {
-        if !self.done {
+        if !self.done && !self.resumable {
             let _ = fs::remove_file(&self.path);
         }
     }
@@ -290,5 +363,39 @@ mod tests {
         let d = s.write_bytes(b"hello", None).unwrap();
         fs::write(s.path(&d), b"jello").unwrap();
         assert!(matches!(s.read(&d), Err(StoreError::Corrupt { .. })));
+    }
+
+    #[test]
+    fn a_partial_download_outlives_its_writer_and_is_locked_while_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = ContentStore::open(dir.path()).unwrap();
+        let d = Digest::of(b"hello world");
+        let mut p = s.partial(&d).unwrap().unwrap();
+        assert_eq!(p.offset, 0);
+        p.file.write_all(b"hello").unwrap();
+        assert!(
+            s.partial(&d).unwrap().is_none(),
+            "a second writer is refused"
+        );
+        drop(p);
+        let mut p = s.partial(&d).unwrap().unwrap();
+        assert_eq!(p.offset, 5, "the first bytes are kept");
+        p.file.write_all(b" world").unwrap();
+        p.commit(&d).unwrap();
+        assert_eq!(s.read(&d).unwrap(), b"hello world");
+        assert_eq!(fs::read_dir(dir.path().join("partial")).unwrap().count(), 0);
+
+        let e = Digest::of(b"other");
+        let mut p = s.partial(&e).unwrap().unwrap();
+        p.file.write_all(b"oth").unwrap();
+        p.restart().unwrap();
+        assert_eq!(p.offset, 0);
+        p.file.write_all(b"x").unwrap();
+        drop(p);
+        assert_eq!(s.clean_temp().unwrap(), 1, "an unlocked partial is cleaned");
+        assert_eq!(fs::read_dir(dir.path().join("partial")).unwrap().count(), 0);
+        let p = s.partial(&e).unwrap().unwrap();
+        p.discard();
+        assert_eq!(fs::read_dir(dir.path().join("partial")).unwrap().count(), 0);
     }
 }

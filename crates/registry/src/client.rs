@@ -6,7 +6,8 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use reqwest::header::{
-    ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, LOCATION, WWW_AUTHENTICATE,
+    ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, LOCATION, RANGE,
+    WWW_AUTHENTICATE,
 };
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 
@@ -295,12 +296,26 @@ impl Client {
         Ok(out)
     }
 
-    /// A blob's response, to be streamed by the caller.
-    pub async fn blob(&self, repo: &str, digest: &str) -> Result<Response> {
+    /// A blob's response, to be streamed by the caller. With `offset` > 0 it asks for
+    /// the bytes from there on (resuming a download); the caller checks `resumed_at`
+    /// because a registry may send the whole blob instead. A range the registry cannot
+    /// satisfy (416) is asked again without one.
+    pub async fn blob(&self, repo: &str, digest: &str, offset: u64) -> Result<Response> {
         let url = self.url(&format!("/v2/{repo}/blobs/{digest}"));
-        let resp = self
-            .send(&Self::scope(repo, false), |c| c.get(&url))
+        let scope = Self::scope(repo, false);
+        let mut resp = self
+            .send(&scope, |c| {
+                let rb = c.get(&url);
+                if offset > 0 {
+                    rb.header(RANGE, format!("bytes={offset}-"))
+                } else {
+                    rb
+                }
+            })
             .await?;
+        if offset > 0 && resp.status() == StatusCode::RANGE_NOT_SATISFIABLE {
+            resp = self.send(&scope, |c| c.get(&url)).await?;
+        }
         if !resp.status().is_success() {
             return Err(api_error(resp).await);
         }
@@ -431,6 +446,20 @@ async fn api_error(resp: Response) -> ClientError {
         }
         _ => ClientError(format!("unexpected status from the registry: {status}")),
     }
+}
+
+/// Whether `resp` (to a `blob` request at `offset`) carries the blob from `offset` on,
+/// rather than all of it.
+pub fn resumed_at(resp: &Response, offset: u64) -> bool {
+    resp.status() == StatusCode::PARTIAL_CONTENT
+        && resp
+            .headers()
+            .get(CONTENT_RANGE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("bytes "))
+            .and_then(|v| v.split('-').next())
+            .and_then(|start| start.parse::<u64>().ok())
+            == Some(offset)
 }
 
 #[cfg(test)]
