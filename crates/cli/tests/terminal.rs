@@ -153,6 +153,8 @@ fn pull_and_push_on_a_terminal_draw_bars_in_place() {
     // The layer's line is drawn once, then rewritten in place: cursor up, clear line.
     assert!(out.contains(": Pulling fs layer"), "{out}");
     assert!(out.contains("\x1b[1A\x1b[2K\r"), "{out:?}");
-    assert!(out.contains(": Downloading [") && out.contains("Pull complete"), "{out:?}");
+    assert!(
+        out.contains(": Downloading [") && out.contains("Pull complete"),
+        "{out:?}"
+    );
 }
-

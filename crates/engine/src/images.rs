@@ -65,39 +65,39 @@ fn parse_layers(s: &str) -> Result<Vec<(Digest, Digest)>> {
     })
 }
 
-/// A reader that hashes what passes through on another thread (the sha256 of a layer's
-/// tar costs about as much as unpacking it), in batches of 256 KiB.
-struct HashingTee<R> {
-    inner: R,
-    batch: Vec<u8>,
-    tx: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
-    worker: Option<std::thread::JoinHandle<(Digest, u64)>>,
-}
-
-const TEE_BATCH: usize = 256 << 10;
-
-/// A reader of a decompressed stream (gzip, zstd or plain), decompressed ahead on
-/// another thread in 256 KiB chunks.
-struct ReadAhead {
+/// The uncompressed bytes of a layer blob for the unpacker: decompressed ahead on one
+/// thread and hashed (the diff id) on another, each about as much work as unpacking.
+/// The 256 KiB buffers go round (decompress, hash, read, back to decompress), so no byte
+/// is copied between the stages and no buffer is allocated and zeroed per chunk.
+struct LayerStream {
     rx: Option<std::sync::mpsc::Receiver<std::io::Result<Vec<u8>>>>,
+    back: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
     buf: Vec<u8>,
     pos: usize,
-    worker: Option<std::thread::JoinHandle<()>>,
+    decompress: Option<std::thread::JoinHandle<()>>,
+    hash: Option<std::thread::JoinHandle<(Digest, u64)>>,
 }
 
-impl ReadAhead {
-    fn decompressing<R: Read + Send + 'static>(source: R) -> Self {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<std::io::Result<Vec<u8>>>(8);
-        let worker = std::thread::spawn(move || {
+const CHUNK: usize = 256 << 10;
+
+impl LayerStream {
+    fn new<R: Read + Send + 'static>(source: R) -> Self {
+        use std::sync::mpsc::sync_channel;
+        let (to_hash, hash_rx) = sync_channel::<std::io::Result<Vec<u8>>>(8);
+        let (to_reader, rx) = sync_channel::<std::io::Result<Vec<u8>>>(8);
+        let (back, recycled) = sync_channel::<Vec<u8>>(16);
+        let decompress = std::thread::spawn(move || {
             let mut inner = match decompress(source) {
                 Ok((_, r)) => r,
                 Err(e) => {
-                    let _ = tx.send(Err(e));
+                    let _ = to_hash.send(Err(e));
                     return;
                 }
             };
             loop {
-                let mut chunk = vec![0u8; TEE_BATCH];
+                let mut chunk = recycled.try_recv().unwrap_or_default();
+                // A recycled buffer keeps its bytes: only a new one is zeroed.
+                chunk.resize(CHUNK, 0);
                 let mut filled = 0;
                 let r = loop {
                     match inner.read(&mut chunk[filled..]) {
@@ -115,8 +115,8 @@ impl ReadAhead {
                 chunk.truncate(filled);
                 let end = filled == 0 || r.is_err();
                 let sent = match r {
-                    Err(e) => tx.send(Err(e)),
-                    Ok(()) if filled > 0 => tx.send(Ok(chunk)),
+                    Err(e) => to_hash.send(Err(e)),
+                    Ok(()) if filled > 0 => to_hash.send(Ok(chunk)),
                     Ok(()) => Ok(()),
                 };
                 if end || sent.is_err() {
@@ -124,21 +124,51 @@ impl ReadAhead {
                 }
             }
         });
-        ReadAhead {
+        let hash = std::thread::spawn(move || {
+            let mut h = berth_image::digest::Hasher::new(std::io::sink());
+            for chunk in hash_rx {
+                if let Ok(b) = &chunk {
+                    let _ = std::io::Write::write_all(&mut h, b);
+                }
+                if to_reader.send(chunk).is_err() {
+                    break;
+                }
+            }
+            let (d, n, _) = h.finish();
+            (d, n)
+        });
+        LayerStream {
             rx: Some(rx),
+            back: Some(back),
             buf: Vec::new(),
             pos: 0,
-            worker: Some(worker),
+            decompress: Some(decompress),
+            hash: Some(hash),
         }
+    }
+
+    /// The digest and size of everything that went through (the caller read to the end).
+    fn finish(mut self) -> (Digest, u64) {
+        self.rx = None;
+        self.back = None;
+        self.hash
+            .take()
+            .expect("finished once")
+            .join()
+            .expect("the hashing thread does not panic")
     }
 }
 
-impl Read for ReadAhead {
+impl Read for LayerStream {
     fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
         while self.pos == self.buf.len() {
             match self.rx.as_ref().and_then(|rx| rx.recv().ok()) {
                 Some(Ok(b)) => {
-                    self.buf = b;
+                    let used = std::mem::replace(&mut self.buf, b);
+                    if let Some(back) = &self.back {
+                        // Full (the decompressor is ahead): that buffer is just freed.
+                        let _ = back.try_send(used);
+                    }
                     self.pos = 0;
                 }
                 Some(Err(e)) => return Err(e),
@@ -152,70 +182,15 @@ impl Read for ReadAhead {
     }
 }
 
-impl Drop for ReadAhead {
+impl Drop for LayerStream {
     fn drop(&mut self) {
-        // Closing the channel ends the worker at its next send.
+        // Closing the channels ends both threads at their next send.
         self.rx = None;
-        if let Some(w) = self.worker.take() {
+        self.back = None;
+        if let Some(w) = self.hash.take() {
             let _ = w.join();
         }
-    }
-}
-
-impl<R: Read> HashingTee<R> {
-    fn new(inner: R) -> Self {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(8);
-        let worker = std::thread::spawn(move || {
-            let mut h = berth_image::digest::Hasher::new(std::io::sink());
-            for b in rx {
-                let _ = std::io::Write::write_all(&mut h, &b);
-            }
-            let (d, n, _) = h.finish();
-            (d, n)
-        });
-        HashingTee {
-            inner,
-            batch: Vec::with_capacity(TEE_BATCH),
-            tx: Some(tx),
-            worker: Some(worker),
-        }
-    }
-
-    fn flush_batch(&mut self) {
-        if let Some(tx) = &self.tx {
-            let b = std::mem::replace(&mut self.batch, Vec::with_capacity(TEE_BATCH));
-            let _ = tx.send(b);
-        }
-    }
-
-    /// The digest and size of everything read.
-    fn finish(mut self) -> (Digest, u64) {
-        self.flush_batch();
-        self.tx = None;
-        self.worker
-            .take()
-            .expect("finished once")
-            .join()
-            .expect("the hashing thread does not panic")
-    }
-}
-
-impl<R: Read> Read for HashingTee<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.batch.extend_from_slice(&buf[..n]);
-        if self.batch.len() >= TEE_BATCH {
-            self.flush_batch();
-        }
-        Ok(n)
-    }
-}
-
-impl<R> Drop for HashingTee<R> {
-    fn drop(&mut self) {
-        // Dropped without `finish` (an error): end the thread all the same.
-        self.tx = None;
-        if let Some(w) = self.worker.take() {
+        if let Some(w) = self.decompress.take() {
             let _ = w.join();
         }
     }
@@ -269,13 +244,11 @@ impl Engine {
         blob_reader: impl Read + Send + 'static,
     ) -> Result<u64> {
         let io = |e: std::io::Error| EngineError::Invalid(format!("layer {blob}: {e}"));
-        // Decompressing is as much work as unpacking: on a thread of its own.
-        let tar = ReadAhead::decompressing(blob_reader);
-        let mut hashing = HashingTee::new(tar);
-        let unpacked = layers.unpack(chain, &mut hashing);
+        let mut tar = LayerStream::new(blob_reader);
+        let unpacked = layers.unpack(chain, &mut tar);
         // Drain what the tar reader left (padding), then check the diff id.
-        let drained = std::io::copy(&mut hashing, &mut std::io::sink());
-        let (got, size) = hashing.finish();
+        let drained = std::io::copy(&mut tar, &mut std::io::sink());
+        let (got, size) = tar.finish();
         unpacked?;
         drained.map_err(io)?;
         if &got != diff_id {

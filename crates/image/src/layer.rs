@@ -140,6 +140,8 @@ pub fn apply_tar<R: Read>(
         dir_times: BTreeMap::new(),
         written: HashSet::new(),
         buf: vec![0; 64 * 1024],
+        parent: None,
+        stale: false,
     };
     let archive_err = |source| LayerError::Archive {
         dest: dest.to_path_buf(),
@@ -310,6 +312,12 @@ struct Applier<'a> {
     /// Paths (and their parents) written by this layer, for opaque dirs in full-tree mode.
     written: HashSet<Vec<u8>>,
     buf: Vec<u8>,
+    /// The last parent directory opened, kept for the entries after it (a tar lists a
+    /// directory's files together): one `openat2` per directory instead of per file.
+    parent: Option<(Vec<Vec<u8>>, OwnedFd)>,
+    /// Something in the tree was removed or replaced, which may change what a path
+    /// resolves to: the cached parent is not used again.
+    stale: bool,
 }
 
 impl Applier<'_> {
@@ -379,24 +387,24 @@ impl Applier<'_> {
         match kind {
             Kind::Hardlink => self.make_hardlink(&comps, &entry, &name),
             Kind::Dir => {
-                let pfd = self.parent_dir(parent, &name)?;
-                self.make_dir(&pfd, leaf, &comps, &meta, &name)
+                let p = self.parent_dir(parent, &name)?;
+                self.make_dir(p, leaf, &comps, &meta, &name)
             }
             Kind::File => {
-                let pfd = self.parent_dir(parent, &name)?;
-                self.make_file(&pfd, leaf, &mut entry, &meta, &name)
+                let p = self.parent_dir(parent, &name)?;
+                self.make_file(p, leaf, &mut entry, &meta, &name)
             }
             Kind::Symlink => {
                 let target = entry
                     .link_name_bytes()
                     .ok_or_else(|| LayerError::InvalidName { path: name.clone() })?
                     .into_owned();
-                let pfd = self.parent_dir(parent, &name)?;
-                self.make_symlink(&pfd, leaf, &target, &meta, &name)
+                let p = self.parent_dir(parent, &name)?;
+                self.make_symlink(p, leaf, &target, &meta, &name)
             }
             Kind::Node(sflag) => {
-                let pfd = self.parent_dir(parent, &name)?;
-                self.make_node(&pfd, leaf, sflag, &meta, &name)
+                let p = self.parent_dir(parent, &name)?;
+                self.make_node(p, leaf, sflag, &meta, &name)
             }
         }
     }
@@ -413,24 +421,61 @@ impl Applier<'_> {
         Ok(())
     }
 
-    /// Opens (creating as needed) the parent directory of an entry, inside the root.
-    fn parent_dir(&self, parent: &[Vec<u8>], name: &str) -> Result<OwnedFd, LayerError> {
-        resolve_dir(&self.root, parent, true).map_err(entry_err(name, "open parent directory"))
+    /// Opens (creating as needed) the parent directory of an entry, inside the root. The
+    /// descriptor stays open (cached) until the next entry asks for another directory.
+    fn parent_dir(&mut self, parent: &[Vec<u8>], name: &str) -> Result<RawFd, LayerError> {
+        if std::mem::take(&mut self.stale) {
+            self.parent = None;
+        }
+        if let Some((comps, fd)) = &self.parent {
+            if comps.as_slice() == parent {
+                return Ok(fd.as_raw_fd());
+            }
+        }
+        let fd = resolve_dir(&self.root, parent, true)
+            .map_err(entry_err(name, "open parent directory"))?;
+        let raw = fd.as_raw_fd();
+        self.parent = Some((parent.to_vec(), fd));
+        Ok(raw)
+    }
+
+    /// Makes `leaf` in `p` with `create`, which fails with EEXIST when something is in the
+    /// way: that is removed (a directory with its contents) and `create` tried again. A
+    /// fresh layer dir has nothing in the way, so this costs no lookup there.
+    fn create_in_slot(
+        &mut self,
+        p: RawFd,
+        leaf: &[u8],
+        mut create: impl FnMut() -> Result<(), Errno>,
+    ) -> Result<(), Errno> {
+        match create() {
+            Err(Errno::EEXIST) => {
+                self.stale = true;
+                prepare_slot(p, leaf, false)?;
+                create()
+            }
+            other => other,
+        }
     }
 
     fn make_dir(
         &mut self,
-        pfd: &OwnedFd,
+        p: RawFd,
         leaf: &[u8],
         comps: &[Vec<u8>],
         meta: &Meta,
         name: &str,
     ) -> Result<(), LayerError> {
-        let p = pfd.as_raw_fd();
-        let existed = prepare_slot(p, leaf, true).map_err(entry_err(name, "replace"))?;
-        if !existed {
-            mkdirat(Some(p), leaf, Mode::from_bits_truncate(0o700))
-                .map_err(entry_err(name, "create directory"))?;
+        let mkdir = || mkdirat(Some(p), leaf, Mode::from_bits_truncate(0o700));
+        match mkdir() {
+            // An existing directory is kept (its metadata updated), anything else replaced.
+            Err(Errno::EEXIST) => {
+                if !prepare_slot(p, leaf, true).map_err(entry_err(name, "replace"))? {
+                    self.stale = true;
+                    mkdir().map_err(entry_err(name, "create directory"))?;
+                }
+            }
+            other => other.map_err(entry_err(name, "create directory"))?,
         }
         let fd = openat(
             Some(p),
@@ -447,23 +492,28 @@ impl Applier<'_> {
 
     fn make_file<R: Read>(
         &mut self,
-        pfd: &OwnedFd,
+        p: RawFd,
         leaf: &[u8],
         entry: &mut tar::Entry<'_, R>,
         meta: &Meta,
         name: &str,
     ) -> Result<(), LayerError> {
-        let p = pfd.as_raw_fd();
-        prepare_slot(p, leaf, false).map_err(entry_err(name, "replace"))?;
-        let fd = openat(
-            Some(p),
-            leaf,
-            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-            Mode::from_bits_truncate(0o600),
-        )
-        .map(own)
+        let mut fd = None;
+        self.create_in_slot(p, leaf, || {
+            fd = Some(own(openat(
+                Some(p),
+                leaf,
+                OFlag::O_WRONLY
+                    | OFlag::O_CREAT
+                    | OFlag::O_EXCL
+                    | OFlag::O_NOFOLLOW
+                    | OFlag::O_CLOEXEC,
+                Mode::from_bits_truncate(0o600),
+            )?));
+            Ok(())
+        })
         .map_err(entry_err(name, "create file"))?;
-        let mut file = File::from(fd);
+        let mut file = File::from(fd.expect("created"));
         loop {
             let n = match entry.read(&mut self.buf) {
                 Ok(0) => break,
@@ -491,31 +541,30 @@ impl Applier<'_> {
 
     fn make_symlink(
         &mut self,
-        pfd: &OwnedFd,
+        p: RawFd,
         leaf: &[u8],
         target: &[u8],
         meta: &Meta,
         name: &str,
     ) -> Result<(), LayerError> {
-        let p = pfd.as_raw_fd();
-        prepare_slot(p, leaf, false).map_err(entry_err(name, "replace"))?;
-        symlinkat(target, Some(p), leaf).map_err(entry_err(name, "create symlink"))?;
+        self.create_in_slot(p, leaf, || symlinkat(target, Some(p), leaf))
+            .map_err(entry_err(name, "create symlink"))?;
         self.set_at_meta(p, leaf, meta, false, name)
     }
 
     fn make_node(
         &mut self,
-        pfd: &OwnedFd,
+        p: RawFd,
         leaf: &[u8],
         sflag: SFlag,
         meta: &Meta,
         name: &str,
     ) -> Result<(), LayerError> {
-        let p = pfd.as_raw_fd();
-        prepare_slot(p, leaf, false).map_err(entry_err(name, "replace"))?;
         let dev = if sflag == SFlag::S_IFIFO { 0 } else { meta.dev };
-        mknodat(Some(p), leaf, sflag, Mode::from_bits_truncate(0o600), dev)
-            .map_err(entry_err(name, "create node"))?;
+        self.create_in_slot(p, leaf, || {
+            mknodat(Some(p), leaf, sflag, Mode::from_bits_truncate(0o600), dev)
+        })
+        .map_err(entry_err(name, "create node"))?;
         self.set_at_meta(p, leaf, meta, true, name)
     }
 
@@ -546,17 +595,17 @@ impl Applier<'_> {
         let tfd = resolve_dir(&self.root, tparent, false)
             .map_err(entry_err(name, "open hardlink target directory"))?;
         let (leaf, parent) = comps.split_last().expect("caller checked non-empty");
-        let pfd = self.parent_dir(parent, name)?;
-        let p = pfd.as_raw_fd();
-        prepare_slot(p, leaf, false).map_err(entry_err(name, "replace"))?;
+        let p = self.parent_dir(parent, name)?;
         // No AT_SYMLINK_FOLLOW: a link to a symlink links the symlink itself.
-        linkat(
-            Some(tfd.as_raw_fd()),
-            tleaf.as_slice(),
-            Some(p),
-            leaf.as_slice(),
-            AtFlags::empty(),
-        )
+        self.create_in_slot(p, leaf, || {
+            linkat(
+                Some(tfd.as_raw_fd()),
+                tleaf.as_slice(),
+                Some(p),
+                leaf.as_slice(),
+                AtFlags::empty(),
+            )
+        })
         .map_err(entry_err(name, "create hardlink"))
     }
 
@@ -569,11 +618,11 @@ impl Applier<'_> {
         name: &str,
     ) -> Result<(), LayerError> {
         if self.opts.overlay_whiteouts {
-            let pfd = self.parent_dir(parent, name)?;
-            let p = pfd.as_raw_fd();
-            prepare_slot(p, target, false).map_err(entry_err(name, "replace"))?;
-            mknodat(Some(p), target, SFlag::S_IFCHR, Mode::empty(), 0)
-                .map_err(entry_err(name, "create whiteout"))?;
+            let p = self.parent_dir(parent, name)?;
+            self.create_in_slot(p, target, || {
+                mknodat(Some(p), target, SFlag::S_IFCHR, Mode::empty(), 0)
+            })
+            .map_err(entry_err(name, "create whiteout"))?;
             if self.opts.preserve_owner {
                 fchownat(
                     Some(p),
@@ -591,6 +640,7 @@ impl Applier<'_> {
             Err(Errno::ENOENT | Errno::ENOTDIR) => return Ok(()),
             Err(e) => return Err(entry_err(name, "open parent directory")(e)),
         };
+        self.stale = true;
         remove_all_at(pfd.as_raw_fd(), target).map_err(entry_err(name, "remove"))
     }
 
@@ -608,6 +658,7 @@ impl Applier<'_> {
             Err(Errno::ENOENT | Errno::ENOTDIR) => return Ok(()),
             Err(e) => return Err(entry_err(name, "open directory")(e)),
         };
+        self.stale = true;
         self.prune(fd.as_raw_fd(), dir)
             .map_err(entry_err(name, "empty opaque directory"))
     }

@@ -824,6 +824,32 @@ fn symlink_to_root_then_file_through_it_lands_inside() {
 }
 
 #[test]
+fn a_directory_removed_by_a_whiteout_is_made_again_not_written_through_its_old_self() {
+    // The applier keeps the last parent directory open between entries: after a whiteout
+    // removes that directory, later entries must go to a new one, not the removed one.
+    // Then the same through a symlink put where a directory was.
+    let fx = Fixture::new();
+    let mut t = Tar::new();
+    t.dir("etc/")
+        .dir("a/")
+        .dir("a/b/")
+        .file("a/b/x", b"x")
+        .file("a/.wh.b", b"")
+        .file("a/b/y", b"y");
+    apply(t, &fx.dest, &FLAT).unwrap();
+    assert_eq!(fs::read(fx.dest.join("a/b/y")).unwrap(), b"y");
+    assert!(!fx.dest.join("a/b/x").exists());
+    let mut t = Tar::new();
+    t.dir("a/b/")
+        .file("a/b/x", b"x")
+        .symlink("a/b", "/etc")
+        .file("a/b/y", b"y");
+    apply(t, &fx.dest, &LAYER).unwrap();
+    assert_eq!(fs::read(fx.dest.join("etc/y")).unwrap(), b"y");
+    fx.assert_outside_untouched();
+}
+
+#[test]
 fn symlink_with_dotdot_chain_then_file_through_it_lands_inside() {
     let fx = Fixture::new();
     let mut t = Tar::new();
