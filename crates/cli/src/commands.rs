@@ -342,6 +342,11 @@ pub enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Build an image from a Dockerfile
+    Build(crate::build::BuildArgs),
+    /// Manage the build cache
+    #[command(subcommand)]
+    Builder(crate::build::BuilderCmd),
     /// Create a new image from a container's changes
     Commit {
         /// Author
@@ -2310,6 +2315,8 @@ pub fn dispatch(cli: &Cli) -> CliResult<u8> {
             Ok(0)
         }
         Command::Volume(v) => volume(e, v),
+        Command::Build(b) => crate::build::build(e, b),
+        Command::Builder(b) => crate::build::builder(e, b),
         Command::Registry { args } => registry(args),
         Command::System(SystemCmd::Df { verbose, format }) => df(e, *verbose, format.as_deref()),
         Command::System(SystemCmd::Prune {

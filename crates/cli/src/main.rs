@@ -5,6 +5,7 @@
 //! `run` exits with the container's code, 125 when berth itself failed, 126 when the
 //! command cannot be executed, 127 when it is not found; other commands exit 1 on error.
 
+mod build;
 mod commands;
 mod cp;
 mod format;

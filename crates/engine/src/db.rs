@@ -55,6 +55,16 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (repository, digest)
     );
     CREATE INDEX repo_digests_image ON repo_digests(image);",
+    // 4: the build cache: a step's key (its parent's key, the instruction and its
+    // inputs) and the layer it made; the layers stay until `builder prune`
+    "CREATE TABLE build_cache (
+        key TEXT PRIMARY KEY,
+        blob TEXT NOT NULL,
+        diff_id TEXT NOT NULL,
+        created_by TEXT NOT NULL,
+        created TEXT NOT NULL,
+        last_used TEXT NOT NULL
+    );",
 ];
 
 /// Opens (creating and migrating) the database at `path`.

@@ -746,6 +746,9 @@ impl Engine {
             used_blobs.extend(r.layers.iter().map(|(b, _)| b.clone()));
             used_chains.extend(r.chain_ids());
         }
+        // The build cache keeps its layers' blobs (not their unpacked dirs: those are
+        // made again from the blob when a build uses the layer).
+        used_blobs.extend(self.build_cache_blobs()?);
         for c in row.chain_ids() {
             if !used_chains.contains(&c) {
                 self.layers.remove(&c)?;

@@ -17,6 +17,7 @@ use berth_image::{ContentStore, LayerStore};
 use rusqlite::Connection;
 
 pub mod attach;
+pub mod build;
 pub mod changes;
 pub mod containers;
 pub mod db;
