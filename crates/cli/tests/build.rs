@@ -16,25 +16,24 @@ fn context(b: &Berth, name: &str, files: &[(&str, &str)]) -> PathBuf {
     dir
 }
 
-fn build(b: &Berth, ctx: &Path, extra: &[&str]) -> String {
-    let mut args = vec!["build"];
-    args.extend_from_slice(extra);
-    args.push(ctx.to_str().unwrap());
-    b.ok(&args)
-}
-
-/// `build` with its progress (stderr) too.
-fn build_progress(b: &Berth, ctx: &Path, extra: &[&str]) -> String {
+/// `build EXTRA CTX`, asserting success: (stdout, stderr with the progress).
+fn build_output(b: &Berth, ctx: &Path, extra: &[&str]) -> (String, String) {
     let mut args = vec!["build"];
     args.extend_from_slice(extra);
     args.push(ctx.to_str().unwrap());
     let out = b.run(&args);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stderr).into_owned()
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{err}");
+    (String::from_utf8_lossy(&out.stdout).into_owned(), err)
+}
+
+fn build(b: &Berth, ctx: &Path, extra: &[&str]) -> String {
+    build_output(b, ctx, extra).0
+}
+
+/// `build` with its progress (stderr) too.
+fn build_progress(b: &Berth, ctx: &Path, extra: &[&str]) -> String {
+    build_output(b, ctx, extra).1
 }
 
 const APP: &str = r#"# syntax=docker/dockerfile:1

@@ -241,13 +241,10 @@ impl Engine {
     fn register_state(
         &self,
         layers: &[(Digest, Digest)],
-        mut config: ImageConfig,
+        config: ImageConfig,
         tags: &[String],
     ) -> Result<Digest> {
-        config.rootfs = RootFs {
-            kind: "layers".into(),
-            diff_ids: layers.iter().map(|(_, d)| d.clone()).collect(),
-        };
+        let config = with_rootfs(config, layers);
         let mut sized = Vec::new();
         for (blob, _) in layers {
             sized.push((blob.clone(), self.store.size(blob)?));
@@ -529,7 +526,7 @@ impl Builder<'_> {
         let env = self.env_for(state);
         let cmd = inst.command.expand(&env, escape).map_err(|e| at(inst, e))?;
         let rc = &mut state.config.config;
-        let mut history = inst.original.clone();
+        let mut line = inst.original.clone();
         match &cmd {
             Command::Run(run) => return self.run(state, inst, run),
             Command::Copy(c) => return self.copy(state, inst, c, false),
@@ -637,17 +634,12 @@ impl Builder<'_> {
         }
         if matches!(cmd, Command::Arg(_)) {
             // Args do not show in history unless a RUN uses them; they do key the cache.
-            history.clear();
+            line.clear();
         }
         state.key = hash_key(&[&state.key, &serde_json::to_string(&cmd).unwrap_or_default()]);
-        if !history.is_empty() {
-            state.config.history.push(History {
-                created: Some(state.time.clone()),
-                created_by: Some(history),
-                comment: Some("buildkit.dockerfile.v0".into()),
-                empty_layer: true,
-                ..Default::default()
-            });
+        if !line.is_empty() {
+            let h = history(state, line, true);
+            state.config.history.push(h);
         }
         Ok(false)
     }
@@ -664,13 +656,8 @@ impl Builder<'_> {
         state.layers.push(layer);
         state.key = key;
         state.time = self.epoch().unwrap_or(time);
-        state.config.history.push(History {
-            created: Some(state.time.clone()),
-            created_by: Some(by),
-            comment: Some("buildkit.dockerfile.v0".into()),
-            empty_layer: false,
-            ..Default::default()
-        });
+        let h = history(state, by, false);
+        state.config.history.push(h);
     }
 
     /// The layer the cache has for `key` (unless `--no-cache`), with when it was made.
@@ -1056,13 +1043,29 @@ impl Engine {
     /// Whether the image `state` would register as is already here (so it is not
     /// temporary and must not be removed).
     fn register_state_probe(&self, state: &State) -> Result<bool> {
-        let mut config = state.config.clone();
-        config.rootfs = RootFs {
-            kind: "layers".into(),
-            diff_ids: state.layers.iter().map(|(_, d)| d.clone()).collect(),
-        };
+        let config = with_rootfs(state.config.clone(), &state.layers);
         let id = Digest::of(&serde_json::to_vec(&config).expect("config serialises"));
         Ok(self.find_image(&id.to_string()).is_ok())
+    }
+}
+
+/// `config` naming `layers` as its rootfs, as `register_state` stores it.
+fn with_rootfs(mut config: ImageConfig, layers: &[(Digest, Digest)]) -> ImageConfig {
+    config.rootfs = RootFs {
+        kind: "layers".into(),
+        diff_ids: layers.iter().map(|(_, d)| d.clone()).collect(),
+    };
+    config
+}
+
+/// A history line of a build step, at the state's time.
+fn history(state: &State, by: String, empty_layer: bool) -> History {
+    History {
+        created: Some(state.time.clone()),
+        created_by: Some(by),
+        comment: Some("buildkit.dockerfile.v0".into()),
+        empty_layer,
+        ..Default::default()
     }
 }
 
