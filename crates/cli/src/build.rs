@@ -74,13 +74,110 @@ fn not_yet(what: &str) -> Failure {
     Failure::new(1, format!("{what} is not implemented yet"))
 }
 
+/// Where `--output` sends the result.
+enum Output {
+    /// The image store (`type=docker` or `type=image` without a destination).
+    Store,
+    /// An image archive, loadable by `docker load` and an OCI layout (`type=docker|oci`).
+    Archive(String),
+    /// The file system, as a directory (`type=local`) or a tar (`type=tar`; `-` = stdout).
+    Local(PathBuf),
+    Tar(String),
+}
+
+fn parse_output(list: &[String]) -> CliResult<Output> {
+    let [spec] = list else {
+        return match list.len() {
+            0 => Ok(Output::Store),
+            _ => Err(not_yet("more than one --output")),
+        };
+    };
+    if !spec.contains('=') {
+        // `-o DIR` is type=local, `-o -` a tar on stdout.
+        return Ok(if spec == "-" {
+            Output::Tar("-".into())
+        } else {
+            Output::Local(PathBuf::from(spec))
+        });
+    }
+    let mut kind = None;
+    let mut dest = None;
+    for field in spec.split(',') {
+        match field.split_once('=') {
+            Some(("type", v)) => kind = Some(v.to_string()),
+            Some(("dest", v)) => dest = Some(v.to_string()),
+            _ => {
+                return Err(Failure::new(
+                    1,
+                    format!("invalid --output {spec:?}: unknown field {field:?}"),
+                ))
+            }
+        }
+    }
+    let need = |dest: Option<String>, kind: &str| {
+        dest.ok_or_else(|| Failure::new(1, format!("--output type={kind} needs dest=")))
+    };
+    match kind.as_deref() {
+        Some("docker" | "image") if dest.is_none() => Ok(Output::Store),
+        Some(k @ ("docker" | "oci")) => Ok(Output::Archive(need(dest, k)?)),
+        Some("local") => Ok(Output::Local(PathBuf::from(need(dest, "local")?))),
+        Some("tar") => Ok(Output::Tar(need(dest, "tar")?)),
+        Some(k) => Err(not_yet(&format!("--output type={k}"))),
+        None => Err(Failure::new(
+            1,
+            format!("invalid --output {spec:?}: no type="),
+        )),
+    }
+}
+
+/// `--secret id=ID[,src=FILE|,env=VAR]`: the secret's bytes by id. With neither, the
+/// environment variable ID if set, else the file ID.
+fn read_secrets(list: &[String]) -> CliResult<BTreeMap<String, Vec<u8>>> {
+    let mut out = BTreeMap::new();
+    for spec in list {
+        let (mut id, mut src, mut env) = (None, None, None);
+        for field in spec.split(',') {
+            match field.split_once('=') {
+                Some(("id", v)) => id = Some(v.to_string()),
+                Some(("src" | "source", v)) => src = Some(v.to_string()),
+                Some(("env", v)) => env = Some(v.to_string()),
+                Some(("type", "file" | "env")) => {}
+                _ => {
+                    return Err(Failure::new(
+                        1,
+                        format!("invalid --secret {spec:?}: unexpected {field:?}"),
+                    ))
+                }
+            }
+        }
+        let id = id
+            .or_else(|| env.clone())
+            .ok_or_else(|| Failure::new(1, format!("invalid --secret {spec:?}: no id=")))?;
+        let value = match (src, env) {
+            (Some(f), _) => std::fs::read(&f)
+                .map_err(|e| Failure::new(1, format!("secret {id}: reading {f}: {e}")))?,
+            (None, Some(v)) => std::env::var(&v)
+                .map_err(|_| {
+                    Failure::new(
+                        1,
+                        format!("secret {id}: environment variable {v} is not set"),
+                    )
+                })?
+                .into_bytes(),
+            (None, None) => match std::env::var(&id) {
+                Ok(v) => v.into_bytes(),
+                Err(_) => std::fs::read(&id)
+                    .map_err(|e| Failure::new(1, format!("secret {id}: reading {id}: {e}")))?,
+            },
+        };
+        out.insert(id, value);
+    }
+    Ok(out)
+}
+
 pub fn build(engine: &Engine, a: &BuildArgs) -> CliResult<u8> {
-    if !a.secret.is_empty() {
-        return Err(not_yet("build --secret"));
-    }
-    if !a.output.is_empty() {
-        return Err(not_yet("build --output"));
-    }
+    let output = parse_output(&a.output)?;
+    let secrets = read_secrets(&a.secret)?;
     if let Some(p) = &a.platform {
         let host = berth_image::config::host_platform();
         if *p != format!("{}/{}", host.os, host.architecture) {
@@ -120,6 +217,7 @@ pub fn build(engine: &Engine, a: &BuildArgs) -> CliResult<u8> {
         labels: kv(&a.labels),
         no_cache: a.no_cache,
         pull: a.pull,
+        secrets,
         ..Default::default()
     };
     let _stdin_context;
@@ -157,11 +255,47 @@ pub fn build(engine: &Engine, a: &BuildArgs) -> CliResult<u8> {
         Some(f) => opts.dockerfile = Some(PathBuf::from(f)),
         None => {}
     }
-    let id = engine.build(&opts, &mut |line| {
+    // The last lines of the step that fails are shown even with -q.
+    let mut recent: std::collections::VecDeque<String> = Default::default();
+    let built = engine.build(&opts, &mut |line| {
         if !quiet {
             eprintln!("{line}");
+        } else {
+            if line.starts_with('#') && line.contains(" [") {
+                recent.clear();
+            }
+            if recent.len() == 10 {
+                recent.pop_front();
+            }
+            recent.push_back(line.to_string());
         }
-    })?;
+    });
+    let id = match built {
+        Ok(id) => id,
+        Err(e) => {
+            for l in &recent {
+                eprintln!("{l}");
+            }
+            return Err(e.into());
+        }
+    };
+    let id_text = id.to_string();
+    match &output {
+        Output::Store => {}
+        Output::Archive(dest) => {
+            write_to(dest, |w| engine.save(std::slice::from_ref(&id_text), w))?
+        }
+        Output::Tar(dest) => write_to(dest, |w| engine.image_tree_tar(&id_text, w))?,
+        Output::Local(dir) => engine.image_tree_into(&id_text, dir)?,
+    }
+    if !matches!(output, Output::Store) && opts.tags.is_empty() {
+        // The result went elsewhere; do not leave an unnamed image behind. Its layers
+        // stay in the build cache.
+        let _ = engine.remove_image(&id_text, false);
+    }
+    if matches!(&output, Output::Tar(d) | Output::Archive(d) if d == "-") {
+        return Ok(0);
+    }
     if let Some(p) = &a.iidfile {
         std::fs::write(p, id.to_string())
             .map_err(|e| Failure::new(1, format!("writing {}: {e}", p.display())))?;
@@ -175,6 +309,33 @@ pub fn build(engine: &Engine, a: &BuildArgs) -> CliResult<u8> {
         }
     }
     Ok(0)
+}
+
+/// Writes to file `dest` (through a temp file and a rename) or to stdout (`-`).
+fn write_to(
+    dest: &str,
+    f: impl FnOnce(&mut dyn std::io::Write) -> berth_engine::Result<()>,
+) -> CliResult<()> {
+    if dest == "-" {
+        let mut out = std::io::stdout().lock();
+        f(&mut out)?;
+        return Ok(());
+    }
+    let path = std::path::Path::new(dest);
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => std::path::Path::new("."),
+    };
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)
+        .map_err(|e| Failure::new(1, format!("writing {dest}: {e}")))?;
+    {
+        let mut w = std::io::BufWriter::new(tmp.as_file_mut());
+        f(&mut w)?;
+        std::io::Write::flush(&mut w)?;
+    }
+    tmp.persist(path)
+        .map_err(|e| Failure::new(1, format!("writing {dest}: {e}")))?;
+    Ok(())
 }
 
 pub fn builder(engine: &Engine, cmd: &BuilderCmd) -> CliResult<u8> {

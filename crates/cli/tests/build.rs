@@ -295,3 +295,266 @@ fn add_unpacks_local_archives_and_stdin_gives_the_dockerfile() {
         "inside\ninside\n"
     );
 }
+
+#[test]
+fn copy_from_stages_and_images_keeps_owners_and_resolves_names() {
+    require_root!();
+    let b = Berth::with_busybox();
+    // A file on the host that a stage's symlink names: it must never be copied.
+    let host_secret = b.root.parent().unwrap().join("host-secret");
+    std::fs::write(&host_secret, "host only\n").unwrap();
+    let df = format!(
+        r#"FROM busybox:test AS build
+RUN mkdir -p /out/sub && echo built > /out/app && chown 5:6 /out/app \
+ && echo deep > /out/sub/d && ln -s /out/app /out/link \
+ && ln -s {secret} /out/evil && ln -s /etc/passwd /out/passwd
+
+FROM scratch AS files
+COPY f.txt /f.txt
+
+FROM busybox:test
+COPY --from=build /out/ /app/
+COPY --from=build /out/link /linked
+COPY --from=build /out/passwd /stage-passwd
+COPY --from=files /f.txt /from-scratch-stage
+COPY --from=busybox:test /etc/group /image-group
+COPY --chown=web f.txt /owned1
+COPY --chown=web:extra f.txt /owned2
+COPY --chown=77 f.txt /owned3
+COPY --chown=1:2 f.txt /owned4
+"#,
+        secret = host_secret.display()
+    );
+    let ctx = context(&b, "from", &[("Dockerfile", &df), ("f.txt", "ctx\n")]);
+    build(&b, &ctx, &["-t", "from:1"]);
+    let stat = |p: &str| b.ok(&["run", "--rm", "from:1", "stat", "-c", "%u:%g", p]);
+    assert_eq!(stat("/app/app"), "5:6\n", "a stage's owners are kept");
+    assert_eq!(stat("/from-scratch-stage"), "0:0\n");
+    assert_eq!(stat("/owned1"), "33:33\n");
+    assert_eq!(stat("/owned2"), "33:50\n");
+    assert_eq!(stat("/owned3"), "77:77\n");
+    assert_eq!(stat("/owned4"), "1:2\n");
+    assert_eq!(
+        b.ok(&[
+            "run",
+            "--rm",
+            "from:1",
+            "cat",
+            "/linked",
+            "/app/sub/d",
+            "/from-scratch-stage"
+        ]),
+        "built\ndeep\nctx\n"
+    );
+    // Symlinks resolve inside the stage: its /etc/passwd, never the host's.
+    let passwd = b.ok(&["run", "--rm", "from:1", "cat", "/stage-passwd"]);
+    assert!(passwd.contains("web:x:33"), "{passwd}");
+    assert!(b
+        .ok(&["run", "--rm", "from:1", "cat", "/image-group"])
+        .contains("extra:x:50"));
+    // A dangling in-stage symlink is copied as a symlink, still dangling.
+    assert_eq!(
+        b.ok(&["run", "--rm", "from:1", "readlink", "/app/evil"])
+            .trim(),
+        host_secret.display().to_string()
+    );
+    for (line, want) in [
+        ("COPY --from=build /out/evil /x", "not found"),
+        (
+            "COPY --chown=nobody-here f.txt /x",
+            "unable to find user nobody-here",
+        ),
+        ("COPY --from=nostage:none /x /x", "nostage"),
+    ] {
+        let df = format!("FROM busybox:test AS build\nRUN mkdir /out && ln -s {} /out/evil\nFROM busybox:test\n{line}\n", host_secret.display());
+        std::fs::write(ctx.join("Dockerfile"), df).unwrap();
+        let (_, err) = b.fails(&["build", ctx.to_str().unwrap()]);
+        assert!(err.contains(want), "{line}: {err}");
+        assert!(err.contains("Dockerfile:4:1"), "{line}: {err}");
+    }
+    assert!(b.container_ids().is_empty());
+}
+
+#[test]
+fn run_mounts_bind_cache_tmpfs_and_secrets() {
+    require_root!();
+    let b = Berth::with_busybox();
+    let df = r#"FROM busybox:test AS tools
+RUN echo tool > /tool
+
+FROM busybox:test
+RUN --mount=type=bind,source=data,target=/mnt cat /mnt/d.txt > /from-bind
+RUN --mount=type=bind,source=data,target=/mnt,rw echo changed > /mnt/d.txt && cat /mnt/d.txt > /rw-seen
+RUN --mount=from=tools,source=/tool,target=/t cp /t /tool-copy
+RUN --mount=type=cache,target=/cache echo x >> /cache/count && wc -l < /cache/count > /count-seen
+RUN --mount=type=tmpfs,target=/scratch grep -q ' /scratch tmpfs' /proc/mounts && echo ok > /tmpfs-ok
+RUN --mount=type=secret,id=tok test "$(cat /run/secrets/tok)" = s3cret && stat -c %a /run/secrets/tok > /secret-mode
+RUN --mount=type=secret,id=tok,env=TOK test "$TOK" = s3cret && echo ok > /env-ok
+"#;
+    let ctx = context(
+        &b,
+        "mounts",
+        &[("Dockerfile", df), ("data/d.txt", "bound\n")],
+    );
+    let secret = ctx.parent().unwrap().join("tok");
+    std::fs::write(&secret, "s3cret").unwrap();
+    let sec = format!("id=tok,src={}", secret.display());
+    build(&b, &ctx, &["-t", "m:1", "--secret", &sec]);
+    assert_eq!(
+        b.ok(&[
+            "run",
+            "--rm",
+            "m:1",
+            "cat",
+            "/from-bind",
+            "/rw-seen",
+            "/tool-copy",
+            "/count-seen",
+            "/tmpfs-ok",
+            "/secret-mode",
+            "/env-ok"
+        ]),
+        "bound\nchanged\ntool\n1\nok\n400\nok\n"
+    );
+    // Writes to an rw bind mount are thrown away; mount points and secrets are not
+    // left in the image.
+    assert_eq!(
+        std::fs::read_to_string(ctx.join("data/d.txt")).unwrap(),
+        "bound\n"
+    );
+    for p in ["/mnt", "/t", "/cache", "/scratch", "/run/secrets", "/run"] {
+        let (_, err) = b.fails(&["run", "--rm", "m:1", "ls", "-d", p]);
+        assert!(err.contains("No such file"), "{p}: {err}");
+    }
+    // The cache mount keeps its files from build to build; `builder prune` empties it.
+    build(&b, &ctx, &["-t", "m:2", "--no-cache", "--secret", &sec]);
+    assert_eq!(b.ok(&["run", "--rm", "m:2", "cat", "/count-seen"]), "2\n");
+    b.ok(&["builder", "prune", "-f"]);
+    build(&b, &ctx, &["-t", "m:3", "--secret", &sec]);
+    assert_eq!(b.ok(&["run", "--rm", "m:3", "cat", "/count-seen"]), "1\n");
+    // A changed file under a bind mount re-runs the step that reads it.
+    std::fs::write(ctx.join("data/d.txt"), "rebound\n").unwrap();
+    build(&b, &ctx, &["-t", "m:4", "--secret", &sec]);
+    assert_eq!(
+        b.ok(&["run", "--rm", "m:4", "cat", "/from-bind"]),
+        "rebound\n"
+    );
+    // A required secret that was not given is an error.
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox:test\nRUN --mount=type=secret,id=missing,required true\n",
+    )
+    .unwrap();
+    let (_, err) = b.fails(&["build", ctx.to_str().unwrap()]);
+    assert!(err.contains("secret missing not found"), "{err}");
+    assert!(b.container_ids().is_empty());
+}
+
+#[test]
+fn outputs_go_to_a_directory_a_tar_or_an_archive() {
+    require_root!();
+    let b = Berth::with_busybox();
+    let df = "FROM scratch\nCOPY f.txt /dir/f.txt\n";
+    let ctx = context(&b, "out", &[("Dockerfile", df), ("f.txt", "out\n")]);
+    let images = b.ok(&["images", "-q"]);
+    let dir = ctx.parent().unwrap().join("local-out");
+    build(
+        &b,
+        &ctx,
+        &["-o", &format!("type=local,dest={}", dir.display())],
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("dir/f.txt")).unwrap(),
+        "out\n"
+    );
+    let tar = ctx.parent().unwrap().join("fs.tar");
+    build(
+        &b,
+        &ctx,
+        &["--output", &format!("type=tar,dest={}", tar.display())],
+    );
+    let list = std::process::Command::new("tar")
+        .arg("-tf")
+        .arg(&tar)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&list.stdout).contains("dir/f.txt"));
+    // Nothing named, nothing new among the images.
+    assert_eq!(b.ok(&["images", "-q"]), images);
+    let archive = ctx.parent().unwrap().join("img.tar");
+    build(
+        &b,
+        &ctx,
+        &[
+            "-t",
+            "out:1",
+            "-o",
+            &format!("type=oci,dest={}", archive.display()),
+        ],
+    );
+    let list = std::process::Command::new("tar")
+        .arg("-tf")
+        .arg(&archive)
+        .output()
+        .unwrap();
+    let list = String::from_utf8_lossy(&list.stdout);
+    assert!(
+        list.contains("index.json") && list.contains("oci-layout"),
+        "{list}"
+    );
+    let (_, err) = b.fails(&["build", "-o", "type=registry", ctx.to_str().unwrap()]);
+    assert!(err.contains("not implemented yet"), "{err}");
+}
+
+#[test]
+fn the_same_dockerfile_and_context_make_the_same_image_on_two_roots() {
+    require_root!();
+    let one = Berth::with_busybox();
+    // The same base image on the other root, as a pull would bring it.
+    let two = Berth::new();
+    let base = one.root.parent().unwrap().join("base.tar");
+    one.ok(&["save", "-o", base.to_str().unwrap(), "busybox:test"]);
+    two.ok(&["load", "-i", base.to_str().unwrap()]);
+    let df = "FROM busybox:test\nCOPY . /src/\nRUN mkdir /made && echo made > /made/file && touch /src/a.txt\nENV X=1\nCMD [\"cat\", \"/made/file\"]\n";
+    let ctx = context(
+        &one,
+        "repro",
+        &[("Dockerfile", df), ("a.txt", "a\n"), ("d/b.txt", "b\n")],
+    );
+    let a = build(&one, &ctx, &["-q"]);
+    // Some time passes, and the files are touched: nothing of it shows.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    std::process::Command::new("touch")
+        .arg(ctx.join("d/b.txt"))
+        .status()
+        .unwrap();
+    let b = build(&two, &ctx, &["-q"]);
+    assert_eq!(a, b, "same image id on both roots");
+    let a2 = build(&one, &ctx, &["-q", "--no-cache"]);
+    assert_eq!(a, a2, "an uncached rebuild is the same image too");
+    // SOURCE_DATE_EPOCH sets every time in the image.
+    let c = build(
+        &one,
+        &ctx,
+        &[
+            "-q",
+            "-t",
+            "r:1",
+            "--build-arg",
+            "SOURCE_DATE_EPOCH=1700000000",
+        ],
+    );
+    assert_ne!(a, c);
+    assert_eq!(one.inspect("r:1", "{{.Created}}"), "2023-11-14T22:13:20Z");
+    let mtime = one.ok(&[
+        "run",
+        "--rm",
+        "r:1",
+        "stat",
+        "-c",
+        "%Y",
+        "/made/file",
+        "/src/a.txt",
+    ]);
+    assert_eq!(mtime, "1700000000\n1700000000\n");
+}

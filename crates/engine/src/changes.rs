@@ -143,6 +143,24 @@ impl Engine {
         Ok(layer::upper_changes(&upper, &self.container_lowers(&rec)?)?)
     }
 
+    /// The container's changes as an OCI layer blob in the store (uncompressed, so its
+    /// digest is its diff id), no file newer than `mtime_clamp`; returns digest and size.
+    pub(crate) fn container_layer(
+        &self,
+        id: &str,
+        mtime_clamp: Option<i64>,
+    ) -> Result<(Digest, u64)> {
+        let upper = self.container_dir(id).join("upper");
+        let mut tmp = self.store.temp()?;
+        let tmp_path = tmp.path.clone();
+        let mut hashing = Hasher::new(&mut tmp.file);
+        layer::write_upper_tar(&upper, &mut hashing, mtime_clamp)?;
+        hashing.flush().map_err(io_err(&tmp_path))?;
+        let (diff_id, size, _) = hashing.finish();
+        tmp.commit(&diff_id)?;
+        Ok((diff_id, size))
+    }
+
     /// `commit`: a new image from the container's changes, on top of its image.
     pub fn commit(
         &self,
@@ -163,20 +181,11 @@ impl Engine {
         }
         let image = self.find_image(&rec.image_id)?;
         let mut cfg = self.image_config(&image)?;
-        let upper = self.container_dir(&rec.id).join("upper");
 
         // A running container is frozen while its changes are read, so the layer is one
         // consistent moment (Docker's `commit --pause`, on by default).
         let _paused = if pause { self.freeze(&rec)? } else { None };
-
-        // The layer: the upper dir as an OCI layer tar, hashed on its way into the store.
-        let mut tmp = self.store.temp()?;
-        let tmp_path = tmp.path.clone();
-        let mut hashing = Hasher::new(&mut tmp.file);
-        layer::write_upper_tar(&upper, &mut hashing, None)?;
-        hashing.flush().map_err(io_err(&tmp_path))?;
-        let (diff_id, size, _) = hashing.finish();
-        tmp.commit(&diff_id)?;
+        let (diff_id, size) = self.container_layer(&rec.id, None)?;
 
         // The config: the container's run config, with --change applied.
         let c = &rec.config;

@@ -366,7 +366,7 @@ impl Engine {
     }
 
     /// Unpacks any missing layers of `layers` (blob, diff id); returns the total unpacked size.
-    fn unpack_layers(&self, layers: &[(Digest, Digest)]) -> Result<u64> {
+    pub(crate) fn unpack_layers(&self, layers: &[(Digest, Digest)]) -> Result<u64> {
         let diff_ids: Vec<Digest> = layers.iter().map(|(_, d)| d.clone()).collect();
         let chains = chain_ids(&diff_ids);
         let mut total = 0;

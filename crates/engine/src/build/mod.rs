@@ -17,23 +17,24 @@
 //! is not a stage, `RUN --mount`, `--chown` by name.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{Read, Write};
 use std::path::{Component, Path, PathBuf};
 
 use berth_build::dockerfile::{
-    CommandLine, CopyCommand, Healthcheck, Instruction, KeyValue, Source, Stage,
+    CommandLine, CopyCommand, Healthcheck, Instruction, KeyValue, Stage,
 };
 use berth_build::{Command, Dockerfile, Env, Matcher};
 use berth_image::config::{host_platform, History, ImageConfig, RootFs, RunConfig};
-use berth_image::digest::{Digest, Hasher};
+use berth_image::digest::Digest;
 use berth_image::import::{self, NewImage};
 use rusqlite::{params, OptionalExtension};
 use sha2::Digest as _;
 
-use crate::containers::CreateOptions;
-use crate::error::{io_err, EngineError, Result};
-use crate::model::{ContainerConfig, HostConfig};
+use crate::error::{EngineError, Result};
 use crate::Engine;
+
+mod copy;
+mod run;
+mod view;
 
 /// What `build` is asked to do.
 #[derive(Debug, Clone, Default)]
@@ -52,6 +53,8 @@ pub struct BuildOptions {
     pub no_cache: bool,
     /// Pull `FROM` images even when they are here.
     pub pull: bool,
+    /// `--secret`s by id, for `RUN --mount=type=secret`.
+    pub secrets: BTreeMap<String, Vec<u8>>,
 }
 
 /// A stage's state between instructions.
@@ -66,13 +69,21 @@ struct State {
     args: Vec<(String, String)>,
     /// Whether this stage set CMD (ENTRYPOINT resets an inherited one).
     cmd_set: bool,
-    /// When the state's newest layer was made: the time of every history line written
-    /// and of the image, so that a build served from the cache is the same image.
+    /// The time of every history line, of the image, and the newest mtime of any file
+    /// a step writes: `SOURCE_DATE_EPOCH`, else the base image's creation time. So the
+    /// same Dockerfile and context make the same image, on any root, cached or not.
     time: String,
 }
 
 fn invalid(msg: impl Into<String>) -> EngineError {
     EngineError::Invalid(msg.into())
+}
+
+/// An RFC 3339 time as seconds since the epoch (0 when it does not parse).
+fn epoch_secs(time: &str) -> i64 {
+    chrono::DateTime::parse_from_rfc3339(time)
+        .map(|t| t.timestamp())
+        .unwrap_or(0)
 }
 
 fn hash_key(parts: &[&str]) -> String {
@@ -199,6 +210,7 @@ impl Engine {
                 }
             }
         }
+        self.sweep_views();
         let mut b = Builder {
             engine: self,
             opts,
@@ -254,17 +266,17 @@ impl Engine {
         self.register(&new, tags)
     }
 
-    /// The layer a cache key names and when it was made, if its blob is still stored.
-    fn cached_layer(&self, key: &str) -> Result<Option<(Digest, Digest, String)>> {
-        let row: Option<(String, String, String)> = self
+    /// The layer a cache key names, if its blob is still stored.
+    fn cached_layer(&self, key: &str) -> Result<Option<(Digest, Digest)>> {
+        let row: Option<(String, String)> = self
             .db
             .query_row(
-                "SELECT blob, diff_id, created FROM build_cache WHERE key = ?1",
+                "SELECT blob, diff_id FROM build_cache WHERE key = ?1",
                 [key],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()?;
-        let Some((blob, diff_id, created)) = row else {
+        let Some((blob, diff_id)) = row else {
             return Ok(None);
         };
         let (Ok(blob), Ok(diff_id)) = (Digest::parse(&blob), Digest::parse(&diff_id)) else {
@@ -277,18 +289,39 @@ impl Engine {
             "UPDATE build_cache SET last_used = ?2 WHERE key = ?1",
             params![key, crate::now()],
         )?;
-        Ok(Some((blob, diff_id, created)))
+        Ok(Some((blob, diff_id)))
     }
 
-    /// Records the layer a step made; returns when (the time its history line gets).
-    fn record_layer(&self, key: &str, blob: &Digest, diff_id: &Digest, by: &str) -> Result<String> {
-        let now = crate::now();
+    /// Records the layer a step made.
+    fn record_layer(&self, key: &str, blob: &Digest, diff_id: &Digest, by: &str) -> Result<()> {
         self.db.execute(
             "INSERT OR REPLACE INTO build_cache (key, blob, diff_id, created_by, created, last_used)
              VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
-            params![key, blob.to_string(), diff_id.to_string(), by, now],
+            params![key, blob.to_string(), diff_id.to_string(), by, crate::now()],
         )?;
-        Ok(now)
+        Ok(())
+    }
+
+    /// The directory of the cache mount `id` (its files under `data`), made with the
+    /// owner and mode given the first time.
+    fn cache_mount_dir(&self, id: &str, mode: u32, uid: u32, gid: u32) -> Result<PathBuf> {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = self.root().join("build-mounts").join(hash_key(&[id]));
+        let data = dir.join("data");
+        if !data.is_dir() {
+            std::fs::create_dir_all(&dir).map_err(crate::error::io_err(&dir))?;
+            let tmp = dir.join(format!("data.{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&tmp);
+            std::fs::create_dir(&tmp).map_err(crate::error::io_err(&tmp))?;
+            std::os::unix::fs::chown(&tmp, Some(uid), Some(gid))
+                .map_err(crate::error::io_err(&tmp))?;
+            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))
+                .map_err(crate::error::io_err(&tmp))?;
+            if std::fs::rename(&tmp, &data).is_err() {
+                let _ = std::fs::remove_dir_all(&tmp);
+            }
+        }
+        Ok(dir)
     }
 
     /// The blobs the build cache keeps (the garbage collector leaves them).
@@ -306,6 +339,10 @@ impl Engine {
     pub fn prune_build_cache(&self) -> Result<(usize, u64)> {
         let blobs = self.build_cache_blobs()?;
         let n = self.db.execute("DELETE FROM build_cache", [])?;
+        let mounts = self.root().join("build-mounts");
+        if mounts.exists() {
+            std::fs::remove_dir_all(&mounts).map_err(crate::error::io_err(&mounts))?;
+        }
         let mut used = std::collections::HashSet::new();
         for r in self.list_image_rows()? {
             used.extend(r.layers.iter().map(|(b, _)| b.clone()));
@@ -421,6 +458,20 @@ impl Builder<'_> {
         self.visiting.pop();
         self.done.insert(i, state.clone());
         Ok(state)
+    }
+
+    /// The layers of what `--from=NAME` names: a stage (built now if need be), else an
+    /// image.
+    fn layers_of(&mut self, from: &str) -> Result<Vec<(Digest, Digest)>> {
+        Ok(
+            match self
+                .stage_ref(from)
+                .filter(|_| !from.contains([':', '/', '@']))
+            {
+                Some(j) => self.stage(j)?.layers,
+                None => self.base_state(from)?.layers,
+            },
+        )
     }
 
     fn stage_name(&self, i: usize) -> String {
@@ -644,398 +695,20 @@ impl Builder<'_> {
         Ok(false)
     }
 
-    /// Adds a layer to the state, with its history line; `time` is when it was made.
-    fn add_layer(
-        &mut self,
-        state: &mut State,
-        key: String,
-        layer: (Digest, Digest),
-        by: String,
-        time: String,
-    ) {
+    /// Adds a layer to the state, with its history line.
+    fn add_layer(&mut self, state: &mut State, key: String, layer: (Digest, Digest), by: String) {
         state.layers.push(layer);
         state.key = key;
-        state.time = self.epoch().unwrap_or(time);
         let h = history(state, by, false);
         state.config.history.push(h);
     }
 
-    /// The layer the cache has for `key` (unless `--no-cache`), with when it was made.
-    fn cached(&self, key: &str) -> Result<Option<((Digest, Digest), String)>> {
+    /// The layer the cache has for `key` (unless `--no-cache`).
+    fn cached(&self, key: &str) -> Result<Option<(Digest, Digest)>> {
         if self.opts.no_cache {
             return Ok(None);
         }
-        Ok(self
-            .engine
-            .cached_layer(key)?
-            .map(|(blob, diff_id, created)| ((blob, diff_id), created)))
-    }
-
-    fn run(
-        &mut self,
-        state: &mut State,
-        inst: &Instruction,
-        run: &berth_build::dockerfile::RunCommand,
-    ) -> Result<bool> {
-        if !run.mounts.is_empty() {
-            return Err(at(inst, "RUN --mount is not implemented yet"));
-        }
-        let shell = state
-            .config
-            .config
-            .shell
-            .clone()
-            .unwrap_or_else(|| vec!["/bin/sh".into(), "-c".into()]);
-        let argv = match (&run.command, run.heredocs.as_slice()) {
-            // `RUN <<EOF`: the document is the script.
-            (CommandLine::Shell(s), [doc])
-                if s.trim().starts_with("<<") && !s.trim().contains(' ') =>
-            {
-                let mut a = shell.clone();
-                a.push(doc.body().into_owned());
-                a
-            }
-            // Documents fed to a command: the shell reads them itself.
-            (CommandLine::Shell(s), docs) if !docs.is_empty() => {
-                let mut script = s.clone();
-                for d in docs {
-                    script.push('\n');
-                    script.push_str(&d.content);
-                    if !d.content.ends_with('\n') {
-                        script.push('\n');
-                    }
-                    script.push_str(&d.name);
-                }
-                let mut a = shell.clone();
-                a.push(script);
-                a
-            }
-            (line, _) => argv(line, Some(&shell)),
-        };
-        let mut env = state.config.config.env.clone().unwrap_or_default();
-        let mut used_args = Vec::new();
-        for (k, v) in &state.args {
-            if !env
-                .iter()
-                .any(|e| e.split_once('=').map(|(x, _)| x) == Some(k.as_str()))
-            {
-                env.push(format!("{k}={v}"));
-                used_args.push(format!("{k}={v}"));
-            }
-        }
-        let by = if used_args.is_empty() {
-            format!("RUN {} # buildkit", argv.join(" "))
-        } else {
-            format!(
-                "RUN |{} {} {} # buildkit",
-                used_args.len(),
-                used_args.join(" "),
-                argv.join(" ")
-            )
-        };
-        let network = format!("{:?}", run.network);
-        let key = hash_key(&[
-            &state.key,
-            "RUN",
-            &serde_json::to_string(&argv).unwrap_or_default(),
-            &env.join("\0"),
-            &network,
-        ]);
-        if let Some((layer, time)) = self.cached(&key)? {
-            self.add_layer(state, key, layer, by, time);
-            return Ok(true);
-        }
-        let e = self.engine;
-        // The state as an image, to make the container from.
-        let existed = e.register_state_probe(state)?;
-        let image = e.register_state(&state.layers, state.config.clone(), &[])?;
-        if !existed {
-            self.temporary.push(image.clone());
-        }
-        let config = ContainerConfig {
-            cmd: Some(argv.clone()),
-            env,
-            user: state.config.config.user.clone().unwrap_or_default(),
-            working_dir: state.config.config.working_dir.clone().unwrap_or_default(),
-            ..Default::default()
-        };
-        let host_config = HostConfig {
-            network_mode: match run.network {
-                berth_build::dockerfile::Network::None => "none".into(),
-                _ => "host".into(),
-            },
-            ..Default::default()
-        };
-        let (id, _) = e.create_container(CreateOptions {
-            name: None,
-            image: image.to_string(),
-            config,
-            entrypoint: Some(Vec::new()),
-            host_config,
-        })?;
-        let outcome = self.run_container(&id);
-        let result = match outcome {
-            Ok(0) => e
-                .commit(&id, None, None, None, RunConfig::default(), false, false)
-                .and_then(|c| {
-                    self.temporary.push(c.clone());
-                    let row = e.find_image(&c.to_string())?;
-                    Ok(row.layers.last().cloned().expect("a commit adds a layer"))
-                }),
-            Ok(code) => Err(EngineError::Invalid(format!(
-                "process \"{}\" did not complete successfully: exit code: {code}",
-                argv.join(" ")
-            ))),
-            Err(err) => Err(err),
-        };
-        let _ = e.remove_container(&id, true, true);
-        let (blob, diff_id) = result?;
-        let time = e.record_layer(&key, &blob, &diff_id, &by)?;
-        self.add_layer(state, key, (blob, diff_id), by, time);
-        Ok(false)
-    }
-
-    /// Runs a created container to its end, passing its output on; returns its exit code.
-    fn run_container(&mut self, id: &str) -> Result<i32> {
-        let e = self.engine;
-        e.start_container(id, false)?;
-        let code = e.wait_container(id)?;
-        let log = e.container_dir(id).join("log.json");
-        let lines = crate::logs::read_all(&log).unwrap_or_default();
-        let step = self.step;
-        for l in &lines {
-            let text = format!("#{step} {}", l.log.trim_end_matches('\n'));
-            self.say(&text);
-        }
-        Ok(code)
-    }
-
-    fn copy(
-        &mut self,
-        state: &mut State,
-        inst: &Instruction,
-        c: &CopyCommand,
-        add: bool,
-    ) -> Result<bool> {
-        if let Some(from) = &c.from {
-            if self.stage_ref(from).is_none() {
-                return Err(at(inst, format!("COPY --from={from}: copying from an image that is not a stage is not implemented yet")));
-            }
-            return Err(at(inst, "COPY --from a stage is not implemented yet"));
-        }
-        if c.parents {
-            return Err(at(inst, "COPY --parents is not implemented yet"));
-        }
-        let (uid, gid) = match &c.chown {
-            None => (0, 0),
-            Some(s) => parse_chown(s).ok_or_else(|| {
-                at(
-                    inst,
-                    format!("--chown={s}: only numeric uid[:gid] is implemented yet"),
-                )
-            })?,
-        };
-        let chmod = match &c.chmod {
-            None => None,
-            Some(m) => Some(u32::from_str_radix(m, 8).map_err(|_| {
-                at(
-                    inst,
-                    format!("invalid --chmod={m}: only octal modes are implemented yet"),
-                )
-            })?),
-        };
-        let workdir = state
-            .config
-            .config
-            .working_dir
-            .clone()
-            .unwrap_or_else(|| "/".into());
-        let dest_dir = c.dest.ends_with('/') || c.dest.ends_with("/.") || c.dest == ".";
-        let dest = clean_abs(&Path::new(&workdir).join(&c.dest));
-        // What goes in: (path in the layer, what).
-        let mut entries: Vec<(String, Item)> = Vec::new();
-        let mut matched = 0;
-        for src in &c.sources {
-            match src {
-                Source::Inline(doc) => {
-                    matched += 1;
-                    let path = if dest_dir || c.sources.len() > 1 {
-                        format!("{dest}/{}", doc.name).replace("//", "/")
-                    } else {
-                        dest.clone()
-                    };
-                    entries.push((path, Item::Bytes(doc.body().into_owned().into_bytes())));
-                }
-                Source::Path(p) => {
-                    if add
-                        && (p.starts_with("http://")
-                            || p.starts_with("https://")
-                            || p.starts_with("git@"))
-                    {
-                        return Err(at(
-                            inst,
-                            format!("ADD {p}: sources from URLs are not implemented yet"),
-                        ));
-                    }
-                    let found = self.sources(p).map_err(|e| at(inst, e))?;
-                    if found.is_empty() {
-                        return Err(at(
-                            inst,
-                            format!(
-                                "failed to compute cache key: \"/{}\": not found",
-                                p.trim_start_matches('/')
-                            ),
-                        ));
-                    }
-                    let many = found.len() > 1 || c.sources.len() > 1 || has_glob(p);
-                    if many && !dest_dir {
-                        return Err(at(inst, "When using COPY with more than one source file, the destination must be a directory and end with a /"));
-                    }
-                    for (rel, host) in found {
-                        matched += 1;
-                        let meta = std::fs::symlink_metadata(&host).map_err(io_err(&host))?;
-                        if meta.is_dir() {
-                            // A directory's contents go into dest.
-                            self.walk(&host, &rel, &dest, &mut entries)?;
-                        } else {
-                            let name = Path::new(&rel)
-                                .file_name()
-                                .map(|n| n.to_string_lossy().into_owned())
-                                .unwrap_or_default();
-                            let path = if dest_dir {
-                                format!("{}/{name}", dest.trim_end_matches('/'))
-                            } else {
-                                dest.clone()
-                            };
-                            if add && meta.is_file() && is_archive(&host) {
-                                entries.push((dest.clone(), Item::Archive(host)));
-                            } else {
-                                entries.push((path, Item::Host(host)));
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        debug_assert!(matched > 0);
-        let by = format!("{} # buildkit", inst.original);
-        // The key: the instruction and every entry's path, metadata and content, but not
-        // mtimes (touching a file does not invalidate the step, as in Docker).
-        let mut h = sha2::Sha256::new();
-        h.update(state.key.as_bytes());
-        h.update(
-            serde_json::to_string(&inst.command)
-                .unwrap_or_default()
-                .as_bytes(),
-        );
-        h.update(format!("{uid}:{gid}:{chmod:?}:{dest}").as_bytes());
-        for (path, item) in &entries {
-            h.update(path.as_bytes());
-            item.hash_into(&mut h)?;
-        }
-        let key = hex::encode(h.finalize());
-        if let Some((layer, time)) = self.cached(&key)? {
-            self.add_layer(state, key, layer, by, time);
-            return Ok(true);
-        }
-        let store = &self.engine.store;
-        let mut tmp = store.temp()?;
-        let tmp_path = tmp.path.clone();
-        let mut hashing = Hasher::new(&mut tmp.file);
-        {
-            let mut t = tar::Builder::new(&mut hashing);
-            t.mode(tar::HeaderMode::Complete);
-            let mut made = std::collections::BTreeSet::new();
-            for (path, item) in &entries {
-                parents(&mut t, &mut made, path)?;
-                item.append(&mut t, path, uid, gid, chmod)?;
-            }
-            t.finish().map_err(io_err(&tmp_path))?;
-        }
-        hashing.flush().map_err(io_err(&tmp_path))?;
-        let (diff_id, _, _) = hashing.finish();
-        tmp.commit(&diff_id)?;
-        let time = self.engine.record_layer(&key, &diff_id, &diff_id, &by)?;
-        self.add_layer(state, key, (diff_id.clone(), diff_id), by, time);
-        Ok(false)
-    }
-
-    /// The context paths a COPY source names (globs expanded), relative and on the host;
-    /// never outside the context, never what `.dockerignore` excludes.
-    fn sources(&self, src: &str) -> std::result::Result<Vec<(String, PathBuf)>, String> {
-        let ctx = self
-            .opts
-            .context
-            .canonicalize()
-            .map_err(|e| e.to_string())?;
-        let rel = berth_build::ignore::clean(src.trim_start_matches('/'));
-        if rel == ".." || rel.starts_with("../") {
-            return Err(format!("forbidden path outside the build context: {src}"));
-        }
-        let candidates: Vec<String> = if has_glob(&rel) {
-            let pattern = Matcher::new([rel.as_str()]).map_err(|e| e.to_string())?;
-            let depth = rel.split('/').count();
-            let mut out = Vec::new();
-            list_depth(&ctx, "", depth, &mut out);
-            out.into_iter().filter(|p| pattern.excluded(p)).collect()
-        } else {
-            vec![rel.clone()]
-        };
-        let mut found = Vec::new();
-        for c in candidates {
-            if c != "." && self.ignore.excluded(&c) {
-                continue;
-            }
-            let host = ctx.join(&c);
-            // The source itself may be a symlink; what it resolves to must be inside.
-            let real = match host.canonicalize() {
-                Ok(r) => r,
-                Err(_) => continue,
-            };
-            if !real.starts_with(&ctx) {
-                return Err(format!("forbidden path outside the build context: {src}"));
-            }
-            found.push((c, real));
-        }
-        Ok(found)
-    }
-
-    /// Adds everything under context dir `host` (context path `rel`) to `entries`, under
-    /// `dest`, skipping what `.dockerignore` excludes. Symlinks are copied as symlinks.
-    fn walk(
-        &self,
-        host: &Path,
-        rel: &str,
-        dest: &str,
-        entries: &mut Vec<(String, Item)>,
-    ) -> Result<()> {
-        let mut names: Vec<_> = std::fs::read_dir(host)
-            .map_err(io_err(host))?
-            .filter_map(|e| e.ok())
-            .map(|e| e.file_name())
-            .collect();
-        names.sort();
-        entries.push((dest.to_string(), Item::Dir(host.to_path_buf())));
-        for n in names {
-            let name = n.to_string_lossy().into_owned();
-            let child_rel = if rel == "." || rel.is_empty() {
-                name.clone()
-            } else {
-                format!("{rel}/{name}")
-            };
-            if self.ignore.excluded(&child_rel) {
-                continue;
-            }
-            let child = host.join(&n);
-            let child_dest = format!("{}/{name}", dest.trim_end_matches('/'));
-            let meta = std::fs::symlink_metadata(&child).map_err(io_err(&child))?;
-            if meta.is_dir() {
-                self.walk(&child, &child_rel, &child_dest, entries)?;
-            } else {
-                entries.push((child_dest, Item::Host(child)));
-            }
-        }
-        Ok(())
+        self.engine.cached_layer(key)
     }
 }
 
@@ -1069,225 +742,6 @@ fn history(state: &State, by: String, empty_layer: bool) -> History {
     }
 }
 
-/// One thing a COPY puts in its layer.
-enum Item {
-    /// A file, symlink or special file of the context (a directory's own entry: `Dir`).
-    Host(PathBuf),
-    Dir(PathBuf),
-    /// A here-document.
-    Bytes(Vec<u8>),
-    /// A local archive `ADD` unpacks at the path.
-    Archive(PathBuf),
-}
-
-impl Item {
-    fn hash_into(&self, h: &mut sha2::Sha256) -> Result<()> {
-        use std::os::unix::fs::MetadataExt;
-        match self {
-            Item::Bytes(b) => h.update(b),
-            Item::Host(p) | Item::Dir(p) | Item::Archive(p) => {
-                let m = std::fs::symlink_metadata(p).map_err(io_err(p))?;
-                h.update(format!("{:o}:{}:{}", m.mode(), m.uid(), m.gid()).as_bytes());
-                if m.file_type().is_symlink() {
-                    let t = std::fs::read_link(p).map_err(io_err(p))?;
-                    h.update(t.as_os_str().as_encoded_bytes());
-                } else if m.is_file() {
-                    let mut f = std::fs::File::open(p).map_err(io_err(p))?;
-                    let mut buf = vec![0; 64 << 10];
-                    loop {
-                        let n = f.read(&mut buf).map_err(io_err(p))?;
-                        if n == 0 {
-                            break;
-                        }
-                        h.update(&buf[..n]);
-                    }
-                }
-            }
-        }
-        Ok(())
-    }
-
-    fn append<W: Write>(
-        &self,
-        t: &mut tar::Builder<W>,
-        path: &str,
-        uid: u64,
-        gid: u64,
-        chmod: Option<u32>,
-    ) -> Result<()> {
-        use std::os::unix::fs::MetadataExt;
-        let name = path.trim_start_matches('/');
-        let err = |e: std::io::Error| invalid(format!("COPY {path}: {e}"));
-        match self {
-            Item::Bytes(b) => {
-                let mut hd = tar::Header::new_gnu();
-                hd.set_entry_type(tar::EntryType::Regular);
-                hd.set_size(b.len() as u64);
-                hd.set_mode(chmod.unwrap_or(0o644));
-                hd.set_uid(uid);
-                hd.set_gid(gid);
-                hd.set_mtime(0);
-                t.append_data(&mut hd, name, &b[..]).map_err(err)
-            }
-            Item::Archive(p) => {
-                let f = std::fs::File::open(p).map_err(io_err(p))?;
-                let (_, r) = berth_image::compression::decompress(f).map_err(io_err(p))?;
-                let mut a = tar::Archive::new(r);
-                for entry in a.entries().map_err(err)? {
-                    let mut entry = entry.map_err(err)?;
-                    let inner = entry.path().map_err(err)?.into_owned();
-                    let clean = clean_rel(&inner).ok_or_else(|| {
-                        invalid(format!(
-                            "ADD {}: entry {} leaves the destination",
-                            p.display(),
-                            inner.display()
-                        ))
-                    })?;
-                    let mut hd = entry.header().clone();
-                    let target = if clean.is_empty() {
-                        name.to_string()
-                    } else {
-                        format!("{}/{clean}", name.trim_end_matches('/'))
-                    };
-                    if let Ok(Some(l)) = entry.link_name() {
-                        let l = l.into_owned();
-                        if hd.entry_type().is_hard_link() {
-                            let lc = clean_rel(&l).ok_or_else(|| {
-                                invalid(format!(
-                                    "ADD {}: link {} leaves the destination",
-                                    p.display(),
-                                    l.display()
-                                ))
-                            })?;
-                            let lt = format!("{}/{lc}", name.trim_end_matches('/'));
-                            t.append_link(&mut hd, &target, &lt).map_err(err)?;
-                            continue;
-                        }
-                        t.append_link(&mut hd, &target, &l).map_err(err)?;
-                        continue;
-                    }
-                    t.append_data(&mut hd, &target, &mut entry).map_err(err)?;
-                }
-                Ok(())
-            }
-            Item::Host(p) | Item::Dir(p) => {
-                let m = std::fs::symlink_metadata(p).map_err(io_err(p))?;
-                let mut hd = tar::Header::new_gnu();
-                hd.set_metadata_in_mode(&m, tar::HeaderMode::Complete);
-                hd.set_uid(uid);
-                hd.set_gid(gid);
-                let perm = m.mode() & 0o7777;
-                hd.set_mode(chmod.unwrap_or(perm));
-                if m.file_type().is_symlink() {
-                    let target = std::fs::read_link(p).map_err(io_err(p))?;
-                    hd.set_size(0);
-                    t.append_link(&mut hd, name, &target).map_err(err)
-                } else if m.is_dir() {
-                    hd.set_size(0);
-                    t.append_data(&mut hd, format!("{name}/"), std::io::empty())
-                        .map_err(err)
-                } else if m.is_file() {
-                    let f = std::fs::File::open(p).map_err(io_err(p))?;
-                    t.append_data(&mut hd, name, f).map_err(err)
-                } else {
-                    Err(invalid(format!(
-                        "COPY {}: not a regular file, directory or symlink",
-                        p.display()
-                    )))
-                }
-            }
-        }
-    }
-}
-
-/// Directory entries for the parents of `path` not yet in the tar (root-owned, 0755).
-fn parents<W: Write>(
-    t: &mut tar::Builder<W>,
-    made: &mut std::collections::BTreeSet<String>,
-    path: &str,
-) -> Result<()> {
-    let comps: Vec<&str> = path
-        .trim_matches('/')
-        .split('/')
-        .filter(|c| !c.is_empty())
-        .collect();
-    for i in 1..comps.len() {
-        let dir = comps[..i].join("/");
-        if made.insert(dir.clone()) {
-            let mut hd = tar::Header::new_gnu();
-            hd.set_entry_type(tar::EntryType::Directory);
-            hd.set_mode(0o755);
-            hd.set_uid(0);
-            hd.set_gid(0);
-            hd.set_mtime(0);
-            hd.set_size(0);
-            t.append_data(&mut hd, format!("{dir}/"), std::io::empty())
-                .map_err(|e| invalid(format!("COPY: {e}")))?;
-        }
-    }
-    made.insert(comps.join("/"));
-    Ok(())
-}
-
-/// `uid[:gid]`, numbers only (names need the image's passwd file: not yet).
-fn parse_chown(s: &str) -> Option<(u64, u64)> {
-    let (u, g) = s.split_once(':').unwrap_or((s, s));
-    Some((u.parse().ok()?, g.parse().ok()?))
-}
-
-fn has_glob(s: &str) -> bool {
-    s.contains(['*', '?', '['])
-}
-
-/// Context paths (relative, `/`-separated) exactly `depth` components deep.
-fn list_depth(dir: &Path, prefix: &str, depth: usize, out: &mut Vec<String>) {
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return;
-    };
-    let mut names: Vec<String> = rd
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    for n in names {
-        let rel = if prefix.is_empty() {
-            n.clone()
-        } else {
-            format!("{prefix}/{n}")
-        };
-        if depth == 1 {
-            out.push(rel);
-        } else {
-            let p = dir.join(&n);
-            if std::fs::symlink_metadata(&p)
-                .map(|m| m.is_dir())
-                .unwrap_or(false)
-            {
-                list_depth(&p, &rel, depth - 1, out);
-            }
-        }
-    }
-}
-
-/// Whether a context file is a tar archive (plain, gzip or zstd) that ADD unpacks.
-fn is_archive(p: &Path) -> bool {
-    let Ok(f) = std::fs::File::open(p) else {
-        return false;
-    };
-    let Ok((_, mut r)) = berth_image::compression::decompress(f) else {
-        return false;
-    };
-    let mut head = [0u8; 512];
-    let mut n = 0;
-    while n < head.len() {
-        match r.read(&mut head[n..]) {
-            Ok(0) | Err(_) => break,
-            Ok(k) => n += k,
-        }
-    }
-    n == 512 && &head[257..262] == b"ustar"
-}
-
 /// An absolute, clean path (`..` stops at `/`).
 fn clean_abs(p: &Path) -> String {
     let mut out: Vec<String> = Vec::new();
@@ -1303,19 +757,10 @@ fn clean_abs(p: &Path) -> String {
     format!("/{}", out.join("/"))
 }
 
-/// A relative path inside its root, cleaned; None when it would leave it.
-fn clean_rel(p: &Path) -> Option<String> {
-    let mut out: Vec<String> = Vec::new();
-    for c in p.components() {
-        match c {
-            Component::Normal(s) => out.push(s.to_string_lossy().into_owned()),
-            Component::ParentDir => {
-                out.pop()?;
-            }
-            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
-        }
-    }
-    Some(out.join("/"))
+/// `path` taken from the state's working directory, cleaned.
+fn in_workdir(state: &State, path: &str) -> String {
+    let workdir = state.config.config.working_dir.as_deref().unwrap_or("/");
+    clean_abs(&Path::new(workdir).join(path))
 }
 
 /// A command line as the argv the config keeps: shell form runs through the shell.
@@ -1340,9 +785,9 @@ mod tests {
     fn paths_are_cleaned_inside_their_root() {
         assert_eq!(clean_abs(Path::new("/app/../../etc/x")), "/etc/x");
         assert_eq!(clean_abs(Path::new("/a/./b/")), "/a/b");
-        assert_eq!(clean_rel(Path::new("a/../b")), Some("b".into()));
-        assert_eq!(clean_rel(Path::new("../x")), None);
-        assert_eq!(clean_rel(Path::new("/abs/x")), Some("abs/x".into()));
+        assert_eq!(copy::clean_rel(Path::new("a/../b")), Some("b".into()));
+        assert_eq!(copy::clean_rel(Path::new("../x")), None);
+        assert_eq!(copy::clean_rel(Path::new("/abs/x")), Some("abs/x".into()));
     }
 
     #[test]
@@ -1351,12 +796,5 @@ mod tests {
         set_env(&mut env, "A", "3");
         set_env(&mut env, "C", "4");
         assert_eq!(env, ["A=3", "B=2", "C=4"]);
-    }
-
-    #[test]
-    fn chown_takes_numbers_only_for_now() {
-        assert_eq!(parse_chown("1000"), Some((1000, 1000)));
-        assert_eq!(parse_chown("1:2"), Some((1, 2)));
-        assert_eq!(parse_chown("app"), None);
     }
 }
