@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use berth_engine::build::BuildOptions;
 use berth_engine::Engine;
 use clap::{Args, Subcommand};
+use nix::sys::signal::{SigHandler, Signal};
 
 use crate::format::human_size;
 use crate::{CliResult, Failure};
@@ -255,6 +256,15 @@ pub fn build(engine: &Engine, a: &BuildArgs) -> CliResult<u8> {
         Some(f) => opts.dockerfile = Some(PathBuf::from(f)),
         None => {}
     }
+    // Ctrl-C (or a TERM, or a closed terminal) stops the build cleanly: the running
+    // step's container is killed, temporary images and mounts go, nothing is tagged.
+    extern "C" fn on_signal(_: libc::c_int) {
+        berth_engine::build::interrupt();
+    }
+    for sig in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+        let _ = unsafe { nix::sys::signal::signal(sig, SigHandler::Handler(on_signal)) };
+    }
     // The last lines of the step that fails are shown even with -q.
     let mut recent: std::collections::VecDeque<String> = Default::default();
     let built = engine.build(&opts, &mut |line| {
@@ -275,6 +285,9 @@ pub fn build(engine: &Engine, a: &BuildArgs) -> CliResult<u8> {
         Err(e) => {
             for l in &recent {
                 eprintln!("{l}");
+            }
+            if berth_engine::build::interrupted() {
+                return Err(Failure::new(130, "build interrupted"));
             }
             return Err(e.into());
         }

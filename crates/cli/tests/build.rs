@@ -558,3 +558,57 @@ fn the_same_dockerfile_and_context_make_the_same_image_on_two_roots() {
     ]);
     assert_eq!(mtime, "1700000000\n1700000000\n");
 }
+
+/// Starts `build` of a Dockerfile whose RUN sleeps, and waits for the step's container.
+fn start_sleeping_build(b: &Berth, ctx: &Path) -> std::process::Child {
+    let mut cmd = b.cmd();
+    cmd.args(["build", "-t", "never:1"]).arg(ctx);
+    cmd.stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let child = cmd.spawn().unwrap();
+    assert!(
+        common::eventually(30, || b.ok(&["ps", "-q"]).lines().count() == 1),
+        "the RUN step's container never ran"
+    );
+    child
+}
+
+#[test]
+fn an_interrupted_build_leaves_no_tag_container_or_mount() {
+    require_root!();
+    let b = Berth::with_busybox();
+    let df = "FROM busybox:test AS s\nRUN echo s > /s\nFROM busybox:test\nCOPY --from=s /s /s\nRUN --mount=from=s,target=/m sleep 60\n";
+    let ctx = context(&b, "int", &[("Dockerfile", df)]);
+    let leftovers = || {
+        std::fs::read_dir(b.run_root.join("build"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    };
+    // Ctrl-C: the build stops at once and cleans up after itself.
+    let mut child = start_sleeping_build(&b, &ctx);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    assert!(b.container_ids().is_empty());
+    assert_eq!(b.ok(&["images", "-q"]).lines().count(), 1);
+    assert_eq!(leftovers(), 0);
+    // kill -9: the step's container dies with the build, and the next build sweeps
+    // the temporary image and the mounts.
+    let mut child = start_sleeping_build(&b, &ctx);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        common::eventually(10, || b.container_ids().is_empty()),
+        "the step's container outlived its build"
+    );
+    assert!(leftovers() > 0);
+    std::fs::write(ctx.join("Dockerfile"), "FROM busybox:test\nRUN true\n").unwrap();
+    build(&b, &ctx, &["-t", "next:1"]);
+    assert_eq!(leftovers(), 0);
+    assert!(b.run(&["image", "inspect", "never:1"]).status.code() != Some(0));
+    assert_eq!(b.ok(&["images", "-q"]).lines().count(), 2);
+}

@@ -770,6 +770,11 @@ impl Engine {
                 .healthcheck
                 .clone()
                 .filter(|h| h.argv().is_some()),
+            owner: rec
+                .config
+                .labels
+                .get(crate::monitor::OWNER_LABEL)
+                .and_then(|v| crate::monitor::parse_owner(v)),
         };
         let p = crate::monitor::config_path(self.root(), &rec.id);
         berth_image::fsutil::replace_file(

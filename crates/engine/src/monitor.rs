@@ -61,6 +61,19 @@ pub struct MonitorConfig {
     /// The health check to run inside the container, if any.
     #[serde(default)]
     pub healthcheck: Option<crate::model::HealthConfig>,
+    /// A process (pid, start time) the container lives for: a build's RUN step. When it
+    /// ends, however it ends, the container is killed and removed.
+    #[serde(default)]
+    pub owner: Option<(i32, u64)>,
+}
+
+/// The label that ties a container to the process it lives for (`PID-START`).
+pub const OWNER_LABEL: &str = "berth.owner";
+
+/// Parses an [`OWNER_LABEL`] value.
+pub fn parse_owner(v: &str) -> Option<(i32, u64)> {
+    let (p, s) = v.split_once('-')?;
+    Some((p.parse().ok()?, s.parse().ok()?))
 }
 
 /// Where `stop`/`rm` record that the user stopped a container, which ends its restart
@@ -149,7 +162,19 @@ pub fn run(
         listener: None,
         pid: 0,
         health: None,
+        owner: None,
     };
+    m.owner = m.cfg.owner.and_then(|(pid, start)| {
+        // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+        if fd < 0 {
+            return None;
+        }
+        // SAFETY: the descriptor was just made and nothing else owns it.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
+        // Checked after opening, so the descriptor is of the process recorded.
+        sys::process_alive(pid, start).then_some(fd)
+    });
     match m.setup(wait_attach, &mut ready) {
         Ok(()) => {}
         Err((code, msg)) => {
@@ -237,6 +262,8 @@ struct Monitor {
     listener: Option<UnixListener>,
     pid: i32,
     health: Option<HealthRunner>,
+    /// A pidfd of the owner process, readable once it has ended.
+    owner: Option<OwnedFd>,
 }
 
 /// A health check between probes, or with one running.
@@ -702,6 +729,11 @@ impl Monitor {
         let mut released = false;
         let release_at = Instant::now() + Duration::from_millis(250);
         let mut exit = self.reap();
+        if self.cfg.owner.is_some() && self.owner.is_none() && exit.is_none() {
+            // The owner ended before the container started.
+            self.cfg.auto_remove = true;
+            let _ = nix::sys::signal::kill(Pid::from_raw(self.pid), Signal::SIGKILL);
+        }
         // After exit, keep draining output until every stream closes or a short grace passes.
         let mut drain_deadline: Option<Instant> = None;
         loop {
@@ -736,6 +768,11 @@ impl Monitor {
             };
             if let Some(s) = &sfd {
                 add(s.as_fd().as_raw_fd(), Role::Signal);
+            }
+            if exit.is_none() {
+                if let Some(o) = &self.owner {
+                    add(o.as_raw_fd(), Role::Owner);
+                }
             }
             if exit.is_none() {
                 if let Some(l) = &self.listener {
@@ -790,6 +827,12 @@ impl Monitor {
                     continue;
                 }
                 match *role {
+                    Role::Owner => {
+                        // The process this container lived for is gone: so is it.
+                        self.owner = None;
+                        self.cfg.auto_remove = true;
+                        let _ = nix::sys::signal::kill(Pid::from_raw(self.pid), Signal::SIGKILL);
+                    }
                     Role::Signal => {
                         if let Some(s) = &sfd {
                             while let Ok(Some(_)) = s.read_signal() {}
@@ -966,6 +1009,7 @@ impl Monitor {
 #[derive(Clone, Copy)]
 enum Role {
     Signal,
+    Owner,
     Listener,
     Output(usize),
     Pty,

@@ -57,6 +57,26 @@ pub struct BuildOptions {
     pub secrets: BTreeMap<String, Vec<u8>>,
 }
 
+static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Asks the build in progress to stop: the running step's container is killed, and the
+/// build cleans up and fails. Async-signal-safe (for a SIGINT handler).
+pub fn interrupt() {
+    INTERRUPTED.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// Whether [`interrupt`] was called.
+pub fn interrupted() -> bool {
+    INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+fn check_interrupted() -> Result<()> {
+    if interrupted() {
+        return Err(invalid("build interrupted"));
+    }
+    Ok(())
+}
+
 /// A stage's state between instructions.
 #[derive(Debug, Clone)]
 struct State {
@@ -246,6 +266,7 @@ impl Engine {
         for t in temporary {
             let _ = self.remove_image(&t.to_string(), true);
         }
+        self.forget_temporary();
         result
     }
 
@@ -442,6 +463,7 @@ impl Builder<'_> {
                 inst.original
             );
             self.say(&head);
+            check_interrupted()?;
             let started = std::time::Instant::now();
             let cached = self.instruction(&mut state, inst)?;
             let line = if cached {

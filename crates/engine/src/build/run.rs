@@ -103,8 +103,16 @@ impl Builder<'_> {
         let image = e.register_state(&state.layers, state.config.clone(), &[])?;
         if !existed {
             self.temporary.push(image.clone());
+            e.note_temporary(&image);
         }
         let config = ContainerConfig {
+            // The container lives only as long as this build (see the monitor).
+            labels: [(
+                crate::monitor::OWNER_LABEL.to_string(),
+                super::view::owner_tag(),
+            )]
+            .into_iter()
+            .collect(),
             cmd: Some(argv.clone()),
             env,
             user: state.config.config.user.clone().unwrap_or_default(),
@@ -166,6 +174,7 @@ impl Builder<'_> {
             if let Some(st) = done {
                 return Ok(st.exit_code);
             }
+            check_interrupted()?;
         }
     }
 

@@ -4,7 +4,9 @@
 //!
 //! A view is an overlay mount under `RUN_ROOT/build/PID-START-N`, with a throwaway upper
 //! dir; it goes when the step is done. A build killed before that leaves the directory,
-//! and the next build unmounts and removes what no living build owns.
+//! and the next build unmounts and removes what no living build owns. The same goes for
+//! the temporary images RUN steps start from, listed in `RUN_ROOT/build/PID-START-images`.
+//! (The step's container dies with its build: its monitor watches the build process.)
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -36,7 +38,8 @@ impl Drop for View {
 
 static NEXT: AtomicUsize = AtomicUsize::new(0);
 
-fn owner_tag() -> String {
+/// This process, as `PID-START`: what owns its views, temporary images and containers.
+pub(crate) fn owner_tag() -> String {
     let pid = std::process::id() as i32;
     format!("{pid}-{}", sys::process_start_time(pid).unwrap_or(0))
 }
@@ -101,7 +104,40 @@ impl Engine {
         Ok(view)
     }
 
-    /// Unmounts and removes the views of builds that are no longer running.
+    fn temporary_list(&self) -> PathBuf {
+        self.views_dir().join(format!("{}-images", owner_tag()))
+    }
+
+    /// Records a temporary image this build made, for the sweep if the build is killed.
+    pub(crate) fn note_temporary(&self, id: &Digest) {
+        use std::io::Write;
+        let _ = std::fs::create_dir_all(self.views_dir());
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.temporary_list())
+        {
+            let _ = writeln!(f, "{id}");
+        }
+    }
+
+    /// Forgets the list of temporary images (the build removed them).
+    pub(crate) fn forget_temporary(&self) {
+        let _ = std::fs::remove_file(self.temporary_list());
+    }
+
+    /// Removes the untagged images a dead build listed as temporary.
+    fn sweep_temporary(&self, list: &Path) {
+        for id in std::fs::read_to_string(list).unwrap_or_default().lines() {
+            if self.find_image(id).is_ok_and(|row| row.tags.is_empty()) {
+                let _ = self.remove_image(id, false);
+            }
+        }
+        let _ = std::fs::remove_file(list);
+    }
+
+    /// Unmounts and removes the views of builds that are no longer running, and the
+    /// temporary images they left.
     pub(crate) fn sweep_views(&self) {
         let Ok(rd) = std::fs::read_dir(self.views_dir()) else {
             return;
@@ -116,6 +152,10 @@ impl Engine {
                 continue;
             };
             if sys::process_alive(pid, start) {
+                continue;
+            }
+            if parts.next() == Some("images") {
+                self.sweep_temporary(&e.path());
                 continue;
             }
             drop(View {
