@@ -391,6 +391,7 @@ impl CreateFlags {
                 timeout: dur("--health-timeout", &self.health_timeout)?,
                 start_period: dur("--health-start-period", &self.health_start_period)?,
                 retries: self.health_retries.unwrap_or(0),
+                ..Default::default()
             })
         } else {
             None

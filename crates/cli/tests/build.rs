@@ -96,7 +96,7 @@ fn a_dockerfile_becomes_an_image_with_its_config_and_files() {
     );
     assert_eq!(
         b.inspect("app:1", "{{json .Config.Env}}"),
-        r#"["GREETING=hi","OTHER=x y"]"#
+        r#"["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin","GREETING=hi","OTHER=x y"]"#
     );
     for (f, want) in [
         ("{{.Config.WorkingDir}}", "/app"),

@@ -318,19 +318,13 @@ impl Engine {
             config.hostname = id[..12].to_string();
         }
         if config.healthcheck.is_none() {
-            config.healthcheck = ic
-                .healthcheck
-                .as_ref()
-                .and_then(|h| serde_json::from_value(h.clone()).ok());
+            config.healthcheck = ic.healthcheck.clone();
         } else if let (Some(mine), Some(image)) =
             (config.healthcheck.as_mut(), ic.healthcheck.as_ref())
         {
             // Flags given without --health-cmd keep the image's test.
             if mine.test.is_empty() {
-                if let Ok(img) = serde_json::from_value::<crate::model::HealthConfig>(image.clone())
-                {
-                    mine.test = img.test;
-                }
+                mine.test = image.test.clone();
             }
         }
         config.exposed_ports = ic.exposed_ports.clone();

@@ -816,7 +816,22 @@ impl Engine {
                 .unwrap_or(repo);
             repo_digests.insert(format!("{repo}@{digest}"));
         }
-        let config_json = serde_json::to_value(&cfg.config).unwrap_or_default();
+        // Docker's `Config` (a container config): these fields are always there, empty
+        // or not; the rest only when set.
+        let mut config_json = serde_json::json!({
+            "Hostname": "", "Domainname": "", "User": "",
+            "AttachStdin": false, "AttachStdout": false, "AttachStderr": false,
+            "Tty": false, "OpenStdin": false, "StdinOnce": false,
+            "Env": null, "Cmd": null, "Image": "", "Volumes": null, "WorkingDir": "",
+            "Entrypoint": null, "OnBuild": null, "Labels": null,
+        });
+        if let serde_json::Value::Object(set) =
+            serde_json::to_value(&cfg.config).unwrap_or_default()
+        {
+            for (k, v) in set {
+                config_json[k] = v;
+            }
+        }
         Ok(serde_json::json!({
             "Id": row.id.to_string(),
             "RepoTags": repo_tags,

@@ -37,28 +37,7 @@ pub struct ContainerConfig {
 
 /// Docker's `Healthcheck` (durations in nanoseconds; `Test` is `["NONE"]`, `["CMD", …]` or
 /// `["CMD-SHELL", "…"]`).
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[serde(rename_all = "PascalCase", default)]
-pub struct HealthConfig {
-    pub test: Vec<String>,
-    pub interval: i64,
-    pub timeout: i64,
-    pub start_period: i64,
-    pub retries: i64,
-}
-
-impl HealthConfig {
-    /// The probe's argv, or None when the check is disabled or empty.
-    pub fn argv(&self) -> Option<Vec<String>> {
-        match self.test.split_first() {
-            Some((k, rest)) if k == "CMD" && !rest.is_empty() => Some(rest.to_vec()),
-            Some((k, rest)) if k == "CMD-SHELL" && !rest.is_empty() => {
-                Some(vec!["/bin/sh".into(), "-c".into(), rest.join(" ")])
-            }
-            _ => None,
-        }
-    }
-}
+pub use berth_image::config::HealthConfig;
 
 /// A `--ulimit`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]

@@ -51,13 +51,50 @@ pub struct RunConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop_signal: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub healthcheck: Option<serde_json::Value>,
+    pub healthcheck: Option<HealthConfig>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shell: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_build: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub args_escaped: Option<bool>,
+}
+
+/// A health check (Docker's `HealthConfig`): fields in Go's order, zero values left out,
+/// durations in nanoseconds.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct HealthConfig {
+    /// `[]` inherit, `["NONE"]` disabled, `["CMD", args…]`, `["CMD-SHELL", command]`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub test: Vec<String>,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub interval: i64,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub timeout: i64,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub start_period: i64,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub start_interval: i64,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub retries: i64,
+}
+
+fn is_zero(n: &i64) -> bool {
+    *n == 0
+}
+
+impl HealthConfig {
+    /// The probe's argv, or None when the check is disabled or empty.
+    pub fn argv(&self) -> Option<Vec<String>> {
+        match self.test.split_first() {
+            Some((k, rest)) if k == "CMD" && !rest.is_empty() => Some(rest.to_vec()),
+            Some((k, rest)) if k == "CMD-SHELL" && !rest.is_empty() => {
+                Some(vec!["/bin/sh".into(), "-c".into(), rest.join(" ")])
+            }
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

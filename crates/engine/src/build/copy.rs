@@ -58,8 +58,14 @@ impl Builder<'_> {
                 )
             })?),
         };
-        let dest_dir = c.dest.ends_with('/') || c.dest.ends_with("/.") || c.dest == ".";
-        let dest = in_workdir(state, &c.dest);
+        // The destination as the state has it: through its symlinks, and a directory when
+        // it is one there (then a file goes into it), or when the line says so.
+        let dirs = self.layer_dirs(state)?;
+        let dest = resolve_in_layers(&dirs, &in_workdir(state, &c.dest));
+        let dest_dir = c.dest.ends_with('/')
+            || c.dest.ends_with("/.")
+            || c.dest == "."
+            || matches!(find_in_layers(&dirs, &dest), Found::Here(m, _) if m.is_dir());
         // What goes in: (path in the layer, what).
         let mut entries: Vec<(String, Item)> = Vec::new();
         let mut matched = 0;
@@ -111,7 +117,7 @@ impl Builder<'_> {
                         let meta = std::fs::symlink_metadata(&host).map_err(io_err(&host))?;
                         if meta.is_dir() {
                             // A directory's contents go into dest.
-                            tree.walk(&host, &rel, &dest, &mut entries)?;
+                            tree.walk(&host, &rel, &dest, true, &mut entries)?;
                         } else {
                             let name = Path::new(&rel)
                                 .file_name()
@@ -149,10 +155,27 @@ impl Builder<'_> {
             item.hash_into(&mut h)?;
         }
         let key = hex::encode(h.finalize());
+        self.entries_layer(state, key, by, &entries, owner, chmod)
+    }
+
+    /// Adds the layer of `entries` to the state: from the cache under `key`, or made now.
+    /// Parent directories the state has keep their metadata in it; missing ones are made
+    /// root-owned, 0755.
+    pub(super) fn entries_layer(
+        &mut self,
+        state: &mut State,
+        key: String,
+        by: String,
+        entries: &[(String, Item)],
+        owner: Option<(u64, u64)>,
+        chmod: Option<u32>,
+    ) -> Result<bool> {
         if let Some(layer) = self.cached(&key)? {
             self.add_layer(state, key, layer, by);
             return Ok(true);
         }
+        let clamp = epoch_secs(&state.time);
+        let dirs = self.layer_dirs(state)?;
         let store = &self.engine.store;
         let mut tmp = store.temp()?;
         let tmp_path = tmp.path.clone();
@@ -161,8 +184,17 @@ impl Builder<'_> {
             let mut t = tar::Builder::new(&mut hashing);
             t.mode(tar::HeaderMode::Complete);
             let mut made = std::collections::BTreeSet::new();
-            for (path, item) in &entries {
-                parents(&mut t, &mut made, path)?;
+            for (path, item) in entries {
+                parents(&mut t, &mut made, path, &dirs, clamp)?;
+                if matches!(item, Item::DestDir(_)) {
+                    if let Found::Here(m, _) = find_in_layers(&dirs, path) {
+                        if m.is_dir() {
+                            // An existing destination keeps what it is.
+                            existing_dir(&mut t, path, &m, clamp)?;
+                            continue;
+                        }
+                    }
+                }
                 item.append(&mut t, path, owner, chmod, clamp)?;
             }
             t.finish().map_err(io_err(&tmp_path))?;
@@ -227,7 +259,7 @@ impl Tree<'_> {
     pub(super) fn content_key(&self, host: &Path, rel: &str) -> Result<String> {
         let mut entries = Vec::new();
         if host.is_dir() {
-            self.walk(host, rel, "/", &mut entries)?;
+            self.walk(host, rel, "/", true, &mut entries)?;
         } else {
             entries.push(("/".to_string(), Item::Host(host.to_path_buf())));
         }
@@ -294,12 +326,14 @@ impl Tree<'_> {
     }
 
     /// Adds everything under dir `host` (tree path `rel`) to `entries`, under `dest`,
-    /// skipping what `.dockerignore` excludes. Symlinks are copied as symlinks.
+    /// skipping what `.dockerignore` excludes. Symlinks are copied as symlinks. `top`:
+    /// `host` is the source directory itself, its entry the destination's.
     fn walk(
         &self,
         host: &Path,
         rel: &str,
         dest: &str,
+        top: bool,
         entries: &mut Vec<(String, Item)>,
     ) -> Result<()> {
         let mut names: Vec<_> = std::fs::read_dir(host)
@@ -308,7 +342,12 @@ impl Tree<'_> {
             .map(|e| e.file_name())
             .collect();
         names.sort();
-        entries.push((dest.to_string(), Item::Dir(host.to_path_buf())));
+        let item = if top {
+            Item::DestDir(host.to_path_buf())
+        } else {
+            Item::Dir(host.to_path_buf())
+        };
+        entries.push((dest.to_string(), item));
         for n in names {
             let name = n.to_string_lossy().into_owned();
             let child_rel = if rel == "." || rel.is_empty() {
@@ -323,7 +362,7 @@ impl Tree<'_> {
             let child_dest = format!("{}/{name}", dest.trim_end_matches('/'));
             let meta = std::fs::symlink_metadata(&child).map_err(io_err(&child))?;
             if meta.is_dir() {
-                self.walk(&child, &child_rel, &child_dest, entries)?;
+                self.walk(&child, &child_rel, &child_dest, false, entries)?;
             } else {
                 entries.push((child_dest, Item::Host(child)));
             }
@@ -333,10 +372,14 @@ impl Tree<'_> {
 }
 
 /// One thing a COPY puts in its layer.
-enum Item {
+pub(super) enum Item {
     /// A file, symlink or special file of the context (a directory's own entry: `Dir`).
     Host(PathBuf),
     Dir(PathBuf),
+    /// A source directory copied onto the destination path.
+    DestDir(PathBuf),
+    /// A directory made for WORKDIR.
+    NewDir,
     /// A here-document, or a download.
     Bytes {
         data: Vec<u8>,
@@ -356,7 +399,8 @@ impl Item {
                 h.update(format!("{mode:o}").as_bytes());
                 h.update(data);
             }
-            Item::Host(p) | Item::Dir(p) | Item::Archive(p, _) => {
+            Item::NewDir => h.update(b"new dir"),
+            Item::Host(p) | Item::Dir(p) | Item::DestDir(p) | Item::Archive(p, _) => {
                 let m = std::fs::symlink_metadata(p).map_err(io_err(p))?;
                 h.update(format!("{:o}:{}:{}", m.mode(), m.uid(), m.gid()).as_bytes());
                 if m.file_type().is_symlink() {
@@ -392,6 +436,18 @@ impl Item {
         let name = path.trim_start_matches('/');
         let err = |e: std::io::Error| invalid(format!("COPY {path}: {e}"));
         match self {
+            Item::NewDir => {
+                let mut hd = tar::Header::new_gnu();
+                hd.set_entry_type(tar::EntryType::Directory);
+                hd.set_mode(chmod.unwrap_or(0o755));
+                let (uid, gid) = owner.unwrap_or((0, 0));
+                hd.set_uid(uid);
+                hd.set_gid(gid);
+                hd.set_mtime(clamp.max(0) as u64);
+                hd.set_size(0);
+                t.append_data(&mut hd, format!("{name}/"), std::io::empty())
+                    .map_err(err)
+            }
             Item::Bytes { data, mode, mtime } => {
                 let mut hd = tar::Header::new_gnu();
                 hd.set_entry_type(tar::EntryType::Regular);
@@ -451,6 +507,9 @@ impl Item {
                 }
                 Ok(())
             }
+            // The directory whose contents are copied becomes the destination: made as
+            // it is (no --chmod), unless the destination is there (see `entries_layer`).
+            Item::DestDir(p) => Item::Dir(p.clone()).append(t, path, owner, None, clamp),
             Item::Host(p) | Item::Dir(p) => {
                 let m = std::fs::symlink_metadata(p).map_err(io_err(p))?;
                 let mut hd = tar::Header::new_gnu();
@@ -492,11 +551,14 @@ pub(super) fn resolve_in(root: &Path, path: &str) -> Option<PathBuf> {
         .filter(|p| p.starts_with(root))
 }
 
-/// Directory entries for the parents of `path` not yet in the tar (root-owned, 0755).
+/// Directory entries for the parents of `path` not yet in the tar: as the state has them
+/// (`dirs`, its layers), or root-owned 0755 when it has not.
 fn parents<W: Write>(
     t: &mut tar::Builder<W>,
     made: &mut std::collections::BTreeSet<String>,
     path: &str,
+    dirs: &[PathBuf],
+    clamp: i64,
 ) -> Result<()> {
     let comps: Vec<&str> = path
         .trim_matches('/')
@@ -508,10 +570,21 @@ fn parents<W: Write>(
         if made.insert(dir.clone()) {
             let mut hd = tar::Header::new_gnu();
             hd.set_entry_type(tar::EntryType::Directory);
-            hd.set_mode(0o755);
-            hd.set_uid(0);
-            hd.set_gid(0);
-            hd.set_mtime(0);
+            match find_in_layers(dirs, &dir) {
+                Found::Here(m, _) if m.is_dir() => {
+                    existing_dir(t, &dir, &m, clamp)?;
+                    continue;
+                }
+                // A symlink (or anything not a directory) is not replaced by a directory
+                // entry: the entries below it land where it leads, as in a container.
+                Found::Here(..) | Found::Unknown => continue,
+                Found::Missing => {
+                    hd.set_mode(0o755);
+                    hd.set_uid(0);
+                    hd.set_gid(0);
+                    hd.set_mtime(clamp.max(0) as u64);
+                }
+            }
             hd.set_size(0);
             t.append_data(&mut hd, format!("{dir}/"), std::io::empty())
                 .map_err(|e| invalid(format!("COPY: {e}")))?;
@@ -519,6 +592,26 @@ fn parents<W: Write>(
     }
     made.insert(comps.join("/"));
     Ok(())
+}
+
+/// A directory entry for `path` with the metadata the state has for it.
+fn existing_dir<W: Write>(
+    t: &mut tar::Builder<W>,
+    path: &str,
+    m: &std::fs::Metadata,
+    clamp: i64,
+) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let mut hd = tar::Header::new_gnu();
+    hd.set_entry_type(tar::EntryType::Directory);
+    hd.set_mode(m.mode() & 0o7777);
+    hd.set_uid(m.uid().into());
+    hd.set_gid(m.gid().into());
+    hd.set_mtime(m.mtime().clamp(0, clamp.max(0)) as u64);
+    hd.set_size(0);
+    let name = format!("{}/", path.trim_matches('/'));
+    t.append_data(&mut hd, name, std::io::empty())
+        .map_err(|e| invalid(format!("COPY: {e}")))
 }
 
 fn has_glob(s: &str) -> bool {

@@ -436,6 +436,14 @@ impl Builder<'_> {
             }
             None => self.base_state(&base.image)?,
         };
+        // As BuildKit: a stage whose base has no PATH gets the default one.
+        let env = state.config.config.env.get_or_insert_with(Vec::new);
+        if !env.iter().any(|e| e.starts_with("PATH=")) {
+            env.insert(
+                0,
+                "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+            );
+        }
         // The base image's ONBUILD triggers run first, as if written after FROM.
         let mut instructions = Vec::new();
         for trigger in state.config.config.on_build.take().unwrap_or_default() {
@@ -644,8 +652,18 @@ impl Builder<'_> {
                 }
             }
             Command::Workdir(dir) => {
-                let base = rc.working_dir.clone().unwrap_or_else(|| "/".into());
-                rc.working_dir = Some(clean_abs(&Path::new(&base).join(dir)));
+                let path = in_workdir(state, dir);
+                state.config.config.working_dir = Some(path.clone());
+                // A directory that is not there yet is made, in a layer of its own.
+                let dirs = self.layer_dirs(state)?;
+                let real = resolve_in_layers(&dirs, &path);
+                if matches!(find_in_layers(&dirs, &real), Found::Missing) {
+                    let key = hash_key(&[&state.key, "WORKDIR", &path]);
+                    let entries = vec![(real, copy::Item::NewDir)];
+                    let by = format!("WORKDIR {path}");
+                    return self.entries_layer(state, key, by, &entries, Some((0, 0)), None);
+                }
+                line = format!("WORKDIR {path}");
             }
             Command::User(u) => rc.user = Some(u.clone()),
             Command::Cmd(line) => {
@@ -678,25 +696,20 @@ impl Builder<'_> {
             }
             Command::StopSignal(s) => rc.stop_signal = Some(s.clone()),
             Command::Healthcheck(h) => {
+                let nanos = |d: std::time::Duration| d.as_nanos() as i64;
                 rc.healthcheck = Some(match h {
-                    Healthcheck::Disable => serde_json::json!({"Test": ["NONE"]}),
-                    Healthcheck::Check(c) => {
-                        let mut v = serde_json::json!({"Test": c.test});
-                        for (k, d) in [
-                            ("Interval", c.interval),
-                            ("Timeout", c.timeout),
-                            ("StartPeriod", c.start_period),
-                            ("StartInterval", c.start_interval),
-                        ] {
-                            if !d.is_zero() {
-                                v[k] = serde_json::json!(d.as_nanos() as u64);
-                            }
-                        }
-                        if c.retries > 0 {
-                            v["Retries"] = serde_json::json!(c.retries);
-                        }
-                        v
-                    }
+                    Healthcheck::Disable => berth_image::config::HealthConfig {
+                        test: vec!["NONE".into()],
+                        ..Default::default()
+                    },
+                    Healthcheck::Check(c) => berth_image::config::HealthConfig {
+                        test: c.test.clone(),
+                        interval: nanos(c.interval),
+                        timeout: nanos(c.timeout),
+                        start_period: nanos(c.start_period),
+                        start_interval: nanos(c.start_interval),
+                        retries: c.retries.into(),
+                    },
                 })
             }
             Command::Onbuild(o) => rc
@@ -777,6 +790,87 @@ fn clean_abs(p: &Path) -> String {
         }
     }
     format!("/{}", out.join("/"))
+}
+
+/// What a path is in a stack of unpacked layer dirs.
+enum Found {
+    Missing,
+    /// Its metadata (of the entry itself, not followed), and where it is on the host.
+    Here(std::fs::Metadata, PathBuf),
+    /// Behind a symlink: the runtime would follow it inside the root; not looked at.
+    Unknown,
+}
+
+/// Looks `path` up in the merged view of layer dirs (top first), overlay whiteouts
+/// included.
+fn find_in_layers(dirs: &[PathBuf], path: &str) -> Found {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let comps: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).collect();
+    'dirs: for d in dirs {
+        let mut p = d.clone();
+        for (i, c) in comps.iter().enumerate() {
+            p.push(c);
+            let Ok(m) = std::fs::symlink_metadata(&p) else {
+                continue 'dirs;
+            };
+            if m.file_type().is_char_device() && m.rdev() == 0 {
+                return Found::Missing;
+            }
+            if i + 1 == comps.len() {
+                return Found::Here(m, p);
+            }
+            if m.file_type().is_symlink() {
+                return Found::Unknown;
+            }
+        }
+    }
+    match comps.is_empty() {
+        true => dirs
+            .first()
+            .and_then(|d| Some(Found::Here(std::fs::metadata(d).ok()?, d.clone())))
+            .unwrap_or(Found::Unknown),
+        false => Found::Missing,
+    }
+}
+
+/// `path` with the symlinks the layer stack has on its way resolved, inside the stack
+/// (an absolute target starts again at its root): where a file written to `path` in a
+/// container would land.
+fn resolve_in_layers(dirs: &[PathBuf], path: &str) -> String {
+    let mut todo: std::collections::VecDeque<String> = path
+        .split('/')
+        .filter(|c| !c.is_empty())
+        .map(String::from)
+        .collect();
+    let mut done: Vec<String> = Vec::new();
+    let mut hops = 0;
+    while let Some(c) = todo.pop_front() {
+        match c.as_str() {
+            "." => continue,
+            ".." => {
+                done.pop();
+                continue;
+            }
+            _ => {}
+        }
+        let candidate = format!("{}/{c}", done.join("/"));
+        if let Found::Here(m, host) = find_in_layers(dirs, &candidate) {
+            if m.file_type().is_symlink() && hops < 40 {
+                hops += 1;
+                let target = std::fs::read_link(&host).unwrap_or_default();
+                let target = target.to_string_lossy();
+                if target.starts_with('/') {
+                    done.clear();
+                }
+                for (i, t) in target.split('/').filter(|t| !t.is_empty()).enumerate() {
+                    todo.insert(i, t.to_string());
+                }
+                continue;
+            }
+        }
+        done.push(c);
+    }
+    format!("/{}", done.join("/"))
 }
 
 /// `path` taken from the state's working directory, cleaned.

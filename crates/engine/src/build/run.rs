@@ -337,7 +337,10 @@ impl Builder<'_> {
         let dirs = self.layer_dirs(state)?;
         Ok(specs
             .iter()
-            .filter(|m| !exists_in_layers(&dirs, &m.target))
+            .filter(|m| {
+                let real = resolve_in_layers(&dirs, &m.target);
+                matches!(find_in_layers(&dirs, &real), Found::Missing)
+            })
             .map(|m| m.target.clone())
             .collect())
     }
@@ -351,30 +354,6 @@ struct Mounts {
     key: String,
     views: Vec<View>,
     locks: Vec<nix::fcntl::Flock<std::fs::File>>,
-}
-
-/// Whether `path` exists in the merged view of layer dirs (top first).
-fn exists_in_layers(dirs: &[PathBuf], path: &str) -> bool {
-    use std::os::unix::fs::{FileTypeExt, MetadataExt};
-    let comps: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).collect();
-    'dirs: for d in dirs {
-        let mut p = d.clone();
-        for (i, c) in comps.iter().enumerate() {
-            p.push(c);
-            let Ok(m) = std::fs::symlink_metadata(&p) else {
-                continue 'dirs;
-            };
-            if m.file_type().is_char_device() && m.rdev() == 0 {
-                return false;
-            }
-            if i + 1 == comps.len() || m.file_type().is_symlink() {
-                // A symlinked parent: the runtime follows it, inside the root; assume
-                // the target is there rather than remove something by mistake.
-                return true;
-            }
-        }
-    }
-    comps.is_empty()
 }
 
 /// Takes the empty mount points the runtime made for `targets` out of a container's

@@ -1,0 +1,2 @@
+set -e
+test "$(cat /who)" = somebody/given

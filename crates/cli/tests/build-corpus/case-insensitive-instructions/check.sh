@@ -1,0 +1,2 @@
+set -e
+test "$(cat /a)" = 1 && test -f /a.txt

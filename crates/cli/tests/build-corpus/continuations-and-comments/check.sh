@@ -1,0 +1,2 @@
+set -e
+test "$(cat /words)" = "one two three"

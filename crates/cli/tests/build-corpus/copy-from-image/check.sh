@@ -1,0 +1,2 @@
+set -e
+grep -q extra /group-copy

@@ -1,0 +1,2 @@
+set -e
+test -f /app/a.txt && test -f /app/sub/a.txt && test -f /app/renamed.txt

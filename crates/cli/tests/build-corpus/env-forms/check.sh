@@ -1,0 +1,2 @@
+set -e
+test "$C" = x && test "$D" = "4 and more"

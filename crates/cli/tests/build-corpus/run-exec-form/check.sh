@@ -1,0 +1,2 @@
+set -e
+test "$(cat /exec)" = "exec form"

@@ -1,0 +1,2 @@
+set -e
+test "$(cat /seen)" = "arg env /work"

@@ -1,0 +1,2 @@
+set -e
+test -f /from-scratch

@@ -1,0 +1,2 @@
+set -e
+test "$(cat /uid)" = 33 && test "$(cat /gid)" = 33
