@@ -13,7 +13,8 @@
 # It is a report: it exits 0 even when a target fails, non-zero only when it breaks.
 #
 # Usage: bench/run.sh [--quick] [--runs N] [--containers N] [--health N] [--health-peers N]
-#                     [--registry | --registry-only] [--no-docker] [--no-podman]
+#                     [--registry | --registry-only] [--build | --build-only]
+#                     [--no-docker] [--no-podman]
 # Env:   BERTH_BIN (skip the cargo build), BENCH_OUT (where the JSON goes),
 #        DOCKER_CLI, BENCH_DOCKER_STORAGE (default vfs), BENCH_PODMAN_STORAGE (default vfs)
 # See bench/README.md.
@@ -30,6 +31,7 @@ WANT_DOCKER=1
 WANT_PODMAN=1
 NHEALTH=200
 REGISTRY=0
+BUILD=0
 CORE=1
 NSTATS=100
 NHEALTH_PEERS=20
@@ -48,6 +50,8 @@ while (($#)); do
         --health-peers) NHEALTH_PEERS=${2:?--health-peers needs a number}; shift ;;
         --registry) REGISTRY=1 ;;
         --registry-only) REGISTRY=1; CORE=0 ;;
+        --build) BUILD=1 ;;
+        --build-only) BUILD=1; CORE=0 ;;
         --no-docker) WANT_DOCKER=0 ;;
         --no-podman) WANT_PODMAN=0 ;;
         -h|--help) usage; exit 0 ;;
@@ -73,6 +77,8 @@ T_HEALTH_HOST_CPU=5
 T_PUSH_RATIO=4
 T_PULL_RATIO=3
 T_RPS_RATIO=3
+T_BUILD_COLD_RATIO=1
+T_BUILD_CACHED_RATIO=5
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
@@ -122,7 +128,7 @@ mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 rm -f "$OUT"/{run,exec,ps}.json
 
-TMP=$(mktemp -d /tmp/berth-bench.XXXXXX)
+TMP=$(mktemp -d "${BENCH_TMPDIR:-/tmp}/berth-bench.XXXXXX")
 chmod 755 "$TMP"
 BROOT=$TMP/berth/root
 BRUN=$TMP/berth/run
@@ -574,19 +580,27 @@ bench ps ps -a
 #    loopback (Debian's docker-registry), and manifest GETs per second from berth's
 #    registry against docker-registry under the same load (wrk).
 declare -gA REG=()
-registry_scenarios() {
+# debian:bench in berth's store: a Debian minbase rootfs (about 200 MB), made once with
+# debootstrap and kept in $OUT. Prints what went wrong and fails when it cannot.
+debian_image() {
+    local what=$1
+    berth image inspect debian:bench >/dev/null 2>&1 && return 0
     local deb=${BENCH_DEBIAN_TAR:-$OUT/debian-minbase.tar}
     if [[ ! -s $deb ]]; then
-        command -v debootstrap >/dev/null || { warn "registry: no debootstrap (apt-get install debootstrap); skipped"; return; }
-        log "registry: debootstrap --variant=minbase bookworm (cached in $deb)"
+        command -v debootstrap >/dev/null || { warn "$what: no debootstrap (apt-get install debootstrap); skipped"; return 1; }
+        log "$what: debootstrap --variant=minbase bookworm (cached in $deb)"
         if ! debootstrap --variant=minbase bookworm "$TMP/debroot" "${BENCH_DEBIAN_MIRROR:-http://deb.debian.org/debian}" >"$TMP/debootstrap.log" 2>&1; then
-            warn "registry: debootstrap failed: $(tail -n 2 "$TMP/debootstrap.log")"
-            return
+            warn "$what: debootstrap failed: $(tail -n 2 "$TMP/debootstrap.log")"
+            return 1
         fi
         tar -C "$TMP/debroot" --numeric-owner -cf "$deb.tmp" . && mv "$deb.tmp" "$deb"
         rm -rf "$TMP/debroot"
     fi
-    berth import -c 'CMD ["/bin/bash"]' "$deb" debian:bench >/dev/null || { warn "registry: berth import failed"; return; }
+    berth import -c 'CMD ["/bin/bash"]' "$deb" debian:bench >/dev/null || { warn "$what: berth import failed"; return 1; }
+}
+
+registry_scenarios() {
+    debian_image registry || return
     REG[size]=$(berth image inspect -f '{{.Size}}' debian:bench)
     local dreg
     dreg=$(command -v docker-registry || command -v registry || true)
@@ -688,6 +702,60 @@ SH
 }
 ((REGISTRY)) && registry_scenarios
 
+# Build: a RUN and a COPY of 2000 small files on the Debian image, uncached (--no-cache)
+# and fully cached, against docker's legacy builder and BuildKit.
+build_scenarios() {
+    debian_image build || return
+    local ctx=$TMP/buildctx
+    mkdir -p "$ctx/files"
+    local i
+    for ((i = 0; i < 2000; i++)); do
+        printf 'file %d\n%*s\n' "$i" $((i % 200)) "" >"$ctx/files/f$i.txt"
+    done
+    cat >"$ctx/Dockerfile" <<'DF'
+FROM debian:bench
+RUN echo built > /built && mkdir -p /app
+COPY files/ /app/files/
+DF
+    BUILD_FILES=$(find "$ctx/files" -type f | wc -l)
+    local cold=(-n berth "$BERTH_S build -q --no-cache --network none -t bench/build:1 $ctx")
+    local warm=(-n berth "$BERTH_S build -q --network none -t bench/build:1 $ctx")
+    berth build -q --network none -t bench/build:1 "$ctx" >/dev/null || { warn "build: berth build failed"; return; }
+    if ((HAVE_DOCKER)); then
+        berth save debian:bench | "${DOCKER[@]}" load >/dev/null
+        local mode
+        for mode in legacy buildkit; do
+            local env=0
+            [[ $mode == buildkit ]] && env=1
+            local cmd="env DOCKER_BUILDKIT=$env $DOCKER_S build -q --network none -t bench/build-$mode:1 $ctx"
+            if ! env DOCKER_BUILDKIT=$env "${DOCKER[@]}" build -q --network none -t "bench/build-$mode:1" "$ctx" >/dev/null 2>"$TMP/docker-build.err"; then
+                warn "build: docker build ($mode) failed: $(tail -n 2 "$TMP/docker-build.err")"
+                continue
+            fi
+            cold+=(-n "docker-$mode" "${cmd/build -q/build -q --no-cache}")
+            warm+=(-n "docker-$mode" "$cmd")
+        done
+    fi
+    # Every uncached run copies a context that changed (one file), so no engine finds
+    # the new layer already unpacked.
+    cat >"$TMP/touch-ctx.sh" <<SH
+#!/bin/bash
+date +%s%N >>$ctx/files/f0.txt
+SH
+    chmod +x "$TMP/touch-ctx.sh"
+    local prep=()
+    for ((i = 0; i < ${#cold[@]} / 3; i++)); do prep+=(--prepare "$TMP/touch-ctx.sh"); done
+    log "scenario build (uncached): RUN + COPY of $BUILD_FILES files on debian:bench"
+    hyperfine -N --runs "${BUILD_RUNS:-5}" --warmup 1 "${prep[@]}" --export-json "$OUT/build-cold.json" "${cold[@]}" >&2 \
+        || warn "hyperfine failed for the uncached build"
+    log "scenario build (cached)"
+    "$TMP/touch-ctx.sh"
+    hyperfine -N --runs "${BUILD_CACHED_RUNS:-10}" --warmup 1 --export-json "$OUT/build-cached.json" "${warm[@]}" >&2 \
+        || warn "hyperfine failed for the cached build"
+}
+BUILD_FILES=""
+((BUILD)) && build_scenarios
+
 # ---------------------------------------------------------------------------------------
 # Report
 # jget FILE NAME FIELD -> the field (seconds) in ms, or empty
@@ -715,6 +783,7 @@ echo "berth: $BERTH_BIN ($("$BERTH_BIN" --version 2>/dev/null || echo '?'))"
 ((${#PEER_NOTES[@]})) && printf '%s\n' "${PEER_NOTES[@]}"
 echo "load average before the run: $LOAD0"
 declare -A MED=()
+if ((CORE)); then
 for s in run exec ps stats; do
     case $s in
         stats) title="stats --no-stream ($NSTATS running containers)" ;;
@@ -761,6 +830,7 @@ for e in "${ENGINES[@]}"; do
     printf '  %-8s %10s %14s %22s\n' "$e" "${HN[$e]}" "${HBUSY[$e]}" \
         "$(awk -v b="${HBUSY[$e]}" -v z="$HBASE" -v n="${HN[$e]}" 'BEGIN { printf "%.2f", (b - z) * 100 / n }')"
 done
+fi
 
 if ((REGISTRY)); then
     echo
@@ -775,6 +845,20 @@ if ((REGISTRY)); then
         echo "   (docker/berth $(ratio "${MED[$s,docker]:-}" "${MED[$s,berth]:-}"))"
     done
     echo "  manifest GETs/s: berth registry ${REG[rps,berth]:-n/a}, docker-registry ${REG[rps,docker-registry]:-n/a} ($(ratio "${REG[rps,berth]:-}" "${REG[rps,docker-registry]:-}"))"
+fi
+
+if ((BUILD)); then
+    echo
+    echo "[build] RUN + COPY of ${BUILD_FILES:-?} small files on debian:bench"
+    for s in build-cold build-cached; do
+        printf '  %-13s' "$s"
+        for e in berth docker-legacy docker-buildkit; do
+            m=$(jget "$OUT/$s.json" "$e" median)
+            MED[$s,$e]=$m
+            printf '  %s %s ms' "$e" "${m:-n/a}"
+        done
+        echo "   (legacy/berth $(ratio "${MED[$s,docker-legacy]:-}" "${MED[$s,berth]:-}"), buildkit/berth $(ratio "${MED[$s,docker-buildkit]:-}" "${MED[$s,berth]:-}"))"
+    done
 fi
 
 # Targets
@@ -816,6 +900,13 @@ if ((REGISTRY)); then
     verdict "berth push >= ${T_PUSH_RATIO}x faster than docker push" "$(rr "${MED[push,docker]:-}" "${MED[push,berth]:-}")" ">=" "$T_PUSH_RATIO" SKIP
     verdict "berth pull >= ${T_PULL_RATIO}x faster than docker pull" "$(rr "${MED[pull,docker]:-}" "${MED[pull,berth]:-}")" ">=" "$T_PULL_RATIO" SKIP
     verdict "berth registry manifest GETs/s >= ${T_RPS_RATIO}x docker-registry's" "$(rr "${REG[rps,berth]:-}" "${REG[rps,docker-registry]:-}")" ">=" "$T_RPS_RATIO" SKIP
+fi
+if ((BUILD)); then
+    rb() { awk -v a="$1" -v b="$2" 'BEGIN { if (a != "" && b != "" && b > 0) printf "%.2f", a / b }'; }
+    for e in legacy buildkit; do
+        verdict "uncached build no slower than docker ($e): docker/berth" "$(rb "${MED[build-cold,docker-$e]:-}" "${MED[build-cold,berth]:-}")" ">=" "$T_BUILD_COLD_RATIO" SKIP
+        verdict "cached rebuild <= 1/${T_BUILD_CACHED_RATIO} of docker's ($e): docker/berth" "$(rb "${MED[build-cached,docker-$e]:-}" "${MED[build-cached,berth]:-}")" ">=" "$T_BUILD_CACHED_RATIO" SKIP
+    done
 fi
 echo "  targets: $PASSN PASS, $FAILN FAIL, $SKIPN SKIP"
 if ((${#PROBLEMS[@]})); then

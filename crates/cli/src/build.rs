@@ -51,6 +51,9 @@ pub struct BuildArgs {
     /// Secret to expose to the build (id=mysecret[,src=/local/secret])
     #[arg(long)]
     secret: Vec<String>,
+    /// Networking mode for the RUN instructions during build (default, host, none)
+    #[arg(long, default_value = "default")]
+    network: String,
     /// Output destination (type=docker|oci|local,dest=path)
     #[arg(short = 'o', long)]
     output: Vec<String>,
@@ -185,6 +188,15 @@ pub fn build(engine: &Engine, a: &BuildArgs) -> CliResult<u8> {
             return Err(not_yet(&format!("building for platform {p}")));
         }
     }
+    let network_none = match a.network.as_str() {
+        "default" | "host" => false,
+        "none" => true,
+        other => {
+            return Err(not_yet(&format!(
+                "build --network {other} (default, host and none are)"
+            )))
+        }
+    };
     let quiet = a.quiet || a.progress == "quiet";
     if !matches!(a.progress.as_str(), "auto" | "plain" | "tty" | "quiet") {
         return Err(Failure::new(
@@ -219,6 +231,7 @@ pub fn build(engine: &Engine, a: &BuildArgs) -> CliResult<u8> {
         no_cache: a.no_cache,
         pull: a.pull,
         secrets,
+        network_none,
         ..Default::default()
     };
     let _stdin_context;

@@ -612,3 +612,33 @@ fn an_interrupted_build_leaves_no_tag_container_or_mount() {
     assert!(b.run(&["image", "inspect", "never:1"]).status.code() != Some(0));
     assert_eq!(b.ok(&["images", "-q"]).lines().count(), 2);
 }
+
+#[test]
+fn a_remembered_file_digest_is_not_trusted_once_the_file_changed() {
+    require_root!();
+    let b = Berth::with_busybox();
+    let ctx = context(
+        &b,
+        "memo",
+        &[
+            ("Dockerfile", "FROM busybox:test\nCOPY f.txt /f.txt\n"),
+            ("f.txt", "one"),
+        ],
+    );
+    // Files older than two seconds (whole seconds) have their digests remembered.
+    std::thread::sleep(std::time::Duration::from_millis(3100));
+    build(&b, &ctx, &["-t", "memo:1"]);
+    // Same size, same mtime, new content: only the ctime tells.
+    let f = ctx.join("f.txt");
+    let mtime = std::fs::metadata(&f).unwrap().modified().unwrap();
+    std::fs::write(&f, "two").unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&f)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    let progress = build_progress(&b, &ctx, &["-t", "memo:2"]);
+    assert!(!progress.contains("CACHED"), "{progress}");
+    assert_eq!(b.ok(&["run", "--rm", "memo:2", "cat", "/f.txt"]), "two");
+}

@@ -65,6 +65,13 @@ const MIGRATIONS: &[&str] = &[
         created TEXT NOT NULL,
         last_used TEXT NOT NULL
     );",
+    // 5: digests of build context files, by path, while their stat (device, inode, size,
+    // mtime, ctime) stays the same: a cached build reads no file twice
+    "CREATE TABLE build_file_digests (
+        path BLOB PRIMARY KEY,
+        stat TEXT NOT NULL,
+        digest BLOB NOT NULL
+    );",
 ];
 
 /// Opens (creating and migrating) the database at `path`.

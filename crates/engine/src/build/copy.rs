@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use berth_build::dockerfile::{CopyCommand, Source};
 use berth_build::Matcher;
 use berth_image::digest::Hasher;
+use rusqlite::OptionalExtension;
 use sha2::Digest as _;
 
 use super::*;
@@ -131,7 +132,7 @@ impl Builder<'_> {
                             if add && meta.is_file() && is_archive(&host) {
                                 entries.push((dest.clone(), Item::Archive(host, chown)));
                             } else {
-                                entries.push((path, Item::Host(host)));
+                                entries.push((path, Item::Host(host, Box::new(meta))));
                             }
                         }
                     }
@@ -150,10 +151,12 @@ impl Builder<'_> {
                 .as_bytes(),
         );
         h.update(format!("{owner:?}:{chmod:?}:{dest}:{clamp}").as_bytes());
+        let digests = Digests::new(&self.engine.db);
         for (path, item) in &entries {
             h.update(path.as_bytes());
-            item.hash_into(&mut h)?;
+            item.hash_into(&mut h, &digests)?;
         }
+        digests.save()?;
         let key = hex::encode(h.finalize());
         self.entries_layer(state, key, by, &entries, owner, chmod)
     }
@@ -256,18 +259,23 @@ pub(super) struct Tree<'a> {
 
 impl Tree<'_> {
     /// A hash of everything under `host` (tree path `rel`): names, metadata, contents.
-    pub(super) fn content_key(&self, host: &Path, rel: &str) -> Result<String> {
+    pub(super) fn content_key(&self, host: &Path, rel: &str, digests: &Digests) -> Result<String> {
         let mut entries = Vec::new();
         if host.is_dir() {
             self.walk(host, rel, "/", true, &mut entries)?;
         } else {
-            entries.push(("/".to_string(), Item::Host(host.to_path_buf())));
+            let meta = std::fs::symlink_metadata(host).map_err(io_err(host))?;
+            entries.push((
+                "/".to_string(),
+                Item::Host(host.to_path_buf(), Box::new(meta)),
+            ));
         }
         let mut h = sha2::Sha256::new();
         for (path, item) in &entries {
             h.update(path.as_bytes());
-            item.hash_into(&mut h)?;
+            item.hash_into(&mut h, digests)?;
         }
+        digests.save()?;
         Ok(hex::encode(h.finalize()))
     }
 
@@ -364,7 +372,7 @@ impl Tree<'_> {
             if meta.is_dir() {
                 self.walk(&child, &child_rel, &child_dest, false, entries)?;
             } else {
-                entries.push((child_dest, Item::Host(child)));
+                entries.push((child_dest, Item::Host(child, Box::new(meta))));
             }
         }
         Ok(())
@@ -373,8 +381,9 @@ impl Tree<'_> {
 
 /// One thing a COPY puts in its layer.
 pub(super) enum Item {
-    /// A file, symlink or special file of the context (a directory's own entry: `Dir`).
-    Host(PathBuf),
+    /// A file, symlink or special file of the context (a directory's own entry: `Dir`),
+    /// with its metadata as the walk saw it.
+    Host(PathBuf, Box<std::fs::Metadata>),
     Dir(PathBuf),
     /// A source directory copied onto the destination path.
     DestDir(PathBuf),
@@ -391,8 +400,108 @@ pub(super) enum Item {
     Archive(PathBuf, Option<(u64, u64)>),
 }
 
+/// Content digests of host files, remembered across builds while a file's stat is the
+/// same (BuildKit's way too). A file changed in the last two seconds is read every time:
+/// a change within the timestamps' granularity would not show in its stat.
+///
+/// The lookups share one read transaction (SQLite takes its locks once, not per file),
+/// which `save` (or drop) ends.
+pub(super) struct Digests<'a> {
+    db: &'a rusqlite::Connection,
+    /// (path, stat, digest) read since the last save.
+    new: std::cell::RefCell<Vec<Remembered>>,
+    reading: std::cell::Cell<bool>,
+}
+
+type Remembered = (Vec<u8>, String, [u8; 32]);
+
+impl Drop for Digests<'_> {
+    fn drop(&mut self) {
+        self.end_read();
+    }
+}
+
+impl<'a> Digests<'a> {
+    pub(super) fn new(db: &'a rusqlite::Connection) -> Self {
+        Digests {
+            db,
+            new: Default::default(),
+            reading: Default::default(),
+        }
+    }
+
+    fn end_read(&self) {
+        if self.reading.replace(false) {
+            let _ = self.db.execute_batch("COMMIT");
+        }
+    }
+
+    fn of(&self, p: &Path, m: &std::fs::Metadata) -> Result<[u8; 32]> {
+        use std::os::unix::fs::MetadataExt;
+        let stat = format!(
+            "{}:{}:{}:{}.{}:{}.{}",
+            m.dev(),
+            m.ino(),
+            m.size(),
+            m.mtime(),
+            m.mtime_nsec(),
+            m.ctime(),
+            m.ctime_nsec()
+        );
+        let key = p.as_os_str().as_encoded_bytes();
+        if !self.reading.get() && self.db.is_autocommit() {
+            self.db.execute_batch("BEGIN DEFERRED")?;
+            self.reading.set(true);
+        }
+        let known: Option<Vec<u8>> = self
+            .db
+            .prepare_cached("SELECT digest FROM build_file_digests WHERE path = ?1 AND stat = ?2")?
+            .query_row(rusqlite::params![key, stat], |r| r.get(0))
+            .optional()?;
+        if let Some(d) = known.and_then(|d| <[u8; 32]>::try_from(d).ok()) {
+            return Ok(d);
+        }
+        let mut h = sha2::Sha256::new();
+        // io::copy's buffer is on the stack and not zeroed: no memset per small file.
+        let mut f = std::fs::File::open(p).map_err(io_err(p))?;
+        std::io::copy(&mut f, &mut h).map_err(io_err(p))?;
+        let digest: [u8; 32] = h.finalize().into();
+        let settled = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|n| n.as_secs() as i64 - 2)
+            .unwrap_or(0);
+        if m.mtime() < settled && m.ctime() < settled {
+            self.new.borrow_mut().push((key.to_vec(), stat, digest));
+        }
+        Ok(digest)
+    }
+
+    /// Records the digests read since the last save, in one transaction.
+    pub(super) fn save(&self) -> Result<()> {
+        self.end_read();
+        let new = std::mem::take(&mut *self.new.borrow_mut());
+        if new.is_empty() {
+            return Ok(());
+        }
+        let tx = rusqlite::Transaction::new_unchecked(
+            self.db,
+            rusqlite::TransactionBehavior::Immediate,
+        )?;
+        {
+            let mut st = tx.prepare_cached(
+                "INSERT OR REPLACE INTO build_file_digests (path, stat, digest) VALUES (?1, ?2, ?3)",
+            )?;
+            for (path, stat, digest) in &new {
+                st.execute(rusqlite::params![path, stat, &digest[..]])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+}
+
 impl Item {
-    fn hash_into(&self, h: &mut sha2::Sha256) -> Result<()> {
+    fn hash_into(&self, h: &mut sha2::Sha256, digests: &Digests) -> Result<()> {
         use std::os::unix::fs::MetadataExt;
         match self {
             Item::Bytes { data, mode, .. } => {
@@ -400,22 +509,17 @@ impl Item {
                 h.update(data);
             }
             Item::NewDir => h.update(b"new dir"),
-            Item::Host(p) | Item::Dir(p) | Item::DestDir(p) | Item::Archive(p, _) => {
-                let m = std::fs::symlink_metadata(p).map_err(io_err(p))?;
+            Item::Host(p, _) | Item::Dir(p) | Item::DestDir(p) | Item::Archive(p, _) => {
+                let m = match self {
+                    Item::Host(_, m) => (**m).clone(),
+                    _ => std::fs::symlink_metadata(p).map_err(io_err(p))?,
+                };
                 h.update(format!("{:o}:{}:{}", m.mode(), m.uid(), m.gid()).as_bytes());
                 if m.file_type().is_symlink() {
                     let t = std::fs::read_link(p).map_err(io_err(p))?;
                     h.update(t.as_os_str().as_encoded_bytes());
                 } else if m.is_file() {
-                    let mut f = std::fs::File::open(p).map_err(io_err(p))?;
-                    let mut buf = vec![0; 64 << 10];
-                    loop {
-                        let n = f.read(&mut buf).map_err(io_err(p))?;
-                        if n == 0 {
-                            break;
-                        }
-                        h.update(&buf[..n]);
-                    }
+                    h.update(digests.of(p, &m)?);
                 }
             }
         }
@@ -510,8 +614,11 @@ impl Item {
             // The directory whose contents are copied becomes the destination: made as
             // it is (no --chmod), unless the destination is there (see `entries_layer`).
             Item::DestDir(p) => Item::Dir(p.clone()).append(t, path, owner, None, clamp),
-            Item::Host(p) | Item::Dir(p) => {
-                let m = std::fs::symlink_metadata(p).map_err(io_err(p))?;
+            Item::Host(p, _) | Item::Dir(p) => {
+                let m = match self {
+                    Item::Host(_, m) => (**m).clone(),
+                    _ => std::fs::symlink_metadata(p).map_err(io_err(p))?,
+                };
                 let mut hd = tar::Header::new_gnu();
                 hd.set_metadata_in_mode(&m, tar::HeaderMode::Deterministic);
                 let (uid, gid) = owner.unwrap_or((m.uid().into(), m.gid().into()));

@@ -55,6 +55,9 @@ pub struct BuildOptions {
     pub pull: bool,
     /// `--secret`s by id, for `RUN --mount=type=secret`.
     pub secrets: BTreeMap<String, Vec<u8>>,
+    /// `--network none` keeps every RUN step off the network (a step may still ask for
+    /// none itself); default: the host's network, as `docker build`.
+    pub network_none: bool,
 }
 
 static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
@@ -360,6 +363,7 @@ impl Engine {
     pub fn prune_build_cache(&self) -> Result<(usize, u64)> {
         let blobs = self.build_cache_blobs()?;
         let n = self.db.execute("DELETE FROM build_cache", [])?;
+        self.db.execute("DELETE FROM build_file_digests", [])?;
         let mounts = self.root().join("build-mounts");
         if mounts.exists() {
             std::fs::remove_dir_all(&mounts).map_err(crate::error::io_err(&mounts))?;

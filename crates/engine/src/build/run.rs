@@ -71,7 +71,7 @@ impl Builder<'_> {
                 argv.join(" ")
             )
         };
-        let network = format!("{:?}", run.network);
+        let network = format!("{:?} {}", run.network, self.opts.network_none);
         // The mounts: made before the key, since what a bind mount shows is an input.
         let escape = self.file.escape();
         let lookup = self.env_for(state);
@@ -123,6 +123,9 @@ impl Builder<'_> {
         let host_config = HostConfig {
             network_mode: match run.network {
                 berth_build::dockerfile::Network::None => "none".into(),
+                berth_build::dockerfile::Network::Default if self.opts.network_none => {
+                    "none".into()
+                }
                 _ => "host".into(),
             },
             mounts: mounts.specs.clone(),
@@ -213,7 +216,10 @@ impl Builder<'_> {
                                 "failed to mount {src}: not found in the build context"
                             ))
                         })?;
-                        (host.clone(), tree.content_key(&host, &rel)?)
+                        (
+                            host.clone(),
+                            tree.content_key(&host, &rel, &copy::Digests::new(&self.engine.db))?,
+                        )
                     }
                 };
                 // Writes to a writable bind mount are thrown away, as BuildKit does.
