@@ -235,6 +235,22 @@ fn bad_dockerfiles_and_contexts_get_clear_errors() {
     let (_, err) = b.fails(&["build", ctx.to_str().unwrap()]);
     assert!(err.contains("outside the build context"), "{err}");
     assert_eq!(b.ok(&["images", "-q"]).lines().count(), 1);
+    // Errors name the file given with -f.
+    let other = ctx.join("app.dockerfile");
+    std::fs::write(
+        &other,
+        "FROM busybox:test
+COPY missing /x
+",
+    )
+    .unwrap();
+    let (_, err) = b.fails(&[
+        "build",
+        "-f",
+        other.to_str().unwrap(),
+        ctx.to_str().unwrap(),
+    ]);
+    assert!(err.contains("app.dockerfile:2:1: "), "{err}");
 }
 
 #[test]
@@ -641,4 +657,92 @@ fn a_remembered_file_digest_is_not_trusted_once_the_file_changed() {
     let progress = build_progress(&b, &ctx, &["-t", "memo:2"]);
     assert!(!progress.contains("CACHED"), "{progress}");
     assert_eq!(b.ok(&["run", "--rm", "memo:2", "cat", "/f.txt"]), "two");
+}
+
+/// A tiny HTTP server on loopback: every GET of `/dir/file.txt` gets `body`, anything
+/// else a 404. Serves until the test process ends.
+fn serve(body: &'static str) -> u16 {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut request = String::new();
+            reader.read_line(&mut request).unwrap_or(0);
+            let mut line = String::new();
+            while reader.read_line(&mut line).unwrap_or(0) > 2 {
+                line.clear();
+            }
+            let mut stream = stream;
+            let response = if request.starts_with("GET /dir/file.txt") {
+                format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nLast-Modified: Tue, 14 Nov 2023 22:13:20 GMT\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                )
+            } else {
+                "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".into()
+            };
+            let _ = stream.write_all(response.as_bytes());
+        }
+    });
+    port
+}
+
+#[test]
+fn add_downloads_urls_as_files() {
+    require_root!();
+    let b = Berth::with_busybox();
+    let port = serve("downloaded\n");
+    let url = format!("http://127.0.0.1:{port}/dir/file.txt");
+    let sum = {
+        use sha2::Digest;
+        format!(
+            "sha256:{}",
+            hex::encode(sha2::Sha256::digest(b"downloaded\n"))
+        )
+    };
+    let df = format!("FROM busybox:test\nADD {url} /dl/\nADD --checksum={sum} {url} /dl2\n");
+    let ctx = context(&b, "url", &[("Dockerfile", &df)]);
+    build(
+        &b,
+        &ctx,
+        &["-t", "url:1", "--build-arg", "SOURCE_DATE_EPOCH=1800000000"],
+    );
+    assert_eq!(
+        b.ok(&["run", "--rm", "url:1", "cat", "/dl/file.txt", "/dl2"]),
+        "downloaded\ndownloaded\n"
+    );
+    // Mode 0600 and the server's Last-Modified time, as Docker gives them.
+    assert_eq!(
+        b.ok(&[
+            "run",
+            "--rm",
+            "url:1",
+            "stat",
+            "-c",
+            "%a %Y",
+            "/dl/file.txt"
+        ]),
+        "600 1700000000\n"
+    );
+    for (line, want) in [
+        (
+            format!("ADD --checksum=sha256:{} {url} /x", "0".repeat(64)),
+            "digest mismatch",
+        ),
+        (format!("ADD http://127.0.0.1:{port}/missing /x"), "404"),
+        (
+            format!("ADD http://127.0.0.1:{port}/ /dir/"),
+            "cannot determine a file name",
+        ),
+    ] {
+        std::fs::write(
+            ctx.join("Dockerfile"),
+            format!("FROM busybox:test\n{line}\n"),
+        )
+        .unwrap();
+        let (_, err) = b.fails(&["build", ctx.to_str().unwrap()]);
+        assert!(err.contains(want), "{line}: {err}");
+    }
 }

@@ -125,6 +125,37 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .map_err(unavailable)
 }
 
+impl Engine {
+    /// `ADD URL`: the body of a plain GET, and its Last-Modified time (seconds since the
+    /// epoch; 0 when the server gives none).
+    pub(crate) fn download(&self, url: &str) -> Result<(Vec<u8>, i64)> {
+        let rt = runtime()?;
+        rt.block_on(async {
+            let client = reqwest::Client::builder()
+                .user_agent(concat!("berth/", env!("CARGO_PKG_VERSION")))
+                .build()
+                .map_err(unavailable)?;
+            let resp = client
+                .get(url)
+                .send()
+                .await
+                .and_then(|r| r.error_for_status())
+                .map_err(|e| unavailable(format!("failed to load {url}: {e}")))?;
+            let mtime = resp
+                .headers()
+                .get(reqwest::header::LAST_MODIFIED)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| chrono::DateTime::parse_from_rfc2822(v).ok())
+                .map_or(0, |t| t.timestamp());
+            let body = resp
+                .bytes()
+                .await
+                .map_err(|e| unavailable(format!("failed to load {url}: {e}")))?;
+            Ok((body.to_vec(), mtime))
+        })
+    }
+}
+
 /// The registries berth treats as insecure: `BERTH_INSECURE_REGISTRIES` (comma-separated).
 pub fn insecure_registries() -> Vec<String> {
     std::env::var("BERTH_INSECURE_REGISTRIES")

@@ -14,12 +14,14 @@ use super::*;
 use crate::error::io_err;
 
 impl Builder<'_> {
+    /// `COPY`, or `ADD` (`add`; `checksum` is its `--checksum`).
     pub(super) fn copy(
         &mut self,
         state: &mut State,
         inst: &Instruction,
         c: &CopyCommand,
         add: bool,
+        checksum: Option<&str>,
     ) -> Result<bool> {
         if c.parents {
             return Err(at(inst, "COPY --parents is not implemented yet"));
@@ -89,15 +91,49 @@ impl Builder<'_> {
                     ));
                 }
                 Source::Path(p) => {
-                    if add
-                        && (p.starts_with("http://")
-                            || p.starts_with("https://")
-                            || p.starts_with("git@"))
-                    {
+                    if add && (p.starts_with("git@") || p.ends_with(".git")) {
                         return Err(at(
                             inst,
-                            format!("ADD {p}: sources from URLs are not implemented yet"),
+                            format!("ADD {p}: sources from git are not implemented yet"),
                         ));
+                    }
+                    if add && (p.starts_with("http://") || p.starts_with("https://")) {
+                        // A download: saved as a file (never unpacked), mode 0600, with
+                        // the server's Last-Modified time.
+                        let path = if dest_dir {
+                            let name = url_file_name(p).ok_or_else(|| {
+                                at(
+                                    inst,
+                                    format!("ADD {p}: cannot determine a file name from the URL"),
+                                )
+                            })?;
+                            format!("{}/{name}", dest.trim_end_matches('/'))
+                        } else {
+                            dest.clone()
+                        };
+                        let (data, mtime) = self.engine.download(p).map_err(|e| at(inst, e))?;
+                        if let Some(want) = checksum {
+                            let got = berth_image::digest::Digest::of(&data).to_string();
+                            if got != want {
+                                return Err(at(
+                                    inst,
+                                    format!("ADD {p}: digest mismatch {got}: {want}"),
+                                ));
+                            }
+                        }
+                        matched += 1;
+                        entries.push((
+                            path,
+                            Item::Bytes {
+                                data,
+                                mode: 0o600,
+                                mtime,
+                            },
+                        ));
+                        continue;
+                    }
+                    if checksum.is_some() {
+                        return Err(at(inst, "ADD --checksum is only for URLs"));
                     }
                     let found = tree.sources(p).map_err(|e| at(inst, e))?;
                     if found.is_empty() {
@@ -719,6 +755,17 @@ fn existing_dir<W: Write>(
     let name = format!("{}/", path.trim_matches('/'));
     t.append_data(&mut hd, name, std::io::empty())
         .map_err(|e| invalid(format!("COPY: {e}")))
+}
+
+/// The last path segment of a URL (query and fragment left out), if any.
+fn url_file_name(url: &str) -> Option<String> {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let path = rest.split(['?', '#']).next()?;
+    let (_, path) = path.split_once('/')?;
+    path.rsplit('/')
+        .next()
+        .filter(|n| !n.is_empty())
+        .map(String::from)
 }
 
 fn has_glob(s: &str) -> bool {

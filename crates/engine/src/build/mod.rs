@@ -13,8 +13,8 @@
 //! image garbage collector until `builder prune`.
 //!
 //! Only the stages the target needs are built (in dependency order). Not implemented
-//! yet, and refused with an error: `ADD` from URLs and git, `COPY --from` an image that
-//! is not a stage, `RUN --mount`, `--chown` by name.
+//! yet, and refused with an error: `ADD` from git, `COPY --parents`, `RUN --mount=type=ssh`,
+//! cache mounts `from` a stage.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Component, Path, PathBuf};
@@ -246,7 +246,13 @@ impl Engine {
             progress,
             temporary: Vec::new(),
         };
-        let built = b.stage(target);
+        // Errors name the file they are in.
+        let built = b.stage(target).map_err(|e| match e {
+            EngineError::Invalid(m) if m.starts_with("Dockerfile:") => {
+                EngineError::Invalid(format!("{name}{}", &m["Dockerfile".len()..]))
+            }
+            other => other,
+        });
         let temporary = std::mem::take(&mut b.temporary);
         let result = built.and_then(|state| {
             let mut config = state.config;
@@ -614,7 +620,7 @@ impl Builder<'_> {
         let mut line = inst.original.clone();
         match &cmd {
             Command::Run(run) => return self.run(state, inst, run),
-            Command::Copy(c) => return self.copy(state, inst, c, false),
+            Command::Copy(c) => return self.copy(state, inst, c, false, None),
             Command::Add(a) => {
                 let c = CopyCommand {
                     sources: a.sources.clone(),
@@ -626,7 +632,7 @@ impl Builder<'_> {
                     parents: false,
                     excludes: a.excludes.clone(),
                 };
-                return self.copy(state, inst, &c, true);
+                return self.copy(state, inst, &c, true, a.checksum.as_deref());
             }
             Command::Env(pairs) => {
                 let env = rc.env.get_or_insert_with(Vec::new);
