@@ -746,3 +746,32 @@ fn add_downloads_urls_as_files() {
         assert!(err.contains(want), "{line}: {err}");
     }
 }
+
+#[test]
+fn independent_stages_build_at_the_same_time() {
+    require_root!();
+    let b = Berth::with_busybox();
+    // Each stage waits (up to 20 s) for the other to show up in a shared cache mount:
+    // built one after the other, the first would give up and fail.
+    let wait = |me: &str, other: &str| {
+        format!(
+            "RUN --mount=type=cache,id=rendezvous,target=/r touch /r/{me} && \
+             for i in $(seq 200); do [ -e /r/{other} ] && break; sleep 0.1; done && \
+             [ -e /r/{other} ] && echo {me} > /{me}"
+        )
+    };
+    let df = format!(
+        "FROM busybox:test AS a\n{}\n\nFROM busybox:test AS b\n{}\n\nFROM busybox:test AS unused\nRUN exit 1\n\nFROM busybox:test\nCOPY --from=a /a /a\nCOPY --from=b /b /b\n",
+        wait("a", "b"),
+        wait("b", "a")
+    );
+    let ctx = context(&b, "par", &[("Dockerfile", &df)]);
+    let progress = build_progress(&b, &ctx, &["-t", "par:1"]);
+    assert!(
+        progress.contains("[a 2/2]") && progress.contains("[b 2/2]"),
+        "{progress}"
+    );
+    assert_eq!(b.ok(&["run", "--rm", "par:1", "cat", "/a", "/b"]), "a\nb\n");
+    assert!(b.container_ids().is_empty());
+    assert_eq!(b.ok(&["images", "-q"]).lines().count(), 2);
+}

@@ -71,7 +71,14 @@ pub struct Engine {
 
 impl Engine {
     /// Opens (creating) the stores and the database under `opts.root`.
-    pub fn open(opts: EngineOptions) -> Result<Engine> {
+    pub fn open(mut opts: EngineOptions) -> Result<Engine> {
+        // Absolute, so that no path of the engine depends on the working directory
+        // (which mounting a long overlay stack changes for a moment).
+        for p in [&mut opts.root, &mut opts.run_root] {
+            if let Ok(abs) = std::path::absolute(&*p) {
+                *p = abs;
+            }
+        }
         for d in [
             opts.root.clone(),
             opts.root.join("containers"),

@@ -35,8 +35,9 @@ pub fn process_is_zombie(pid: i32) -> bool {
 }
 
 /// Mounts an overlay at `target`. `lowerdir` holds paths relative to `layers_root`; the
-/// mount is made from inside it so a long stack fits in the option page. Must be called
-/// from a single-threaded process (it changes the working directory).
+/// mount is made from inside it so a long stack fits in the option page. It changes the
+/// working directory for a moment (one call at a time): the other threads of a process
+/// that mounts must not use relative paths.
 ///
 /// `volatile` (for containers whose upper dir is thrown away with them, `--rm`) skips the
 /// sync of the whole upper file system that unmounting an overlay otherwise does.
@@ -48,6 +49,9 @@ pub fn mount_overlay(
     target: &Path,
     volatile: bool,
 ) -> Result<()> {
+    // The working directory is the process's: one mount at a time changes it.
+    static CWD: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _cwd_lock = CWD.lock().unwrap_or_else(|e| e.into_inner());
     let cwd = std::env::current_dir().ok();
     nix::unistd::chdir(layers_root).map_err(sys_err(format!("chdir {}", layers_root.display())))?;
     let mut data = format!(

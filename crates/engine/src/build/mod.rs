@@ -29,7 +29,7 @@ use berth_image::import::{self, NewImage};
 use rusqlite::{params, OptionalExtension};
 use sha2::Digest as _;
 
-use crate::error::{EngineError, Result};
+use crate::error::{io_err, EngineError, Result};
 use crate::Engine;
 
 mod copy;
@@ -139,7 +139,10 @@ struct Builder<'a> {
     global: Env,
     done: HashMap<usize, State>,
     visiting: Vec<usize>,
+    /// The number of the step being built, and where the next one comes from (shared by
+    /// the builders of stages built at the same time).
     step: usize,
+    steps: &'a std::sync::atomic::AtomicUsize,
     progress: &'a mut dyn FnMut(&str),
     /// Images registered for RUN steps, removed when the build ends.
     temporary: Vec<Digest>,
@@ -149,6 +152,14 @@ impl Engine {
     /// Builds the image a Dockerfile describes; returns its id. `progress` gets BuildKit's
     /// plain progress lines (`#3 [2/4] RUN make`, the step's output, `#3 DONE 0.2s`).
     pub fn build(&self, opts: &BuildOptions, progress: &mut dyn FnMut(&str)) -> Result<Digest> {
+        // Absolute paths: stages built on other threads mount, which moves the working
+        // directory for a moment.
+        let absolute = |p: &Path| std::path::absolute(p).map_err(io_err(p));
+        let opts = &BuildOptions {
+            context: absolute(&opts.context)?,
+            dockerfile: opts.dockerfile.as_deref().map(absolute).transpose()?,
+            ..opts.clone()
+        };
         let (name, text) = match (&opts.dockerfile_text, &opts.dockerfile) {
             (Some(t), _) => ("Dockerfile".to_string(), t.clone()),
             (None, p) => {
@@ -234,6 +245,7 @@ impl Engine {
             }
         }
         self.sweep_views();
+        let steps = std::sync::atomic::AtomicUsize::new(0);
         let mut b = Builder {
             engine: self,
             opts,
@@ -243,11 +255,15 @@ impl Engine {
             done: HashMap::new(),
             visiting: Vec::new(),
             step: 0,
+            steps: &steps,
             progress,
             temporary: Vec::new(),
         };
+        // Stages that do not need each other are built at the same time; then the target
+        // (and whatever it needs that could not be foreseen, in order).
+        let built = b.build_independent(target).and_then(|()| b.stage(target));
         // Errors name the file they are in.
-        let built = b.stage(target).map_err(|e| match e {
+        let built = built.map_err(|e| match e {
             EngineError::Invalid(m) if m.starts_with("Dockerfile:") => {
                 EngineError::Invalid(format!("{name}{}", &m["Dockerfile".len()..]))
             }
@@ -402,6 +418,138 @@ impl Builder<'_> {
         (self.progress)(line);
     }
 
+    fn next_step(&mut self) {
+        self.step = self.steps.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+    }
+
+    /// The stages stage `i` names in its `FROM`, `COPY --from` and `RUN --mount from=`
+    /// (those that can be told before building: no variables).
+    fn stage_deps(&self, i: usize) -> Vec<usize> {
+        let stage = &self.file.stages[i];
+        let mut names = Vec::new();
+        if let Ok(base) = stage.base.expand(&self.global, self.file.escape()) {
+            names.push(base.image);
+        }
+        for inst in &stage.instructions {
+            match &inst.command {
+                Command::Copy(c) => names.extend(c.from.clone()),
+                Command::Run(r) => names.extend(r.mounts.iter().filter_map(|m| m.from.clone())),
+                _ => {}
+            }
+        }
+        let mut deps: Vec<usize> = names
+            .iter()
+            .filter(|n| !n.contains(['$', ':', '/', '@']))
+            .filter_map(|n| self.stage_ref(n))
+            .filter(|&j| j != i)
+            .collect();
+        deps.sort_unstable();
+        deps.dedup();
+        deps
+    }
+
+    /// Builds the stages the target needs, those that do not need each other at the same
+    /// time (each with its own engine and database connection), wave by wave. What is
+    /// left (a cycle, a stage named through a variable) the target's build does itself.
+    fn build_independent(&mut self, target: usize) -> Result<()> {
+        let mut needed = std::collections::BTreeSet::new();
+        let mut todo = self.stage_deps(target);
+        while let Some(j) = todo.pop() {
+            if needed.insert(j) {
+                todo.extend(self.stage_deps(j));
+            }
+        }
+        needed.remove(&target);
+        loop {
+            let ready: Vec<usize> = needed
+                .iter()
+                .copied()
+                .filter(|j| !self.done.contains_key(j))
+                .filter(|&j| self.stage_deps(j).iter().all(|d| self.done.contains_key(d)))
+                .collect();
+            match ready.len() {
+                0 => return Ok(()),
+                1 => {
+                    self.stage(ready[0])?;
+                }
+                _ => self.build_together(&ready)?,
+            }
+        }
+    }
+
+    /// Builds `stages` at the same time, one thread (and engine) each, passing their
+    /// progress lines on from this thread.
+    fn build_together(&mut self, stages: &[usize]) -> Result<()> {
+        let (tx, rx) = std::sync::mpsc::channel::<String>();
+        let opts = self.engine.opts.clone();
+        let results = std::thread::scope(|scope| {
+            let handles: Vec<_> = stages
+                .iter()
+                .map(|&j| {
+                    let tx = tx.clone();
+                    let opts = opts.clone();
+                    let (build, file, ignore, global, done, steps) = (
+                        self.opts,
+                        self.file.clone(),
+                        self.ignore.clone(),
+                        self.global.clone(),
+                        self.done.clone(),
+                        self.steps,
+                    );
+                    scope.spawn(move || {
+                        let engine = Engine::open(opts)?;
+                        let mut say = |line: &str| {
+                            let _ = tx.send(line.to_string());
+                        };
+                        let mut b = Builder {
+                            engine: &engine,
+                            opts: build,
+                            file,
+                            ignore,
+                            global,
+                            done,
+                            visiting: Vec::new(),
+                            step: 0,
+                            steps,
+                            progress: &mut say,
+                            temporary: Vec::new(),
+                        };
+                        let built = b.stage(j);
+                        Ok::<_, EngineError>((j, built, std::mem::take(&mut b.temporary)))
+                    })
+                })
+                .collect();
+            drop(tx);
+            for line in rx {
+                self.say(&line);
+            }
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("a stage's builder does not panic"))
+                .collect::<Vec<_>>()
+        });
+        let mut first_error = None;
+        for r in results {
+            match r {
+                Ok((j, built, temporary)) => {
+                    self.temporary.extend(temporary);
+                    match built {
+                        Ok(state) => {
+                            self.done.insert(j, state);
+                        }
+                        Err(e) => {
+                            first_error.get_or_insert(e);
+                        }
+                    }
+                }
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
     /// The index of the stage `name` (a name or a number) refers to.
     fn stage_ref(&self, name: &str) -> Option<usize> {
         if let Ok(i) = name.parse::<usize>() {
@@ -468,11 +616,11 @@ impl Builder<'_> {
             None if self.file.stages.len() > 1 => format!("stage-{i} "),
             None => String::new(),
         };
-        self.step += 1;
+        self.next_step();
         let line = format!("#{} [{label}1/{}] {}", self.step, total + 1, stage.original);
         self.say(&line);
         for (n, inst) in instructions.iter().enumerate() {
-            self.step += 1;
+            self.next_step();
             let head = format!(
                 "#{} [{label}{}/{}] {}",
                 self.step,
