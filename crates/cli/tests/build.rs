@@ -235,6 +235,22 @@ fn bad_dockerfiles_and_contexts_get_clear_errors() {
     let (_, err) = b.fails(&["build", ctx.to_str().unwrap()]);
     assert!(err.contains("outside the build context"), "{err}");
     assert_eq!(b.ok(&["images", "-q"]).lines().count(), 1);
+    // Stages that need each other, and a .dockerignore that cannot be read.
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM second AS first\nRUN true\nFROM first AS second\nRUN true\n",
+    )
+    .unwrap();
+    let (_, err) = b.fails(&["build", ctx.to_str().unwrap()]);
+    assert!(
+        err.contains("circular dependency detected on stage"),
+        "{err}"
+    );
+    std::fs::write(ctx.join("Dockerfile"), "FROM busybox:test\n").unwrap();
+    std::fs::create_dir(ctx.join(".dockerignore")).unwrap();
+    let (_, err) = b.fails(&["build", ctx.to_str().unwrap()]);
+    assert!(err.contains(".dockerignore"), "{err}");
+    std::fs::remove_dir(ctx.join(".dockerignore")).unwrap();
     // Errors name the file given with -f.
     let other = ctx.join("app.dockerfile");
     std::fs::write(

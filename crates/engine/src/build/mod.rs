@@ -355,16 +355,23 @@ impl Engine {
         let dir = self.root().join("build-mounts").join(hash_key(&[id]));
         let data = dir.join("data");
         if !data.is_dir() {
-            std::fs::create_dir_all(&dir).map_err(crate::error::io_err(&dir))?;
-            let tmp = dir.join(format!("data.{}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&tmp);
-            std::fs::create_dir(&tmp).map_err(crate::error::io_err(&tmp))?;
-            std::os::unix::fs::chown(&tmp, Some(uid), Some(gid))
-                .map_err(crate::error::io_err(&tmp))?;
+            // Made aside and moved in without replacing: of builds (or stages) making it at
+            // once, one wins and all use its directory.
+            std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+            let tmp = dir.join(format!("data.{}", crate::names::new_id()));
+            std::fs::create_dir(&tmp).map_err(io_err(&tmp))?;
+            std::os::unix::fs::chown(&tmp, Some(uid), Some(gid)).map_err(io_err(&tmp))?;
             std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))
-                .map_err(crate::error::io_err(&tmp))?;
-            if std::fs::rename(&tmp, &data).is_err() {
-                let _ = std::fs::remove_dir_all(&tmp);
+                .map_err(io_err(&tmp))?;
+            let moved = nix::fcntl::renameat2(
+                None,
+                &tmp,
+                None,
+                &data,
+                nix::fcntl::RenameFlags::RENAME_NOREPLACE,
+            );
+            if moved.is_err() {
+                let _ = std::fs::remove_dir(&tmp);
             }
         }
         Ok(dir)
@@ -1062,6 +1069,39 @@ mod tests {
         assert_eq!(copy::clean_rel(Path::new("a/../b")), Some("b".into()));
         assert_eq!(copy::clean_rel(Path::new("../x")), None);
         assert_eq!(copy::clean_rel(Path::new("/abs/x")), Some("abs/x".into()));
+    }
+
+    #[test]
+    fn a_cache_mount_made_at_once_by_many_is_one_directory() {
+        use std::os::unix::fs::MetadataExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let opts = crate::EngineOptions::new(&tmp.path().join("root"), &tmp.path().join("run"));
+        for round in 0..20 {
+            let id = format!("cache-{round}");
+            let inodes: Vec<u64> = std::thread::scope(|s| {
+                let handles: Vec<_> = (0..4)
+                    .map(|_| {
+                        let (opts, id) = (opts.clone(), id.clone());
+                        s.spawn(move || {
+                            let e = Engine::open(opts).unwrap();
+                            let dir = e.cache_mount_dir(&id, 0o755, 0, 0).unwrap();
+                            std::fs::metadata(dir.join("data")).unwrap().ino()
+                        })
+                    })
+                    .collect();
+                handles.into_iter().map(|h| h.join().unwrap()).collect()
+            });
+            let data = opts
+                .root
+                .join("build-mounts")
+                .join(hash_key(&[&id]))
+                .join("data");
+            let now = std::fs::metadata(data).unwrap().ino();
+            assert!(
+                inodes.iter().all(|&i| i == now),
+                "round {round}: {inodes:?} vs {now}"
+            );
+        }
     }
 
     #[test]
