@@ -1075,7 +1075,7 @@ mod tests {
     fn a_cache_mount_made_at_once_by_many_is_one_directory() {
         use std::os::unix::fs::MetadataExt;
         let tmp = tempfile::tempdir().unwrap();
-        let opts = crate::EngineOptions::new(&tmp.path().join("root"), &tmp.path().join("run"));
+        let opts = crate::EngineOptions::new(tmp.path().join("root"), tmp.path().join("run"));
         for round in 0..20 {
             let id = format!("cache-{round}");
             let inodes: Vec<u64> = std::thread::scope(|s| {
