@@ -1,0 +1,211 @@
+//! Bridges and veth pairs over netlink (rtnetlink), each call synchronous on a small
+//! current-thread runtime of its own (the callers are short CLI processes; the monitor
+//! never calls these).
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::os::fd::AsRawFd;
+use std::path::Path;
+
+use futures_util::TryStreamExt;
+use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder};
+
+use crate::{NetError, Result};
+
+fn nl(what: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> NetError {
+    let what = what.into();
+    move |e| NetError::Netlink {
+        what,
+        message: e.to_string(),
+    }
+}
+
+fn exists(e: &rtnetlink::Error) -> bool {
+    matches!(e, rtnetlink::Error::NetlinkError(m) if m.raw_code() == -libc::EEXIST)
+}
+
+/// Runs `f` with a netlink handle of the calling thread's network namespace.
+fn with_handle<T>(f: impl AsyncFnOnce(Handle) -> Result<T>) -> Result<T> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .map_err(crate::io("starting the netlink runtime"))?;
+    rt.block_on(async {
+        let (conn, handle, _) =
+            rtnetlink::new_connection().map_err(crate::io("opening a netlink socket"))?;
+        let task = tokio::spawn(conn);
+        let out = f(handle).await;
+        task.abort();
+        out
+    })
+}
+
+async fn index_of(h: &Handle, name: &str) -> Result<Option<u32>> {
+    let mut links = h.link().get().match_name(name.to_string()).execute();
+    match links.try_next().await {
+        Ok(l) => Ok(l.map(|l| l.header.index)),
+        Err(rtnetlink::Error::NetlinkError(m)) if m.raw_code() == -libc::ENODEV => Ok(None),
+        Err(e) => Err(nl(format!("looking up {name}"))(e)),
+    }
+}
+
+async fn add_address(h: &Handle, index: u32, ip: Ipv4Addr, prefix: u8, what: &str) -> Result<()> {
+    match h
+        .address()
+        .add(index, IpAddr::V4(ip), prefix)
+        .execute()
+        .await
+    {
+        Err(e) if exists(&e) => Ok(()),
+        r => r.map_err(nl(format!("adding {ip}/{prefix} to {what}"))),
+    }
+}
+
+/// Makes bridge `name` with address `gateway/prefix`, up; one that exists is kept.
+pub fn ensure_bridge(name: &str, gateway: Ipv4Addr, prefix: u8) -> Result<()> {
+    with_handle(async |h| {
+        if index_of(&h, name).await?.is_none() {
+            match h
+                .link()
+                .add(LinkBridge::new(name).up().build())
+                .execute()
+                .await
+            {
+                Err(e) if exists(&e) => {}
+                r => r.map_err(nl(format!("creating bridge {name}")))?,
+            }
+        }
+        let index = index_of(&h, name)
+            .await?
+            .ok_or_else(|| NetError::Invalid(format!("bridge {name} vanished")))?;
+        add_address(&h, index, gateway, prefix, name).await?;
+        h.link()
+            .set(LinkUnspec::new_with_index(index).up().build())
+            .execute()
+            .await
+            .map_err(nl(format!("setting {name} up")))
+    })
+}
+
+/// Removes link `name` (and a veth's peer with it); missing is fine.
+pub fn delete_link(name: &str) -> Result<()> {
+    with_handle(async |h| match index_of(&h, name).await? {
+        Some(i) => match h.link().del(i).execute().await {
+            Err(rtnetlink::Error::NetlinkError(m)) if m.raw_code() == -libc::ENODEV => Ok(()),
+            r => r.map_err(nl(format!("deleting {name}"))),
+        },
+        None => Ok(()),
+    })
+}
+
+/// Whether link `name` exists in this namespace.
+pub fn link_exists(name: &str) -> Result<bool> {
+    with_handle(async |h| Ok(index_of(&h, name).await?.is_some()))
+}
+
+/// How a container joins a bridge.
+#[derive(Debug, Clone)]
+pub struct Attachment {
+    pub bridge: String,
+    /// The veth end on the host (at most 15 bytes).
+    pub host_if: String,
+    pub ip: Ipv4Addr,
+    pub prefix: u8,
+    /// The default route; None for internal networks.
+    pub gateway: Option<Ipv4Addr>,
+    pub mac: [u8; 6],
+    /// The interface's name in the container (`eth0`, `eth1`, …).
+    pub name: String,
+}
+
+/// Connects the namespace at `netns` to a bridge: a veth pair whose host end joins the
+/// bridge and whose other end, in the namespace, gets the address, the MAC, and (when a
+/// gateway is given) the default route. `lo` comes up too.
+pub fn attach(netns: &Path, a: &Attachment) -> Result<()> {
+    let ns =
+        std::fs::File::open(netns).map_err(crate::io(format!("opening {}", netns.display())))?;
+    // The peer's temporary name on the host: the host end's, with a different first byte.
+    let peer = format!("p{}", &a.host_if[1..]);
+    with_handle(async |h| {
+        let bridge = index_of(&h, &a.bridge)
+            .await?
+            .ok_or_else(|| NetError::Invalid(format!("no bridge {}", a.bridge)))?;
+        h.link()
+            .add(LinkVeth::new(&a.host_if, &peer).build())
+            .execute()
+            .await
+            .map_err(nl(format!("creating veth {}", a.host_if)))?;
+        let moved = async {
+            let p = index_of(&h, &peer)
+                .await?
+                .ok_or_else(|| NetError::Invalid(format!("veth peer {peer} vanished")))?;
+            h.link()
+                .set(
+                    LinkUnspec::new_with_index(p)
+                        .setns_by_fd(ns.as_raw_fd())
+                        .build(),
+                )
+                .execute()
+                .await
+                .map_err(nl(format!("moving {peer} into the container")))?;
+            let host = index_of(&h, &a.host_if)
+                .await?
+                .ok_or_else(|| NetError::Invalid(format!("veth {} vanished", a.host_if)))?;
+            h.link()
+                .set(
+                    LinkUnspec::new_with_index(host)
+                        .controller(bridge)
+                        .up()
+                        .build(),
+                )
+                .execute()
+                .await
+                .map_err(nl(format!("attaching {} to {}", a.host_if, a.bridge)))
+        }
+        .await;
+        if moved.is_err() {
+            if let Ok(Some(i)) = index_of(&h, &a.host_if).await {
+                let _ = h.link().del(i).execute().await;
+            }
+        }
+        moved
+    })?;
+    let a = a.clone();
+    crate::netns::within(netns, move || {
+        with_handle(async |h| {
+            let i = index_of(&h, &peer)
+                .await?
+                .ok_or_else(|| NetError::Invalid(format!("no {peer} in the container")))?;
+            h.link()
+                .set(
+                    LinkUnspec::new_with_index(i)
+                        .name(a.name.clone())
+                        .address(a.mac.to_vec())
+                        .build(),
+                )
+                .execute()
+                .await
+                .map_err(nl(format!("naming {peer} {}", a.name)))?;
+            add_address(&h, i, a.ip, a.prefix, &a.name).await?;
+            h.link()
+                .set(LinkUnspec::new_with_index(i).up().build())
+                .execute()
+                .await
+                .map_err(nl(format!("setting {} up", a.name)))?;
+            if let Some(lo) = index_of(&h, "lo").await? {
+                h.link()
+                    .set(LinkUnspec::new_with_index(lo).up().build())
+                    .execute()
+                    .await
+                    .map_err(nl("setting lo up"))?;
+            }
+            if let Some(gw) = a.gateway {
+                let route = RouteMessageBuilder::<Ipv4Addr>::new().gateway(gw).build();
+                match h.route().add(route).execute().await {
+                    Err(e) if exists(&e) => {}
+                    r => r.map_err(nl(format!("adding the default route via {gw}")))?,
+                }
+            }
+            Ok(())
+        })
+    })
+}

@@ -1,0 +1,97 @@
+//! Bridges, veth pairs and namespaces for real (as root): two namespaces on one bridge
+//! reach each other, and everything goes again.
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::process::Command;
+
+use berth_net::ipam::{mac_for, Subnet};
+use berth_net::link::{self, Attachment};
+use berth_net::netns;
+
+fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// Removes what the test made, even when it fails.
+struct Cleanup {
+    bridge: String,
+    namespaces: Vec<PathBuf>,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for n in &self.namespaces {
+            let _ = netns::remove(n);
+        }
+        let _ = link::delete_link(&self.bridge);
+    }
+}
+
+fn ping_from(ns: &std::path::Path, ip: Ipv4Addr) -> bool {
+    Command::new("nsenter")
+        .arg(format!("--net={}", ns.display()))
+        .args(["busybox", "ping", "-c", "1", "-W", "2", &ip.to_string()])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+#[test]
+fn two_namespaces_on_a_bridge_reach_each_other_and_nothing_is_left() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let tag = format!("{:x}", std::process::id());
+    let subnet: Subnet = "10.211.77.0/24".parse().unwrap();
+    let gw = subnet.gateway().unwrap();
+    let mut c = Cleanup {
+        bridge: format!("bb-t{tag}"),
+        namespaces: Vec::new(),
+        dir: tempfile::tempdir().unwrap(),
+    };
+    link::ensure_bridge(&c.bridge, gw, 24).unwrap();
+    link::ensure_bridge(&c.bridge, gw, 24).unwrap(); // again: kept as it is
+    let mut ips = Vec::new();
+    for i in 0..2u8 {
+        let ns = c.dir.path().join(format!("ns{i}"));
+        netns::create(&ns).unwrap();
+        c.namespaces.push(ns.clone());
+        let ip = Ipv4Addr::new(10, 211, 77, 10 + i);
+        link::attach(
+            &ns,
+            &Attachment {
+                bridge: c.bridge.clone(),
+                host_if: format!("vt{tag}{i}"),
+                ip,
+                prefix: 24,
+                gateway: Some(gw),
+                mac: mac_for(ip),
+                name: "eth0".into(),
+            },
+        )
+        .unwrap();
+        ips.push(ip);
+    }
+    assert!(ping_from(&c.namespaces[0], ips[1]), "ns0 cannot reach ns1");
+    assert!(
+        ping_from(&c.namespaces[1], gw),
+        "ns1 cannot reach the gateway"
+    );
+    // Removing a namespace takes its veth pair with it.
+    for n in std::mem::take(&mut c.namespaces) {
+        netns::remove(&n).unwrap();
+        assert!(!n.exists());
+    }
+    assert!(
+        (0..50).any(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            !link::link_exists(&format!("vt{tag}0")).unwrap()
+        }),
+        "the host end of the veth outlived its namespace"
+    );
+    link::delete_link(&c.bridge).unwrap();
+    assert!(!link::link_exists(&c.bridge).unwrap());
+}
