@@ -347,6 +347,9 @@ pub enum Command {
     /// Manage the build cache
     #[command(subcommand)]
     Builder(crate::build::BuilderCmd),
+    /// Manage networks
+    #[command(subcommand)]
+    Network(crate::network::NetworkCmd),
     /// Create a new image from a container's changes
     Commit {
         /// Author
@@ -824,7 +827,7 @@ fn images(engine: &Engine, a: &ImagesArgs) -> CliResult<u8> {
     Ok(0)
 }
 
-fn print_inspect(values: Vec<serde_json::Value>, format: Option<&str>) -> CliResult {
+pub(crate) fn print_inspect(values: Vec<serde_json::Value>, format: Option<&str>) -> CliResult {
     match format {
         Some(f) if !f.is_empty() && f != "json" => {
             let fmt = Format::parse(Some(f))?;
@@ -1082,7 +1085,10 @@ fn rmi(engine: &Engine, images: &[String], force: bool) -> CliResult<u8> {
 }
 
 /// Runs `f` for each name, printing the name on success (Docker's multi-target commands).
-fn each(names: &[String], mut f: impl FnMut(&str) -> berth_engine::Result<()>) -> CliResult<u8> {
+pub(crate) fn each(
+    names: &[String],
+    mut f: impl FnMut(&str) -> berth_engine::Result<()>,
+) -> CliResult<u8> {
     let mut failed = false;
     for n in names {
         match f(n) {
@@ -1753,7 +1759,7 @@ fn events(
 
 /// Docker's prune prompt: without `-f`, ask on the terminal; anything but y/yes (or no
 /// terminal to ask on) leaves everything as it is.
-fn confirm(force: bool, warning: &str) -> CliResult<bool> {
+pub(crate) fn confirm(force: bool, warning: &str) -> CliResult<bool> {
     if force {
         return Ok(true);
     }
@@ -2317,6 +2323,7 @@ pub fn dispatch(cli: &Cli) -> CliResult<u8> {
         Command::Volume(v) => volume(e, v),
         Command::Build(b) => crate::build::build(e, b),
         Command::Builder(b) => crate::build::builder(e, b),
+        Command::Network(n) => crate::network::network(e, n),
         Command::Registry { args } => registry(args),
         Command::System(SystemCmd::Df { verbose, format }) => df(e, *verbose, format.as_deref()),
         Command::System(SystemCmd::Prune {

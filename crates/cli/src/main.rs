@@ -9,6 +9,7 @@ mod build;
 mod commands;
 mod cp;
 mod format;
+mod network;
 mod progress;
 mod registry;
 mod run;

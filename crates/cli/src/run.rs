@@ -76,11 +76,11 @@ pub struct CreateFlags {
     /// Mount the container's root filesystem as read only
     #[arg(long = "read-only")]
     pub read_only: bool,
-    /// Connect a container to a network: none (default: loopback only) or host.
-    /// Bridge networks are not available yet.
+    /// Connect a container to a network: none (default: loopback only), host, bridge
+    /// or a network made with `network create`
     #[arg(long = "network", visible_alias = "net")]
     pub network: Option<String>,
-    /// Publish a container's port(s) to the host (needs bridge networking, not available yet)
+    /// Publish a container's port(s) to the host (not implemented yet)
     #[arg(short = 'p', long = "publish")]
     pub publish: Vec<String>,
     /// Add Linux capabilities
@@ -325,9 +325,7 @@ impl CreateFlags {
             .split_first()
             .ok_or_else(|| invalid("requires at least 1 argument"))?;
         if !self.publish.is_empty() {
-            return Err(invalid(
-                "publishing ports (-p) needs bridge networking, which berth does not have yet",
-            ));
+            return Err(invalid("publishing ports (-p) is not implemented yet"));
         }
         let restart_policy = match self.restart.as_deref() {
             None => RestartPolicy {

@@ -337,19 +337,13 @@ impl Engine {
         if host_config.network_mode.is_empty() {
             host_config.network_mode = "none".into();
         }
-        match host_config.network_mode.as_str() {
-            "none" | "host" => {}
-            "bridge" | "default" => {
-                return Err(EngineError::Invalid(
-                    "network bridge is not available yet: berth supports --network none (the default) and --network host".into(),
-                ))
-            }
-            other => {
-                return Err(EngineError::Invalid(format!(
-                    "network {other} not found: berth supports --network none (the default) and --network host"
-                )))
-            }
+        if host_config.network_mode.starts_with("container:") {
+            return Err(EngineError::Invalid(
+                "--network container:… is not implemented yet".into(),
+            ));
         }
+        // A network that does not exist is an error now, not at start.
+        self.network_of_mode(&host_config.network_mode)?;
         if host_config.log_config.kind.is_empty() {
             host_config.log_config.kind = "json-file".into();
         }
@@ -453,6 +447,20 @@ impl Engine {
         }
         self.emit_container(&rec, "create", &[]);
         Ok((id, warnings))
+    }
+
+    /// Puts `ip hostname` in the container's /etc/hosts (replacing the line an earlier
+    /// start wrote).
+    fn hosts_entry(&self, dir: &Path, ip: std::net::Ipv4Addr, hostname: &str) -> Result<()> {
+        let p = dir.join("hosts");
+        let old = fs::read_to_string(&p).unwrap_or_default();
+        let mut text: String = old
+            .lines()
+            .filter(|l| !l.ends_with("\t# berth"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        text.push_str(&format!("{ip}\t{hostname}\t# berth\n"));
+        berth_image::fsutil::replace_file(&p, text.as_bytes()).map_err(io_err(&p))
     }
 
     fn write_etc_files(&self, dir: &Path, hostname: &str, hc: &HostConfig) -> Result<()> {
@@ -677,6 +685,15 @@ impl Engine {
         let mut args = vec![rec.path.clone()];
         args.extend(rec.args.iter().cloned());
         let merged = dir.join("merged");
+        // On a network: a namespace with the container's address, and its name for it.
+        let netns = match self.network_of_mode(&hc.network_mode)? {
+            Some(net) => {
+                let (ns, ip) = self.connect_for_start(rec, &net)?;
+                self.hosts_entry(&dir, ip, &rec.config.hostname)?;
+                Some(ns)
+            }
+            None => None,
+        };
         let input = spec::SpecInput {
             rec,
             rootfs: &merged,
@@ -698,6 +715,7 @@ impl Engine {
             } else {
                 None
             },
+            netns: netns.clone(),
         };
         let spec = spec::build(&input)?;
         let cfg_path = dir.join("config.json");
@@ -755,6 +773,7 @@ impl Engine {
             },
             auto_remove: hc.auto_remove,
             loopback_up: hc.network_mode != "host",
+            netns,
             seed_volumes,
             cgroup: format!("/berth/{}", rec.id),
             restart_policy: hc.restart_policy.name.clone(),
@@ -1223,6 +1242,9 @@ impl Engine {
         {
             errors.push(format!("removing the cgroup of {}: {e}", rec.id));
         }
+        if let Err(e) = self.disconnect_removed(&rec.id) {
+            errors.push(format!("releasing the addresses of {}: {e}", rec.id));
+        }
         if let Err(e) = self
             .db
             .execute("DELETE FROM containers WHERE id = ?1", [&rec.id])
@@ -1388,6 +1410,46 @@ impl Engine {
                     .join(":")
             })
             .unwrap_or_default();
+        // Docker's NetworkSettings: per network, the address the container has there (while
+        // it runs); the default network's also at the top level.
+        let running = matches!(
+            st.status,
+            crate::state::Status::Running | crate::state::Status::Paused
+        );
+        let mut networks = serde_json::Map::new();
+        let mut top =
+            serde_json::json!({"IPAddress": "", "IPPrefixLen": 0, "Gateway": "", "MacAddress": ""});
+        let endpoints = self.container_endpoints(&rec.id).unwrap_or_default();
+        if endpoints.is_empty() {
+            networks.insert(rec.host_config.network_mode.clone(), serde_json::json!({}));
+        }
+        for ep in endpoints {
+            let (ip, prefix, gw, mac) = if running {
+                (
+                    ep.ip.to_string(),
+                    ep.network.subnet.prefix,
+                    ep.network.gateway.to_string(),
+                    ep.mac.clone(),
+                )
+            } else {
+                (String::new(), 0, String::new(), String::new())
+            };
+            let v = serde_json::json!({
+                "NetworkID": ep.network.id,
+                "IPAddress": ip,
+                "IPPrefixLen": prefix,
+                "Gateway": if ep.network.internal { String::new() } else { gw.clone() },
+                "MacAddress": mac,
+            });
+            if ep.network.name == crate::networks::DEFAULT_NETWORK {
+                top = serde_json::json!({"IPAddress": ip, "IPPrefixLen": prefix, "Gateway": gw, "MacAddress": mac});
+            }
+            networks.insert(ep.network.name.clone(), v);
+        }
+        let mut network_settings = serde_json::json!({"Ports": {}, "Networks": networks});
+        for (k, v) in top.as_object().expect("an object") {
+            network_settings[k] = v.clone();
+        }
         Ok(serde_json::json!({
             "Id": rec.id,
             "Created": rec.created,
@@ -1431,10 +1493,7 @@ impl Engine {
             },
             "Mounts": rec.mounts,
             "Config": rec.config,
-            "NetworkSettings": {
-                "Ports": {},
-                "Networks": {rec.host_config.network_mode.clone(): {}},
-            },
+            "NetworkSettings": network_settings,
         }))
     }
 

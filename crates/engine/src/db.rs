@@ -72,6 +72,29 @@ const MIGRATIONS: &[&str] = &[
         stat TEXT NOT NULL,
         digest BLOB NOT NULL
     );",
+    // 6: networks, and the containers' addresses on them (kept from the first start to
+    // `rm`)
+    "CREATE TABLE networks (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        driver TEXT NOT NULL,
+        subnet TEXT NOT NULL,
+        gateway TEXT NOT NULL,
+        ip_range TEXT NOT NULL DEFAULT '',
+        bridge TEXT NOT NULL,
+        internal INTEGER NOT NULL DEFAULT 0,
+        labels TEXT NOT NULL DEFAULT '{}',
+        options TEXT NOT NULL DEFAULT '{}',
+        created TEXT NOT NULL
+    );
+    CREATE TABLE endpoints (
+        network TEXT NOT NULL REFERENCES networks(id),
+        container TEXT NOT NULL,
+        ip TEXT NOT NULL,
+        mac TEXT NOT NULL,
+        PRIMARY KEY (network, container),
+        UNIQUE (network, ip)
+    );",
 ];
 
 /// Opens (creating and migrating) the database at `path`.

@@ -31,6 +31,7 @@ pub mod logs;
 pub mod model;
 pub mod monitor;
 pub mod names;
+pub mod networks;
 pub mod prune;
 pub mod spec;
 pub mod state;

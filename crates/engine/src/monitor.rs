@@ -65,6 +65,10 @@ pub struct MonitorConfig {
     /// ends, however it ends, the container is killed and removed.
     #[serde(default)]
     pub owner: Option<(i32, u64)>,
+    /// The network namespace the engine made for the container (on a network), removed
+    /// when the container stops for good: its veth pair goes with it.
+    #[serde(default)]
+    pub netns: Option<PathBuf>,
 }
 
 /// The label that ties a container to the process it lives for (`PID-START`).
@@ -977,6 +981,9 @@ impl Monitor {
         self.listener = None;
         self.cleanup_runtime();
         let _ = sys::unmount(&self.cfg.merged);
+        if let Some(ns) = &self.cfg.netns {
+            let _ = berth_net::netns::remove(ns);
+        }
         let mut st: RunState = state::read_raw(&self.root, &self.cfg.id).unwrap_or_default();
         st.status = Status::Exited;
         st.exit_code = code;

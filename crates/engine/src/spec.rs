@@ -316,6 +316,8 @@ pub struct SpecInput<'a> {
     /// mount reads the host's mount and cgroup tables and costs ~5 ms a start). None: let
     /// the runtime mount cgroupfs.
     pub cgroup_v1_binds: Option<Vec<String>>,
+    /// The network namespace to join (a container on a network), else a new one.
+    pub netns: Option<PathBuf>,
 }
 
 fn mount(dest: &str, kind: &str, source: &str, options: &[&str]) -> Value {
@@ -547,8 +549,10 @@ pub fn build(input: &SpecInput) -> Result<Value> {
         json!({"type": "uts"}),
         json!({"type": "cgroup"}),
     ];
-    if !host_net {
-        namespaces.push(json!({"type": "network"}));
+    match (&input.netns, host_net) {
+        (Some(path), _) => namespaces.push(json!({"type": "network", "path": path})),
+        (None, false) => namespaces.push(json!({"type": "network"})),
+        (None, true) => {}
     }
 
     // Docker's containers get 1048576 open files; never more than this host lets us give

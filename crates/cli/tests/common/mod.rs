@@ -219,6 +219,44 @@ impl Drop for Berth {
         for id in &ids {
             remove_cgroups(id);
         }
+        self.remove_networks();
+    }
+}
+
+impl Berth {
+    /// The tag berth names this root's default bridge (`bb-TAG`) and nftables table
+    /// (`berth_TAG`) with.
+    pub fn network_tag(&self) -> String {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(
+            self.root.display().to_string().as_bytes(),
+        ))[..12]
+            .to_string()
+    }
+
+    /// Removes the networks of this root, its default bridge and its nftables table, if
+    /// it has any (the table exists exactly while a network does).
+    pub fn remove_networks(&self) {
+        let tag = self.network_tag();
+        let table = format!("berth_{tag}");
+        let has = Command::new("nft")
+            .args(["list", "table", "inet", &table])
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false);
+        if !has {
+            return;
+        }
+        let out = self.run(&["network", "ls", "-q", "--no-trunc"]);
+        for id in String::from_utf8_lossy(&out.stdout).lines() {
+            let _ = self.run(&["network", "rm", id]);
+        }
+        let _ = Command::new("ip")
+            .args(["link", "del", &format!("bb-{tag}")])
+            .output();
+        let _ = Command::new("nft")
+            .args(["delete", "table", "inet", &table])
+            .output();
     }
 }
 

@@ -1,0 +1,213 @@
+//! Networks: bridges, addresses, isolation between networks, and nothing left behind.
+//! Traffic goes only between the host and berth's own containers.
+
+mod common;
+
+use common::Berth;
+use std::process::Command;
+
+/// The host's interfaces and nftables tables whose names berth could have made.
+fn host_state() -> (Vec<String>, Vec<String>) {
+    let links = std::fs::read_dir("/sys/class/net")
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("bb-") || n.starts_with("veth"))
+        .collect();
+    let out = Command::new("nft")
+        .args(["list", "tables"])
+        .output()
+        .unwrap();
+    let tables = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains("berth_"))
+        .map(String::from)
+        .collect();
+    (links, tables)
+}
+
+fn ping(b: &Berth, network: &str, ip: &str) -> bool {
+    b.run(&[
+        "run",
+        "--rm",
+        "--network",
+        network,
+        "busybox:test",
+        "ping",
+        "-c",
+        "1",
+        "-W",
+        "2",
+        ip,
+    ])
+    .status
+    .success()
+}
+
+fn ip_of(b: &Berth, container: &str, network: &str) -> String {
+    b.inspect(
+        container,
+        &format!("{{{{(index .NetworkSettings.Networks \"{network}\").IPAddress}}}}"),
+    )
+}
+
+#[test]
+fn containers_on_a_network_reach_each_other_and_no_other_network() {
+    require_root!();
+    let b = Berth::with_busybox();
+    let (links, tables) = host_state();
+    let mine = |l: &Vec<String>| -> Vec<String> {
+        l.iter()
+            .filter(|n| n.contains(&b.network_tag()))
+            .cloned()
+            .collect()
+    };
+    b.ok(&["network", "create", "--label", "app=one", "front"]);
+    b.ok(&["network", "create", "--subnet", "10.212.9.0/24", "back"]);
+    let (_, err) = b.fails(&["network", "create", "front"]);
+    assert!(
+        err.contains("network with name front already exists"),
+        "{err}"
+    );
+    let (_, err) = b.fails(&["network", "create", "--subnet", "10.212.9.128/25", "clash"]);
+    assert!(err.contains("overlaps"), "{err}");
+    let ls = b.ok(&["network", "ls"]);
+    for n in ["bridge", "front", "back", "host", "none"] {
+        assert!(ls.contains(n), "{ls}");
+    }
+    assert_eq!(
+        b.ok(&[
+            "network",
+            "inspect",
+            "-f",
+            "{{(index .IPAM.Config 0).Subnet}}",
+            "back"
+        ])
+        .trim(),
+        "10.212.9.0/24"
+    );
+    assert_eq!(
+        b.ok(&["network", "inspect", "-f", "{{.Labels.app}}", "front"])
+            .trim(),
+        "one"
+    );
+    b.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "--network",
+        "front",
+        "busybox:test",
+        "sleep",
+        "1000",
+    ]);
+    b.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "db",
+        "--network",
+        "back",
+        "busybox:test",
+        "sleep",
+        "1000",
+    ]);
+    let web = ip_of(&b, "web", "front");
+    let db = ip_of(&b, "db", "back");
+    assert!(db.starts_with("10.212.9."), "{db}");
+    // Same network: reachable; another network or none: not; the host reaches both.
+    assert!(ping(&b, "front", &web), "front cannot reach web at {web}");
+    assert!(!ping(&b, "back", &web), "back reached web at {web}");
+    assert!(!ping(&b, "none", &web));
+    assert!(ping(&b, "back", &db));
+    let host = Command::new("busybox")
+        .args(["ping", "-c", "1", "-W", "2", &web])
+        .status()
+        .unwrap();
+    assert!(host.success());
+    // The container knows its name and address; inspect shows both sides.
+    let hosts = b.ok(&["exec", "web", "cat", "/etc/hosts"]);
+    assert!(hosts.contains(&web), "{hosts}");
+    let on = b.ok(&[
+        "network",
+        "inspect",
+        "-f",
+        "{{range .Containers}}{{.Name}} {{.IPv4Address}}{{end}}",
+        "front",
+    ]);
+    assert_eq!(on.trim(), format!("web {web}/24"));
+    let (_, err) = b.fails(&["network", "rm", "front"]);
+    assert!(err.contains("has active endpoints"), "{err}");
+    let (_, err) = b.fails(&["network", "rm", "bridge"]);
+    assert!(err.contains("pre-defined network"), "{err}");
+    let (_, err) = b.fails(&[
+        "run",
+        "--rm",
+        "--network",
+        "nowhere",
+        "busybox:test",
+        "true",
+    ]);
+    assert!(err.contains("network nowhere not found"), "{err}");
+    // A stopped container keeps its address and gets it back.
+    b.ok(&["stop", "-t", "0", "web"]);
+    b.ok(&["start", "web"]);
+    assert_eq!(ip_of(&b, "web", "front"), web);
+    b.ok(&["rm", "-f", "web", "db"]);
+    assert_eq!(
+        b.ok(&["network", "prune", "-f"]).lines().count(),
+        3,
+        "front and back pruned"
+    );
+    // Only the default network is left, then nothing at all.
+    b.remove_networks();
+    let (links_after, tables_after) = host_state();
+    assert!(mine(&links_after).is_empty(), "{links_after:?}");
+    assert!(
+        common::eventually(5, || {
+            let now = host_state().0;
+            now.iter()
+                .filter(|l| l.starts_with("veth") && !links.contains(l))
+                .count()
+                == 0
+        }),
+        "veth pairs left: {:?}",
+        host_state().0
+    );
+    assert_eq!(
+        tables_after
+            .iter()
+            .filter(|t| t.contains(&b.network_tag()))
+            .count(),
+        0,
+        "{tables_after:?} (before: {tables:?})"
+    );
+}
+
+#[test]
+fn an_internal_network_has_no_way_out() {
+    require_root!();
+    let b = Berth::with_busybox();
+    b.ok(&["network", "create", "--internal", "inside"]);
+    let routes = b.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "inside",
+        "busybox:test",
+        "ip",
+        "route",
+    ]);
+    assert!(!routes.contains("default"), "{routes}");
+    assert!(routes.contains("dev eth0"), "{routes}");
+    let routes = b.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "bridge",
+        "busybox:test",
+        "ip",
+        "route",
+    ]);
+    assert!(routes.contains("default via"), "{routes}");
+}

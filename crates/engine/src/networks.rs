@@ -1,0 +1,647 @@
+//! Networks: Docker's `network` objects over `berth-net`. A network is a row (its subnet,
+//! gateway and bridge) and a Linux bridge named `bb-…`; a container on it gets, at each
+//! start, a network namespace pinned under `RUN_ROOT/netns/ID` with a veth pair into the
+//! bridge and the address it was given at its first start (kept until `rm`). The monitor
+//! removes the namespace when the container stops for good, which takes the veth with it.
+//!
+//! The default network `bridge` is made the first time it is needed; `host` and `none`
+//! are listed as Docker lists them. Isolation between networks and NAT are one nftables
+//! table per root, written whole from the networks table after every change.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+
+use berth_net::firewall;
+use berth_net::ipam::{self, Subnet};
+use berth_net::link::{self, Attachment};
+use rusqlite::{params, OptionalExtension};
+use serde_json::json;
+
+use crate::error::{io_err, EngineError, Result};
+use crate::model::ContainerRecord;
+use crate::Engine;
+
+/// The name of the default network.
+pub const DEFAULT_NETWORK: &str = "bridge";
+
+/// What `network create` asks for.
+#[derive(Debug, Clone, Default)]
+pub struct NetworkCreate {
+    pub name: String,
+    pub driver: Option<String>,
+    pub subnet: Option<String>,
+    pub gateway: Option<String>,
+    pub ip_range: Option<String>,
+    pub internal: bool,
+    pub labels: BTreeMap<String, String>,
+    pub options: BTreeMap<String, String>,
+}
+
+/// A network as the database keeps it.
+#[derive(Debug, Clone)]
+pub struct NetworkRecord {
+    pub id: String,
+    pub name: String,
+    pub driver: String,
+    pub subnet: Subnet,
+    pub gateway: Ipv4Addr,
+    pub ip_range: Option<Subnet>,
+    pub bridge: String,
+    pub internal: bool,
+    pub labels: BTreeMap<String, String>,
+    pub options: BTreeMap<String, String>,
+    pub created: String,
+}
+
+/// A container's place on a network.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    pub network: NetworkRecord,
+    pub container: String,
+    pub ip: Ipv4Addr,
+    pub mac: String,
+}
+
+fn invalid(msg: impl Into<String>) -> EngineError {
+    EngineError::Invalid(msg.into())
+}
+
+fn mac_text(mac: [u8; 6]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    let v: Vec<u8> = s
+        .split(':')
+        .map(|p| u8::from_str_radix(p, 16))
+        .collect::<std::result::Result<_, _>>()
+        .ok()?;
+    v.try_into().ok()
+}
+
+fn hash(text: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(text.as_bytes()))
+}
+
+const COLUMNS: &str =
+    "id, name, driver, subnet, gateway, ip_range, bridge, internal, labels, options, created";
+
+fn from_row(r: &rusqlite::Row) -> rusqlite::Result<NetworkRecord> {
+    let text = |i: usize| r.get::<_, String>(i);
+    let bad = |i: usize, what: &str| {
+        rusqlite::Error::FromSqlConversionFailure(
+            i,
+            rusqlite::types::Type::Text,
+            format!("bad {what}").into(),
+        )
+    };
+    Ok(NetworkRecord {
+        id: text(0)?,
+        name: text(1)?,
+        driver: text(2)?,
+        subnet: text(3)?.parse().map_err(|_| bad(3, "subnet"))?,
+        gateway: text(4)?.parse().map_err(|_| bad(4, "gateway"))?,
+        ip_range: {
+            let t = text(5)?;
+            if t.is_empty() {
+                None
+            } else {
+                Some(t.parse().map_err(|_| bad(5, "ip range"))?)
+            }
+        },
+        bridge: text(6)?,
+        internal: r.get::<_, i64>(7)? != 0,
+        labels: serde_json::from_str(&text(8)?).unwrap_or_default(),
+        options: serde_json::from_str(&text(9)?).unwrap_or_default(),
+        created: text(10)?,
+    })
+}
+
+impl Engine {
+    /// Held while subnets are chosen and bridges made: host-wide, since every berth root
+    /// on the host shares its routes.
+    fn network_lock(&self) -> Result<nix::fcntl::Flock<std::fs::File>> {
+        let path = ["/run/lock", "/run"]
+            .iter()
+            .map(|d| PathBuf::from(d).join("berth-networks.lock"))
+            .find(|p| p.parent().is_some_and(|d| d.is_dir()))
+            .unwrap_or_else(|| self.run_root().join("networks.lock"));
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io_err(&path))?;
+        nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive)
+            .map_err(|(_, e)| crate::error::sys_err(format!("locking {}", path.display()))(e))
+    }
+
+    /// This root's nftables table.
+    fn firewall_table(&self) -> String {
+        format!("berth_{}", &hash(&self.root().display().to_string())[..12])
+    }
+
+    fn apply_firewall(&self) -> Result<()> {
+        let rules: Vec<firewall::Rules> = self
+            .network_rows()?
+            .into_iter()
+            .map(|n| firewall::Rules {
+                bridge: n.bridge,
+                subnet: n.subnet,
+                internal: n.internal,
+            })
+            .collect();
+        firewall::apply(&self.firewall_table(), &rules)
+            .map_err(|e| invalid(format!("setting up the firewall: {e}")))
+    }
+
+    fn network_rows(&self) -> Result<Vec<NetworkRecord>> {
+        let mut st = self
+            .db
+            .prepare(&format!("SELECT {COLUMNS} FROM networks ORDER BY created"))?;
+        let rows = st
+            .query_map([], from_row)?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
+    }
+
+    /// `network create`: makes network `c` (its bridge, its firewall rules); returns its
+    /// id.
+    pub fn create_network(&self, c: &NetworkCreate) -> Result<String> {
+        if matches!(c.name.as_str(), "host" | "none" | DEFAULT_NETWORK) {
+            return Err(invalid(format!(
+                "network with name {} already exists",
+                c.name
+            )));
+        }
+        self.make_network(c)
+    }
+
+    fn make_network(&self, c: &NetworkCreate) -> Result<String> {
+        let driver = c.driver.clone().unwrap_or_else(|| "bridge".into());
+        if driver != "bridge" {
+            return Err(invalid(format!(
+                "network driver {driver:?} is not implemented yet (bridge is)"
+            )));
+        }
+        if c.name.is_empty()
+            || !c
+                .name
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || "_.-".contains(ch))
+        {
+            return Err(invalid(format!(
+                "invalid network name {:?}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed",
+                c.name
+            )));
+        }
+        let _lock = self.network_lock()?;
+        if self.find_network_row(&c.name)?.is_some() {
+            return Err(invalid(format!(
+                "network with name {} already exists",
+                c.name
+            )));
+        }
+        let existing = self.network_rows()?;
+        let subnet = match &c.subnet {
+            Some(s) => {
+                let s: Subnet = s.parse().map_err(invalid)?;
+                if let Some(n) = existing.iter().find(|n| n.subnet.overlaps(&s)) {
+                    return Err(invalid(format!(
+                        "Pool overlaps with other one on this address space ({} of network {})",
+                        n.subnet, n.name
+                    )));
+                }
+                s
+            }
+            None => {
+                let mut taken: Vec<Subnet> = existing.iter().map(|n| n.subnet).collect();
+                taken.extend(ipam::host_routes());
+                ipam::pick_subnet(&taken).ok_or_else(|| {
+                    invalid("could not find an available, non-overlapping IPv4 address pool among the defaults to assign to the network")
+                })?
+            }
+        };
+        if subnet.prefix > 30 {
+            return Err(invalid(format!(
+                "subnet {subnet} is too small for a network"
+            )));
+        }
+        let gateway = match &c.gateway {
+            Some(g) => {
+                let g: Ipv4Addr = g
+                    .parse()
+                    .map_err(|_| invalid(format!("invalid gateway {g}")))?;
+                if !subnet.contains(g) {
+                    return Err(invalid(format!("no matching subnet for gateway {g}")));
+                }
+                g
+            }
+            None => subnet.gateway().expect("prefix <= 30"),
+        };
+        let ip_range = match &c.ip_range {
+            Some(r) => {
+                let r: Subnet = r.parse().map_err(invalid)?;
+                if !subnet.contains(r.addr) || r.prefix < subnet.prefix {
+                    return Err(invalid(format!("no matching subnet for range {r}")));
+                }
+                Some(r)
+            }
+            None => None,
+        };
+        let default = c.name == DEFAULT_NETWORK;
+        let id = if default {
+            hash(&format!("{}:default", self.root().display()))
+        } else {
+            crate::names::new_id()
+        };
+        let bridge = match c.options.get("com.docker.network.bridge.name") {
+            Some(b) if !b.starts_with(firewall::BRIDGE_PREFIX) || b.len() > 15 => {
+                return Err(invalid(format!(
+                    "bridge name {b:?}: berth's bridges are named {}… (at most 15 characters)",
+                    firewall::BRIDGE_PREFIX
+                )))
+            }
+            Some(b) => b.clone(),
+            None => format!("{}{}", firewall::BRIDGE_PREFIX, &id[..12]),
+        };
+        let labels = c.labels.clone();
+        link::ensure_bridge(&bridge, gateway, subnet.prefix)
+            .map_err(|e| invalid(format!("creating the network's bridge: {e}")))?;
+        let inserted = self.db.execute(
+            &format!("INSERT INTO networks ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"),
+            params![
+                id,
+                c.name,
+                driver,
+                subnet.to_string(),
+                gateway.to_string(),
+                ip_range.map(|r| r.to_string()).unwrap_or_default(),
+                bridge,
+                c.internal as i64,
+                serde_json::to_string(&labels).expect("labels serialise"),
+                serde_json::to_string(&c.options).expect("options serialise"),
+                crate::now(),
+            ],
+        );
+        if let Err(e) = inserted {
+            let _ = link::delete_link(&bridge);
+            return Err(e.into());
+        }
+        if let Err(e) = self.apply_firewall() {
+            let _ = self.db.execute("DELETE FROM networks WHERE id = ?1", [&id]);
+            let _ = link::delete_link(&bridge);
+            let _ = self.apply_firewall();
+            return Err(e);
+        }
+        self.emit(
+            "network",
+            "create",
+            &id,
+            [
+                ("name".to_string(), c.name.clone()),
+                ("type".to_string(), driver),
+            ]
+            .into_iter()
+            .collect(),
+        );
+        Ok(id)
+    }
+
+    fn find_network_row(&self, name: &str) -> Result<Option<NetworkRecord>> {
+        let by_name = self
+            .db
+            .query_row(
+                &format!("SELECT {COLUMNS} FROM networks WHERE name = ?1"),
+                [name],
+                from_row,
+            )
+            .optional()?;
+        if by_name.is_some() {
+            return Ok(by_name);
+        }
+        let mut st = self.db.prepare(&format!(
+            "SELECT {COLUMNS} FROM networks WHERE id LIKE ?1 || '%'"
+        ))?;
+        let found = st
+            .query_map([name], from_row)?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        match found.len() {
+            0 => Ok(None),
+            1 => Ok(found.into_iter().next()),
+            _ => Err(invalid(format!(
+                "network {name} is ambiguous ({} matches found based on ID prefix)",
+                found.len()
+            ))),
+        }
+    }
+
+    /// The default network, made when it is first needed.
+    fn default_network(&self) -> Result<NetworkRecord> {
+        if let Some(n) = self.find_network_row(DEFAULT_NETWORK)? {
+            return Ok(n);
+        }
+        let bridge = format!(
+            "{}{}",
+            firewall::BRIDGE_PREFIX,
+            &hash(&self.root().display().to_string())[..12]
+        );
+        let made = self.make_network(&NetworkCreate {
+            name: DEFAULT_NETWORK.into(),
+            options: [
+                ("com.docker.network.bridge.name".to_string(), bridge),
+                (
+                    "com.docker.network.bridge.default_bridge".to_string(),
+                    "true".into(),
+                ),
+            ]
+            .into_iter()
+            .collect(),
+            ..Default::default()
+        });
+        match made {
+            Ok(_) => {}
+            // Made by another process meanwhile.
+            Err(EngineError::Invalid(m)) if m.contains("already exists") => {}
+            Err(e) => return Err(e),
+        }
+        self.find_network_row(DEFAULT_NETWORK)?
+            .ok_or_else(|| invalid("the default network vanished"))
+    }
+
+    /// A network by name, id or id prefix (`bridge` is made if need be).
+    pub fn find_network(&self, name: &str) -> Result<NetworkRecord> {
+        if name == DEFAULT_NETWORK {
+            return self.default_network();
+        }
+        self.find_network_row(name)?
+            .ok_or_else(|| invalid(format!("network {name} not found")))
+    }
+
+    /// Every network, the default one first (made if need be).
+    pub fn list_networks(&self) -> Result<Vec<NetworkRecord>> {
+        self.default_network()?;
+        let mut rows = self.network_rows()?;
+        rows.sort_by_key(|n| n.name != DEFAULT_NETWORK);
+        Ok(rows)
+    }
+
+    /// The id `network ls` shows for `host` and `none`, which have no row.
+    pub fn builtin_network_id(&self, name: &str) -> String {
+        hash(&format!("{}:{name}", self.root().display()))
+    }
+
+    fn endpoints_of_network(&self, id: &str) -> Result<Vec<(String, String, String)>> {
+        let mut st = self
+            .db
+            .prepare("SELECT container, ip, mac FROM endpoints WHERE network = ?1 ORDER BY ip")?;
+        let rows = st
+            .query_map([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
+    }
+
+    /// `network inspect`, shaped like Docker's.
+    pub fn inspect_network(&self, name: &str) -> Result<serde_json::Value> {
+        let n = self.find_network(name)?;
+        let mut containers = serde_json::Map::new();
+        for (c, ip, mac) in self.endpoints_of_network(&n.id)? {
+            let cname = self.find_container(&c).map(|r| r.name).unwrap_or_default();
+            containers.insert(
+                c.clone(),
+                json!({
+                    "Name": cname,
+                    "EndpointID": hash(&format!("{}:{c}", n.id)),
+                    "MacAddress": mac,
+                    "IPv4Address": format!("{ip}/{}", n.subnet.prefix),
+                    "IPv6Address": "",
+                }),
+            );
+        }
+        let mut config = json!({"Subnet": n.subnet.to_string(), "Gateway": n.gateway.to_string()});
+        if let Some(r) = n.ip_range {
+            config["IPRange"] = json!(r.to_string());
+        }
+        let mut options = n.options.clone();
+        options
+            .entry("com.docker.network.bridge.name".into())
+            .or_insert_with(|| n.bridge.clone());
+        Ok(json!({
+            "Name": n.name,
+            "Id": n.id,
+            "Created": n.created,
+            "Scope": "local",
+            "Driver": n.driver,
+            "EnableIPv6": false,
+            "IPAM": {"Driver": "default", "Options": {}, "Config": [config]},
+            "Internal": n.internal,
+            "Attachable": false,
+            "Ingress": false,
+            "ConfigFrom": {"Network": ""},
+            "ConfigOnly": false,
+            "Containers": containers,
+            "Options": options,
+            "Labels": n.labels,
+        }))
+    }
+
+    /// `network rm`: refused for the predefined networks and while containers use it.
+    pub fn remove_network(&self, name: &str) -> Result<String> {
+        if matches!(name, "host" | "none" | DEFAULT_NETWORK) {
+            return Err(invalid(format!(
+                "{name} is a pre-defined network and cannot be removed"
+            )));
+        }
+        let _lock = self.network_lock()?;
+        let n = self
+            .find_network_row(name)?
+            .ok_or_else(|| invalid(format!("network {name} not found")))?;
+        if n.name == DEFAULT_NETWORK {
+            return Err(invalid(format!(
+                "{} is a pre-defined network and cannot be removed",
+                n.name
+            )));
+        }
+        if !self.endpoints_of_network(&n.id)?.is_empty() {
+            return Err(invalid(format!(
+                "error while removing network: network {} id {} has active endpoints",
+                n.name, n.id
+            )));
+        }
+        self.db
+            .execute("DELETE FROM networks WHERE id = ?1", [&n.id])?;
+        link::delete_link(&n.bridge).map_err(|e| invalid(format!("removing the bridge: {e}")))?;
+        self.apply_firewall()?;
+        self.emit(
+            "network",
+            "destroy",
+            &n.id,
+            [
+                ("name".to_string(), n.name.clone()),
+                ("type".to_string(), n.driver.clone()),
+            ]
+            .into_iter()
+            .collect(),
+        );
+        Ok(n.id)
+    }
+
+    /// `network prune`: removes the user-defined networks no container uses; returns
+    /// their names.
+    pub fn prune_networks(&self) -> Result<Vec<String>> {
+        let mut removed = Vec::new();
+        for n in self.network_rows()? {
+            if n.name == DEFAULT_NETWORK || !self.endpoints_of_network(&n.id)?.is_empty() {
+                continue;
+            }
+            self.remove_network(&n.id)?;
+            removed.push(n.name);
+        }
+        Ok(removed)
+    }
+
+    /// The network a container's `--network` names; None for `none`, `host` and
+    /// `container:…`.
+    pub(crate) fn network_of_mode(&self, mode: &str) -> Result<Option<NetworkRecord>> {
+        match mode {
+            "" | "none" | "host" => Ok(None),
+            m if m.starts_with("container:") => Ok(None),
+            "default" => self.default_network().map(Some),
+            m => self.find_network(m).map(Some),
+        }
+    }
+
+    /// Where a container's network namespace is pinned while it runs.
+    pub(crate) fn netns_path(&self, id: &str) -> PathBuf {
+        self.run_root().join("netns").join(id)
+    }
+
+    /// The container's endpoints, with their networks.
+    pub fn container_endpoints(&self, id: &str) -> Result<Vec<Endpoint>> {
+        let mut st = self.db.prepare(&format!(
+            "SELECT e.ip, e.mac, {} FROM endpoints e JOIN networks n ON n.id = e.network WHERE e.container = ?1",
+            COLUMNS
+                .split(", ")
+                .map(|c| format!("n.{c}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))?;
+        let rows = st
+            .query_map([id], |r| {
+                let ip: String = r.get(0)?;
+                let mac: String = r.get(1)?;
+                // The network's columns follow the endpoint's two.
+                let net = NetworkRecord {
+                    id: r.get(2)?,
+                    name: r.get(3)?,
+                    driver: r.get(4)?,
+                    subnet: r.get::<_, String>(5)?.parse().unwrap_or(Subnet {
+                        addr: Ipv4Addr::UNSPECIFIED,
+                        prefix: 0,
+                    }),
+                    gateway: r
+                        .get::<_, String>(6)?
+                        .parse()
+                        .unwrap_or(Ipv4Addr::UNSPECIFIED),
+                    ip_range: r.get::<_, String>(7)?.parse().ok(),
+                    bridge: r.get(8)?,
+                    internal: r.get::<_, i64>(9)? != 0,
+                    labels: serde_json::from_str(&r.get::<_, String>(10)?).unwrap_or_default(),
+                    options: serde_json::from_str(&r.get::<_, String>(11)?).unwrap_or_default(),
+                    created: r.get(12)?,
+                };
+                Ok(Endpoint {
+                    network: net,
+                    container: id.to_string(),
+                    ip: ip.parse().unwrap_or(Ipv4Addr::UNSPECIFIED),
+                    mac,
+                })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
+    }
+
+    /// Connects a container about to start to its network: its address (given at the
+    /// first start, kept until `rm`), a fresh namespace pinned at [`Engine::netns_path`],
+    /// and a veth pair into the bridge. Returns the namespace and the address.
+    pub(crate) fn connect_for_start(
+        &self,
+        rec: &ContainerRecord,
+        net: &NetworkRecord,
+    ) -> Result<(PathBuf, Ipv4Addr)> {
+        let ep = match self
+            .container_endpoints(&rec.id)?
+            .into_iter()
+            .find(|e| e.network.id == net.id)
+        {
+            Some(e) => e,
+            None => {
+                let _lock = self.network_lock()?;
+                let mut used: HashSet<Ipv4Addr> = self
+                    .endpoints_of_network(&net.id)?
+                    .iter()
+                    .filter_map(|(_, ip, _)| ip.parse().ok())
+                    .collect();
+                used.insert(net.gateway);
+                let ip = net
+                    .subnet
+                    .allocate(&used, net.ip_range.as_ref())
+                    .ok_or_else(|| {
+                        invalid(format!(
+                            "no available IPv4 addresses on network {}",
+                            net.name
+                        ))
+                    })?;
+                let mac = mac_text(ipam::mac_for(ip));
+                self.db.execute(
+                    "INSERT INTO endpoints (network, container, ip, mac) VALUES (?1, ?2, ?3, ?4)",
+                    params![net.id, rec.id, ip.to_string(), mac],
+                )?;
+                Endpoint {
+                    network: net.clone(),
+                    container: rec.id.clone(),
+                    ip,
+                    mac,
+                }
+            }
+        };
+        let ns = self.netns_path(&rec.id);
+        let dir = ns.parent().expect("netns has a parent");
+        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+        // Left by a monitor that was killed: a namespace of a container that is not
+        // running.
+        let _ = berth_net::netns::remove(&ns);
+        berth_net::netns::create(&ns)
+            .map_err(|e| invalid(format!("creating the network namespace: {e}")))?;
+        let attached = link::attach(
+            &ns,
+            &Attachment {
+                bridge: net.bridge.clone(),
+                host_if: format!("veth{}", &rec.id[..11]),
+                ip: ep.ip,
+                prefix: net.subnet.prefix,
+                gateway: (!net.internal).then_some(net.gateway),
+                mac: parse_mac(&ep.mac).unwrap_or_else(|| ipam::mac_for(ep.ip)),
+                name: "eth0".into(),
+            },
+        );
+        if let Err(e) = attached {
+            let _ = berth_net::netns::remove(&ns);
+            return Err(invalid(format!("connecting to network {}: {e}", net.name)));
+        }
+        Ok((ns, ep.ip))
+    }
+
+    /// Forgets a removed container's addresses and unpins its namespace.
+    pub(crate) fn disconnect_removed(&self, id: &str) -> Result<()> {
+        self.db
+            .execute("DELETE FROM endpoints WHERE container = ?1", [id])?;
+        let _ = berth_net::netns::remove(&self.netns_path(id));
+        Ok(())
+    }
+}
