@@ -185,6 +185,35 @@ fn containers_on_a_network_reach_each_other_and_no_other_network() {
 }
 
 #[test]
+fn a_network_whose_bridge_went_with_a_reboot_is_made_again_at_start() {
+    require_root!();
+    let b = Berth::with_busybox();
+    b.ok(&["network", "create", "again"]);
+    let bridge = b.inspect_network_bridge("again");
+    // What a reboot does: the bridge and the rules are gone, the database is not.
+    assert!(Command::new("ip")
+        .args(["link", "del", &bridge])
+        .status()
+        .unwrap()
+        .success());
+    let table = format!("berth_{}", b.network_tag());
+    assert!(Command::new("nft")
+        .args(["delete", "table", "inet", &table])
+        .status()
+        .unwrap()
+        .success());
+    b.ok(&["run", "--rm", "--network", "again", "busybox:test", "true"]);
+    assert!(std::path::Path::new("/sys/class/net")
+        .join(&bridge)
+        .exists());
+    let rules = Command::new("nft")
+        .args(["list", "table", "inet", &table])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&rules.stdout).contains(&bridge));
+}
+
+#[test]
 fn an_internal_network_has_no_way_out() {
     require_root!();
     let b = Berth::with_busybox();

@@ -610,6 +610,13 @@ impl Engine {
                 }
             }
         };
+        // After a reboot the bridge and the rules are gone; the rows are not.
+        if !link::link_exists(&net.bridge).unwrap_or(true) {
+            let _lock = self.network_lock()?;
+            link::ensure_bridge(&net.bridge, net.gateway, net.subnet.prefix)
+                .map_err(|e| invalid(format!("making the network's bridge again: {e}")))?;
+            self.apply_firewall()?;
+        }
         let ns = self.netns_path(&rec.id);
         let dir = ns.parent().expect("netns has a parent");
         std::fs::create_dir_all(dir).map_err(io_err(dir))?;

@@ -234,6 +234,19 @@ impl Berth {
             .to_string()
     }
 
+    /// The Linux bridge of network `name`.
+    pub fn inspect_network_bridge(&self, name: &str) -> String {
+        self.ok(&[
+            "network",
+            "inspect",
+            "-f",
+            "{{index .Options \"com.docker.network.bridge.name\"}}",
+            name,
+        ])
+        .trim()
+        .to_string()
+    }
+
     /// Removes the networks of this root, its default bridge and its nftables table, if
     /// it has any (the table exists exactly while a network does).
     pub fn remove_networks(&self) {
