@@ -206,7 +206,7 @@ pub enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         ps_args: Vec<String>,
     },
-    /// List port mappings of a container (none until bridge networking exists)
+    /// List port mappings or a specific mapping for the container
     Port {
         container: String,
         port: Option<String>,
@@ -2013,12 +2013,31 @@ pub fn dispatch(cli: &Cli) -> CliResult<u8> {
             Ok(0)
         }
         Command::Port { container, port } => {
-            e.find_container(container)?;
-            if let Some(p) = port {
-                return Err(Failure::new(
-                    1,
-                    format!("no public port '{p}' published for {container}"),
-                ));
+            let rec = e.find_container(container)?;
+            let ports = e.published_ports(&rec.id);
+            match port {
+                None => {
+                    for p in &ports {
+                        println!("{} -> {}:{}", p.container_port, p.host_ip, p.host_port);
+                    }
+                }
+                Some(want) => {
+                    let want = if want.contains('/') {
+                        want.clone()
+                    } else {
+                        format!("{want}/tcp")
+                    };
+                    let found: Vec<_> = ports.iter().filter(|p| p.container_port == want).collect();
+                    if found.is_empty() {
+                        return Err(Failure::new(
+                            1,
+                            format!("no public port '{want}' published for {container}"),
+                        ));
+                    }
+                    for p in found {
+                        println!("{}:{}", p.host_ip, p.host_port);
+                    }
+                }
             }
             Ok(0)
         }

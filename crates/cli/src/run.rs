@@ -80,9 +80,13 @@ pub struct CreateFlags {
     /// or a network made with `network create`
     #[arg(long = "network", visible_alias = "net")]
     pub network: Option<String>,
-    /// Publish a container's port(s) to the host (not implemented yet)
+    /// Publish a container's port(s) to the host ([IP:][HOSTPORT:]PORT[/tcp|udp], ranges
+    /// allowed); needs a network
     #[arg(short = 'p', long = "publish")]
     pub publish: Vec<String>,
+    /// Publish all exposed ports to random ports
+    #[arg(short = 'P', long = "publish-all")]
+    pub publish_all: bool,
     /// Add Linux capabilities
     #[arg(long = "cap-add")]
     pub cap_add: Vec<String>,
@@ -324,9 +328,7 @@ impl CreateFlags {
             .image_and_cmd
             .split_first()
             .ok_or_else(|| invalid("requires at least 1 argument"))?;
-        if !self.publish.is_empty() {
-            return Err(invalid("publishing ports (-p) is not implemented yet"));
-        }
+        let port_bindings = parse_publish(&self.publish).map_err(invalid)?;
         let restart_policy = match self.restart.as_deref() {
             None => RestartPolicy {
                 name: "no".into(),
@@ -557,6 +559,8 @@ impl CreateFlags {
             dns: self.dns.clone(),
             extra_hosts: self.add_host.clone(),
             restart_policy,
+            port_bindings,
+            publish_all_ports: self.publish_all,
         };
         Ok(CreateOptions {
             name: self.name.clone(),
@@ -904,5 +908,103 @@ mod tests {
         assert_eq!(parse_duration("10"), None);
         assert_eq!(parse_duration("s"), None);
         assert_eq!(parse_duration("3 days"), None);
+    }
+}
+
+/// `-p` values as Docker's port bindings: `[IP:][HOSTPORT:]PORT[/PROTO]`, where HOSTPORT
+/// and PORT may be ranges of the same length (`8000-8001:80-81`), and an empty HOSTPORT
+/// (or none) means any free port.
+pub fn parse_publish(
+    specs: &[String],
+) -> Result<std::collections::BTreeMap<String, Vec<berth_engine::model::PortBinding>>, String> {
+    fn range(s: &str, spec: &str) -> Result<(u16, u16), String> {
+        let bad = || format!("invalid port {s:?} in {spec:?}");
+        let (a, b) = s.split_once('-').unwrap_or((s, s));
+        let (a, b): (u16, u16) = (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?);
+        if a == 0 || b < a {
+            return Err(bad());
+        }
+        Ok((a, b))
+    }
+    let mut out: std::collections::BTreeMap<String, Vec<berth_engine::model::PortBinding>> =
+        Default::default();
+    for spec in specs {
+        let (rest, proto) = match spec.rsplit_once('/') {
+            Some((r, p)) => (r, p.to_lowercase()),
+            None => (spec.as_str(), "tcp".to_string()),
+        };
+        if !matches!(proto.as_str(), "tcp" | "udp") {
+            return Err(format!("invalid proto {proto:?} in {spec:?}"));
+        }
+        let parts: Vec<&str> = rest.split(':').collect();
+        let (ip, host, container) = match parts.as_slice() {
+            [c] => ("", "", *c),
+            [h, c] => ("", *h, *c),
+            [i, h, c] => (*i, *h, *c),
+            _ => return Err(format!("invalid port specification {spec:?}")),
+        };
+        if !ip.is_empty() && ip.parse::<std::net::Ipv4Addr>().is_err() {
+            return Err(format!("invalid IP address {ip:?} in {spec:?}"));
+        }
+        let (c0, c1) = range(container, spec)?;
+        let host_range = if host.is_empty() {
+            None
+        } else {
+            Some(range(host, spec)?)
+        };
+        if let Some((h0, h1)) = host_range {
+            if h1 - h0 != c1 - c0 && h0 != h1 {
+                return Err(format!("invalid ranges in {spec:?}: the host range and the container range differ in size"));
+            }
+        }
+        for (i, port) in (c0..=c1).enumerate() {
+            let host_port = match host_range {
+                None => String::new(),
+                Some((h0, h1)) if h0 == h1 => h0.to_string(),
+                Some((h0, _)) => (h0 + i as u16).to_string(),
+            };
+            out.entry(format!("{port}/{proto}")).or_default().push(
+                berth_engine::model::PortBinding {
+                    host_ip: ip.to_string(),
+                    host_port,
+                },
+            );
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod publish_tests {
+    use super::parse_publish;
+
+    fn one(spec: &str) -> Vec<(String, String, String)> {
+        parse_publish(&[spec.to_string()])
+            .unwrap()
+            .into_iter()
+            .flat_map(|(p, bs)| {
+                bs.into_iter()
+                    .map(move |b| (p.clone(), b.host_ip, b.host_port))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn publish_specs_parse_as_docker_reads_them() {
+        let t = |p: &str, i: &str, h: &str| (p.to_string(), i.to_string(), h.to_string());
+        assert_eq!(one("80"), [t("80/tcp", "", "")]);
+        assert_eq!(one("8080:80"), [t("80/tcp", "", "8080")]);
+        assert_eq!(
+            one("127.0.0.1:8080:80/udp"),
+            [t("80/udp", "127.0.0.1", "8080")]
+        );
+        assert_eq!(one("127.0.0.1::80"), [t("80/tcp", "127.0.0.1", "")]);
+        assert_eq!(
+            one("9000-9001:80-81"),
+            [t("80/tcp", "", "9000"), t("81/tcp", "", "9001")]
+        );
+        for bad in ["x", "80/sctp", "1:2:3:4", "9000-9002:80-81", "0", "a.b:1:2"] {
+            assert!(parse_publish(&[bad.to_string()]).is_err(), "{bad}");
+        }
     }
 }

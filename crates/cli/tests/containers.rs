@@ -1299,3 +1299,43 @@ fn prune_filters_by_label_and_age() {
         .1
         .contains("invalid filter"));
 }
+
+#[test]
+fn a_start_clears_runtime_state_left_by_an_earlier_run() {
+    require_root!();
+    let b = Berth::with_busybox();
+    let id = b
+        .ok(&[
+            "run",
+            "-d",
+            "--name",
+            "stale",
+            "busybox:test",
+            "sleep",
+            "1000",
+        ])
+        .trim()
+        .to_string();
+    // What a racing `kill` from another process can leave: the runtime's state of the
+    // run that ended, saved again after the monitor deleted it.
+    let state = b.run_root.join("runtime/builtin").join(&id);
+    let saved = b.root.parent().unwrap().join("saved-runtime-state");
+    let copy = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(&state)
+        .arg(&saved)
+        .status()
+        .unwrap();
+    assert!(copy.success(), "no runtime state at {}", state.display());
+    b.ok(&["stop", "-t", "0", "stale"]);
+    assert!(!state.exists());
+    let back = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(&saved)
+        .arg(&state)
+        .status()
+        .unwrap();
+    assert!(back.success());
+    b.ok(&["start", "stale"]);
+    assert_eq!(b.inspect("stale", "{{.State.Status}}"), "running");
+}

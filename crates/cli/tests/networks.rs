@@ -240,3 +240,155 @@ fn an_internal_network_has_no_way_out() {
     ]);
     assert!(routes.contains("default via"), "{routes}");
 }
+
+/// An HTTP GET of `/` on 127.0.0.1:`port` from the host; the response body.
+fn http_get(port: u16) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .ok()?;
+    s.write_all(b"GET / HTTP/1.0\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    out.split("\r\n\r\n").nth(1).map(String::from)
+}
+
+#[test]
+fn published_ports_reach_the_container_from_the_host() {
+    require_root!();
+    let b = Berth::with_busybox();
+    let www = b.root.parent().unwrap().join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    std::fs::write(www.join("index.html"), "served by the container\n").unwrap();
+    let vol = format!("{}:/www:ro", www.display());
+    let port = common::free_port();
+    let fixed = format!("{port}:80");
+    b.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "--network",
+        "bridge",
+        "-p",
+        &fixed,
+        "-p",
+        "127.0.0.1::81",
+        "-p",
+        "127.0.0.1::5353/udp",
+        "-v",
+        &vol,
+        "busybox:test",
+        "httpd",
+        "-f",
+        "-p",
+        "80",
+        "-h",
+        "/www",
+    ]);
+    assert!(
+        common::eventually(5, || http_get(port).is_some()),
+        "nothing answers on 127.0.0.1:{port}"
+    );
+    assert_eq!(http_get(port).unwrap(), "served by the container\n");
+    // `port`, `ps` and inspect say where each port went; a random one was chosen for 81.
+    let ports = b.ok(&["port", "web"]);
+    assert!(
+        ports.contains(&format!("80/tcp -> 0.0.0.0:{port}")),
+        "{ports}"
+    );
+    let random: u16 = b
+        .ok(&["port", "web", "81"])
+        .trim()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(random > 0);
+    let udp: u16 = b
+        .ok(&["port", "web", "5353/udp"])
+        .trim()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let ps = b.ok(&["ps", "--format", "{{.Ports}}"]);
+    assert!(ps.contains(&format!("0.0.0.0:{port}->80/tcp")), "{ps}");
+    assert_eq!(
+        b.inspect(
+            "web",
+            "{{(index (index .NetworkSettings.Ports \"80/tcp\") 0).HostPort}}"
+        ),
+        port.to_string()
+    );
+    // The host ports are taken while the container runs: by another container (a clear
+    // error at start) and by anything else on the host.
+    let (code, err) = b.fails(&[
+        "run",
+        "-d",
+        "--network",
+        "bridge",
+        "-p",
+        &fixed,
+        "busybox:test",
+        "sleep",
+        "10",
+    ]);
+    assert_eq!(code, 125);
+    assert!(err.contains("port is already allocated"), "{err}");
+    assert!(std::net::TcpListener::bind(("0.0.0.0", port)).is_err());
+    assert!(std::net::UdpSocket::bind(("127.0.0.1", udp)).is_err());
+    // Stopped, the ports are free again and lead nowhere.
+    b.ok(&["stop", "-t", "0", "web"]);
+    assert!(http_get(port).is_none());
+    assert!(std::net::TcpListener::bind(("0.0.0.0", port)).is_ok());
+    assert!(std::net::UdpSocket::bind(("127.0.0.1", udp)).is_ok());
+    assert_eq!(b.ok(&["port", "web"]), "");
+    // Started again, it serves again.
+    b.ok(&["start", "web"]);
+    assert!(common::eventually(5, || http_get(port).is_some()));
+    let (_, err) = b.fails(&["run", "--rm", "-p", "80", "busybox:test", "true"]);
+    assert!(err.contains("publishing ports needs a network"), "{err}");
+    let (_, err) = b.fails(&[
+        "run",
+        "--rm",
+        "-p",
+        "80/sctp",
+        "--network",
+        "bridge",
+        "busybox:test",
+        "true",
+    ]);
+    assert!(err.contains("invalid proto"), "{err}");
+}
+
+#[test]
+fn publish_all_publishes_every_exposed_port() {
+    require_root!();
+    let b = Berth::with_busybox();
+    let ctx = b.root.parent().unwrap().join("exposing");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox:test\nEXPOSE 80 9000/udp\n",
+    )
+    .unwrap();
+    b.ok(&["build", "-q", "-t", "exposing:1", ctx.to_str().unwrap()]);
+    b.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "all",
+        "--network",
+        "bridge",
+        "-P",
+        "exposing:1",
+        "sleep",
+        "1000",
+    ]);
+    let ports = b.ok(&["port", "all"]);
+    assert!(ports.contains("80/tcp -> 0.0.0.0:"), "{ports}");
+    assert!(ports.contains("9000/udp -> 0.0.0.0:"), "{ports}");
+}

@@ -343,7 +343,14 @@ impl Engine {
             ));
         }
         // A network that does not exist is an error now, not at start.
-        self.network_of_mode(&host_config.network_mode)?;
+        let net = self.network_of_mode(&host_config.network_mode)?;
+        if net.is_none() && (!host_config.port_bindings.is_empty() || host_config.publish_all_ports)
+        {
+            return Err(EngineError::Invalid(format!(
+                "publishing ports needs a network (--network bridge or one of yours), not --network {}",
+                if host_config.network_mode.is_empty() { "none" } else { &host_config.network_mode }
+            )));
+        }
         if host_config.log_config.kind.is_empty() {
             host_config.log_config.kind = "json-file".into();
         }
@@ -621,7 +628,12 @@ impl Engine {
     }
 
     /// Writes the OCI bundle and the monitor config for a start.
-    fn prepare_start(&self, rec: &ContainerRecord) -> Result<MonitorConfig> {
+    /// Writes the container's spec and monitor config for a start; returns the config and
+    /// the sockets reserving its published ports (for the monitor to inherit).
+    fn prepare_start(
+        &self,
+        rec: &ContainerRecord,
+    ) -> Result<(MonitorConfig, Vec<std::os::fd::OwnedFd>)> {
         let image = self.find_image(&rec.image_id)?;
         let dir = self.container_dir(&rec.id);
         let layer_dirs = self.layer_dirs(rec, &image);
@@ -686,10 +698,28 @@ impl Engine {
         args.extend(rec.args.iter().cloned());
         let merged = dir.join("merged");
         // On a network: a namespace with the container's address, and its name for it.
+        let mut port_fds = Vec::new();
+        let mut port_maps = Vec::new();
+        let ports_path = dir.join("ports.json");
+        let _ = fs::remove_file(&ports_path);
         let netns = match self.network_of_mode(&hc.network_mode)? {
             Some(net) => {
                 let (ns, ip) = self.connect_for_start(rec, &net)?;
                 self.hosts_entry(&dir, ip, &rec.config.hostname)?;
+                let (published, fds, maps) = match self.publish_ports(rec, ip) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        let _ = berth_net::netns::remove(&ns);
+                        return Err(e);
+                    }
+                };
+                berth_image::fsutil::replace_file(
+                    &ports_path,
+                    &serde_json::to_vec(&published).expect("ports serialise"),
+                )
+                .map_err(io_err(&ports_path))?;
+                port_fds = fds;
+                port_maps = maps;
                 Some(ns)
             }
             None => None,
@@ -774,6 +804,10 @@ impl Engine {
             auto_remove: hc.auto_remove,
             loopback_up: hc.network_mode != "host",
             netns,
+            // Inherited right after the readiness pipe (fd 3).
+            port_fds: (0..port_fds.len() as i32).map(|i| 4 + i).collect(),
+            ports_table: self.ports_table(),
+            ports: port_maps.iter().map(Into::into).collect(),
             seed_volumes,
             cgroup: format!("/berth/{}", rec.id),
             restart_policy: hc.restart_policy.name.clone(),
@@ -795,7 +829,7 @@ impl Engine {
             &serde_json::to_vec(&mcfg).expect("monitor config serialises"),
         )
         .map_err(io_err(&p))?;
-        Ok(mcfg)
+        Ok((mcfg, port_fds))
     }
 
     /// `start`: spawns the container's monitor. With `wait_attach`, the container is
@@ -827,13 +861,32 @@ impl Engine {
             return Ok(None);
         }
         let _ = fs::remove_file(crate::monitor::stop_marker(self.root(), &rec.id));
+        // The runtime's state of an earlier run may still be there: a `kill` from another
+        // process (stop's SIGKILL) saves the runtime state and can do so just after the
+        // monitor deleted it. Nothing runs now, so it goes.
+        if let Ok(rt) = berth_runtime::by_name(&rec.host_config.runtime, &self.runtime_root()) {
+            let _ = rt.delete(&rec.id, true);
+        }
         if st.restart_count != 0 {
             // A user's start begins a new count, as Docker's does.
             let mut fresh = st.clone();
             fresh.restart_count = 0;
             state::write(self.root(), &rec.id, &fresh)?;
         }
-        self.prepare_start(&rec)?;
+        let (_, port_fds) = self.prepare_start(&rec)?;
+        // Out of the way of the fds the monitor gets them at (4, 5, …).
+        let high: Vec<std::os::fd::OwnedFd> = port_fds
+            .iter()
+            .map(|fd| {
+                nix::fcntl::fcntl(fd.as_raw_fd(), nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(100))
+                    // SAFETY: F_DUPFD_CLOEXEC returned a new descriptor that we own.
+                    .map(|n| unsafe {
+                        <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(n)
+                    })
+                    .map_err(|e| crate::error::sys_err("dup")(e))
+            })
+            .collect::<Result<_>>()?;
+        let high_raw: Vec<i32> = high.iter().map(|f| f.as_raw_fd()).collect();
         let (r, w) = std::io::pipe().map_err(io_err("pipe"))?;
         let wfd = w.as_raw_fd();
         let log_path = self.container_dir(&rec.id).join("monitor.log");
@@ -865,11 +918,18 @@ impl Engine {
                 if libc::dup2(wfd, 3) < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
+                for (i, fd) in high_raw.iter().enumerate() {
+                    if libc::dup2(*fd, 4 + i as i32) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
                 Ok(())
             });
         }
         let child = cmd.spawn().map_err(io_err(self.monitor_path()))?;
         drop(w);
+        drop(high);
+        drop(port_fds);
         let mut ready = BufReader::new(r);
         let mut handle = StartHandle {
             child: Some(child),
@@ -1385,7 +1445,12 @@ impl Engine {
                 created: rec.created.clone(),
                 state: st.status.as_str().into(),
                 status: status_text(&st),
-                ports: String::new(),
+                ports: self
+                    .published_ports(&rec.id)
+                    .iter()
+                    .map(|p| format!("{}:{}->{}", p.host_ip, p.host_port, p.container_port))
+                    .collect::<Vec<_>>()
+                    .join(", "),
                 labels: rec.config.labels.clone(),
                 exit_code: st.exit_code,
             });
@@ -1446,7 +1511,18 @@ impl Engine {
             }
             networks.insert(ep.network.name.clone(), v);
         }
-        let mut network_settings = serde_json::json!({"Ports": {}, "Networks": networks});
+        let mut ports = serde_json::Map::new();
+        for p in self.published_ports(&rec.id) {
+            let e = ports
+                .entry(p.container_port.clone())
+                .or_insert_with(|| serde_json::json!([]));
+            if let Some(list) = e.as_array_mut() {
+                list.push(
+                    serde_json::json!({"HostIp": p.host_ip, "HostPort": p.host_port.to_string()}),
+                );
+            }
+        }
+        let mut network_settings = serde_json::json!({"Ports": ports, "Networks": networks});
         for (k, v) in top.as_object().expect("an object") {
             network_settings[k] = v.clone();
         }

@@ -115,6 +115,29 @@ pub struct HostConfig {
     pub mounts: Vec<MountSpec>,
     pub dns: Vec<String>,
     pub extra_hosts: Vec<String>,
+    /// `-p`: container port (`80/tcp`) → where on the host (an empty port: any free one).
+    #[serde(default)]
+    pub port_bindings: BTreeMap<String, Vec<PortBinding>>,
+    /// `-P`: every exposed port on a free host port.
+    #[serde(default)]
+    pub publish_all_ports: bool,
+}
+
+/// Where a container port is published (Docker's `PortBinding`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct PortBinding {
+    pub host_ip: String,
+    pub host_port: String,
+}
+
+/// A port published while the container runs: the host side as bound.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PublishedPort {
+    /// `80/tcp`.
+    pub container_port: String,
+    pub host_ip: String,
+    pub host_port: u16,
 }
 
 /// What the database keeps for a container.

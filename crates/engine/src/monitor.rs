@@ -69,6 +69,48 @@ pub struct MonitorConfig {
     /// when the container stops for good: its veth pair goes with it.
     #[serde(default)]
     pub netns: Option<PathBuf>,
+    /// The sockets reserving the container's published host ports, inherited at these
+    /// fds and held until the end; and the nftables table and elements publishing them.
+    #[serde(default)]
+    pub port_fds: Vec<RawFd>,
+    #[serde(default)]
+    pub ports_table: String,
+    #[serde(default)]
+    pub ports: Vec<PortElement>,
+}
+
+/// A published port's nftables element, for the monitor to take out at the end.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PortElement {
+    pub host_ip: Option<std::net::Ipv4Addr>,
+    pub proto: String,
+    pub host_port: u16,
+    pub ip: std::net::Ipv4Addr,
+    pub port: u16,
+}
+
+impl From<&berth_net::firewall::PortMap> for PortElement {
+    fn from(p: &berth_net::firewall::PortMap) -> Self {
+        PortElement {
+            host_ip: p.host_ip,
+            proto: p.proto.clone(),
+            host_port: p.host_port,
+            ip: p.ip,
+            port: p.port,
+        }
+    }
+}
+
+impl From<&PortElement> for berth_net::firewall::PortMap {
+    fn from(p: &PortElement) -> Self {
+        berth_net::firewall::PortMap {
+            host_ip: p.host_ip,
+            proto: p.proto.clone(),
+            host_port: p.host_port,
+            ip: p.ip,
+            port: p.port,
+        }
+    }
 }
 
 /// The label that ties a container to the process it lives for (`PID-START`).
@@ -168,6 +210,11 @@ pub fn run(
         health: None,
         owner: None,
     };
+    // The port reservations stay with this process only, not its children.
+    for &fd in &m.cfg.port_fds {
+        // SAFETY: fcntl on an fd number the engine handed us; a bad one fails harmlessly.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
     m.owner = m.cfg.owner.and_then(|(pid, start)| {
         // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
         let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
@@ -242,6 +289,7 @@ pub fn run(
 /// Records a failed start: state exited with `code` and the error, rootfs unmounted.
 fn fail(root: &Path, cfg: &MonitorConfig, ready: &mut Ready, code: i32, msg: &str) {
     let _ = sys::unmount(&cfg.merged);
+    release_network(cfg);
     let mut st = state::read_raw(root, &cfg.id).unwrap_or_default();
     st.status = Status::Exited;
     st.exit_code = code;
@@ -250,6 +298,19 @@ fn fail(root: &Path, cfg: &MonitorConfig, ready: &mut Ready, code: i32, msg: &st
     st.finished_at = crate::now();
     let _ = state::write(root, &cfg.id, &st);
     ready.done(&format!("err {code} {}", msg.replace('\n', " ")));
+}
+
+/// Takes the container's published ports out of the firewall and unpins its network
+/// namespace (its veth pair goes with it). The port reservations go when this process
+/// exits.
+fn release_network(cfg: &MonitorConfig) {
+    if !cfg.ports.is_empty() {
+        let maps: Vec<berth_net::firewall::PortMap> = cfg.ports.iter().map(Into::into).collect();
+        berth_net::firewall::unpublish(&cfg.ports_table, &maps);
+    }
+    if let Some(ns) = &cfg.netns {
+        let _ = berth_net::netns::remove(ns);
+    }
 }
 
 struct Monitor {
@@ -981,9 +1042,7 @@ impl Monitor {
         self.listener = None;
         self.cleanup_runtime();
         let _ = sys::unmount(&self.cfg.merged);
-        if let Some(ns) = &self.cfg.netns {
-            let _ = berth_net::netns::remove(ns);
-        }
+        release_network(&self.cfg);
         let mut st: RunState = state::read_raw(&self.root, &self.cfg.id).unwrap_or_default();
         st.status = Status::Exited;
         st.exit_code = code;

@@ -45,7 +45,7 @@ pub fn ruleset(table: &str, nets: &[Rules]) -> String {
         }
     }
     format!(
-        "table inet {table} {{\n  chain forward {{\n    type filter hook forward priority filter; policy accept;\n{forward}  }}\n  chain postrouting {{\n    type nat hook postrouting priority srcnat; policy accept;\n{nat}  }}\n}}\n"
+        "table inet {table} {{\n  chain forward {{\n    type filter hook forward priority filter; policy accept;\n    ct status dnat accept\n{forward}  }}\n  chain postrouting {{\n    type nat hook postrouting priority srcnat; policy accept;\n{nat}  }}\n}}\n"
     )
 }
 
@@ -85,6 +85,85 @@ pub fn apply(table: &str, nets: &[Rules]) -> Result<()> {
         script.push_str(&ruleset(table, nets));
     }
     nft(&script)
+}
+
+/// A published port: `host_ip` (None: every local address) `proto`/`host_port` leads to
+/// `ip`:`port` in a container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortMap {
+    pub host_ip: Option<std::net::Ipv4Addr>,
+    pub proto: String,
+    pub host_port: u16,
+    pub ip: std::net::Ipv4Addr,
+    pub port: u16,
+}
+
+impl PortMap {
+    /// (map, key) of the element that publishes it.
+    fn key(&self) -> (&'static str, String) {
+        match self.host_ip {
+            None => ("any_ports", format!("{} . {}", self.proto, self.host_port)),
+            Some(ip) => (
+                "ip_ports",
+                format!("{ip} . {} . {}", self.proto, self.host_port),
+            ),
+        }
+    }
+}
+
+/// The table of published ports (`inet NAME`): destination NAT through two maps that
+/// containers' ports are added to and taken from one by one, whatever else changes.
+/// Connections from the host to 127.0.0.1 are masqueraded (the bridges accept them with
+/// `route_localnet`).
+fn ports_table(table: &str) -> String {
+    let dnat = "    fib daddr type local dnat ip to ip daddr . meta l4proto . th dport map @ip_ports\n    fib daddr type local dnat ip to meta l4proto . th dport map @any_ports\n";
+    format!(
+        "table inet {table} {{\n  map any_ports {{ type inet_proto . inet_service : ipv4_addr . inet_service; }}\n  map ip_ports {{ type ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service; }}\n  chain prerouting {{\n    type nat hook prerouting priority dstnat; policy accept;\n{dnat}  }}\n  chain output {{\n    type nat hook output priority -100; policy accept;\n{dnat}  }}\n  chain postrouting {{\n    type nat hook postrouting priority srcnat; policy accept;\n    ct status dnat ip saddr 127.0.0.0/8 masquerade\n  }}\n}}\n"
+    )
+}
+
+fn table_exists(table: &str) -> bool {
+    Command::new("nft")
+        .args(["list", "table", "inet", table])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Publishes `ports` in table `inet NAME` (made if missing). An element left by a
+/// container whose monitor was killed is replaced: the port's reservation (a socket
+/// held by the monitor) is what says who has it.
+pub fn publish(table: &str, ports: &[PortMap]) -> Result<()> {
+    if ports.is_empty() {
+        return Ok(());
+    }
+    if !table_exists(table) {
+        nft(&ports_table(table))?;
+    }
+    unpublish(table, ports);
+    let mut script = String::new();
+    for p in ports {
+        let (map, key) = p.key();
+        script.push_str(&format!(
+            "add element inet {table} {map} {{ {key} : {} . {} }}\n",
+            p.ip, p.port
+        ));
+    }
+    nft(&script)
+}
+
+/// Takes `ports` out of table `inet NAME`; missing ones are fine.
+pub fn unpublish(table: &str, ports: &[PortMap]) {
+    for p in ports {
+        let (map, key) = p.key();
+        let _ = nft(&format!("delete element inet {table} {map} {{ {key} }}\n"));
+    }
+}
+
+/// Removes table `inet NAME`, if it is there.
+pub fn remove_table(table: &str) -> Result<()> {
+    nft(&format!("table inet {table}\ndelete table inet {table}\n"))
 }
 
 #[cfg(test)]

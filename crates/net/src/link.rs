@@ -62,7 +62,7 @@ async fn add_address(h: &Handle, index: u32, ip: Ipv4Addr, prefix: u8, what: &st
 
 /// Makes bridge `name` with address `gateway/prefix`, up; one that exists is kept.
 pub fn ensure_bridge(name: &str, gateway: Ipv4Addr, prefix: u8) -> Result<()> {
-    with_handle(async |h| {
+    with_handle(async |h| -> Result<()> {
         if index_of(&h, name).await?.is_none() {
             match h
                 .link()
@@ -83,7 +83,11 @@ pub fn ensure_bridge(name: &str, gateway: Ipv4Addr, prefix: u8) -> Result<()> {
             .execute()
             .await
             .map_err(nl(format!("setting {name} up")))
-    })
+    })?;
+    // Published ports are reachable on 127.0.0.1: connections to it are routed to the
+    // bridge, which must accept loopback sources.
+    let p = format!("/proc/sys/net/ipv4/conf/{name}/route_localnet");
+    std::fs::write(&p, "1").map_err(crate::io(p))
 }
 
 /// Removes link `name` (and a veth's peer with it); missing is fine.

@@ -267,9 +267,11 @@ impl Berth {
         let _ = Command::new("ip")
             .args(["link", "del", &format!("bb-{tag}")])
             .output();
-        let _ = Command::new("nft")
-            .args(["delete", "table", "inet", &table])
-            .output();
+        for t in [format!("{table}_ports"), table] {
+            let _ = Command::new("nft")
+                .args(["delete", "table", "inet", &t])
+                .output();
+        }
     }
 }
 
