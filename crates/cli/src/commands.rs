@@ -350,6 +350,14 @@ pub enum Command {
     /// Manage networks
     #[command(subcommand)]
     Network(crate::network::NetworkCmd),
+    /// A network's name server (started by berth itself)
+    #[command(hide = true)]
+    DnsServe {
+        #[arg(long)]
+        addr: std::net::SocketAddr,
+        #[arg(long)]
+        records: std::path::PathBuf,
+    },
     /// Create a new image from a container's changes
     Commit {
         /// Author
@@ -2343,6 +2351,13 @@ pub fn dispatch(cli: &Cli) -> CliResult<u8> {
         Command::Build(b) => crate::build::build(e, b),
         Command::Builder(b) => crate::build::builder(e, b),
         Command::Network(n) => crate::network::network(e, n),
+        Command::DnsServe { addr, records } => {
+            let sock = std::net::UdpSocket::bind(addr)
+                .map_err(|err| Failure::new(1, format!("dns-serve: binding {addr}: {err}")))?;
+            let resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+            berth_net::dns::serve(sock, records, berth_net::dns::upstreams(&resolv))?;
+            Ok(0)
+        }
         Command::Registry { args } => registry(args),
         Command::System(SystemCmd::Df { verbose, format }) => df(e, *verbose, format.as_deref()),
         Command::System(SystemCmd::Prune {

@@ -392,3 +392,109 @@ fn publish_all_publishes_every_exposed_port() {
     assert!(ports.contains("80/tcp -> 0.0.0.0:"), "{ports}");
     assert!(ports.contains("9000/udp -> 0.0.0.0:"), "{ports}");
 }
+
+#[test]
+fn containers_resolve_each_other_by_name_on_their_network_only() {
+    require_root!();
+    let b = Berth::with_busybox();
+    b.ok(&["network", "create", "app"]);
+    b.ok(&["network", "create", "other"]);
+    let id = b
+        .ok(&[
+            "run",
+            "-d",
+            "--name",
+            "web",
+            "--network",
+            "app",
+            "busybox:test",
+            "sleep",
+            "1000",
+        ])
+        .trim()
+        .to_string();
+    let ip = ip_of(&b, "web", "app");
+    let lookup = |net: &str, name: &str| {
+        b.run(&[
+            "run",
+            "--rm",
+            "--network",
+            net,
+            "busybox:test",
+            "nslookup",
+            name,
+        ])
+    };
+    let out = lookup("app", "web");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&ip));
+    let out = lookup("app", &id[..12]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&ip),
+        "by short id"
+    );
+    assert!(b
+        .run(&[
+            "run",
+            "--rm",
+            "--network",
+            "app",
+            "busybox:test",
+            "ping",
+            "-c",
+            "1",
+            "-W",
+            "2",
+            "web"
+        ])
+        .status
+        .success());
+    // Another network does not know the name; the default network has no name server.
+    assert!(!lookup("other", "web").status.success());
+    let resolv = b.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "bridge",
+        "busybox:test",
+        "cat",
+        "/etc/resolv.conf",
+    ]);
+    let gw = b.ok(&[
+        "network",
+        "inspect",
+        "-f",
+        "{{(index .IPAM.Config 0).Gateway}}",
+        "bridge",
+    ]);
+    assert!(!resolv.contains(gw.trim()), "{resolv}");
+    // Removed, the container's name goes.
+    b.ok(&["rm", "-f", "web"]);
+    assert!(!lookup("app", "web").status.success());
+    // Removed, the network's name server stops.
+    let pidfile = std::fs::read_dir(b.run_root.join("dns"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "pid"))
+        .expect("a name server's pid file");
+    let pid: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .split('-')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    b.ok(&["network", "rm", "app", "other"]);
+    assert!(common::eventually(5, || !std::path::Path::new(&format!(
+        "/proc/{pid}"
+    ))
+    .exists()
+        || std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .unwrap_or_default()
+            .contains(") Z")));
+    assert!(!pidfile.exists());
+}

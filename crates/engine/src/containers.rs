@@ -706,6 +706,10 @@ impl Engine {
             Some(net) => {
                 let (ns, ip) = self.connect_for_start(rec, &net)?;
                 self.hosts_entry(&dir, ip, &rec.config.hostname)?;
+                if let Err(e) = self.dns_for_start(rec, &net) {
+                    let _ = berth_net::netns::remove(&ns);
+                    return Err(e);
+                }
                 let (published, fds, maps) = match self.publish_ports(rec, ip) {
                     Ok(p) => p,
                     Err(e) => {

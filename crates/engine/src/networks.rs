@@ -478,6 +478,7 @@ impl Engine {
                 n.name, n.id
             )));
         }
+        self.stop_dns_server(&n);
         self.db
             .execute("DELETE FROM networks WHERE id = ?1", [&n.id])?;
         link::delete_link(&n.bridge).map_err(|e| invalid(format!("removing the bridge: {e}")))?;
@@ -761,11 +762,121 @@ impl Engine {
             .unwrap_or_default()
     }
 
-    /// Forgets a removed container's addresses and unpins its namespace.
+    /// Forgets a removed container's addresses and unpins its namespace; its names
+    /// leave the networks' name servers.
     pub(crate) fn disconnect_removed(&self, id: &str) -> Result<()> {
+        let nets: Vec<NetworkRecord> = self
+            .container_endpoints(id)?
+            .into_iter()
+            .map(|e| e.network)
+            .collect();
         self.db
             .execute("DELETE FROM endpoints WHERE container = ?1", [id])?;
         let _ = berth_net::netns::remove(&self.netns_path(id));
+        for n in nets {
+            let _ = self.write_dns_records(&n);
+        }
         Ok(())
+    }
+
+    fn dns_dir(&self) -> PathBuf {
+        self.run_root().join("dns")
+    }
+
+    /// Whether a network resolves its containers' names: every one but the default,
+    /// as in Docker.
+    pub(crate) fn has_dns(net: &NetworkRecord) -> bool {
+        net.name != DEFAULT_NETWORK
+    }
+
+    /// Writes the names of the containers on `net` (name and short id) for its name
+    /// server, through a temp file and a rename.
+    fn write_dns_records(&self, net: &NetworkRecord) -> Result<()> {
+        if !Self::has_dns(net) {
+            return Ok(());
+        }
+        let mut text = String::new();
+        for (c, ip, _) in self.endpoints_of_network(&net.id)? {
+            if let Ok(rec) = self.find_container(&c) {
+                text.push_str(&format!("{} {ip}\n{} {ip}\n", rec.name, &rec.id[..12]));
+            }
+        }
+        let dir = self.dns_dir();
+        std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        let p = dir.join(format!("{}.hosts", net.id));
+        berth_image::fsutil::replace_file(&p, text.as_bytes()).map_err(io_err(&p))
+    }
+
+    /// Starts `net`'s name server (on its gateway's port 53) unless it runs.
+    fn ensure_dns_server(&self, net: &NetworkRecord) -> Result<()> {
+        let pidfile = self.dns_dir().join(format!("{}.pid", net.id));
+        if let Some((pid, start)) = std::fs::read_to_string(&pidfile)
+            .ok()
+            .and_then(|t| crate::monitor::parse_owner(t.trim()))
+        {
+            if crate::sys::process_alive(pid, start) {
+                return Ok(());
+            }
+        }
+        let exe = std::env::current_exe().map_err(io_err("the berth binary"))?;
+        let records = self.dns_dir().join(format!("{}.hosts", net.id));
+        let mut cmd = std::process::Command::new(&exe);
+        cmd.arg("dns-serve")
+            .arg("--addr")
+            .arg(format!("{}:53", net.gateway))
+            .arg("--records")
+            .arg(&records)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        // SAFETY: setsid is async-signal-safe; the server outlives this process.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+                nix::unistd::setsid().map_err(std::io::Error::from)?;
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().map_err(io_err(&exe))?;
+        let pid = child.id() as i32;
+        let start = crate::sys::process_start_time(pid).unwrap_or(0);
+        berth_image::fsutil::replace_file(&pidfile, format!("{pid}-{start}").as_bytes())
+            .map_err(io_err(&pidfile))?;
+        Ok(())
+    }
+
+    /// Stops `net`'s name server and removes its files.
+    fn stop_dns_server(&self, net: &NetworkRecord) {
+        let pidfile = self.dns_dir().join(format!("{}.pid", net.id));
+        if let Some((pid, start)) = std::fs::read_to_string(&pidfile)
+            .ok()
+            .and_then(|t| crate::monitor::parse_owner(t.trim()))
+        {
+            if crate::sys::process_alive(pid, start) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+        let _ = std::fs::remove_file(&pidfile);
+        let _ = std::fs::remove_file(self.dns_dir().join(format!("{}.hosts", net.id)));
+    }
+
+    /// A starting container's name goes to its network's name server (started if need
+    /// be), which its resolv.conf points to.
+    pub(crate) fn dns_for_start(&self, rec: &ContainerRecord, net: &NetworkRecord) -> Result<()> {
+        if !Self::has_dns(net) {
+            return Ok(());
+        }
+        self.write_dns_records(net)?;
+        self.ensure_dns_server(net)?;
+        let p = self.container_dir(&rec.id).join("resolv.conf");
+        let mut text = format!("nameserver {}\n", net.gateway);
+        let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+        for l in host.lines().filter(|l| l.starts_with("search")) {
+            text.push_str(&format!("{l}\n"));
+        }
+        text.push_str("options ndots:0\n");
+        berth_image::fsutil::replace_file(&p, text.as_bytes()).map_err(io_err(&p))
     }
 }

@@ -3,6 +3,7 @@
 //! bridges and veth pairs over netlink ([`link`], with rtnetlink), and isolation and NAT
 //! with nftables ([`firewall`], through the `nft` tool as netavark does).
 
+pub mod dns;
 pub mod firewall;
 pub mod ipam;
 pub mod link;
