@@ -133,6 +133,17 @@ pub fn attach(netns: &Path, a: &Attachment) -> Result<()> {
         let bridge = index_of(&h, &a.bridge)
             .await?
             .ok_or_else(|| NetError::Invalid(format!("no bridge {}", a.bridge)))?;
+        // A pair of the same name may still be there: the kernel destroys a namespace
+        // (and the veth in it) asynchronously after its last reference goes, so a quick
+        // stop and start can find the old host end. It is ours by its name.
+        for name in [&a.host_if, &peer] {
+            if let Some(i) = index_of(&h, name).await? {
+                match h.link().del(i).execute().await {
+                    Err(rtnetlink::Error::NetlinkError(m)) if m.raw_code() == -libc::ENODEV => {}
+                    r => r.map_err(nl(format!("removing the old {name}")))?,
+                }
+            }
+        }
         h.link()
             .add(LinkVeth::new(&a.host_if, &peer).build())
             .execute()

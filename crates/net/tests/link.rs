@@ -95,3 +95,41 @@ fn two_namespaces_on_a_bridge_reach_each_other_and_nothing_is_left() {
     link::delete_link(&c.bridge).unwrap();
     assert!(!link::link_exists(&c.bridge).unwrap());
 }
+
+#[test]
+fn attaching_replaces_a_veth_left_by_a_namespace_not_yet_destroyed() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let tag = format!("{:x}", std::process::id());
+    let subnet: Subnet = "10.211.78.0/24".parse().unwrap();
+    let gw = subnet.gateway().unwrap();
+    let mut c = Cleanup {
+        bridge: format!("bb-u{tag}"),
+        namespaces: Vec::new(),
+        dir: tempfile::tempdir().unwrap(),
+    };
+    link::ensure_bridge(&c.bridge, gw, 24).unwrap();
+    let ip = Ipv4Addr::new(10, 211, 78, 10);
+    let a = Attachment {
+        bridge: c.bridge.clone(),
+        host_if: format!("vu{tag}"),
+        ip,
+        prefix: 24,
+        gateway: Some(gw),
+        mac: mac_for(ip),
+        name: "eth0".into(),
+    };
+    let first = c.dir.path().join("first");
+    netns::create(&first).unwrap();
+    c.namespaces.push(first.clone());
+    link::attach(&first, &a).unwrap();
+    // The first namespace is still alive (pinned) when the container starts again with
+    // a new one: the old pair must give way.
+    let second = c.dir.path().join("second");
+    netns::create(&second).unwrap();
+    c.namespaces.push(second.clone());
+    link::attach(&second, &a).unwrap();
+    assert!(ping_from(&second, gw));
+}
