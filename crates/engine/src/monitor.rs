@@ -300,13 +300,16 @@ fn fail(root: &Path, cfg: &MonitorConfig, ready: &mut Ready, code: i32, msg: &st
     ready.done(&format!("err {code} {}", msg.replace('\n', " ")));
 }
 
-/// Takes the container's published ports out of the firewall and unpins its network
-/// namespace (its veth pair goes with it). The port reservations go when this process
-/// exits.
+/// Takes the container's published ports out of the firewall, gives up their host ports
+/// (before the state says exited, so a `stop` that returns finds them free), and unpins
+/// the network namespace (its veth pair goes with it). Called once, at the end.
 fn release_network(cfg: &MonitorConfig) {
     if !cfg.ports.is_empty() {
         let maps: Vec<berth_net::firewall::PortMap> = cfg.ports.iter().map(Into::into).collect();
         berth_net::firewall::unpublish(&cfg.ports_table, &maps);
+    }
+    for &fd in &cfg.port_fds {
+        let _ = nix::unistd::close(fd);
     }
     if let Some(ns) = &cfg.netns {
         let _ = berth_net::netns::remove(ns);
