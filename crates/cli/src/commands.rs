@@ -1163,14 +1163,7 @@ fn volume(engine: &Engine, cmd: &VolumeCmd) -> CliResult<u8> {
                     format!("volume driver {driver:?} is not available: only \"local\""),
                 ));
             }
-            let labels: BTreeMap<String, String> = labels
-                .iter()
-                .map(|l| {
-                    l.split_once('=')
-                        .map(|(k, v)| (k.to_string(), v.to_string()))
-                        .unwrap_or((l.clone(), String::new()))
-                })
-                .collect();
+            let labels = crate::network::key_values(labels);
             let (n, anon) = match name {
                 Some(n) => (n.clone(), false),
                 None => (berth_engine::names::new_id(), true),

@@ -87,7 +87,8 @@ pub enum NetworkCmd {
     },
 }
 
-fn key_values(list: &[String]) -> BTreeMap<String, String> {
+/// `KEY=VALUE` flags (`--label`, `--opt`) as a map; a bare `KEY` has an empty value.
+pub fn key_values(list: &[String]) -> BTreeMap<String, String> {
     list.iter()
         .map(|l| {
             l.split_once('=')

@@ -241,6 +241,12 @@ fn an_internal_network_has_no_way_out() {
     assert!(routes.contains("default via"), "{routes}");
 }
 
+/// The host port `port` of `container` is published on, as `port` prints it.
+fn host_port(b: &Berth, container: &str, port: &str) -> u16 {
+    let out = b.ok(&["port", container, port]);
+    out.trim().rsplit(':').next().unwrap().parse().unwrap()
+}
+
 /// An HTTP GET of `/` on 127.0.0.1:`port` from the host; the response body.
 fn http_get(port: u16) -> Option<String> {
     use std::io::{Read, Write};
@@ -297,23 +303,8 @@ fn published_ports_reach_the_container_from_the_host() {
         ports.contains(&format!("80/tcp -> 0.0.0.0:{port}")),
         "{ports}"
     );
-    let random: u16 = b
-        .ok(&["port", "web", "81"])
-        .trim()
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert!(random > 0);
-    let udp: u16 = b
-        .ok(&["port", "web", "5353/udp"])
-        .trim()
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    assert!(host_port(&b, "web", "81") > 0);
+    let udp = host_port(&b, "web", "5353/udp");
     let ps = b.ok(&["ps", "--format", "{{.Ports}}"]);
     assert!(ps.contains(&format!("0.0.0.0:{port}->80/tcp")), "{ps}");
     assert_eq!(
