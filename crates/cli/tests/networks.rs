@@ -428,22 +428,7 @@ fn containers_resolve_each_other_by_name_on_their_network_only() {
         String::from_utf8_lossy(&out.stdout).contains(&ip),
         "by short id"
     );
-    assert!(b
-        .run(&[
-            "run",
-            "--rm",
-            "--network",
-            "app",
-            "busybox:test",
-            "ping",
-            "-c",
-            "1",
-            "-W",
-            "2",
-            "web"
-        ])
-        .status
-        .success());
+    assert!(ping(&b, "app", "web"));
     // Another network does not know the name; the default network has no name server.
     assert!(!lookup("other", "web").status.success());
     let resolv = b.ok(&[

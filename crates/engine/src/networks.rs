@@ -529,8 +529,9 @@ impl Engine {
 
     /// The container's endpoints, with their networks.
     pub fn container_endpoints(&self, id: &str) -> Result<Vec<Endpoint>> {
+        // The network's columns first, as `from_row` reads them; the endpoint's after.
         let mut st = self.db.prepare(&format!(
-            "SELECT e.ip, e.mac, {} FROM endpoints e JOIN networks n ON n.id = e.network WHERE e.container = ?1",
+            "SELECT {}, e.ip, e.mac FROM endpoints e JOIN networks n ON n.id = e.network WHERE e.container = ?1",
             COLUMNS
                 .split(", ")
                 .map(|c| format!("n.{c}"))
@@ -539,33 +540,12 @@ impl Engine {
         ))?;
         let rows = st
             .query_map([id], |r| {
-                let ip: String = r.get(0)?;
-                let mac: String = r.get(1)?;
-                // The network's columns follow the endpoint's two.
-                let net = NetworkRecord {
-                    id: r.get(2)?,
-                    name: r.get(3)?,
-                    driver: r.get(4)?,
-                    subnet: r.get::<_, String>(5)?.parse().unwrap_or(Subnet {
-                        addr: Ipv4Addr::UNSPECIFIED,
-                        prefix: 0,
-                    }),
-                    gateway: r
-                        .get::<_, String>(6)?
-                        .parse()
-                        .unwrap_or(Ipv4Addr::UNSPECIFIED),
-                    ip_range: r.get::<_, String>(7)?.parse().ok(),
-                    bridge: r.get(8)?,
-                    internal: r.get::<_, i64>(9)? != 0,
-                    labels: serde_json::from_str(&r.get::<_, String>(10)?).unwrap_or_default(),
-                    options: serde_json::from_str(&r.get::<_, String>(11)?).unwrap_or_default(),
-                    created: r.get(12)?,
-                };
+                let ip: String = r.get(11)?;
                 Ok(Endpoint {
-                    network: net,
+                    network: from_row(r)?,
                     container: id.to_string(),
                     ip: ip.parse().unwrap_or(Ipv4Addr::UNSPECIFIED),
-                    mac,
+                    mac: r.get(12)?,
                 })
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -617,7 +597,11 @@ impl Engine {
             }
         };
         // After a reboot the bridge and the rules are gone; the rows are not.
-        if !link::link_exists(&net.bridge).unwrap_or(true) {
+        // (A stat, not a netlink round trip: this is on every start.)
+        if !std::path::Path::new("/sys/class/net")
+            .join(&net.bridge)
+            .exists()
+        {
             let _lock = self.network_lock()?;
             link::ensure_bridge(&net.bridge, net.gateway, net.subnet.prefix)
                 .map_err(|e| invalid(format!("making the network's bridge again: {e}")))?;
@@ -807,16 +791,20 @@ impl Engine {
         berth_image::fsutil::replace_file(&p, text.as_bytes()).map_err(io_err(&p))
     }
 
+    /// The pid of `net`'s name server, if it runs (its pid file names it with its start
+    /// time, so a reused pid is not taken for it).
+    fn dns_server_pid(&self, net: &NetworkRecord) -> Option<i32> {
+        let pidfile = self.dns_dir().join(format!("{}.pid", net.id));
+        let (pid, start) =
+            crate::monitor::parse_owner(std::fs::read_to_string(pidfile).ok()?.trim())?;
+        crate::sys::process_alive(pid, start).then_some(pid)
+    }
+
     /// Starts `net`'s name server (on its gateway's port 53) unless it runs.
     fn ensure_dns_server(&self, net: &NetworkRecord) -> Result<()> {
         let pidfile = self.dns_dir().join(format!("{}.pid", net.id));
-        if let Some((pid, start)) = std::fs::read_to_string(&pidfile)
-            .ok()
-            .and_then(|t| crate::monitor::parse_owner(t.trim()))
-        {
-            if crate::sys::process_alive(pid, start) {
-                return Ok(());
-            }
+        if self.dns_server_pid(net).is_some() {
+            return Ok(());
         }
         let exe = std::env::current_exe().map_err(io_err("the berth binary"))?;
         let records = self.dns_dir().join(format!("{}.hosts", net.id));
@@ -846,19 +834,13 @@ impl Engine {
 
     /// Stops `net`'s name server and removes its files.
     fn stop_dns_server(&self, net: &NetworkRecord) {
-        let pidfile = self.dns_dir().join(format!("{}.pid", net.id));
-        if let Some((pid, start)) = std::fs::read_to_string(&pidfile)
-            .ok()
-            .and_then(|t| crate::monitor::parse_owner(t.trim()))
-        {
-            if crate::sys::process_alive(pid, start) {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-            }
+        if let Some(pid) = self.dns_server_pid(net) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
         }
-        let _ = std::fs::remove_file(&pidfile);
+        let _ = std::fs::remove_file(self.dns_dir().join(format!("{}.pid", net.id)));
         let _ = std::fs::remove_file(self.dns_dir().join(format!("{}.hosts", net.id)));
     }
 

@@ -190,12 +190,14 @@ impl Builder<'_> {
         env: &mut Vec<String>,
     ) -> Result<()> {
         let target = |t: &str| in_workdir(state, t);
+        let needs_target = || {
+            m.target
+                .as_deref()
+                .ok_or_else(|| invalid(format!("{} mount needs a target", m.kind)))
+        };
         match m.kind {
             MountType::Bind => {
-                let dest = m
-                    .target
-                    .as_deref()
-                    .ok_or_else(|| invalid("bind mount needs a target"))?;
+                let dest = needs_target()?;
                 let src = m.source.clone().unwrap_or_else(|| "/".into());
                 let (host, key) = match &m.from {
                     Some(from) => {
@@ -243,10 +245,7 @@ impl Builder<'_> {
                 });
             }
             MountType::Cache => {
-                let dest = m
-                    .target
-                    .as_deref()
-                    .ok_or_else(|| invalid("cache mount needs a target"))?;
+                let dest = needs_target()?;
                 if m.from.is_some() {
                     return Err(invalid(
                         "RUN --mount=type=cache,from=… is not implemented yet",
@@ -271,10 +270,7 @@ impl Builder<'_> {
                 });
             }
             MountType::Tmpfs => {
-                let dest = m
-                    .target
-                    .as_deref()
-                    .ok_or_else(|| invalid("tmpfs mount needs a target"))?;
+                let dest = needs_target()?;
                 mounts.specs.push(MountSpec {
                     kind: "tmpfs".into(),
                     target: target(dest),
