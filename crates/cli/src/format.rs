@@ -131,6 +131,97 @@ pub fn to_json(v: &Value) -> serde_json::Value {
     }
 }
 
+/// The function every printing action goes through (see [`go_printed`]).
+const PRINT_FUNC: &str = "berthPrint";
+
+/// A value as Go's fmt prints it: lists as `[a b]`, maps as `map[k:v]` with sorted keys
+/// (gtmpl would print Rust's Debug form).
+fn go_print(v: &Value) -> String {
+    match v {
+        Value::Array(a) => format!("[{}]", a.iter().map(go_print).collect::<Vec<_>>().join(" ")),
+        Value::Object(m) | Value::Map(m) => {
+            let sorted: std::collections::BTreeMap<_, _> = m.iter().collect();
+            let items: Vec<String> = sorted
+                .iter()
+                .map(|(k, v)| format!("{k}:{}", go_print(v)))
+                .collect();
+            format!("map[{}]", items.join(" "))
+        }
+        Value::Nil => "<nil>".into(),
+        other => other.to_string(),
+    }
+}
+
+fn f_print(args: &[Value]) -> Result<Value, FuncError> {
+    match args {
+        [v] => Ok(Value::String(go_print(v))),
+        _ => Err(FuncError::ExactlyXArgs("print".into(), 1)),
+    }
+}
+
+/// Rewrites each action of `body` that prints (not `if`, `range`, `end`, a variable's
+/// declaration, a comment, …) to print through [`PRINT_FUNC`]: `{{.A | f}}` becomes
+/// `{{berthPrint (.A | f)}}`. Quoted strings may hold braces.
+fn go_printed(body: &str) -> String {
+    const CONTROL: [&str; 10] = [
+        "if", "else", "end", "range", "with", "define", "template", "block", "break", "continue",
+    ];
+    let mut out = String::new();
+    let mut rest = body;
+    while let Some(open) = rest.find("{{") {
+        out.push_str(&rest[..open]);
+        let after = &rest[open + 2..];
+        // The closing braces, outside quotes.
+        let mut close = None;
+        let mut quote: Option<char> = None;
+        let mut chars = after.char_indices().peekable();
+        while let Some((i, c)) = chars.next() {
+            match quote {
+                Some('"') if c == '\\' => {
+                    chars.next();
+                }
+                Some(q) if c == q => quote = None,
+                Some(_) => {}
+                None if c == '"' || c == '`' || c == '\'' => quote = Some(c),
+                None if after[i..].starts_with("}}") => {
+                    close = Some(i);
+                    break;
+                }
+                None => {}
+            }
+        }
+        let Some(close) = close else {
+            // Unclosed: the parser says so.
+            out.push_str(&rest[open..]);
+            return out;
+        };
+        let inner = &after[..close];
+        let (lead, inner) = match inner.strip_prefix("- ") {
+            Some(i) => ("- ", i),
+            None => ("", inner),
+        };
+        let (inner, trail) = match inner.strip_suffix(" -") {
+            Some(i) => (i, " -"),
+            None => (inner, ""),
+        };
+        let word = inner.split_whitespace().next().unwrap_or("");
+        let declares = word.starts_with('$')
+            && inner[inner.find(word).unwrap_or(0) + word.len()..]
+                .trim_start()
+                .starts_with(['=', ':']);
+        let prints =
+            !(word.is_empty() || word.starts_with("/*") || CONTROL.contains(&word) || declares);
+        if prints {
+            out.push_str(&format!("{{{{{lead}{PRINT_FUNC} ({inner}){trail}}}}}"));
+        } else {
+            out.push_str(&format!("{{{{{lead}{inner}{trail}}}}}"));
+        }
+        rest = &after[close + 2..];
+    }
+    out.push_str(rest);
+    out
+}
+
 fn arg_str(args: &[Value], i: usize) -> Result<String, FuncError> {
     match args.get(i) {
         Some(Value::String(s)) => Ok(s.clone()),
@@ -214,6 +305,7 @@ impl Format {
         let body = body.replace("\\t", "\t").replace("\\n", "\n");
         let mut t = gtmpl::Template::default();
         t.add_funcs(&[
+            (PRINT_FUNC, f_print as gtmpl_value::Func),
             ("json", f_json as gtmpl_value::Func),
             ("upper", f_upper),
             ("lower", f_lower),
@@ -221,7 +313,7 @@ impl Format {
             ("join", f_join),
             ("split", f_split),
         ]);
-        t.parse(body.clone())
+        t.parse(go_printed(&body))
             .map_err(|e| anyhow!("template parsing error: {e}"))?;
         Ok(Format::Template {
             tmpl: t,
@@ -339,6 +431,23 @@ mod tests {
         let f = Format::parse(Some("{{range .Names}}{{.}}{{end}}{{if .State}}!{{end}}")).unwrap();
         assert_eq!(f.render(&v).unwrap(), "x!");
         assert!(Format::parse(Some("{{.Unclosed")).is_err());
+    }
+
+    #[test]
+    fn lists_and_maps_print_as_go_prints_them() {
+        let v =
+            serde_json::json!({"Cmd": ["sh", "-c", "x }}"], "L": {"b": "2", "a": "1"}, "E": null});
+        let render = |t: &str| Format::parse(Some(t)).unwrap().render(&v).unwrap();
+        assert_eq!(render("{{.Cmd}}"), "[sh -c x }}]");
+        assert_eq!(render("{{ .L }}|{{.E}}"), "map[a:1 b:2]|<nil>");
+        assert_eq!(render("{{- .Cmd | len -}}"), "3");
+        assert_eq!(
+            render("{{$x := .Cmd}}{{range $i, $c := $x}}{{$i}}{{end}}"),
+            "012"
+        );
+        assert_eq!(render("{{if .Cmd}}{{index .Cmd 0}}{{else}}no{{end}}"), "sh");
+        assert_eq!(render("{{/* c */}}{{\"}}\"}}"), "}}");
+        assert_eq!(render("{{join .Cmd \",\"}}"), "sh,-c,x }}");
     }
 
     #[test]
