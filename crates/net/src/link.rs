@@ -62,12 +62,18 @@ async fn add_address(h: &Handle, index: u32, ip: Ipv4Addr, prefix: u8, what: &st
 }
 
 /// Makes bridge `name` with address `gateway/prefix`, up; one that exists is kept.
+///
+/// The bridge gets a fixed MAC (from the gateway's address): left alone, a bridge takes
+/// the lowest MAC among its ports, so a container leaving would change the gateway's MAC
+/// under the others' ARP caches, and they would lose it (their name server with it)
+/// until those entries expire.
 pub fn ensure_bridge(name: &str, gateway: Ipv4Addr, prefix: u8) -> Result<()> {
+    let mac = crate::ipam::mac_for(gateway).to_vec();
     with_handle(async |h| -> Result<()> {
         if index_of(&h, name).await?.is_none() {
             match h
                 .link()
-                .add(LinkBridge::new(name).up().build())
+                .add(LinkBridge::new(name).address(mac.clone()).up().build())
                 .execute()
                 .await
             {
@@ -80,7 +86,7 @@ pub fn ensure_bridge(name: &str, gateway: Ipv4Addr, prefix: u8) -> Result<()> {
             .ok_or_else(|| NetError::Invalid(format!("bridge {name} vanished")))?;
         add_address(&h, index, gateway, prefix, name).await?;
         h.link()
-            .set(LinkUnspec::new_with_index(index).up().build())
+            .set(LinkUnspec::new_with_index(index).address(mac).up().build())
             .execute()
             .await
             .map_err(nl(format!("setting {name} up")))
