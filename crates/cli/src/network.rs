@@ -8,7 +8,7 @@ use clap::Subcommand;
 
 use crate::commands::{confirm, each, print_inspect};
 use crate::format::{table, Format};
-use crate::{CliResult, Failure};
+use crate::CliResult;
 
 #[derive(Subcommand)]
 pub enum NetworkCmd {
@@ -71,8 +71,10 @@ pub enum NetworkCmd {
     },
     /// Connect a container to a network
     Connect {
+        /// Add network-scoped alias for the container
         #[arg(long = "alias")]
         aliases: Vec<String>,
+        /// IPv4 address (e.g., 172.30.100.104)
         #[arg(long)]
         ip: Option<String>,
         network: String,
@@ -80,6 +82,7 @@ pub enum NetworkCmd {
     },
     /// Disconnect a container from a network
     Disconnect {
+        /// Force the container to disconnect from a network
         #[arg(short = 'f', long)]
         force: bool,
         network: String,
@@ -194,12 +197,25 @@ pub fn network(engine: &Engine, cmd: &NetworkCmd) -> CliResult<u8> {
                 }
             }
         }
-        NetworkCmd::Connect { .. } => {
-            return Err(Failure::new(1, "network connect is not implemented yet"))
+        NetworkCmd::Connect {
+            aliases,
+            ip,
+            network,
+            container,
+        } => {
+            let req = berth_engine::networks::EndpointRequest {
+                ip: ip.clone(),
+                mac: None,
+                aliases: aliases.clone(),
+            };
+            engine.connect_container(network, container, &req)?;
         }
-        NetworkCmd::Disconnect { .. } => {
-            return Err(Failure::new(1, "network disconnect is not implemented yet"))
-        }
+        // `-f` is accepted: an endpoint whose container is gone is removed either way.
+        NetworkCmd::Disconnect {
+            force: _,
+            network,
+            container,
+        } => engine.disconnect_container(network, container)?,
     }
     Ok(0)
 }

@@ -162,6 +162,21 @@ pub struct CreateFlags {
     /// Set custom DNS servers
     #[arg(long)]
     pub dns: Vec<String>,
+    /// Set custom DNS search domains
+    #[arg(long = "dns-search")]
+    pub dns_search: Vec<String>,
+    /// Set DNS options
+    #[arg(long = "dns-option", alias = "dns-opt")]
+    pub dns_option: Vec<String>,
+    /// Add network-scoped alias for the container
+    #[arg(long = "network-alias", alias = "net-alias")]
+    pub network_alias: Vec<String>,
+    /// IPv4 address (e.g., 172.30.100.104)
+    #[arg(long)]
+    pub ip: Option<String>,
+    /// Container MAC address (e.g., 92:d0:c6:0a:29:33)
+    #[arg(long = "mac-address")]
+    pub mac_address: Option<String>,
     /// Pull image before running ("always", "missing", "never")
     #[arg(long, default_value = "missing")]
     pub pull: String,
@@ -557,6 +572,8 @@ impl CreateFlags {
             ulimits,
             mounts,
             dns: self.dns.clone(),
+            dns_search: self.dns_search.clone(),
+            dns_options: self.dns_option.clone(),
             extra_hosts: self.add_host.clone(),
             restart_policy,
             port_bindings,
@@ -574,6 +591,11 @@ impl CreateFlags {
                 }
             }),
             host_config,
+            endpoint: berth_engine::networks::EndpointRequest {
+                ip: self.ip.clone(),
+                mac: self.mac_address.clone(),
+                aliases: self.network_alias.clone(),
+            },
         })
     }
 }

@@ -340,7 +340,16 @@ fn published_ports_reach_the_container_from_the_host() {
     // Started again, it serves again.
     b.ok(&["start", "web"]);
     assert!(common::eventually(5, || http_get(port).is_some()));
-    let (_, err) = b.fails(&["run", "--rm", "-p", "80", "busybox:test", "true"]);
+    let (_, err) = b.fails(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "-p",
+        "80",
+        "busybox:test",
+        "true",
+    ]);
     assert!(err.contains("publishing ports needs a network"), "{err}");
     let (_, err) = b.fails(&[
         "run",
@@ -473,4 +482,401 @@ fn containers_resolve_each_other_by_name_on_their_network_only() {
             .unwrap_or_default()
             .contains(") Z")));
     assert!(!pidfile.exists());
+}
+
+/// Runs `sleep 1000` detached as `name` with `extra` flags.
+fn sleeper(b: &Berth, name: &str, extra: &[&str]) -> String {
+    let mut args = vec!["run", "-d", "--name", name];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["busybox:test", "sleep", "1000"]);
+    b.ok(&args).trim().to_string()
+}
+
+/// Whether container `from` reaches `to` (a name or an address) with one ping.
+fn reaches(b: &Berth, from: &str, to: &str) -> bool {
+    b.run(&["exec", from, "ping", "-c", "1", "-W", "2", to])
+        .status
+        .success()
+}
+
+#[test]
+fn a_running_container_is_connected_to_and_disconnected_from_networks() {
+    require_root!();
+    let b = Berth::with_busybox();
+    b.ok(&["network", "create", "--subnet", "10.213.1.0/24", "alpha"]);
+    b.ok(&["network", "create", "beta"]);
+    sleeper(
+        &b,
+        "web",
+        &[
+            "--network",
+            "alpha",
+            "--network-alias",
+            "www",
+            "--ip",
+            "10.213.1.50",
+        ],
+    );
+    sleeper(
+        &b,
+        "db",
+        &["--network", "beta", "--mac-address", "02:11:22:33:44:55"],
+    );
+    assert_eq!(ip_of(&b, "web", "alpha"), "10.213.1.50");
+    assert!(b
+        .ok(&["exec", "db", "cat", "/sys/class/net/eth0/address"])
+        .contains("02:11:22:33:44:55"));
+    assert!(
+        reaches(&b, "web", "www"),
+        "the alias resolves on its network"
+    );
+    let db = ip_of(&b, "db", "beta");
+    assert!(!reaches(&b, "web", &db), "beta reached from alpha");
+    assert!(!reaches(&b, "web", "db"));
+
+    // Connected to beta as well: a second interface, the names there, and back.
+    b.ok(&["network", "connect", "--alias", "store", "beta", "web"]);
+    let addrs = b.ok(&["exec", "web", "ip", "-o", "-4", "addr"]);
+    assert!(addrs.contains("eth1"), "{addrs}");
+    assert!(reaches(&b, "web", "db"));
+    assert!(reaches(&b, "db", "web"));
+    assert!(reaches(&b, "db", "store"));
+    // Only web, which is on both, resolves beta's names through alpha's name server.
+    sleeper(&b, "peer", &["--network", "alpha"]);
+    assert!(!reaches(&b, "peer", "db"));
+    let aliases = b.inspect(
+        "web",
+        "{{(index .NetworkSettings.Networks \"alpha\").Aliases}} {{(index .NetworkSettings.Networks \"beta\").Aliases}}",
+    );
+    assert_eq!(aliases.trim(), "[www] [store]");
+    let on_beta = b.ok(&[
+        "network",
+        "inspect",
+        "-f",
+        "{{range .Containers}}{{.Name}} {{end}}",
+        "beta",
+    ]);
+    assert!(on_beta.contains("web"), "{on_beta}");
+
+    // Mistakes are refused, one line each.
+    let (_, err) = b.fails(&["network", "connect", "beta", "web"]);
+    assert!(err.contains("already exists in network beta"), "{err}");
+    let (_, err) = b.fails(&["network", "connect", "--ip", "10.213.1.50", "alpha", "db"]);
+    assert!(err.contains("Address already in use"), "{err}");
+    let (_, err) = b.fails(&[
+        "run",
+        "--rm",
+        "--network",
+        "alpha",
+        "--ip",
+        "10.9.9.9",
+        "busybox:test",
+        "true",
+    ]);
+    assert!(err.contains("contains the IP address 10.9.9.9"), "{err}");
+    let (_, err) = b.fails(&[
+        "run",
+        "--rm",
+        "--network-alias",
+        "x",
+        "busybox:test",
+        "true",
+    ]);
+    assert!(err.contains("user defined networks"), "{err}");
+    sleeper(&b, "alone", &["--network", "none"]);
+    let (_, err) = b.fails(&["network", "connect", "alpha", "alone"]);
+    assert!(err.contains("private (none) mode"), "{err}");
+    let (_, err) = b.fails(&["network", "disconnect", "alpha", "db"]);
+    assert!(err.contains("is not connected to network alpha"), "{err}");
+
+    // Disconnected: the interface and the names go at once.
+    b.ok(&["network", "disconnect", "beta", "web"]);
+    let addrs = b.ok(&["exec", "web", "ip", "-o", "-4", "addr"]);
+    assert!(!addrs.contains("eth1"), "{addrs}");
+    assert!(!reaches(&b, "web", &db));
+    assert!(!reaches(&b, "web", "db"));
+
+    // A stopped container connected to a network is on it from its next start.
+    b.ok(&["stop", "-t", "0", "db"]);
+    b.ok(&["network", "connect", "alpha", "db"]);
+    b.ok(&["start", "db"]);
+    let addrs = b.ok(&["exec", "db", "ip", "-o", "-4", "addr"]);
+    assert!(addrs.contains("eth0") && addrs.contains("eth1"), "{addrs}");
+    assert!(reaches(&b, "db", "web"));
+}
+
+#[test]
+fn a_stopped_container_leaves_its_networks_name_server() {
+    require_root!();
+    let b = Berth::with_busybox();
+    b.ok(&["network", "create", "names"]);
+    sleeper(&b, "asker", &["--network", "names"]);
+    sleeper(&b, "gone", &["--network", "names"]);
+    assert!(reaches(&b, "asker", "gone"));
+    b.ok(&["stop", "-t", "0", "gone"]);
+    let out = b.run(&["exec", "asker", "nslookup", "gone"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("NXDOMAIN"),
+        "a stopped container still resolves: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // The other container still reaches the name server: the bridge kept its MAC when
+    // the stopped container's port left it.
+    b.ok(&["start", "gone"]);
+    assert!(reaches(&b, "asker", "gone"));
+}
+
+#[test]
+fn resolv_conf_takes_dns_search_and_options() {
+    require_root!();
+    let b = Berth::with_busybox();
+    b.ok(&["network", "create", "searching"]);
+    let resolv = b.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "searching",
+        "--dns-search",
+        "example.test",
+        "--dns-option",
+        "ndots:2",
+        "busybox:test",
+        "cat",
+        "/etc/resolv.conf",
+    ]);
+    let gw = b.ok(&[
+        "network",
+        "inspect",
+        "-f",
+        "{{(index .IPAM.Config 0).Gateway}}",
+        "searching",
+    ]);
+    assert!(
+        resolv.starts_with(&format!("nameserver {}", gw.trim())),
+        "{resolv}"
+    );
+    assert!(resolv.contains("search example.test\n"), "{resolv}");
+    assert!(resolv.contains("options ndots:2\n"), "{resolv}");
+    let resolv = b.ok(&[
+        "run",
+        "--rm",
+        "--dns",
+        "10.213.7.53",
+        "busybox:test",
+        "cat",
+        "/etc/resolv.conf",
+    ]);
+    assert!(resolv.contains("nameserver 10.213.7.53"), "{resolv}");
+}
+
+#[test]
+fn the_default_network_is_the_bridge_on_the_subnet_berth_toml_names() {
+    require_root!();
+    let b = Berth::with_busybox();
+    let conf = b.root.parent().unwrap().join("berth.toml");
+    std::fs::write(&conf, "[network]\ndefault_subnet = \"10.214.3.0/24\"\n").unwrap();
+    let run = |args: &[&str]| {
+        b.cmd()
+            .env("BERTH_CONFIG", &conf)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = run(&[
+        "run",
+        "--rm",
+        "busybox:test",
+        "ip",
+        "-o",
+        "-4",
+        "addr",
+        "show",
+        "eth0",
+    ]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("10.214.3.2/24"),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id = b.ok(&["create", "busybox:test", "true"]);
+    assert_eq!(
+        b.inspect(id.trim(), "{{.HostConfig.NetworkMode}}"),
+        "bridge"
+    );
+    std::fs::write(&conf, "[network]\nbip = \"10.214.3.1/24\"\n").unwrap();
+    let out = run(&["network", "ls"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("berth.toml: line 2") && err.lines().count() == 1,
+        "{err}"
+    );
+}
+
+/// The elements of this root's published-port maps, as nft lists them.
+fn port_elements(b: &Berth) -> String {
+    let table = format!("berth_{}_ports", b.network_tag());
+    let out = Command::new("nft")
+        .args(["list", "table", "inet", &table])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains("elements"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Kills the monitor of container `id` with SIGKILL and waits until berth says dead.
+fn kill_monitor(b: &Berth, name: &str, id: &str) {
+    let st =
+        std::fs::read_to_string(b.root.join("containers").join(id).join("state.json")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&st).unwrap();
+    let monitor = v["monitor_pid"].as_i64().unwrap() as i32;
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(monitor),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+    assert!(common::eventually(5, || b
+        .inspect(name, "{{.State.Status}}")
+        == "dead"));
+}
+
+#[test]
+fn a_killed_monitor_leaves_no_port_or_namespace_behind() {
+    require_root!();
+    let b = Berth::with_busybox();
+    let port = common::free_port();
+    let publish = format!("127.0.0.1:{port}:80");
+    let id = sleeper(&b, "victim", &["-p", &publish]);
+    assert!(port_elements(&b).contains(&port.to_string()));
+    kill_monitor(&b, "victim", &id);
+    // Started again: the port is published anew, nothing of the dead run is in the way.
+    b.ok(&["start", "victim"]);
+    assert_eq!(b.inspect("victim", "{{.State.Status}}"), "running");
+    assert!(port_elements(&b).contains(&port.to_string()));
+    kill_monitor(&b, "victim", &id);
+    // Removed: no element, no namespace, the host port free.
+    b.ok(&["rm", "-f", "victim"]);
+    assert_eq!(port_elements(&b), "");
+    assert!(!b.run_root.join("netns").join(&id).exists());
+    assert!(std::net::TcpListener::bind(("127.0.0.1", port)).is_ok());
+}
+
+/// A static UDP echo server (busybox has none), built with the host's C compiler; None
+/// when there is no compiler or static libc here.
+fn udp_echo_binary(dir: &std::path::Path) -> Option<std::path::PathBuf> {
+    let src = dir.join("udpecho.c");
+    std::fs::write(
+        &src,
+        r#"#include <netinet/in.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+int main(int argc, char **argv) {
+    int s = socket(AF_INET, SOCK_DGRAM, 0);
+    struct sockaddr_in a = {0};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(atoi(argv[1]));
+    if (bind(s, (struct sockaddr *)&a, sizeof a) != 0) return 1;
+    for (;;) {
+        char b[1500];
+        struct sockaddr_in from;
+        socklen_t len = sizeof from;
+        ssize_t n = recvfrom(s, b, sizeof b, 0, (struct sockaddr *)&from, &len);
+        if (n >= 0) sendto(s, b, n, 0, (struct sockaddr *)&from, len);
+    }
+}
+"#,
+    )
+    .unwrap();
+    let bin = dir.join("udpecho");
+    let built = Command::new("cc")
+        .args(["-static", "-O2", "-o"])
+        .arg(&bin)
+        .arg(&src)
+        .status()
+        .ok()?;
+    built.success().then_some(bin)
+}
+
+#[test]
+fn a_published_udp_port_answers_on_loopback() {
+    require_root!();
+    let b = Berth::with_busybox();
+    let ctx = b.root.parent().unwrap().join("udp");
+    std::fs::create_dir_all(&ctx).unwrap();
+    let Some(_) = udp_echo_binary(&ctx) else {
+        eprintln!("skipped: no C compiler with a static libc (apt-get install build-essential)");
+        return;
+    };
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox:test\nCOPY udpecho /bin/udpecho\n",
+    )
+    .unwrap();
+    b.ok(&["build", "-q", "-t", "udpecho:1", ctx.to_str().unwrap()]);
+    b.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "echo",
+        "-p",
+        "127.0.0.1::7777/udp",
+        "udpecho:1",
+        "udpecho",
+        "7777",
+    ]);
+    let port = host_port(&b, "echo", "7777/udp");
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(std::time::Duration::from_millis(500)))
+        .unwrap();
+    let answered = common::eventually(10, || {
+        let _ = sock.send_to(b"over udp", ("127.0.0.1", port));
+        let mut buf = [0u8; 64];
+        matches!(sock.recv_from(&mut buf), Ok((8, _)) if &buf[..8] == b"over udp")
+    });
+    assert!(answered, "no echo from 127.0.0.1:{port}/udp");
+}
+
+#[test]
+fn two_hundred_containers_share_one_network() {
+    require_root!();
+    let b = Berth::with_busybox();
+    b.ok(&["network", "create", "--subnet", "10.215.0.0/23", "crowd"]);
+    let n = 200;
+    for i in 0..n {
+        sleeper(&b, &format!("c{i}"), &["--network", "crowd"]);
+    }
+    let ips: std::collections::BTreeSet<String> = b
+        .ok(&[
+            "network",
+            "inspect",
+            "-f",
+            "{{range .Containers}}{{.IPv4Address}} {{end}}",
+            "crowd",
+        ])
+        .split_whitespace()
+        .map(String::from)
+        .collect();
+    assert_eq!(ips.len(), n, "distinct addresses");
+    // The first and the last find each other by name, and a few in between answer.
+    assert!(reaches(&b, "c0", &format!("c{}", n - 1)));
+    assert!(reaches(&b, &format!("c{}", n - 1), "c0"));
+    for i in [37, 101, 163] {
+        assert!(reaches(&b, "c0", &format!("c{i}")), "c{i}");
+    }
+    let ids = b.container_ids();
+    let mut args = vec!["rm", "-f"];
+    args.extend(ids.iter().map(String::as_str));
+    b.ok(&args);
+    b.ok(&["network", "rm", "crowd"]);
+    assert!(
+        common::eventually(10, || !host_state()
+            .0
+            .iter()
+            .any(|l| ids.iter().any(|id| l.contains(&id[..9])))),
+        "veth pairs left: {:?}",
+        host_state().0
+    );
 }

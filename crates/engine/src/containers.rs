@@ -36,6 +36,9 @@ pub struct CreateOptions {
     /// `--entrypoint` given (an empty list resets the image's entrypoint)
     pub entrypoint: Option<Vec<String>>,
     pub host_config: HostConfig,
+    /// `--ip`, `--mac-address`, `--network-alias`: the container's endpoint on its
+    /// network.
+    pub endpoint: crate::networks::EndpointRequest,
 }
 
 /// One line of `ps`.
@@ -334,8 +337,9 @@ impl Engine {
             return Err(EngineError::Invalid("no command specified".into()));
         }
         let mut host_config = opts.host_config.clone();
-        if host_config.network_mode.is_empty() {
-            host_config.network_mode = "none".into();
+        // Docker's default: the default bridge network.
+        if host_config.network_mode.is_empty() || host_config.network_mode == "default" {
+            host_config.network_mode = crate::networks::DEFAULT_NETWORK.into();
         }
         if host_config.network_mode.starts_with("container:") {
             return Err(EngineError::Invalid(
@@ -344,11 +348,21 @@ impl Engine {
         }
         // A network that does not exist is an error now, not at start.
         let net = self.network_of_mode(&host_config.network_mode)?;
+        if net.is_none()
+            && (opts.endpoint.ip.is_some()
+                || opts.endpoint.mac.is_some()
+                || !opts.endpoint.aliases.is_empty())
+        {
+            return Err(EngineError::Invalid(format!(
+                "--ip, --mac-address and --network-alias need a network, not --network {}",
+                host_config.network_mode
+            )));
+        }
         if net.is_none() && (!host_config.port_bindings.is_empty() || host_config.publish_all_ports)
         {
             return Err(EngineError::Invalid(format!(
                 "publishing ports needs a network (--network bridge or one of yours), not --network {}",
-                if host_config.network_mode.is_empty() { "none" } else { &host_config.network_mode }
+                host_config.network_mode
             )));
         }
         if host_config.log_config.kind.is_empty() {
@@ -428,29 +442,42 @@ impl Engine {
                 ..Default::default()
             },
         )?;
-        let inserted = self.db.execute(
-            "INSERT INTO containers (id, name, image, created, config) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![
-                rec.id,
-                rec.name,
-                rec.image_id,
-                rec.created,
-                serde_json::to_string(&rec).expect("record serialises")
-            ],
-        );
+        // The container and its place on its network appear together.
+        let inserted = (|| -> Result<()> {
+            let _lock = match &net {
+                Some(_) => Some(self.network_lock()?),
+                None => None,
+            };
+            let tx = self.db.unchecked_transaction()?;
+            tx.execute(
+                "INSERT INTO containers (id, name, image, created, config) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    rec.id,
+                    rec.name,
+                    rec.image_id,
+                    rec.created,
+                    serde_json::to_string(&rec).expect("record serialises")
+                ],
+            )?;
+            if let Some(net) = &net {
+                self.add_endpoint(&rec.id, net, &opts.endpoint)?;
+            }
+            tx.commit()?;
+            Ok(())
+        })();
         if let Err(e) = inserted {
             for v in &created_volumes {
                 let _ = self.remove_volume(v, true);
             }
             let _ = fs::remove_dir_all(self.container_dir(&id));
-            if let rusqlite::Error::SqliteFailure(f, _) = &e {
+            if let EngineError::Db(rusqlite::Error::SqliteFailure(f, _)) = &e {
                 if f.code == rusqlite::ErrorCode::ConstraintViolation {
                     return Err(EngineError::Conflict(format!(
                         "Conflict. The container name \"/{name}\" is already in use."
                     )));
                 }
             }
-            return Err(e.into());
+            return Err(e);
         }
         self.emit_container(&rec, "create", &[]);
         Ok((id, warnings))
@@ -477,22 +504,7 @@ impl Engine {
                 hosts.push_str(&format!("{ip}\t{name}\n"));
             }
         }
-        let host_resolv = fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-        let resolv = if hc.network_mode == "host" {
-            host_resolv
-        } else {
-            let mut r: String = host_resolv
-                .lines()
-                .filter(|l| {
-                    !(l.starts_with("nameserver") && (l.contains(" 127.") || l.contains(" ::1")))
-                })
-                .map(|l| format!("{l}\n"))
-                .collect();
-            for d in &hc.dns {
-                r.push_str(&format!("nameserver {d}\n"));
-            }
-            r
-        };
+        let resolv = resolv_conf(hc, None);
         for (f, content) in [
             ("hostname", format!("{hostname}\n")),
             ("hosts", hosts),
@@ -703,27 +715,40 @@ impl Engine {
         let ports_path = dir.join("ports.json");
         let _ = fs::remove_file(&ports_path);
         let netns = match self.network_of_mode(&hc.network_mode)? {
-            Some(net) => {
-                let (ns, ip) = self.connect_for_start(rec, &net)?;
-                self.hosts_entry(&dir, ip, &rec.config.hostname)?;
-                if let Err(e) = self.dns_for_start(rec, &net) {
+            Some(_) => {
+                let (ns, endpoints) = self.connect_for_start(rec)?;
+                let wired = (|| -> Result<()> {
+                    if let Some(first) = endpoints.first() {
+                        self.hosts_entry(&dir, first.ip, &rec.config.hostname)?;
+                    }
+                    let ours = self.dns_for_start(rec, &endpoints)?;
+                    let p = dir.join("resolv.conf");
+                    berth_image::fsutil::replace_file(&p, resolv_conf(hc, ours).as_bytes())
+                        .map_err(io_err(&p))?;
+                    let (published, fds, maps) = match endpoints.first() {
+                        Some(first) => self.publish_ports(rec, first.ip)?,
+                        None if hc.port_bindings.is_empty() && !hc.publish_all_ports => {
+                            Default::default()
+                        }
+                        None => {
+                            return Err(EngineError::Invalid(
+                                "publishing ports needs a network: the container is on none".into(),
+                            ))
+                        }
+                    };
+                    berth_image::fsutil::replace_file(
+                        &ports_path,
+                        &serde_json::to_vec(&published).expect("ports serialise"),
+                    )
+                    .map_err(io_err(&ports_path))?;
+                    port_fds = fds;
+                    port_maps = maps;
+                    Ok(())
+                })();
+                if let Err(e) = wired {
                     let _ = berth_net::netns::remove(&ns);
                     return Err(e);
                 }
-                let (published, fds, maps) = match self.publish_ports(rec, ip) {
-                    Ok(p) => p,
-                    Err(e) => {
-                        let _ = berth_net::netns::remove(&ns);
-                        return Err(e);
-                    }
-                };
-                berth_image::fsutil::replace_file(
-                    &ports_path,
-                    &serde_json::to_vec(&published).expect("ports serialise"),
-                )
-                .map_err(io_err(&ports_path))?;
-                port_fds = fds;
-                port_maps = maps;
                 Some(ns)
             }
             None => None,
@@ -865,6 +890,9 @@ impl Engine {
             return Ok(None);
         }
         let _ = fs::remove_file(crate::monitor::stop_marker(self.root(), &rec.id));
+        if st.status == Status::Dead {
+            self.clean_after_dead_monitor(&rec);
+        }
         // The runtime's state of an earlier run may still be there: a `kill` from another
         // process (stop's SIGKILL) saves the runtime state and can do so just after the
         // monitor deleted it. Nothing runs now, so it goes.
@@ -1149,6 +1177,24 @@ impl Engine {
         Ok(())
     }
 
+    /// Cleans what a monitor that was killed would have: the container's processes and
+    /// runtime state, its cgroup, its published ports and its network namespace.
+    /// Returns what could not be cleaned.
+    fn clean_after_dead_monitor(&self, rec: &ContainerRecord) -> Vec<String> {
+        let mut errors = Vec::new();
+        if let Ok(rt) = berth_runtime::by_name(&rec.host_config.runtime, &self.runtime_root()) {
+            let _ = rt.kill(&rec.id, libc::SIGKILL, true);
+            if let Err(e) = rt.delete(&rec.id, true) {
+                errors.push(e.to_string());
+            }
+        }
+        let _ = sys::remove_cgroup(Path::new("/sys/fs/cgroup"), &format!("/berth/{}", rec.id));
+        if let Some(cfg) = crate::monitor::read_config(self.root(), &rec.id) {
+            crate::monitor::unpublish_and_unpin(&cfg);
+        }
+        errors
+    }
+
     /// `system boot`: after a reboot (or monitors killed), starts again the containers
     /// whose restart policy is `always`, or `unless-stopped` and not stopped by the user.
     /// Leftovers of the dead run (mount, runtime state, cgroup) are cleaned first. Returns
@@ -1166,14 +1212,7 @@ impl Engine {
             }
             let result = (|| -> Result<()> {
                 if st.status == Status::Dead {
-                    let rt =
-                        berth_runtime::by_name(&rec.host_config.runtime, &self.runtime_root())?;
-                    let _ = rt.kill(&rec.id, libc::SIGKILL, true);
-                    let _ = rt.delete(&rec.id, true);
-                    let _ = sys::remove_cgroup(
-                        Path::new("/sys/fs/cgroup"),
-                        &format!("/berth/{}", rec.id),
-                    );
+                    self.clean_after_dead_monitor(&rec);
                     let mut fixed = st.clone();
                     fixed.status = Status::Exited;
                     fixed.finished_at = crate::now();
@@ -1293,13 +1332,7 @@ impl Engine {
             errors.push(e.to_string());
         }
         if st.status == Status::Dead {
-            // The monitor is gone: clean what it would have.
-            if let Ok(rt) = berth_runtime::by_name(&rec.host_config.runtime, &self.runtime_root()) {
-                let _ = rt.kill(&rec.id, libc::SIGKILL, true);
-                if let Err(e) = rt.delete(&rec.id, true) {
-                    errors.push(e.to_string());
-                }
-            }
+            errors.extend(self.clean_after_dead_monitor(&rec));
         }
         if let Err(e) =
             sys::remove_cgroup(Path::new("/sys/fs/cgroup"), &format!("/berth/{}", rec.id))
@@ -1503,8 +1536,16 @@ impl Engine {
             } else {
                 (String::new(), 0, String::new(), String::new())
             };
+            let dns_names = (running && Self::has_dns(&ep.network)).then(|| {
+                let mut n = vec![rec.name.clone(), rec.id[..12].to_string()];
+                n.extend(ep.aliases.iter().cloned());
+                n
+            });
             let v = serde_json::json!({
+                "Aliases": (!ep.aliases.is_empty()).then_some(&ep.aliases),
+                "DNSNames": dns_names,
                 "NetworkID": ep.network.id,
+                "EndpointID": if running { crate::networks::endpoint_id(&ep) } else { String::new() },
                 "IPAddress": ip,
                 "IPPrefixLen": prefix,
                 "Gateway": if ep.network.internal { String::new() } else { gw.clone() },
@@ -1634,6 +1675,62 @@ impl Engine {
         }
         Ok((titles, rows))
     }
+}
+
+/// A container's resolv.conf: the host's (its loopback resolvers left out: they are not
+/// reachable from the container), with `--dns`, `--dns-search` and `--dns-option` in
+/// their place. `ours`: the network's name server, which comes first and answers for
+/// the host's resolvers too. `--network host` gets the host's file as it is.
+pub(crate) fn resolv_conf(hc: &HostConfig, ours: Option<std::net::Ipv4Addr>) -> String {
+    let host = fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    if hc.network_mode == "host" {
+        return host;
+    }
+    let mut servers: Vec<String> = ours.iter().map(|ip| ip.to_string()).collect();
+    servers.extend(hc.dns.iter().cloned());
+    if servers.is_empty() {
+        servers = host
+            .lines()
+            .filter_map(|l| l.strip_prefix("nameserver"))
+            .map(str::trim)
+            .filter(|a| !(a.starts_with("127.") || *a == "::1"))
+            .map(String::from)
+            .collect();
+    }
+    let search: Vec<String> = if hc.dns_search.is_empty() {
+        host.lines()
+            .filter_map(|l| l.strip_prefix("search"))
+            .flat_map(|l| l.split_whitespace().map(String::from))
+            .collect()
+    } else {
+        hc.dns_search
+            .iter()
+            .filter(|d| *d != ".")
+            .cloned()
+            .collect()
+    };
+    let mut options: Vec<String> = if hc.dns_options.is_empty() {
+        host.lines()
+            .filter_map(|l| l.strip_prefix("options"))
+            .flat_map(|l| l.split_whitespace().map(String::from))
+            .collect()
+    } else {
+        hc.dns_options.clone()
+    };
+    if ours.is_some() && !options.iter().any(|o| o.starts_with("ndots:")) {
+        options.push("ndots:0".into());
+    }
+    let mut text = String::new();
+    for s in servers {
+        text.push_str(&format!("nameserver {s}\n"));
+    }
+    if !search.is_empty() {
+        text.push_str(&format!("search {}\n", search.join(" ")));
+    }
+    if !options.is_empty() {
+        text.push_str(&format!("options {}\n", options.join(" ")));
+    }
+    text
 }
 
 /// A static init for `--init`: berth-init, docker-init or tini-static, in PATH.

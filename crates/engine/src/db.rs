@@ -95,6 +95,11 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (network, container),
         UNIQUE (network, ip)
     );",
+    // 7: a container on several networks: its network-scoped aliases on each, and the
+    // order of its interfaces (eth0, eth1, …); endpoints are now made at create and by
+    // `network connect`
+    "ALTER TABLE endpoints ADD COLUMN aliases TEXT NOT NULL DEFAULT '[]';
+    ALTER TABLE endpoints ADD COLUMN position INTEGER NOT NULL DEFAULT 0;",
 ];
 
 /// Opens (creating and migrating) the database at `path`.

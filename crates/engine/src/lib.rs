@@ -19,6 +19,7 @@ use rusqlite::Connection;
 pub mod attach;
 pub mod build;
 pub mod changes;
+pub mod config;
 pub mod containers;
 pub mod db;
 pub mod distribution;

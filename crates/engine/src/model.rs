@@ -114,6 +114,8 @@ pub struct HostConfig {
     pub ulimits: Vec<Ulimit>,
     pub mounts: Vec<MountSpec>,
     pub dns: Vec<String>,
+    pub dns_search: Vec<String>,
+    pub dns_options: Vec<String>,
     pub extra_hosts: Vec<String>,
     /// `-p`: container port (`80/tcp`) → where on the host (an empty port: any free one).
     #[serde(default)]

@@ -304,16 +304,28 @@ fn fail(root: &Path, cfg: &MonitorConfig, ready: &mut Ready, code: i32, msg: &st
 /// (before the state says exited, so a `stop` that returns finds them free), and unpins
 /// the network namespace (its veth pair goes with it). Called once, at the end.
 fn release_network(cfg: &MonitorConfig) {
+    unpublish_and_unpin(cfg);
+    for &fd in &cfg.port_fds {
+        let _ = nix::unistd::close(fd);
+    }
+}
+
+/// Takes a container's published ports out of the firewall and unpins its network
+/// namespace: what [`release_network`] does outside the monitor, for one that was
+/// killed.
+pub(crate) fn unpublish_and_unpin(cfg: &MonitorConfig) {
     if !cfg.ports.is_empty() {
         let maps: Vec<berth_net::firewall::PortMap> = cfg.ports.iter().map(Into::into).collect();
         berth_net::firewall::unpublish(&cfg.ports_table, &maps);
     }
-    for &fd in &cfg.port_fds {
-        let _ = nix::unistd::close(fd);
-    }
     if let Some(ns) = &cfg.netns {
         let _ = berth_net::netns::remove(ns);
     }
+}
+
+/// The configuration the container's last monitor ran with.
+pub(crate) fn read_config(root: &Path, id: &str) -> Option<MonitorConfig> {
+    serde_json::from_slice(&fs::read(config_path(root, id)).ok()?).ok()
 }
 
 struct Monitor {
@@ -1052,6 +1064,15 @@ impl Monitor {
         st.oom_killed = oom;
         st.pid = 0;
         st.finished_at = crate::now();
+        if self.cfg.netns.is_some() && !self.cfg.auto_remove {
+            // A stopped container's names leave its networks' name servers (before its
+            // state says exited, so a `stop` that returns finds them gone).
+            if let Ok(engine) =
+                crate::Engine::open(crate::EngineOptions::new(&self.root, &self.run_root))
+            {
+                let _ = engine.refresh_dns(Some((&self.cfg.id, false)));
+            }
+        }
         let _ = state::write(&self.root, &self.cfg.id, &st);
         // Clients learn the exit first: one of them may be an `rm -f` holding the
         // container's lock, which auto-removal needs. (`run --rm` waits for this process

@@ -61,6 +61,50 @@ pub struct Endpoint {
     pub container: String,
     pub ip: Ipv4Addr,
     pub mac: String,
+    /// Names (besides the container's) it has on this network.
+    pub aliases: Vec<String>,
+    /// Its interface: `eth{position}`.
+    pub position: u32,
+}
+
+fn endpoint_id_of(network: &str, container: &str) -> String {
+    hash(&format!("{network}:{container}"))
+}
+
+/// The id Docker would show for an endpoint: stable for the pair.
+pub(crate) fn endpoint_id(ep: &Endpoint) -> String {
+    endpoint_id_of(&ep.network.id, &ep.container)
+}
+
+impl Endpoint {
+    /// The interface's name in the container.
+    pub fn interface(&self) -> String {
+        format!("eth{}", self.position)
+    }
+
+    /// The host end of its veth pair (at most 15 bytes).
+    fn host_if(&self) -> String {
+        match self.position {
+            0 => format!("veth{}", &self.container[..11]),
+            p => format!("veth{}-{p}", &self.container[..9]),
+        }
+    }
+}
+
+/// What `--ip`, `--mac-address` and `--network-alias` (or `network connect --ip
+/// --alias`) ask of a container's endpoint on a network.
+#[derive(Debug, Clone, Default)]
+pub struct EndpointRequest {
+    pub ip: Option<String>,
+    pub mac: Option<String>,
+    pub aliases: Vec<String>,
+}
+
+/// An endpoint as listed for its network.
+struct Member {
+    container: String,
+    ip: String,
+    mac: String,
 }
 
 fn invalid(msg: impl Into<String>) -> EngineError {
@@ -125,7 +169,7 @@ fn from_row(r: &rusqlite::Row) -> rusqlite::Result<NetworkRecord> {
 impl Engine {
     /// Held while subnets are chosen and bridges made: host-wide, since every berth root
     /// on the host shares its routes.
-    fn network_lock(&self) -> Result<nix::fcntl::Flock<std::fs::File>> {
+    pub(crate) fn network_lock(&self) -> Result<nix::fcntl::Flock<std::fs::File>> {
         let path = ["/run/lock", "/run"]
             .iter()
             .map(|d| PathBuf::from(d).join("berth-networks.lock"))
@@ -346,10 +390,35 @@ impl Engine {
         }
     }
 
-    /// The default network, made when it is first needed.
+    /// The default network, made when it is first needed, on the subnet berth.toml
+    /// asks for (made again on it when that changed and no container uses it).
     fn default_network(&self) -> Result<NetworkRecord> {
-        if let Some(n) = self.find_network_row(DEFAULT_NETWORK)? {
-            return Ok(n);
+        let existing = self.find_network_row(DEFAULT_NETWORK)?;
+        let wanted = || -> Result<Option<Subnet>> {
+            let c = crate::config::load()?;
+            c.network
+                .default_subnet
+                .map(|s| {
+                    s.parse().map_err(|e| {
+                        invalid(format!(
+                            "{}: default_subnet: {e}",
+                            crate::config::path().display()
+                        ))
+                    })
+                })
+                .transpose()
+        };
+        if let Some(n) = existing {
+            match wanted()? {
+                Some(w) if w != n.subnet && self.endpoints_of_network(&n.id)?.is_empty() => {
+                    let _lock = self.network_lock()?;
+                    self.db
+                        .execute("DELETE FROM networks WHERE id = ?1", [&n.id])?;
+                    link::delete_link(&n.bridge)
+                        .map_err(|e| invalid(format!("removing the bridge: {e}")))?;
+                }
+                _ => return Ok(n),
+            }
         }
         let bridge = format!(
             "{}{}",
@@ -358,6 +427,7 @@ impl Engine {
         );
         let made = self.make_network(&NetworkCreate {
             name: DEFAULT_NETWORK.into(),
+            subnet: wanted()?.map(|s| s.to_string()),
             options: [
                 ("com.docker.network.bridge.name".to_string(), bridge),
                 (
@@ -401,12 +471,18 @@ impl Engine {
         hash(&format!("{}:{name}", self.root().display()))
     }
 
-    fn endpoints_of_network(&self, id: &str) -> Result<Vec<(String, String, String)>> {
+    fn endpoints_of_network(&self, id: &str) -> Result<Vec<Member>> {
         let mut st = self
             .db
             .prepare("SELECT container, ip, mac FROM endpoints WHERE network = ?1 ORDER BY ip")?;
         let rows = st
-            .query_map([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .query_map([id], |r| {
+                Ok(Member {
+                    container: r.get(0)?,
+                    ip: r.get(1)?,
+                    mac: r.get(2)?,
+                })
+            })?
             .collect::<rusqlite::Result<Vec<_>>>()?;
         Ok(rows)
     }
@@ -415,15 +491,18 @@ impl Engine {
     pub fn inspect_network(&self, name: &str) -> Result<serde_json::Value> {
         let n = self.find_network(name)?;
         let mut containers = serde_json::Map::new();
-        for (c, ip, mac) in self.endpoints_of_network(&n.id)? {
-            let cname = self.find_container(&c).map(|r| r.name).unwrap_or_default();
+        for m in self.endpoints_of_network(&n.id)? {
+            let cname = self
+                .find_container(&m.container)
+                .map(|r| r.name)
+                .unwrap_or_default();
             containers.insert(
-                c.clone(),
+                m.container.clone(),
                 json!({
                     "Name": cname,
-                    "EndpointID": hash(&format!("{}:{c}", n.id)),
-                    "MacAddress": mac,
-                    "IPv4Address": format!("{ip}/{}", n.subnet.prefix),
+                    "EndpointID": endpoint_id_of(&n.id, &m.container),
+                    "MacAddress": m.mac,
+                    "IPv4Address": format!("{}/{}", m.ip, n.subnet.prefix),
                     "IPv6Address": "",
                 }),
             );
@@ -531,7 +610,7 @@ impl Engine {
     pub fn container_endpoints(&self, id: &str) -> Result<Vec<Endpoint>> {
         // The network's columns first, as `from_row` reads them; the endpoint's after.
         let mut st = self.db.prepare(&format!(
-            "SELECT {}, e.ip, e.mac FROM endpoints e JOIN networks n ON n.id = e.network WHERE e.container = ?1",
+            "SELECT {}, e.ip, e.mac, e.aliases, e.position FROM endpoints e JOIN networks n ON n.id = e.network WHERE e.container = ?1 ORDER BY e.position",
             COLUMNS
                 .split(", ")
                 .map(|c| format!("n.{c}"))
@@ -546,67 +625,164 @@ impl Engine {
                     container: id.to_string(),
                     ip: ip.parse().unwrap_or(Ipv4Addr::UNSPECIFIED),
                     mac: r.get(12)?,
+                    aliases: serde_json::from_str(&r.get::<_, String>(13)?).unwrap_or_default(),
+                    position: r.get(14)?,
                 })
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?;
         Ok(rows)
     }
 
-    /// Connects a container about to start to its network: its address (given at the
-    /// first start, kept until `rm`), a fresh namespace pinned at [`Engine::netns_path`],
-    /// and a veth pair into the bridge. Returns the namespace and the address.
-    pub(crate) fn connect_for_start(
+    /// Gives container `container` a place on `net`: an address (the one asked for, or
+    /// the first free one), a MAC, its aliases and the next free interface. The caller
+    /// holds the network lock, and makes the row visible with whatever else it writes.
+    pub(crate) fn add_endpoint(
         &self,
-        rec: &ContainerRecord,
+        container: &str,
         net: &NetworkRecord,
-    ) -> Result<(PathBuf, Ipv4Addr)> {
-        let ep = match self
-            .container_endpoints(&rec.id)?
-            .into_iter()
-            .find(|e| e.network.id == net.id)
-        {
-            Some(e) => e,
-            None => {
-                let _lock = self.network_lock()?;
-                let mut used: HashSet<Ipv4Addr> = self
-                    .endpoints_of_network(&net.id)?
-                    .iter()
-                    .filter_map(|(_, ip, _)| ip.parse().ok())
-                    .collect();
-                used.insert(net.gateway);
-                let ip = net
-                    .subnet
-                    .allocate(&used, net.ip_range.as_ref())
-                    .ok_or_else(|| {
-                        invalid(format!(
-                            "no available IPv4 addresses on network {}",
-                            net.name
-                        ))
-                    })?;
-                let mac = mac_text(ipam::mac_for(ip));
-                self.db.execute(
-                    "INSERT INTO endpoints (network, container, ip, mac) VALUES (?1, ?2, ?3, ?4)",
-                    params![net.id, rec.id, ip.to_string(), mac],
-                )?;
-                Endpoint {
-                    network: net.clone(),
-                    container: rec.id.clone(),
-                    ip,
-                    mac,
+        req: &EndpointRequest,
+    ) -> Result<Endpoint> {
+        let user_defined = net.name != DEFAULT_NETWORK;
+        if !req.aliases.is_empty() && !user_defined {
+            return Err(invalid(
+                "network-scoped alias is supported only for containers in user defined networks",
+            ));
+        }
+        if req.ip.is_some() && !user_defined {
+            return Err(invalid(
+                "user specified IP address is supported on user defined networks only",
+            ));
+        }
+        let members = self.endpoints_of_network(&net.id)?;
+        if members.iter().any(|m| m.container == container) {
+            let name = self
+                .find_container(container)
+                .map(|r| r.name)
+                .unwrap_or_else(|_| container.to_string());
+            return Err(EngineError::Conflict(format!(
+                "endpoint with name {name} already exists in network {}",
+                net.name
+            )));
+        }
+        let mut used: HashSet<Ipv4Addr> =
+            members.iter().filter_map(|m| m.ip.parse().ok()).collect();
+        used.insert(net.gateway);
+        let ip = match &req.ip {
+            Some(text) => {
+                let ip: Ipv4Addr = text
+                    .parse()
+                    .map_err(|_| invalid(format!("invalid IPv4 address: {text}")))?;
+                if !net.subnet.is_host(ip) {
+                    return Err(invalid(format!(
+                        "no configured subnet of network {} contains the IP address {ip}",
+                        net.name
+                    )));
                 }
+                if used.contains(&ip) {
+                    return Err(invalid(format!("Address already in use: {ip}")));
+                }
+                ip
             }
+            None => net
+                .subnet
+                .allocate(&used, net.ip_range.as_ref())
+                .ok_or_else(|| {
+                    invalid(format!(
+                        "no available IPv4 addresses on network {}",
+                        net.name
+                    ))
+                })?,
         };
-        // After a reboot the bridge and the rules are gone; the rows are not.
-        // (A stat, not a netlink round trip: this is on every start.)
-        if !std::path::Path::new("/sys/class/net")
+        let mac = match &req.mac {
+            Some(m) => {
+                let mac =
+                    parse_mac(m).ok_or_else(|| invalid(format!("invalid MAC address: {m}")))?;
+                if mac[0] & 1 == 1 {
+                    return Err(invalid(format!(
+                        "invalid MAC address: {m} is a multicast address"
+                    )));
+                }
+                mac_text(mac)
+            }
+            None => mac_text(ipam::mac_for(ip)),
+        };
+        let taken: HashSet<u32> = self
+            .container_endpoints(container)?
+            .iter()
+            .map(|e| e.position)
+            .collect();
+        let position = (0..).find(|p| !taken.contains(p)).expect("a free position");
+        self.db.execute(
+            "INSERT INTO endpoints (network, container, ip, mac, aliases, position) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                net.id,
+                container,
+                ip.to_string(),
+                mac,
+                serde_json::to_string(&req.aliases).expect("aliases serialise"),
+                position
+            ],
+        )?;
+        Ok(Endpoint {
+            network: net.clone(),
+            container: container.to_string(),
+            ip,
+            mac,
+            aliases: req.aliases.clone(),
+            position,
+        })
+    }
+
+    /// Makes `net`'s bridge and rules again if they are gone (after a reboot the rows
+    /// stay, the bridge does not). A stat, not a netlink round trip: this is on every
+    /// start.
+    fn ensure_bridge_of(&self, net: &NetworkRecord) -> Result<()> {
+        if std::path::Path::new("/sys/class/net")
             .join(&net.bridge)
             .exists()
         {
-            let _lock = self.network_lock()?;
-            link::ensure_bridge(&net.bridge, net.gateway, net.subnet.prefix)
-                .map_err(|e| invalid(format!("making the network's bridge again: {e}")))?;
-            self.apply_firewall()?;
+            return Ok(());
         }
+        let _lock = self.network_lock()?;
+        link::ensure_bridge(&net.bridge, net.gateway, net.subnet.prefix).map_err(|e| {
+            invalid(format!(
+                "making the bridge of network {} again: {e}",
+                net.name
+            ))
+        })?;
+        self.apply_firewall()
+    }
+
+    /// Plugs endpoint `ep` into the namespace at `ns`; with `route`, its gateway becomes
+    /// the default route.
+    fn plug(&self, ns: &std::path::Path, ep: &Endpoint, route: bool) -> Result<()> {
+        let net = &ep.network;
+        self.ensure_bridge_of(net)?;
+        link::attach(
+            ns,
+            &Attachment {
+                bridge: net.bridge.clone(),
+                host_if: ep.host_if(),
+                ip: ep.ip,
+                prefix: net.subnet.prefix,
+                gateway: route.then_some(net.gateway),
+                mac: parse_mac(&ep.mac).unwrap_or_else(|| ipam::mac_for(ep.ip)),
+                name: ep.interface(),
+            },
+        )
+        .map_err(|e| invalid(format!("connecting to network {}: {e}", net.name)))
+    }
+
+    /// Gives a container about to start its network namespace, pinned at
+    /// [`Engine::netns_path`], with an interface on each of its networks (their
+    /// addresses were given at create or `network connect`, and are kept until `rm`).
+    /// The first network with a way out gives the default route. Returns the namespace
+    /// and the endpoints.
+    pub(crate) fn connect_for_start(
+        &self,
+        rec: &ContainerRecord,
+    ) -> Result<(PathBuf, Vec<Endpoint>)> {
+        let endpoints = self.container_endpoints(&rec.id)?;
         let ns = self.netns_path(&rec.id);
         let dir = ns.parent().expect("netns has a parent");
         std::fs::create_dir_all(dir).map_err(io_err(dir))?;
@@ -615,23 +791,126 @@ impl Engine {
         let _ = berth_net::netns::remove(&ns);
         berth_net::netns::create(&ns)
             .map_err(|e| invalid(format!("creating the network namespace: {e}")))?;
-        let attached = link::attach(
-            &ns,
-            &Attachment {
-                bridge: net.bridge.clone(),
-                host_if: format!("veth{}", &rec.id[..11]),
-                ip: ep.ip,
-                prefix: net.subnet.prefix,
-                gateway: (!net.internal).then_some(net.gateway),
-                mac: parse_mac(&ep.mac).unwrap_or_else(|| ipam::mac_for(ep.ip)),
-                name: "eth0".into(),
-            },
-        );
-        if let Err(e) = attached {
-            let _ = berth_net::netns::remove(&ns);
-            return Err(invalid(format!("connecting to network {}: {e}", net.name)));
+        let mut routed = false;
+        for ep in &endpoints {
+            let route = !routed && !ep.network.internal;
+            routed |= route;
+            if let Err(e) = self.plug(&ns, ep, route) {
+                let _ = berth_net::netns::remove(&ns);
+                return Err(e);
+            }
         }
-        Ok((ns, ep.ip))
+        Ok((ns, endpoints))
+    }
+
+    /// `network connect`: puts a container on one more network, at once if it runs
+    /// (a new interface in its namespace), else at its next start.
+    pub fn connect_container(
+        &self,
+        network: &str,
+        container: &str,
+        req: &EndpointRequest,
+    ) -> Result<()> {
+        let net = self.find_network(network)?;
+        let rec = self.find_container(container)?;
+        let mode = rec.host_config.network_mode.as_str();
+        if mode == "host" {
+            return Err(invalid(
+                "container cannot be disconnected from host network or connected to host network",
+            ));
+        }
+        if mode == "none" || mode.is_empty() {
+            return Err(invalid(
+                "container cannot be connected to multiple networks with one of the networks in private (none) mode",
+            ));
+        }
+        let _guard = self.lock_container(&rec.id)?;
+        let ep = {
+            let _lock = self.network_lock()?;
+            self.add_endpoint(&rec.id, &net, req)?
+        };
+        let ns = self.netns_path(&rec.id);
+        let running = self
+            .container_state(&rec.id)
+            .map(|s| s.status.is_active())
+            .unwrap_or(false);
+        if running && ns.exists() {
+            let routed = self
+                .container_endpoints(&rec.id)?
+                .iter()
+                .any(|e| e.position != ep.position && !e.network.internal);
+            let plugged = self
+                .plug(&ns, &ep, !routed && !net.internal)
+                .and_then(|()| {
+                    if Self::has_dns(&net) {
+                        self.ensure_dns_server(&net)?;
+                    }
+                    Ok(())
+                });
+            if let Err(e) = plugged {
+                let _ = link::delete_link(&ep.host_if());
+                self.db.execute(
+                    "DELETE FROM endpoints WHERE network = ?1 AND container = ?2",
+                    [&net.id, &rec.id],
+                )?;
+                return Err(e);
+            }
+        }
+        self.refresh_dns(None)?;
+        self.emit(
+            "network",
+            "connect",
+            &net.id,
+            [
+                ("container".to_string(), rec.id.clone()),
+                ("name".to_string(), net.name.clone()),
+                ("type".to_string(), net.driver.clone()),
+            ]
+            .into_iter()
+            .collect(),
+        );
+        Ok(())
+    }
+
+    /// `network disconnect`: takes a container off a network (its interface goes at
+    /// once if it runs).
+    pub fn disconnect_container(&self, network: &str, container: &str) -> Result<()> {
+        let net = self.find_network(network)?;
+        let rec = self.find_container(container)?;
+        let _guard = self.lock_container(&rec.id)?;
+        let Some(ep) = self
+            .container_endpoints(&rec.id)?
+            .into_iter()
+            .find(|e| e.network.id == net.id)
+        else {
+            return Err(invalid(format!(
+                "container {} is not connected to network {}",
+                rec.id, net.name
+            )));
+        };
+        if self.netns_path(&rec.id).exists() {
+            // Deleting the host end takes the container's end with it.
+            link::delete_link(&ep.host_if())
+                .map_err(|e| invalid(format!("disconnecting from network {}: {e}", net.name)))?;
+        }
+        self.db.execute(
+            "DELETE FROM endpoints WHERE network = ?1 AND container = ?2",
+            [&net.id, &rec.id],
+        )?;
+        self.refresh_dns(None)?;
+        self.emit(
+            "network",
+            "disconnect",
+            &net.id,
+            [
+                ("container".to_string(), rec.id.clone()),
+                ("name".to_string(), net.name.clone()),
+                ("type".to_string(), net.driver.clone()),
+            ]
+            .into_iter()
+            .collect(),
+        );
+        Ok(())
     }
 
     /// This root's table of published ports.
@@ -749,18 +1028,10 @@ impl Engine {
     /// Forgets a removed container's addresses and unpins its namespace; its names
     /// leave the networks' name servers.
     pub(crate) fn disconnect_removed(&self, id: &str) -> Result<()> {
-        let nets: Vec<NetworkRecord> = self
-            .container_endpoints(id)?
-            .into_iter()
-            .map(|e| e.network)
-            .collect();
         self.db
             .execute("DELETE FROM endpoints WHERE container = ?1", [id])?;
         let _ = berth_net::netns::remove(&self.netns_path(id));
-        for n in nets {
-            let _ = self.write_dns_records(&n);
-        }
-        Ok(())
+        self.refresh_dns(None)
     }
 
     fn dns_dir(&self) -> PathBuf {
@@ -773,22 +1044,92 @@ impl Engine {
         net.name != DEFAULT_NETWORK
     }
 
-    /// Writes the names of the containers on `net` (name and short id) for its name
-    /// server, through a temp file and a rename.
-    fn write_dns_records(&self, net: &NetworkRecord) -> Result<()> {
-        if !Self::has_dns(net) {
-            return Ok(());
-        }
-        let mut text = String::new();
-        for (c, ip, _) in self.endpoints_of_network(&net.id)? {
-            if let Ok(rec) = self.find_container(&c) {
-                text.push_str(&format!("{} {ip}\n{} {ip}\n", rec.name, &rec.id[..12]));
+    /// Rewrites the records of every network's name server (through a temp file and a
+    /// rename each) from the endpoints of the running containers; `change` is a
+    /// container starting (true) or stopping (false) whose state does not say so yet.
+    /// On its network a container is found by its name, its short id and its aliases
+    /// there; a container on several networks also finds the others' names on them
+    /// (records scoped to its address, so nobody else does).
+    pub(crate) fn refresh_dns(&self, change: Option<(&str, bool)>) -> Result<()> {
+        let mut st = self
+            .db
+            .prepare("SELECT container, network, ip, aliases FROM endpoints ORDER BY ip")?;
+        let rows = st
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                ))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        drop(st);
+        let networks: BTreeMap<String, NetworkRecord> = self
+            .network_rows()?
+            .into_iter()
+            .filter(Self::has_dns)
+            .map(|n| (n.id.clone(), n))
+            .collect();
+        /// A running container on a network: its id, its address there, its names there.
+        type Named<'a> = (&'a str, &'a str, Vec<String>);
+        // network -> its running containers.
+        let mut names: BTreeMap<&str, Vec<Named>> = BTreeMap::new();
+        let mut running: BTreeMap<&str, bool> = BTreeMap::new();
+        for (c, n, ip, aliases) in &rows {
+            if !networks.contains_key(n.as_str()) {
+                continue;
             }
+            let up = *running.entry(c).or_insert_with(|| match change {
+                Some((id, up)) if id == c => up,
+                _ => self
+                    .container_state(c)
+                    .map(|s| s.status.is_active())
+                    .unwrap_or(false),
+            });
+            if !up {
+                continue;
+            }
+            let Ok(rec) = self.find_container(c) else {
+                continue;
+            };
+            let mut all = vec![rec.name.clone(), c[..12].to_string()];
+            all.extend(serde_json::from_str::<Vec<String>>(aliases).unwrap_or_default());
+            names.entry(n).or_default().push((c, ip, all));
         }
         let dir = self.dns_dir();
         std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
-        let p = dir.join(format!("{}.hosts", net.id));
-        berth_image::fsutil::replace_file(&p, text.as_bytes()).map_err(io_err(&p))
+        for id in networks.keys() {
+            let mut text = String::new();
+            let members = names
+                .get(id.as_str())
+                .map(Vec::as_slice)
+                .unwrap_or_default();
+            for (_, ip, all) in members {
+                for name in all {
+                    text.push_str(&format!("{name} {ip}\n"));
+                }
+            }
+            // Members on other networks too see those networks' names.
+            for (c, source, _) in members {
+                let shared = names
+                    .iter()
+                    .filter(|(o, theirs)| {
+                        **o != id.as_str() && theirs.iter().any(|(k, _, _)| k == c)
+                    })
+                    .map(|(_, theirs)| theirs);
+                for theirs in shared {
+                    for (_, ip, all) in theirs {
+                        for name in all {
+                            text.push_str(&format!("{name} {ip} {source}\n"));
+                        }
+                    }
+                }
+            }
+            let p = dir.join(format!("{id}.hosts"));
+            berth_image::fsutil::replace_file(&p, text.as_bytes()).map_err(io_err(&p))?;
+        }
+        Ok(())
     }
 
     /// The pid of `net`'s name server, if it runs (its pid file names it with its start
@@ -844,21 +1185,26 @@ impl Engine {
         let _ = std::fs::remove_file(self.dns_dir().join(format!("{}.hosts", net.id)));
     }
 
-    /// A starting container's name goes to its network's name server (started if need
-    /// be), which its resolv.conf points to.
-    pub(crate) fn dns_for_start(&self, rec: &ContainerRecord, net: &NetworkRecord) -> Result<()> {
-        if !Self::has_dns(net) {
-            return Ok(());
+    /// A starting container's names go to its networks' name servers (started if need
+    /// be). Returns the one its resolv.conf points to: the first of its networks that
+    /// has one.
+    pub(crate) fn dns_for_start(
+        &self,
+        rec: &ContainerRecord,
+        endpoints: &[Endpoint],
+    ) -> Result<Option<Ipv4Addr>> {
+        let with_dns: Vec<&NetworkRecord> = endpoints
+            .iter()
+            .map(|e| &e.network)
+            .filter(|n| Self::has_dns(n))
+            .collect();
+        if with_dns.is_empty() {
+            return Ok(None);
         }
-        self.write_dns_records(net)?;
-        self.ensure_dns_server(net)?;
-        let p = self.container_dir(&rec.id).join("resolv.conf");
-        let mut text = format!("nameserver {}\n", net.gateway);
-        let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-        for l in host.lines().filter(|l| l.starts_with("search")) {
-            text.push_str(&format!("{l}\n"));
+        self.refresh_dns(Some((&rec.id, true)))?;
+        for n in &with_dns {
+            self.ensure_dns_server(n)?;
         }
-        text.push_str("options ndots:0\n");
-        berth_image::fsutil::replace_file(&p, text.as_bytes()).map_err(io_err(&p))
+        Ok(Some(with_dns[0].gateway))
     }
 }

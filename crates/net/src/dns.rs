@@ -4,7 +4,7 @@
 //! host's resolvers, relaying their answer. UDP only.
 
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -87,13 +87,15 @@ pub fn respond(packet: &[u8], q: &Query, ips: Option<&[Ipv4Addr]>) -> Vec<u8> {
     out
 }
 
-/// The records file, reread when its modification time changes.
+/// The records file, reread when its modification time changes. A line is `NAME IP`, or
+/// `NAME IP SOURCE` for a name only the container at address SOURCE may resolve (a name
+/// of another network that container is also on).
 pub struct Records {
     path: PathBuf,
     /// The file's mtime and inode when last read (the engine replaces it by a rename, so
     /// a change shows in the inode even within the mtime's granularity).
     seen: Option<(SystemTime, u64)>,
-    names: HashMap<String, Vec<Ipv4Addr>>,
+    names: HashMap<String, Vec<(Ipv4Addr, Option<Ipv4Addr>)>>,
 }
 
 impl Records {
@@ -121,17 +123,33 @@ impl Records {
         {
             let mut f = line.split_whitespace();
             if let (Some(name), Some(ip)) = (f.next(), f.next()) {
+                let source = match f.next().map(str::parse) {
+                    None => None,
+                    Some(Ok(s)) => Some(s),
+                    Some(Err(_)) => continue,
+                };
                 if let Ok(ip) = ip.parse() {
-                    self.names.entry(name.to_lowercase()).or_default().push(ip);
+                    self.names
+                        .entry(name.to_lowercase())
+                        .or_default()
+                        .push((ip, source));
                 }
             }
         }
     }
 
-    /// The addresses of `name`, if it is one of the network's.
-    pub fn lookup(&mut self, name: &str) -> Option<Vec<Ipv4Addr>> {
+    /// The addresses of `name` as the container at `from` sees them, if it is one of
+    /// the names it may resolve.
+    pub fn lookup(&mut self, name: &str, from: IpAddr) -> Option<Vec<Ipv4Addr>> {
         self.refresh();
-        self.names.get(name.trim_end_matches('.')).cloned()
+        let ips: Vec<Ipv4Addr> = self
+            .names
+            .get(&name.trim_end_matches('.').to_lowercase())?
+            .iter()
+            .filter(|(_, source)| source.is_none_or(|s| IpAddr::V4(s) == from))
+            .map(|(ip, _)| *ip)
+            .collect();
+        (!ips.is_empty()).then_some(ips)
     }
 }
 
@@ -157,7 +175,7 @@ pub fn serve(sock: UdpSocket, records: &Path, upstream: Vec<SocketAddr>) -> std:
         let Some(q) = parse_query(packet) else {
             continue;
         };
-        if let Some(ips) = records.lookup(&q.name) {
+        if let Some(ips) = records.lookup(&q.name, from.ip()) {
             let _ = sock.send_to(&respond(packet, &q, Some(&ips)), from);
             continue;
         }
@@ -287,14 +305,26 @@ mod tests {
     fn records_are_reread_when_the_file_changes() {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("hosts");
-        std::fs::write(&f, "web 10.0.0.2\nWEB 10.0.0.3\n").unwrap();
+        std::fs::write(
+            &f,
+            "web 10.0.0.2\nWEB 10.0.0.3\ncache 10.9.0.5 10.0.0.2\ncache 10.9.0.6 bad\n",
+        )
+        .unwrap();
         let mut r = Records::new(&f);
-        assert_eq!(r.lookup("web.").unwrap().len(), 2);
-        assert!(r.lookup("db").is_none());
+        let web: IpAddr = "10.0.0.2".parse().unwrap();
+        let other: IpAddr = "10.0.0.3".parse().unwrap();
+        assert_eq!(r.lookup("Web.", other).unwrap().len(), 2);
+        assert!(r.lookup("db", web).is_none());
+        // A name scoped to one asker: only that one gets it.
+        assert_eq!(
+            r.lookup("cache", web),
+            Some(vec![Ipv4Addr::new(10, 9, 0, 5)])
+        );
+        assert!(r.lookup("cache", other).is_none());
         std::thread::sleep(Duration::from_millis(20));
         std::fs::write(&f, "db 10.0.0.4\n").unwrap();
-        assert_eq!(r.lookup("db"), Some(vec![Ipv4Addr::new(10, 0, 0, 4)]));
-        assert!(r.lookup("web").is_none());
+        assert_eq!(r.lookup("db", web), Some(vec![Ipv4Addr::new(10, 0, 0, 4)]));
+        assert!(r.lookup("web", web).is_none());
         assert_eq!(
             upstreams("nameserver 192.0.2.53\n# x\nnameserver ::1\n").len(),
             2

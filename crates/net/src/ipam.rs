@@ -44,6 +44,13 @@ impl Subnet {
         (n < self.size()).then(|| Ipv4Addr::from(self.base() + n as u32))
     }
 
+    /// Whether `ip` is one of the subnet's host addresses (neither its network nor its
+    /// broadcast address).
+    pub fn is_host(&self, ip: Ipv4Addr) -> bool {
+        let n = u64::from(u32::from(ip).wrapping_sub(self.base()));
+        self.contains(ip) && (self.prefix > 30 || (n != 0 && n != self.size() - 1))
+    }
+
     /// The first host address: the gateway, by Docker's convention.
     pub fn gateway(&self) -> Option<Ipv4Addr> {
         (self.prefix <= 30).then(|| self.nth(1)).flatten()
@@ -160,6 +167,12 @@ mod tests {
         assert!("10.1.300.0/24".parse::<Subnet>().is_err());
         assert_eq!(s("10.1.2.0/24").gateway(), Some(Ipv4Addr::new(10, 1, 2, 1)));
         assert_eq!(s("10.1.2.0/31").gateway(), None);
+        let net = s("10.1.2.0/24");
+        assert!(net.is_host(Ipv4Addr::new(10, 1, 2, 1)));
+        assert!(net.is_host(Ipv4Addr::new(10, 1, 2, 254)));
+        assert!(!net.is_host(Ipv4Addr::new(10, 1, 2, 0)));
+        assert!(!net.is_host(Ipv4Addr::new(10, 1, 2, 255)));
+        assert!(!net.is_host(Ipv4Addr::new(10, 1, 3, 7)));
     }
 
     #[test]

@@ -137,6 +137,7 @@ impl Builder<'_> {
             config,
             entrypoint: Some(Vec::new()),
             host_config,
+            endpoint: Default::default(),
         })?;
         let outcome = self.run_container(&id);
         let result = match outcome {
