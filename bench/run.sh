@@ -14,7 +14,7 @@
 #
 # Usage: bench/run.sh [--quick] [--runs N] [--containers N] [--health N] [--health-peers N]
 #                     [--registry | --registry-only] [--build | --build-only]
-#                     [--no-docker] [--no-podman]
+#                     [--network | --network-only] [--no-docker] [--no-podman]
 # Env:   BERTH_BIN (skip the cargo build), BENCH_OUT (where the JSON goes),
 #        DOCKER_CLI, BENCH_DOCKER_STORAGE (default vfs), BENCH_PODMAN_STORAGE (default vfs)
 # See bench/README.md.
@@ -32,6 +32,7 @@ WANT_PODMAN=1
 NHEALTH=200
 REGISTRY=0
 BUILD=0
+NETWORK=0
 CORE=1
 NSTATS=100
 NHEALTH_PEERS=20
@@ -52,6 +53,8 @@ while (($#)); do
         --registry-only) REGISTRY=1; CORE=0 ;;
         --build) BUILD=1 ;;
         --build-only) BUILD=1; CORE=0 ;;
+        --network) NETWORK=1 ;;
+        --network-only) NETWORK=1; CORE=0 ;;
         --no-docker) WANT_DOCKER=0 ;;
         --no-podman) WANT_PODMAN=0 ;;
         -h|--help) usage; exit 0 ;;
@@ -79,6 +82,9 @@ T_PULL_RATIO=3
 T_RPS_RATIO=3
 T_BUILD_COLD_RATIO=1
 T_BUILD_CACHED_RATIO=5
+T_BRIDGE_RUN_MS=60
+T_BRIDGE_RUN_RATIO=6
+T_PUBLISHED_TCP_SHARE=80
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
@@ -147,6 +153,7 @@ PODMAN=()
 PODMAN_S=""
 PODMAN_NOTE=""
 BERTH_IDS_FILE=$TMP/berth-ids
+DOCKER_BRIDGE=bbdock$$
 
 # Host paths that dockerd/containerd/podman/berth create outside the temp dir: the ones
 # that are not there now are removed on exit (files we know of, and dirs once empty).
@@ -157,6 +164,9 @@ for c in /sys/fs/cgroup /sys/fs/cgroup/*; do
     [[ -d $c && ! -L $c ]] || continue
     for n in docker libpod_parent berth; do HOST_CGROUPS+=("$c/$n"); done
 done
+# nftables tables that are not there now (podman's netavark makes iptables-nft ones for
+# its bridge and leaves them) are removed on exit.
+NFT_TABLES0=$(nft list tables 2>/dev/null || true)
 NEW_PATHS=()
 for p in "${HOST_FILES[@]}" "${HOST_DIRS[@]}" "${HOST_CGROUPS[@]}"; do
     [[ -e $p ]] || NEW_PATHS+=("$p")
@@ -207,6 +217,22 @@ cleanup() {
             kill -KILL "$p" 2>/dev/null
         done
     fi
+    ip link del "$DOCKER_BRIDGE" 2>/dev/null
+    local t
+    while read -r t; do
+        # (berth's own, of this run or of tests running beside it, are not these)
+        [[ -n $t && $t != *" berth_"* ]] && ! grep -qxF "$t" <<<"$NFT_TABLES0" && nft delete "$t" 2>/dev/null
+    done < <(nft list tables 2>/dev/null)
+    # berth's default bridge and firewall tables of this root (named after it), and any
+    # iperf3 server of ours.
+    if [[ -d $BROOT ]]; then
+        local tag
+        tag=$(printf '%s' "$BROOT" | sha256sum | cut -c1-12)
+        ip link del "bb-$tag" 2>/dev/null
+        nft delete table inet "berth_$tag" 2>/dev/null
+        nft delete table inet "berth_${tag}_ports" 2>/dev/null
+    fi
+    [[ -n ${IPERF_PID:-} ]] && kill "$IPERF_PID" 2>/dev/null
     # Any process still running from our temp dirs (conmon, monitors).
     for p in $(pgrep -f "$TMP" 2>/dev/null); do
         [[ $p == "$$" ]] || kill -KILL "$p" 2>/dev/null
@@ -285,8 +311,16 @@ setup_docker() {
     mkdir -p "$d/data" "$d/exec" "$d/config"
     printf '{"deprecated-key-path": "%s"}\n' "$d/key.json" >"$d/daemon.json"
     local sock=unix://$d/docker.sock
+    # With --network: a bridge of docker's own for its default network (made here, removed
+    # on exit); never the host's firewall (no iptables, no forwarding changes).
+    local bridge=none
+    if ((NETWORK)) && ip link add "$DOCKER_BRIDGE" type bridge 2>/dev/null; then
+        ip addr add 10.219.250.1/24 dev "$DOCKER_BRIDGE" && ip link set "$DOCKER_BRIDGE" up
+        bridge=$DOCKER_BRIDGE
+    fi
     local flags=(--data-root "$d/data" --exec-root "$d/exec" --pidfile "$d/docker.pid"
-                 -H "$sock" --config-file "$d/daemon.json" --bridge=none --iptables=false
+                 -H "$sock" --config-file "$d/daemon.json" --bridge="$bridge" --iptables=false
+                 --ip-forward=false --ip-masq=false
                  --storage-driver "${BENCH_DOCKER_STORAGE:-vfs}")
     if dockerd --help 2>&1 | grep -q -- '--ip6tables'; then flags+=(--ip6tables=false); fi
     log "docker: starting a private dockerd ($(dockerd --version))"
@@ -763,6 +797,65 @@ BUILD_FILES=""
 ((BUILD)) && build_scenarios
 
 # ---------------------------------------------------------------------------------------
+# 9. (--network) run --rm on the default bridge, and TCP throughput through a published
+#    port on loopback against a direct loopback connection (iperf3, host and container).
+IPERF_PID=""
+declare -A TPUT=()
+network_scenarios() {
+    bench run-bridge run --rm --network bridge busybox:bench true
+    if ! command -v iperf3 >/dev/null; then
+        warn "no iperf3 (apt-get install -y iperf3): throughput not measured"
+        return 0
+    fi
+    # iperf3:bench, from the host's Debian iperf3 package: the binary and the libraries
+    # it loads.
+    local r=$TMP/iperf-rootfs bin lib
+    bin=$(command -v iperf3)
+    mkdir -p "$r/bin" "$r/tmp"
+    cp "$bin" "$r/bin/iperf3"
+    for lib in $(ldd "$bin" | grep -o '/[^ ]*'); do
+        mkdir -p "$r$(dirname "$lib")"
+        cp -L "$lib" "$r$lib"
+    done
+    tar -C "$r" --numeric-owner -cf "$TMP/iperf.tar" .
+    berth import "$TMP/iperf.tar" iperf3:bench >/dev/null || { warn "importing iperf3:bench failed"; return 0; }
+    local secs=5 p1 p2 out
+    ((QUICK)) && secs=2
+    # bits/s received, from iperf3's JSON
+    bps() { python3 -c 'import json,sys; print("%.0f" % json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"])'; }
+    p1=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    iperf3 -s -p "$p1" -1 >/dev/null 2>&1 &
+    IPERF_PID=$!
+    sleep 0.5
+    if out=$(iperf3 -c 127.0.0.1 -p "$p1" -t "$secs" -J 2>/dev/null); then
+        TPUT[direct]=$(bps <<<"$out")
+    else
+        warn "iperf3 on loopback failed"
+    fi
+    wait "$IPERF_PID" 2>/dev/null
+    IPERF_PID=""
+    for e in "${ENGINES[@]}"; do
+        [[ $e == podman ]] && continue
+        if [[ $e == docker ]]; then
+            berth save iperf3:bench | "${DOCKER[@]}" load >/dev/null 2>&1 || { warn "docker: loading iperf3:bench failed"; continue; }
+        fi
+        p2=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+        if ! eng "$e" run -d --name bench-iperf -p "127.0.0.1:$p2:5201" iperf3:bench iperf3 -s >/dev/null 2>"$TMP/iperf.err"; then
+            warn "$e: iperf3 server container failed: $(tail -n 2 "$TMP/iperf.err")"
+            continue
+        fi
+        sleep 1
+        if out=$(iperf3 -c 127.0.0.1 -p "$p2" -t "$secs" -J 2>/dev/null); then
+            TPUT[$e]=$(bps <<<"$out")
+        else
+            warn "$e: iperf3 through the published port failed"
+        fi
+        eng "$e" rm -f bench-iperf >/dev/null 2>&1
+    done
+}
+((NETWORK)) && network_scenarios
+
+# ---------------------------------------------------------------------------------------
 # Report
 # jget FILE NAME FIELD -> the field (seconds) in ms, or empty
 jget() {
@@ -867,6 +960,31 @@ if ((BUILD)); then
     done
 fi
 
+if ((NETWORK)); then
+    echo
+    echo "[run-bridge] run --rm --network bridge busybox:bench true"
+    printf '  %-8s %12s %12s %12s %10s\n' engine "median ms" "mean ms" "stddev ms" "vs berth"
+    b=$(jget "$OUT/run-bridge.json" berth median)
+    for e in "${ENGINES[@]}"; do
+        m=$(jget "$OUT/run-bridge.json" "$e" median)
+        MED[run-bridge,$e]=$m
+        [[ -n $m ]] || { printf '  %-8s %12s\n' "$e" "n/a"; continue; }
+        r="1.0x"
+        [[ $e == berth ]] || r=$(ratio "$m" "$b")
+        printf '  %-8s %12s %12s %12s %10s\n' "$e" "$m" "$(jget "$OUT/run-bridge.json" "$e" mean)" \
+            "$(jget "$OUT/run-bridge.json" "$e" stddev)" "$r"
+    done
+    echo
+    echo "[tcp] iperf3 from the host to 127.0.0.1: direct, and through a container's published port"
+    for k in direct berth docker; do
+        [[ -n ${TPUT[$k]:-} ]] || continue
+        printf '  %-8s %8.2f Gbit/s' "$k" "$(awk -v b="${TPUT[$k]}" 'BEGIN { print b / 1e9 }')"
+        [[ $k == direct ]] || printf '   (%s%% of direct)' "$(awk -v a="${TPUT[$k]}" -v b="${TPUT[direct]:-0}" 'BEGIN { if (b > 0) printf "%.0f", 100 * a / b; else print "-" }')"
+        echo
+    done
+    ((HAVE_DOCKER)) && echo "  (docker here: no iptables, so its userland proxy carries the port)"
+fi
+
 # Targets
 PASSN=0 FAILN=0 SKIPN=0
 verdict() { # DESCRIPTION VALUE OP LIMIT [WHEN-MISSING: FAIL (berth failed) or SKIP]
@@ -913,6 +1031,19 @@ if ((BUILD)); then
         verdict "uncached build no slower than docker ($e): docker/berth" "$(rb "${MED[build-cold,docker-$e]:-}" "${MED[build-cold,berth]:-}")" ">=" "$T_BUILD_COLD_RATIO" SKIP
         verdict "cached rebuild <= 1/${T_BUILD_CACHED_RATIO} of docker's ($e): docker/berth" "$(rb "${MED[build-cached,docker-$e]:-}" "${MED[build-cached,berth]:-}")" ">=" "$T_BUILD_CACHED_RATIO" SKIP
     done
+fi
+if ((NETWORK)); then
+    verdict "berth run --rm on the bridge: median <= ${T_BRIDGE_RUN_MS} ms" "${MED[run-bridge,berth]:-}" "<=" "$T_BRIDGE_RUN_MS"
+    bridge_ratio=""
+    if [[ -n ${MED[run-bridge,berth]:-} && -n ${MED[run-bridge,docker]:-} ]]; then
+        bridge_ratio=$(awk -v a="${MED[run-bridge,docker]}" -v b="${MED[run-bridge,berth]}" 'BEGIN { printf "%.1f", a / b }')
+    fi
+    verdict "berth run on the bridge >= ${T_BRIDGE_RUN_RATIO}x faster than docker's" "$bridge_ratio" ">=" "$T_BRIDGE_RUN_RATIO" SKIP
+    share=""
+    if [[ -n ${TPUT[berth]:-} && -n ${TPUT[direct]:-} ]]; then
+        share=$(awk -v a="${TPUT[berth]}" -v b="${TPUT[direct]}" 'BEGIN { printf "%.0f", 100 * a / b }')
+    fi
+    verdict "TCP through a published port >= ${T_PUBLISHED_TCP_SHARE}% of direct loopback" "$share" ">=" "$T_PUBLISHED_TCP_SHARE"
 fi
 echo "  targets: $PASSN PASS, $FAILN FAIL, $SKIPN SKIP"
 if ((${#PROBLEMS[@]})); then

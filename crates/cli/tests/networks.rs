@@ -241,6 +241,76 @@ fn an_internal_network_has_no_way_out() {
     assert!(routes.contains("default via"), "{routes}");
 }
 
+#[test]
+fn bridges_carry_large_packets_and_the_way_out_the_uplinks_size() {
+    require_root!();
+    let b = Berth::with_busybox();
+    // The routes as iproute2 shows them (busybox's ip leaves metrics out).
+    let routes = |id: &str| {
+        let out = Command::new("nsenter")
+            .arg(format!(
+                "--net={}",
+                b.run_root.join("netns").join(id).display()
+            ))
+            .args(["ip", "route", "show", "default"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let id = b
+        .ok(&["run", "-d", "busybox:test", "sleep", "1000"])
+        .trim()
+        .to_string();
+    assert_eq!(
+        b.ok(&["exec", &id, "cat", "/sys/class/net/eth0/mtu"]),
+        "65520\n"
+    );
+    let uplink = std::fs::read_to_string("/proc/net/route")
+        .unwrap()
+        .lines()
+        .skip(1)
+        .find(|l| l.split_whitespace().nth(1) == Some("00000000"))
+        .map(|l| l.split_whitespace().next().unwrap().to_string());
+    if let Some(i) = uplink {
+        let mtu = std::fs::read_to_string(format!("/sys/class/net/{i}/mtu")).unwrap();
+        let r = routes(&id);
+        assert!(r.contains(&format!("mtu {}", mtu.trim())), "{r}");
+    }
+    b.ok(&[
+        "network",
+        "create",
+        "-o",
+        "com.docker.network.driver.mtu=1400",
+        "small",
+    ]);
+    let id = b
+        .ok(&[
+            "run",
+            "-d",
+            "--network",
+            "small",
+            "busybox:test",
+            "sleep",
+            "1000",
+        ])
+        .trim()
+        .to_string();
+    assert_eq!(
+        b.ok(&["exec", &id, "cat", "/sys/class/net/eth0/mtu"]),
+        "1400\n"
+    );
+    let r = routes(&id);
+    assert!(r.contains("default via") && !r.contains(" mtu "), "{r}");
+    let (_, err) = b.fails(&[
+        "network",
+        "create",
+        "-o",
+        "com.docker.network.driver.mtu=9",
+        "tiny",
+    ]);
+    assert!(err.contains("a number from 68 to 65535"), "{err}");
+}
+
 /// The host port `port` of `container` is published on, as `port` prints it.
 fn host_port(b: &Berth, container: &str, port: &str) -> u16 {
     let out = b.ok(&["port", container, port]);

@@ -54,6 +54,22 @@ pub struct NetworkRecord {
     pub created: String,
 }
 
+/// The MTU of berth's bridges unless a network asks for another
+/// (`-o com.docker.network.driver.mtu=…`): large, as loopback's, since the traffic on a
+/// bridge stays on the host; the containers' default routes carry the uplink's MTU.
+pub const DEFAULT_MTU: u32 = 65520;
+
+const MTU_OPTION: &str = "com.docker.network.driver.mtu";
+
+impl NetworkRecord {
+    pub fn mtu(&self) -> u32 {
+        self.options
+            .get(MTU_OPTION)
+            .and_then(|m| m.parse().ok())
+            .unwrap_or(DEFAULT_MTU)
+    }
+}
+
 /// A container's place on a network.
 #[derive(Debug, Clone)]
 pub struct Endpoint {
@@ -319,8 +335,20 @@ impl Engine {
             Some(b) => b.clone(),
             None => format!("{}{}", firewall::BRIDGE_PREFIX, &id[..12]),
         };
+        if let Some(m) = c.options.get(MTU_OPTION) {
+            if !m.parse::<u32>().is_ok_and(|m| (68..=65535).contains(&m)) {
+                return Err(invalid(format!(
+                    "invalid {MTU_OPTION} {m:?}: a number from 68 to 65535"
+                )));
+            }
+        }
+        let mtu = c
+            .options
+            .get(MTU_OPTION)
+            .and_then(|m| m.parse().ok())
+            .unwrap_or(DEFAULT_MTU);
         let labels = c.labels.clone();
-        link::ensure_bridge(&bridge, gateway, subnet.prefix)
+        link::ensure_bridge(&bridge, gateway, subnet.prefix, mtu)
             .map_err(|e| invalid(format!("creating the network's bridge: {e}")))?;
         let inserted = self.db.execute(
             &format!("INSERT INTO networks ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"),
@@ -744,12 +772,14 @@ impl Engine {
             return Ok(());
         }
         let _lock = self.network_lock()?;
-        link::ensure_bridge(&net.bridge, net.gateway, net.subnet.prefix).map_err(|e| {
-            invalid(format!(
-                "making the bridge of network {} again: {e}",
-                net.name
-            ))
-        })?;
+        link::ensure_bridge(&net.bridge, net.gateway, net.subnet.prefix, net.mtu()).map_err(
+            |e| {
+                invalid(format!(
+                    "making the bridge of network {} again: {e}",
+                    net.name
+                ))
+            },
+        )?;
         self.apply_firewall()
     }
 
@@ -768,6 +798,11 @@ impl Engine {
                 gateway: route.then_some(net.gateway),
                 mac: parse_mac(&ep.mac).unwrap_or_else(|| ipam::mac_for(ep.ip)),
                 name: ep.interface(),
+                mtu: net.mtu(),
+                route_mtu: {
+                    let uplink = ipam::uplink_mtu();
+                    (route && uplink < net.mtu()).then_some(uplink)
+                },
             },
         )
         .map_err(|e| invalid(format!("connecting to network {}: {e}", net.name)))

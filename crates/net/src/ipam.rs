@@ -145,6 +145,24 @@ pub fn host_routes() -> Vec<Subnet> {
         .collect()
 }
 
+/// The MTU of the interface the host's default route leaves by (1500 when there is
+/// none): the largest packet a container's traffic to the outside can be.
+pub fn uplink_mtu() -> u32 {
+    let uplink = std::fs::read_to_string("/proc/net/route")
+        .ok()
+        .and_then(|text| {
+            text.lines().skip(1).find_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                (f.get(1) == Some(&"00000000") && f.get(7) == Some(&"00000000"))
+                    .then(|| f[0].to_string())
+            })
+        });
+    uplink
+        .and_then(|i| std::fs::read_to_string(format!("/sys/class/net/{i}/mtu")).ok())
+        .and_then(|m| m.trim().parse().ok())
+        .unwrap_or(1500)
+}
+
 /// A MAC address for `ip` as Docker makes them: 02:42 and the address's four bytes.
 pub fn mac_for(ip: Ipv4Addr) -> [u8; 6] {
     let o = ip.octets();

@@ -8,6 +8,7 @@ use std::path::Path;
 
 use futures_util::TryStreamExt;
 use rtnetlink::packet_route::link::{InfoData, InfoVeth};
+use rtnetlink::packet_route::route::{RouteAttribute, RouteMetric};
 use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder};
 
 use crate::{NetError, Result};
@@ -67,13 +68,19 @@ async fn add_address(h: &Handle, index: u32, ip: Ipv4Addr, prefix: u8, what: &st
 /// the lowest MAC among its ports, so a container leaving would change the gateway's MAC
 /// under the others' ARP caches, and they would lose it (their name server with it)
 /// until those entries expire.
-pub fn ensure_bridge(name: &str, gateway: Ipv4Addr, prefix: u8) -> Result<()> {
+pub fn ensure_bridge(name: &str, gateway: Ipv4Addr, prefix: u8, mtu: u32) -> Result<()> {
     let mac = crate::ipam::mac_for(gateway).to_vec();
     with_handle(async |h| -> Result<()> {
         if index_of(&h, name).await?.is_none() {
             match h
                 .link()
-                .add(LinkBridge::new(name).address(mac.clone()).up().build())
+                .add(
+                    LinkBridge::new(name)
+                        .address(mac.clone())
+                        .mtu(mtu)
+                        .up()
+                        .build(),
+                )
                 .execute()
                 .await
             {
@@ -86,7 +93,13 @@ pub fn ensure_bridge(name: &str, gateway: Ipv4Addr, prefix: u8) -> Result<()> {
             .ok_or_else(|| NetError::Invalid(format!("bridge {name} vanished")))?;
         add_address(&h, index, gateway, prefix, name).await?;
         h.link()
-            .set(LinkUnspec::new_with_index(index).address(mac).up().build())
+            .set(
+                LinkUnspec::new_with_index(index)
+                    .address(mac)
+                    .mtu(mtu)
+                    .up()
+                    .build(),
+            )
             .execute()
             .await
             .map_err(nl(format!("setting {name} up")))
@@ -126,6 +139,12 @@ pub struct Attachment {
     pub mac: [u8; 6],
     /// The interface's name in the container (`eth0`, `eth1`, …).
     pub name: String,
+    /// Both ends' MTU (the bridge's).
+    pub mtu: u32,
+    /// The default route's MTU, when it is below the interface's: traffic that leaves
+    /// the host is sized for its uplink, traffic on the host (other containers, the
+    /// host itself, published ports) uses the bridge's large MTU.
+    pub route_mtu: Option<u32>,
 }
 
 /// Connects the namespace at `netns` to a bridge: a veth pair whose host end joins the
@@ -154,10 +173,12 @@ pub fn attach(netns: &Path, a: &Attachment) -> Result<()> {
         let peer = rtnetlink::LinkMessageBuilder::<LinkUnspec>::new()
             .name(a.name.clone())
             .address(a.mac.to_vec())
+            .mtu(a.mtu)
             .setns_by_fd(ns.as_raw_fd())
             .build();
         let pair = LinkVeth::new(&a.host_if, &a.name)
             .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
+            .mtu(a.mtu)
             .controller(bridge)
             .up()
             .build();
@@ -187,7 +208,12 @@ pub fn attach(netns: &Path, a: &Attachment) -> Result<()> {
                     .map_err(nl("setting lo up"))?;
             }
             if let Some(gw) = a.gateway {
-                let route = RouteMessageBuilder::<Ipv4Addr>::new().gateway(gw).build();
+                let mut route = RouteMessageBuilder::<Ipv4Addr>::new().gateway(gw).build();
+                if let Some(mtu) = a.route_mtu {
+                    route
+                        .attributes
+                        .push(RouteAttribute::Metrics(vec![RouteMetric::Mtu(mtu)]));
+                }
                 match h.route().add(route).execute().await {
                     Err(e) if exists(&e) => {}
                     r => r.map_err(nl(format!("adding the default route via {gw}")))?,

@@ -52,8 +52,8 @@ fn two_namespaces_on_a_bridge_reach_each_other_and_nothing_is_left() {
         namespaces: Vec::new(),
         dir: tempfile::tempdir().unwrap(),
     };
-    link::ensure_bridge(&c.bridge, gw, 24).unwrap();
-    link::ensure_bridge(&c.bridge, gw, 24).unwrap(); // again: kept as it is
+    link::ensure_bridge(&c.bridge, gw, 24, 65520).unwrap();
+    link::ensure_bridge(&c.bridge, gw, 24, 65520).unwrap(); // again: kept as it is
     let mut ips = Vec::new();
     for i in 0..2u8 {
         let ns = c.dir.path().join(format!("ns{i}"));
@@ -70,12 +70,25 @@ fn two_namespaces_on_a_bridge_reach_each_other_and_nothing_is_left() {
                 gateway: Some(gw),
                 mac: mac_for(ip),
                 name: "eth0".into(),
+                mtu: 65520,
+                route_mtu: Some(1500),
             },
         )
         .unwrap();
         ips.push(ip);
     }
     assert!(ping_from(&c.namespaces[0], ips[1]), "ns0 cannot reach ns1");
+    // Large packets on the bridge; the way out sized for the uplink.
+    let inside = |args: &[&str]| {
+        let out = std::process::Command::new("nsenter")
+            .arg(format!("--net={}", c.namespaces[0].display()))
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(inside(&["ip", "link", "show", "eth0"]).contains("mtu 65520"));
+    assert!(inside(&["ip", "route", "show", "default"]).contains("mtu 1500"));
     assert!(
         ping_from(&c.namespaces[1], gw),
         "ns1 cannot reach the gateway"
@@ -110,7 +123,7 @@ fn attaching_replaces_a_veth_left_by_a_namespace_not_yet_destroyed() {
         namespaces: Vec::new(),
         dir: tempfile::tempdir().unwrap(),
     };
-    link::ensure_bridge(&c.bridge, gw, 24).unwrap();
+    link::ensure_bridge(&c.bridge, gw, 24, 65520).unwrap();
     let ip = Ipv4Addr::new(10, 211, 78, 10);
     let a = Attachment {
         bridge: c.bridge.clone(),
@@ -120,6 +133,8 @@ fn attaching_replaces_a_veth_left_by_a_namespace_not_yet_destroyed() {
         gateway: Some(gw),
         mac: mac_for(ip),
         name: "eth0".into(),
+        mtu: 1500,
+        route_mtu: None,
     };
     let first = c.dir.path().join("first");
     netns::create(&first).unwrap();
