@@ -819,38 +819,50 @@ network_scenarios() {
     done
     tar -C "$r" --numeric-owner -cf "$TMP/iperf.tar" .
     berth import "$TMP/iperf.tar" iperf3:bench >/dev/null || { warn "importing iperf3:bench failed"; return 0; }
-    local secs=5 p1 p2 out
+    local secs=5 round e out
     ((QUICK)) && secs=2
     # bits/s received, from iperf3's JSON
     bps() { python3 -c 'import json,sys; print("%.0f" % json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"])'; }
-    p1=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-    iperf3 -s -p "$p1" -1 >/dev/null 2>&1 &
+    freeport() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+    # The servers: one on the host, one in a container per engine (podman left out: its
+    # rootful port forwarding changes the host's iptables).
+    declare -A PORT=()
+    PORT[direct]=$(freeport)
+    iperf3 -s -p "${PORT[direct]}" >/dev/null 2>&1 &
     IPERF_PID=$!
-    sleep 0.5
-    if out=$(iperf3 -c 127.0.0.1 -p "$p1" -t "$secs" -J 2>/dev/null); then
-        TPUT[direct]=$(bps <<<"$out")
-    else
-        warn "iperf3 on loopback failed"
-    fi
-    wait "$IPERF_PID" 2>/dev/null
-    IPERF_PID=""
     for e in "${ENGINES[@]}"; do
         [[ $e == podman ]] && continue
         if [[ $e == docker ]]; then
             berth save iperf3:bench | "${DOCKER[@]}" load >/dev/null 2>&1 || { warn "docker: loading iperf3:bench failed"; continue; }
         fi
-        p2=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-        if ! eng "$e" run -d --name bench-iperf -p "127.0.0.1:$p2:5201" iperf3:bench iperf3 -s >/dev/null 2>"$TMP/iperf.err"; then
+        PORT[$e]=$(freeport)
+        if ! eng "$e" run -d --name bench-iperf -p "127.0.0.1:${PORT[$e]}:5201" iperf3:bench iperf3 -s >/dev/null 2>"$TMP/iperf.err"; then
             warn "$e: iperf3 server container failed: $(tail -n 2 "$TMP/iperf.err")"
-            continue
+            unset "PORT[$e]"
         fi
-        sleep 1
-        if out=$(iperf3 -c 127.0.0.1 -p "$p2" -t "$secs" -J 2>/dev/null); then
-            TPUT[$e]=$(bps <<<"$out")
-        else
-            warn "$e: iperf3 through the published port failed"
-        fi
-        eng "$e" rm -f bench-iperf >/dev/null 2>&1
+    done
+    sleep 1
+    # Three rounds, the paths taking turns; the median of each path's three.
+    declare -A RUNS_BPS=()
+    for round in 1 2 3; do
+        for e in direct "${ENGINES[@]}"; do
+            [[ -n ${PORT[$e]:-} ]] || continue
+            if out=$(iperf3 -c 127.0.0.1 -p "${PORT[$e]}" -t "$secs" -J 2>/dev/null); then
+                RUNS_BPS[$e]+="$(bps <<<"$out") "
+            else
+                warn "$e: iperf3 to 127.0.0.1:${PORT[$e]} failed (round $round)"
+            fi
+        done
+    done
+    for e in "${!RUNS_BPS[@]}"; do
+        TPUT[$e]=$(tr ' ' '\n' <<<"${RUNS_BPS[$e]}" | grep . | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }')
+        note "iperf3 $e: ${RUNS_BPS[$e]}bit/s"
+    done
+    kill "$IPERF_PID" 2>/dev/null
+    wait "$IPERF_PID" 2>/dev/null || true
+    IPERF_PID=""
+    for e in "${ENGINES[@]}"; do
+        [[ $e == podman ]] || eng "$e" rm -f bench-iperf >/dev/null 2>&1
     done
 }
 ((NETWORK)) && network_scenarios
@@ -975,7 +987,7 @@ if ((NETWORK)); then
             "$(jget "$OUT/run-bridge.json" "$e" stddev)" "$r"
     done
     echo
-    echo "[tcp] iperf3 from the host to 127.0.0.1: direct, and through a container's published port"
+    echo "[tcp] iperf3 from the host to 127.0.0.1: direct, and through a container's published port (median of 3)"
     for k in direct berth docker; do
         [[ -n ${TPUT[$k]:-} ]] || continue
         printf '  %-8s %8.2f Gbit/s' "$k" "$(awk -v b="${TPUT[$k]}" 'BEGIN { print b / 1e9 }')"

@@ -165,12 +165,39 @@ pub fn upstreams(resolv_conf: &str) -> Vec<SocketAddr> {
         .collect()
 }
 
-/// Serves queries on `sock` until the process is killed.
+/// Serves queries on `sock` until the process is killed, or until the records file has
+/// gone (its network was removed, or its run root wiped) and nothing asked for a while.
 pub fn serve(sock: UdpSocket, records: &Path, upstream: Vec<SocketAddr>) -> std::io::Result<()> {
+    serve_checking(sock, records, upstream, Duration::from_secs(10))
+}
+
+/// [`serve`], looking for the records file after each `idle` without a query.
+fn serve_checking(
+    sock: UdpSocket,
+    records: &Path,
+    upstream: Vec<SocketAddr>,
+    idle: Duration,
+) -> std::io::Result<()> {
+    let path = records.to_path_buf();
     let mut records = Records::new(records);
     let mut buf = [0u8; 1500];
+    sock.set_read_timeout(Some(idle))?;
     loop {
-        let (n, from) = sock.recv_from(&mut buf)?;
+        let (n, from) = match sock.recv_from(&mut buf) {
+            Ok(r) => r,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                if !path.exists() {
+                    return Ok(());
+                }
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         let packet = &buf[..n];
         let Some(q) = parse_query(packet) else {
             continue;
@@ -299,6 +326,36 @@ mod tests {
             .local_addr()
             .unwrap();
         assert!(forward(&p, &[dead]).is_none());
+    }
+
+    #[test]
+    fn the_server_answers_and_ends_when_its_records_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("hosts");
+        std::fs::write(&f, "web 10.0.0.2\n").unwrap();
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = sock.local_addr().unwrap();
+        let records = f.clone();
+        let server = std::thread::spawn(move || {
+            serve_checking(sock, &records, Vec::new(), Duration::from_millis(50))
+        });
+        let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+        client
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        client.send_to(&query("web", TYPE_A), addr).unwrap();
+        let mut buf = [0u8; 512];
+        let (n, _) = client.recv_from(&mut buf).unwrap();
+        assert_eq!(&buf[n - 4..n], &[10, 0, 0, 2]);
+        std::fs::remove_file(&f).unwrap();
+        for _ in 0..100 {
+            if server.is_finished() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(server.is_finished(), "the server outlived its records");
+        server.join().unwrap().unwrap();
     }
 
     #[test]
