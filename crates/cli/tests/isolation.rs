@@ -241,7 +241,7 @@ fn network_host_shares_the_hosts_interfaces() {
         "true",
     ]);
     assert_eq!(code, 125);
-    assert!(err.contains("not implemented yet"), "{err}");
+    assert!(err.contains("no such container: other"), "{err}");
     assert!(b
         .fails(&[
             "run",

@@ -697,7 +697,7 @@ fn a_stopped_container_leaves_its_networks_name_server() {
 }
 
 #[test]
-fn resolv_conf_takes_dns_search_and_options() {
+fn resolv_conf_and_hosts_take_the_dns_and_add_host_flags() {
     require_root!();
     let b = Berth::with_busybox();
     b.ok(&["network", "create", "searching"]);
@@ -737,6 +737,21 @@ fn resolv_conf_takes_dns_search_and_options() {
         "/etc/resolv.conf",
     ]);
     assert!(resolv.contains("nameserver 10.213.7.53"), "{resolv}");
+    let hosts = b.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "searching",
+        "--add-host",
+        "db.test:10.213.7.9",
+        "--add-host",
+        "outside:host-gateway",
+        "busybox:test",
+        "cat",
+        "/etc/hosts",
+    ]);
+    assert!(hosts.contains("10.213.7.9\tdb.test\n"), "{hosts}");
+    assert!(hosts.contains(&format!("{}\toutside\n", gw.trim())), "{hosts}");
 }
 
 #[test]
@@ -948,5 +963,109 @@ fn two_hundred_containers_share_one_network() {
             .any(|l| ids.iter().any(|id| l.contains(&id[..9])))),
         "veth pairs left: {:?}",
         host_state().0
+    );
+}
+
+#[test]
+fn a_container_joins_another_containers_network_namespace() {
+    require_root!();
+    let b = Berth::with_busybox();
+    b.ok(&["network", "create", "shared"]);
+    let web = b
+        .ok(&[
+            "run",
+            "-d",
+            "--name",
+            "web",
+            "--network",
+            "shared",
+            "busybox:test",
+            "httpd",
+            "-f",
+            "-p",
+            "127.0.0.1:8080",
+            "-h",
+            "/etc",
+        ])
+        .trim()
+        .to_string();
+    let ip = ip_of(&b, "web", "shared");
+    let script = "hostname; ip -o -4 addr show eth0; \
+                  for i in 1 2 3 4 5 6 7 8 9 10; do wget -qO- http://127.0.0.1:8080/hostname && break; sleep 0.2; done";
+    let out = b.sh(&["--network", "container:web"], script);
+    let mut lines = out.lines();
+    assert_eq!(lines.next(), Some(&web[..12]), "web's hostname: {out}");
+    assert!(
+        lines.next().unwrap_or("").contains(&ip),
+        "web's address: {out}"
+    );
+    assert_eq!(lines.next(), Some(&web[..12]), "web's loopback: {out}");
+    // Its name server too: the joiner resolves web's network's names.
+    let out = b.sh(&["--network", "container:web"], "nslookup web");
+    assert!(out.contains(&ip), "{out}");
+
+    // A container on no network shares its loopback the same way.
+    b.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "alone",
+        "--network",
+        "none",
+        "busybox:test",
+        "httpd",
+        "-f",
+        "-p",
+        "127.0.0.1:8081",
+        "-h",
+        "/etc",
+    ]);
+    let out = b.sh(
+        &["--network", "container:alone"],
+        "for i in 1 2 3 4 5 6 7 8 9 10; do wget -qO- http://127.0.0.1:8081/hostname && break; sleep 0.2; done",
+    );
+    assert_eq!(out.trim(), b.inspect("alone", "{{.Config.Hostname}}"));
+
+    // What the other's namespace decides cannot be asked for; a stopped one cannot be joined.
+    for (flags, said) in [
+        (vec!["-p", "80"], "port publishing"),
+        (vec!["--hostname", "x"], "hostname and the network mode"),
+        (vec!["--dns", "10.213.7.53"], "dns and the network mode"),
+    ] {
+        let mut args = vec!["run", "--rm", "--network", "container:web"];
+        args.extend(flags);
+        args.extend(["busybox:test", "true"]);
+        let (_, err) = b.fails(&args);
+        assert!(err.contains(said), "{err}");
+    }
+    let (_, err) = b.fails(&[
+        "run",
+        "--rm",
+        "--network",
+        "container:nosuch",
+        "busybox:test",
+        "true",
+    ]);
+    assert!(err.contains("no such container: nosuch"), "{err}");
+    b.ok(&[
+        "create",
+        "--name",
+        "joiner",
+        "--network",
+        "container:web",
+        "busybox:test",
+        "sleep",
+        "100",
+    ]);
+    let (_, err) = b.fails(&["network", "connect", "shared", "joiner"]);
+    assert!(
+        err.contains("cannot be connected to any other network"),
+        "{err}"
+    );
+    b.ok(&["stop", "-t", "0", "web"]);
+    let (_, err) = b.fails(&["start", "joiner"]);
+    assert!(
+        err.contains("cannot join network of a non running container"),
+        "{err}"
     );
 }

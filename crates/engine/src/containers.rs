@@ -341,10 +341,33 @@ impl Engine {
         if host_config.network_mode.is_empty() || host_config.network_mode == "default" {
             host_config.network_mode = crate::networks::DEFAULT_NETWORK.into();
         }
-        if host_config.network_mode.starts_with("container:") {
-            return Err(EngineError::Invalid(
-                "--network container:… is not implemented yet".into(),
-            ));
+        if let Some(other) = host_config.network_mode.strip_prefix("container:") {
+            // Docker's checks: what the other container's namespace decides cannot be
+            // asked for here.
+            let conflict = |what: &str| {
+                EngineError::Invalid(format!("conflicting options: {what} and the network mode"))
+            };
+            if !opts.config.hostname.is_empty() {
+                return Err(conflict("hostname"));
+            }
+            if !host_config.dns.is_empty()
+                || !host_config.dns_search.is_empty()
+                || !host_config.dns_options.is_empty()
+            {
+                return Err(conflict("dns"));
+            }
+            if !host_config.extra_hosts.is_empty() {
+                return Err(conflict("custom host-to-IP mapping"));
+            }
+            if !host_config.port_bindings.is_empty() || host_config.publish_all_ports {
+                return Err(EngineError::Invalid(
+                    "conflicting options: port publishing and the container type network mode"
+                        .into(),
+                ));
+            }
+            let o = self.find_container(other)?;
+            host_config.network_mode = format!("container:{}", o.id);
+            config.hostname = o.config.hostname.clone();
         }
         // A network that does not exist is an error now, not at start.
         let net = self.network_of_mode(&host_config.network_mode)?;
@@ -483,15 +506,54 @@ impl Engine {
         Ok((id, warnings))
     }
 
+    /// The network namespace of running container `other`, for a container started with
+    /// `--network container:OTHER`, whose /etc/hosts and /etc/resolv.conf (in `dir`)
+    /// become copies of the other's.
+    fn joined_netns(&self, other: &str, dir: &Path) -> Result<PathBuf> {
+        let o = self.find_container(other)?;
+        let st = self.container_state(&o.id)?;
+        if !st.status.is_active() || st.pid <= 0 {
+            return Err(EngineError::Conflict(format!(
+                "cannot join network of a non running container: {}",
+                o.id
+            )));
+        }
+        for f in ["hosts", "resolv.conf"] {
+            let from = self.container_dir(&o.id).join(f);
+            let to = dir.join(f);
+            let text = fs::read(&from).map_err(io_err(&from))?;
+            berth_image::fsutil::replace_file(&to, &text).map_err(io_err(&to))?;
+        }
+        // Pinned when the other is on a network; else its init's (none, host).
+        let pinned = self.netns_path(&o.id);
+        Ok(if pinned.exists() {
+            pinned
+        } else {
+            PathBuf::from(format!("/proc/{}/ns/net", st.pid))
+        })
+    }
+
     /// Puts `ip hostname` in the container's /etc/hosts (replacing the line an earlier
     /// start wrote).
-    fn hosts_entry(&self, dir: &Path, ip: std::net::Ipv4Addr, hostname: &str) -> Result<()> {
+    ///
+    /// `--add-host NAME:host-gateway` lines get `gateway`, the host's address on the
+    /// container's network, as Docker's do.
+    fn hosts_entry(
+        &self,
+        dir: &Path,
+        ip: std::net::Ipv4Addr,
+        gateway: std::net::Ipv4Addr,
+        hostname: &str,
+    ) -> Result<()> {
         let p = dir.join("hosts");
         let old = fs::read_to_string(&p).unwrap_or_default();
         let mut text: String = old
             .lines()
             .filter(|l| !l.ends_with("\t# berth"))
-            .map(|l| format!("{l}\n"))
+            .map(|l| match l.strip_prefix("host-gateway\t") {
+                Some(name) => format!("{gateway}\t{name}\n"),
+                None => format!("{l}\n"),
+            })
             .collect();
         text.push_str(&format!("{ip}\t{hostname}\t# berth\n"));
         berth_image::fsutil::replace_file(&p, text.as_bytes()).map_err(io_err(&p))
@@ -714,12 +776,22 @@ impl Engine {
         let mut port_maps = Vec::new();
         let ports_path = dir.join("ports.json");
         let _ = fs::remove_file(&ports_path);
+        // `--network container:ID`: that container's namespace, names and resolvers.
+        let joined = match hc.network_mode.strip_prefix("container:") {
+            Some(other) => Some(self.joined_netns(other, &dir)?),
+            None => None,
+        };
         let netns = match self.network_of_mode(&hc.network_mode)? {
             Some(_) => {
                 let (ns, endpoints) = self.connect_for_start(rec)?;
                 let wired = (|| -> Result<()> {
                     if let Some(first) = endpoints.first() {
-                        self.hosts_entry(&dir, first.ip, &rec.config.hostname)?;
+                        self.hosts_entry(
+                            &dir,
+                            first.ip,
+                            first.network.gateway,
+                            &rec.config.hostname,
+                        )?;
                     }
                     let ours = self.dns_for_start(rec, &endpoints)?;
                     let p = dir.join("resolv.conf");
@@ -774,7 +846,7 @@ impl Engine {
             } else {
                 None
             },
-            netns: netns.clone(),
+            netns: joined.clone().or_else(|| netns.clone()),
         };
         let spec = spec::build(&input)?;
         let cfg_path = dir.join("config.json");

@@ -854,6 +854,11 @@ impl Engine {
                 "container cannot be disconnected from host network or connected to host network",
             ));
         }
+        if mode.starts_with("container:") {
+            return Err(invalid(
+                "container sharing network namespace with another container or host cannot be connected to any other network",
+            ));
+        }
         if mode == "none" || mode.is_empty() {
             return Err(invalid(
                 "container cannot be connected to multiple networks with one of the networks in private (none) mode",
