@@ -894,6 +894,24 @@ echo "berth: $BERTH_BIN ($("$BERTH_BIN" --version 2>/dev/null || echo '?'))"
 ((${#PEER_NOTES[@]})) && printf '%s\n' "${PEER_NOTES[@]}"
 echo "load average before the run: $LOAD0"
 declare -A MED=()
+# scenario_table NAME TITLE: a hyperfine scenario's medians, means and deviations per
+# engine, and each peer's ratio to berth; the medians go to MED[NAME,ENGINE].
+scenario_table() {
+    local s=$1 b e m r
+    echo
+    echo "[$s] $2"
+    printf '  %-8s %12s %12s %12s %10s\n' engine "median ms" "mean ms" "stddev ms" "vs berth"
+    b=$(jget "$OUT/$s.json" berth median)
+    for e in "${ENGINES[@]}"; do
+        m=$(jget "$OUT/$s.json" "$e" median)
+        MED[$s,$e]=$m
+        [[ -n $m ]] || { printf '  %-8s %12s\n' "$e" "n/a"; continue; }
+        r="1.0x"
+        [[ $e == berth ]] || r=$(ratio "$m" "$b")
+        printf '  %-8s %12s %12s %12s %10s\n' "$e" "$m" "$(jget "$OUT/$s.json" "$e" mean)" \
+            "$(jget "$OUT/$s.json" "$e" stddev)" "$r"
+    done
+}
 if ((CORE)); then
 for s in run exec ps stats; do
     case $s in
@@ -902,22 +920,7 @@ for s in run exec ps stats; do
         exec) title="exec bench-exec true" ;;
         ps) title="ps -a ($NCONT containers, $NRUNNING running)" ;;
     esac
-    echo
-    echo "[$s] $title"
-    printf '  %-8s %12s %12s %12s %10s\n' engine "median ms" "mean ms" "stddev ms" "vs berth"
-    b=$(jget "$OUT/$s.json" berth median)
-    for e in "${ENGINES[@]}"; do
-        m=$(jget "$OUT/$s.json" "$e" median)
-        MED[$s,$e]=$m
-        if [[ -z $m ]]; then
-            printf '  %-8s %12s\n' "$e" "n/a"
-            continue
-        fi
-        r="1.0x"
-        [[ $e == berth ]] || r=$(ratio "$m" "$b")
-        printf '  %-8s %12s %12s %12s %10s\n' "$e" "$m" "$(jget "$OUT/$s.json" "$e" mean)" \
-            "$(jget "$OUT/$s.json" "$e" stddev)" "$r"
-    done
+    scenario_table "$s" "$title"
 done
 echo
 echo "[rss] resident memory of the per-container process (KiB)"
@@ -973,19 +976,7 @@ if ((BUILD)); then
 fi
 
 if ((NETWORK)); then
-    echo
-    echo "[run-bridge] run --rm --network bridge busybox:bench true"
-    printf '  %-8s %12s %12s %12s %10s\n' engine "median ms" "mean ms" "stddev ms" "vs berth"
-    b=$(jget "$OUT/run-bridge.json" berth median)
-    for e in "${ENGINES[@]}"; do
-        m=$(jget "$OUT/run-bridge.json" "$e" median)
-        MED[run-bridge,$e]=$m
-        [[ -n $m ]] || { printf '  %-8s %12s\n' "$e" "n/a"; continue; }
-        r="1.0x"
-        [[ $e == berth ]] || r=$(ratio "$m" "$b")
-        printf '  %-8s %12s %12s %12s %10s\n' "$e" "$m" "$(jget "$OUT/run-bridge.json" "$e" mean)" \
-            "$(jget "$OUT/run-bridge.json" "$e" stddev)" "$r"
-    done
+    scenario_table run-bridge "run --rm --network bridge busybox:bench true"
     echo
     echo "[tcp] iperf3 from the host to 127.0.0.1: direct, and through a container's published port (median of 3)"
     for k in direct berth docker; do

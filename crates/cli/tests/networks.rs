@@ -43,6 +43,27 @@ fn ping(b: &Berth, network: &str, ip: &str) -> bool {
     .success()
 }
 
+/// The gateway of network `net`.
+fn gateway_of(b: &Berth, net: &str) -> String {
+    b.ok(&[
+        "network",
+        "inspect",
+        "-f",
+        "{{(index .IPAM.Config 0).Gateway}}",
+        net,
+    ])
+    .trim()
+    .to_string()
+}
+
+/// `run --rm FLAGS busybox:test true`, which must fail; its error.
+fn refused(b: &Berth, flags: &[&str]) -> String {
+    let mut args = vec!["run", "--rm"];
+    args.extend_from_slice(flags);
+    args.extend_from_slice(&["busybox:test", "true"]);
+    b.fails(&args).1
+}
+
 fn ip_of(b: &Berth, container: &str, network: &str) -> String {
     b.inspect(
         container,
@@ -140,14 +161,7 @@ fn containers_on_a_network_reach_each_other_and_no_other_network() {
     assert!(err.contains("has active endpoints"), "{err}");
     let (_, err) = b.fails(&["network", "rm", "bridge"]);
     assert!(err.contains("pre-defined network"), "{err}");
-    let (_, err) = b.fails(&[
-        "run",
-        "--rm",
-        "--network",
-        "nowhere",
-        "busybox:test",
-        "true",
-    ]);
+    let err = refused(&b, &["--network", "nowhere"]);
     assert!(err.contains("network nowhere not found"), "{err}");
     // A stopped container keeps its address and gets it back.
     b.ok(&["stop", "-t", "0", "web"]);
@@ -410,27 +424,9 @@ fn published_ports_reach_the_container_from_the_host() {
     // Started again, it serves again.
     b.ok(&["start", "web"]);
     assert!(common::eventually(5, || http_get(port).is_some()));
-    let (_, err) = b.fails(&[
-        "run",
-        "--rm",
-        "--network",
-        "none",
-        "-p",
-        "80",
-        "busybox:test",
-        "true",
-    ]);
+    let err = refused(&b, &["--network", "none", "-p", "80"]);
     assert!(err.contains("publishing ports needs a network"), "{err}");
-    let (_, err) = b.fails(&[
-        "run",
-        "--rm",
-        "-p",
-        "80/sctp",
-        "--network",
-        "bridge",
-        "busybox:test",
-        "true",
-    ]);
+    let err = refused(&b, &["-p", "80/sctp", "--network", "bridge"]);
     assert!(err.contains("invalid proto"), "{err}");
 }
 
@@ -519,13 +515,7 @@ fn containers_resolve_each_other_by_name_on_their_network_only() {
         "cat",
         "/etc/resolv.conf",
     ]);
-    let gw = b.ok(&[
-        "network",
-        "inspect",
-        "-f",
-        "{{(index .IPAM.Config 0).Gateway}}",
-        "bridge",
-    ]);
+    let gw = gateway_of(&b, "bridge");
     assert!(!resolv.contains(gw.trim()), "{resolv}");
     // Removed, the container's name goes.
     b.ok(&["rm", "-f", "web"]);
@@ -633,25 +623,9 @@ fn a_running_container_is_connected_to_and_disconnected_from_networks() {
     assert!(err.contains("already exists in network beta"), "{err}");
     let (_, err) = b.fails(&["network", "connect", "--ip", "10.213.1.50", "alpha", "db"]);
     assert!(err.contains("Address already in use"), "{err}");
-    let (_, err) = b.fails(&[
-        "run",
-        "--rm",
-        "--network",
-        "alpha",
-        "--ip",
-        "10.9.9.9",
-        "busybox:test",
-        "true",
-    ]);
+    let err = refused(&b, &["--network", "alpha", "--ip", "10.9.9.9"]);
     assert!(err.contains("contains the IP address 10.9.9.9"), "{err}");
-    let (_, err) = b.fails(&[
-        "run",
-        "--rm",
-        "--network-alias",
-        "x",
-        "busybox:test",
-        "true",
-    ]);
+    let err = refused(&b, &["--network-alias", "x"]);
     assert!(err.contains("user defined networks"), "{err}");
     sleeper(&b, "alone", &["--network", "none"]);
     let (_, err) = b.fails(&["network", "connect", "alpha", "alone"]);
@@ -714,13 +688,7 @@ fn resolv_conf_and_hosts_take_the_dns_and_add_host_flags() {
         "cat",
         "/etc/resolv.conf",
     ]);
-    let gw = b.ok(&[
-        "network",
-        "inspect",
-        "-f",
-        "{{(index .IPAM.Config 0).Gateway}}",
-        "searching",
-    ]);
+    let gw = gateway_of(&b, "searching");
     assert!(
         resolv.starts_with(&format!("nameserver {}", gw.trim())),
         "{resolv}"
@@ -751,7 +719,10 @@ fn resolv_conf_and_hosts_take_the_dns_and_add_host_flags() {
         "/etc/hosts",
     ]);
     assert!(hosts.contains("10.213.7.9\tdb.test\n"), "{hosts}");
-    assert!(hosts.contains(&format!("{}\toutside\n", gw.trim())), "{hosts}");
+    assert!(
+        hosts.contains(&format!("{}\toutside\n", gw.trim())),
+        "{hosts}"
+    );
 }
 
 #[test]
@@ -1032,20 +1003,12 @@ fn a_container_joins_another_containers_network_namespace() {
         (vec!["--hostname", "x"], "hostname and the network mode"),
         (vec!["--dns", "10.213.7.53"], "dns and the network mode"),
     ] {
-        let mut args = vec!["run", "--rm", "--network", "container:web"];
+        let mut args = vec!["--network", "container:web"];
         args.extend(flags);
-        args.extend(["busybox:test", "true"]);
-        let (_, err) = b.fails(&args);
+        let err = refused(&b, &args);
         assert!(err.contains(said), "{err}");
     }
-    let (_, err) = b.fails(&[
-        "run",
-        "--rm",
-        "--network",
-        "container:nosuch",
-        "busybox:test",
-        "true",
-    ]);
+    let err = refused(&b, &["--network", "container:nosuch"]);
     assert!(err.contains("no such container: nosuch"), "{err}");
     b.ok(&[
         "create",

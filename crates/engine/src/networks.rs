@@ -376,18 +376,30 @@ impl Engine {
             let _ = self.apply_firewall();
             return Err(e);
         }
-        self.emit(
-            "network",
-            "create",
-            &id,
-            [
-                ("name".to_string(), c.name.clone()),
-                ("type".to_string(), driver),
-            ]
-            .into_iter()
-            .collect(),
-        );
+        self.emit_network("create", &id, &c.name, &driver, None);
         Ok(id)
+    }
+
+    /// A network event, with Docker's attributes (and the container's id for connect
+    /// and disconnect).
+    fn emit_network(
+        &self,
+        action: &str,
+        id: &str,
+        name: &str,
+        driver: &str,
+        container: Option<&str>,
+    ) {
+        let mut attributes: BTreeMap<String, String> = [
+            ("name".to_string(), name.to_string()),
+            ("type".to_string(), driver.to_string()),
+        ]
+        .into_iter()
+        .collect();
+        if let Some(c) = container {
+            attributes.insert("container".into(), c.to_string());
+        }
+        self.emit("network", action, id, attributes);
     }
 
     fn find_network_row(&self, name: &str) -> Result<Option<NetworkRecord>> {
@@ -590,17 +602,7 @@ impl Engine {
             .execute("DELETE FROM networks WHERE id = ?1", [&n.id])?;
         link::delete_link(&n.bridge).map_err(|e| invalid(format!("removing the bridge: {e}")))?;
         self.apply_firewall()?;
-        self.emit(
-            "network",
-            "destroy",
-            &n.id,
-            [
-                ("name".to_string(), n.name.clone()),
-                ("type".to_string(), n.driver.clone()),
-            ]
-            .into_iter()
-            .collect(),
-        );
+        self.emit_network("destroy", &n.id, &n.name, &n.driver, None);
         Ok(n.id)
     }
 
@@ -897,18 +899,7 @@ impl Engine {
             }
         }
         self.refresh_dns(None)?;
-        self.emit(
-            "network",
-            "connect",
-            &net.id,
-            [
-                ("container".to_string(), rec.id.clone()),
-                ("name".to_string(), net.name.clone()),
-                ("type".to_string(), net.driver.clone()),
-            ]
-            .into_iter()
-            .collect(),
-        );
+        self.emit_network("connect", &net.id, &net.name, &net.driver, Some(&rec.id));
         Ok(())
     }
 
@@ -938,18 +929,7 @@ impl Engine {
             [&net.id, &rec.id],
         )?;
         self.refresh_dns(None)?;
-        self.emit(
-            "network",
-            "disconnect",
-            &net.id,
-            [
-                ("container".to_string(), rec.id.clone()),
-                ("name".to_string(), net.name.clone()),
-                ("type".to_string(), net.driver.clone()),
-            ]
-            .into_iter()
-            .collect(),
-        );
+        self.emit_network("disconnect", &net.id, &net.name, &net.driver, Some(&rec.id));
         Ok(())
     }
 
