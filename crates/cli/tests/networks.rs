@@ -381,6 +381,13 @@ fn published_ports_reach_the_container_from_the_host() {
         "nothing answers on 127.0.0.1:{port}"
     );
     assert_eq!(http_get(port).unwrap(), "served by the container\n");
+    // Other containers reach it through the host's address, from another network too.
+    b.ok(&["network", "create", "elsewhere"]);
+    for net in ["bridge", "elsewhere"] {
+        let url = format!("http://{}:{port}/", gateway_of(&b, net));
+        let got = b.sh(&["--network", net], &format!("wget -qO- {url}"));
+        assert_eq!(got, "served by the container\n", "from {net}");
+    }
     // `port`, `ps` and inspect say where each port went; a random one was chosen for 81.
     let ports = b.ok(&["port", "web"]);
     assert!(
