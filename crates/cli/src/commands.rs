@@ -350,6 +350,8 @@ pub enum Command {
     /// Manage networks
     #[command(subcommand)]
     Network(crate::network::NetworkCmd),
+    /// Define and run multi-container applications
+    Compose(crate::compose::ComposeArgs),
     /// A network's name server (started by berth itself)
     #[command(hide = true)]
     DnsServe {
@@ -1787,6 +1789,10 @@ pub fn dispatch(cli: &Cli) -> CliResult<u8> {
     if let Command::Registry { args } = &cli.cmd {
         return registry(args);
     }
+    // Compose opens the engine when a command needs it.
+    if let Command::Compose(args) = &cli.cmd {
+        return crate::compose::compose(args);
+    }
     let engine = open_engine(&cli.root, &cli.run_root).map_err(|mut f| {
         f.code = 125;
         f
@@ -2344,6 +2350,7 @@ pub fn dispatch(cli: &Cli) -> CliResult<u8> {
         Command::Build(b) => crate::build::build(e, b),
         Command::Builder(b) => crate::build::builder(e, b),
         Command::Network(n) => crate::network::network(e, n),
+        Command::Compose(_) => unreachable!("dispatched before the engine opens"),
         Command::DnsServe { addr, records } => {
             let sock = std::net::UdpSocket::bind(addr)
                 .map_err(|err| Failure::new(1, format!("dns-serve: binding {addr}: {err}")))?;

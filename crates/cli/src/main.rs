@@ -7,6 +7,7 @@
 
 mod build;
 mod commands;
+mod compose;
 mod cp;
 mod format;
 mod network;
