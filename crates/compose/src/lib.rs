@@ -9,6 +9,9 @@
 pub mod dotenv;
 pub mod interpolate;
 pub mod load;
+pub mod merge;
+pub mod normalize;
+pub mod project;
 
 /// What went wrong, naming the file and, where there is one, the key.
 #[derive(Debug, thiserror::Error)]

@@ -18,6 +18,14 @@ pub const DEFAULT_FILES: [&str; 4] = [
     "docker-compose.yml",
 ];
 
+/// The override files read after the file found without `-f`, beside it.
+pub const OVERRIDE_FILES: [&str; 4] = [
+    "compose.override.yaml",
+    "compose.override.yml",
+    "docker-compose.override.yaml",
+    "docker-compose.override.yml",
+];
+
 /// The top-level keys of the specification (besides `x-…` extensions).
 const TOP_LEVEL: [&str; 8] = [
     "version", "name", "include", "services", "networks", "volumes", "secrets", "configs",
@@ -92,13 +100,20 @@ pub fn find_files(opts: &Options) -> Result<Vec<PathBuf>> {
             }
             dir = d.parent();
         }
-        vec![found.ok_or_else(|| {
+        let found = found.ok_or_else(|| {
             invalid(format!(
                 "no configuration file provided: not found (looked for {} in {} and its parents)",
                 DEFAULT_FILES.join(", "),
                 opts.working_dir.display()
             ))
-        })?]
+        })?;
+        // Its override file, beside it, comes after it.
+        let dir = found.parent().map(Path::to_path_buf).unwrap_or_default();
+        let over = OVERRIDE_FILES
+            .iter()
+            .map(|n| dir.join(n))
+            .find(|p| p.is_file());
+        std::iter::once(found).chain(over).collect()
     };
     Ok(given
         .into_iter()
@@ -132,18 +147,13 @@ pub fn normalize_name(name: &str) -> Result<String> {
 /// Loads the project `opts` describes.
 pub fn load(opts: &Options) -> Result<Project> {
     let files = find_files(opts)?;
-    if files.len() > 1 {
-        return Err(invalid(
-            "several compose files (-f … -f …) are not merged yet: give one",
-        ));
-    }
-    let file = &files[0];
-    if file.as_os_str() == "-" {
+    if files.iter().any(|f| f.as_os_str() == "-") {
         return Err(invalid(
             "reading the compose file from stdin (-f -) is not implemented yet",
         ));
     }
-    let dir = file
+    // Paths in every file are relative to the first file's directory.
+    let dir = files[0]
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_else(|| opts.working_dir.clone());
@@ -179,38 +189,20 @@ pub fn load(opts: &Options) -> Result<Project> {
     }
     environment.extend(opts.environ.iter().map(|(k, v)| (k.clone(), v.clone())));
 
-    let text = std::fs::read_to_string(file).map_err(io(file))?;
-    let what = file.display().to_string();
-    let mut model: Value = serde_norway::from_str(&text).map_err(|e| {
-        let at = e
-            .location()
-            .map(|l| format!("line {}: ", l.line()))
-            .unwrap_or_default();
-        invalid(format!("{what}: yaml: {at}{e}"))
-    })?;
-    if model.is_null() {
-        return Err(invalid(format!("{what}: empty compose file")));
-    }
-    apply_merge_keys(&mut model).map_err(|e| invalid(format!("{what}: {e}")))?;
-    let Value::Mapping(top) = &model else {
-        return Err(invalid(format!(
-            "{what}: Top-level object must be a mapping"
-        )));
-    };
-    for k in top.keys() {
-        let k = key_text(k);
-        if !TOP_LEVEL.contains(&k.as_str()) && !k.starts_with("x-") {
-            return Err(invalid(format!(
-                "{what}: (root) additional property {k} is not allowed"
-            )));
-        }
-    }
     let mut warnings = Vec::new();
-    interpolate_values(&mut model, &mut Vec::new(), &environment, &mut warnings)
-        .map_err(|e| invalid(format!("{what}: {e}")))?;
+    let mut model = Value::Mapping(Mapping::new());
+    for file in &files {
+        let one = read_file(file, &dir, &environment, &mut warnings)?;
+        model = crate::merge::merge(model, one, &mut Vec::new()).unwrap_or(Value::Null);
+    }
+    let mut model = crate::merge::untag(model);
     let mut seen = std::collections::HashSet::new();
     warnings.retain(|w| seen.insert(w.clone()));
-    check_sections(&model, &what)?;
+    let what = files
+        .iter()
+        .map(|f| f.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
 
     let name = match &opts.project_name {
         Some(n) => normalize_name(n)?,
@@ -242,6 +234,7 @@ pub fn load(opts: &Options) -> Result<Project> {
         }
     }
     drop_inactive_services(&mut model, &profiles);
+    crate::project::complete(&mut model, &name).map_err(|e| invalid(format!("{what}: {e}")))?;
 
     // `name` first, as `config` prints it.
     if let Value::Mapping(top) = &mut model {
@@ -261,6 +254,50 @@ pub fn load(opts: &Options) -> Result<Project> {
         environment,
         warnings,
     })
+}
+
+/// One file, parsed, its merge keys applied, checked, interpolated and normalised.
+fn read_file(
+    file: &Path,
+    dir: &Path,
+    environment: &BTreeMap<String, String>,
+    warnings: &mut Vec<String>,
+) -> Result<Value> {
+    let text = std::fs::read_to_string(file).map_err(io(file))?;
+    let what = file.display().to_string();
+    let mut model: Value = serde_norway::from_str(&text).map_err(|e| {
+        let at = e
+            .location()
+            .map(|l| format!("line {}: ", l.line()))
+            .unwrap_or_default();
+        invalid(format!("{what}: yaml: {at}{e}"))
+    })?;
+    if model.is_null() {
+        return Err(invalid(format!("{what}: empty compose file")));
+    }
+    apply_merge_keys(&mut model).map_err(|e| invalid(format!("{what}: {e}")))?;
+    let Value::Mapping(top) = &model else {
+        return Err(invalid(format!(
+            "{what}: Top-level object must be a mapping"
+        )));
+    };
+    for k in top.keys() {
+        let k = key_text(k);
+        if !TOP_LEVEL.contains(&k.as_str()) && !k.starts_with("x-") {
+            return Err(invalid(format!(
+                "{what}: (root) additional property {k} is not allowed"
+            )));
+        }
+    }
+    if top.contains_key("include") {
+        return Err(invalid(format!("{what}: include is not implemented yet")));
+    }
+    interpolate_values(&mut model, &mut Vec::new(), environment, warnings)
+        .map_err(|e| invalid(format!("{what}: {e}")))?;
+    check_sections(&model, &what)?;
+    crate::normalize::normalize_file(&mut model, dir, environment)
+        .map_err(|e| invalid(format!("{what}: {e}")))?;
+    Ok(model)
 }
 
 fn key_text(k: &Value) -> String {
@@ -545,8 +582,60 @@ mod tests {
             |_| {},
         )
         .unwrap();
-        assert_eq!(p.model["services"]["web"]["command"], "echo $HOME ");
+        assert_eq!(
+            serde_norway::to_string(&p.model["services"]["web"]["command"]).unwrap(),
+            "- echo\n- $HOME\n"
+        );
         assert_eq!(p.warnings.len(), 1, "{:?}", p.warnings);
+    }
+
+    #[test]
+    fn files_merge_in_order_and_the_override_file_is_found() {
+        let base = concat!(
+            "services:\n  web:\n    image: web:1\n    command: [serve]\n",
+            "    ports: [\"8080:80\"]\n    environment: [A=1, B=2]\n",
+            "    volumes: [./site:/site]\n",
+        );
+        let over = concat!(
+            "services:\n  web:\n    command: serve --debug\n",
+            "    ports: [\"8080:80\", \"9090:90\"]\n",
+            "    environment:\n      B: changed\n      C: '3'\n",
+            "    volumes: [./other:/site]\n",
+            "  cache:\n    image: kv\n",
+        );
+        let p = project(
+            &[("compose.yaml", base), ("compose.override.yaml", over)],
+            |_| {},
+        )
+        .unwrap();
+        assert_eq!(p.files.len(), 2);
+        let web = &p.model["services"]["web"];
+        assert_eq!(
+            serde_norway::to_string(&web["command"]).unwrap(),
+            "- serve\n- --debug\n"
+        );
+        assert_eq!(web["ports"].as_sequence().unwrap().len(), 2);
+        assert_eq!(web["environment"]["A"], "1");
+        assert_eq!(web["environment"]["B"], "changed");
+        assert_eq!(web["environment"]["C"], "3");
+        let vols = web["volumes"].as_sequence().unwrap();
+        assert_eq!(vols.len(), 1);
+        assert!(vols[0]["source"]
+            .as_str()
+            .unwrap()
+            .ends_with("/My App/other"));
+        assert!(p.model["services"]["cache"].is_mapping());
+        // -f files, in their order (the override file is not added to them).
+        let p = project(
+            &[
+                ("a.yaml", base),
+                ("b.yaml", "services:\n  web:\n    image: web:2\n"),
+            ],
+            |o| o.files = vec!["a.yaml".into(), "b.yaml".into()],
+        )
+        .unwrap();
+        assert_eq!(p.model["services"]["web"]["image"], "web:2");
+        assert_eq!(p.model["networks"]["default"]["name"], "myapp_default");
     }
 
     #[test]
