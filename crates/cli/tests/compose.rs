@@ -85,3 +85,279 @@ fn config_prints_the_resolved_project() {
         String::from_utf8_lossy(&out.stderr).contains("berth compose up is not implemented yet")
     );
 }
+
+/// A service as both tools' `config` describe it, reduced to what both print the same
+/// way once their forms are undone.
+#[derive(Debug, PartialEq, Default)]
+struct Service {
+    image: Option<String>,
+    build_context: Option<String>,
+    command: Option<Vec<String>>,
+    entrypoint: Option<Vec<String>>,
+    environment: BTreeMap<String, String>,
+    labels: BTreeMap<String, String>,
+    /// (host IP, target, published, protocol)
+    ports: BTreeSet<(String, String, String, String)>,
+    /// (source, target, read-only)
+    volumes: BTreeSet<(String, String, bool)>,
+    depends_on: BTreeMap<String, String>,
+    networks: BTreeSet<String>,
+    aliases: BTreeSet<String>,
+    scalars: BTreeMap<String, String>,
+}
+
+use serde_norway::Value;
+use std::collections::{BTreeMap, BTreeSet};
+
+fn text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n.to_string(),
+        Value::Bool(b) => b.to_string(),
+        Value::Null => String::new(),
+        other => serde_norway::to_string(other).unwrap(),
+    }
+}
+
+fn string_map(v: Option<&Value>) -> BTreeMap<String, String> {
+    v.and_then(Value::as_mapping)
+        .map(|m| m.iter().map(|(k, v)| (text(k), text(v))).collect())
+        .unwrap_or_default()
+}
+
+/// `docker-compose` 1.29 writes `$` as `$$` and keeps shell-form commands as strings.
+fn words(v: Option<&Value>, v1: bool) -> Option<Vec<String>> {
+    let undo = |s: String| if v1 { s.replace("$$", "$") } else { s };
+    match v? {
+        Value::String(s) => Some(shlex::split(&undo(s.clone())).unwrap()),
+        Value::Sequence(items) => Some(items.iter().map(|i| undo(text(i))).collect()),
+        _ => None,
+    }
+}
+
+fn service(v: &Value, v1: bool) -> Service {
+    let mut s = Service {
+        image: v.get("image").map(text),
+        build_context: v
+            .get("build")
+            .map(|b| b.get("context").map(text).unwrap_or_else(|| text(b))),
+        command: words(v.get("command"), v1),
+        entrypoint: words(v.get("entrypoint"), v1),
+        environment: string_map(v.get("environment")),
+        labels: string_map(v.get("labels")),
+        ..Default::default()
+    };
+    for p in v
+        .get("ports")
+        .and_then(Value::as_sequence)
+        .into_iter()
+        .flatten()
+    {
+        s.ports.insert(match p {
+            Value::Mapping(_) => (
+                p.get("host_ip").map(text).unwrap_or_default(),
+                p.get("target").map(text).unwrap_or_default(),
+                p.get("published").map(text).unwrap_or_default(),
+                p.get("protocol").map(text).unwrap_or_else(|| "tcp".into()),
+            ),
+            short => {
+                // 1.29's short form for ports with a host address: IP:PUBLISHED:TARGET/PROTO
+                let t = text(short);
+                let (rest, proto) = t.rsplit_once('/').unwrap_or((&t, "tcp"));
+                let f: Vec<&str> = rest.split(':').collect();
+                (f[0].into(), f[2].into(), f[1].into(), proto.into())
+            }
+        });
+    }
+    for m in v
+        .get("volumes")
+        .and_then(Value::as_sequence)
+        .into_iter()
+        .flatten()
+    {
+        s.volumes.insert(match m {
+            Value::Mapping(_) => (
+                m.get("source").map(text).unwrap_or_default(),
+                m.get("target").map(text).unwrap_or_default(),
+                m.get("read_only").and_then(Value::as_bool).unwrap_or(false),
+            ),
+            short => {
+                let t = text(short);
+                let f: Vec<&str> = t.split(':').collect();
+                match f.as_slice() {
+                    [target] => (String::new(), target.to_string(), false),
+                    [src, target] => (src.to_string(), target.to_string(), false),
+                    [src, target, mode] => {
+                        (src.to_string(), target.to_string(), mode.contains("ro"))
+                    }
+                    _ => panic!("volume {t}"),
+                }
+            }
+        });
+    }
+    for (k, d) in v
+        .get("depends_on")
+        .and_then(Value::as_mapping)
+        .into_iter()
+        .flatten()
+    {
+        s.depends_on
+            .insert(text(k), d.get("condition").map(text).unwrap_or_default());
+    }
+    match v.get("networks").and_then(Value::as_mapping) {
+        Some(m) => {
+            for (k, n) in m {
+                s.networks.insert(text(k));
+                for a in n
+                    .get("aliases")
+                    .and_then(Value::as_sequence)
+                    .into_iter()
+                    .flatten()
+                {
+                    s.aliases.insert(text(a));
+                }
+            }
+        }
+        None if v.get("network_mode").is_none() => {
+            s.networks.insert("default".into());
+        }
+        None => {}
+    }
+    for k in [
+        "working_dir",
+        "user",
+        "restart",
+        "hostname",
+        "read_only",
+        "network_mode",
+    ] {
+        if let Some(x) = v.get(k) {
+            s.scalars.insert(k.into(), text(x));
+        }
+    }
+    if let Some(t) = v.get("healthcheck").and_then(|h| h.get("test")) {
+        s.scalars.insert("healthcheck.test".into(), text(t));
+    }
+    s
+}
+
+#[test]
+fn config_agrees_with_docker_compose_1_29() {
+    let Some(compose) = ["/usr/bin/docker-compose", "/usr/local/bin/docker-compose"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+    else {
+        eprintln!("skipped: no docker-compose (apt-get install docker-compose)");
+        return;
+    };
+    let b = Berth::new();
+    let cases: [(&str, &[(&str, &str)]); 3] = [
+        (
+            "rich",
+            &[(
+                "docker-compose.yml",
+                concat!(
+                    "version: \"3.8\"\n",
+                    "services:\n  web:\n    build: ./web\n    image: \"shop/web:${TAG:-dev}\"\n",
+                    "    command: sh -c 'httpd -f -p 8080 && echo $$HOME'\n",
+                    "    entrypoint: [\"/bin/init\", \"--\"]\n",
+                    "    environment: [MODE=prod, EMPTY=]\n    labels: [a.b=c]\n",
+                    "    ports: [\"8080:80\", \"127.0.0.1:5353:53/udp\", \"9000-9001:90-91\", \"7000\"]\n",
+                    "    volumes: [\"./site:/site:ro\", \"data:/data\", \"/anon\"]\n",
+                    "    depends_on: [cache]\n    networks: [front, back]\n",
+                    "    working_dir: /srv\n    user: \"1000:1000\"\n    restart: unless-stopped\n",
+                    "  cache:\n    image: kv:1\n    healthcheck:\n      test: [\"CMD\", \"true\"]\n",
+                    "    networks:\n      back:\n        aliases: [kv]\n",
+                    "networks:\n  front:\n  back:\nvolumes:\n  data:\n",
+                ),
+            )],
+        ),
+        (
+            "anchors",
+            &[
+                (
+                    "docker-compose.yml",
+                    concat!(
+                        "version: \"3.8\"\n",
+                        "x-base: &base\n  restart: always\n  environment:\n    LEVEL: ${LEVEL:-info}\n    REGION: ${REGION}\n",
+                        "services:\n  a:\n    <<: *base\n    image: busybox\n",
+                        "  b:\n    <<: *base\n    image: busybox\n    restart: \"no\"\n    command: [\"echo\", \"${GREETING-hi}\"]\n",
+                    ),
+                ),
+                (".env", "REGION=eu\nGREETING=hello there\n"),
+            ],
+        ),
+        (
+            "override",
+            &[
+                (
+                    "docker-compose.yml",
+                    concat!(
+                        "version: \"3.8\"\n",
+                        "services:\n  web:\n    image: web:1\n    command: serve\n",
+                        "    ports: [\"8080:80\"]\n    environment: [A=1, B=2]\n    volumes: [./site:/site]\n",
+                    ),
+                ),
+                (
+                    "docker-compose.override.yml",
+                    concat!(
+                        "version: \"3.8\"\n",
+                        "services:\n  web:\n    command: serve --debug\n    ports: [\"9090:90\"]\n",
+                        "    environment:\n      B: changed\n    volumes: [./other:/site]\n",
+                        "  cache:\n    image: kv\n",
+                    ),
+                ),
+            ],
+        ),
+    ];
+    for (name, files) in cases {
+        let dir = b.root.parent().unwrap().join(name);
+        std::fs::create_dir_all(dir.join("web")).unwrap();
+        for (f, body) in files {
+            std::fs::write(dir.join(f), body).unwrap();
+        }
+        let v1 = std::process::Command::new(compose)
+            .arg("config")
+            .current_dir(&dir)
+            .env_remove("COMPOSE_FILE")
+            .env_remove("COMPOSE_PROJECT_NAME")
+            .output()
+            .unwrap();
+        assert!(
+            v1.status.success(),
+            "{name}: docker-compose: {}",
+            String::from_utf8_lossy(&v1.stderr)
+        );
+        let ours = b
+            .cmd()
+            .args(["compose", "config"])
+            .current_dir(&dir)
+            .env_remove("COMPOSE_FILE")
+            .env_remove("COMPOSE_PROJECT_NAME")
+            .output()
+            .unwrap();
+        assert!(
+            ours.status.success(),
+            "{name}: berth: {}",
+            String::from_utf8_lossy(&ours.stderr)
+        );
+        let theirs: Value = serde_norway::from_slice(&v1.stdout).unwrap();
+        let mine: Value = serde_norway::from_slice(&ours.stdout).unwrap();
+        let names = |m: &Value| -> BTreeSet<String> {
+            m["services"]
+                .as_mapping()
+                .unwrap()
+                .keys()
+                .map(text)
+                .collect()
+        };
+        assert_eq!(names(&mine), names(&theirs), "{name}: services");
+        for svc in names(&theirs) {
+            assert_eq!(
+                service(&mine["services"][svc.as_str()], false),
+                service(&theirs["services"][svc.as_str()], true),
+                "{name}: service {svc}"
+            );
+        }
+    }
+}
