@@ -12,6 +12,7 @@ pub mod load;
 pub mod merge;
 pub mod normalize;
 pub mod project;
+pub mod service;
 
 /// What went wrong, naming the file and, where there is one, the key.
 #[derive(Debug, thiserror::Error)]

@@ -1,0 +1,549 @@
+//! A service's container as `berth create` arguments: the same flags a user would type,
+//! so compose and `run` share one way from flags to a container. Keys berth cannot
+//! honour yet are refused by name, never dropped.
+
+use serde_norway::Value;
+use sha2::Digest;
+
+use crate::load::Project;
+
+/// Docker Compose's label keys.
+pub const PROJECT_LABEL: &str = "com.docker.compose.project";
+pub const SERVICE_LABEL: &str = "com.docker.compose.service";
+pub const NUMBER_LABEL: &str = "com.docker.compose.container-number";
+pub const HASH_LABEL: &str = "com.docker.compose.config-hash";
+pub const ONEOFF_LABEL: &str = "com.docker.compose.oneoff";
+pub const NETWORK_LABEL: &str = "com.docker.compose.network";
+pub const VOLUME_LABEL: &str = "com.docker.compose.volume";
+
+/// The service keys turned into flags here, or used by `up` itself.
+const KEYS: [&str; 39] = [
+    "image",
+    "container_name",
+    "command",
+    "entrypoint",
+    "environment",
+    "env_file",
+    "labels",
+    "ports",
+    "volumes",
+    "tmpfs",
+    "networks",
+    "network_mode",
+    "working_dir",
+    "user",
+    "hostname",
+    "restart",
+    "read_only",
+    "init",
+    "privileged",
+    "cap_add",
+    "cap_drop",
+    "security_opt",
+    "stop_signal",
+    "stop_grace_period",
+    "extra_hosts",
+    "dns",
+    "dns_search",
+    "dns_opt",
+    "tty",
+    "stdin_open",
+    "healthcheck",
+    "mem_limit",
+    "cpus",
+    "pids_limit",
+    "shm_size",
+    "ulimits",
+    "depends_on",
+    "profiles",
+    "scale",
+];
+
+fn text(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+/// A string or a list of strings.
+fn strings(v: &Value) -> Vec<String> {
+    match v {
+        Value::Sequence(items) => items.iter().filter_map(text).collect(),
+        other => text(other).into_iter().collect(),
+    }
+}
+
+/// The service's definition as `up` compares it: a hash of its canonical form.
+pub fn config_hash(service: &Value) -> String {
+    let json = serde_json::to_vec(service).unwrap_or_default();
+    hex(&sha2::Sha256::digest(&json))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A compose duration (`1m30s`, `500ms`, `10s`) in whole seconds, rounded up.
+fn seconds(d: &str) -> Option<i64> {
+    let mut total_ms: f64 = 0.0;
+    let mut num = String::new();
+    let mut chars = d.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c.is_ascii_digit() || c == '.' {
+            num.push(c);
+            continue;
+        }
+        let mut unit = c.to_string();
+        while let Some(&n) = chars.peek() {
+            if n.is_ascii_alphabetic() {
+                unit.push(n);
+                chars.next();
+            } else {
+                break;
+            }
+        }
+        let n: f64 = num.parse().ok()?;
+        num.clear();
+        total_ms += n * match unit.as_str() {
+            "ms" => 1.0,
+            "s" => 1000.0,
+            "m" => 60_000.0,
+            "h" => 3_600_000.0,
+            _ => return None,
+        };
+    }
+    if !num.is_empty() {
+        total_ms += num.parse::<f64>().ok()? * 1000.0;
+    }
+    Some((total_ms / 1000.0).ceil() as i64)
+}
+
+/// The container name of replica `number` of `service`.
+pub fn container_name(project: &Project, service: &str, number: u32) -> String {
+    project.model["services"][service]
+        .get("container_name")
+        .and_then(Value::as_str)
+        .map(String::from)
+        .unwrap_or_else(|| format!("{}-{service}-{number}", project.name))
+}
+
+/// The full name of the project's network `key` (or volume, with `section`).
+pub fn resource_name(project: &Project, section: &str, key: &str) -> String {
+    project.model[section][key]
+        .get("name")
+        .and_then(Value::as_str)
+        .map(String::from)
+        .unwrap_or_else(|| format!("{}_{key}", project.name))
+}
+
+/// The networks a service joins, in order, with the aliases and address it has on
+/// each: (full network name, aliases, IPv4 address).
+pub fn service_networks(
+    project: &Project,
+    service: &str,
+) -> Vec<(String, Vec<String>, Option<String>)> {
+    let svc = &project.model["services"][service];
+    let Some(m) = svc.get("networks").and_then(Value::as_mapping) else {
+        return Vec::new();
+    };
+    m.iter()
+        .filter_map(|(k, v)| {
+            let key = k.as_str()?;
+            let mut aliases = vec![service.to_string()];
+            aliases.extend(v.get("aliases").map(strings).unwrap_or_default());
+            let ip = v.get("ipv4_address").and_then(text);
+            Some((resource_name(project, "networks", key), aliases, ip))
+        })
+        .collect()
+}
+
+/// `berth create` arguments for replica `number` of `service`: flags, the image, the
+/// command. Errors name the service and the key.
+pub fn create_args(project: &Project, service: &str, number: u32) -> Result<Vec<String>, String> {
+    let svc = &project.model["services"][service];
+    let Some(m) = svc.as_mapping() else {
+        return Err(format!("services.{service} must be a mapping"));
+    };
+    for k in m.keys().filter_map(Value::as_str) {
+        if k == "build" {
+            return Err(format!(
+                "services.{service}.build: building is not implemented yet in berth compose (build the image with berth build and name it in image)"
+            ));
+        }
+        if !KEYS.contains(&k) && !k.starts_with("x-") {
+            return Err(format!(
+                "services.{service}.{k}: not implemented yet in berth compose"
+            ));
+        }
+    }
+    let image = svc
+        .get("image")
+        .and_then(text)
+        .ok_or_else(|| format!("services.{service}: no image"))?;
+    let mut a: Vec<String> = Vec::new();
+    let mut flag = |f: &str, v: String| {
+        a.push(f.to_string());
+        a.push(v);
+    };
+    flag("--name", container_name(project, service, number));
+    let hash = config_hash(svc);
+    for (k, v) in [
+        (PROJECT_LABEL, project.name.clone()),
+        (SERVICE_LABEL, service.to_string()),
+        (NUMBER_LABEL, number.to_string()),
+        (HASH_LABEL, hash),
+        (ONEOFF_LABEL, "False".to_string()),
+        (
+            "com.docker.compose.project.working_dir",
+            project.dir.display().to_string(),
+        ),
+        (
+            "com.docker.compose.project.config_files",
+            project
+                .files
+                .iter()
+                .map(|f| f.display().to_string())
+                .collect::<Vec<_>>()
+                .join(","),
+        ),
+    ] {
+        flag("--label", format!("{k}={v}"));
+    }
+    if let Some(Value::Mapping(labels)) = svc.get("labels") {
+        for (k, v) in labels {
+            flag(
+                "--label",
+                format!(
+                    "{}={}",
+                    text(k).unwrap_or_default(),
+                    text(v).unwrap_or_default()
+                ),
+            );
+        }
+    }
+    for e in svc
+        .get("env_file")
+        .and_then(Value::as_sequence)
+        .into_iter()
+        .flatten()
+    {
+        let path = e.get("path").and_then(text).unwrap_or_default();
+        let required = e.get("required").and_then(Value::as_bool) != Some(false);
+        if required || std::path::Path::new(&path).exists() {
+            flag("--env-file", path);
+        }
+    }
+    if let Some(Value::Mapping(env)) = svc.get("environment") {
+        for (k, v) in env {
+            // A variable without a value, unset where compose runs, is left out.
+            if let Some(v) = text(v) {
+                flag("--env", format!("{}={v}", text(k).unwrap_or_default()));
+            }
+        }
+    }
+    for p in svc
+        .get("ports")
+        .and_then(Value::as_sequence)
+        .into_iter()
+        .flatten()
+    {
+        let target = p.get("target").and_then(text).unwrap_or_default();
+        let proto = p
+            .get("protocol")
+            .and_then(text)
+            .unwrap_or_else(|| "tcp".into());
+        let published = p.get("published").and_then(text).unwrap_or_default();
+        let spec = match p.get("host_ip").and_then(text) {
+            Some(ip) if ip.contains(':') => format!("[{ip}]:{published}:{target}/{proto}"),
+            Some(ip) => format!("{ip}:{published}:{target}/{proto}"),
+            None if published.is_empty() => format!("{target}/{proto}"),
+            None => format!("{published}:{target}/{proto}"),
+        };
+        flag("--publish", spec);
+    }
+    for v in svc
+        .get("volumes")
+        .and_then(Value::as_sequence)
+        .into_iter()
+        .flatten()
+    {
+        let target = v.get("target").and_then(text).unwrap_or_default();
+        let ro = if v.get("read_only").and_then(Value::as_bool) == Some(true) {
+            ":ro"
+        } else {
+            ""
+        };
+        match v.get("type").and_then(Value::as_str) {
+            Some("bind") => {
+                let src = v.get("source").and_then(text).unwrap_or_default();
+                flag("--volume", format!("{src}:{target}{ro}"));
+            }
+            Some("volume") => match v.get("source").and_then(Value::as_str) {
+                Some(src) => {
+                    let name = resource_name(project, "volumes", src);
+                    flag("--volume", format!("{name}:{target}{ro}"));
+                }
+                None => flag("--volume", target),
+            },
+            Some("tmpfs") => flag("--tmpfs", target),
+            other => {
+                return Err(format!(
+                    "services.{service}.volumes: type {} is not implemented yet in berth compose",
+                    other.unwrap_or("?")
+                ))
+            }
+        }
+    }
+    for t in svc.get("tmpfs").map(strings).unwrap_or_default() {
+        flag("--tmpfs", t);
+    }
+    match svc.get("network_mode").and_then(Value::as_str) {
+        Some(mode) => {
+            let mode = match mode.strip_prefix("service:") {
+                Some(other) => format!("container:{}", container_name(project, other, 1)),
+                None => mode.to_string(),
+            };
+            flag("--network", mode);
+        }
+        None => {
+            // The first network at create; `up` connects the others.
+            if let Some((net, aliases, ip)) = service_networks(project, service).into_iter().next()
+            {
+                flag("--network", net);
+                for al in aliases {
+                    flag("--network-alias", al);
+                }
+                if let Some(ip) = ip {
+                    flag("--ip", ip);
+                }
+            }
+        }
+    }
+    for (key, f) in [
+        ("working_dir", "--workdir"),
+        ("user", "--user"),
+        ("hostname", "--hostname"),
+        ("restart", "--restart"),
+        ("stop_signal", "--stop-signal"),
+        ("mem_limit", "--memory"),
+        ("cpus", "--cpus"),
+        ("pids_limit", "--pids-limit"),
+        ("shm_size", "--shm-size"),
+    ] {
+        if let Some(v) = svc.get(key).and_then(text) {
+            flag(f, v);
+        }
+    }
+    for (key, f) in [
+        ("cap_add", "--cap-add"),
+        ("cap_drop", "--cap-drop"),
+        ("security_opt", "--security-opt"),
+        ("dns", "--dns"),
+        ("dns_search", "--dns-search"),
+        ("dns_opt", "--dns-option"),
+    ] {
+        for v in svc.get(key).map(strings).unwrap_or_default() {
+            flag(f, v);
+        }
+    }
+    match svc.get("extra_hosts") {
+        Some(Value::Mapping(m)) => {
+            for (h, ip) in m {
+                flag(
+                    "--add-host",
+                    format!(
+                        "{}:{}",
+                        text(h).unwrap_or_default(),
+                        text(ip).unwrap_or_default()
+                    ),
+                );
+            }
+        }
+        Some(v) => {
+            for h in strings(v) {
+                // `host=ip` is the newer spelling of `host:ip`.
+                flag("--add-host", h.replacen('=', ":", 1));
+            }
+        }
+        None => {}
+    }
+    if let Some(g) = svc.get("stop_grace_period").and_then(text) {
+        let secs = seconds(&g).ok_or_else(|| {
+            format!("services.{service}.stop_grace_period: invalid duration {g:?}")
+        })?;
+        flag("--stop-timeout", secs.to_string());
+    }
+    if let Some(Value::Mapping(limits)) = svc.get("ulimits") {
+        for (name, l) in limits {
+            let name = text(name).unwrap_or_default();
+            let spec = match l {
+                Value::Mapping(_) => format!(
+                    "{name}={}:{}",
+                    l.get("soft").and_then(text).unwrap_or_default(),
+                    l.get("hard").and_then(text).unwrap_or_default()
+                ),
+                single => format!("{name}={}", text(single).unwrap_or_default()),
+            };
+            flag("--ulimit", spec);
+        }
+    }
+    if let Some(h) = svc.get("healthcheck") {
+        if h.get("disable").and_then(Value::as_bool) == Some(true) {
+            a.push("--no-healthcheck".into());
+        } else {
+            let mut flag = |f: &str, v: String| {
+                a.push(f.to_string());
+                a.push(v);
+            };
+            match h.get("test") {
+                Some(Value::Sequence(t)) => {
+                    let words: Vec<String> = t.iter().filter_map(text).collect();
+                    match words.first().map(String::as_str) {
+                        Some("NONE") => flag("--health-cmd", "NONE".into()),
+                        Some("CMD-SHELL") => flag("--health-cmd", words[1..].join(" ")),
+                        Some("CMD") => flag(
+                            "--health-cmd",
+                            shlex::try_join(words[1..].iter().map(String::as_str))
+                                .map_err(|e| format!("services.{service}.healthcheck.test: {e}"))?,
+                        ),
+                        _ => {
+                            return Err(format!(
+                                "services.{service}.healthcheck.test: must start with CMD, CMD-SHELL or NONE"
+                            ))
+                        }
+                    }
+                }
+                Some(t) => flag("--health-cmd", text(t).unwrap_or_default()),
+                None => {}
+            }
+            for (key, f) in [
+                ("interval", "--health-interval"),
+                ("timeout", "--health-timeout"),
+                ("start_period", "--health-start-period"),
+                ("retries", "--health-retries"),
+            ] {
+                if let Some(v) = h.get(key).and_then(text) {
+                    flag(f, v);
+                }
+            }
+        }
+    }
+    for (key, f) in [
+        ("read_only", "--read-only"),
+        ("init", "--init"),
+        ("privileged", "--privileged"),
+        ("tty", "--tty"),
+        ("stdin_open", "--interactive"),
+    ] {
+        if svc.get(key).and_then(Value::as_bool) == Some(true) {
+            a.push(f.into());
+        }
+    }
+    // An entrypoint list: its first word is the entrypoint, the rest go before the
+    // command (`--entrypoint` takes one word); an empty one resets the image's.
+    let entrypoint = svc.get("entrypoint").map(strings);
+    let mut tail: Vec<String> = Vec::new();
+    if let Some(ep) = &entrypoint {
+        a.push("--entrypoint".into());
+        a.push(ep.first().cloned().unwrap_or_default());
+        tail.extend(ep.iter().skip(1).cloned());
+    }
+    a.push(image);
+    a.extend(tail);
+    if let Some(cmd) = svc.get("command") {
+        a.extend(strings(cmd));
+    }
+    Ok(a)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::load::{load, Options};
+
+    fn project(yaml: &str) -> Project {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("compose.yaml"), yaml).unwrap();
+        let p = load(&Options {
+            project_name: Some("shop".into()),
+            working_dir: dir.path().to_path_buf(),
+            ..Default::default()
+        })
+        .unwrap();
+        drop(dir);
+        p
+    }
+
+    fn pairs(args: &[String], flag: &str) -> Vec<String> {
+        args.windows(2)
+            .filter(|w| w[0] == flag)
+            .map(|w| w[1].clone())
+            .collect()
+    }
+
+    #[test]
+    fn a_service_becomes_create_flags() {
+        let p = project(concat!(
+            "services:\n  web:\n    image: busybox\n",
+            "    entrypoint: [/bin/sh, -c]\n    command: [\"httpd -f\"]\n",
+            "    environment: {A: '1', UNSET: null}\n",
+            "    ports: [\"127.0.0.1:8080:80\", \"53/udp\"]\n",
+            "    volumes: [\"data:/data:ro\", \"/anon\", \"./site:/site\"]\n",
+            "    networks:\n      back:\n        aliases: [www]\n        ipv4_address: 10.1.2.3\n      front:\n",
+            "    restart: always\n    stop_grace_period: 1m30s\n    read_only: true\n",
+            "    healthcheck:\n      test: [CMD, wget, -q, \"http://x/a b\"]\n      interval: 1s\n      retries: 3\n",
+            "    ulimits:\n      nofile: {soft: 100, hard: 200}\n      nproc: 50\n",
+            "networks:\n  back:\n  front:\nvolumes:\n  data:\n",
+        ));
+        let a = create_args(&p, "web", 1).unwrap();
+        assert_eq!(pairs(&a, "--name"), ["shop-web-1"]);
+        assert!(pairs(&a, "--label").contains(&"com.docker.compose.service=web".to_string()));
+        assert_eq!(pairs(&a, "--env"), ["A=1"]);
+        assert_eq!(pairs(&a, "--publish"), ["127.0.0.1:8080:80/tcp", "53/udp"]);
+        let vols = pairs(&a, "--volume");
+        assert_eq!(vols[0], "shop_data:/data:ro");
+        assert_eq!(vols[1], "/anon");
+        assert!(vols[2].ends_with("/site:/site"), "{vols:?}");
+        assert_eq!(pairs(&a, "--network"), ["shop_back"]);
+        assert_eq!(pairs(&a, "--network-alias"), ["web", "www"]);
+        assert_eq!(pairs(&a, "--ip"), ["10.1.2.3"]);
+        assert_eq!(pairs(&a, "--stop-timeout"), ["90"]);
+        assert_eq!(pairs(&a, "--health-cmd"), ["wget -q 'http://x/a b'"]);
+        assert_eq!(pairs(&a, "--ulimit"), ["nofile=100:200", "nproc=50"]);
+        assert!(a.contains(&"--read-only".to_string()));
+        let tail: Vec<&str> = a[a.len() - 4..].iter().map(String::as_str).collect();
+        assert_eq!(tail, ["/bin/sh", "busybox", "-c", "httpd -f"]);
+        assert_eq!(pairs(&a, "--entrypoint"), ["/bin/sh"]);
+        let nets = service_networks(&p, "web");
+        assert_eq!(nets[1].0, "shop_front");
+    }
+
+    #[test]
+    fn what_berth_cannot_do_yet_is_refused_by_name() {
+        let p = project("services:\n  web:\n    image: a\n    deploy:\n      replicas: 2\n");
+        assert_eq!(
+            create_args(&p, "web", 1).unwrap_err(),
+            "services.web.deploy: not implemented yet in berth compose"
+        );
+        let p = project("services:\n  web:\n    build: .\n");
+        assert!(create_args(&p, "web", 1)
+            .unwrap_err()
+            .starts_with("services.web.build: building is not implemented yet"));
+    }
+
+    #[test]
+    fn the_hash_follows_the_definition() {
+        let a = project("services:\n  web:\n    image: a\n");
+        let b = project("services:\n  web:\n    image: b\n");
+        let h = |p: &Project| config_hash(&p.model["services"]["web"]);
+        assert_eq!(h(&a), h(&a.clone()));
+        assert_ne!(h(&a), h(&b));
+        assert_eq!(seconds("1m30s"), Some(90));
+        assert_eq!(seconds("500ms"), Some(1));
+        assert_eq!(seconds("10"), Some(10));
+        assert_eq!(seconds("1x"), None);
+    }
+}
