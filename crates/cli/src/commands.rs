@@ -1791,7 +1791,7 @@ pub fn dispatch(cli: &Cli) -> CliResult<u8> {
     }
     // Compose opens the engine when a command needs it.
     if let Command::Compose(args) = &cli.cmd {
-        return crate::compose::compose(args);
+        return crate::compose::compose(cli, args);
     }
     let engine = open_engine(&cli.root, &cli.run_root).map_err(|mut f| {
         f.code = 125;

@@ -25,6 +25,29 @@ pub struct ComposeArgs {
     pub cmd: ComposeCmd,
 }
 
+#[derive(Args, Debug)]
+pub struct UpArgs {
+    /// Detached mode: Run containers in the background
+    #[arg(short, long)]
+    pub detach: bool,
+    /// Recreate containers even if their configuration and image haven't changed
+    #[arg(long = "force-recreate")]
+    pub force_recreate: bool,
+    /// Don't start linked services
+    #[arg(long = "no-deps")]
+    pub no_deps: bool,
+    /// Remove containers for services not defined in the Compose file
+    #[arg(long = "remove-orphans")]
+    pub remove_orphans: bool,
+    /// Wait for services to be running|healthy
+    #[arg(long)]
+    pub wait: bool,
+    /// Maximum duration in seconds to wait for the project to be running|healthy
+    #[arg(long = "wait-timeout", default_value_t = 120)]
+    pub wait_timeout: u64,
+    pub services: Vec<String>,
+}
+
 /// The commands not implemented yet take any arguments and say so.
 #[derive(Args, Debug)]
 pub struct NotYet {
@@ -53,11 +76,35 @@ pub enum ComposeCmd {
         profiles: bool,
     },
     /// Create and start containers
-    Up(NotYet),
+    Up(UpArgs),
     /// Stop and remove containers, networks
-    Down(NotYet),
+    Down {
+        /// Remove named volumes declared in the "volumes" section of the Compose file
+        #[arg(short = 'v', long)]
+        volumes: bool,
+        /// Remove containers for services not defined in the Compose file
+        #[arg(long = "remove-orphans")]
+        remove_orphans: bool,
+        /// Specify a shutdown timeout in seconds
+        #[arg(short = 't', long)]
+        timeout: Option<i64>,
+    },
     /// List containers
-    Ps(NotYet),
+    Ps {
+        /// Show all stopped containers
+        #[arg(short, long)]
+        all: bool,
+        /// Only display IDs
+        #[arg(short, long)]
+        quiet: bool,
+        /// Format the output: table or json
+        #[arg(long)]
+        format: Option<String>,
+        /// Display services
+        #[arg(long)]
+        services: bool,
+        services_filter: Vec<String>,
+    },
     /// View output from containers
     Logs(NotYet),
     /// Execute a command in a running container
@@ -95,8 +142,8 @@ impl ComposeCmd {
         match self {
             ComposeCmd::Config { .. } => "config",
             ComposeCmd::Up(_) => "up",
-            ComposeCmd::Down(_) => "down",
-            ComposeCmd::Ps(_) => "ps",
+            ComposeCmd::Down { .. } => "down",
+            ComposeCmd::Ps { .. } => "ps",
             ComposeCmd::Logs(_) => "logs",
             ComposeCmd::Exec(_) => "exec",
             ComposeCmd::Run(_) => "run",
@@ -147,8 +194,51 @@ fn names(model: &serde_norway::Value, section: &str) -> String {
         .unwrap_or_default()
 }
 
-pub fn compose(args: &ComposeArgs) -> CliResult<u8> {
+pub fn compose(cli: &crate::Cli, args: &ComposeArgs) -> CliResult<u8> {
+    let engine = || {
+        crate::open_engine(&cli.root, &cli.run_root).map_err(|mut f| {
+            f.code = 1;
+            f
+        })
+    };
     match &args.cmd {
+        ComposeCmd::Up(up_args) => {
+            let project = load(args)?;
+            up(&engine()?, &project, up_args)
+        }
+        ComposeCmd::Down {
+            volumes,
+            remove_orphans,
+            timeout,
+        } => {
+            let project = load(args)?;
+            down(
+                cli,
+                &engine()?,
+                &project,
+                *volumes,
+                *remove_orphans,
+                *timeout,
+            )
+        }
+        ComposeCmd::Ps {
+            all,
+            quiet,
+            format,
+            services,
+            services_filter,
+        } => {
+            let project = load(args)?;
+            ps(
+                &engine()?,
+                &project,
+                *all,
+                *quiet,
+                format.as_deref(),
+                *services,
+                services_filter,
+            )
+        }
         ComposeCmd::Config {
             format,
             quiet,
@@ -197,4 +287,591 @@ pub fn compose(args: &ComposeArgs) -> CliResult<u8> {
             format!("berth compose {} is not implemented yet", other.name()),
         )),
     }
+}
+
+use berth_compose::load::Project;
+use berth_compose::service::{
+    container_name, create_args, service_networks, HASH_LABEL, NETWORK_LABEL, NUMBER_LABEL,
+    PROJECT_LABEL, SERVICE_LABEL, VOLUME_LABEL,
+};
+use berth_engine::containers::ContainerSummary;
+use berth_engine::Engine;
+use serde_norway::Value;
+
+fn fail(msg: impl Into<String>) -> Failure {
+    Failure::new(1, msg.into())
+}
+
+/// Docker Compose's progress lines, on stderr.
+fn said(kind: &str, name: &str, what: &str) {
+    eprintln!(" \u{2714} {kind} {name}  {what}");
+}
+
+/// The project's containers (all, or only running).
+fn project_containers(e: &Engine, project: &str, all: bool) -> CliResult<Vec<ContainerSummary>> {
+    Ok(e.list_containers(
+        all,
+        &[("label".into(), format!("{PROJECT_LABEL}={project}"))],
+    )?)
+}
+
+fn services_of(project: &Project) -> Vec<String> {
+    project.model["services"]
+        .as_mapping()
+        .map(|m| {
+            m.keys()
+                .filter_map(Value::as_str)
+                .map(String::from)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn depends_on(project: &Project, service: &str) -> Vec<(String, String)> {
+    project.model["services"][service]
+        .get("depends_on")
+        .and_then(Value::as_mapping)
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| {
+                    Some((
+                        k.as_str()?.to_string(),
+                        v.get("condition")
+                            .and_then(Value::as_str)
+                            .unwrap_or("service_started")
+                            .to_string(),
+                    ))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `wanted` and (unless `no_deps`) what they depend on, dependencies first.
+fn start_order(project: &Project, wanted: &[String], no_deps: bool) -> CliResult<Vec<String>> {
+    let all = services_of(project);
+    for w in wanted {
+        if !all.contains(w) {
+            return Err(fail(format!("no such service: {w}")));
+        }
+    }
+    let roots: Vec<String> = if wanted.is_empty() {
+        all
+    } else {
+        wanted.to_vec()
+    };
+    let mut order = Vec::new();
+    fn visit(p: &Project, s: &str, deps: bool, order: &mut Vec<String>) {
+        if order.iter().any(|o| o == s) {
+            return;
+        }
+        if deps {
+            for (d, _) in depends_on(p, s) {
+                if services_of(p).contains(&d) {
+                    visit(p, &d, deps, order);
+                }
+            }
+        }
+        order.push(s.to_string());
+    }
+    for r in &roots {
+        visit(project, r, !no_deps, &mut order);
+    }
+    Ok(order)
+}
+
+/// Makes the project's networks and volumes that `services` use, if missing.
+fn ensure_resources(e: &Engine, project: &Project, services: &[String]) -> CliResult<()> {
+    let mut networks: Vec<String> = Vec::new();
+    let mut volumes: Vec<String> = Vec::new();
+    for s in services {
+        let svc = &project.model["services"][s.as_str()];
+        for k in svc
+            .get("networks")
+            .and_then(Value::as_mapping)
+            .into_iter()
+            .flat_map(|m| m.keys())
+            .filter_map(Value::as_str)
+        {
+            if !networks.iter().any(|n| n == k) {
+                networks.push(k.to_string());
+            }
+        }
+        for v in svc
+            .get("volumes")
+            .and_then(Value::as_sequence)
+            .into_iter()
+            .flatten()
+        {
+            if v.get("type").and_then(Value::as_str) == Some("volume") {
+                if let Some(src) = v.get("source").and_then(Value::as_str) {
+                    if !volumes.iter().any(|x| x == src) {
+                        volumes.push(src.to_string());
+                    }
+                }
+            }
+        }
+    }
+    for key in networks {
+        let def = &project.model["networks"][key.as_str()];
+        let name = berth_compose::service::resource_name(project, "networks", &key);
+        let external = def.get("external").and_then(Value::as_bool) == Some(true);
+        if e.find_network(&name).is_ok() {
+            continue;
+        }
+        if external {
+            return Err(fail(format!(
+                "network {name} declared as external, but could not be found"
+            )));
+        }
+        let ipam = def
+            .get("ipam")
+            .and_then(|i| i.get("config"))
+            .and_then(|c| c.get(0));
+        let text = |v: Option<&Value>| v.and_then(Value::as_str).map(String::from);
+        let mut labels: std::collections::BTreeMap<String, String> = def
+            .get("labels")
+            .and_then(Value::as_mapping)
+            .map(|m| {
+                m.iter()
+                    .filter_map(|(k, v)| Some((k.as_str()?.to_string(), v.as_str()?.to_string())))
+                    .collect()
+            })
+            .unwrap_or_default();
+        labels.insert(PROJECT_LABEL.into(), project.name.clone());
+        labels.insert(NETWORK_LABEL.into(), key.clone());
+        let options = def
+            .get("driver_opts")
+            .and_then(Value::as_mapping)
+            .map(|m| {
+                m.iter()
+                    .filter_map(|(k, v)| Some((k.as_str()?.to_string(), berth_compose_text(v)?)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        e.create_network(&berth_engine::networks::NetworkCreate {
+            name: name.clone(),
+            driver: text(def.get("driver")),
+            subnet: text(ipam.and_then(|c| c.get("subnet"))),
+            gateway: text(ipam.and_then(|c| c.get("gateway"))),
+            ip_range: text(ipam.and_then(|c| c.get("ip_range"))),
+            internal: def.get("internal").and_then(Value::as_bool) == Some(true),
+            labels,
+            options,
+        })?;
+        said("Network", &name, "Created");
+    }
+    for key in volumes {
+        let def = &project.model["volumes"][key.as_str()];
+        let name = berth_compose::service::resource_name(project, "volumes", &key);
+        let external = def.get("external").and_then(Value::as_bool) == Some(true);
+        if e.list_volumes()?.iter().any(|v| v.name == name) {
+            continue;
+        }
+        if external {
+            return Err(fail(format!("external volume \"{name}\" not found")));
+        }
+        let labels = [
+            (PROJECT_LABEL.to_string(), project.name.clone()),
+            (VOLUME_LABEL.to_string(), key.clone()),
+        ]
+        .into_iter()
+        .collect();
+        e.create_volume(&name, &labels, false)?;
+        said("Volume", &name, "Created");
+    }
+    Ok(())
+}
+
+fn berth_compose_text(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+/// Creates replica `n` of `service`, connects it to its other networks, starts it.
+fn create_and_start(e: &Engine, project: &Project, service: &str, n: u32) -> CliResult<String> {
+    let args = create_args(project, service, n).map_err(fail)?;
+    let flags = crate::run::create_flags(&args)?;
+    crate::run::ensure_image(e, &flags)?;
+    let opts = flags.to_options()?;
+    let (id, _) = e.create_container(opts).map_err(crate::run::run_failure)?;
+    let name = container_name(project, service, n);
+    said("Container", &name, "Created");
+    let has_mode = project.model["services"][service]
+        .get("network_mode")
+        .is_some();
+    if !has_mode {
+        for (net, aliases, ip) in service_networks(project, service).into_iter().skip(1) {
+            let req = berth_engine::networks::EndpointRequest {
+                ip,
+                mac: None,
+                aliases,
+            };
+            e.connect_container(&net, &id, &req)?;
+        }
+    }
+    e.start_container(&id, false)
+        .map_err(crate::run::run_failure)?;
+    said("Container", &name, "Started");
+    Ok(id)
+}
+
+/// Waits until `service`'s containers meet `condition` (service_healthy,
+/// service_completed_successfully; service_started is met once they started).
+fn wait_for(
+    e: &Engine,
+    project: &Project,
+    service: &str,
+    condition: &str,
+    timeout: std::time::Duration,
+) -> CliResult<()> {
+    if condition == "service_started" {
+        return Ok(());
+    }
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let mine: Vec<ContainerSummary> = project_containers(e, &project.name, true)?
+            .into_iter()
+            .filter(|c| c.labels.get(SERVICE_LABEL).map(String::as_str) == Some(service))
+            .collect();
+        let mut all_ok = !mine.is_empty();
+        for c in &mine {
+            let st = e.container_state(&c.id)?;
+            let name = c.names.trim_start_matches('/');
+            match condition {
+                "service_healthy" => {
+                    let health = st.health.as_ref().map(|h| h.status.as_str());
+                    if health.is_none() {
+                        return Err(fail(format!(
+                            "dependency failed to start: container {name} has no healthcheck configured"
+                        )));
+                    }
+                    if health == Some("unhealthy") {
+                        return Err(fail(format!(
+                            "dependency failed to start: container {name} is unhealthy"
+                        )));
+                    }
+                    if !st.status.is_active() {
+                        return Err(fail(format!(
+                            "dependency failed to start: container {name} exited ({})",
+                            st.exit_code
+                        )));
+                    }
+                    all_ok &= health == Some("healthy");
+                }
+                "service_completed_successfully" => {
+                    if st.status.is_active() {
+                        all_ok = false;
+                    } else if st.exit_code != 0 {
+                        return Err(fail(format!(
+                            "service \"{service}\" didn't complete successfully: exit {}",
+                            st.exit_code
+                        )));
+                    }
+                }
+                other => {
+                    return Err(fail(format!(
+                        "depends_on condition {other} is not implemented yet"
+                    )))
+                }
+            }
+        }
+        if all_ok {
+            if condition == "service_healthy" {
+                for c in &mine {
+                    said("Container", c.names.trim_start_matches('/'), "Healthy");
+                }
+            }
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(fail(format!(
+                "timed out waiting for service {service} to be {}",
+                condition.trim_start_matches("service_")
+            )));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// `up`: a reconcile. Each wanted service's containers are made to match its definition
+/// (the config hash label): the same are left (started if stopped), the changed are
+/// recreated, missing replicas made, extra ones removed; dependencies first, waiting
+/// for the conditions they are named with.
+fn up(e: &Engine, project: &Project, a: &UpArgs) -> CliResult<u8> {
+    if !a.detach {
+        return Err(fail(
+            "berth compose up without -d (attached to the logs) is not implemented yet: use -d",
+        ));
+    }
+    let order = start_order(project, &a.services, a.no_deps)?;
+    // Every service is checked before anything is made.
+    for s in &order {
+        create_args(project, s, 1).map_err(fail)?;
+    }
+    ensure_resources(e, project, &order)?;
+    let existing = project_containers(e, &project.name, true)?;
+    let known = services_of(project);
+    let orphans: Vec<&ContainerSummary> = existing
+        .iter()
+        .filter(|c| {
+            c.labels
+                .get(SERVICE_LABEL)
+                .is_some_and(|s| !known.contains(s))
+        })
+        .collect();
+    if !orphans.is_empty() {
+        if a.remove_orphans {
+            for c in &orphans {
+                e.remove_container(&c.id, true, false)?;
+                said("Container", c.names.trim_start_matches('/'), "Removed");
+            }
+        } else {
+            let names: Vec<&str> = orphans
+                .iter()
+                .map(|c| c.names.trim_start_matches('/'))
+                .collect();
+            eprintln!(
+                "WARN[0000] Found orphan containers ([{}]) for this project. If you removed or renamed this service in your compose file, you can run this command with the --remove-orphans flag to clean it up.",
+                names.join(" ")
+            );
+        }
+    }
+    let timeout = std::time::Duration::from_secs(a.wait_timeout);
+    for s in &order {
+        for (dep, condition) in depends_on(project, s) {
+            if order.contains(&dep) {
+                wait_for(e, project, &dep, &condition, timeout)?;
+            }
+        }
+        let svc = &project.model["services"][s.as_str()];
+        let scale = svc.get("scale").and_then(Value::as_u64).unwrap_or(1) as u32;
+        let hash = berth_compose::service::config_hash(svc);
+        let mine: Vec<&ContainerSummary> = existing
+            .iter()
+            .filter(|c| c.labels.get(SERVICE_LABEL) == Some(s))
+            .collect();
+        for n in 1..=scale {
+            let current = mine
+                .iter()
+                .find(|c| c.labels.get(NUMBER_LABEL).map(String::as_str) == Some(&n.to_string()));
+            match current {
+                Some(c) if !a.force_recreate && c.labels.get(HASH_LABEL) == Some(&hash) => {
+                    let name = c.names.trim_start_matches('/');
+                    if e.container_state(&c.id)?.status.is_active() {
+                        said("Container", name, "Running");
+                    } else {
+                        e.start_container(&c.id, false)
+                            .map_err(crate::run::run_failure)?;
+                        said("Container", name, "Started");
+                    }
+                }
+                Some(c) => {
+                    e.remove_container(&c.id, true, false)?;
+                    said("Container", c.names.trim_start_matches('/'), "Recreate");
+                    create_and_start(e, project, s, n)?;
+                }
+                None => {
+                    create_and_start(e, project, s, n)?;
+                }
+            }
+        }
+        for c in mine.iter().filter(|c| {
+            c.labels
+                .get(NUMBER_LABEL)
+                .and_then(|x| x.parse::<u32>().ok())
+                .is_some_and(|x| x > scale)
+        }) {
+            e.remove_container(&c.id, true, false)?;
+            said("Container", c.names.trim_start_matches('/'), "Removed");
+        }
+    }
+    if a.wait {
+        for s in &order {
+            let svc = &project.model["services"][s.as_str()];
+            let condition = if svc.get("healthcheck").is_some() {
+                "service_healthy"
+            } else {
+                "service_started"
+            };
+            wait_for(e, project, s, condition, timeout)?;
+        }
+    }
+    Ok(0)
+}
+
+/// `down`: the project's containers stopped (all at once) and removed, then its
+/// networks, and with `-v` its volumes.
+fn down(
+    cli: &crate::Cli,
+    e: &Engine,
+    project: &Project,
+    volumes: bool,
+    remove_orphans: bool,
+    timeout: Option<i64>,
+) -> CliResult<u8> {
+    let known = services_of(project);
+    let containers: Vec<ContainerSummary> = project_containers(e, &project.name, true)?
+        .into_iter()
+        .filter(|c| {
+            remove_orphans
+                || c.labels
+                    .get(SERVICE_LABEL)
+                    .is_some_and(|s| known.contains(s))
+        })
+        .collect();
+    // Stopped in parallel: services that ignore SIGTERM cost one grace period, not one
+    // each. Each thread has its own engine (its own database connection).
+    let stopped: Vec<std::thread::JoinHandle<Result<(), String>>> = containers
+        .iter()
+        .map(|c| {
+            let (root, run_root, id) = (cli.root.clone(), cli.run_root.clone(), c.id.clone());
+            std::thread::spawn(move || {
+                let e = crate::open_engine(&root, &run_root).map_err(|f| f.message)?;
+                e.stop_container(&id, timeout)
+                    .map_err(|err| err.to_string())
+            })
+        })
+        .collect();
+    for (c, t) in containers.iter().zip(stopped) {
+        let name = c.names.trim_start_matches('/');
+        match t.join() {
+            Ok(Ok(())) => said("Container", name, "Stopped"),
+            Ok(Err(err)) => eprintln!("Error: stopping {name}: {err}"),
+            Err(_) => eprintln!("Error: stopping {name}: the thread panicked"),
+        }
+    }
+    for c in &containers {
+        e.remove_container(&c.id, true, false)?;
+        said("Container", c.names.trim_start_matches('/'), "Removed");
+    }
+    let left: Vec<String> = project_containers(e, &project.name, true)?
+        .iter()
+        .map(|c| c.names.trim_start_matches('/').to_string())
+        .collect();
+    if !left.is_empty() {
+        eprintln!(
+            "WARN[0000] Found orphan containers ([{}]) for this project. If you removed or renamed this service in your compose file, you can run this command with the --remove-orphans flag to clean it up.",
+            left.join(" ")
+        );
+    }
+    for n in e.list_networks()? {
+        if n.labels.get(PROJECT_LABEL) != Some(&project.name) {
+            continue;
+        }
+        if !left.is_empty() {
+            eprintln!(
+                "WARN[0000] network {} is kept: the orphan containers are on it",
+                n.name
+            );
+            continue;
+        }
+        e.remove_network(&n.id)?;
+        said("Network", &n.name, "Removed");
+    }
+    if volumes {
+        for v in e.list_volumes()? {
+            if v.labels.get(PROJECT_LABEL) == Some(&project.name) {
+                e.remove_volume(&v.name, false)?;
+                said("Volume", &v.name, "Removed");
+            }
+        }
+    }
+    Ok(0)
+}
+
+/// `ps`: the project's containers, as Docker Compose lists them.
+fn ps(
+    e: &Engine,
+    project: &Project,
+    all: bool,
+    quiet: bool,
+    format: Option<&str>,
+    services: bool,
+    only: &[String],
+) -> CliResult<u8> {
+    let mut list: Vec<ContainerSummary> = project_containers(e, &project.name, all)?
+        .into_iter()
+        .filter(|c| {
+            only.is_empty()
+                || c.labels
+                    .get(SERVICE_LABEL)
+                    .is_some_and(|s| only.contains(s))
+        })
+        .collect();
+    list.sort_by(|a, b| a.names.cmp(&b.names));
+    if quiet {
+        for c in &list {
+            println!("{}", c.id);
+        }
+        return Ok(0);
+    }
+    if services {
+        let mut s: Vec<&String> = list
+            .iter()
+            .filter_map(|c| c.labels.get(SERVICE_LABEL))
+            .collect();
+        s.dedup();
+        for x in s {
+            println!("{x}");
+        }
+        return Ok(0);
+    }
+    let rows: Vec<serde_json::Value> = list
+        .iter()
+        .map(|c| {
+            serde_json::json!({
+                "ID": c.id,
+                "Name": c.names.trim_start_matches('/'),
+                "Image": c.image,
+                "Command": format!("\"{}\"", c.command),
+                "Project": project.name,
+                "Service": c.labels.get(SERVICE_LABEL).cloned().unwrap_or_default(),
+                "Created": c.created,
+                "State": c.state,
+                "Status": c.status,
+                "Ports": c.ports,
+                "Labels": c.labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(","),
+                "ExitCode": c.exit_code,
+            })
+        })
+        .collect();
+    match format.unwrap_or("table") {
+        "json" => {
+            for r in &rows {
+                println!("{r}");
+            }
+        }
+        "table" => {
+            let body: Vec<Vec<String>> = rows
+                .iter()
+                .zip(&list)
+                .map(|(r, c)| {
+                    let cell = |k: &str| r[k].as_str().unwrap_or_default().to_string();
+                    vec![
+                        cell("Name"),
+                        cell("Image"),
+                        cell("Command"),
+                        cell("Service"),
+                        crate::format::ago(&c.created),
+                        cell("Status"),
+                        cell("Ports"),
+                    ]
+                })
+                .collect();
+            print!(
+                "{}",
+                crate::format::table(
+                    &["NAME", "IMAGE", "COMMAND", "SERVICE", "CREATED", "STATUS", "PORTS"],
+                    &body
+                )
+            );
+        }
+        other => return Err(fail(format!("unsupported format {other:?}: table or json"))),
+    }
+    Ok(0)
 }

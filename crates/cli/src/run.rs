@@ -649,6 +649,29 @@ pub fn start_attached(engine: &Engine, id: &str, stdin: bool, tty: bool) -> CliR
 
 /// Pulls the image first when `--pull` asks for it: `missing` (Docker's default) when it
 /// is not here, `always`, or `never`. Progress goes to stderr, as Docker's does.
+/// `create` flags from an argument list (what compose makes of a service).
+#[derive(clap::Parser, Debug)]
+#[command(no_binary_name = true, disable_help_flag = true)]
+struct CreateLine {
+    #[command(flatten)]
+    flags: CreateFlags,
+}
+
+pub fn create_flags(args: &[String]) -> CliResult<CreateFlags> {
+    use clap::Parser;
+    CreateLine::try_parse_from(args)
+        .map(|l| l.flags)
+        .map_err(|e| {
+            let msg = e.to_string();
+            invalid(
+                msg.lines()
+                    .next()
+                    .unwrap_or_default()
+                    .trim_start_matches("error: "),
+            )
+        })
+}
+
 pub fn ensure_image(engine: &Engine, flags: &CreateFlags) -> CliResult<()> {
     let Some(image) = flags.image_and_cmd.first() else {
         return Ok(());

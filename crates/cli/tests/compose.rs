@@ -79,10 +79,10 @@ fn config_prints_the_resolved_project() {
         "{err}"
     );
     // What is not built yet says so.
-    let out = run(&["up", "-d"], &[]);
+    let out = run(&["logs"], &[]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("berth compose up is not implemented yet")
+        String::from_utf8_lossy(&out.stderr).contains("berth compose logs is not implemented yet")
     );
 }
 
@@ -360,4 +360,191 @@ fn config_agrees_with_docker_compose_1_29() {
             );
         }
     }
+}
+
+/// The application the compose tests bring up: a web server that serves what is in a
+/// volume, a key-value service (busybox httpd over a file) reached by name, and three
+/// workers that wait for it to be healthy, fetch a value by name and write it into the
+/// web server's volume.
+const SHOP: &str = concat!(
+    "services:\n",
+    "  web:\n",
+    "    image: busybox:test\n",
+    "    command: httpd -f -p 80 -h /site\n",
+    "    volumes: [content:/site:ro]\n",
+    "    ports: [\"127.0.0.1:${WEB_PORT}:80\"]\n",
+    "    environment:\n      EDITION: ${EDITION:-first}\n",
+    "  kv:\n",
+    "    image: busybox:test\n",
+    "    command: sh -c 'mkdir -p /kv && echo stored-in-kv > /kv/greeting && httpd -f -p 8000 -h /kv'\n",
+    "    healthcheck:\n",
+    "      test: [\"CMD\", \"wget\", \"-q\", \"-O\", \"/dev/null\", \"http://127.0.0.1:8000/greeting\"]\n",
+    "      interval: 1s\n",
+    "      retries: 10\n",
+    "  worker:\n",
+    "    image: busybox:test\n",
+    "    command: sh -c 'wget -qO /out/index.html http://kv:8000/greeting && sleep 1000'\n",
+    "    volumes: [content:/out]\n",
+    "    depends_on:\n      kv:\n        condition: service_healthy\n",
+    "    scale: 3\n",
+    "volumes:\n  content:\n",
+);
+
+fn http_get(port: u16) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .ok()?;
+    s.write_all(b"GET / HTTP/1.0\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    out.split("\r\n\r\n").nth(1).map(String::from)
+}
+
+#[test]
+fn up_reconciles_a_project_and_down_removes_it() {
+    require_root!();
+    let b = Berth::with_busybox();
+    let dir = b.root.parent().unwrap().join("shop");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("compose.yaml"), SHOP).unwrap();
+    let port = common::free_port();
+    let compose = |args: &[&str], env: &[(&str, &str)]| {
+        let mut c = b.cmd();
+        c.current_dir(&dir)
+            .arg("compose")
+            .args(args)
+            .env("WEB_PORT", port.to_string())
+            .env_remove("COMPOSE_FILE")
+            .env_remove("COMPOSE_PROJECT_NAME");
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        c.output().unwrap()
+    };
+    let ok = |args: &[&str], env: &[(&str, &str)]| {
+        let out = compose(args, env);
+        assert!(
+            out.status.success(),
+            "compose {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    ok(&["up", "-d"], &[]);
+    let ps = ok(&["ps", "--format", "json"], &[]);
+    let rows: Vec<serde_json::Value> = ps
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let names: Vec<&str> = rows.iter().map(|r| r["Name"].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        [
+            "shop-kv-1",
+            "shop-web-1",
+            "shop-worker-1",
+            "shop-worker-2",
+            "shop-worker-3"
+        ]
+    );
+    assert!(rows.iter().all(|r| r["State"] == "running"), "{ps}");
+    // The workers fetched from kv by name into the volume the web server serves.
+    assert!(
+        common::eventually(10, || http_get(port).as_deref() == Some("stored-in-kv\n")),
+        "the web server never served the kv value: {:?}",
+        http_get(port)
+    );
+    let ids = |out: &str| -> Vec<(String, String)> {
+        out.lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                (
+                    v["Name"].as_str().unwrap().to_string(),
+                    v["ID"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    };
+    let before = ids(&ps);
+
+    // Nothing changed: nothing recreated.
+    ok(&["up", "-d"], &[]);
+    assert_eq!(ids(&ok(&["ps", "--format", "json"], &[])), before);
+    // web's definition changed: only web is recreated.
+    ok(&["up", "-d"], &[("EDITION", "second")]);
+    let after = ids(&ok(&["ps", "--format", "json"], &[]));
+    for ((name, old), (name2, new)) in before.iter().zip(&after) {
+        assert_eq!(name, name2);
+        assert_eq!(old == new, name != "shop-web-1", "{name}");
+    }
+    assert_eq!(
+        b.inspect(
+            "shop-web-1",
+            "{{index .Config.Labels \"com.docker.compose.service\"}}"
+        ),
+        "web"
+    );
+
+    // down: containers, the network and (with -v) the volume go.
+    let out = compose(&["down", "-v"], &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(b.ok(&["ps", "-aq"]), "");
+    assert!(!b.ok(&["network", "ls"]).contains("shop_default"));
+    assert!(!b.ok(&["volume", "ls"]).contains("shop_content"));
+}
+
+#[test]
+fn a_failed_up_is_cleaned_by_down_and_bad_projects_make_nothing() {
+    require_root!();
+    let b = Berth::with_busybox();
+    let dir = b.root.parent().unwrap().join("broken");
+    std::fs::create_dir_all(&dir).unwrap();
+    let compose = |args: &[&str]| {
+        b.cmd()
+            .current_dir(&dir)
+            .arg("compose")
+            .args(args)
+            .env_remove("COMPOSE_FILE")
+            .env_remove("COMPOSE_PROJECT_NAME")
+            .output()
+            .unwrap()
+    };
+    // A cycle: refused before anything is made.
+    std::fs::write(
+        dir.join("compose.yaml"),
+        "services:\n  a:\n    image: busybox:test\n    depends_on: [b]\n  b:\n    image: busybox:test\n    depends_on: [a]\n",
+    )
+    .unwrap();
+    let out = compose(&["up", "-d"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("dependency cycle detected: a -> b -> a"),
+        "{err}"
+    );
+    assert_eq!(b.ok(&["ps", "-aq"]), "");
+    assert!(!b.ok(&["network", "ls"]).contains("broken_default"));
+    // A service that cannot start: up fails naming it; down cleans all of it.
+    std::fs::write(
+        dir.join("compose.yaml"),
+        "services:\n  fine:\n    image: busybox:test\n    command: sleep 1000\n  bad:\n    image: busybox:test\n    command: no-such-program\n    depends_on: [fine]\n",
+    )
+    .unwrap();
+    let out = compose(&["up", "-d"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no-such-program"), "{err}");
+    let out = compose(&["down"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(b.ok(&["ps", "-aq"]), "");
+    assert!(!b.ok(&["network", "ls"]).contains("broken_default"));
 }

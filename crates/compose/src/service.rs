@@ -76,9 +76,14 @@ fn strings(v: &Value) -> Vec<String> {
     }
 }
 
-/// The service's definition as `up` compares it: a hash of its canonical form.
+/// The service's definition as `up` compares it: a hash of its canonical form, its
+/// replica count left out (scaling a service does not recreate its containers).
 pub fn config_hash(service: &Value) -> String {
-    let json = serde_json::to_vec(service).unwrap_or_default();
+    let mut s = service.clone();
+    if let Value::Mapping(m) = &mut s {
+        m.remove("scale");
+    }
+    let json = serde_json::to_vec(&s).unwrap_or_default();
     hex(&sha2::Sha256::digest(&json))
 }
 
@@ -541,6 +546,8 @@ mod tests {
         let h = |p: &Project| config_hash(&p.model["services"]["web"]);
         assert_eq!(h(&a), h(&a.clone()));
         assert_ne!(h(&a), h(&b));
+        let scaled = project("services:\n  web:\n    image: a\n    scale: 3\n");
+        assert_eq!(h(&a), h(&scaled));
         assert_eq!(seconds("1m30s"), Some(90));
         assert_eq!(seconds("500ms"), Some(1));
         assert_eq!(seconds("10"), Some(10));
