@@ -14,7 +14,8 @@
 #
 # Usage: bench/run.sh [--quick] [--runs N] [--containers N] [--health N] [--health-peers N]
 #                     [--registry | --registry-only] [--build | --build-only]
-#                     [--network | --network-only] [--no-docker] [--no-podman]
+#                     [--network | --network-only] [--compose | --compose-only]
+#                     [--no-docker] [--no-podman]
 # Env:   BERTH_BIN (skip the cargo build), BENCH_OUT (where the JSON goes),
 #        DOCKER_CLI, BENCH_DOCKER_STORAGE (default vfs), BENCH_PODMAN_STORAGE (default vfs)
 # See bench/README.md.
@@ -33,6 +34,7 @@ NHEALTH=200
 REGISTRY=0
 BUILD=0
 NETWORK=0
+COMPOSE=0
 CORE=1
 NSTATS=100
 NHEALTH_PEERS=20
@@ -55,6 +57,8 @@ while (($#)); do
         --build-only) BUILD=1; CORE=0 ;;
         --network) NETWORK=1 ;;
         --network-only) NETWORK=1; CORE=0 ;;
+        --compose) COMPOSE=1 ;;
+        --compose-only) COMPOSE=1; CORE=0 ;;
         --no-docker) WANT_DOCKER=0 ;;
         --no-podman) WANT_PODMAN=0 ;;
         -h|--help) usage; exit 0 ;;
@@ -85,6 +89,9 @@ T_BUILD_CACHED_RATIO=5
 T_BRIDGE_RUN_MS=60
 T_BRIDGE_RUN_RATIO=6
 T_PUBLISHED_TCP_SHARE=80
+T_COMPOSE_UP_MS=1000
+T_COMPOSE_NOCHANGE_MS=150
+T_COMPOSE_DOWN_MS=1000
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
@@ -314,7 +321,7 @@ setup_docker() {
     # With --network: a bridge of docker's own for its default network (made here, removed
     # on exit); never the host's firewall (no iptables, no forwarding changes).
     local bridge=none
-    if ((NETWORK)) && ip link add "$DOCKER_BRIDGE" type bridge 2>/dev/null; then
+    if ((NETWORK || COMPOSE)) && ip link add "$DOCKER_BRIDGE" type bridge 2>/dev/null; then
         ip addr add 10.219.250.1/24 dev "$DOCKER_BRIDGE" && ip link set "$DOCKER_BRIDGE" up
         bridge=$DOCKER_BRIDGE
     fi
@@ -868,6 +875,51 @@ network_scenarios() {
 ((NETWORK)) && network_scenarios
 
 # ---------------------------------------------------------------------------------------
+# 10. (--compose) a 5-service project from local images: up -d from nothing, a no-change
+#     up -d, and down, with services that exit on SIGTERM. Peer: docker-compose (1.29,
+#     Debian's) against the private dockerd.
+compose_scenarios() {
+    local d=$TMP/compose/benchp
+    mkdir -p "$d"
+    {
+        echo "services:"
+        for s in web api db cache queue; do
+            printf '  %s:\n    image: busybox:bench\n    command: ["sh", "-c", "trap \x27exit 0\x27 TERM; sleep 100000 & wait"]\n' "$s"
+        done
+    } >"$d/compose.yaml"
+    local up=() again=() down=()
+    local berth_c="cd $(printf '%q' "$d") && $BERTH_S compose"
+    up+=(--prepare "sync; $berth_c down >/dev/null 2>&1" -n berth "$berth_c up -d")
+    again+=(--prepare "$berth_c up -d >/dev/null 2>&1" -n berth "$berth_c up -d")
+    down+=(--prepare "$berth_c up -d >/dev/null 2>&1" -n berth "$berth_c down")
+    if ((HAVE_DOCKER)) && command -v docker-compose >/dev/null; then
+        local host=${DOCKER[*]: -1}
+        local dc="cd $(printf '%q' "$d") && DOCKER_HOST=$(printf '%q' "$host") docker-compose -f compose.yaml"
+        if eval "$dc up -d" >/dev/null 2>"$TMP/dc.err" && eval "$dc down" >/dev/null 2>&1; then
+            up+=(--prepare "sync; $dc down >/dev/null 2>&1" -n docker-compose "$dc up -d")
+            again+=(--prepare "$dc up -d >/dev/null 2>&1" -n docker-compose "$dc up -d")
+            down+=(--prepare "$dc up -d >/dev/null 2>&1" -n docker-compose "$dc down")
+        else
+            skip_peer "docker-compose: cannot bring the project up: $(tail -n 2 "$TMP/dc.err")"
+        fi
+    else
+        skip_peer "docker-compose: not installed or no docker; compose scenarios for berth only"
+    fi
+    local runs=$((RUNS < 15 ? RUNS : 15))
+    log "scenario compose-up"
+    hyperfine -S bash --runs "$runs" --export-json "$OUT/compose-up.json" "${up[@]}" >&2 || warn "hyperfine failed for compose-up"
+    log "scenario compose-nochange"
+    hyperfine -S bash --runs "$runs" --export-json "$OUT/compose-nochange.json" "${again[@]}" >&2 || warn "hyperfine failed for compose-nochange"
+    log "scenario compose-down"
+    hyperfine -S bash --runs "$runs" --export-json "$OUT/compose-down.json" "${down[@]}" >&2 || warn "hyperfine failed for compose-down"
+    eval "$berth_c down" >/dev/null 2>&1
+    if [[ ${#up[@]} -gt 3 ]]; then
+        eval "cd $(printf '%q' "$d") && DOCKER_HOST=$(printf '%q' "${DOCKER[*]: -1}") docker-compose -f compose.yaml down" >/dev/null 2>&1
+    fi
+}
+((COMPOSE)) && compose_scenarios
+
+# ---------------------------------------------------------------------------------------
 # Report
 # jget FILE NAME FIELD -> the field (seconds) in ms, or empty
 jget() {
@@ -988,6 +1040,17 @@ if ((NETWORK)); then
     ((HAVE_DOCKER)) && echo "  (docker here: no iptables, so its userland proxy carries the port)"
 fi
 
+if ((COMPOSE)); then
+    echo
+    echo "[compose] a 5-service project from local images (ms, median)"
+    for sc in compose-up compose-nochange compose-down; do
+        b=$(jget "$OUT/$sc.json" berth median)
+        dc=$(jget "$OUT/$sc.json" docker-compose median)
+        MED[$sc,berth]=$b
+        printf '  %-18s berth %10s   docker-compose %10s   (%s)\n' "$sc" "${b:-n/a}" "${dc:-n/a}" "$(ratio "$dc" "$b")"
+    done
+fi
+
 # Targets
 PASSN=0 FAILN=0 SKIPN=0
 verdict() { # DESCRIPTION VALUE OP LIMIT [WHEN-MISSING: FAIL (berth failed) or SKIP]
@@ -1047,6 +1110,11 @@ if ((NETWORK)); then
         share=$(awk -v a="${TPUT[berth]}" -v b="${TPUT[direct]}" 'BEGIN { printf "%.0f", 100 * a / b }')
     fi
     verdict "TCP through a published port >= ${T_PUBLISHED_TCP_SHARE}% of direct loopback" "$share" ">=" "$T_PUBLISHED_TCP_SHARE"
+fi
+if ((COMPOSE)); then
+    verdict "berth compose up -d, 5 services: median <= ${T_COMPOSE_UP_MS} ms" "${MED[compose-up,berth]:-}" "<=" "$T_COMPOSE_UP_MS"
+    verdict "berth compose up -d with no change: median <= ${T_COMPOSE_NOCHANGE_MS} ms" "${MED[compose-nochange,berth]:-}" "<=" "$T_COMPOSE_NOCHANGE_MS"
+    verdict "berth compose down: median <= ${T_COMPOSE_DOWN_MS} ms" "${MED[compose-down,berth]:-}" "<=" "$T_COMPOSE_DOWN_MS"
 fi
 echo "  targets: $PASSN PASS, $FAILN FAIL, $SKIPN SKIP"
 if ((${#PROBLEMS[@]})); then
