@@ -45,6 +45,15 @@ pub struct UpArgs {
     /// Maximum duration in seconds to wait for the project to be running|healthy
     #[arg(long = "wait-timeout", default_value_t = 120)]
     pub wait_timeout: u64,
+    /// Stops all containers if any container was stopped. Incompatible with -d
+    #[arg(long = "abort-on-container-exit")]
+    pub abort_on_container_exit: bool,
+    /// Produce monochrome output
+    #[arg(long = "no-color")]
+    pub no_color: bool,
+    /// Don't print prefix in logs
+    #[arg(long = "no-log-prefix")]
+    pub no_log_prefix: bool,
     pub services: Vec<String>,
 }
 
@@ -106,9 +115,50 @@ pub enum ComposeCmd {
         services_filter: Vec<String>,
     },
     /// View output from containers
-    Logs(NotYet),
+    Logs {
+        /// Follow log output
+        #[arg(short, long)]
+        follow: bool,
+        /// Number of lines to show from the end of the logs for each container
+        #[arg(short = 'n', long, default_value = "all")]
+        tail: String,
+        /// Show timestamps
+        #[arg(short, long)]
+        timestamps: bool,
+        /// Produce monochrome output
+        #[arg(long = "no-color")]
+        no_color: bool,
+        /// Don't print prefix in logs
+        #[arg(long = "no-log-prefix")]
+        no_log_prefix: bool,
+        services: Vec<String>,
+    },
     /// Execute a command in a running container
-    Exec(NotYet),
+    Exec {
+        /// Detached mode: Run command in the background
+        #[arg(short, long)]
+        detach: bool,
+        /// Disable pseudo-TTY allocation
+        #[arg(short = 'T', long = "no-TTY")]
+        no_tty: bool,
+        /// Set environment variables
+        #[arg(short, long = "env")]
+        env: Vec<String>,
+        /// Path to workdir directory for this command
+        #[arg(short, long)]
+        workdir: Option<String>,
+        /// Run the command as this user
+        #[arg(short, long)]
+        user: Option<String>,
+        /// Give extended privileges to the process
+        #[arg(long)]
+        privileged: bool,
+        /// Index of the container if service has multiple replicas
+        #[arg(long, default_value_t = 1)]
+        index: u32,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true, num_args = 2.., value_name = "SERVICE COMMAND [ARGS...]")]
+        args: Vec<String>,
+    },
     /// Run a one-off command on a service
     Run(NotYet),
     /// Build or rebuild services
@@ -118,23 +168,68 @@ pub enum ComposeCmd {
     /// Push service images
     Push(NotYet),
     /// Start services
-    Start(NotYet),
+    Start { services: Vec<String> },
     /// Stop services
-    Stop(NotYet),
+    Stop {
+        /// Specify a shutdown timeout in seconds
+        #[arg(short = 't', long)]
+        timeout: Option<i64>,
+        services: Vec<String>,
+    },
     /// Restart service containers
-    Restart(NotYet),
+    Restart {
+        /// Specify a shutdown timeout in seconds
+        #[arg(short = 't', long)]
+        timeout: Option<i64>,
+        services: Vec<String>,
+    },
     /// Force stop service containers
-    Kill(NotYet),
+    Kill {
+        /// SIGNAL to send to the container
+        #[arg(short, long, default_value = "SIGKILL")]
+        signal: String,
+        services: Vec<String>,
+    },
     /// Removes stopped service containers
-    Rm(NotYet),
+    Rm {
+        /// Don't ask to confirm removal
+        #[arg(short, long)]
+        force: bool,
+        /// Stop the containers, if required, before removing
+        #[arg(short, long)]
+        stop: bool,
+        /// Remove any anonymous volumes attached to containers
+        #[arg(short, long)]
+        volumes: bool,
+        services: Vec<String>,
+    },
     /// Display the running processes
     Top(NotYet),
     /// List images used by the created containers
     Images(NotYet),
     /// Print the public port for a port binding
-    Port(NotYet),
+    Port {
+        /// tcp or udp
+        #[arg(long, default_value = "tcp")]
+        protocol: String,
+        /// Index of the container if service has multiple replicas
+        #[arg(long, default_value_t = 1)]
+        index: u32,
+        service: String,
+        private_port: u16,
+    },
     /// List running compose projects
-    Ls(NotYet),
+    Ls {
+        /// Show all stopped Compose projects
+        #[arg(short, long)]
+        all: bool,
+        /// Only display project names
+        #[arg(short, long)]
+        quiet: bool,
+        /// Format the output: table or json
+        #[arg(long)]
+        format: Option<String>,
+    },
 }
 
 impl ComposeCmd {
@@ -144,21 +239,21 @@ impl ComposeCmd {
             ComposeCmd::Up(_) => "up",
             ComposeCmd::Down { .. } => "down",
             ComposeCmd::Ps { .. } => "ps",
-            ComposeCmd::Logs(_) => "logs",
-            ComposeCmd::Exec(_) => "exec",
+            ComposeCmd::Logs { .. } => "logs",
+            ComposeCmd::Exec { .. } => "exec",
             ComposeCmd::Run(_) => "run",
             ComposeCmd::Build(_) => "build",
             ComposeCmd::Pull(_) => "pull",
             ComposeCmd::Push(_) => "push",
-            ComposeCmd::Start(_) => "start",
-            ComposeCmd::Stop(_) => "stop",
-            ComposeCmd::Restart(_) => "restart",
-            ComposeCmd::Kill(_) => "kill",
-            ComposeCmd::Rm(_) => "rm",
+            ComposeCmd::Start { .. } => "start",
+            ComposeCmd::Stop { .. } => "stop",
+            ComposeCmd::Restart { .. } => "restart",
+            ComposeCmd::Kill { .. } => "kill",
+            ComposeCmd::Rm { .. } => "rm",
             ComposeCmd::Top(_) => "top",
             ComposeCmd::Images(_) => "images",
-            ComposeCmd::Port(_) => "port",
-            ComposeCmd::Ls(_) => "ls",
+            ComposeCmd::Port { .. } => "port",
+            ComposeCmd::Ls { .. } => "ls",
         }
     }
 }
@@ -204,7 +299,7 @@ pub fn compose(cli: &crate::Cli, args: &ComposeArgs) -> CliResult<u8> {
     match &args.cmd {
         ComposeCmd::Up(up_args) => {
             let project = load(args)?;
-            up(&engine()?, &project, up_args)
+            up(cli, &engine()?, &project, up_args)
         }
         ComposeCmd::Down {
             volumes,
@@ -220,6 +315,150 @@ pub fn compose(cli: &crate::Cli, args: &ComposeArgs) -> CliResult<u8> {
                 *remove_orphans,
                 *timeout,
             )
+        }
+        ComposeCmd::Ls { all, quiet, format } => ls(&engine()?, *all, *quiet, format.as_deref()),
+        ComposeCmd::Logs {
+            follow,
+            tail,
+            timestamps,
+            no_color,
+            no_log_prefix,
+            services,
+        } => {
+            let project = load(args)?;
+            let e = engine()?;
+            let list = of_services(&e, &project, services, true)?;
+            let style = LogStyle {
+                timestamps: *timestamps,
+                color: !*no_color && std::io::IsTerminal::is_terminal(&std::io::stdout()),
+                prefix: !*no_log_prefix,
+            };
+            follow_logs(&e, &list, tail, *follow, &style, &|| false)
+        }
+        ComposeCmd::Exec {
+            detach,
+            no_tty,
+            env,
+            workdir,
+            user,
+            privileged,
+            index,
+            args: rest,
+        } => {
+            let project = load(args)?;
+            let e = engine()?;
+            let id = replica(&e, &project, &rest[0], *index, true)?;
+            let mut argv = vec![id];
+            argv.extend(rest[1..].iter().cloned());
+            let interactive = !*detach;
+            let flags = crate::run::ExecFlags {
+                detach: *detach,
+                interactive,
+                tty: interactive && !*no_tty && std::io::IsTerminal::is_terminal(&std::io::stdin()),
+                env: env.clone(),
+                workdir: workdir.clone(),
+                user: user.clone(),
+                privileged: *privileged,
+                args: argv,
+            };
+            crate::run::exec(&e, &flags)
+        }
+        ComposeCmd::Start { services } => {
+            let project = load(args)?;
+            let e = engine()?;
+            for c in of_services(&e, &project, services, true)? {
+                e.start_container(&c.id, false)
+                    .map_err(crate::run::run_failure)?;
+                said("Container", c.names.trim_start_matches('/'), "Started");
+            }
+            Ok(0)
+        }
+        ComposeCmd::Stop { timeout, services } => {
+            let project = load(args)?;
+            let e = engine()?;
+            let list = of_services(&e, &project, services, false)?;
+            stop_all(cli, &list, *timeout);
+            Ok(0)
+        }
+        ComposeCmd::Restart { timeout, services } => {
+            let project = load(args)?;
+            let e = engine()?;
+            let list = of_services(&e, &project, services, true)?;
+            stop_all(cli, &list, *timeout);
+            for c in &list {
+                e.start_container(&c.id, false)
+                    .map_err(crate::run::run_failure)?;
+                said("Container", c.names.trim_start_matches('/'), "Started");
+            }
+            Ok(0)
+        }
+        ComposeCmd::Kill { signal, services } => {
+            let project = load(args)?;
+            let e = engine()?;
+            let sig = berth_engine::sys::parse_signal(signal)
+                .ok_or_else(|| fail(format!("invalid signal: {signal}")))?;
+            for c in of_services(&e, &project, services, false)? {
+                e.kill_container(&c.id, sig)?;
+                said("Container", c.names.trim_start_matches('/'), "Killed");
+            }
+            Ok(0)
+        }
+        ComposeCmd::Rm {
+            force,
+            stop,
+            volumes,
+            services,
+        } => {
+            let project = load(args)?;
+            let e = engine()?;
+            let mut list = of_services(&e, &project, services, true)?;
+            if *stop {
+                stop_all(cli, &list, None);
+            }
+            list.retain(|c| {
+                !e.container_state(&c.id)
+                    .map(|s| s.status.is_active())
+                    .unwrap_or(false)
+            });
+            if list.is_empty() {
+                eprintln!("No stopped containers");
+                return Ok(0);
+            }
+            let names: Vec<&str> = list
+                .iter()
+                .map(|c| c.names.trim_start_matches('/'))
+                .collect();
+            if !crate::commands::confirm(*force, &format!("Going to remove {}", names.join(", ")))?
+            {
+                return Ok(0);
+            }
+            for c in &list {
+                e.remove_container(&c.id, false, *volumes)?;
+                said("Container", c.names.trim_start_matches('/'), "Removed");
+            }
+            Ok(0)
+        }
+        ComposeCmd::Port {
+            protocol,
+            index,
+            service,
+            private_port,
+        } => {
+            let project = load(args)?;
+            let e = engine()?;
+            let id = replica(&e, &project, service, *index, false)?;
+            let wanted = format!("{private_port}/{protocol}");
+            match e
+                .published_ports(&id)
+                .into_iter()
+                .find(|p| p.container_port == wanted)
+            {
+                Some(p) => {
+                    println!("{}:{}", p.host_ip, p.host_port);
+                    Ok(0)
+                }
+                None => Err(fail(format!("no port {wanted} for container {service}"))),
+            }
         }
         ComposeCmd::Ps {
             all,
@@ -602,10 +841,10 @@ fn wait_for(
 /// (the config hash label): the same are left (started if stopped), the changed are
 /// recreated, missing replicas made, extra ones removed; dependencies first, waiting
 /// for the conditions they are named with.
-fn up(e: &Engine, project: &Project, a: &UpArgs) -> CliResult<u8> {
-    if !a.detach {
+fn up(cli: &crate::Cli, e: &Engine, project: &Project, a: &UpArgs) -> CliResult<u8> {
+    if a.detach && a.abort_on_container_exit {
         return Err(fail(
-            "berth compose up without -d (attached to the logs) is not implemented yet: use -d",
+            "--abort-on-container-exit and --detach are incompatible options",
         ));
     }
     let order = start_order(project, &a.services, a.no_deps)?;
@@ -701,7 +940,69 @@ fn up(e: &Engine, project: &Project, a: &UpArgs) -> CliResult<u8> {
             wait_for(e, project, s, condition, timeout)?;
         }
     }
-    Ok(0)
+    if a.detach {
+        return Ok(0);
+    }
+    // Attached: the services' logs until they have all stopped, or Ctrl-C (or, with
+    // --abort-on-container-exit, one of them stopped); then the rest are stopped.
+    interrupt::catch();
+    let list = of_services(e, project, &order, true)?;
+    let style = LogStyle {
+        timestamps: false,
+        color: !a.no_color && std::io::IsTerminal::is_terminal(&std::io::stdout()),
+        prefix: !a.no_log_prefix,
+    };
+    let one_exited = || {
+        a.abort_on_container_exit
+            && list.iter().any(|c| {
+                !e.container_state(&c.id)
+                    .map(|s| s.status.is_active())
+                    .unwrap_or(false)
+            })
+    };
+    follow_logs(e, &list, "all", true, &style, &|| {
+        interrupt::happened() || one_exited()
+    })?;
+    let running: Vec<ContainerSummary> = list
+        .iter()
+        .filter(|c| {
+            e.container_state(&c.id)
+                .map(|s| s.status.is_active())
+                .unwrap_or(false)
+        })
+        .cloned()
+        .collect();
+    if !running.is_empty() {
+        eprintln!("Gracefully stopping... (press Ctrl+C again to force)");
+        stop_all(cli, &running, None);
+    }
+    Ok(if interrupt::happened() { 130 } else { 0 })
+}
+
+/// Ctrl-C (and SIGTERM) while `up` follows the logs: noted, not fatal.
+mod interrupt {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    static SEEN: AtomicBool = AtomicBool::new(false);
+
+    extern "C" fn note(_: libc::c_int) {
+        SEEN.store(true, Ordering::SeqCst);
+    }
+
+    pub fn catch() {
+        use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+        let action = SigAction::new(SigHandler::Handler(note), SaFlags::empty(), SigSet::empty());
+        for sig in [Signal::SIGINT, Signal::SIGTERM] {
+            // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+            unsafe {
+                let _ = sigaction(sig, &action);
+            }
+        }
+    }
+
+    pub fn happened() -> bool {
+        SEEN.load(Ordering::SeqCst)
+    }
 }
 
 /// `down`: the project's containers stopped (all at once) and removed, then its
@@ -869,6 +1170,238 @@ fn ps(
                     &["NAME", "IMAGE", "COMMAND", "SERVICE", "CREATED", "STATUS", "PORTS"],
                     &body
                 )
+            );
+        }
+        other => return Err(fail(format!("unsupported format {other:?}: table or json"))),
+    }
+    Ok(0)
+}
+
+/// The project's containers of `services` (all when empty), sorted by name.
+fn of_services(
+    e: &Engine,
+    project: &Project,
+    services: &[String],
+    all: bool,
+) -> CliResult<Vec<ContainerSummary>> {
+    let known = services_of(project);
+    for s in services {
+        if !known.contains(s) {
+            return Err(fail(format!("no such service: {s}")));
+        }
+    }
+    let mut list: Vec<ContainerSummary> = project_containers(e, &project.name, all)?
+        .into_iter()
+        .filter(|c| {
+            c.labels.get(SERVICE_LABEL).is_some_and(|s| {
+                if services.is_empty() {
+                    known.contains(s)
+                } else {
+                    services.contains(s)
+                }
+            })
+        })
+        .collect();
+    list.sort_by(|a, b| a.names.cmp(&b.names));
+    Ok(list)
+}
+
+/// The id of replica `index` of `service`.
+fn replica(
+    e: &Engine,
+    project: &Project,
+    service: &str,
+    index: u32,
+    running: bool,
+) -> CliResult<String> {
+    let list = of_services(e, project, &[service.to_string()], !running)?;
+    list.into_iter()
+        .find(|c| c.labels.get(NUMBER_LABEL).map(String::as_str) == Some(&index.to_string()))
+        .map(|c| c.id)
+        .ok_or_else(|| {
+            fail(format!(
+                "service \"{service}\" is not running container #{index}"
+            ))
+        })
+}
+
+/// Stops `list` all at once (a thread and an engine each).
+fn stop_all(cli: &crate::Cli, list: &[ContainerSummary], timeout: Option<i64>) {
+    let threads: Vec<std::thread::JoinHandle<Result<(), String>>> = list
+        .iter()
+        .map(|c| {
+            let (root, run_root, id) = (cli.root.clone(), cli.run_root.clone(), c.id.clone());
+            std::thread::spawn(move || {
+                let e = crate::open_engine(&root, &run_root).map_err(|f| f.message)?;
+                e.stop_container(&id, timeout)
+                    .map_err(|err| err.to_string())
+            })
+        })
+        .collect();
+    for (c, t) in list.iter().zip(threads) {
+        let name = c.names.trim_start_matches('/');
+        match t.join() {
+            Ok(Ok(())) => said("Container", name, "Stopped"),
+            Ok(Err(err)) => eprintln!("Error: stopping {name}: {err}"),
+            Err(_) => eprintln!("Error: stopping {name}: the thread panicked"),
+        }
+    }
+}
+
+/// How `logs` prints lines.
+struct LogStyle {
+    timestamps: bool,
+    color: bool,
+    prefix: bool,
+}
+
+/// The prefix colours Docker Compose cycles through.
+const COLORS: [&str; 6] = ["36", "33", "32", "35", "34", "31"];
+
+/// Prints the logs of `list`, each line prefixed `NAME  | ` (coloured per container on
+/// a terminal): what is there (the last `tail` of each), in time order, then with
+/// `follow` what comes, until every container has stopped or `stop()` says so.
+fn follow_logs(
+    e: &Engine,
+    list: &[ContainerSummary],
+    tail: &str,
+    follow: bool,
+    style: &LogStyle,
+    stop: &dyn Fn() -> bool,
+) -> CliResult<u8> {
+    use std::io::Write;
+    let tail: Option<usize> = if tail == "all" || tail == "-1" {
+        None
+    } else {
+        Some(
+            tail.parse()
+                .map_err(|_| fail(format!("invalid tail value: {tail}")))?,
+        )
+    };
+    let width = list
+        .iter()
+        .map(|c| c.names.trim_start_matches('/').len())
+        .max()
+        .unwrap_or(0);
+    let prefix = |i: usize, c: &ContainerSummary| -> String {
+        if !style.prefix {
+            return String::new();
+        }
+        let name = format!("{:width$}", c.names.trim_start_matches('/'));
+        if style.color {
+            format!("\x1b[{}m{name}  |\x1b[0m ", COLORS[i % COLORS.len()])
+        } else {
+            format!("{name}  | ")
+        }
+    };
+    let print =
+        |out: &mut dyn Write, p: &str, l: &berth_engine::logs::LogLine| -> std::io::Result<()> {
+            out.write_all(p.as_bytes())?;
+            if style.timestamps {
+                write!(out, "{} ", l.time)?;
+            }
+            out.write_all(l.log.as_bytes())?;
+            if !l.log.ends_with('\n') {
+                out.write_all(b"\n")?;
+            }
+            Ok(())
+        };
+    let paths: Vec<std::path::PathBuf> = list
+        .iter()
+        .map(|c| e.container_dir(&c.id).join("log.json"))
+        .collect();
+    let mut offsets: Vec<u64> = Vec::new();
+    let mut first: Vec<(String, usize, berth_engine::logs::LogLine)> = Vec::new();
+    for (i, p) in paths.iter().enumerate() {
+        let mut lines = berth_engine::logs::read_all(p).unwrap_or_default();
+        if let Some(n) = tail {
+            let skip = lines.len().saturating_sub(n);
+            lines.drain(..skip);
+        }
+        offsets.push(std::fs::metadata(p).map(|m| m.len()).unwrap_or(0));
+        first.extend(lines.into_iter().map(|l| (l.time.clone(), i, l)));
+    }
+    first.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut out = std::io::stdout().lock();
+    for (_, i, l) in &first {
+        print(&mut out, &prefix(*i, &list[*i]), l)?;
+    }
+    out.flush()?;
+    if !follow {
+        return Ok(0);
+    }
+    loop {
+        let mut any_running = false;
+        for (i, p) in paths.iter().enumerate() {
+            if let Ok((new, off)) = berth_engine::logs::read_from(p, offsets[i]) {
+                offsets[i] = off;
+                for l in &new {
+                    print(&mut out, &prefix(i, &list[i]), l)?;
+                }
+            }
+            any_running |= e
+                .container_state(&list[i].id)
+                .map(|s| s.status.is_active())
+                .unwrap_or(false);
+        }
+        out.flush()?;
+        if !any_running || stop() {
+            return Ok(0);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// `ls`: the projects that have containers here, from their labels.
+fn ls(e: &Engine, all: bool, quiet: bool, format: Option<&str>) -> CliResult<u8> {
+    let mut projects: std::collections::BTreeMap<
+        String,
+        (std::collections::BTreeMap<String, usize>, String),
+    > = std::collections::BTreeMap::new();
+    for c in e.list_containers(true, &[("label".into(), PROJECT_LABEL.into())])? {
+        let Some(p) = c.labels.get(PROJECT_LABEL) else {
+            continue;
+        };
+        let entry = projects.entry(p.clone()).or_default();
+        *entry.0.entry(c.state.clone()).or_default() += 1;
+        if let Some(f) = c.labels.get("com.docker.compose.project.config_files") {
+            entry.1 = f.clone();
+        }
+    }
+    let rows: Vec<(String, String, String)> = projects
+        .into_iter()
+        .filter(|(_, (states, _))| all || states.contains_key("running"))
+        .map(|(name, (states, files))| {
+            let status = states
+                .iter()
+                .map(|(s, n)| format!("{s}({n})"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            (name, status, files)
+        })
+        .collect();
+    if quiet {
+        for (n, _, _) in &rows {
+            println!("{n}");
+        }
+        return Ok(0);
+    }
+    match format.unwrap_or("table") {
+        "json" => {
+            let v: Vec<serde_json::Value> = rows
+                .iter()
+                .map(|(n, s, f)| serde_json::json!({"Name": n, "Status": s, "ConfigFiles": f}))
+                .collect();
+            println!("{}", serde_json::to_string(&v).expect("json serialises"));
+        }
+        "table" => {
+            let body: Vec<Vec<String>> = rows
+                .iter()
+                .map(|(n, s, f)| vec![n.clone(), s.clone(), f.clone()])
+                .collect();
+            print!(
+                "{}",
+                crate::format::table(&["NAME", "STATUS", "CONFIG FILES"], &body)
             );
         }
         other => return Err(fail(format!("unsupported format {other:?}: table or json"))),

@@ -79,10 +79,10 @@ fn config_prints_the_resolved_project() {
         "{err}"
     );
     // What is not built yet says so.
-    let out = run(&["logs"], &[]);
+    let out = run(&["run", "web", "true"], &[]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("berth compose logs is not implemented yet")
+        String::from_utf8_lossy(&out.stderr).contains("berth compose run is not implemented yet")
     );
 }
 
@@ -547,4 +547,88 @@ fn a_failed_up_is_cleaned_by_down_and_bad_projects_make_nothing() {
     );
     assert_eq!(b.ok(&["ps", "-aq"]), "");
     assert!(!b.ok(&["network", "ls"]).contains("broken_default"));
+}
+
+#[test]
+fn service_commands_act_on_the_projects_containers() {
+    require_root!();
+    let b = Berth::with_busybox();
+    let dir = b.root.parent().unwrap().join("tools");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("compose.yaml"),
+        concat!(
+            "services:\n",
+            "  talker:\n    image: busybox:test\n    command: sh -c 'echo hello from talker; sleep 1000'\n",
+            "  server:\n    image: busybox:test\n    command: sh -c 'echo serving; sleep 1000'\n",
+            "    ports: [\"127.0.0.1::8080\"]\n",
+        ),
+    )
+    .unwrap();
+    let compose = |args: &[&str]| {
+        b.cmd()
+            .current_dir(&dir)
+            .arg("compose")
+            .args(args)
+            .env_remove("COMPOSE_FILE")
+            .env_remove("COMPOSE_PROJECT_NAME")
+            .output()
+            .unwrap()
+    };
+    let ok = |args: &[&str]| {
+        let out = compose(args);
+        assert!(
+            out.status.success(),
+            "compose {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    ok(&["up", "-d"]);
+    // logs: every container's lines, prefixed with its name.
+    assert!(common::eventually(5, || {
+        let logs = ok(&["logs", "--no-color"]);
+        logs.contains("tools-talker-1  | hello from talker")
+            && logs.contains("tools-server-1  | serving")
+    }));
+    let only = ok(&["logs", "--no-log-prefix", "talker"]);
+    assert_eq!(only, "hello from talker\n");
+    assert_eq!(ok(&["exec", "-T", "talker", "echo", "inside"]), "inside\n");
+    let port = ok(&["port", "server", "8080"]);
+    assert!(port.trim().starts_with("127.0.0.1:"), "{port}");
+    let listed = ok(&["ls"]);
+    assert!(
+        listed.contains("tools") && listed.contains("running(2)"),
+        "{listed}"
+    );
+    ok(&["stop", "talker"]);
+    assert_eq!(b.inspect("tools-talker-1", "{{.State.Status}}"), "exited");
+    ok(&["start", "talker"]);
+    assert_eq!(b.inspect("tools-talker-1", "{{.State.Status}}"), "running");
+    ok(&["kill", "server"]);
+    assert!(common::eventually(5, || b
+        .inspect("tools-server-1", "{{.State.Status}}")
+        == "exited"));
+    ok(&["rm", "-f"]);
+    assert!(b.run(&["inspect", "tools-server-1"]).status.code() != Some(0));
+    let out = compose(&["stop", "nosuch"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no such service: nosuch"), "{err}");
+    ok(&["down"]);
+
+    // Attached: the logs until one container exits, then the others are stopped.
+    std::fs::write(
+        dir.join("compose.yaml"),
+        concat!(
+            "services:\n",
+            "  once:\n    image: busybox:test\n    command: sh -c 'sleep 1; echo done'\n",
+            "  forever:\n    image: busybox:test\n    command: sh -c 'trap \"exit 0\" TERM; sleep 1000 & wait'\n",
+        ),
+    )
+    .unwrap();
+    let out = ok(&["up", "--abort-on-container-exit", "--no-color"]);
+    assert!(out.contains("tools-once-1     | done"), "{out}");
+    assert_eq!(b.inspect("tools-forever-1", "{{.State.Status}}"), "exited");
+    ok(&["down"]);
 }
