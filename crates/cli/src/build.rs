@@ -179,6 +179,30 @@ fn read_secrets(list: &[String]) -> CliResult<BTreeMap<String, Vec<u8>>> {
     Ok(out)
 }
 
+/// `build` from an argument list (what compose makes of a service's `build`).
+#[derive(clap::Parser)]
+#[command(no_binary_name = true)]
+struct BuildLine {
+    #[command(flatten)]
+    args: BuildArgs,
+}
+
+pub fn build_from_args(engine: &Engine, args: &[String]) -> CliResult<u8> {
+    use clap::Parser;
+    let line = BuildLine::try_parse_from(args).map_err(|e| {
+        let msg = e.to_string();
+        Failure::new(
+            1,
+            msg.lines()
+                .next()
+                .unwrap_or_default()
+                .trim_start_matches("error: ")
+                .to_string(),
+        )
+    })?;
+    build(engine, &line.args)
+}
+
 pub fn build(engine: &Engine, a: &BuildArgs) -> CliResult<u8> {
     let output = parse_output(&a.output)?;
     let secrets = read_secrets(&a.secret)?;

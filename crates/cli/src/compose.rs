@@ -30,6 +30,12 @@ pub struct UpArgs {
     /// Detached mode: Run containers in the background
     #[arg(short, long)]
     pub detach: bool,
+    /// Build images before starting containers
+    #[arg(long)]
+    pub build: bool,
+    /// Don't build an image, even if it's missing
+    #[arg(long = "no-build")]
+    pub no_build: bool,
     /// Recreate containers even if their configuration and image haven't changed
     #[arg(long = "force-recreate")]
     pub force_recreate: bool,
@@ -162,7 +168,18 @@ pub enum ComposeCmd {
     /// Run a one-off command on a service
     Run(NotYet),
     /// Build or rebuild services
-    Build(NotYet),
+    Build {
+        /// Do not use cache when building the image
+        #[arg(long = "no-cache")]
+        no_cache: bool,
+        /// Always attempt to pull a newer version of the image
+        #[arg(long)]
+        pull: bool,
+        /// Don't print anything to STDOUT
+        #[arg(short, long)]
+        quiet: bool,
+        services: Vec<String>,
+    },
     /// Pull service images
     Pull(NotYet),
     /// Push service images
@@ -242,7 +259,7 @@ impl ComposeCmd {
             ComposeCmd::Logs { .. } => "logs",
             ComposeCmd::Exec { .. } => "exec",
             ComposeCmd::Run(_) => "run",
-            ComposeCmd::Build(_) => "build",
+            ComposeCmd::Build { .. } => "build",
             ComposeCmd::Pull(_) => "pull",
             ComposeCmd::Push(_) => "push",
             ComposeCmd::Start { .. } => "start",
@@ -315,6 +332,40 @@ pub fn compose(cli: &crate::Cli, args: &ComposeArgs) -> CliResult<u8> {
                 *remove_orphans,
                 *timeout,
             )
+        }
+        ComposeCmd::Build {
+            no_cache,
+            pull,
+            quiet,
+            services,
+        } => {
+            let project = load(args)?;
+            let e = engine()?;
+            let known = services_of(&project);
+            let wanted: Vec<String> = if services.is_empty() {
+                known.clone()
+            } else {
+                services.clone()
+            };
+            for s in &wanted {
+                if !known.contains(s) {
+                    return Err(fail(format!("no such service: {s}")));
+                }
+            }
+            let mut extra = Vec::new();
+            if *no_cache {
+                extra.push("--no-cache".to_string());
+            }
+            if *pull {
+                extra.push("--pull".to_string());
+            }
+            if *quiet {
+                extra.push("--quiet".to_string());
+            }
+            for s in &wanted {
+                build_service(&e, &project, s, &extra)?;
+            }
+            Ok(0)
         }
         ComposeCmd::Ls { all, quiet, format } => ls(&engine()?, *all, *quiet, format.as_deref()),
         ComposeCmd::Logs {
@@ -731,6 +782,26 @@ fn berth_compose_text(v: &Value) -> Option<String> {
     }
 }
 
+/// Builds `service`'s image if it has a `build` (with `extra` build flags); false when
+/// it has none.
+fn build_service(
+    e: &Engine,
+    project: &Project,
+    service: &str,
+    extra: &[String],
+) -> CliResult<bool> {
+    let Some(mut args) = berth_compose::service::build_args(project, service).map_err(fail)? else {
+        return Ok(false);
+    };
+    let context = args.pop().expect("the context comes last");
+    args.extend(extra.iter().cloned());
+    args.push(context);
+    eprintln!(" \u{2714} Service {service}  Building");
+    crate::build::build_from_args(e, &args)?;
+    said("Service", service, "Built");
+    Ok(true)
+}
+
 /// Creates replica `n` of `service`, connects it to its other networks, starts it.
 fn create_and_start(e: &Engine, project: &Project, service: &str, n: u32) -> CliResult<String> {
     let args = create_args(project, service, n).map_err(fail)?;
@@ -851,6 +922,16 @@ fn up(cli: &crate::Cli, e: &Engine, project: &Project, a: &UpArgs) -> CliResult<
     // Every service is checked before anything is made.
     for s in &order {
         create_args(project, s, 1).map_err(fail)?;
+        berth_compose::service::build_args(project, s).map_err(fail)?;
+    }
+    // Images to build: all with --build, else the missing ones (never with --no-build).
+    if !a.no_build {
+        for s in &order {
+            let image = berth_compose::service::image_of(project, s).map_err(fail)?;
+            if a.build || e.find_image(&image).is_err() {
+                build_service(e, project, s, &[])?;
+            }
+        }
     }
     ensure_resources(e, project, &order)?;
     let existing = project_containers(e, &project.name, true)?;
@@ -890,6 +971,11 @@ fn up(cli: &crate::Cli, e: &Engine, project: &Project, a: &UpArgs) -> CliResult<
         let svc = &project.model["services"][s.as_str()];
         let scale = svc.get("scale").and_then(Value::as_u64).unwrap_or(1) as u32;
         let hash = berth_compose::service::config_hash(svc);
+        // A container of an older image (rebuilt or pulled since) is made again too.
+        let image_id = berth_compose::service::image_of(project, s)
+            .ok()
+            .and_then(|i| e.find_image(&i).ok())
+            .map(|i| i.id.to_string());
         let mine: Vec<&ContainerSummary> = existing
             .iter()
             .filter(|c| c.labels.get(SERVICE_LABEL) == Some(s))
@@ -899,7 +985,11 @@ fn up(cli: &crate::Cli, e: &Engine, project: &Project, a: &UpArgs) -> CliResult<
                 .iter()
                 .find(|c| c.labels.get(NUMBER_LABEL).map(String::as_str) == Some(&n.to_string()));
             match current {
-                Some(c) if !a.force_recreate && c.labels.get(HASH_LABEL) == Some(&hash) => {
+                Some(c)
+                    if !a.force_recreate
+                        && c.labels.get(HASH_LABEL) == Some(&hash)
+                        && image_id.as_ref().is_none_or(|i| *i == c.image_id) =>
+                {
                     let name = c.names.trim_start_matches('/');
                     if e.container_state(&c.id)?.status.is_active() {
                         said("Container", name, "Running");

@@ -632,3 +632,68 @@ fn service_commands_act_on_the_projects_containers() {
     assert_eq!(b.inspect("tools-forever-1", "{{.State.Status}}"), "exited");
     ok(&["down"]);
 }
+
+#[test]
+fn services_with_a_build_are_built_and_recreated_when_their_image_changes() {
+    require_root!();
+    let b = Berth::with_busybox();
+    let dir = b.root.parent().unwrap().join("built");
+    std::fs::create_dir_all(dir.join("api")).unwrap();
+    std::fs::write(
+        dir.join("compose.yaml"),
+        concat!(
+            "services:\n  api:\n    build:\n      context: ./api\n      args: {EDITION: one}\n",
+            "    command: sh -c 'cat /edition; sleep 1000'\n",
+        ),
+    )
+    .unwrap();
+    let dockerfile = |extra: &str| {
+        std::fs::write(
+            dir.join("api/Dockerfile"),
+            format!("FROM busybox:test\nARG EDITION\nRUN echo $EDITION{extra} > /edition\n"),
+        )
+        .unwrap()
+    };
+    dockerfile("");
+    let compose = |args: &[&str]| {
+        let out = b
+            .cmd()
+            .current_dir(&dir)
+            .arg("compose")
+            .args(args)
+            .env_remove("COMPOSE_FILE")
+            .env_remove("COMPOSE_PROJECT_NAME")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "compose {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // The image is missing: up builds it, named after the project and service.
+    compose(&["up", "-d"]);
+    assert!(b
+        .ok(&["images", "--format", "{{.Repository}}"])
+        .contains("built-api"));
+    assert!(common::eventually(5, || compose(&[
+        "logs",
+        "--no-log-prefix"
+    ]) == "one\n"));
+    let first = b.inspect("built-api-1", "{{.Id}}");
+    // Nothing changed: no build, no new container.
+    compose(&["up", "-d"]);
+    assert_eq!(b.inspect("built-api-1", "{{.Id}}"), first);
+    // The Dockerfile changed: up --build makes a new image, and so a new container.
+    dockerfile("-two");
+    compose(&["up", "-d", "--build"]);
+    let second = b.inspect("built-api-1", "{{.Id}}");
+    assert_ne!(second, first);
+    assert!(common::eventually(5, || compose(&[
+        "logs",
+        "--no-log-prefix"
+    ]) == "one-two\n"));
+    compose(&["build", "-q"]);
+    compose(&["down"]);
+}

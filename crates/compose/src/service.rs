@@ -17,8 +17,9 @@ pub const NETWORK_LABEL: &str = "com.docker.compose.network";
 pub const VOLUME_LABEL: &str = "com.docker.compose.volume";
 
 /// The service keys turned into flags here, or used by `up` itself.
-const KEYS: [&str; 39] = [
+const KEYS: [&str; 40] = [
     "image",
+    "build",
     "container_name",
     "command",
     "entrypoint",
@@ -165,6 +166,111 @@ pub fn service_networks(
         .collect()
 }
 
+/// The image a service runs: its `image`, else (when it is built) `PROJECT-SERVICE`, as
+/// Docker Compose names built images.
+pub fn image_of(project: &Project, service: &str) -> Result<String, String> {
+    let svc = &project.model["services"][service];
+    match (svc.get("image").and_then(text), svc.get("build")) {
+        (Some(i), _) => Ok(i),
+        (None, Some(_)) => Ok(format!("{}-{service}", project.name)),
+        (None, None) => Err(format!("services.{service}: neither an image nor a build")),
+    }
+}
+
+/// `berth build` arguments for `service`, if it is built: the image's tag, the
+/// Dockerfile, build args, target, labels, network, the context.
+pub fn build_args(project: &Project, service: &str) -> Result<Option<Vec<String>>, String> {
+    let svc = &project.model["services"][service];
+    let Some(b) = svc.get("build") else {
+        return Ok(None);
+    };
+    let at = |k: &str| format!("services.{service}.build.{k}");
+    for k in b
+        .as_mapping()
+        .into_iter()
+        .flat_map(|m| m.keys())
+        .filter_map(Value::as_str)
+    {
+        if !matches!(
+            k,
+            "context" | "dockerfile" | "args" | "target" | "labels" | "network"
+        ) && !k.starts_with("x-")
+        {
+            return Err(format!("{}: not implemented yet in berth compose", at(k)));
+        }
+    }
+    let context = b
+        .get("context")
+        .and_then(text)
+        .ok_or_else(|| format!("{}: missing", at("context")))?;
+    if context.contains("://") || context.starts_with("git@") {
+        return Err(format!(
+            "{}: remote contexts are not implemented yet",
+            at("context")
+        ));
+    }
+    if !std::path::Path::new(&context).is_dir() {
+        return Err(format!("{}: {context} is not a directory", at("context")));
+    }
+    let mut a = vec!["--tag".to_string(), image_of(project, service)?];
+    if let Some(f) = b.get("dockerfile").and_then(text) {
+        // Relative to the context, as Docker Compose reads it.
+        let path = if f.starts_with('/') {
+            f
+        } else {
+            format!("{context}/{f}")
+        };
+        a.push("--file".into());
+        a.push(path);
+    }
+    match b.get("args") {
+        Some(Value::Mapping(m)) => {
+            for (k, v) in m {
+                if let (Some(k), Some(v)) = (text(k), text(v)) {
+                    a.push("--build-arg".into());
+                    a.push(format!("{k}={v}"));
+                }
+            }
+        }
+        Some(Value::Sequence(items)) => {
+            for i in items.iter().filter_map(text) {
+                a.push("--build-arg".into());
+                a.push(i);
+            }
+        }
+        _ => {}
+    }
+    if let Some(t) = b.get("target").and_then(text) {
+        a.push("--target".into());
+        a.push(t);
+    }
+    match b.get("labels") {
+        Some(Value::Mapping(m)) => {
+            for (k, v) in m {
+                a.push("--label".into());
+                a.push(format!(
+                    "{}={}",
+                    text(k).unwrap_or_default(),
+                    text(v).unwrap_or_default()
+                ));
+            }
+        }
+        Some(Value::Sequence(items)) => {
+            for i in items.iter().filter_map(text) {
+                a.push("--label".into());
+                a.push(i);
+            }
+        }
+        _ => {}
+    }
+    if let Some(n) = b.get("network").and_then(text) {
+        a.push("--network".into());
+        a.push(n);
+    }
+    a.push(context);
+    Ok(Some(a))
+}
+
 /// `berth create` arguments for replica `number` of `service`: flags, the image, the
 /// command. Errors name the service and the key.
 pub fn create_args(project: &Project, service: &str, number: u32) -> Result<Vec<String>, String> {
@@ -173,21 +279,13 @@ pub fn create_args(project: &Project, service: &str, number: u32) -> Result<Vec<
         return Err(format!("services.{service} must be a mapping"));
     };
     for k in m.keys().filter_map(Value::as_str) {
-        if k == "build" {
-            return Err(format!(
-                "services.{service}.build: building is not implemented yet in berth compose (build the image with berth build and name it in image)"
-            ));
-        }
         if !KEYS.contains(&k) && !k.starts_with("x-") {
             return Err(format!(
                 "services.{service}.{k}: not implemented yet in berth compose"
             ));
         }
     }
-    let image = svc
-        .get("image")
-        .and_then(text)
-        .ok_or_else(|| format!("services.{service}: no image"))?;
+    let image = image_of(project, service)?;
     let mut a: Vec<String> = Vec::new();
     let mut flag = |f: &str, v: String| {
         a.push(f.to_string());
@@ -533,10 +631,43 @@ mod tests {
             create_args(&p, "web", 1).unwrap_err(),
             "services.web.deploy: not implemented yet in berth compose"
         );
-        let p = project("services:\n  web:\n    build: .\n");
-        assert!(create_args(&p, "web", 1)
+        let p = project("services:\n  web:\n    build:\n      context: .\n      ssh: [default]\n");
+        assert_eq!(
+            build_args(&p, "web").unwrap_err(),
+            "services.web.build.ssh: not implemented yet in berth compose"
+        );
+    }
+
+    #[test]
+    fn a_built_service_is_named_after_the_project() {
+        let p = project(concat!(
+            "services:\n  api:\n    build:\n      context: /\n      dockerfile: Dockerfile.api\n",
+            "      args: {VERSION: '2'}\n      target: run\n",
+        ));
+        assert_eq!(image_of(&p, "api").unwrap(), "shop-api");
+        let a = build_args(&p, "api").unwrap().unwrap();
+        assert_eq!(
+            a,
+            [
+                "--tag",
+                "shop-api",
+                "--file",
+                "//Dockerfile.api",
+                "--build-arg",
+                "VERSION=2",
+                "--target",
+                "run",
+                "/"
+            ]
+        );
+        assert_eq!(
+            pairs(&create_args(&p, "api", 1).unwrap(), "--name"),
+            ["shop-api-1"]
+        );
+        let p = project("services:\n  x:\n    build: /no/such/dir\n");
+        assert!(build_args(&p, "x")
             .unwrap_err()
-            .starts_with("services.web.build: building is not implemented yet"));
+            .ends_with("/no/such/dir is not a directory"));
     }
 
     #[test]
