@@ -25,7 +25,7 @@ pub struct ComposeArgs {
     pub cmd: ComposeCmd,
 }
 
-#[derive(Args, Debug)]
+#[derive(Args, Debug, Default)]
 pub struct UpArgs {
     /// Detached mode: Run containers in the background
     #[arg(short, long)]
@@ -61,13 +61,6 @@ pub struct UpArgs {
     #[arg(long = "no-log-prefix")]
     pub no_log_prefix: bool,
     pub services: Vec<String>,
-}
-
-/// The commands not implemented yet take any arguments and say so.
-#[derive(Args, Debug)]
-pub struct NotYet {
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-    pub args: Vec<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -166,7 +159,51 @@ pub enum ComposeCmd {
         args: Vec<String>,
     },
     /// Run a one-off command on a service
-    Run(NotYet),
+    Run {
+        /// Run container in background and print container ID
+        #[arg(short, long)]
+        detach: bool,
+        /// Automatically remove the container when it exits
+        #[arg(long)]
+        rm: bool,
+        /// Assign a name to the container
+        #[arg(long)]
+        name: Option<String>,
+        /// Set environment variables
+        #[arg(short, long = "env")]
+        env: Vec<String>,
+        /// Add or override a label
+        #[arg(short, long = "label")]
+        label: Vec<String>,
+        /// Working directory inside the container
+        #[arg(short, long)]
+        workdir: Option<String>,
+        /// Run as specified username or uid
+        #[arg(short, long)]
+        user: Option<String>,
+        /// Override the entrypoint of the image
+        #[arg(long)]
+        entrypoint: Option<String>,
+        /// Publish a container's port(s) to the host
+        #[arg(short, long)]
+        publish: Vec<String>,
+        /// Run command with all service's ports enabled and mapped to the host
+        #[arg(long = "service-ports")]
+        service_ports: bool,
+        /// Disable pseudo-TTY allocation
+        #[arg(short = 'T', long = "no-TTY")]
+        no_tty: bool,
+        /// Don't start linked services
+        #[arg(long = "no-deps")]
+        no_deps: bool,
+        #[arg(
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            required = true,
+            value_name = "SERVICE [COMMAND] [ARGS...]"
+        )]
+        args: Vec<String>,
+    },
     /// Build or rebuild services
     Build {
         /// Do not use cache when building the image
@@ -181,9 +218,17 @@ pub enum ComposeCmd {
         services: Vec<String>,
     },
     /// Pull service images
-    Pull(NotYet),
+    Pull {
+        /// Pull without printing progress information
+        #[arg(short, long)]
+        quiet: bool,
+        /// Ignore images that can be built
+        #[arg(long = "ignore-buildable")]
+        ignore_buildable: bool,
+        services: Vec<String>,
+    },
     /// Push service images
-    Push(NotYet),
+    Push { services: Vec<String> },
     /// Start services
     Start { services: Vec<String> },
     /// Stop services
@@ -221,9 +266,14 @@ pub enum ComposeCmd {
         services: Vec<String>,
     },
     /// Display the running processes
-    Top(NotYet),
+    Top { services: Vec<String> },
     /// List images used by the created containers
-    Images(NotYet),
+    Images {
+        /// Only display IDs
+        #[arg(short, long)]
+        quiet: bool,
+        services: Vec<String>,
+    },
     /// Print the public port for a port binding
     Port {
         /// tcp or udp
@@ -247,32 +297,6 @@ pub enum ComposeCmd {
         #[arg(long)]
         format: Option<String>,
     },
-}
-
-impl ComposeCmd {
-    fn name(&self) -> &'static str {
-        match self {
-            ComposeCmd::Config { .. } => "config",
-            ComposeCmd::Up(_) => "up",
-            ComposeCmd::Down { .. } => "down",
-            ComposeCmd::Ps { .. } => "ps",
-            ComposeCmd::Logs { .. } => "logs",
-            ComposeCmd::Exec { .. } => "exec",
-            ComposeCmd::Run(_) => "run",
-            ComposeCmd::Build { .. } => "build",
-            ComposeCmd::Pull(_) => "pull",
-            ComposeCmd::Push(_) => "push",
-            ComposeCmd::Start { .. } => "start",
-            ComposeCmd::Stop { .. } => "stop",
-            ComposeCmd::Restart { .. } => "restart",
-            ComposeCmd::Kill { .. } => "kill",
-            ComposeCmd::Rm { .. } => "rm",
-            ComposeCmd::Top(_) => "top",
-            ComposeCmd::Images(_) => "images",
-            ComposeCmd::Port { .. } => "port",
-            ComposeCmd::Ls { .. } => "ls",
-        }
-    }
 }
 
 fn load(args: &ComposeArgs) -> CliResult<berth_compose::load::Project> {
@@ -364,6 +388,191 @@ pub fn compose(cli: &crate::Cli, args: &ComposeArgs) -> CliResult<u8> {
             }
             for s in &wanted {
                 build_service(&e, &project, s, &extra)?;
+            }
+            Ok(0)
+        }
+        ComposeCmd::Run {
+            detach,
+            rm,
+            name,
+            env,
+            label,
+            workdir,
+            user,
+            entrypoint,
+            publish,
+            service_ports,
+            no_tty,
+            no_deps,
+            args: rest,
+        } => {
+            let project = load(args)?;
+            let e = engine()?;
+            let service = &rest[0];
+            if !services_of(&project).contains(service) {
+                return Err(fail(format!("no such service: {service}")));
+            }
+            // Its dependencies come up first, as `up -d` would bring them.
+            if !*no_deps {
+                let deps: Vec<String> =
+                    start_order(&project, std::slice::from_ref(service), false)?
+                        .into_iter()
+                        .filter(|s| s != service)
+                        .collect();
+                if !deps.is_empty() {
+                    let up_args = UpArgs {
+                        detach: true,
+                        services: deps,
+                        ..Default::default()
+                    };
+                    up(cli, &e, &project, &up_args)?;
+                }
+            }
+            ensure_resources(&e, &project, std::slice::from_ref(service))?;
+            let image = berth_compose::service::image_of(&project, service).map_err(fail)?;
+            if e.find_image(&image).is_err() {
+                build_service(&e, &project, service, &[])?;
+            }
+            let mut extra = Vec::new();
+            let mut add = |f: &str, v: &str| {
+                extra.push(f.to_string());
+                extra.push(v.to_string());
+            };
+            for x in env {
+                add("--env", x);
+            }
+            for x in label {
+                add("--label", x);
+            }
+            for x in publish {
+                add("--publish", x);
+            }
+            if let Some(w) = workdir {
+                add("--workdir", w);
+            }
+            if let Some(u) = user {
+                add("--user", u);
+            }
+            if *rm {
+                extra.push("--rm".into());
+            }
+            if !*detach {
+                extra.push("--interactive".into());
+                if !*no_tty && std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+                    extra.push("--tty".into());
+                }
+            }
+            let oneoff = berth_compose::service::OneOff {
+                name: name.clone().unwrap_or_else(|| {
+                    format!(
+                        "{}-{service}-run-{}",
+                        project.name,
+                        &berth_engine::names::new_id()[..12]
+                    )
+                }),
+                command: (rest.len() > 1).then(|| rest[1..].to_vec()),
+                service_ports: *service_ports,
+                extra,
+            };
+            let mut argv =
+                berth_compose::service::create_args_for(&project, service, 1, Some(&oneoff))
+                    .map_err(fail)?;
+            if let Some(ep) = entrypoint {
+                // The last --entrypoint wins; put it just before the image.
+                let image_at = argv.len() - 1 - oneoff.command.as_ref().map_or(0, Vec::len);
+                argv.insert(image_at, ep.clone());
+                argv.insert(image_at, "--entrypoint".into());
+            }
+            let flags = crate::run::create_flags(&argv)?;
+            crate::run::run(&e, &flags, *detach)
+        }
+        ComposeCmd::Pull {
+            quiet: _,
+            ignore_buildable,
+            services,
+        } => {
+            let project = load(args)?;
+            let e = engine()?;
+            for s in selected(&project, services)? {
+                let svc = &project.model["services"][s.as_str()];
+                let Some(image) = svc.get("image").and_then(Value::as_str) else {
+                    continue;
+                };
+                if *ignore_buildable && svc.get("build").is_some() {
+                    continue;
+                }
+                eprintln!(" \u{2714} {s}  Pulling");
+                crate::run::pull_image(&e, image, None)?;
+                said("Image", image, "Pulled");
+            }
+            Ok(0)
+        }
+        ComposeCmd::Push { services } => {
+            let project = load(args)?;
+            let e = engine()?;
+            let mut display = crate::progress::Display::stderr();
+            for s in selected(&project, services)? {
+                let svc = &project.model["services"][s.as_str()];
+                // What is pushed is what is built and named.
+                let (Some(image), Some(_)) =
+                    (svc.get("image").and_then(Value::as_str), svc.get("build"))
+                else {
+                    continue;
+                };
+                e.push(
+                    image,
+                    &berth_engine::distribution::insecure_registries(),
+                    None,
+                    &mut |p| display.show(p),
+                )?;
+                said("Image", image, "Pushed");
+            }
+            Ok(0)
+        }
+        ComposeCmd::Top { services } => {
+            let project = load(args)?;
+            let e = engine()?;
+            for c in of_services(&e, &project, services, false)? {
+                let (titles, rows) = e.top(&c.id, &[])?;
+                let t: Vec<&str> = titles.iter().map(String::as_str).collect();
+                println!("{}", c.names.trim_start_matches('/'));
+                print!("{}", crate::format::table(&t, &rows));
+                println!();
+            }
+            Ok(0)
+        }
+        ComposeCmd::Images { quiet, services } => {
+            let project = load(args)?;
+            let e = engine()?;
+            let mut rows = Vec::new();
+            for c in of_services(&e, &project, services, true)? {
+                let img = e.find_image(&c.image_id).ok();
+                let id = c.image_id.trim_start_matches("sha256:");
+                if *quiet {
+                    println!("{id}");
+                    continue;
+                }
+                let (repo, tag) = match c.image.rsplit_once(':') {
+                    Some((r, t)) if !t.contains('/') => (r.to_string(), t.to_string()),
+                    _ => (c.image.clone(), "latest".to_string()),
+                };
+                rows.push(vec![
+                    c.names.trim_start_matches('/').to_string(),
+                    repo,
+                    tag,
+                    id[..id.len().min(12)].to_string(),
+                    img.map(|i| crate::format::human_size(i.size))
+                        .unwrap_or_default(),
+                ]);
+            }
+            if !*quiet {
+                print!(
+                    "{}",
+                    crate::format::table(
+                        &["CONTAINER", "REPOSITORY", "TAG", "IMAGE ID", "SIZE"],
+                        &rows
+                    )
+                );
             }
             Ok(0)
         }
@@ -572,17 +781,13 @@ pub fn compose(cli: &crate::Cli, args: &ComposeArgs) -> CliResult<u8> {
             print!("{out}");
             Ok(0)
         }
-        other => Err(Failure::new(
-            1,
-            format!("berth compose {} is not implemented yet", other.name()),
-        )),
     }
 }
 
 use berth_compose::load::Project;
 use berth_compose::service::{
     container_name, create_args, service_networks, HASH_LABEL, NETWORK_LABEL, NUMBER_LABEL,
-    PROJECT_LABEL, SERVICE_LABEL, VOLUME_LABEL,
+    ONEOFF_LABEL, PROJECT_LABEL, SERVICE_LABEL, VOLUME_LABEL,
 };
 use berth_engine::containers::ContainerSummary;
 use berth_engine::Engine;
@@ -603,6 +808,11 @@ fn project_containers(e: &Engine, project: &str, all: bool) -> CliResult<Vec<Con
         all,
         &[("label".into(), format!("{PROJECT_LABEL}={project}"))],
     )?)
+}
+
+/// Whether `c` is a one-off container (`compose run`), not a service's replica.
+fn one_off(c: &ContainerSummary) -> bool {
+    c.labels.get(ONEOFF_LABEL).map(String::as_str) == Some("True")
 }
 
 fn services_of(project: &Project) -> Vec<String> {
@@ -934,7 +1144,10 @@ fn up(cli: &crate::Cli, e: &Engine, project: &Project, a: &UpArgs) -> CliResult<
         }
     }
     ensure_resources(e, project, &order)?;
-    let existing = project_containers(e, &project.name, true)?;
+    let existing: Vec<ContainerSummary> = project_containers(e, &project.name, true)?
+        .into_iter()
+        .filter(|c| !one_off(c))
+        .collect();
     let known = services_of(project);
     let orphans: Vec<&ContainerSummary> = existing
         .iter()
@@ -1202,11 +1415,10 @@ fn ps(
         return Ok(0);
     }
     if services {
-        let mut s: Vec<&String> = list
+        let s: std::collections::BTreeSet<&String> = list
             .iter()
             .filter_map(|c| c.labels.get(SERVICE_LABEL))
             .collect();
-        s.dedup();
         for x in s {
             println!("{x}");
         }
@@ -1267,6 +1479,21 @@ fn ps(
     Ok(0)
 }
 
+/// `services`, checked, or every service when empty.
+fn selected(project: &Project, services: &[String]) -> CliResult<Vec<String>> {
+    let known = services_of(project);
+    for s in services {
+        if !known.contains(s) {
+            return Err(fail(format!("no such service: {s}")));
+        }
+    }
+    Ok(if services.is_empty() {
+        known
+    } else {
+        services.to_vec()
+    })
+}
+
 /// The project's containers of `services` (all when empty), sorted by name.
 fn of_services(
     e: &Engine,
@@ -1282,6 +1509,7 @@ fn of_services(
     }
     let mut list: Vec<ContainerSummary> = project_containers(e, &project.name, all)?
         .into_iter()
+        .filter(|c| !one_off(c))
         .filter(|c| {
             c.labels.get(SERVICE_LABEL).is_some_and(|s| {
                 if services.is_empty() {

@@ -697,25 +697,31 @@ pub fn ensure_image(engine: &Engine, flags: &CreateFlags) -> CliResult<()> {
         }
     };
     if pull {
-        let opts = berth_engine::distribution::PullOptions {
-            platform: flags.platform.clone(),
-            insecure: berth_engine::distribution::insecure_registries(),
-        };
-        let mut display = crate::progress::Display::stderr();
-        let pulled = engine
-            .pull(image, &opts, &mut |p| display.show(p))
-            .map_err(run_failure)?;
-        eprintln!("Digest: {}", pulled.digest);
-        eprintln!(
-            "Status: {} for {}",
-            if pulled.downloaded {
-                "Downloaded newer image"
-            } else {
-                "Image is up to date"
-            },
-            pulled.reference.familiar()
-        );
+        pull_image(engine, image, flags.platform.clone())?;
     }
+    Ok(())
+}
+
+/// Pulls `image` with progress on stderr, then Docker's digest and status lines.
+pub fn pull_image(engine: &Engine, image: &str, platform: Option<String>) -> CliResult<()> {
+    let opts = berth_engine::distribution::PullOptions {
+        platform,
+        insecure: berth_engine::distribution::insecure_registries(),
+    };
+    let mut display = crate::progress::Display::stderr();
+    let pulled = engine
+        .pull(image, &opts, &mut |p| display.show(p))
+        .map_err(run_failure)?;
+    eprintln!("Digest: {}", pulled.digest);
+    eprintln!(
+        "Status: {} for {}",
+        if pulled.downloaded {
+            "Downloaded newer image"
+        } else {
+            "Image is up to date"
+        },
+        pulled.reference.familiar()
+    );
     Ok(())
 }
 

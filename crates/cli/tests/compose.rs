@@ -79,10 +79,17 @@ fn config_prints_the_resolved_project() {
         "{err}"
     );
     // What is not built yet says so.
-    let out = run(&["run", "web", "true"], &[]);
+    std::fs::write(
+        dir.join("later.yaml"),
+        "services:\n  web:\n    image: busybox\n    deploy:\n      replicas: 2\n",
+    )
+    .unwrap();
+    let out = run(&["-f", "later.yaml", "up", "-d"], &[]);
     assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("berth compose run is not implemented yet")
+        err.contains("services.web.deploy: not implemented yet in berth compose"),
+        "{err}"
     );
 }
 
@@ -601,6 +608,35 @@ fn service_commands_act_on_the_projects_containers() {
         listed.contains("tools") && listed.contains("running(2)"),
         "{listed}"
     );
+    // One-off containers: the command given, not a replica, gone with --rm.
+    assert_eq!(
+        ok(&["run", "--rm", "-T", "talker", "echo", "one-off"]),
+        "one-off\n"
+    );
+    assert!(!b
+        .ok(&["ps", "-a", "--format", "{{.Names}}"])
+        .contains("-run-"));
+    ok(&[
+        "run",
+        "-d",
+        "--name",
+        "tools-extra",
+        "talker",
+        "sleep",
+        "100",
+    ]);
+    assert_eq!(
+        b.inspect(
+            "tools-extra",
+            "{{index .Config.Labels \"com.docker.compose.oneoff\"}}"
+        ),
+        "True"
+    );
+    let ps = ok(&["ps", "--services"]);
+    assert_eq!(ps, "server\ntalker\n");
+    b.ok(&["rm", "-f", "tools-extra"]);
+    assert!(ok(&["top", "talker"]).contains("sleep 1000"));
+    assert!(ok(&["images"]).contains("busybox"));
     ok(&["stop", "talker"]);
     assert_eq!(b.inspect("tools-talker-1", "{{.State.Status}}"), "exited");
     ok(&["start", "talker"]);

@@ -271,9 +271,32 @@ pub fn build_args(project: &Project, service: &str) -> Result<Option<Vec<String>
     Ok(Some(a))
 }
 
+/// What makes a one-off container (`compose run`) unlike a service's replicas.
+#[derive(Debug, Default)]
+pub struct OneOff {
+    pub name: String,
+    /// Instead of the service's command.
+    pub command: Option<Vec<String>>,
+    /// Publish the service's ports (`--service-ports`); by default they are not.
+    pub service_ports: bool,
+    /// More `create` flags, before the image.
+    pub extra: Vec<String>,
+}
+
 /// `berth create` arguments for replica `number` of `service`: flags, the image, the
 /// command. Errors name the service and the key.
 pub fn create_args(project: &Project, service: &str, number: u32) -> Result<Vec<String>, String> {
+    create_args_for(project, service, number, None)
+}
+
+/// [`create_args`], for a one-off container when `oneoff` is given: its own name, the
+/// `oneoff` label, no restart policy, no network alias, ports only if asked.
+pub fn create_args_for(
+    project: &Project,
+    service: &str,
+    number: u32,
+    oneoff: Option<&OneOff>,
+) -> Result<Vec<String>, String> {
     let svc = &project.model["services"][service];
     let Some(m) = svc.as_mapping() else {
         return Err(format!("services.{service} must be a mapping"));
@@ -291,14 +314,23 @@ pub fn create_args(project: &Project, service: &str, number: u32) -> Result<Vec<
         a.push(f.to_string());
         a.push(v);
     };
-    flag("--name", container_name(project, service, number));
+    flag(
+        "--name",
+        match oneoff {
+            Some(o) => o.name.clone(),
+            None => container_name(project, service, number),
+        },
+    );
     let hash = config_hash(svc);
     for (k, v) in [
         (PROJECT_LABEL, project.name.clone()),
         (SERVICE_LABEL, service.to_string()),
         (NUMBER_LABEL, number.to_string()),
         (HASH_LABEL, hash),
-        (ONEOFF_LABEL, "False".to_string()),
+        (
+            ONEOFF_LABEL,
+            if oneoff.is_some() { "True" } else { "False" }.to_string(),
+        ),
         (
             "com.docker.compose.project.working_dir",
             project.dir.display().to_string(),
@@ -347,12 +379,11 @@ pub fn create_args(project: &Project, service: &str, number: u32) -> Result<Vec<
             }
         }
     }
-    for p in svc
-        .get("ports")
-        .and_then(Value::as_sequence)
-        .into_iter()
-        .flatten()
-    {
+    let ports = match oneoff {
+        Some(o) if !o.service_ports => None,
+        _ => svc.get("ports").and_then(Value::as_sequence),
+    };
+    for p in ports.into_iter().flatten() {
         let target = p.get("target").and_then(text).unwrap_or_default();
         let proto = p
             .get("protocol")
@@ -416,7 +447,7 @@ pub fn create_args(project: &Project, service: &str, number: u32) -> Result<Vec<
             if let Some((net, aliases, ip)) = service_networks(project, service).into_iter().next()
             {
                 flag("--network", net);
-                for al in aliases {
+                for al in aliases.into_iter().filter(|_| oneoff.is_none()) {
                     flag("--network-alias", al);
                 }
                 if let Some(ip) = ip {
@@ -429,7 +460,6 @@ pub fn create_args(project: &Project, service: &str, number: u32) -> Result<Vec<
         ("working_dir", "--workdir"),
         ("user", "--user"),
         ("hostname", "--hostname"),
-        ("restart", "--restart"),
         ("stop_signal", "--stop-signal"),
         ("mem_limit", "--memory"),
         ("cpus", "--cpus"),
@@ -438,6 +468,11 @@ pub fn create_args(project: &Project, service: &str, number: u32) -> Result<Vec<
     ] {
         if let Some(v) = svc.get(key).and_then(text) {
             flag(f, v);
+        }
+    }
+    if oneoff.is_none() {
+        if let Some(r) = svc.get("restart").and_then(text) {
+            flag("--restart", r);
         }
     }
     for (key, f) in [
@@ -554,10 +589,18 @@ pub fn create_args(project: &Project, service: &str, number: u32) -> Result<Vec<
         a.push(ep.first().cloned().unwrap_or_default());
         tail.extend(ep.iter().skip(1).cloned());
     }
+    if let Some(o) = oneoff {
+        a.extend(o.extra.iter().cloned());
+    }
     a.push(image);
     a.extend(tail);
-    if let Some(cmd) = svc.get("command") {
-        a.extend(strings(cmd));
+    match oneoff.and_then(|o| o.command.as_ref()) {
+        Some(cmd) => a.extend(cmd.iter().cloned()),
+        None => {
+            if let Some(cmd) = svc.get("command") {
+                a.extend(strings(cmd));
+            }
+        }
     }
     Ok(a)
 }
@@ -622,6 +665,28 @@ mod tests {
         assert_eq!(pairs(&a, "--entrypoint"), ["/bin/sh"]);
         let nets = service_networks(&p, "web");
         assert_eq!(nets[1].0, "shop_front");
+    }
+
+    #[test]
+    fn a_one_off_container_is_not_a_replica() {
+        let p = project(concat!(
+            "services:\n  web:\n    image: busybox\n    command: [serve]\n",
+            "    ports: [\"8080:80\"]\n    restart: always\n",
+        ));
+        let o = OneOff {
+            name: "shop-web-run-1".into(),
+            command: Some(vec!["echo".into(), "hi".into()]),
+            extra: vec!["--rm".into()],
+            ..Default::default()
+        };
+        let a = create_args_for(&p, "web", 1, Some(&o)).unwrap();
+        assert_eq!(pairs(&a, "--name"), ["shop-web-run-1"]);
+        assert!(pairs(&a, "--label").contains(&"com.docker.compose.oneoff=True".to_string()));
+        assert!(pairs(&a, "--publish").is_empty());
+        assert!(pairs(&a, "--restart").is_empty());
+        assert!(pairs(&a, "--network-alias").is_empty());
+        let tail: Vec<&str> = a[a.len() - 4..].iter().map(String::as_str).collect();
+        assert_eq!(tail, ["--rm", "busybox", "echo", "hi"]);
     }
 
     #[test]
