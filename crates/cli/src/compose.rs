@@ -1182,7 +1182,7 @@ fn up(cli: &crate::Cli, e: &Engine, project: &Project, a: &UpArgs) -> CliResult<
             }
         }
         let svc = &project.model["services"][s.as_str()];
-        let scale = svc.get("scale").and_then(Value::as_u64).unwrap_or(1) as u32;
+        let scale = berth_compose::service::replicas(svc);
         let hash = berth_compose::service::config_hash(svc);
         // A container of an older image (rebuilt or pulled since) is made again too.
         let image_id = berth_compose::service::image_of(project, s)

@@ -162,6 +162,9 @@ pub struct CreateFlags {
     /// Set custom DNS servers
     #[arg(long)]
     pub dns: Vec<String>,
+    /// Expose a port or a range of ports
+    #[arg(long)]
+    pub expose: Vec<String>,
     /// Set custom DNS search domains
     #[arg(long = "dns-search")]
     pub dns_search: Vec<String>,
@@ -432,6 +435,7 @@ impl CreateFlags {
             stop_signal: self.stop_signal.clone(),
             stop_timeout: self.stop_timeout,
             healthcheck,
+            exposed_ports: expose_map(&self.expose)?,
             ..Default::default()
         };
         if let Some(s) = &self.stop_signal {
@@ -649,6 +653,29 @@ pub fn start_attached(engine: &Engine, id: &str, stdin: bool, tty: bool) -> CliR
 
 /// Pulls the image first when `--pull` asks for it: `missing` (Docker's default) when it
 /// is not here, `always`, or `never`. Progress goes to stderr, as Docker's does.
+/// `--expose PORT[-END][/PROTO]` as Docker's `ExposedPorts` (`80/tcp: {}`); None when
+/// none is given.
+fn expose_map(list: &[String]) -> CliResult<Option<BTreeMap<String, serde_json::Value>>> {
+    if list.is_empty() {
+        return Ok(None);
+    }
+    let mut out = BTreeMap::new();
+    for e in list {
+        let (ports, proto) = e.split_once('/').unwrap_or((e, "tcp"));
+        let bad = || invalid(format!("invalid range format for --expose: {e}"));
+        let (a, b) = ports.split_once('-').unwrap_or((ports, ports));
+        let a: u16 = a.parse().map_err(|_| bad())?;
+        let b: u16 = b.parse().map_err(|_| bad())?;
+        if b < a || !matches!(proto, "tcp" | "udp" | "sctp") {
+            return Err(bad());
+        }
+        for p in a..=b {
+            out.insert(format!("{p}/{proto}"), serde_json::json!({}));
+        }
+    }
+    Ok(Some(out))
+}
+
 /// `create` flags from an argument list (what compose makes of a service).
 #[derive(clap::Parser, Debug)]
 #[command(no_binary_name = true, disable_help_flag = true)]

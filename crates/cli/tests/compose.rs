@@ -381,6 +381,8 @@ const SHOP: &str = concat!(
     "    volumes: [content:/site:ro]\n",
     "    ports: [\"127.0.0.1:${WEB_PORT}:80\"]\n",
     "    environment:\n      EDITION: ${EDITION:-first}\n",
+    "    secrets: [motd]\n",
+    "    deploy:\n      resources:\n        limits: {memory: 64M}\n",
     "  kv:\n",
     "    image: busybox:test\n",
     "    command: sh -c 'mkdir -p /kv && echo stored-in-kv > /kv/greeting && httpd -f -p 8000 -h /kv'\n",
@@ -395,6 +397,7 @@ const SHOP: &str = concat!(
     "    depends_on:\n      kv:\n        condition: service_healthy\n",
     "    scale: 3\n",
     "volumes:\n  content:\n",
+    "secrets:\n  motd:\n    file: ./motd.txt\n",
 );
 
 fn http_get(port: u16) -> Option<String> {
@@ -415,6 +418,7 @@ fn up_reconciles_a_project_and_down_removes_it() {
     let dir = b.root.parent().unwrap().join("shop");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("compose.yaml"), SHOP).unwrap();
+    std::fs::write(dir.join("motd.txt"), "a secret\n").unwrap();
     let port = common::free_port();
     let compose = |args: &[&str], env: &[(&str, &str)]| {
         let mut c = b.cmd();
@@ -474,6 +478,15 @@ fn up_reconciles_a_project_and_down_removes_it() {
             .collect()
     };
     let before = ids(&ps);
+    // The secret is a read-only file; the memory limit is the service's.
+    assert_eq!(
+        ok(&["exec", "-T", "web", "cat", "/run/secrets/motd"], &[]),
+        "a secret\n"
+    );
+    assert_eq!(
+        b.inspect("shop-web-1", "{{.HostConfig.Memory}}"),
+        "67108864"
+    );
 
     // Nothing changed: nothing recreated.
     ok(&["up", "-d"], &[]);

@@ -464,6 +464,25 @@ fn publish_all_publishes_every_exposed_port() {
     let ports = b.ok(&["port", "all"]);
     assert!(ports.contains("80/tcp -> 0.0.0.0:"), "{ports}");
     assert!(ports.contains("9000/udp -> 0.0.0.0:"), "{ports}");
+    // --expose adds to the image's.
+    b.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "more",
+        "-P",
+        "--expose",
+        "7000-7001/udp",
+        "exposing:1",
+        "sleep",
+        "1000",
+    ]);
+    let ports = b.ok(&["port", "more"]);
+    for p in ["80/tcp", "9000/udp", "7000/udp", "7001/udp"] {
+        assert!(ports.contains(&format!("{p} -> 0.0.0.0:")), "{p}: {ports}");
+    }
+    let err = refused(&b, &["--expose", "70-60"]);
+    assert!(err.contains("invalid range format for --expose"), "{err}");
 }
 
 #[test]

@@ -64,6 +64,16 @@ pub fn normalize_file(
     dir: &Path,
     environ: &BTreeMap<String, String>,
 ) -> Result<(), String> {
+    // Top-level secrets' and configs' files, from the project directory.
+    for section in ["secrets", "configs"] {
+        if let Some(Value::Mapping(m)) = model.get_mut(section) {
+            for (_, def) in m.iter_mut() {
+                if let Some(Value::String(f)) = def.get_mut("file") {
+                    *f = absolute(f, dir, environ);
+                }
+            }
+        }
+    }
     let Some(Value::Mapping(services)) = model.get_mut("services") else {
         return Ok(());
     };

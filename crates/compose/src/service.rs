@@ -17,9 +17,13 @@ pub const NETWORK_LABEL: &str = "com.docker.compose.network";
 pub const VOLUME_LABEL: &str = "com.docker.compose.volume";
 
 /// The service keys turned into flags here, or used by `up` itself.
-const KEYS: [&str; 40] = [
+const KEYS: [&str; 44] = [
     "image",
     "build",
+    "expose",
+    "deploy",
+    "secrets",
+    "configs",
     "container_name",
     "command",
     "entrypoint",
@@ -269,6 +273,62 @@ pub fn build_args(project: &Project, service: &str) -> Result<Option<Vec<String>
     }
     a.push(context);
     Ok(Some(a))
+}
+
+/// `deploy`: what a single engine honours, as Docker Compose applies it without
+/// swarm: `replicas` (as `scale`, read by `up`) and `resources.limits` (memory, cpus,
+/// pids); the rest is refused by name.
+fn deploy_flags(
+    service: &str,
+    d: &Value,
+    flag: &mut impl FnMut(&str, String),
+) -> Result<(), String> {
+    let refuse =
+        |k: &str| format!("services.{service}.deploy.{k}: not implemented yet in berth compose");
+    for k in d
+        .as_mapping()
+        .into_iter()
+        .flat_map(|m| m.keys())
+        .filter_map(Value::as_str)
+    {
+        if !matches!(k, "replicas" | "resources") {
+            return Err(refuse(k));
+        }
+    }
+    let Some(r) = d.get("resources") else {
+        return Ok(());
+    };
+    for k in r
+        .as_mapping()
+        .into_iter()
+        .flat_map(|m| m.keys())
+        .filter_map(Value::as_str)
+    {
+        if k != "limits" {
+            return Err(refuse(&format!("resources.{k}")));
+        }
+    }
+    if let Some(l) = r.get("limits") {
+        for (k, v) in l.as_mapping().into_iter().flatten() {
+            let v = text(v).unwrap_or_default();
+            match k.as_str().unwrap_or_default() {
+                "memory" => flag("--memory", v),
+                "cpus" => flag("--cpus", v),
+                "pids" => flag("--pids-limit", v),
+                other => return Err(refuse(&format!("resources.limits.{other}"))),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// How many replicas a service runs: `scale`, else `deploy.replicas`, else 1.
+pub fn replicas(service: &Value) -> u32 {
+    service
+        .get("scale")
+        .or_else(|| service.get("deploy").and_then(|d| d.get("replicas")))
+        .and_then(|v| v.as_u64().or_else(|| v.as_str()?.parse().ok()))
+        .unwrap_or(1) as u32
 }
 
 /// What makes a one-off container (`compose run`) unlike a service's replicas.
@@ -528,6 +588,51 @@ pub fn create_args_for(
             flag("--ulimit", spec);
         }
     }
+    for x in svc.get("expose").map(strings).unwrap_or_default() {
+        flag("--expose", x);
+    }
+    if let Some(d) = svc.get("deploy") {
+        deploy_flags(service, d, &mut flag)?;
+    }
+    for (kind, dir) in [("secrets", "/run/secrets/"), ("configs", "/")] {
+        for entry in svc
+            .get(kind)
+            .and_then(Value::as_sequence)
+            .into_iter()
+            .flatten()
+        {
+            let (source, target) = match entry {
+                Value::Mapping(m) => {
+                    for k in m.keys().filter_map(Value::as_str) {
+                        if !matches!(k, "source" | "target") {
+                            return Err(format!(
+                                "services.{service}.{kind}.{k}: not implemented yet in berth compose"
+                            ));
+                        }
+                    }
+                    let source = entry.get("source").and_then(text).unwrap_or_default();
+                    let target = entry.get("target").and_then(text);
+                    (source, target)
+                }
+                other => (text(other).unwrap_or_default(), None),
+            };
+            let file = project.model[kind][source.as_str()]
+                .get("file")
+                .and_then(text)
+                .ok_or_else(|| {
+                    format!(
+                        "services.{service}.{kind}: {source} is not a file-based {} of the project (only file is implemented yet)",
+                        kind.trim_end_matches('s')
+                    )
+                })?;
+            let target = match target {
+                Some(t) if t.starts_with('/') => t,
+                Some(t) => format!("{dir}{t}"),
+                None => format!("{dir}{source}"),
+            };
+            flag("--volume", format!("{file}:{target}:ro"));
+        }
+    }
     if let Some(h) = svc.get("healthcheck") {
         if h.get("disable").and_then(Value::as_bool) == Some(true) {
             a.push("--no-healthcheck".into());
@@ -691,11 +796,15 @@ mod tests {
 
     #[test]
     fn what_berth_cannot_do_yet_is_refused_by_name() {
-        let p = project("services:\n  web:\n    image: a\n    deploy:\n      replicas: 2\n");
+        let p = project("services:\n  web:\n    image: a\n    deploy:\n      placement: {}\n");
         assert_eq!(
             create_args(&p, "web", 1).unwrap_err(),
-            "services.web.deploy: not implemented yet in berth compose"
+            "services.web.deploy.placement: not implemented yet in berth compose"
         );
+        let p = project("services:\n  web:\n    image: a\n    secrets: [s]\nsecrets:\n  s:\n    environment: HOME\n");
+        assert!(create_args(&p, "web", 1)
+            .unwrap_err()
+            .contains("only file is implemented yet"));
         let p = project("services:\n  web:\n    build:\n      context: .\n      ssh: [default]\n");
         assert_eq!(
             build_args(&p, "web").unwrap_err(),
@@ -733,6 +842,28 @@ mod tests {
         assert!(build_args(&p, "x")
             .unwrap_err()
             .ends_with("/no/such/dir is not a directory"));
+    }
+
+    #[test]
+    fn deploy_limits_secrets_configs_and_expose() {
+        let p = project(concat!(
+            "services:\n  web:\n    image: a\n    expose: [\"8080\", 9000]\n",
+            "    deploy:\n      replicas: 3\n      resources:\n        limits: {memory: 64M, cpus: '0.5', pids: 100}\n",
+            "    secrets: [db_pass, {source: api_key, target: key}]\n",
+            "    configs: [{source: nginx, target: /etc/nginx.conf}]\n",
+            "secrets:\n  db_pass:\n    file: /etc/hostname\n  api_key:\n    file: ./key.txt\n",
+            "configs:\n  nginx:\n    file: /etc/hosts\n",
+        ));
+        let a = create_args(&p, "web", 1).unwrap();
+        assert_eq!(pairs(&a, "--expose"), ["8080", "9000"]);
+        assert_eq!(pairs(&a, "--memory"), ["64M"]);
+        assert_eq!(pairs(&a, "--cpus"), ["0.5"]);
+        assert_eq!(pairs(&a, "--pids-limit"), ["100"]);
+        let v = pairs(&a, "--volume");
+        assert_eq!(v[0], "/etc/hostname:/run/secrets/db_pass:ro");
+        assert!(v[1].ends_with("/key.txt:/run/secrets/key:ro"), "{v:?}");
+        assert_eq!(v[2], "/etc/hosts:/etc/nginx.conf:ro");
+        assert_eq!(replicas(&p.model["services"]["web"]), 3);
     }
 
     #[test]

@@ -330,7 +330,11 @@ impl Engine {
                 mine.test = image.test.clone();
             }
         }
-        config.exposed_ports = ic.exposed_ports.clone();
+        // The image's exposed ports and the ones `--expose` adds.
+        let mine = config.exposed_ports.take().unwrap_or_default();
+        let mut exposed = ic.exposed_ports.clone().unwrap_or_default();
+        exposed.extend(mine);
+        config.exposed_ports = (!exposed.is_empty()).then_some(exposed);
         config.volumes = ic.volumes.clone();
         let args = spec::process_args(config.entrypoint.as_ref(), config.cmd.as_ref());
         if args.is_empty() {
