@@ -297,7 +297,148 @@ fn read_file(
     check_sections(&model, &what)?;
     crate::normalize::normalize_file(&mut model, dir, environment)
         .map_err(|e| invalid(format!("{what}: {e}")))?;
+    resolve_extends(&mut model, file, environment, warnings, 0)?;
     Ok(model)
+}
+
+/// Replaces each service's `extends` by the service it names (in this file or in
+/// `file`, relative to this one), merged under it by the merge rules: the base first,
+/// the service's own keys over it. Bases that extend are resolved first; a cycle is an
+/// error.
+fn resolve_extends(
+    model: &mut Value,
+    file: &Path,
+    environment: &BTreeMap<String, String>,
+    warnings: &mut Vec<String>,
+    depth: usize,
+) -> Result<()> {
+    let what = file.display().to_string();
+    if depth > 16 {
+        return Err(invalid(format!("{what}: extends nests too deeply")));
+    }
+    let names: Vec<String> = model
+        .get("services")
+        .and_then(Value::as_mapping)
+        .map(|m| {
+            m.keys()
+                .filter_map(Value::as_str)
+                .map(String::from)
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut done: Vec<String> = Vec::new();
+    for name in &names {
+        resolve_one(
+            model,
+            name,
+            file,
+            environment,
+            warnings,
+            depth,
+            &mut Vec::new(),
+            &mut done,
+        )?;
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn resolve_one(
+    model: &mut Value,
+    name: &str,
+    file: &Path,
+    environment: &BTreeMap<String, String>,
+    warnings: &mut Vec<String>,
+    depth: usize,
+    trail: &mut Vec<String>,
+    done: &mut Vec<String>,
+) -> Result<()> {
+    let what = file.display().to_string();
+    if done.iter().any(|d| d == name) {
+        return Ok(());
+    }
+    if trail.iter().any(|t| t == name) {
+        trail.push(name.to_string());
+        return Err(invalid(format!(
+            "{what}: circular reference with extends: {}",
+            trail.join(" -> ")
+        )));
+    }
+    let Some(ext) = model["services"][name].get("extends").cloned() else {
+        done.push(name.to_string());
+        return Ok(());
+    };
+    let (base_name, base_file) = match &ext {
+        Value::String(s) => (s.clone(), None),
+        Value::Mapping(_) => (
+            ext.get("service")
+                .and_then(Value::as_str)
+                .ok_or_else(|| {
+                    invalid(format!(
+                        "{what}: services.{name}.extends: service is required"
+                    ))
+                })?
+                .to_string(),
+            ext.get("file").and_then(Value::as_str).map(String::from),
+        ),
+        _ => {
+            return Err(invalid(format!(
+                "{what}: services.{name}.extends must be a service name or a mapping"
+            )))
+        }
+    };
+    let base = match base_file {
+        None => {
+            if model["services"].get(base_name.as_str()).is_none() {
+                return Err(invalid(format!(
+                    "{what}: services.{name}.extends: no service {base_name:?}"
+                )));
+            }
+            trail.push(name.to_string());
+            resolve_one(
+                model,
+                &base_name,
+                file,
+                environment,
+                warnings,
+                depth,
+                trail,
+                done,
+            )?;
+            trail.pop();
+            model["services"][base_name.as_str()].clone()
+        }
+        Some(f) => {
+            let dir = file.parent().unwrap_or(Path::new("/"));
+            let other = if f.starts_with('/') {
+                PathBuf::from(&f)
+            } else {
+                dir.join(&f)
+            };
+            let other_dir = other.parent().unwrap_or(Path::new("/")).to_path_buf();
+            let mut theirs = read_file(&other, &other_dir, environment, warnings)
+                .map_err(|e| invalid(format!("{what}: services.{name}.extends: {e}")))?;
+            resolve_extends(&mut theirs, &other, environment, warnings, depth + 1)?;
+            theirs["services"]
+                .get(base_name.as_str())
+                .cloned()
+                .ok_or_else(|| {
+                    invalid(format!(
+                        "{what}: services.{name}.extends: no service {base_name:?} in {}",
+                        other.display()
+                    ))
+                })?
+        }
+    };
+    let mut mine = model["services"][name].clone();
+    if let Value::Mapping(m) = &mut mine {
+        m.remove("extends");
+    }
+    let merged = crate::merge::merge(base, mine, &mut vec!["services".into(), name.into()])
+        .unwrap_or(Value::Null);
+    model["services"][name] = merged;
+    done.push(name.to_string());
+    Ok(())
 }
 
 fn key_text(k: &Value) -> String {
@@ -426,7 +567,9 @@ mod tests {
         let root = dir.path().join("My App");
         std::fs::create_dir_all(&root).unwrap();
         for (name, text) in files {
-            std::fs::write(root.join(name), text).unwrap();
+            let f = root.join(name);
+            std::fs::create_dir_all(f.parent().unwrap()).unwrap();
+            std::fs::write(f, text).unwrap();
         }
         let mut o = Options {
             working_dir: root,
@@ -636,6 +779,63 @@ mod tests {
         .unwrap();
         assert_eq!(p.model["services"]["web"]["image"], "web:2");
         assert_eq!(p.model["networks"]["default"]["name"], "myapp_default");
+    }
+
+    #[test]
+    fn extends_merges_a_base_service_from_this_file_or_another() {
+        let p = project(
+            &[
+                (
+                    "compose.yaml",
+                    concat!(
+                        "services:\n",
+                        "  base:\n    image: busybox\n    user: root\n    environment: [TZ=utc, PORT=80]\n",
+                        "    volumes: [\"common:/data:rw\"]\n",
+                        "  common:\n    extends: base\n    security_opt: [label=role:ROLE]\n",
+                        "  cli:\n    extends:\n      service: common\n    environment:\n      PORT: '8080'\n",
+                        "    volumes: [\"mine:/data:ro\"]\n    security_opt: [label=user:USER]\n",
+                        "  remote:\n    extends:\n      file: lib/common.yaml\n      service: tool\n",
+                        "volumes:\n  common:\n  mine:\n",
+                    ),
+                ),
+                (
+                    "lib/common.yaml",
+                    "services:\n  tool:\n    image: tool:1\n    volumes: [./cache:/cache]\n",
+                ),
+            ],
+            |_| {},
+        )
+        .unwrap();
+        let cli = &p.model["services"]["cli"];
+        assert_eq!(cli["user"], "root");
+        assert_eq!(cli["environment"]["TZ"], "utc");
+        assert_eq!(cli["environment"]["PORT"], "8080");
+        let vols = cli["volumes"].as_sequence().unwrap();
+        assert_eq!(vols.len(), 1);
+        assert_eq!(vols[0]["source"], "mine");
+        assert_eq!(vols[0]["read_only"], true);
+        assert_eq!(cli["security_opt"].as_sequence().unwrap().len(), 2);
+        assert!(cli.get("extends").is_none());
+        let remote = &p.model["services"]["remote"];
+        assert_eq!(remote["image"], "tool:1");
+        // Paths in the other file are its own directory's.
+        assert!(remote["volumes"][0]["source"]
+            .as_str()
+            .unwrap()
+            .ends_with("/lib/cache"));
+        let e = project(
+            &[(
+                "compose.yaml",
+                "services:\n  a:\n    extends: b\n  b:\n    extends: a\n",
+            )],
+            |_| {},
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("circular reference with extends: a -> b -> a"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -409,6 +409,11 @@ pub fn create_args_for(
     }
     if let Some(Value::Mapping(labels)) = svc.get("labels") {
         for (k, v) in labels {
+            if text(k).is_some_and(|k| k.starts_with("com.docker.compose")) {
+                return Err(format!(
+                    "services.{service}.labels: the com.docker.compose label prefix is reserved"
+                ));
+            }
             flag(
                 "--label",
                 format!(
@@ -801,6 +806,12 @@ mod tests {
             create_args(&p, "web", 1).unwrap_err(),
             "services.web.deploy.placement: not implemented yet in berth compose"
         );
+        let p = project(
+            "services:\n  web:\n    image: a\n    labels: [com.docker.compose.project=x]\n",
+        );
+        assert!(create_args(&p, "web", 1)
+            .unwrap_err()
+            .contains("label prefix is reserved"));
         let p = project("services:\n  web:\n    image: a\n    secrets: [s]\nsecrets:\n  s:\n    environment: HOME\n");
         assert!(create_args(&p, "web", 1)
             .unwrap_err()
