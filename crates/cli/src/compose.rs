@@ -316,20 +316,6 @@ fn load(args: &ComposeArgs) -> CliResult<berth_compose::load::Project> {
     Ok(project)
 }
 
-/// The names under top-level `section`, one per line.
-fn names(model: &serde_norway::Value, section: &str) -> String {
-    model
-        .get(section)
-        .and_then(serde_norway::Value::as_mapping)
-        .map(|m| {
-            m.keys()
-                .filter_map(serde_norway::Value::as_str)
-                .map(|k| format!("{k}\n"))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 pub fn compose(cli: &crate::Cli, args: &ComposeArgs) -> CliResult<u8> {
     let engine = || {
         crate::open_engine(&cli.root, &cli.run_root).map_err(|mut f| {
@@ -626,12 +612,7 @@ pub fn compose(cli: &crate::Cli, args: &ComposeArgs) -> CliResult<u8> {
         ComposeCmd::Start { services } => {
             let project = load(args)?;
             let e = engine()?;
-            for c in of_services(&e, &project, services, true)? {
-                e.start_container(&c.id, false)
-                    .map_err(crate::run::run_failure)?;
-                said("Container", c.names.trim_start_matches('/'), "Started");
-            }
-            Ok(0)
+            start_each(&e, &of_services(&e, &project, services, true)?)
         }
         ComposeCmd::Stop { timeout, services } => {
             let project = load(args)?;
@@ -645,12 +626,7 @@ pub fn compose(cli: &crate::Cli, args: &ComposeArgs) -> CliResult<u8> {
             let e = engine()?;
             let list = of_services(&e, &project, services, true)?;
             stop_all(cli, &list, *timeout);
-            for c in &list {
-                e.start_container(&c.id, false)
-                    .map_err(crate::run::run_failure)?;
-                said("Container", c.names.trim_start_matches('/'), "Started");
-            }
-            Ok(0)
+            start_each(&e, &list)
         }
         ComposeCmd::Kill { signal, services } => {
             let project = load(args)?;
@@ -751,7 +727,9 @@ pub fn compose(cli: &crate::Cli, args: &ComposeArgs) -> CliResult<u8> {
             }
             if *services || *volumes {
                 let section = if *services { "services" } else { "volumes" };
-                print!("{}", names(&project.model, section));
+                for n in berth_compose::mapping_keys(project.model.get(section)) {
+                    println!("{n}");
+                }
                 return Ok(0);
             }
             if *profiles {
@@ -816,15 +794,7 @@ fn one_off(c: &ContainerSummary) -> bool {
 }
 
 fn services_of(project: &Project) -> Vec<String> {
-    project.model["services"]
-        .as_mapping()
-        .map(|m| {
-            m.keys()
-                .filter_map(Value::as_str)
-                .map(String::from)
-                .collect()
-        })
-        .unwrap_or_default()
+    berth_compose::mapping_keys(project.model.get("services"))
 }
 
 fn depends_on(project: &Project, service: &str) -> Vec<(String, String)> {
@@ -945,7 +915,9 @@ fn ensure_resources(e: &Engine, project: &Project, services: &[String]) -> CliRe
             .and_then(Value::as_mapping)
             .map(|m| {
                 m.iter()
-                    .filter_map(|(k, v)| Some((k.as_str()?.to_string(), berth_compose_text(v)?)))
+                    .filter_map(|(k, v)| {
+                        Some((k.as_str()?.to_string(), berth_compose::scalar_text(v)?))
+                    })
                     .collect()
             })
             .unwrap_or_default();
@@ -981,15 +953,6 @@ fn ensure_resources(e: &Engine, project: &Project, services: &[String]) -> CliRe
         said("Volume", &name, "Created");
     }
     Ok(())
-}
-
-fn berth_compose_text(v: &Value) -> Option<String> {
-    match v {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        Value::Bool(b) => Some(b.to_string()),
-        _ => None,
-    }
 }
 
 /// Builds `service`'s image if it has a `build` (with `extra` build flags); false when
@@ -1329,26 +1292,8 @@ fn down(
         })
         .collect();
     // Stopped in parallel: services that ignore SIGTERM cost one grace period, not one
-    // each. Each thread has its own engine (its own database connection).
-    let stopped: Vec<std::thread::JoinHandle<Result<(), String>>> = containers
-        .iter()
-        .map(|c| {
-            let (root, run_root, id) = (cli.root.clone(), cli.run_root.clone(), c.id.clone());
-            std::thread::spawn(move || {
-                let e = crate::open_engine(&root, &run_root).map_err(|f| f.message)?;
-                e.stop_container(&id, timeout)
-                    .map_err(|err| err.to_string())
-            })
-        })
-        .collect();
-    for (c, t) in containers.iter().zip(stopped) {
-        let name = c.names.trim_start_matches('/');
-        match t.join() {
-            Ok(Ok(())) => said("Container", name, "Stopped"),
-            Ok(Err(err)) => eprintln!("Error: stopping {name}: {err}"),
-            Err(_) => eprintln!("Error: stopping {name}: the thread panicked"),
-        }
-    }
+    // each.
+    stop_all(cli, &containers, timeout);
     for c in &containers {
         e.remove_container(&c.id, true, false)?;
         said("Container", c.names.trim_start_matches('/'), "Removed");
@@ -1541,6 +1486,16 @@ fn replica(
                 "service \"{service}\" is not running container #{index}"
             ))
         })
+}
+
+/// Starts `list`, one after the other.
+fn start_each(e: &Engine, list: &[ContainerSummary]) -> CliResult<u8> {
+    for c in list {
+        e.start_container(&c.id, false)
+            .map_err(crate::run::run_failure)?;
+        said("Container", c.names.trim_start_matches('/'), "Started");
+    }
+    Ok(0)
 }
 
 /// Stops `list` all at once (a thread and an engine each).

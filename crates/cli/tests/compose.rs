@@ -3,6 +3,35 @@
 mod common;
 
 use common::Berth;
+use std::path::Path;
+use std::process::Output;
+
+/// `berth compose ARGS` in project directory `dir` with `env` set, never with the
+/// caller's `COMPOSE_*` variables.
+fn compose_in(b: &Berth, dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut c = b.cmd();
+    c.current_dir(dir)
+        .arg("compose")
+        .args(args)
+        .env_remove("COMPOSE_FILE")
+        .env_remove("COMPOSE_PROJECT_NAME")
+        .env_remove("COMPOSE_PROFILES");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().unwrap()
+}
+
+/// [`compose_in`], which must succeed; its stdout.
+fn compose_ok(b: &Berth, dir: &Path, args: &[&str], env: &[(&str, &str)]) -> String {
+    let out = compose_in(b, dir, args, env);
+    assert!(
+        out.status.success(),
+        "compose {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
 
 #[test]
 fn config_prints_the_resolved_project() {
@@ -27,17 +56,7 @@ fn config_prints_the_resolved_project() {
     )
     .unwrap();
     std::fs::write(dir.join(".env"), "PORT=8080\n").unwrap();
-    let run = |args: &[&str], env: &[(&str, &str)]| {
-        let mut c = b.cmd();
-        c.current_dir(&dir).arg("compose").args(args);
-        for (k, v) in env {
-            c.env(k, v);
-        }
-        c.env_remove("COMPOSE_FILE")
-            .env_remove("COMPOSE_PROJECT_NAME")
-            .env_remove("COMPOSE_PROFILES");
-        c.output().unwrap()
-    };
+    let run = |args: &[&str], env: &[(&str, &str)]| compose_in(&b, &dir, args, env);
     let out = run(&["config"], &[("TAG", "1.36")]);
     assert!(
         out.status.success(),
@@ -81,14 +100,14 @@ fn config_prints_the_resolved_project() {
     // What is not built yet says so.
     std::fs::write(
         dir.join("later.yaml"),
-        "services:\n  web:\n    image: busybox\n    deploy:\n      replicas: 2\n",
+        "services:\n  web:\n    image: busybox\n    deploy:\n      placement:\n        constraints: [node.role==manager]\n",
     )
     .unwrap();
     let out = run(&["-f", "later.yaml", "up", "-d"], &[]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("services.web.deploy: not implemented yet in berth compose"),
+        err.contains("services.web.deploy.placement: not implemented yet in berth compose"),
         "{err}"
     );
 }
@@ -400,17 +419,6 @@ const SHOP: &str = concat!(
     "secrets:\n  motd:\n    file: ./motd.txt\n",
 );
 
-fn http_get(port: u16) -> Option<String> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
-        .ok()?;
-    s.write_all(b"GET / HTTP/1.0\r\n\r\n").ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    out.split("\r\n\r\n").nth(1).map(String::from)
-}
-
 #[test]
 fn up_reconciles_a_project_and_down_removes_it() {
     require_root!();
@@ -421,17 +429,13 @@ fn up_reconciles_a_project_and_down_removes_it() {
     std::fs::write(dir.join("motd.txt"), "a secret\n").unwrap();
     let port = common::free_port();
     let compose = |args: &[&str], env: &[(&str, &str)]| {
-        let mut c = b.cmd();
-        c.current_dir(&dir)
-            .arg("compose")
-            .args(args)
-            .env("WEB_PORT", port.to_string())
-            .env_remove("COMPOSE_FILE")
-            .env_remove("COMPOSE_PROJECT_NAME");
-        for (k, v) in env {
-            c.env(k, v);
-        }
-        c.output().unwrap()
+        let mut all: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        all.push(("WEB_PORT".into(), port.to_string()));
+        let refs: Vec<(&str, &str)> = all.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        compose_in(&b, &dir, args, &refs)
     };
     let ok = |args: &[&str], env: &[(&str, &str)]| {
         let out = compose(args, env);
@@ -462,9 +466,10 @@ fn up_reconciles_a_project_and_down_removes_it() {
     assert!(rows.iter().all(|r| r["State"] == "running"), "{ps}");
     // The workers fetched from kv by name into the volume the web server serves.
     assert!(
-        common::eventually(10, || http_get(port).as_deref() == Some("stored-in-kv\n")),
+        common::eventually(10, || common::http_get(port).as_deref()
+            == Some("stored-in-kv\n")),
         "the web server never served the kv value: {:?}",
-        http_get(port)
+        common::http_get(port)
     );
     let ids = |out: &str| -> Vec<(String, String)> {
         out.lines()
@@ -524,16 +529,7 @@ fn a_failed_up_is_cleaned_by_down_and_bad_projects_make_nothing() {
     let b = Berth::with_busybox();
     let dir = b.root.parent().unwrap().join("broken");
     std::fs::create_dir_all(&dir).unwrap();
-    let compose = |args: &[&str]| {
-        b.cmd()
-            .current_dir(&dir)
-            .arg("compose")
-            .args(args)
-            .env_remove("COMPOSE_FILE")
-            .env_remove("COMPOSE_PROJECT_NAME")
-            .output()
-            .unwrap()
-    };
+    let compose = |args: &[&str]| compose_in(&b, &dir, args, &[]);
     // A cycle: refused before anything is made.
     std::fs::write(
         dir.join("compose.yaml"),
@@ -585,25 +581,8 @@ fn service_commands_act_on_the_projects_containers() {
         ),
     )
     .unwrap();
-    let compose = |args: &[&str]| {
-        b.cmd()
-            .current_dir(&dir)
-            .arg("compose")
-            .args(args)
-            .env_remove("COMPOSE_FILE")
-            .env_remove("COMPOSE_PROJECT_NAME")
-            .output()
-            .unwrap()
-    };
-    let ok = |args: &[&str]| {
-        let out = compose(args);
-        assert!(
-            out.status.success(),
-            "compose {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let compose = |args: &[&str]| compose_in(&b, &dir, args, &[]);
+    let ok = |args: &[&str]| compose_ok(&b, &dir, args, &[]);
     ok(&["up", "-d"]);
     // logs: every container's lines, prefixed with its name.
     assert!(common::eventually(5, || {
@@ -704,23 +683,7 @@ fn services_with_a_build_are_built_and_recreated_when_their_image_changes() {
         .unwrap()
     };
     dockerfile("");
-    let compose = |args: &[&str]| {
-        let out = b
-            .cmd()
-            .current_dir(&dir)
-            .arg("compose")
-            .args(args)
-            .env_remove("COMPOSE_FILE")
-            .env_remove("COMPOSE_PROJECT_NAME")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "compose {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let compose = |args: &[&str]| compose_ok(&b, &dir, args, &[]);
     // The image is missing: up builds it, named after the project and service.
     compose(&["up", "-d"]);
     assert!(b

@@ -331,18 +331,6 @@ fn host_port(b: &Berth, container: &str, port: &str) -> u16 {
     out.trim().rsplit(':').next().unwrap().parse().unwrap()
 }
 
-/// An HTTP GET of `/` on 127.0.0.1:`port` from the host; the response body.
-fn http_get(port: u16) -> Option<String> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
-        .ok()?;
-    s.write_all(b"GET / HTTP/1.0\r\n\r\n").ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    out.split("\r\n\r\n").nth(1).map(String::from)
-}
-
 #[test]
 fn published_ports_reach_the_container_from_the_host() {
     require_root!();
@@ -377,10 +365,10 @@ fn published_ports_reach_the_container_from_the_host() {
         "/www",
     ]);
     assert!(
-        common::eventually(5, || http_get(port).is_some()),
+        common::eventually(5, || common::http_get(port).is_some()),
         "nothing answers on 127.0.0.1:{port}"
     );
-    assert_eq!(http_get(port).unwrap(), "served by the container\n");
+    assert_eq!(common::http_get(port).unwrap(), "served by the container\n");
     // Other containers reach it through the host's address, from another network too.
     b.ok(&["network", "create", "elsewhere"]);
     for net in ["bridge", "elsewhere"] {
@@ -424,13 +412,13 @@ fn published_ports_reach_the_container_from_the_host() {
     assert!(std::net::UdpSocket::bind(("127.0.0.1", udp)).is_err());
     // Stopped, the ports are free again and lead nowhere.
     b.ok(&["stop", "-t", "0", "web"]);
-    assert!(http_get(port).is_none());
+    assert!(common::http_get(port).is_none());
     assert!(std::net::TcpListener::bind(("0.0.0.0", port)).is_ok());
     assert!(std::net::UdpSocket::bind(("127.0.0.1", udp)).is_ok());
     assert_eq!(b.ok(&["port", "web"]), "");
     // Started again, it serves again.
     b.ok(&["start", "web"]);
-    assert!(common::eventually(5, || http_get(port).is_some()));
+    assert!(common::eventually(5, || common::http_get(port).is_some()));
     let err = refused(&b, &["--network", "none", "-p", "80"]);
     assert!(err.contains("publishing ports needs a network"), "{err}");
     let err = refused(&b, &["-p", "80/sctp", "--network", "bridge"]);

@@ -27,3 +27,25 @@ pub enum ComposeError {
 }
 
 pub type Result<T> = std::result::Result<T, ComposeError>;
+
+/// A scalar as text: strings as they are, numbers and booleans as YAML writes them.
+pub fn scalar_text(v: &serde_norway::Value) -> Option<String> {
+    match v {
+        serde_norway::Value::String(s) => Some(s.clone()),
+        serde_norway::Value::Number(n) => Some(n.to_string()),
+        serde_norway::Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+/// The string keys of a mapping, in order (none for anything else).
+pub fn mapping_keys(v: Option<&serde_norway::Value>) -> Vec<String> {
+    v.and_then(serde_norway::Value::as_mapping)
+        .map(|m| {
+            m.keys()
+                .filter_map(serde_norway::Value::as_str)
+                .map(String::from)
+                .collect()
+        })
+        .unwrap_or_default()
+}

@@ -316,16 +316,7 @@ fn resolve_extends(
     if depth > 16 {
         return Err(invalid(format!("{what}: extends nests too deeply")));
     }
-    let names: Vec<String> = model
-        .get("services")
-        .and_then(Value::as_mapping)
-        .map(|m| {
-            m.keys()
-                .filter_map(Value::as_str)
-                .map(String::from)
-                .collect()
-        })
-        .unwrap_or_default();
+    let names = crate::mapping_keys(model.get("services"));
     let mut done: Vec<String> = Vec::new();
     for name in &names {
         resolve_one(

@@ -21,15 +21,7 @@ fn map(entries: Vec<(&str, Value)>) -> Value {
     Value::Mapping(m)
 }
 
-/// A scalar as text (numbers and booleans as YAML writes them).
-fn text(v: &Value) -> Option<String> {
-    match v {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        Value::Bool(b) => Some(b.to_string()),
-        _ => None,
-    }
-}
+use crate::scalar_text as text;
 
 /// `path` made absolute from `dir` (`~` is the home directory).
 fn absolute(path: &str, dir: &Path, environ: &BTreeMap<String, String>) -> String {

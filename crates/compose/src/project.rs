@@ -13,16 +13,7 @@ fn s(v: &str) -> Value {
 }
 
 fn names(model: &Value, section: &str) -> Vec<String> {
-    model
-        .get(section)
-        .and_then(Value::as_mapping)
-        .map(|m| {
-            m.keys()
-                .filter_map(Value::as_str)
-                .map(String::from)
-                .collect()
-        })
-        .unwrap_or_default()
+    crate::mapping_keys(model.get(section))
 }
 
 /// Completes and checks `model` for project `project`. Errors are Docker Compose's.
@@ -117,16 +108,7 @@ fn check_references(model: &Value, services: &[String]) -> Result<(), String> {
                 }
             }
         }
-        let on: Vec<String> = svc
-            .get("depends_on")
-            .and_then(Value::as_mapping)
-            .map(|m| {
-                m.keys()
-                    .filter_map(Value::as_str)
-                    .map(String::from)
-                    .collect()
-            })
-            .unwrap_or_default();
+        let on = crate::mapping_keys(svc.get("depends_on"));
         for d in &on {
             let required = svc["depends_on"][d.as_str()]
                 .get("required")

@@ -64,14 +64,7 @@ const KEYS: [&str; 44] = [
     "scale",
 ];
 
-fn text(v: &Value) -> Option<String> {
-    match v {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        Value::Bool(b) => Some(b.to_string()),
-        _ => None,
-    }
-}
+use crate::scalar_text as text;
 
 /// A string or a list of strings.
 fn strings(v: &Value) -> Vec<String> {
