@@ -1138,12 +1138,25 @@ fn up(cli: &crate::Cli, e: &Engine, project: &Project, a: &UpArgs) -> CliResult<
         }
     }
     let timeout = std::time::Duration::from_secs(a.wait_timeout);
+    // Services whose containers were made or started by this up: dependents that
+    // asked for it (`depends_on: {X: {restart: true}}`) are restarted after them.
+    let mut changed: Vec<String> = Vec::new();
     for s in &order {
         for (dep, condition) in depends_on(project, s) {
             if order.contains(&dep) {
                 wait_for(e, project, &dep, &condition, timeout)?;
             }
         }
+        let restart_after = project.model["services"][s.as_str()]
+            .get("depends_on")
+            .and_then(Value::as_mapping)
+            .is_some_and(|m| {
+                m.iter().any(|(d, c)| {
+                    c.get("restart").and_then(Value::as_bool) == Some(true)
+                        && d.as_str().is_some_and(|d| changed.iter().any(|x| x == d))
+                })
+            });
+        let mut touched = false;
         let svc = &project.model["services"][s.as_str()];
         let scale = berth_compose::service::replicas(svc);
         let hash = berth_compose::service::config_hash(svc);
@@ -1167,23 +1180,36 @@ fn up(cli: &crate::Cli, e: &Engine, project: &Project, a: &UpArgs) -> CliResult<
                         && image_id.as_ref().is_none_or(|i| *i == c.image_id) =>
                 {
                     let name = c.names.trim_start_matches('/');
-                    if e.container_state(&c.id)?.status.is_active() {
+                    let active = e.container_state(&c.id)?.status.is_active();
+                    if active && restart_after {
+                        e.stop_container(&c.id, None)?;
+                        e.start_container(&c.id, false)
+                            .map_err(crate::run::run_failure)?;
+                        said("Container", name, "Restarted");
+                        touched = true;
+                    } else if active {
                         said("Container", name, "Running");
                     } else {
                         e.start_container(&c.id, false)
                             .map_err(crate::run::run_failure)?;
                         said("Container", name, "Started");
+                        touched = true;
                     }
                 }
                 Some(c) => {
                     e.remove_container(&c.id, true, false)?;
                     said("Container", c.names.trim_start_matches('/'), "Recreate");
                     create_and_start(e, project, s, n)?;
+                    touched = true;
                 }
                 None => {
                     create_and_start(e, project, s, n)?;
+                    touched = true;
                 }
             }
+        }
+        if touched {
+            changed.push(s.clone());
         }
         for c in mine.iter().filter(|c| {
             c.labels

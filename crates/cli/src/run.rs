@@ -111,6 +111,9 @@ pub struct CreateFlags {
     /// Swap limit equal to memory plus swap: -1 to enable unlimited swap
     #[arg(long = "memory-swap", allow_hyphen_values = true)]
     pub memory_swap: Option<String>,
+    /// Memory soft limit
+    #[arg(long = "memory-reservation")]
+    pub memory_reservation: Option<String>,
     /// Number of CPUs
     #[arg(long)]
     pub cpus: Option<String>,
@@ -471,6 +474,12 @@ impl CreateFlags {
         };
         let memory = bytes("--memory", &self.memory)?;
         let memory_swap = bytes("--memory-swap", &self.memory_swap)?;
+        let memory_reservation = bytes("--memory-reservation", &self.memory_reservation)?;
+        if memory > 0 && memory_reservation > memory {
+            return Err(invalid(
+                "Minimum memory limit can not be less than memory reservation limit, see usage",
+            ));
+        }
         if memory_swap > 0 && memory > 0 && memory_swap < memory {
             return Err(invalid(
                 "Minimum memoryswap limit should be larger than memory limit, see usage",
@@ -569,6 +578,7 @@ impl CreateFlags {
             init: self.init.then_some(true),
             memory,
             memory_swap,
+            memory_reservation,
             nano_cpus,
             cpu_shares: self.cpu_shares.unwrap_or(0),
             cpuset_cpus: self.cpuset_cpus.clone().unwrap_or_default(),

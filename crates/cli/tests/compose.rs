@@ -709,3 +709,40 @@ fn services_with_a_build_are_built_and_recreated_when_their_image_changes() {
     compose(&["build", "-q"]);
     compose(&["down"]);
 }
+
+#[test]
+fn dependents_that_ask_are_restarted_when_their_dependency_is_recreated() {
+    require_root!();
+    let b = Berth::with_busybox();
+    let dir = b.root.parent().unwrap().join("deps");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("compose.yaml"),
+        concat!(
+            "services:\n",
+            "  db:\n    image: busybox:test\n    command: sleep 1000\n",
+            "    environment:\n      EDITION: ${EDITION:-one}\n",
+            "  app:\n    image: busybox:test\n    command: sh -c 'trap \"exit 0\" TERM; sleep 1000 & wait'\n",
+            "    depends_on:\n      db:\n        condition: service_started\n        restart: true\n",
+            "  other:\n    image: busybox:test\n    command: sleep 1000\n    depends_on: [db]\n",
+        ),
+    )
+    .unwrap();
+    compose_ok(&b, &dir, &["up", "-d"], &[]);
+    let started = |name: &str| b.inspect(name, "{{.State.StartedAt}}");
+    let (app_id, app_started, other_started) = (
+        b.inspect("deps-app-1", "{{.Id}}"),
+        started("deps-app-1"),
+        started("deps-other-1"),
+    );
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let out = compose_in(&b, &dir, &["up", "-d"], &[("EDITION", "two")]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("deps-app-1  Restarted"), "{err}");
+    // The same container, started again; the one that did not ask, left alone.
+    assert_eq!(b.inspect("deps-app-1", "{{.Id}}"), app_id);
+    assert_ne!(started("deps-app-1"), app_started);
+    assert_eq!(started("deps-other-1"), other_started);
+    compose_ok(&b, &dir, &["down"], &[]);
+}

@@ -145,6 +145,26 @@ fn memory_limit_is_the_one_set_and_oom_kill_is_reported() {
     let b = Berth::with_busybox();
     let out = b.sh(&["-m", "32m"], "cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max");
     assert_eq!(out.trim(), (32u64 << 20).to_string());
+    // A reservation is the soft limit.
+    let out = b.sh(
+        &["-m", "32m", "--memory-reservation", "8m"],
+        "cat /sys/fs/cgroup/memory/memory.soft_limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.low",
+    );
+    assert_eq!(out.trim(), (8u64 << 20).to_string());
+    let (_, err) = b.fails(&[
+        "run",
+        "--rm",
+        "-m",
+        "8m",
+        "--memory-reservation",
+        "16m",
+        "busybox:test",
+        "true",
+    ]);
+    assert!(
+        err.contains("can not be less than memory reservation"),
+        "{err}"
+    );
     // An allocation past the limit is OOM-killed.
     b.run(&[
         "run",

@@ -17,7 +17,7 @@ pub const NETWORK_LABEL: &str = "com.docker.compose.network";
 pub const VOLUME_LABEL: &str = "com.docker.compose.volume";
 
 /// The service keys turned into flags here, or used by `up` itself.
-const KEYS: [&str; 44] = [
+const KEYS: [&str; 45] = [
     "image",
     "build",
     "expose",
@@ -55,6 +55,7 @@ const KEYS: [&str; 44] = [
     "stdin_open",
     "healthcheck",
     "mem_limit",
+    "mem_reservation",
     "cpus",
     "pids_limit",
     "shm_size",
@@ -297,8 +298,16 @@ fn deploy_flags(
         .flat_map(|m| m.keys())
         .filter_map(Value::as_str)
     {
-        if k != "limits" {
+        if !matches!(k, "limits" | "reservations") {
             return Err(refuse(&format!("resources.{k}")));
+        }
+    }
+    if let Some(l) = r.get("reservations") {
+        for (k, v) in l.as_mapping().into_iter().flatten() {
+            match k.as_str().unwrap_or_default() {
+                "memory" => flag("--memory-reservation", text(v).unwrap_or_default()),
+                other => return Err(refuse(&format!("resources.reservations.{other}"))),
+            }
         }
     }
     if let Some(l) = r.get("limits") {
@@ -520,6 +529,7 @@ pub fn create_args_for(
         ("hostname", "--hostname"),
         ("stop_signal", "--stop-signal"),
         ("mem_limit", "--memory"),
+        ("mem_reservation", "--memory-reservation"),
         ("cpus", "--cpus"),
         ("pids_limit", "--pids-limit"),
         ("shm_size", "--shm-size"),
@@ -852,7 +862,7 @@ mod tests {
     fn deploy_limits_secrets_configs_and_expose() {
         let p = project(concat!(
             "services:\n  web:\n    image: a\n    expose: [\"8080\", 9000]\n",
-            "    deploy:\n      replicas: 3\n      resources:\n        limits: {memory: 64M, cpus: '0.5', pids: 100}\n",
+            "    deploy:\n      replicas: 3\n      resources:\n        limits: {memory: 64M, cpus: '0.5', pids: 100}\n        reservations: {memory: 16M}\n",
             "    secrets: [db_pass, {source: api_key, target: key}]\n",
             "    configs: [{source: nginx, target: /etc/nginx.conf}]\n",
             "secrets:\n  db_pass:\n    file: /etc/hostname\n  api_key:\n    file: ./key.txt\n",
@@ -863,6 +873,7 @@ mod tests {
         assert_eq!(pairs(&a, "--memory"), ["64M"]);
         assert_eq!(pairs(&a, "--cpus"), ["0.5"]);
         assert_eq!(pairs(&a, "--pids-limit"), ["100"]);
+        assert_eq!(pairs(&a, "--memory-reservation"), ["16M"]);
         let v = pairs(&a, "--volume");
         assert_eq!(v[0], "/etc/hostname:/run/secrets/db_pass:ro");
         assert!(v[1].ends_with("/key.txt:/run/secrets/key:ro"), "{v:?}");

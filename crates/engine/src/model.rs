@@ -107,6 +107,9 @@ pub struct HostConfig {
     pub init: Option<bool>,
     pub memory: i64,
     pub memory_swap: i64,
+    /// `--memory-reservation`: the soft limit the kernel reclaims down to under
+    /// pressure (cgroup v1 `memory.soft_limit_in_bytes`, v2 `memory.low`).
+    pub memory_reservation: i64,
     pub nano_cpus: i64,
     pub cpu_shares: i64,
     pub cpuset_cpus: String,

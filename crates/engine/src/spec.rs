@@ -601,6 +601,12 @@ pub fn build(input: &SpecInput) -> Result<Value> {
             resources["memory"]["swap"] = json!(s);
         }
     }
+    if hc.memory_reservation > 0 {
+        if resources.get("memory").is_none() {
+            resources["memory"] = json!({});
+        }
+        resources["memory"]["reservation"] = json!(hc.memory_reservation);
+    }
     let mut cpu = json!({});
     if hc.nano_cpus > 0 {
         let period: u64 = 100_000;
