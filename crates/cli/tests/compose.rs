@@ -744,5 +744,5 @@ fn dependents_that_ask_are_restarted_when_their_dependency_is_recreated() {
     assert_eq!(b.inspect("deps-app-1", "{{.Id}}"), app_id);
     assert_ne!(started("deps-app-1"), app_started);
     assert_eq!(started("deps-other-1"), other_started);
-    compose_ok(&b, &dir, &["down"], &[]);
+    compose_ok(&b, &dir, &["down", "-t", "0"], &[]);
 }
