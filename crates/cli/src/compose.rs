@@ -96,6 +96,10 @@ pub enum ComposeCmd {
         /// Specify a shutdown timeout in seconds
         #[arg(short = 't', long)]
         timeout: Option<i64>,
+        /// Remove images used by services: "local" removes only images that don't have
+        /// a custom tag ("local"|"all")
+        #[arg(long)]
+        rmi: Option<String>,
     },
     /// List containers
     Ps {
@@ -332,16 +336,37 @@ pub fn compose(cli: &crate::Cli, args: &ComposeArgs) -> CliResult<u8> {
             volumes,
             remove_orphans,
             timeout,
+            rmi,
         } => {
             let project = load(args)?;
-            down(
-                cli,
-                &engine()?,
-                &project,
-                *volumes,
-                *remove_orphans,
-                *timeout,
-            )
+            if rmi.as_deref().is_some_and(|r| r != "local" && r != "all") {
+                return Err(fail(format!(
+                    "invalid --rmi {:?}: local or all",
+                    rmi.as_deref().unwrap_or_default()
+                )));
+            }
+            let e = engine()?;
+            down(cli, &e, &project, *volumes, *remove_orphans, *timeout)?;
+            // Images: all the services', or (local) the ones compose named itself.
+            if let Some(which) = rmi {
+                let mut done: Vec<String> = Vec::new();
+                for s in services_of(&project) {
+                    let svc = &project.model["services"][s.as_str()];
+                    if which == "local" && svc.get("image").is_some() {
+                        continue;
+                    }
+                    let Ok(image) = berth_compose::service::image_of(&project, &s) else {
+                        continue;
+                    };
+                    if done.contains(&image) || e.find_image(&image).is_err() {
+                        continue;
+                    }
+                    e.remove_image(&image, false)?;
+                    said("Image", &image, "Removed");
+                    done.push(image);
+                }
+            }
+            Ok(0)
         }
         ComposeCmd::Build {
             no_cache,

@@ -707,7 +707,11 @@ fn services_with_a_build_are_built_and_recreated_when_their_image_changes() {
         "--no-log-prefix"
     ]) == "one-two\n"));
     compose(&["build", "-q"]);
-    compose(&["down"]);
+    // down --rmi local: the image compose named goes, the base stays.
+    compose(&["down", "--rmi", "local"]);
+    let images = b.ok(&["images", "--format", "{{.Repository}}"]);
+    assert!(!images.contains("built-api"), "{images}");
+    assert!(images.contains("busybox"), "{images}");
 }
 
 #[test]

@@ -76,7 +76,70 @@ pub fn complete(model: &mut Value, project: &str) -> Result<(), String> {
     check_references(model, &services)
 }
 
+/// The shape each service key must have (after normalising), as Docker Compose's schema
+/// says: a wrong one is an error naming the service and the key.
+fn check_types(model: &Value, services: &[String]) -> Result<(), String> {
+    #[derive(Clone, Copy)]
+    enum Shape {
+        Scalar,
+        Bool,
+        List,
+        ListOrScalar,
+        Map,
+        ListOrMap,
+    }
+    use Shape::*;
+    let shape = |key: &str| -> Option<Shape> {
+        Some(match key {
+            "image" | "container_name" | "working_dir" | "user" | "hostname" | "restart"
+            | "stop_signal" | "stop_grace_period" | "mem_limit" | "mem_reservation" | "cpus"
+            | "shm_size" | "network_mode" | "pids_limit" | "scale" | "domainname" | "platform"
+            | "pull_policy" => Scalar,
+            "read_only" | "init" | "privileged" | "tty" | "stdin_open" => Bool,
+            "ports" | "volumes" | "secrets" | "configs" | "env_file" | "command" | "entrypoint"
+            | "cap_add" | "cap_drop" | "security_opt" | "expose" | "profiles" | "dns_opt" => List,
+            "dns" | "dns_search" | "tmpfs" => ListOrScalar,
+            "ulimits" | "healthcheck" | "deploy" | "labels" | "environment" | "networks"
+            | "depends_on" | "build" | "logging" | "sysctls" => Map,
+            "extra_hosts" => ListOrMap,
+            _ => return None,
+        })
+    };
+    for name in services {
+        let Some(svc) = model["services"][name.as_str()].as_mapping() else {
+            continue;
+        };
+        for (k, v) in svc {
+            let Some(key) = k.as_str() else { continue };
+            let Some(want) = shape(key) else { continue };
+            let scalar = matches!(v, Value::String(_) | Value::Number(_) | Value::Bool(_));
+            let ok = v.is_null()
+                || match want {
+                    Scalar => scalar,
+                    Bool => v.is_bool(),
+                    List => v.is_sequence(),
+                    ListOrScalar => v.is_sequence() || scalar,
+                    Map => v.is_mapping(),
+                    ListOrMap => v.is_sequence() || v.is_mapping(),
+                };
+            if !ok {
+                let what = match want {
+                    Scalar => "a string or a number",
+                    Bool => "a boolean",
+                    List => "a list",
+                    ListOrScalar => "a string or a list",
+                    Map => "a mapping",
+                    ListOrMap => "a list or a mapping",
+                };
+                return Err(format!("services.{name}.{key} must be {what}"));
+            }
+        }
+    }
+    Ok(())
+}
+
 fn check_references(model: &Value, services: &[String]) -> Result<(), String> {
+    check_types(model, services)?;
     let networks = names(model, "networks");
     let volumes = names(model, "volumes");
     let mut deps: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -205,5 +268,11 @@ mod tests {
         ))
         .unwrap_err();
         assert_eq!(e, "dependency cycle detected: a -> b -> c -> a");
+        let e = done("services:\n  web:\n    image: a\n    read_only: \"yes\"\n").unwrap_err();
+        assert_eq!(e, "services.web.read_only must be a boolean");
+        let e = done("services:\n  web:\n    image: [a]\n").unwrap_err();
+        assert_eq!(e, "services.web.image must be a string or a number");
+        let e = done("services:\n  web:\n    image: a\n    cap_add: ALL\n").unwrap_err();
+        assert_eq!(e, "services.web.cap_add must be a list");
     }
 }
