@@ -924,28 +924,10 @@ fn ensure_resources(e: &Engine, project: &Project, services: &[String]) -> CliRe
             .and_then(|i| i.get("config"))
             .and_then(|c| c.get(0));
         let text = |v: Option<&Value>| v.and_then(Value::as_str).map(String::from);
-        let mut labels: std::collections::BTreeMap<String, String> = def
-            .get("labels")
-            .and_then(Value::as_mapping)
-            .map(|m| {
-                m.iter()
-                    .filter_map(|(k, v)| Some((k.as_str()?.to_string(), v.as_str()?.to_string())))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let mut labels = string_map(def.get("labels"));
         labels.insert(PROJECT_LABEL.into(), project.name.clone());
         labels.insert(NETWORK_LABEL.into(), key.clone());
-        let options = def
-            .get("driver_opts")
-            .and_then(Value::as_mapping)
-            .map(|m| {
-                m.iter()
-                    .filter_map(|(k, v)| {
-                        Some((k.as_str()?.to_string(), berth_compose::scalar_text(v)?))
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
+        let options = string_map(def.get("driver_opts"));
         e.create_network(&berth_engine::networks::NetworkCreate {
             name: name.clone(),
             driver: text(def.get("driver")),
@@ -968,16 +950,37 @@ fn ensure_resources(e: &Engine, project: &Project, services: &[String]) -> CliRe
         if external {
             return Err(fail(format!("external volume \"{name}\" not found")));
         }
-        let labels = [
-            (PROJECT_LABEL.to_string(), project.name.clone()),
-            (VOLUME_LABEL.to_string(), key.clone()),
-        ]
-        .into_iter()
-        .collect();
+        let mut labels = string_map(def.get("labels"));
+        labels.insert(PROJECT_LABEL.to_string(), project.name.clone());
+        labels.insert(VOLUME_LABEL.to_string(), key.clone());
         e.create_volume(&name, &labels, false)?;
         said("Volume", &name, "Created");
     }
     Ok(())
+}
+
+/// A mapping of scalars (labels, options; a `KEY=VALUE` list too) as strings.
+fn string_map(v: Option<&Value>) -> std::collections::BTreeMap<String, String> {
+    match v {
+        Some(Value::Mapping(m)) => m
+            .iter()
+            .filter_map(|(k, v)| {
+                Some((
+                    berth_compose::scalar_text(k)?,
+                    berth_compose::scalar_text(v).unwrap_or_default(),
+                ))
+            })
+            .collect(),
+        Some(Value::Sequence(items)) => items
+            .iter()
+            .filter_map(berth_compose::scalar_text)
+            .map(|l| match l.split_once('=') {
+                Some((k, v)) => (k.to_string(), v.to_string()),
+                None => (l, String::new()),
+            })
+            .collect(),
+        _ => Default::default(),
+    }
 }
 
 /// Builds `service`'s image if it has a `build` (with `extra` build flags); false when

@@ -138,8 +138,84 @@ fn check_types(model: &Value, services: &[String]) -> Result<(), String> {
     Ok(())
 }
 
+/// Top-level networks and volumes ask only for what berth makes: bridge networks (with
+/// their subnet, gateway, range, options, labels, internal), local volumes with labels;
+/// anything else is refused by name.
+fn check_resources(model: &Value) -> Result<(), String> {
+    let refuse = |what: String| Err(format!("{what}: not implemented yet in berth compose"));
+    for (section, allowed) in [
+        (
+            "networks",
+            &[
+                "name",
+                "driver",
+                "driver_opts",
+                "ipam",
+                "internal",
+                "external",
+                "labels",
+                "attachable",
+                "enable_ipv6",
+            ][..],
+        ),
+        ("volumes", &["name", "driver", "external", "labels"][..]),
+    ] {
+        for (k, def) in model
+            .get(section)
+            .and_then(Value::as_mapping)
+            .into_iter()
+            .flatten()
+        {
+            let name = k.as_str().unwrap_or_default();
+            for key in def
+                .as_mapping()
+                .into_iter()
+                .flat_map(|m| m.keys())
+                .filter_map(Value::as_str)
+            {
+                if !allowed.contains(&key) && !key.starts_with("x-") {
+                    return refuse(format!("{section}.{name}.{key}"));
+                }
+            }
+            let driver = def.get("driver").and_then(Value::as_str);
+            let wanted = if section == "networks" {
+                "bridge"
+            } else {
+                "local"
+            };
+            if driver.is_some_and(|d| d != wanted) {
+                return refuse(format!(
+                    "{section}.{name}.driver {}",
+                    driver.unwrap_or_default()
+                ));
+            }
+            if def.get("enable_ipv6").and_then(Value::as_bool) == Some(true) {
+                return refuse(format!("{section}.{name}.enable_ipv6"));
+            }
+            if let Some(ipam) = def.get("ipam") {
+                if ipam
+                    .get("driver")
+                    .and_then(Value::as_str)
+                    .is_some_and(|d| d != "default")
+                {
+                    return refuse(format!("{section}.{name}.ipam.driver"));
+                }
+                if ipam
+                    .get("config")
+                    .and_then(Value::as_sequence)
+                    .is_some_and(|c| c.len() > 1)
+                {
+                    return refuse(format!("{section}.{name}.ipam.config with several subnets"));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 fn check_references(model: &Value, services: &[String]) -> Result<(), String> {
     check_types(model, services)?;
+    check_resources(model)?;
     let networks = names(model, "networks");
     let volumes = names(model, "volumes");
     let mut deps: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -274,5 +350,16 @@ mod tests {
         assert_eq!(e, "services.web.image must be a string or a number");
         let e = done("services:\n  web:\n    image: a\n    cap_add: ALL\n").unwrap_err();
         assert_eq!(e, "services.web.cap_add must be a list");
+        let e = done("services: {}\nnetworks:\n  n:\n    driver: overlay\n").unwrap_err();
+        assert_eq!(
+            e,
+            "networks.n.driver overlay: not implemented yet in berth compose"
+        );
+        let e = done("services: {}\nvolumes:\n  v:\n    driver_opts: {type: tmpfs}\n").unwrap_err();
+        assert_eq!(
+            e,
+            "volumes.v.driver_opts: not implemented yet in berth compose"
+        );
+        done("services: {}\nnetworks:\n  n:\n    driver: bridge\n    labels: {a: b}\nvolumes:\n  v:\n    labels: {a: b}\n").unwrap();
     }
 }
