@@ -333,6 +333,120 @@ pub fn replicas(service: &Value) -> u32 {
         .unwrap_or(1) as u32
 }
 
+/// A long-syntax service volume (the short syntax was made long when the file was
+/// read) as a create flag: a bind that may create its source is `-v`'s (which makes a
+/// missing source), everything else `--mount`'s (where a missing bind source is an
+/// error, as `create_host_path: false` asks). Keys berth cannot honour are refused by
+/// name.
+fn mount_spec(
+    project: &Project,
+    service: &str,
+    v: &Value,
+) -> Result<(&'static str, String), String> {
+    let at = |k: &str| format!("services.{service}.volumes.{k}");
+    let refuse = |k: &str| Err(format!("{}: not implemented yet in berth compose", at(k)));
+    for k in v
+        .as_mapping()
+        .into_iter()
+        .flat_map(|m| m.keys())
+        .filter_map(Value::as_str)
+    {
+        if !matches!(
+            k,
+            "type"
+                | "source"
+                | "target"
+                | "read_only"
+                | "bind"
+                | "volume"
+                | "tmpfs"
+                | "consistency"
+        ) {
+            return refuse(k);
+        }
+    }
+    let target = v
+        .get("target")
+        .and_then(text)
+        .ok_or_else(|| format!("{}: missing", at("target")))?;
+    let mut spec = vec![];
+    let kind = v.get("type").and_then(Value::as_str).unwrap_or("volume");
+    match kind {
+        "bind" => {
+            let src = v
+                .get("source")
+                .and_then(text)
+                .ok_or_else(|| format!("{}: a bind needs a source", at("source")))?;
+            let b = v.get("bind");
+            for k in b
+                .and_then(Value::as_mapping)
+                .into_iter()
+                .flat_map(|m| m.keys())
+                .filter_map(Value::as_str)
+            {
+                if !matches!(k, "propagation" | "create_host_path" | "selinux") {
+                    return refuse(&format!("bind.{k}"));
+                }
+            }
+            let create = b
+                .and_then(|b| b.get("create_host_path"))
+                .and_then(Value::as_bool)
+                != Some(false);
+            let propagation = b.and_then(|b| b.get("propagation")).and_then(text);
+            if create && propagation.is_none() {
+                let ro = if v.get("read_only").and_then(Value::as_bool) == Some(true) {
+                    ":ro"
+                } else {
+                    ""
+                };
+                return Ok(("--volume", format!("{src}:{target}{ro}")));
+            }
+            spec.push(format!("type=bind,source={src},target={target}"));
+            if let Some(p) = propagation {
+                spec.push(format!("bind-propagation={p}"));
+            }
+        }
+        "volume" => {
+            spec.push("type=volume".into());
+            if let Some(src) = v.get("source").and_then(Value::as_str) {
+                spec.push(format!("source={}", resource_name(project, "volumes", src)));
+            }
+            spec.push(format!("target={target}"));
+            for (k, val) in v
+                .get("volume")
+                .and_then(Value::as_mapping)
+                .into_iter()
+                .flatten()
+            {
+                match k.as_str().unwrap_or_default() {
+                    "nocopy" if val.as_bool() == Some(true) => spec.push("volume-nocopy".into()),
+                    "nocopy" => {}
+                    other => return refuse(&format!("volume.{other}")),
+                }
+            }
+        }
+        "tmpfs" => {
+            spec.push(format!("type=tmpfs,target={target}"));
+            for (k, val) in v
+                .get("tmpfs")
+                .and_then(Value::as_mapping)
+                .into_iter()
+                .flatten()
+            {
+                match k.as_str().unwrap_or_default() {
+                    "size" => spec.push(format!("tmpfs-size={}", text(val).unwrap_or_default())),
+                    other => return refuse(&format!("tmpfs.{other}")),
+                }
+            }
+        }
+        other => return refuse(&format!("type {other}")),
+    }
+    if v.get("read_only").and_then(Value::as_bool) == Some(true) {
+        spec.push("readonly".into());
+    }
+    Ok(("--mount", spec.join(",")))
+}
+
 /// What makes a one-off container (`compose run`) unlike a service's replicas.
 #[derive(Debug, Default)]
 pub struct OneOff {
@@ -471,32 +585,8 @@ pub fn create_args_for(
         .into_iter()
         .flatten()
     {
-        let target = v.get("target").and_then(text).unwrap_or_default();
-        let ro = if v.get("read_only").and_then(Value::as_bool) == Some(true) {
-            ":ro"
-        } else {
-            ""
-        };
-        match v.get("type").and_then(Value::as_str) {
-            Some("bind") => {
-                let src = v.get("source").and_then(text).unwrap_or_default();
-                flag("--volume", format!("{src}:{target}{ro}"));
-            }
-            Some("volume") => match v.get("source").and_then(Value::as_str) {
-                Some(src) => {
-                    let name = resource_name(project, "volumes", src);
-                    flag("--volume", format!("{name}:{target}{ro}"));
-                }
-                None => flag("--volume", target),
-            },
-            Some("tmpfs") => flag("--tmpfs", target),
-            other => {
-                return Err(format!(
-                    "services.{service}.volumes: type {} is not implemented yet in berth compose",
-                    other.unwrap_or("?")
-                ))
-            }
-        }
+        let (f, spec) = mount_spec(project, service, v)?;
+        flag(f, spec);
     }
     for t in svc.get("tmpfs").map(strings).unwrap_or_default() {
         flag("--tmpfs", t);
@@ -762,10 +852,14 @@ mod tests {
         assert!(pairs(&a, "--label").contains(&"com.docker.compose.service=web".to_string()));
         assert_eq!(pairs(&a, "--env"), ["A=1"]);
         assert_eq!(pairs(&a, "--publish"), ["127.0.0.1:8080:80/tcp", "53/udp"]);
-        let vols = pairs(&a, "--volume");
-        assert_eq!(vols[0], "shop_data:/data:ro");
-        assert_eq!(vols[1], "/anon");
-        assert!(vols[2].ends_with("/site:/site"), "{vols:?}");
+        let vols = pairs(&a, "--mount");
+        assert_eq!(
+            vols[0],
+            "type=volume,source=shop_data,target=/data,readonly"
+        );
+        assert_eq!(vols[1], "type=volume,target=/anon");
+        let binds = pairs(&a, "--volume");
+        assert!(binds[0].ends_with("/site:/site"), "{binds:?}");
         assert_eq!(pairs(&a, "--network"), ["shop_back"]);
         assert_eq!(pairs(&a, "--network-alias"), ["web", "www"]);
         assert_eq!(pairs(&a, "--ip"), ["10.1.2.3"]);
@@ -778,6 +872,33 @@ mod tests {
         assert_eq!(pairs(&a, "--entrypoint"), ["/bin/sh"]);
         let nets = service_networks(&p, "web");
         assert_eq!(nets[1].0, "shop_front");
+    }
+
+    #[test]
+    fn long_volume_options_become_mount_options() {
+        let p = project(concat!(
+            "services:\n  web:\n    image: a\n    volumes:\n",
+            "      - {type: bind, source: /srv/x, target: /x, bind: {create_host_path: false}}\n",
+            "      - {type: bind, source: /srv/y, target: /y, read_only: true, bind: {propagation: rslave}}\n",
+            "      - {type: volume, source: data, target: /d, volume: {nocopy: true}}\n",
+            "      - {type: tmpfs, target: /t, tmpfs: {size: 1048576}}\n",
+            "volumes:\n  data:\n",
+        ));
+        let a = create_args(&p, "web", 1).unwrap();
+        assert_eq!(
+            pairs(&a, "--mount"),
+            [
+                "type=bind,source=/srv/x,target=/x",
+                "type=bind,source=/srv/y,target=/y,bind-propagation=rslave,readonly",
+                "type=volume,source=shop_data,target=/d,volume-nocopy",
+                "type=tmpfs,target=/t,tmpfs-size=1048576",
+            ]
+        );
+        let p = project("services:\n  web:\n    image: a\n    volumes:\n      - {type: volume, target: /d, volume: {subpath: x}}\n");
+        assert_eq!(
+            create_args(&p, "web", 1).unwrap_err(),
+            "services.web.volumes.volume.subpath: not implemented yet in berth compose"
+        );
     }
 
     #[test]
