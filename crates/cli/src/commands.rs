@@ -342,6 +342,17 @@ pub enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Serve the Docker Engine API (a first part: _ping, version, info, containers and
+    /// images lists, container inspect)
+    Serve {
+        /// Where to listen: unix:///PATH
+        #[arg(
+            short = 'H',
+            long = "host",
+            default_value = "unix:///run/berth/berth.sock"
+        )]
+        hosts: Vec<String>,
+    },
     /// Build an image from a Dockerfile
     Build(crate::build::BuildArgs),
     /// Manage the build cache
@@ -1253,39 +1264,7 @@ fn print_pruned_images(removed: &[Removed]) {
 }
 
 fn info(engine: &Engine, format: Option<&str>) -> CliResult<u8> {
-    let containers = engine.list_containers(true, &[])?;
-    let running = containers.iter().filter(|c| c.state == "running").count();
-    let paused = containers.iter().filter(|c| c.state == "paused").count();
-    let images = engine.list_image_rows()?.len();
-    let uts = nix::sys::utsname::uname().ok();
-    let cgroup_version = if std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
-        "2"
-    } else {
-        "1"
-    };
-    let v = serde_json::json!({
-        "ID": "",
-        "Containers": containers.len(),
-        "ContainersRunning": running,
-        "ContainersPaused": paused,
-        "ContainersStopped": containers.len() - running - paused,
-        "Images": images,
-        "Driver": "overlay2",
-        "DockerRootDir": engine.root(),
-        "RunRoot": engine.run_root(),
-        "CgroupDriver": "cgroupfs",
-        "CgroupVersion": cgroup_version,
-        "DefaultRuntime": "builtin",
-        "Runtimes": {"builtin": {"path": "libcontainer (linked in)"}, "runc": {"path": "runc"}, "crun": {"path": "crun"}},
-        "LoggingDriver": "json-file",
-        "KernelVersion": uts.as_ref().map(|u| u.release().to_string_lossy().into_owned()).unwrap_or_default(),
-        "OperatingSystem": std::fs::read_to_string("/etc/os-release").ok().and_then(|s| s.lines().find_map(|l| l.strip_prefix("PRETTY_NAME=").map(|v| v.trim_matches('"').to_string()))).unwrap_or_default(),
-        "OSType": "linux",
-        "Architecture": berth_image::config::host_platform().architecture,
-        "NCPU": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
-        "ServerVersion": env!("CARGO_PKG_VERSION"),
-        "SecurityOptions": ["name=seccomp,profile=builtin"],
-    });
+    let v = engine.info()?;
     if let Some(f) = format {
         println!("{}", Format::parse(Some(f))?.render(&v)?);
         return Ok(0);
@@ -1784,10 +1763,53 @@ fn registry(args: &[String]) -> CliResult<u8> {
     crate::registry::main(argv)
 }
 
+/// `serve`: the Docker Engine API on each `-H` socket, until killed.
+fn serve(cli: &Cli, hosts: &[String]) -> CliResult<u8> {
+    let mut paths = Vec::new();
+    for h in hosts {
+        match h.strip_prefix("unix://") {
+            Some(p) if p.starts_with('/') => paths.push(std::path::PathBuf::from(p)),
+            _ => {
+                return Err(Failure::new(
+                    1,
+                    format!("-H {h}: only unix:///PATH is implemented yet (no tcp, no TLS)"),
+                ))
+            }
+        }
+    }
+    let roots = berth_api::Roots {
+        root: cli.root.clone(),
+        run_root: cli.run_root.clone(),
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::new(1, format!("starting the runtime: {e}")))?;
+    rt.block_on(async {
+        let mut tasks = Vec::new();
+        for p in paths {
+            eprintln!("API listening on unix://{}", p.display());
+            tasks.push(tokio::spawn(berth_api::serve_unix(p, roots.clone())));
+        }
+        for t in tasks {
+            match t.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(Failure::new(1, format!("serving: {e}"))),
+                Err(e) => return Err(Failure::new(1, format!("serving: {e}"))),
+            }
+        }
+        Ok(0)
+    })
+}
+
 pub fn dispatch(cli: &Cli) -> CliResult<u8> {
     // The registry has its own storage: berth's root is not opened for it.
     if let Command::Registry { args } = &cli.cmd {
         return registry(args);
+    }
+    // The API service opens the engine per request.
+    if let Command::Serve { hosts } = &cli.cmd {
+        return serve(cli, hosts);
     }
     // Compose opens the engine when a command needs it.
     if let Command::Compose(args) = &cli.cmd {
@@ -2350,7 +2372,9 @@ pub fn dispatch(cli: &Cli) -> CliResult<u8> {
         Command::Build(b) => crate::build::build(e, b),
         Command::Builder(b) => crate::build::builder(e, b),
         Command::Network(n) => crate::network::network(e, n),
-        Command::Compose(_) => unreachable!("dispatched before the engine opens"),
+        Command::Compose(_) | Command::Serve { .. } => {
+            unreachable!("dispatched before the engine opens")
+        }
         Command::DnsServe { addr, records } => {
             let sock = std::net::UdpSocket::bind(addr)
                 .map_err(|err| Failure::new(1, format!("dns-serve: binding {addr}: {err}")))?;

@@ -1271,6 +1271,52 @@ impl Engine {
         errors
     }
 
+    /// Docker's `info` (the fields berth has): counts, storage, runtimes, host.
+    pub fn info(&self) -> Result<serde_json::Value> {
+        let containers = self.list_containers(true, &[])?;
+        let running = containers.iter().filter(|c| c.state == "running").count();
+        let paused = containers.iter().filter(|c| c.state == "paused").count();
+        let images = self.list_image_rows()?.len();
+        let uts = nix::sys::utsname::uname().ok();
+        let cgroup_version = if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+            "2"
+        } else {
+            "1"
+        };
+        let os = fs::read_to_string("/etc/os-release")
+            .ok()
+            .and_then(|s| {
+                s.lines().find_map(|l| {
+                    l.strip_prefix("PRETTY_NAME=")
+                        .map(|v| v.trim_matches('"').to_string())
+                })
+            })
+            .unwrap_or_default();
+        Ok(serde_json::json!({
+            "ID": "",
+            "Containers": containers.len(),
+            "ContainersRunning": running,
+            "ContainersPaused": paused,
+            "ContainersStopped": containers.len() - running - paused,
+            "Images": images,
+            "Driver": "overlay2",
+            "DockerRootDir": self.root(),
+            "RunRoot": self.run_root(),
+            "CgroupDriver": "cgroupfs",
+            "CgroupVersion": cgroup_version,
+            "DefaultRuntime": "builtin",
+            "Runtimes": {"builtin": {"path": "libcontainer (linked in)"}, "runc": {"path": "runc"}, "crun": {"path": "crun"}},
+            "LoggingDriver": "json-file",
+            "KernelVersion": uts.as_ref().map(|u| u.release().to_string_lossy().into_owned()).unwrap_or_default(),
+            "OperatingSystem": os,
+            "OSType": "linux",
+            "Architecture": berth_image::config::host_platform().architecture,
+            "NCPU": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            "ServerVersion": env!("CARGO_PKG_VERSION"),
+            "SecurityOptions": ["name=seccomp,profile=builtin"],
+        }))
+    }
+
     /// `system boot`: after a reboot (or monitors killed), starts again the containers
     /// whose restart policy is `always`, or `unless-stopped` and not stopped by the user.
     /// Leftovers of the dead run (mount, runtime state, cgroup) are cleaned first. Returns

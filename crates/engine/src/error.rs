@@ -21,6 +21,8 @@ pub enum EngineError {
     NoSuchContainer(String),
     #[error("no such volume: {0}")]
     NoSuchVolume(String),
+    #[error("network {0} not found")]
+    NoSuchNetwork(String),
     #[error("{0}")]
     Conflict(String),
     #[error("{0}")]

@@ -495,7 +495,7 @@ impl Engine {
             return self.default_network();
         }
         self.find_network_row(name)?
-            .ok_or_else(|| invalid(format!("network {name} not found")))
+            .ok_or_else(|| EngineError::NoSuchNetwork(name.to_string()))
     }
 
     /// Every network, the default one first (made if need be).
@@ -584,7 +584,7 @@ impl Engine {
         let _lock = self.network_lock()?;
         let n = self
             .find_network_row(name)?
-            .ok_or_else(|| invalid(format!("network {name} not found")))?;
+            .ok_or_else(|| EngineError::NoSuchNetwork(name.to_string()))?;
         if n.name == DEFAULT_NETWORK {
             return Err(invalid(format!(
                 "{} is a pre-defined network and cannot be removed",

@@ -1,0 +1,468 @@
+//! The Docker Engine API over berth's engine (`berth serve`): the docker CLI, SDKs and
+//! compose tools drive berth unchanged. Paths may carry a `/v1.NN` prefix (1.24 and up)
+//! or none; errors are Docker's `{"message": …}` with its status codes.
+//!
+//! Each request opens the engine on a blocking thread (the engine is synchronous, and
+//! a SQLite connection per request is cheap next to what the request does).
+
+use std::path::PathBuf;
+
+use axum::body::Body;
+use axum::http::{header, Method, Request, Response, StatusCode};
+use berth_engine::{Engine, EngineError, EngineOptions};
+use serde_json::{json, Value};
+
+/// The API version berth speaks, and the oldest it accepts.
+pub const API_VERSION: &str = "1.47";
+pub const MIN_API_VERSION: &str = "1.24";
+
+/// Where the engine's state is.
+#[derive(Debug, Clone)]
+pub struct Roots {
+    pub root: PathBuf,
+    pub run_root: PathBuf,
+}
+
+/// A response as Docker writes its errors.
+fn error(status: StatusCode, message: impl Into<String>) -> Response<Body> {
+    json_response(status, &json!({"message": message.into()}))
+}
+
+fn json_response(status: StatusCode, v: &Value) -> Response<Body> {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/json")
+        .header("Api-Version", API_VERSION)
+        .header("Server", format!("berth/{}", env!("CARGO_PKG_VERSION")))
+        .body(Body::from(format!("{v}\n")))
+        .expect("a valid response")
+}
+
+/// An engine error as Docker's status: 404 for what does not exist, 409 for conflicts,
+/// 400 for bad parameters, 500 for the rest.
+fn engine_error(e: EngineError) -> Response<Body> {
+    let status = match &e {
+        EngineError::NoSuchImage(_)
+        | EngineError::NoSuchContainer(_)
+        | EngineError::NoSuchVolume(_)
+        | EngineError::NoSuchNetwork(_) => StatusCode::NOT_FOUND,
+        EngineError::Conflict(_) => StatusCode::CONFLICT,
+        EngineError::Invalid(_) => StatusCode::BAD_REQUEST,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    error(status, e.to_string())
+}
+
+/// The path without its `/v1.NN` prefix; None for a version berth does not speak.
+fn unversioned(path: &str) -> Option<&str> {
+    let Some(rest) = path
+        .strip_prefix("/v")
+        .filter(|r| r.starts_with(|c: char| c.is_ascii_digit()))
+    else {
+        return Some(path);
+    };
+    let (version, tail) = rest.split_once('/').unwrap_or((rest, ""));
+    let parse = |v: &str| -> Option<(u32, u32)> {
+        let (a, b) = v.split_once('.')?;
+        Some((a.parse().ok()?, b.parse().ok()?))
+    };
+    let (v, min, max) = (
+        parse(version)?,
+        parse(MIN_API_VERSION)?,
+        parse(API_VERSION)?,
+    );
+    if v < min || v > max {
+        return None;
+    }
+    Some(&path[path.len() - tail.len() - 1..])
+}
+
+/// The query string's parameters.
+fn query(req: &Request<Body>) -> Vec<(String, String)> {
+    req.uri()
+        .query()
+        .unwrap_or_default()
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (percent_decode(k), percent_decode(v))
+        })
+        .collect()
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < b.len() => match u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                Ok(c) => {
+                    out.push(c);
+                    i += 2;
+                }
+                Err(_) => out.push(b'%'),
+            },
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn flag(q: &[(String, String)], name: &str) -> bool {
+    q.iter()
+        .any(|(k, v)| k == name && matches!(v.as_str(), "1" | "true" | "True"))
+}
+
+/// Docker's `filters` query parameter (`{"label": ["a=b"], "status": {"running": true}}`)
+/// as the engine's (key, value) pairs.
+fn filters(q: &[(String, String)]) -> Result<Vec<(String, String)>, String> {
+    let Some((_, text)) = q.iter().find(|(k, _)| k == "filters") else {
+        return Ok(Vec::new());
+    };
+    if text.is_empty() {
+        return Ok(Vec::new());
+    }
+    let v: Value = serde_json::from_str(text).map_err(|e| format!("invalid filter: {e}"))?;
+    let mut out = Vec::new();
+    for (k, vals) in v.as_object().into_iter().flatten() {
+        match vals {
+            Value::Array(items) => out.extend(
+                items
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .map(|s| (k.clone(), s.to_string())),
+            ),
+            Value::Object(m) => out.extend(
+                m.iter()
+                    .filter(|(_, on)| on.as_bool() != Some(false))
+                    .map(|(s, _)| (k.clone(), s.clone())),
+            ),
+            _ => return Err(format!("invalid filter {k}")),
+        }
+    }
+    Ok(out)
+}
+
+fn unix_time(rfc3339: &str) -> i64 {
+    chrono::DateTime::parse_from_rfc3339(rfc3339)
+        .map(|t| t.timestamp())
+        .unwrap_or(0)
+}
+
+/// Runs `f` on an engine, on a blocking thread.
+async fn with_engine(
+    roots: &Roots,
+    f: impl FnOnce(&Engine) -> Response<Body> + Send + 'static,
+) -> Response<Body> {
+    let opts = EngineOptions::new(&roots.root, &roots.run_root);
+    tokio::task::spawn_blocking(move || match Engine::open(opts) {
+        Ok(e) => f(&e),
+        Err(e) => engine_error(e),
+    })
+    .await
+    .unwrap_or_else(|_| {
+        error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the request's thread panicked",
+        )
+    })
+}
+
+fn version_json() -> Value {
+    let uts = nix::sys::utsname::uname().ok();
+    let kernel = uts
+        .as_ref()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    };
+    json!({
+        "Platform": {"Name": "berth"},
+        "Components": [{
+            "Name": "Engine",
+            "Version": env!("CARGO_PKG_VERSION"),
+            "Details": {"ApiVersion": API_VERSION, "MinAPIVersion": MIN_API_VERSION, "Os": "linux", "Arch": arch, "KernelVersion": kernel},
+        }],
+        "Version": env!("CARGO_PKG_VERSION"),
+        "ApiVersion": API_VERSION,
+        "MinAPIVersion": MIN_API_VERSION,
+        "GitCommit": "",
+        "GoVersion": "",
+        "Os": "linux",
+        "Arch": arch,
+        "KernelVersion": kernel,
+        "BuildTime": "",
+    })
+}
+
+/// `GET /containers/json`.
+fn list_containers(e: &Engine, q: &[(String, String)]) -> Response<Body> {
+    let filters = match filters(q) {
+        Ok(f) => f,
+        Err(msg) => return error(StatusCode::BAD_REQUEST, msg),
+    };
+    let list = match e.list_containers(flag(q, "all"), &filters) {
+        Ok(l) => l,
+        Err(err) => return engine_error(err),
+    };
+    let limit: Option<usize> = q
+        .iter()
+        .find(|(k, _)| k == "limit")
+        .and_then(|(_, v)| v.parse().ok())
+        .filter(|n: &usize| *n > 0);
+    let items: Vec<Value> = list
+        .iter()
+        .take(limit.unwrap_or(usize::MAX))
+        .map(|c| {
+            let ports: Vec<Value> = e
+                .published_ports(&c.id)
+                .iter()
+                .map(|p| {
+                    let (port, proto) = p.container_port.split_once('/').unwrap_or((&p.container_port, "tcp"));
+                    json!({"IP": p.host_ip, "PrivatePort": port.parse::<u16>().unwrap_or(0), "PublicPort": p.host_port, "Type": proto})
+                })
+                .collect();
+            let networks: serde_json::Map<String, Value> = e
+                .container_endpoints(&c.id)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|ep| {
+                    (
+                        ep.network.name.clone(),
+                        json!({"NetworkID": ep.network.id, "IPAddress": ep.ip.to_string(), "MacAddress": ep.mac}),
+                    )
+                })
+                .collect();
+            let mode = e
+                .find_container(&c.id)
+                .map(|r| r.host_config.network_mode)
+                .unwrap_or_default();
+            json!({
+                "Id": c.id,
+                "Names": [format!("/{}", c.names.trim_start_matches('/'))],
+                "Image": c.image,
+                "ImageID": c.image_id,
+                "Command": c.command,
+                "Created": unix_time(&c.created),
+                "Ports": ports,
+                "Labels": c.labels,
+                "State": c.state,
+                "Status": c.status,
+                "HostConfig": {"NetworkMode": mode},
+                "NetworkSettings": {"Networks": networks},
+                "Mounts": [],
+            })
+        })
+        .collect();
+    json_response(StatusCode::OK, &Value::Array(items))
+}
+
+/// `GET /images/json`.
+fn list_images(e: &Engine, q: &[(String, String)]) -> Response<Body> {
+    let filters = match filters(q) {
+        Ok(f) => f,
+        Err(msg) => return error(StatusCode::BAD_REQUEST, msg),
+    };
+    let rows = match e.list_images(&filters) {
+        Ok(r) => r,
+        Err(err) => return engine_error(err),
+    };
+    // One entry per image, with all its tags.
+    let mut by_id: Vec<(String, Value)> = Vec::new();
+    for r in rows {
+        let tag = (r.repository != "<none>").then(|| format!("{}:{}", r.repository, r.tag));
+        let digest = (!r.digest.is_empty() && r.digest != "<none>")
+            .then(|| format!("{}@{}", r.repository, r.digest));
+        match by_id.iter_mut().find(|(id, _)| *id == r.id) {
+            Some((_, v)) => {
+                if let Some(t) = tag {
+                    v["RepoTags"].as_array_mut().expect("a list").push(json!(t));
+                }
+            }
+            None => by_id.push((
+                r.id.clone(),
+                json!({
+                    "Id": r.id,
+                    "ParentId": "",
+                    "RepoTags": tag.into_iter().collect::<Vec<_>>(),
+                    "RepoDigests": digest.into_iter().collect::<Vec<_>>(),
+                    "Created": unix_time(&r.created),
+                    "Size": r.size,
+                    "SharedSize": -1,
+                    "VirtualSize": r.size,
+                    "Labels": {},
+                    "Containers": -1,
+                }),
+            )),
+        }
+    }
+    json_response(
+        StatusCode::OK,
+        &Value::Array(by_id.into_iter().map(|(_, v)| v).collect()),
+    )
+}
+
+/// Endpoints of Docker's that berth does not have (swarm, plugins): 501, never a fake
+/// success.
+const UNSUPPORTED: [&str; 9] = [
+    "swarm",
+    "nodes",
+    "services",
+    "tasks",
+    "secrets",
+    "configs",
+    "plugins",
+    "distribution",
+    "session",
+];
+
+/// Routes one request.
+pub async fn handle(roots: Roots, req: Request<Body>) -> Response<Body> {
+    let full = req.uri().path().to_string();
+    let Some(path) = unversioned(&full).map(String::from) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "client version in {full} is not supported: berth speaks API {MIN_API_VERSION} to {API_VERSION}"
+            ),
+        );
+    };
+    let q = query(&req);
+    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let method = req.method().clone();
+    match (&method, segs.as_slice()) {
+        (&Method::GET | &Method::HEAD, ["_ping"]) => Response::builder()
+            .status(StatusCode::OK)
+            .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+            .header("Api-Version", API_VERSION)
+            .header("Docker-Experimental", "false")
+            .header("Ostype", "linux")
+            .header("Cache-Control", "no-cache, no-store, must-revalidate")
+            .header("Pragma", "no-cache")
+            .body(Body::from(if method == Method::HEAD { "" } else { "OK" }))
+            .expect("a valid response"),
+        (&Method::GET, ["version"]) => json_response(StatusCode::OK, &version_json()),
+        (&Method::GET, ["info"]) => {
+            with_engine(&roots, |e| match e.info() {
+                Ok(v) => json_response(StatusCode::OK, &v),
+                Err(err) => engine_error(err),
+            })
+            .await
+        }
+        (&Method::GET, ["containers", "json"]) => {
+            with_engine(&roots, move |e| list_containers(e, &q)).await
+        }
+        (&Method::GET, ["containers", id, "json"]) => {
+            let id = id.to_string();
+            with_engine(&roots, move |e| match e.inspect_container(&id) {
+                Ok(v) => json_response(StatusCode::OK, &v),
+                Err(err) => engine_error(err),
+            })
+            .await
+        }
+        (&Method::GET, ["images", "json"]) => {
+            with_engine(&roots, move |e| list_images(e, &q)).await
+        }
+        (&Method::GET, ["networks", id]) => {
+            let id = id.to_string();
+            with_engine(&roots, move |e| match e.inspect_network(&id) {
+                Ok(v) => json_response(StatusCode::OK, &v),
+                Err(err) => engine_error(err),
+            })
+            .await
+        }
+        (&Method::GET, ["volumes", name]) => {
+            let name = name.to_string();
+            with_engine(&roots, move |e| match e.inspect_volume(&name) {
+                Ok(v) => json_response(
+                    StatusCode::OK,
+                    &serde_json::to_value(v).expect("a volume serialises"),
+                ),
+                Err(err) => engine_error(err),
+            })
+            .await
+        }
+        // Image names may hold slashes: everything between `images/` and `/json`.
+        (&Method::GET, ["images", name @ .., "json"]) if !name.is_empty() => {
+            let name = name.join("/");
+            with_engine(&roots, move |e| match e.inspect_image(&name) {
+                Ok(v) => json_response(StatusCode::OK, &v),
+                Err(err) => engine_error(err),
+            })
+            .await
+        }
+        (_, [first, ..]) if UNSUPPORTED.contains(first) => error(
+            StatusCode::NOT_IMPLEMENTED,
+            format!("{first} is not supported by berth (no swarm, no plugins)"),
+        ),
+        (
+            _,
+            ["containers" | "images" | "exec" | "build" | "volumes" | "networks" | "events"
+            | "system" | "auth" | "commit", ..],
+        ) => error(
+            StatusCode::NOT_IMPLEMENTED,
+            format!("{method} {path} is not implemented yet in berth serve"),
+        ),
+        _ => error(StatusCode::NOT_FOUND, "page not found"),
+    }
+}
+
+/// Serves the API on the unix socket at `path` until the process ends. The socket is
+/// made anew, mode 0660 (group `berth` when that group exists).
+pub async fn serve_unix(path: PathBuf, roots: Roots) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let _ = std::fs::remove_file(&path);
+    let listener = tokio::net::UnixListener::bind(&path)?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o660))?;
+    if let Ok(Some(g)) = nix::unistd::Group::from_name("berth") {
+        let _ = nix::unistd::chown(&path, None, Some(g.gid));
+    }
+    let app = axum::Router::new().fallback(move |req: Request<Body>| handle(roots.clone(), req));
+    axum::serve(listener, app).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versioned_paths_are_accepted_from_1_24_to_ours() {
+        assert_eq!(
+            unversioned("/v1.41/containers/json"),
+            Some("/containers/json")
+        );
+        assert_eq!(unversioned("/v1.24/_ping"), Some("/_ping"));
+        assert_eq!(unversioned("/_ping"), Some("/_ping"));
+        assert_eq!(unversioned("/v1.12/version"), None);
+        assert_eq!(unversioned("/v1.99/version"), None);
+        assert_eq!(unversioned("/version"), Some("/version"));
+    }
+
+    #[test]
+    fn queries_and_filters_decode_as_docker_sends_them() {
+        let req = Request::builder()
+            .uri("/containers/json?all=1&filters=%7B%22label%22%3A%5B%22a%3Db%22%5D%2C%22status%22%3A%7B%22running%22%3Atrue%7D%7D")
+            .body(Body::empty())
+            .unwrap();
+        let q = query(&req);
+        assert!(flag(&q, "all"));
+        let f = filters(&q).unwrap();
+        assert_eq!(
+            f,
+            [
+                ("label".to_string(), "a=b".to_string()),
+                ("status".to_string(), "running".to_string())
+            ]
+        );
+    }
+}
