@@ -16,6 +16,9 @@ use serde_json::{json, Value};
 pub const API_VERSION: &str = "1.47";
 pub const MIN_API_VERSION: &str = "1.24";
 
+/// The largest request body read (a container's create config is a few KiB).
+const MAX_BODY: usize = 16 << 20;
+
 /// Where the engine's state is.
 #[derive(Debug, Clone)]
 pub struct Roots {
@@ -309,6 +312,352 @@ fn list_images(e: &Engine, q: &[(String, String)]) -> Response<Body> {
     )
 }
 
+/// Takes out every null member of every object in `v`.
+fn drop_nulls(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            m.retain(|_, x| !x.is_null());
+            m.values_mut().for_each(drop_nulls);
+        }
+        Value::Array(items) => items.iter_mut().for_each(drop_nulls),
+        _ => {}
+    }
+}
+
+/// A Docker `Mount` object as the engine's mount.
+fn mount_of(m: &Value) -> Result<berth_engine::model::MountSpec, String> {
+    let text = |k: &str| {
+        m.get(k)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    let mut spec = berth_engine::model::MountSpec {
+        kind: text("Type"),
+        source: text("Source"),
+        target: text("Target"),
+        read_only: m.get("ReadOnly").and_then(Value::as_bool).unwrap_or(false),
+        ..Default::default()
+    };
+    if let Some(p) = m
+        .pointer("/BindOptions/Propagation")
+        .and_then(Value::as_str)
+    {
+        spec.options.push(p.to_string());
+    }
+    spec.no_copy = m
+        .pointer("/VolumeOptions/NoCopy")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    spec.tmpfs_size = m.pointer("/TmpfsOptions/SizeBytes").and_then(Value::as_i64);
+    spec.tmpfs_mode = m
+        .pointer("/TmpfsOptions/Mode")
+        .and_then(Value::as_u64)
+        .map(|x| x as u32);
+    if spec.target.is_empty() {
+        return Err("invalid mount config: target is required".into());
+    }
+    if !matches!(spec.kind.as_str(), "bind" | "volume" | "tmpfs") {
+        return Err(format!(
+            "invalid mount config: unsupported mount type {:?}",
+            spec.kind
+        ));
+    }
+    if spec.kind == "bind" {
+        if !spec.source.starts_with('/') {
+            return Err(format!(
+                "invalid mount config for type \"bind\": invalid mount path: '{}' mount path must be absolute",
+                spec.source
+            ));
+        }
+        if !std::path::Path::new(&spec.source).exists() {
+            return Err(format!(
+                "invalid mount config for type \"bind\": bind source path does not exist: {}",
+                spec.source
+            ));
+        }
+    }
+    Ok(spec)
+}
+
+/// `POST /containers/create`: Docker's body (a `Config` with `HostConfig` and
+/// `NetworkingConfig`) as the engine's create options.
+fn create_container(e: &Engine, q: &[(String, String)], body: &[u8]) -> Response<Body> {
+    let bad = |m: String| error(StatusCode::BAD_REQUEST, m);
+    let mut v: Value = match serde_json::from_slice(body) {
+        Ok(v) => v,
+        Err(err) => return bad(format!("invalid JSON: {err}")),
+    };
+    // Docker's clients send null for what they leave unset: the engine's defaults.
+    drop_nulls(&mut v);
+    let Some(image) = v.get("Image").and_then(Value::as_str).map(String::from) else {
+        return bad("config.Image must be specified".into());
+    };
+    let mut config: berth_engine::model::ContainerConfig = match serde_json::from_value(v.clone()) {
+        Ok(c) => c,
+        Err(err) => return bad(format!("invalid container config: {err}")),
+    };
+    let entrypoint = match v.get("Entrypoint") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(vec![s.clone()]),
+        Some(Value::Array(a)) => Some(
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(String::from)
+                .collect(),
+        ),
+        Some(_) => return bad("invalid Entrypoint".into()),
+    };
+    config.entrypoint = None;
+    let mut hc_v = v.get("HostConfig").cloned().unwrap_or_else(|| json!({}));
+    let api_mounts = hc_v.as_object_mut().and_then(|o| o.remove("Mounts"));
+    let mut host_config: berth_engine::model::HostConfig = match serde_json::from_value(hc_v) {
+        Ok(h) => h,
+        Err(err) => return bad(format!("invalid HostConfig: {err}")),
+    };
+    let mut mounts = Vec::new();
+    for b in &host_config.binds {
+        match berth_engine::mounts::parse_volume(b) {
+            Ok(m) => mounts.push(m),
+            Err(err) => return bad(err),
+        }
+    }
+    for m in api_mounts
+        .iter()
+        .flat_map(|m| m.as_array().into_iter().flatten())
+    {
+        match mount_of(m) {
+            Ok(m) => mounts.push(m),
+            Err(err) => return bad(err),
+        }
+    }
+    for (path, opts) in &host_config.tmpfs {
+        match berth_engine::mounts::parse_tmpfs(&format!("{path}:{opts}")) {
+            Ok(m) => mounts.push(m),
+            Err(err) => return bad(err),
+        }
+    }
+    host_config.mounts = mounts;
+    // The endpoint on the container's network: aliases, address, MAC.
+    let mode = host_config.network_mode.clone();
+    let endpoints = v
+        .pointer("/NetworkingConfig/EndpointsConfig")
+        .and_then(Value::as_object);
+    let ep = endpoints.and_then(|m| m.get(&mode).or_else(|| m.values().next()));
+    let endpoint = berth_engine::networks::EndpointRequest {
+        ip: ep
+            .and_then(|e| e.pointer("/IPAMConfig/IPv4Address"))
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .map(String::from),
+        mac: ep
+            .and_then(|e| e.get("MacAddress"))
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .map(String::from),
+        aliases: ep
+            .and_then(|e| e.get("Aliases"))
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(String::from)
+                    .collect()
+            })
+            .unwrap_or_default(),
+    };
+    let name = q
+        .iter()
+        .find(|(k, _)| k == "name")
+        .map(|(_, v)| v.clone())
+        .filter(|n| !n.is_empty());
+    let opts = berth_engine::containers::CreateOptions {
+        name,
+        image,
+        config,
+        entrypoint,
+        host_config,
+        endpoint,
+    };
+    match e.create_container(opts) {
+        Ok((id, warnings)) => json_response(
+            StatusCode::CREATED,
+            &json!({"Id": id, "Warnings": warnings}),
+        ),
+        Err(err) => engine_error(err),
+    }
+}
+
+fn no_content() -> Response<Body> {
+    Response::builder()
+        .status(StatusCode::NO_CONTENT)
+        .header("Api-Version", API_VERSION)
+        .body(Body::empty())
+        .expect("a valid response")
+}
+
+fn not_modified() -> Response<Body> {
+    Response::builder()
+        .status(StatusCode::NOT_MODIFIED)
+        .header("Api-Version", API_VERSION)
+        .body(Body::empty())
+        .expect("a valid response")
+}
+
+fn running(e: &Engine, id: &str) -> Result<bool, EngineError> {
+    let rec = e.find_container(id)?;
+    Ok(e.container_state(&rec.id)?.status.is_active())
+}
+
+fn param(q: &[(String, String)], name: &str) -> Option<String> {
+    q.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+}
+
+/// The container lifecycle endpoints: start, stop, restart, kill, wait, DELETE, logs.
+fn container_action(
+    e: &Engine,
+    method: &Method,
+    id: &str,
+    action: &str,
+    q: &[(String, String)],
+) -> Response<Body> {
+    let result = (|| -> Result<Response<Body>, EngineError> {
+        let timeout = param(q, "t").and_then(|t| t.parse::<i64>().ok());
+        Ok(match (method, action) {
+            (&Method::POST, "start") => {
+                if running(e, id)? {
+                    not_modified()
+                } else {
+                    e.start_container(id, false)?;
+                    no_content()
+                }
+            }
+            (&Method::POST, "stop") => {
+                if !running(e, id)? {
+                    not_modified()
+                } else {
+                    e.stop_container(id, timeout)?;
+                    no_content()
+                }
+            }
+            (&Method::POST, "restart") => {
+                e.stop_container(id, timeout)?;
+                e.start_container(id, false)?;
+                no_content()
+            }
+            (&Method::POST, "kill") => {
+                let sig = param(q, "signal").unwrap_or_else(|| "SIGKILL".into());
+                let Some(n) = berth_engine::sys::parse_signal(&sig) else {
+                    return Ok(error(
+                        StatusCode::BAD_REQUEST,
+                        format!("invalid signal: {sig}"),
+                    ));
+                };
+                if !running(e, id)? {
+                    let rec = e.find_container(id)?;
+                    return Ok(error(
+                        StatusCode::CONFLICT,
+                        format!(
+                            "Cannot kill container: {}: Container {} is not running",
+                            id, rec.id
+                        ),
+                    ));
+                }
+                e.kill_container(id, n)?;
+                no_content()
+            }
+            (&Method::POST, "wait") => {
+                let rec = e.find_container(id)?;
+                let condition = param(q, "condition").unwrap_or_else(|| "not-running".into());
+                if condition == "next-exit" || running(e, &rec.id)? {
+                    e.wait_container(&rec.id)?;
+                }
+                let code = if condition == "removed" {
+                    // Gone with --rm: its last state is what the monitor left.
+                    let st = e.container_state(&rec.id).ok();
+                    while e.find_container(&rec.id).is_ok() {
+                        std::thread::sleep(std::time::Duration::from_millis(20));
+                    }
+                    st.map(|s| s.exit_code).unwrap_or(0)
+                } else {
+                    e.container_state(&rec.id)?.exit_code
+                };
+                json_response(StatusCode::OK, &json!({"StatusCode": code, "Error": null}))
+            }
+            (&Method::DELETE, "") => {
+                if running(e, id)? && !flag(q, "force") {
+                    let rec = e.find_container(id)?;
+                    return Ok(error(
+                        StatusCode::CONFLICT,
+                        format!(
+                            "cannot remove container \"/{}\": container is running: stop the container before removing or force remove",
+                            rec.name
+                        ),
+                    ));
+                }
+                e.remove_container(id, flag(q, "force"), flag(q, "v"))?;
+                no_content()
+            }
+            (&Method::GET, "logs") => {
+                if flag(q, "follow") {
+                    return Ok(error(
+                        StatusCode::NOT_IMPLEMENTED,
+                        "following logs is not implemented yet in berth serve",
+                    ));
+                }
+                let rec = e.find_container(id)?;
+                let path = e.container_dir(&rec.id).join("log.json");
+                let mut lines = berth_engine::logs::read_all(&path).unwrap_or_default();
+                if let Some(n) = param(q, "tail").and_then(|t| t.parse::<usize>().ok()) {
+                    let skip = lines.len().saturating_sub(n);
+                    lines.drain(..skip);
+                }
+                let (out, err) = (flag(q, "stdout"), flag(q, "stderr"));
+                let ts = flag(q, "timestamps");
+                let mut body = Vec::new();
+                for l in lines {
+                    let is_err = l.stream == "stderr";
+                    if (is_err && !err) || (!is_err && !out) {
+                        continue;
+                    }
+                    let text = if ts {
+                        format!("{} {}", l.time, l.log)
+                    } else {
+                        l.log
+                    };
+                    if rec.config.tty {
+                        body.extend_from_slice(text.as_bytes());
+                    } else {
+                        // Docker's multiplexed frames: stream, three zeros, big-endian size.
+                        body.push(if is_err { 2 } else { 1 });
+                        body.extend_from_slice(&[0, 0, 0]);
+                        body.extend_from_slice(&(text.len() as u32).to_be_bytes());
+                        body.extend_from_slice(text.as_bytes());
+                    }
+                }
+                let kind = if rec.config.tty {
+                    "application/vnd.docker.raw-stream"
+                } else {
+                    "application/vnd.docker.multiplexed-stream"
+                };
+                Response::builder()
+                    .status(StatusCode::OK)
+                    .header(header::CONTENT_TYPE, kind)
+                    .header("Api-Version", API_VERSION)
+                    .body(Body::from(body))
+                    .expect("a valid response")
+            }
+            _ => error(
+                StatusCode::NOT_IMPLEMENTED,
+                format!(
+                    "{method} /containers/{{id}}/{action} is not implemented yet in berth serve"
+                ),
+            ),
+        })
+    })();
+    result.unwrap_or_else(engine_error)
+}
+
 /// Endpoints of Docker's that berth does not have (swarm, plugins): 501, never a fake
 /// success.
 const UNSUPPORTED: [&str; 9] = [
@@ -358,6 +707,30 @@ pub async fn handle(roots: Roots, req: Request<Body>) -> Response<Body> {
         }
         (&Method::GET, ["containers", "json"]) => {
             with_engine(&roots, move |e| list_containers(e, &q)).await
+        }
+        (&Method::POST, ["containers", "create"]) => {
+            let body = match axum::body::to_bytes(req.into_body(), MAX_BODY).await {
+                Ok(b) => b,
+                Err(err) => {
+                    return error(StatusCode::BAD_REQUEST, format!("reading the body: {err}"))
+                }
+            };
+            with_engine(&roots, move |e| create_container(e, &q, &body)).await
+        }
+        (
+            &Method::POST,
+            ["containers", id, action @ ("start" | "stop" | "restart" | "kill" | "wait")],
+        )
+        | (&Method::GET, ["containers", id, action @ "logs"]) => {
+            let (id, action) = (id.to_string(), action.to_string());
+            with_engine(&roots, move |e| {
+                container_action(e, &method, &id, &action, &q)
+            })
+            .await
+        }
+        (&Method::DELETE, ["containers", id]) => {
+            let id = id.to_string();
+            with_engine(&roots, move |e| container_action(e, &method, &id, "", &q)).await
         }
         (&Method::GET, ["containers", id, "json"]) => {
             let id = id.to_string();

@@ -13,6 +13,19 @@ use berth_engine::model::{
     ContainerConfig, HostConfig, LogConfig, MountSpec, RestartPolicy, Ulimit,
 };
 use berth_engine::spec::parse_bytes;
+
+/// The engine's mount parsers, their errors as `run`'s (125).
+fn parse_volume(v: &str) -> CliResult<MountSpec> {
+    berth_engine::mounts::parse_volume(v).map_err(invalid)
+}
+
+pub fn parse_mount(v: &str) -> CliResult<MountSpec> {
+    berth_engine::mounts::parse_mount(v).map_err(invalid)
+}
+
+fn parse_tmpfs(v: &str) -> CliResult<MountSpec> {
+    berth_engine::mounts::parse_tmpfs(v).map_err(invalid)
+}
 use berth_engine::Engine;
 use clap::{ArgAction, Args};
 
@@ -222,125 +235,6 @@ fn parse_env_file(p: &PathBuf) -> CliResult<Vec<String>> {
         }
     }
     Ok(out)
-}
-
-/// `-v` in Docker's forms.
-pub fn parse_volume(v: &str) -> CliResult<MountSpec> {
-    let parts: Vec<&str> = v.split(':').collect();
-    let (src, dst, opts) = match parts.as_slice() {
-        [dst] => ("", *dst, ""),
-        [src, dst] if dst.starts_with('/') => (*src, *dst, ""),
-        [dst, opts] => ("", *dst, *opts),
-        [src, dst, opts] => (*src, *dst, *opts),
-        _ => return Err(invalid(format!("invalid volume specification: '{v}'"))),
-    };
-    if !dst.starts_with('/') {
-        return Err(invalid(format!(
-            "invalid volume specification: '{v}': the container path must be absolute"
-        )));
-    }
-    let mut m = MountSpec {
-        target: dst.to_string(),
-        ..Default::default()
-    };
-    for o in opts.split(',').filter(|o| !o.is_empty()) {
-        match o {
-            "ro" => m.read_only = true,
-            "rw" | "z" | "Z" => {}
-            "nocopy" => m.no_copy = true,
-            "rprivate" | "private" | "rshared" | "shared" | "rslave" | "slave" => {
-                m.options.push(o.to_string())
-            }
-            _ => {
-                return Err(invalid(format!(
-                    "invalid volume specification: '{v}': unknown option {o:?}"
-                )))
-            }
-        }
-    }
-    if src.is_empty() {
-        m.kind = "volume".into();
-    } else if src.starts_with('/') || src.starts_with('.') {
-        m.kind = "bind".into();
-        let p = std::path::absolute(src).map_err(|e| invalid(format!("{src}: {e}")))?;
-        m.source = p.display().to_string();
-        m.options.push("create".into());
-    } else {
-        m.kind = "volume".into();
-        m.source = src.to_string();
-    }
-    Ok(m)
-}
-
-/// `--mount` key=value lists.
-pub fn parse_mount(v: &str) -> CliResult<MountSpec> {
-    let mut m = MountSpec {
-        kind: "volume".into(),
-        ..Default::default()
-    };
-    for kv in v.split(',') {
-        let (k, val) = kv.split_once('=').unwrap_or((kv, ""));
-        match k {
-            "type" => m.kind = val.to_string(),
-            "source" | "src" => m.source = val.to_string(),
-            "target" | "destination" | "dst" => m.target = val.to_string(),
-            "readonly" | "ro" => m.read_only = val.is_empty() || val == "true" || val == "1",
-            "bind-propagation" => m.options.push(val.to_string()),
-            "volume-nocopy" => m.no_copy = val.is_empty() || val == "true",
-            "tmpfs-size" => {
-                m.tmpfs_size = Some(
-                    parse_bytes(val)
-                        .ok_or_else(|| invalid(format!("invalid tmpfs-size: {val}")))?,
-                )
-            }
-            "tmpfs-mode" => {
-                m.tmpfs_mode = Some(
-                    u32::from_str_radix(val, 8)
-                        .map_err(|_| invalid(format!("invalid tmpfs-mode: {val}")))?,
-                )
-            }
-            "consistency" | "volume-driver" => {}
-            _ => {
-                return Err(invalid(format!(
-                    "invalid field '{k}' must be a key=value pair"
-                )))
-            }
-        }
-    }
-    if m.target.is_empty() {
-        return Err(invalid("invalid mount config: target is required"));
-    }
-    if !matches!(m.kind.as_str(), "bind" | "volume" | "tmpfs") {
-        return Err(invalid(format!(
-            "invalid mount config: unsupported mount type {:?}",
-            m.kind
-        )));
-    }
-    if m.kind == "bind" && m.source.is_empty() {
-        return Err(invalid(
-            "invalid mount config for type \"bind\": field Source must not be empty",
-        ));
-    }
-    Ok(m)
-}
-
-fn parse_tmpfs(v: &str) -> CliResult<MountSpec> {
-    let (path, opts) = v.split_once(':').unwrap_or((v, ""));
-    if !path.starts_with('/') {
-        return Err(invalid(format!(
-            "invalid tmpfs specification: '{v}': the path must be absolute"
-        )));
-    }
-    Ok(MountSpec {
-        kind: "tmpfs".into(),
-        target: path.to_string(),
-        options: opts
-            .split(',')
-            .filter(|o| !o.is_empty())
-            .map(String::from)
-            .collect(),
-        ..Default::default()
-    })
 }
 
 impl CreateFlags {

@@ -38,8 +38,18 @@ fn serve(b: &Berth) -> Serve {
 
 /// One HTTP/1.0 request on the socket: (status, body).
 fn http(socket: &Path, method: &str, path: &str) -> (u16, String) {
+    http_with(socket, method, path, "")
+}
+
+/// [`http`] with a JSON body.
+fn http_with(socket: &Path, method: &str, path: &str, body: &str) -> (u16, String) {
     let mut s = UnixStream::connect(socket).unwrap();
-    write!(s, "{method} {path} HTTP/1.0\r\nHost: berth\r\n\r\n").unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.0\r\nHost: berth\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
     let status = out
@@ -98,6 +108,27 @@ fn the_api_answers_with_dockers_shapes_and_codes() {
     assert_eq!(http(&s.socket, "GET", "/v1.12/version").0, 400);
     let (code, body) = http(&s.socket, "GET", "/containers/json?filters=%7Bnot-json");
     assert_eq!(code, 400, "{body}");
+    // Create: Docker's body, nulls and all; bad bodies are 400; a no-op start is 304.
+    let (code, body) = http_with(
+        &s.socket,
+        "POST",
+        "/v1.41/containers/create?name=made",
+        r#"{"Image":"busybox:test","Cmd":["sleep","1000"],"Env":null,"Entrypoint":null,"HostConfig":{"NetworkMode":"none","Binds":null}}"#,
+    );
+    assert_eq!(code, 201, "{body}");
+    assert_eq!(http(&s.socket, "POST", "/containers/made/start").0, 204);
+    assert_eq!(http(&s.socket, "POST", "/containers/made/start").0, 304);
+    assert_eq!(http(&s.socket, "DELETE", "/containers/made").0, 409);
+    assert_eq!(http(&s.socket, "DELETE", "/containers/made?force=1").0, 204);
+    let (code, body) = http_with(&s.socket, "POST", "/containers/create", "{not json");
+    assert_eq!(code, 400, "{body}");
+    let (code, body) = http_with(
+        &s.socket,
+        "POST",
+        "/containers/create",
+        r#"{"Image":"nope:1"}"#,
+    );
+    assert_eq!(code, 404, "{body}");
 }
 
 #[test]
@@ -151,8 +182,49 @@ fn the_docker_cli_lists_and_inspects_what_berth_made() {
     let (code, _, err) = docker(&["inspect", "nosuch"]);
     assert_eq!(code, Some(1));
     assert!(err.contains("No such object: nosuch"), "{err}");
+
+    // A container's life through the API: created and started, logged, stopped,
+    // started, killed, removed; what the CLI sees is the same.
+    let (code, _, err) = docker(&[
+        "run",
+        "-d",
+        "--name",
+        "api-made",
+        "--network",
+        "none",
+        "-v",
+        "/tmp:/host:ro",
+        "--label",
+        "made=api",
+        "busybox:test",
+        "sh",
+        "-c",
+        "echo to-stdout; echo to-stderr >&2; sleep 1000",
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(b.inspect("api-made", "{{.State.Status}}"), "running");
+    assert_eq!(b.inspect("api-made", "{{.Config.Labels.made}}"), "api");
+    assert_eq!(
+        b.inspect("api-made", "{{range .Mounts}}{{.Destination}}{{end}}"),
+        "/host"
+    );
+    assert!(common::eventually(5, || docker(&["logs", "api-made"]).1 == "to-stdout\n"));
+    assert_eq!(docker(&["logs", "api-made"]).2, "to-stderr\n");
+    let (code, _, err) = docker(&["stop", "-t", "0", "api-made"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(b.inspect("api-made", "{{.State.Status}}"), "exited");
+    let (code, _, err) = docker(&["rm", "web"]);
+    assert_ne!(code, Some(0));
+    assert!(err.contains("container is running"), "{err}");
+    docker(&["start", "api-made"]);
+    assert_eq!(b.inspect("api-made", "{{.State.Status}}"), "running");
+    docker(&["kill", "api-made"]);
+    assert_eq!(docker(&["wait", "api-made"]).1.trim(), "137");
+    let (code, _, err) = docker(&["rm", "api-made"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(b.run(&["inspect", "api-made"]).status.code() != Some(0));
     // What is not there yet says so.
-    let (code, _, err) = docker(&["rm", "-f", "web"]);
+    let (code, _, err) = docker(&["volume", "ls"]);
     assert_ne!(code, Some(0));
     assert!(err.contains("not implemented yet in berth serve"), "{err}");
 }

@@ -31,6 +31,7 @@ pub mod images;
 pub mod logs;
 pub mod model;
 pub mod monitor;
+pub mod mounts;
 pub mod names;
 pub mod networks;
 pub mod prune;
