@@ -223,8 +223,37 @@ fn the_docker_cli_lists_and_inspects_what_berth_made() {
     let (code, _, err) = docker(&["rm", "api-made"]);
     assert_eq!(code, Some(0), "{err}");
     assert!(b.run(&["inspect", "api-made"]).status.code() != Some(0));
+    // Volumes and networks, connected to a running container.
+    assert_eq!(docker(&["volume", "create", "apidata"]).1.trim(), "apidata");
+    assert!(b.ok(&["volume", "ls"]).contains("apidata"));
+    let (code, _, err) = docker(&["network", "create", "--subnet", "10.216.9.0/24", "apinet"]);
+    assert_eq!(code, Some(0), "{err}");
+    let (_, out, _) = docker(&["network", "ls", "--format", "{{.Name}}"]);
+    for n in ["bridge", "apinet", "host", "none"] {
+        assert!(out.lines().any(|l| l == n), "{n}: {out}");
+    }
+    b.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "netted",
+        "busybox:test",
+        "sleep",
+        "1000",
+    ]);
+    let (code, _, err) = docker(&["network", "connect", "--alias", "db", "apinet", "netted"]);
+    assert_eq!(code, Some(0), "{err}");
+    let addrs = b.ok(&["exec", "netted", "ip", "-o", "-4", "addr"]);
+    assert!(addrs.contains("10.216.9."), "{addrs}");
+    assert_eq!(
+        docker(&["network", "disconnect", "apinet", "netted"]).0,
+        Some(0)
+    );
+    assert_eq!(docker(&["network", "rm", "apinet"]).0, Some(0));
+    assert_eq!(docker(&["volume", "rm", "apidata"]).0, Some(0));
+    assert!(!b.ok(&["volume", "ls"]).contains("apidata"));
     // What is not there yet says so.
-    let (code, _, err) = docker(&["volume", "ls"]);
+    let (code, _, err) = docker(&["exec", "web", "true"]);
     assert_ne!(code, Some(0));
     assert!(err.contains("not implemented yet in berth serve"), "{err}");
 }
