@@ -647,6 +647,31 @@ fn container_action(
                     .body(Body::from(body))
                     .expect("a valid response")
             }
+            (&Method::POST, "rename") => {
+                let Some(to) = param(q, "name").filter(|n| !n.is_empty()) else {
+                    return Ok(error(StatusCode::BAD_REQUEST, "rename needs a name"));
+                };
+                e.rename_container(id, &to)?;
+                no_content()
+            }
+            (&Method::POST, "pause") => {
+                e.pause_container(id)?;
+                no_content()
+            }
+            (&Method::POST, "unpause") => {
+                e.unpause_container(id)?;
+                no_content()
+            }
+            (&Method::GET, "top") => {
+                let args: Vec<String> = param(q, "ps_args")
+                    .map(|a| a.split_whitespace().map(String::from).collect())
+                    .unwrap_or_default();
+                let (titles, rows) = e.top(id, &args)?;
+                json_response(
+                    StatusCode::OK,
+                    &json!({"Titles": titles, "Processes": rows}),
+                )
+            }
             _ => error(
                 StatusCode::NOT_IMPLEMENTED,
                 format!(
@@ -902,9 +927,10 @@ pub async fn handle(roots: Roots, req: Request<Body>) -> Response<Body> {
         }
         (
             &Method::POST,
-            ["containers", id, action @ ("start" | "stop" | "restart" | "kill" | "wait")],
+            ["containers", id, action @ ("start" | "stop" | "restart" | "kill" | "wait" | "rename" | "pause"
+            | "unpause")],
         )
-        | (&Method::GET, ["containers", id, action @ "logs"]) => {
+        | (&Method::GET, ["containers", id, action @ ("logs" | "top")]) => {
             let (id, action) = (id.to_string(), action.to_string());
             with_engine(&roots, move |e| {
                 container_action(e, &method, &id, &action, &q)
@@ -956,6 +982,53 @@ pub async fn handle(roots: Roots, req: Request<Body>) -> Response<Body> {
                     StatusCode::OK,
                     &serde_json::to_value(v).expect("a volume serialises"),
                 ),
+                Err(err) => engine_error(err),
+            })
+            .await
+        }
+        (&Method::POST, ["images", name @ .., "tag"]) if !name.is_empty() => {
+            let name = name.join("/");
+            let repo = param(&q, "repo").unwrap_or_default();
+            let target = match param(&q, "tag").filter(|t| !t.is_empty()) {
+                Some(t) => format!("{repo}:{t}"),
+                None => repo,
+            };
+            with_engine(&roots, move |e| match e.tag(&name, &target) {
+                Ok(()) => json_response(StatusCode::CREATED, &Value::Null),
+                Err(err) => engine_error(err),
+            })
+            .await
+        }
+        (&Method::GET, ["images", name @ .., "history"]) if !name.is_empty() => {
+            let name = name.join("/");
+            with_engine(&roots, move |e| match e.history(&name) {
+                Ok(h) => {
+                    // The API gives times as Unix seconds.
+                    let mut v = serde_json::to_value(h).expect("history serialises");
+                    for row in v.as_array_mut().into_iter().flatten() {
+                        let t = row["Created"].as_str().map(unix_time).unwrap_or(0);
+                        row["Created"] = json!(t);
+                    }
+                    json_response(StatusCode::OK, &v)
+                }
+                Err(err) => engine_error(err),
+            })
+            .await
+        }
+        (&Method::DELETE, ["images", name @ ..]) if !name.is_empty() => {
+            let name = name.join("/");
+            let force = flag(&q, "force");
+            with_engine(&roots, move |e| match e.remove_image(&name, force) {
+                Ok(removed) => {
+                    let list: Vec<Value> = removed
+                        .into_iter()
+                        .map(|r| match r {
+                            berth_engine::images::Removed::Untagged(t) => json!({"Untagged": t}),
+                            berth_engine::images::Removed::Deleted(d) => json!({"Deleted": d}),
+                        })
+                        .collect();
+                    json_response(StatusCode::OK, &Value::Array(list))
+                }
                 Err(err) => engine_error(err),
             })
             .await

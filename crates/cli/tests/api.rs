@@ -252,6 +252,20 @@ fn the_docker_cli_lists_and_inspects_what_berth_made() {
     assert_eq!(docker(&["network", "rm", "apinet"]).0, Some(0));
     assert_eq!(docker(&["volume", "rm", "apidata"]).0, Some(0));
     assert!(!b.ok(&["volume", "ls"]).contains("apidata"));
+    // Images: tag, history, remove; containers: rename, top, pause.
+    assert_eq!(docker(&["tag", "busybox:test", "mine/box:1"]).0, Some(0));
+    assert!(b.ok(&["images"]).contains("mine/box"));
+    let (code, out, err) = docker(&["history", "--format", "{{.ID}} {{.Size}}", "mine/box:1"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(out.lines().count(), 1, "{out}");
+    let (code, out, err) = docker(&["rmi", "mine/box:1"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("Untagged: mine/box:1"), "{out}");
+    assert_eq!(docker(&["rename", "netted", "renamed"]).0, Some(0));
+    assert!(docker(&["top", "renamed"]).1.contains("sleep"));
+    assert_eq!(docker(&["pause", "renamed"]).0, Some(0));
+    assert_eq!(b.inspect("renamed", "{{.State.Status}}"), "paused");
+    assert_eq!(docker(&["unpause", "renamed"]).0, Some(0));
     // What is not there yet says so.
     let (code, _, err) = docker(&["exec", "web", "true"]);
     assert_ne!(code, Some(0));
