@@ -324,6 +324,31 @@ fn drop_nulls(v: &mut Value) {
     }
 }
 
+/// Docker's `EndpointSettings` (aliases, `IPAMConfig.IPv4Address`, MAC) as what the
+/// engine asks of an endpoint.
+fn endpoint_request(ep: Option<&Value>) -> berth_engine::networks::EndpointRequest {
+    let text = |p: &str| {
+        ep.and_then(|e| e.pointer(p))
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+    };
+    berth_engine::networks::EndpointRequest {
+        ip: text("/IPAMConfig/IPv4Address"),
+        mac: text("/MacAddress"),
+        aliases: ep
+            .and_then(|e| e.get("Aliases"))
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(String::from)
+                    .collect()
+            })
+            .unwrap_or_default(),
+    }
+}
+
 /// A Docker `Mount` object as the engine's mount.
 fn mount_of(m: &Value) -> Result<berth_engine::model::MountSpec, String> {
     let text = |k: &str| {
@@ -444,28 +469,7 @@ fn create_container(e: &Engine, q: &[(String, String)], body: &[u8]) -> Response
         .pointer("/NetworkingConfig/EndpointsConfig")
         .and_then(Value::as_object);
     let ep = endpoints.and_then(|m| m.get(&mode).or_else(|| m.values().next()));
-    let endpoint = berth_engine::networks::EndpointRequest {
-        ip: ep
-            .and_then(|e| e.pointer("/IPAMConfig/IPv4Address"))
-            .and_then(Value::as_str)
-            .filter(|s| !s.is_empty())
-            .map(String::from),
-        mac: ep
-            .and_then(|e| e.get("MacAddress"))
-            .and_then(Value::as_str)
-            .filter(|s| !s.is_empty())
-            .map(String::from),
-        aliases: ep
-            .and_then(|e| e.get("Aliases"))
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(Value::as_str)
-                    .map(String::from)
-                    .collect()
-            })
-            .unwrap_or_default(),
-    };
+    let endpoint = endpoint_request(ep);
     let name = q
         .iter()
         .find(|(k, _)| k == "name")
@@ -830,24 +834,7 @@ fn volumes_networks(
                     .to_string();
                 if *action == "connect" {
                     let ep = v.get("EndpointConfig");
-                    let req = berth_engine::networks::EndpointRequest {
-                        ip: ep
-                            .and_then(|e| e.pointer("/IPAMConfig/IPv4Address"))
-                            .and_then(Value::as_str)
-                            .filter(|s| !s.is_empty())
-                            .map(String::from),
-                        mac: None,
-                        aliases: ep
-                            .and_then(|e| e.get("Aliases"))
-                            .and_then(Value::as_array)
-                            .map(|a| {
-                                a.iter()
-                                    .filter_map(Value::as_str)
-                                    .map(String::from)
-                                    .collect()
-                            })
-                            .unwrap_or_default(),
-                    };
+                    let req = endpoint_request(ep);
                     e.connect_container(id, &container, &req)?;
                 } else {
                     e.disconnect_container(id, &container)?;

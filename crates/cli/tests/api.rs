@@ -61,9 +61,8 @@ fn http_with(socket: &Path, method: &str, path: &str, body: &str) -> (u16, Strin
     (status, body)
 }
 
-#[test]
-fn the_api_answers_with_dockers_shapes_and_codes() {
-    require_root!();
+/// A root with busybox:test and a running container `web` (on no network).
+fn with_web() -> Berth {
     let b = Berth::with_busybox();
     b.ok(&[
         "run",
@@ -76,6 +75,13 @@ fn the_api_answers_with_dockers_shapes_and_codes() {
         "sleep",
         "1000",
     ]);
+    b
+}
+
+#[test]
+fn the_api_answers_with_dockers_shapes_and_codes() {
+    require_root!();
+    let b = with_web();
     let s = serve(&b);
     let (code, body) = http(&s.socket, "GET", "/_ping");
     assert_eq!((code, body.as_str()), (200, "OK"));
@@ -141,18 +147,7 @@ fn the_docker_cli_lists_and_inspects_what_berth_made() {
         eprintln!("skipped: no docker CLI (apt-get install docker.io)");
         return;
     };
-    let b = Berth::with_busybox();
-    b.ok(&[
-        "run",
-        "-d",
-        "--name",
-        "web",
-        "--network",
-        "none",
-        "busybox:test",
-        "sleep",
-        "1000",
-    ]);
+    let b = with_web();
     let s = serve(&b);
     let docker = |args: &[&str]| {
         let out = Command::new(docker)
