@@ -503,6 +503,98 @@ fn param(q: &[(String, String)], name: &str) -> Option<String> {
     q.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
 }
 
+/// What a `logs` request asks for, and how its lines go on the wire.
+#[derive(Clone, Copy)]
+struct LogWant {
+    stdout: bool,
+    stderr: bool,
+    timestamps: bool,
+    tty: bool,
+}
+
+impl LogWant {
+    fn of(q: &[(String, String)], tty: bool) -> LogWant {
+        LogWant {
+            stdout: flag(q, "stdout"),
+            stderr: flag(q, "stderr"),
+            timestamps: flag(q, "timestamps"),
+            tty,
+        }
+    }
+
+    fn content_type(&self) -> &'static str {
+        if self.tty {
+            "application/vnd.docker.raw-stream"
+        } else {
+            "application/vnd.docker.multiplexed-stream"
+        }
+    }
+
+    /// `lines` as the client reads them: raw for a tty, else Docker's multiplexed
+    /// frames (stream, three zeros, big-endian size, the bytes).
+    fn frames(&self, lines: &[berth_engine::logs::LogLine]) -> Vec<u8> {
+        let mut body = Vec::new();
+        for l in lines {
+            let is_err = l.stream == "stderr";
+            if (is_err && !self.stderr) || (!is_err && !self.stdout) {
+                continue;
+            }
+            let text = if self.timestamps {
+                format!("{} {}", l.time, l.log)
+            } else {
+                l.log.clone()
+            };
+            if !self.tty {
+                body.push(if is_err { 2 } else { 1 });
+                body.extend_from_slice(&[0, 0, 0]);
+                body.extend_from_slice(&(text.len() as u32).to_be_bytes());
+            }
+            body.extend_from_slice(text.as_bytes());
+        }
+        body
+    }
+}
+
+/// A streamed `logs?follow=1` body: what is there, then what the container writes,
+/// until it stops or the client goes. A thread with its own engine reads the log file
+/// as it grows.
+fn follow_body(e: &Engine, id: String, path: PathBuf, first: Vec<u8>, want: LogWant) -> Body {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(64);
+    let opts = e.opts.clone();
+    let mut offset = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+    std::thread::spawn(move || {
+        if !first.is_empty() && tx.blocking_send(first).is_err() {
+            return;
+        }
+        let Ok(e) = Engine::open(opts) else {
+            return;
+        };
+        loop {
+            let running = e
+                .container_state(&id)
+                .map(|s| s.status.is_active())
+                .unwrap_or(false);
+            if let Ok((new, off)) = berth_engine::logs::read_from(&path, offset) {
+                offset = off;
+                let chunk = want.frames(&new);
+                if !chunk.is_empty() && tx.blocking_send(chunk).is_err() {
+                    return;
+                }
+            }
+            if !running || tx.is_closed() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|chunk| (Ok::<_, std::convert::Infallible>(chunk), rx))
+    });
+    Body::from_stream(stream)
+}
+
 /// The container lifecycle endpoints: start, stop, restart, kill, wait, DELETE, logs.
 fn container_action(
     e: &Engine,
@@ -589,52 +681,25 @@ fn container_action(
                 no_content()
             }
             (&Method::GET, "logs") => {
-                if flag(q, "follow") {
-                    return Ok(error(
-                        StatusCode::NOT_IMPLEMENTED,
-                        "following logs is not implemented yet in berth serve",
-                    ));
-                }
                 let rec = e.find_container(id)?;
                 let path = e.container_dir(&rec.id).join("log.json");
+                let want = LogWant::of(q, rec.config.tty);
                 let mut lines = berth_engine::logs::read_all(&path).unwrap_or_default();
                 if let Some(n) = param(q, "tail").and_then(|t| t.parse::<usize>().ok()) {
                     let skip = lines.len().saturating_sub(n);
                     lines.drain(..skip);
                 }
-                let (out, err) = (flag(q, "stdout"), flag(q, "stderr"));
-                let ts = flag(q, "timestamps");
-                let mut body = Vec::new();
-                for l in lines {
-                    let is_err = l.stream == "stderr";
-                    if (is_err && !err) || (!is_err && !out) {
-                        continue;
-                    }
-                    let text = if ts {
-                        format!("{} {}", l.time, l.log)
-                    } else {
-                        l.log
-                    };
-                    if rec.config.tty {
-                        body.extend_from_slice(text.as_bytes());
-                    } else {
-                        // Docker's multiplexed frames: stream, three zeros, big-endian size.
-                        body.push(if is_err { 2 } else { 1 });
-                        body.extend_from_slice(&[0, 0, 0]);
-                        body.extend_from_slice(&(text.len() as u32).to_be_bytes());
-                        body.extend_from_slice(text.as_bytes());
-                    }
-                }
-                let kind = if rec.config.tty {
-                    "application/vnd.docker.raw-stream"
+                let first = want.frames(&lines);
+                let body = if flag(q, "follow") {
+                    follow_body(e, rec.id.clone(), path, first, want)
                 } else {
-                    "application/vnd.docker.multiplexed-stream"
+                    Body::from(first)
                 };
                 Response::builder()
                     .status(StatusCode::OK)
-                    .header(header::CONTENT_TYPE, kind)
+                    .header(header::CONTENT_TYPE, want.content_type())
                     .header("Api-Version", API_VERSION)
-                    .body(Body::from(body))
+                    .body(body)
                     .expect("a valid response")
             }
             (&Method::POST, "rename") => {

@@ -218,6 +218,23 @@ fn the_docker_cli_lists_and_inspects_what_berth_made() {
     let (code, _, err) = docker(&["rm", "api-made"]);
     assert_eq!(code, Some(0), "{err}");
     assert!(b.run(&["inspect", "api-made"]).status.code() != Some(0));
+    // Following the logs: what comes while the container runs, to its end.
+    let (code, _, err) = docker(&[
+        "run",
+        "-d",
+        "--name",
+        "talker",
+        "--network",
+        "none",
+        "busybox:test",
+        "sh",
+        "-c",
+        "echo first; sleep 1; echo second",
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    let (code, out, err) = docker(&["logs", "-f", "talker"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(out, "first\nsecond\n");
     // Volumes and networks, connected to a running container.
     assert_eq!(docker(&["volume", "create", "apidata"]).1.trim(), "apidata");
     assert!(b.ok(&["volume", "ls"]).contains("apidata"));
