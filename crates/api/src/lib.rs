@@ -80,25 +80,9 @@ fn unversioned(path: &str) -> Option<&str> {
     Some(&path[path.len() - tail.len() - 1..])
 }
 
-/// The query string's parameters.
+/// The query string's parameters, decoded.
 fn query(req: &Request<Body>) -> Vec<(String, String)> {
-    req.uri()
-        .query()
-        .unwrap_or_default()
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            (percent_decode(k), percent_decode(v))
-        })
-        .collect()
-}
-
-/// A query string's part, decoded (`+` is a space, as forms write it).
-fn percent_decode(s: &str) -> String {
-    percent_encoding::percent_decode_str(&s.replace('+', " "))
-        .decode_utf8_lossy()
-        .into_owned()
+    berth_registry::server::query(req.uri())
 }
 
 fn flag(q: &[(String, String)], name: &str) -> bool {

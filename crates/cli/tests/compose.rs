@@ -512,12 +512,7 @@ fn up_reconciles_a_project_and_down_removes_it() {
     );
 
     // down: containers, the network and (with -v) the volume go.
-    let out = compose(&["down", "-v"], &[]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ok(&["down", "-v"], &[]);
     assert_eq!(b.ok(&["ps", "-aq"]), "");
     assert!(!b.ok(&["network", "ls"]).contains("shop_default"));
     assert!(!b.ok(&["volume", "ls"]).contains("shop_content"));
@@ -555,12 +550,7 @@ fn a_failed_up_is_cleaned_by_down_and_bad_projects_make_nothing() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no-such-program"), "{err}");
-    let out = compose(&["down"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    compose_ok(&b, &dir, &["down"], &[]);
     assert_eq!(b.ok(&["ps", "-aq"]), "");
     assert!(!b.ok(&["network", "ls"]).contains("broken_default"));
 }

@@ -479,20 +479,7 @@ fn containers_resolve_each_other_by_name_on_their_network_only() {
     let b = Berth::with_busybox();
     b.ok(&["network", "create", "app"]);
     b.ok(&["network", "create", "other"]);
-    let id = b
-        .ok(&[
-            "run",
-            "-d",
-            "--name",
-            "web",
-            "--network",
-            "app",
-            "busybox:test",
-            "sleep",
-            "1000",
-        ])
-        .trim()
-        .to_string();
+    let id = sleeper(&b, "web", &["--network", "app"]);
     let ip = ip_of(&b, "web", "app");
     let lookup = |net: &str, name: &str| {
         b.run(&[

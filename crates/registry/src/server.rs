@@ -197,7 +197,8 @@ fn route(path: &str) -> Option<Route> {
     None
 }
 
-fn query(uri: &axum::http::Uri) -> Vec<(String, String)> {
+/// A URI's query parameters, decoded (the API service reads them the same way).
+pub fn query(uri: &axum::http::Uri) -> Vec<(String, String)> {
     uri.query()
         .unwrap_or_default()
         .split('&')
