@@ -1,0 +1,486 @@
+//! Containers: list, create, and the life-cycle endpoints.
+
+use std::path::PathBuf;
+
+use axum::body::Body;
+use axum::http::{header, Method, Response, StatusCode};
+use berth_engine::{Engine, EngineError};
+use serde_json::{json, Value};
+
+use crate::*;
+
+/// `GET /containers/json`.
+pub(crate) fn list_containers(e: &Engine, q: &[(String, String)]) -> Response<Body> {
+    let filters = match filters(q) {
+        Ok(f) => f,
+        Err(msg) => return error(StatusCode::BAD_REQUEST, msg),
+    };
+    let list = match e.list_containers(flag(q, "all"), &filters) {
+        Ok(l) => l,
+        Err(err) => return engine_error(err),
+    };
+    let limit: Option<usize> = q
+        .iter()
+        .find(|(k, _)| k == "limit")
+        .and_then(|(_, v)| v.parse().ok())
+        .filter(|n: &usize| *n > 0);
+    let items: Vec<Value> = list
+        .iter()
+        .take(limit.unwrap_or(usize::MAX))
+        .map(|c| {
+            let ports: Vec<Value> = e
+                .published_ports(&c.id)
+                .iter()
+                .map(|p| {
+                    let (port, proto) = p.container_port.split_once('/').unwrap_or((&p.container_port, "tcp"));
+                    json!({"IP": p.host_ip, "PrivatePort": port.parse::<u16>().unwrap_or(0), "PublicPort": p.host_port, "Type": proto})
+                })
+                .collect();
+            let networks: serde_json::Map<String, Value> = e
+                .container_endpoints(&c.id)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|ep| {
+                    (
+                        ep.network.name.clone(),
+                        json!({"NetworkID": ep.network.id, "IPAddress": ep.ip.to_string(), "MacAddress": ep.mac}),
+                    )
+                })
+                .collect();
+            let mode = e
+                .find_container(&c.id)
+                .map(|r| r.host_config.network_mode)
+                .unwrap_or_default();
+            json!({
+                "Id": c.id,
+                "Names": [format!("/{}", c.names.trim_start_matches('/'))],
+                "Image": c.image,
+                "ImageID": c.image_id,
+                "Command": c.command,
+                "Created": unix_time(&c.created),
+                "Ports": ports,
+                "Labels": c.labels,
+                "State": c.state,
+                "Status": c.status,
+                "HostConfig": {"NetworkMode": mode},
+                "NetworkSettings": {"Networks": networks},
+                "Mounts": [],
+            })
+        })
+        .collect();
+    json_response(StatusCode::OK, &Value::Array(items))
+}
+
+/// Docker's `EndpointSettings` (aliases, `IPAMConfig.IPv4Address`, MAC) as what the
+/// engine asks of an endpoint.
+pub(crate) fn endpoint_request(ep: Option<&Value>) -> berth_engine::networks::EndpointRequest {
+    let text = |p: &str| {
+        ep.and_then(|e| e.pointer(p))
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+    };
+    berth_engine::networks::EndpointRequest {
+        ip: text("/IPAMConfig/IPv4Address"),
+        mac: text("/MacAddress"),
+        aliases: ep
+            .and_then(|e| e.get("Aliases"))
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(String::from)
+                    .collect()
+            })
+            .unwrap_or_default(),
+    }
+}
+
+/// A Docker `Mount` object as the engine's mount.
+pub(crate) fn mount_of(m: &Value) -> Result<berth_engine::model::MountSpec, String> {
+    let text = |k: &str| {
+        m.get(k)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    let mut spec = berth_engine::model::MountSpec {
+        kind: text("Type"),
+        source: text("Source"),
+        target: text("Target"),
+        read_only: m.get("ReadOnly").and_then(Value::as_bool).unwrap_or(false),
+        ..Default::default()
+    };
+    if let Some(p) = m
+        .pointer("/BindOptions/Propagation")
+        .and_then(Value::as_str)
+    {
+        spec.options.push(p.to_string());
+    }
+    spec.no_copy = m
+        .pointer("/VolumeOptions/NoCopy")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    spec.tmpfs_size = m.pointer("/TmpfsOptions/SizeBytes").and_then(Value::as_i64);
+    spec.tmpfs_mode = m
+        .pointer("/TmpfsOptions/Mode")
+        .and_then(Value::as_u64)
+        .map(|x| x as u32);
+    if spec.target.is_empty() {
+        return Err("invalid mount config: target is required".into());
+    }
+    if !matches!(spec.kind.as_str(), "bind" | "volume" | "tmpfs") {
+        return Err(format!(
+            "invalid mount config: unsupported mount type {:?}",
+            spec.kind
+        ));
+    }
+    if spec.kind == "bind" {
+        if !spec.source.starts_with('/') {
+            return Err(format!(
+                "invalid mount config for type \"bind\": invalid mount path: '{}' mount path must be absolute",
+                spec.source
+            ));
+        }
+        if !std::path::Path::new(&spec.source).exists() {
+            return Err(format!(
+                "invalid mount config for type \"bind\": bind source path does not exist: {}",
+                spec.source
+            ));
+        }
+    }
+    Ok(spec)
+}
+
+/// `POST /containers/create`: Docker's body (a `Config` with `HostConfig` and
+/// `NetworkingConfig`) as the engine's create options.
+pub(crate) fn create_container(e: &Engine, q: &[(String, String)], body: &[u8]) -> Response<Body> {
+    let bad = |m: String| error(StatusCode::BAD_REQUEST, m);
+    let mut v: Value = match serde_json::from_slice(body) {
+        Ok(v) => v,
+        Err(err) => return bad(format!("invalid JSON: {err}")),
+    };
+    // Docker's clients send null for what they leave unset: the engine's defaults.
+    drop_nulls(&mut v);
+    let Some(image) = v.get("Image").and_then(Value::as_str).map(String::from) else {
+        return bad("config.Image must be specified".into());
+    };
+    let mut config: berth_engine::model::ContainerConfig = match serde_json::from_value(v.clone()) {
+        Ok(c) => c,
+        Err(err) => return bad(format!("invalid container config: {err}")),
+    };
+    let entrypoint = match v.get("Entrypoint") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(vec![s.clone()]),
+        Some(Value::Array(a)) => Some(
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(String::from)
+                .collect(),
+        ),
+        Some(_) => return bad("invalid Entrypoint".into()),
+    };
+    config.entrypoint = None;
+    let mut hc_v = v.get("HostConfig").cloned().unwrap_or_else(|| json!({}));
+    let api_mounts = hc_v.as_object_mut().and_then(|o| o.remove("Mounts"));
+    let mut host_config: berth_engine::model::HostConfig = match serde_json::from_value(hc_v) {
+        Ok(h) => h,
+        Err(err) => return bad(format!("invalid HostConfig: {err}")),
+    };
+    let mut mounts = Vec::new();
+    for b in &host_config.binds {
+        match berth_engine::mounts::parse_volume(b) {
+            Ok(m) => mounts.push(m),
+            Err(err) => return bad(err),
+        }
+    }
+    for m in api_mounts
+        .iter()
+        .flat_map(|m| m.as_array().into_iter().flatten())
+    {
+        match mount_of(m) {
+            Ok(m) => mounts.push(m),
+            Err(err) => return bad(err),
+        }
+    }
+    for (path, opts) in &host_config.tmpfs {
+        match berth_engine::mounts::parse_tmpfs(&format!("{path}:{opts}")) {
+            Ok(m) => mounts.push(m),
+            Err(err) => return bad(err),
+        }
+    }
+    host_config.mounts = mounts;
+    // The endpoint on the container's network: aliases, address, MAC.
+    let mode = host_config.network_mode.clone();
+    let endpoints = v
+        .pointer("/NetworkingConfig/EndpointsConfig")
+        .and_then(Value::as_object);
+    let ep = endpoints.and_then(|m| m.get(&mode).or_else(|| m.values().next()));
+    let endpoint = endpoint_request(ep);
+    let name = q
+        .iter()
+        .find(|(k, _)| k == "name")
+        .map(|(_, v)| v.clone())
+        .filter(|n| !n.is_empty());
+    let opts = berth_engine::containers::CreateOptions {
+        name,
+        image,
+        config,
+        entrypoint,
+        host_config,
+        endpoint,
+    };
+    match e.create_container(opts) {
+        Ok((id, warnings)) => json_response(
+            StatusCode::CREATED,
+            &json!({"Id": id, "Warnings": warnings}),
+        ),
+        Err(err) => engine_error(err),
+    }
+}
+
+pub(crate) fn running(e: &Engine, id: &str) -> Result<bool, EngineError> {
+    let rec = e.find_container(id)?;
+    Ok(e.container_state(&rec.id)?.status.is_active())
+}
+
+/// What a `logs` request asks for, and how its lines go on the wire.
+#[derive(Clone, Copy)]
+pub(crate) struct LogWant {
+    stdout: bool,
+    stderr: bool,
+    timestamps: bool,
+    tty: bool,
+}
+
+impl LogWant {
+    fn of(q: &[(String, String)], tty: bool) -> LogWant {
+        LogWant {
+            stdout: flag(q, "stdout"),
+            stderr: flag(q, "stderr"),
+            timestamps: flag(q, "timestamps"),
+            tty,
+        }
+    }
+
+    fn content_type(&self) -> &'static str {
+        if self.tty {
+            "application/vnd.docker.raw-stream"
+        } else {
+            "application/vnd.docker.multiplexed-stream"
+        }
+    }
+
+    /// `lines` as the client reads them: raw for a tty, else Docker's multiplexed
+    /// frames (stream, three zeros, big-endian size, the bytes).
+    fn frames(&self, lines: &[berth_engine::logs::LogLine]) -> Vec<u8> {
+        let mut body = Vec::new();
+        for l in lines {
+            let is_err = l.stream == "stderr";
+            if (is_err && !self.stderr) || (!is_err && !self.stdout) {
+                continue;
+            }
+            let text = if self.timestamps {
+                format!("{} {}", l.time, l.log)
+            } else {
+                l.log.clone()
+            };
+            if !self.tty {
+                body.push(if is_err { 2 } else { 1 });
+                body.extend_from_slice(&[0, 0, 0]);
+                body.extend_from_slice(&(text.len() as u32).to_be_bytes());
+            }
+            body.extend_from_slice(text.as_bytes());
+        }
+        body
+    }
+}
+
+/// A streamed `logs?follow=1` body: what is there, then what the container writes,
+/// until it stops or the client goes. A thread with its own engine reads the log file
+/// as it grows.
+pub(crate) fn follow_body(
+    e: &Engine,
+    id: String,
+    path: PathBuf,
+    first: Vec<u8>,
+    want: LogWant,
+) -> Body {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(64);
+    let opts = e.opts.clone();
+    let mut offset = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+    std::thread::spawn(move || {
+        if !first.is_empty() && tx.blocking_send(first).is_err() {
+            return;
+        }
+        let Ok(e) = Engine::open(opts) else {
+            return;
+        };
+        loop {
+            let running = e
+                .container_state(&id)
+                .map(|s| s.status.is_active())
+                .unwrap_or(false);
+            if let Ok((new, off)) = berth_engine::logs::read_from(&path, offset) {
+                offset = off;
+                let chunk = want.frames(&new);
+                if !chunk.is_empty() && tx.blocking_send(chunk).is_err() {
+                    return;
+                }
+            }
+            if !running || tx.is_closed() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|chunk| (Ok::<_, std::convert::Infallible>(chunk), rx))
+    });
+    Body::from_stream(stream)
+}
+
+/// The container lifecycle endpoints: start, stop, restart, kill, wait, DELETE, logs.
+pub(crate) fn container_action(
+    e: &Engine,
+    method: &Method,
+    id: &str,
+    action: &str,
+    q: &[(String, String)],
+) -> Response<Body> {
+    let result = (|| -> Result<Response<Body>, EngineError> {
+        let timeout = param(q, "t").and_then(|t| t.parse::<i64>().ok());
+        Ok(match (method, action) {
+            (&Method::POST, "start") => {
+                if running(e, id)? {
+                    not_modified()
+                } else {
+                    e.start_container(id, false)?;
+                    no_content()
+                }
+            }
+            (&Method::POST, "stop") => {
+                if !running(e, id)? {
+                    not_modified()
+                } else {
+                    e.stop_container(id, timeout)?;
+                    no_content()
+                }
+            }
+            (&Method::POST, "restart") => {
+                e.stop_container(id, timeout)?;
+                e.start_container(id, false)?;
+                no_content()
+            }
+            (&Method::POST, "kill") => {
+                let sig = param(q, "signal").unwrap_or_else(|| "SIGKILL".into());
+                let Some(n) = berth_engine::sys::parse_signal(&sig) else {
+                    return Ok(error(
+                        StatusCode::BAD_REQUEST,
+                        format!("invalid signal: {sig}"),
+                    ));
+                };
+                if !running(e, id)? {
+                    let rec = e.find_container(id)?;
+                    return Ok(error(
+                        StatusCode::CONFLICT,
+                        format!(
+                            "Cannot kill container: {}: Container {} is not running",
+                            id, rec.id
+                        ),
+                    ));
+                }
+                e.kill_container(id, n)?;
+                no_content()
+            }
+            (&Method::POST, "wait") => {
+                let rec = e.find_container(id)?;
+                let condition = param(q, "condition").unwrap_or_else(|| "not-running".into());
+                if condition == "next-exit" || running(e, &rec.id)? {
+                    e.wait_container(&rec.id)?;
+                }
+                let code = if condition == "removed" {
+                    // Gone with --rm: its last state is what the monitor left.
+                    let st = e.container_state(&rec.id).ok();
+                    while e.find_container(&rec.id).is_ok() {
+                        std::thread::sleep(std::time::Duration::from_millis(20));
+                    }
+                    st.map(|s| s.exit_code).unwrap_or(0)
+                } else {
+                    e.container_state(&rec.id)?.exit_code
+                };
+                json_response(StatusCode::OK, &json!({"StatusCode": code, "Error": null}))
+            }
+            (&Method::DELETE, "") => {
+                if running(e, id)? && !flag(q, "force") {
+                    let rec = e.find_container(id)?;
+                    return Ok(error(
+                        StatusCode::CONFLICT,
+                        format!(
+                            "cannot remove container \"/{}\": container is running: stop the container before removing or force remove",
+                            rec.name
+                        ),
+                    ));
+                }
+                e.remove_container(id, flag(q, "force"), flag(q, "v"))?;
+                no_content()
+            }
+            (&Method::GET, "logs") => {
+                let rec = e.find_container(id)?;
+                let path = e.container_dir(&rec.id).join("log.json");
+                let want = LogWant::of(q, rec.config.tty);
+                let mut lines = berth_engine::logs::read_all(&path).unwrap_or_default();
+                if let Some(n) = param(q, "tail").and_then(|t| t.parse::<usize>().ok()) {
+                    let skip = lines.len().saturating_sub(n);
+                    lines.drain(..skip);
+                }
+                let first = want.frames(&lines);
+                let body = if flag(q, "follow") {
+                    follow_body(e, rec.id.clone(), path, first, want)
+                } else {
+                    Body::from(first)
+                };
+                Response::builder()
+                    .status(StatusCode::OK)
+                    .header(header::CONTENT_TYPE, want.content_type())
+                    .header("Api-Version", API_VERSION)
+                    .body(body)
+                    .expect("a valid response")
+            }
+            (&Method::POST, "rename") => {
+                let Some(to) = param(q, "name").filter(|n| !n.is_empty()) else {
+                    return Ok(error(StatusCode::BAD_REQUEST, "rename needs a name"));
+                };
+                e.rename_container(id, &to)?;
+                no_content()
+            }
+            (&Method::POST, "pause") => {
+                e.pause_container(id)?;
+                no_content()
+            }
+            (&Method::POST, "unpause") => {
+                e.unpause_container(id)?;
+                no_content()
+            }
+            (&Method::GET, "top") => {
+                let args: Vec<String> = param(q, "ps_args")
+                    .map(|a| a.split_whitespace().map(String::from).collect())
+                    .unwrap_or_default();
+                let (titles, rows) = e.top(id, &args)?;
+                json_response(
+                    StatusCode::OK,
+                    &json!({"Titles": titles, "Processes": rows}),
+                )
+            }
+            _ => error(
+                StatusCode::NOT_IMPLEMENTED,
+                format!(
+                    "{method} /containers/{{id}}/{action} is not implemented yet in berth serve"
+                ),
+            ),
+        })
+    })();
+    result.unwrap_or_else(engine_error)
+}
