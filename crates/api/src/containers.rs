@@ -247,10 +247,10 @@ pub(crate) fn running(e: &Engine, id: &str) -> Result<bool, EngineError> {
 /// What a `logs` request asks for, and how its lines go on the wire.
 #[derive(Clone, Copy)]
 pub(crate) struct LogWant {
-    stdout: bool,
-    stderr: bool,
-    timestamps: bool,
-    tty: bool,
+    pub(crate) stdout: bool,
+    pub(crate) stderr: bool,
+    pub(crate) timestamps: bool,
+    pub(crate) tty: bool,
 }
 
 impl LogWant {
@@ -273,7 +273,7 @@ impl LogWant {
 
     /// `lines` as the client reads them: raw for a tty, else Docker's multiplexed
     /// frames (stream, three zeros, big-endian size, the bytes).
-    fn frames(&self, lines: &[berth_engine::logs::LogLine]) -> Vec<u8> {
+    pub(crate) fn frames(&self, lines: &[berth_engine::logs::LogLine]) -> Vec<u8> {
         let mut body = Vec::new();
         for l in lines {
             let is_err = l.stream == "stderr";
@@ -342,8 +342,60 @@ pub(crate) fn follow_body(
     Body::from_stream(stream)
 }
 
+/// The body of a `wait`: `{"StatusCode": N}` once `condition` is met, computed by a
+/// thread with its own engine.
+fn wait_body(e: &Engine, id: String, condition: String) -> Body {
+    let opts = e.opts.clone();
+    let asked = chrono::Utc::now();
+    let (tx, rx) = tokio::sync::oneshot::channel::<String>();
+    std::thread::spawn(move || {
+        let code = Engine::open(opts).map(|e| wait_for(&e, &id, &condition, asked));
+        let v = match code {
+            Ok(c) => json!({"StatusCode": c, "Error": null}),
+            Err(err) => json!({"StatusCode": -1, "Error": {"Message": err.to_string()}}),
+        };
+        let _ = tx.send(format!("{v}\n"));
+    });
+    Body::from_stream(futures_util::stream::once(async move {
+        Ok::<_, std::convert::Infallible>(rx.await.unwrap_or_default())
+    }))
+}
+
+/// Waits as Docker's `wait` does: `not-running` (now, if it is not running),
+/// `next-exit` (the next time it stops after `asked`), `removed` (when it is gone).
+/// Returns the exit code it ended with.
+fn wait_for(e: &Engine, id: &str, condition: &str, asked: chrono::DateTime<chrono::Utc>) -> i32 {
+    let mut last = 0;
+    loop {
+        if e.find_container(id).is_err() {
+            return e.last_exit_code(id).unwrap_or(last);
+        }
+        let Ok(st) = e.container_state(id) else {
+            return last;
+        };
+        last = st.exit_code;
+        if st.status.is_active() {
+            if let Ok(Some(s)) = e.wait_stopped(id, None) {
+                last = s.exit_code;
+            }
+            if condition != "removed" {
+                return last;
+            }
+            continue;
+        }
+        let ran_since =
+            chrono::DateTime::parse_from_rfc3339(&st.started_at).is_ok_and(|t| t > asked);
+        match condition {
+            "not-running" => return last,
+            "next-exit" if ran_since => return last,
+            _ => std::thread::sleep(std::time::Duration::from_millis(20)),
+        }
+    }
+}
+
 /// The container lifecycle endpoints: start, stop, restart, kill, wait, DELETE, logs.
 pub(crate) fn container_action(
+    svc: &Service,
     e: &Engine,
     method: &Method,
     id: &str,
@@ -354,11 +406,10 @@ pub(crate) fn container_action(
         let timeout = param(q, "t").and_then(|t| t.parse::<i64>().ok());
         Ok(match (method, action) {
             (&Method::POST, "start") => {
-                if running(e, id)? {
-                    not_modified()
-                } else {
-                    e.start_container(id, false)?;
+                if svc.start(e, id)? {
                     no_content()
+                } else {
+                    not_modified()
                 }
             }
             (&Method::POST, "stop") => {
@@ -371,7 +422,7 @@ pub(crate) fn container_action(
             }
             (&Method::POST, "restart") => {
                 e.stop_container(id, timeout)?;
-                e.start_container(id, false)?;
+                svc.start(e, id)?;
                 no_content()
             }
             (&Method::POST, "kill") => {
@@ -397,21 +448,23 @@ pub(crate) fn container_action(
             }
             (&Method::POST, "wait") => {
                 let rec = e.find_container(id)?;
-                let condition = param(q, "condition").unwrap_or_else(|| "not-running".into());
-                if condition == "next-exit" || running(e, &rec.id)? {
-                    e.wait_container(&rec.id)?;
+                let condition = param(q, "condition")
+                    .filter(|c| !c.is_empty())
+                    .unwrap_or_else(|| "not-running".into());
+                if !matches!(condition.as_str(), "not-running" | "next-exit" | "removed") {
+                    return Ok(error(
+                        StatusCode::BAD_REQUEST,
+                        format!("invalid condition: {condition:?}"),
+                    ));
                 }
-                let code = if condition == "removed" {
-                    // Gone with --rm: its last state is what the monitor left.
-                    let st = e.container_state(&rec.id).ok();
-                    while e.find_container(&rec.id).is_ok() {
-                        std::thread::sleep(std::time::Duration::from_millis(20));
-                    }
-                    st.map(|s| s.exit_code).unwrap_or(0)
-                } else {
-                    e.container_state(&rec.id)?.exit_code
-                };
-                json_response(StatusCode::OK, &json!({"StatusCode": code, "Error": null}))
+                // The headers go now (clients start the container after they have
+                // them); the body when the condition is met.
+                Response::builder()
+                    .status(StatusCode::OK)
+                    .header(header::CONTENT_TYPE, "application/json")
+                    .header("Api-Version", API_VERSION)
+                    .body(wait_body(e, rec.id, condition))
+                    .expect("a valid response")
             }
             (&Method::DELETE, "") => {
                 if running(e, id)? && !flag(q, "force") {

@@ -6,6 +6,7 @@
 //! a SQLite connection per request is cheap next to what the request does).
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use axum::body::Body;
 use axum::http::{header, Method, Request, Response, StatusCode};
@@ -15,10 +16,12 @@ use serde_json::{json, Value};
 mod containers;
 mod images;
 mod netvol;
+mod stream;
 
 use containers::*;
 use images::*;
 use netvol::*;
+pub use stream::Service;
 
 /// The API version berth speaks, and the oldest it accepts.
 pub const API_VERSION: &str = "1.47";
@@ -61,7 +64,13 @@ pub(crate) fn engine_error(e: EngineError) -> Response<Body> {
         EngineError::Invalid(_) => StatusCode::BAD_REQUEST,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
-    error(status, e.to_string())
+    // The docker CLI turns a failed start into 127 or 126 by these words in the message.
+    let hint = match &e {
+        EngineError::Start { code: 127, .. } => ": executable file not found in $PATH",
+        EngineError::Start { code: 126, .. } => ": permission denied",
+        _ => "",
+    };
+    error(status, format!("{e}{hint}"))
 }
 
 /// The path without its `/v1.NN` prefix; None for a version berth does not speak.
@@ -245,8 +254,16 @@ const UNSUPPORTED: [&str; 9] = [
     "session",
 ];
 
+/// The request's body, up to [`MAX_BODY`]; a 400 answer when it cannot be read.
+pub(crate) async fn read_body(req: Request<Body>) -> Result<axum::body::Bytes, Response<Body>> {
+    axum::body::to_bytes(req.into_body(), MAX_BODY)
+        .await
+        .map_err(|err| error(StatusCode::BAD_REQUEST, format!("reading the body: {err}")))
+}
+
 /// Routes one request.
-pub async fn handle(roots: Roots, req: Request<Body>) -> Response<Body> {
+pub async fn handle(svc: Arc<Service>, req: Request<Body>) -> Response<Body> {
+    let roots = svc.roots.clone();
     let full = req.uri().path().to_string();
     let Some(path) = unversioned(&full).map(String::from) else {
         return error(
@@ -282,11 +299,9 @@ pub async fn handle(roots: Roots, req: Request<Body>) -> Response<Body> {
             with_engine(&roots, move |e| list_containers(e, &q)).await
         }
         (&Method::POST, ["containers", "create"]) => {
-            let body = match axum::body::to_bytes(req.into_body(), MAX_BODY).await {
+            let body = match read_body(req).await {
                 Ok(b) => b,
-                Err(err) => {
-                    return error(StatusCode::BAD_REQUEST, format!("reading the body: {err}"))
-                }
+                Err(r) => return r,
             };
             with_engine(&roots, move |e| create_container(e, &q, &body)).await
         }
@@ -298,14 +313,37 @@ pub async fn handle(roots: Roots, req: Request<Body>) -> Response<Body> {
         | (&Method::GET, ["containers", id, action @ ("logs" | "top")]) => {
             let (id, action) = (id.to_string(), action.to_string());
             with_engine(&roots, move |e| {
-                container_action(e, &method, &id, &action, &q)
+                container_action(&svc, e, &method, &id, &action, &q)
             })
             .await
         }
         (&Method::DELETE, ["containers", id]) => {
             let id = id.to_string();
-            with_engine(&roots, move |e| container_action(e, &method, &id, "", &q)).await
+            with_engine(&roots, move |e| {
+                container_action(&svc, e, &method, &id, "", &q)
+            })
+            .await
         }
+        (&Method::POST, ["containers", id, "attach"]) => {
+            stream::attach_container(svc, id.to_string(), q, req).await
+        }
+        (&Method::POST, ["containers", id, "resize"]) => {
+            let id = id.to_string();
+            with_engine(&roots, move |e| stream::resize_container(e, &id, &q)).await
+        }
+        (&Method::POST, ["containers", id, "exec"]) => {
+            let id = id.to_string();
+            let body = match read_body(req).await {
+                Ok(b) => b,
+                Err(r) => return r,
+            };
+            with_engine(&roots, move |e| stream::exec_create(&svc, e, &id, &body)).await
+        }
+        (&Method::POST, ["exec", id, "start"]) => {
+            stream::exec_start(svc, id.to_string(), req).await
+        }
+        (&Method::POST, ["exec", id, "resize"]) => stream::exec_resize(&svc, id, &q),
+        (&Method::GET, ["exec", id, "json"]) => stream::exec_inspect(&svc, id),
         (&Method::GET, ["containers", id, "json"]) => {
             let id = id.to_string();
             with_engine(&roots, move |e| match e.inspect_container(&id) {
@@ -321,11 +359,9 @@ pub async fn handle(roots: Roots, req: Request<Body>) -> Response<Body> {
             if !(method == Method::GET && segs.len() == 2 && segs[1] != "create") =>
         {
             let owned: Vec<String> = segs.iter().map(|x| x.to_string()).collect();
-            let body = match axum::body::to_bytes(req.into_body(), MAX_BODY).await {
+            let body = match read_body(req).await {
                 Ok(b) => b,
-                Err(err) => {
-                    return error(StatusCode::BAD_REQUEST, format!("reading the body: {err}"))
-                }
+                Err(r) => return r,
             };
             with_engine(&roots, move |e| {
                 volumes_networks(e, &method, &owned, &q, &body)
@@ -425,7 +461,7 @@ pub async fn handle(roots: Roots, req: Request<Body>) -> Response<Body> {
 
 /// Serves the API on the unix socket at `path` until the process ends. The socket is
 /// made anew, mode 0660 (group `berth` when that group exists).
-pub async fn serve_unix(path: PathBuf, roots: Roots) -> std::io::Result<()> {
+pub async fn serve_unix(path: PathBuf, svc: Arc<Service>) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
@@ -436,7 +472,7 @@ pub async fn serve_unix(path: PathBuf, roots: Roots) -> std::io::Result<()> {
     if let Ok(Some(g)) = nix::unistd::Group::from_name("berth") {
         let _ = nix::unistd::chown(&path, None, Some(g.gid));
     }
-    let app = axum::Router::new().fallback(move |req: Request<Body>| handle(roots.clone(), req));
+    let app = axum::Router::new().fallback(move |req: Request<Body>| handle(svc.clone(), req));
     axum::serve(listener, app).await
 }
 

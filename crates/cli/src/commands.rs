@@ -1786,10 +1786,11 @@ fn serve(cli: &Cli, hosts: &[String]) -> CliResult<u8> {
         .build()
         .map_err(|e| Failure::new(1, format!("starting the runtime: {e}")))?;
     rt.block_on(async {
+        let svc = berth_api::Service::new(roots);
         let mut tasks = Vec::new();
         for p in paths {
             eprintln!("API listening on unix://{}", p.display());
-            tasks.push(tokio::spawn(berth_api::serve_unix(p, roots.clone())));
+            tasks.push(tokio::spawn(berth_api::serve_unix(p, svc.clone())));
         }
         for t in tasks {
             match t.await {

@@ -62,34 +62,6 @@ fn winch_fd() -> Option<SignalFd> {
     SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC).ok()
 }
 
-/// Watches stdin for Ctrl-P Ctrl-Q.
-#[derive(Default)]
-struct DetachKeys {
-    pending: bool,
-}
-
-impl DetachKeys {
-    /// Returns the bytes to forward, and whether the sequence was completed.
-    fn feed(&mut self, data: &[u8]) -> (Vec<u8>, bool) {
-        let mut out = Vec::with_capacity(data.len());
-        for &b in data {
-            if self.pending {
-                self.pending = false;
-                if b == 0x11 {
-                    return (out, true);
-                }
-                out.push(0x10);
-            }
-            if b == 0x10 {
-                self.pending = true;
-            } else {
-                out.push(b);
-            }
-        }
-        (out, false)
-    }
-}
-
 /// How an attach session ended.
 pub enum AttachEnd {
     Exited(i32),
@@ -134,7 +106,7 @@ pub fn attach_session(mut sock: UnixStream, send_stdin: bool, tty: bool) -> io::
             attach::write_frame(&mut sock, attach::RESIZE, &attach::resize_payload(r, c))?;
         }
     }
-    let mut keys = DetachKeys::default();
+    let mut keys = attach::DetachKeys::default();
     let mut stdin_open = send_stdin;
     let mut fb = FrameBuffer::default();
     let mut buf = vec![0u8; 64 * 1024];
@@ -231,7 +203,7 @@ pub fn pump_pty(master: &OwnedFd, send_stdin: bool) -> io::Result<bool> {
         }
     };
     resize();
-    let mut keys = DetachKeys::default();
+    let mut keys = attach::DetachKeys::default();
     let mut stdin_open = send_stdin;
     let mut buf = vec![0u8; 64 * 1024];
     let mut out = io::stdout().lock();
@@ -277,19 +249,5 @@ pub fn pump_pty(master: &OwnedFd, send_stdin: bool) -> io::Result<bool> {
                 }
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn detach_keys_are_recognised_and_lone_ctrl_p_passes() {
-        let mut k = DetachKeys::default();
-        assert_eq!(k.feed(b"ab"), (b"ab".to_vec(), false));
-        assert_eq!(k.feed(&[0x10]), (vec![], false));
-        assert_eq!(k.feed(b"x"), (vec![0x10, b'x'], false));
-        assert_eq!(k.feed(&[b'y', 0x10, 0x11, b'z']), (vec![b'y'], true));
     }
 }

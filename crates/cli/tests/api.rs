@@ -278,8 +278,174 @@ fn the_docker_cli_lists_and_inspects_what_berth_made() {
     assert_eq!(docker(&["pause", "renamed"]).0, Some(0));
     assert_eq!(b.inspect("renamed", "{{.State.Status}}"), "paused");
     assert_eq!(docker(&["unpause", "renamed"]).0, Some(0));
-    // What is not there yet says so.
-    let (code, _, err) = docker(&["exec", "web", "true"]);
-    assert_ne!(code, Some(0));
-    assert!(err.contains("not implemented yet in berth serve"), "{err}");
+}
+
+/// The docker CLI against `s`, with `stdin` fed to it: (exit code, stdout, stderr).
+fn docker_in(s: &Serve, args: &[&str], stdin: &str) -> (Option<i32>, String, String) {
+    let mut child = Command::new("docker")
+        .env("DOCKER_HOST", format!("unix://{}", s.socket.display()))
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn docker_run_attach_and_exec_stream_through_the_api() {
+    require_root!();
+    if !Path::new("/usr/bin/docker").exists() && Command::new("docker").arg("-v").output().is_err()
+    {
+        eprintln!("skipped: the docker CLI is not installed");
+        return;
+    }
+    let b = with_web();
+    let s = serve(&b);
+    let docker = |args: &[&str]| docker_in(&s, args, "");
+    // Attached runs: stdout and stderr apart, the exit code, stdin, errors as Docker's.
+    let (code, out, err) = docker(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "busybox:test",
+        "sh",
+        "-c",
+        "echo to-out; echo to-err >&2; exit 3",
+    ]);
+    assert_eq!(
+        (code, out.as_str(), err.as_str()),
+        (Some(3), "to-out\n", "to-err\n")
+    );
+    let (code, out, _) = docker_in(
+        &s,
+        &[
+            "run",
+            "--rm",
+            "-i",
+            "--network",
+            "none",
+            "busybox:test",
+            "sh",
+            "-c",
+            "cat; echo end",
+        ],
+        "fed in\n",
+    );
+    assert_eq!((code, out.as_str()), (Some(0), "fed in\nend\n"));
+    let (code, _, err) = docker(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "busybox:test",
+        "nosuchcmd",
+    ]);
+    assert_eq!(code, Some(127), "{err}");
+    assert!(b.container_ids().len() == 1, "--rm containers are gone");
+    // exec: out and err, exit codes, stdin, detached.
+    let (code, out, err) = docker(&[
+        "exec",
+        "web",
+        "sh",
+        "-c",
+        "echo x-out; echo x-err >&2; exit 4",
+    ]);
+    assert_eq!(
+        (code, out.as_str(), err.as_str()),
+        (Some(4), "x-out\n", "x-err\n")
+    );
+    let (code, out, _) = docker_in(&s, &["exec", "-i", "web", "cat"], "to exec\n");
+    assert_eq!((code, out.as_str()), (Some(0), "to exec\n"));
+    assert_eq!(docker(&["exec", "web", "nosuch"]).0, Some(127));
+    assert_eq!(
+        docker(&["exec", "-d", "web", "sh", "-c", "echo bg > /tmp/bg"]).0,
+        Some(0)
+    );
+    assert!(common::eventually(5, || docker(&[
+        "exec", "web", "cat", "/tmp/bg"
+    ])
+    .1 == "bg\n"));
+    // attach to a running container: its output from now on, and its exit code.
+    b.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "ticker",
+        "--network",
+        "none",
+        "busybox:test",
+        "sh",
+        "-c",
+        "sleep 1; echo tick; exit 2",
+    ]);
+    let (code, out, _) = docker(&["attach", "ticker"]);
+    assert_eq!((code, out.as_str()), (Some(2), "tick\n"));
+    // A terminal: run -it and exec -it on a pty, with its size and resizes.
+    let pty_docker = |args: &[&str]| {
+        let mut cmd = Command::new("docker");
+        cmd.env("DOCKER_HOST", format!("unix://{}", s.socket.display()))
+            .args(args);
+        common::spawn_on_pty(cmd, 40, 120)
+    };
+    for args in [
+        &[
+            "run",
+            "-it",
+            "--rm",
+            "--network",
+            "none",
+            "busybox:test",
+            "sh",
+        ][..],
+        &["exec", "-it", "web", "sh"][..],
+    ] {
+        let (mut child, mut master) = pty_docker(args);
+        common::read_until(&mut master, "# ", 10);
+        master.write_all(b"stty size\r").unwrap();
+        let out = common::read_until(&mut master, "40 120", 10);
+        assert!(out.contains("40 120"), "{args:?}: {out}");
+        // The client's SIGWINCH after a resize reaches the container's terminal.
+        let ws = nix::pty::Winsize {
+            ws_row: 30,
+            ws_col: 90,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        // SAFETY: TIOCSWINSZ reads one winsize struct, which we own.
+        unsafe {
+            libc::ioctl(
+                std::os::fd::AsRawFd::as_raw_fd(&master),
+                libc::TIOCSWINSZ,
+                &ws,
+            )
+        };
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGWINCH,
+        )
+        .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        master.write_all(b"stty size; exit 6\r").unwrap();
+        let out = common::read_until(&mut master, "30 90", 10);
+        assert!(out.contains("30 90"), "{args:?}: {out}");
+        assert!(common::eventually(10, || child
+            .try_wait()
+            .unwrap()
+            .is_some()));
+        assert_eq!(child.wait().unwrap().code(), Some(6), "{args:?}");
+    }
 }

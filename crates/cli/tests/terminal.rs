@@ -1,10 +1,8 @@
 //! `-it`: a real terminal through a pty, window size, detach keys and re-attach.
 
 mod common;
-use common::{eventually, Berth};
-use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
-use std::process::Stdio;
+use common::{eventually, read_until, Berth};
+use std::io::Write;
 use std::time::{Duration, Instant};
 
 /// Runs berth with a pty as its stdin/stdout/stderr; returns the child and the master.
@@ -14,55 +12,9 @@ fn spawn_on_pty(
     rows: u16,
     cols: u16,
 ) -> (std::process::Child, std::fs::File) {
-    let ws = nix::pty::Winsize {
-        ws_row: rows,
-        ws_col: cols,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
-    let pty = nix::pty::openpty(Some(&ws), None).unwrap();
-    let slave: OwnedFd = pty.slave;
     let mut cmd = b.cmd();
-    cmd.args(args)
-        .stdin(Stdio::from(slave.try_clone().unwrap()))
-        .stdout(Stdio::from(slave.try_clone().unwrap()))
-        .stderr(Stdio::from(slave));
-    let child = cmd.spawn().unwrap();
-    let master = std::fs::File::from(pty.master);
-    // Non-blocking reads so the test can poll with a deadline.
-    let fd = master.as_raw_fd();
-    let flags = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFL).unwrap();
-    nix::fcntl::fcntl(
-        fd,
-        nix::fcntl::FcntlArg::F_SETFL(
-            nix::fcntl::OFlag::from_bits_truncate(flags) | nix::fcntl::OFlag::O_NONBLOCK,
-        ),
-    )
-    .unwrap();
-    (child, master)
-}
-
-/// Reads from the master until `needle` shows up (or the time runs out); returns all read.
-fn read_until(master: &mut std::fs::File, needle: &str, secs: u64) -> String {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    while Instant::now() < deadline {
-        match master.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => {
-                got.extend_from_slice(&buf[..n]);
-                if String::from_utf8_lossy(&got).contains(needle) {
-                    break;
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                std::thread::sleep(Duration::from_millis(20))
-            }
-            Err(_) => break,
-        }
-    }
-    String::from_utf8_lossy(&got).into_owned()
+    cmd.args(args);
+    common::spawn_on_pty(cmd, rows, cols)
 }
 
 #[test]
@@ -157,4 +109,48 @@ fn pull_and_push_on_a_terminal_draw_bars_in_place() {
         out.contains(": Downloading [") && out.contains("Pull complete"),
         "{out:?}"
     );
+}
+
+/// Regression: an attach client whose socket broke while the container wrote used to
+/// be dropped in the middle of the monitor's poll round, and the round's next client
+/// index then pointed past the end: the monitor panicked and the container was "dead".
+#[test]
+fn attach_clients_that_vanish_mid_output_leave_the_monitor_running() {
+    use berth_engine::attach::{self, Hello};
+    require_root!();
+    let b = Berth::with_busybox();
+    b.ok(&[
+        "run",
+        "-d",
+        "-i",
+        "--name",
+        "noisy",
+        "--network",
+        "none",
+        "busybox:test",
+        "sh",
+        "-c",
+        "while true; do echo noise; done",
+    ]);
+    let id = b.inspect("noisy", "{{.Id}}");
+    let hello = Hello {
+        stdin: true,
+        stdout: true,
+        stderr: true,
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    while std::time::Instant::now() < deadline {
+        // Readers that never read and go, beside a writer that keeps sending input.
+        let quiet: Vec<_> = (0..4)
+            .filter_map(|_| attach::connect(&b.run_root, &id, hello).ok())
+            .collect();
+        let mut talker = attach::connect(&b.run_root, &id, hello).unwrap();
+        for _ in 0..20 {
+            let _ = attach::write_frame(&mut talker, attach::STDIN, b"x\n");
+        }
+        std::thread::sleep(Duration::from_millis(30));
+        drop(quiet);
+    }
+    assert_eq!(b.inspect("noisy", "{{.State.Status}}"), "running");
+    b.ok(&["rm", "-f", "noisy"]);
 }

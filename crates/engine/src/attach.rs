@@ -126,6 +126,34 @@ pub fn resize_payload(rows: u16, cols: u16) -> [u8; 4] {
     [r[0], r[1], c[0], c[1]]
 }
 
+/// Watches stdin for Docker's default detach keys, Ctrl-P Ctrl-Q.
+#[derive(Default)]
+pub struct DetachKeys {
+    pending: bool,
+}
+
+impl DetachKeys {
+    /// Returns the bytes to forward, and whether the sequence was completed.
+    pub fn feed(&mut self, data: &[u8]) -> (Vec<u8>, bool) {
+        let mut out = Vec::with_capacity(data.len());
+        for &b in data {
+            if self.pending {
+                self.pending = false;
+                if b == 0x11 {
+                    return (out, true);
+                }
+                out.push(0x10);
+            }
+            if b == 0x10 {
+                self.pending = true;
+            } else {
+                out.push(b);
+            }
+        }
+        (out, false)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -159,5 +187,14 @@ mod tests {
         let mut fb = FrameBuffer::default();
         fb.push(&[STDIN, 0xff, 0xff, 0xff, 0xff]);
         assert!(fb.next_frame().is_err());
+    }
+
+    #[test]
+    fn detach_keys_are_recognised_and_lone_ctrl_p_passes() {
+        let mut k = DetachKeys::default();
+        assert_eq!(k.feed(b"ab"), (b"ab".to_vec(), false));
+        assert_eq!(k.feed(&[0x10]), (vec![], false));
+        assert_eq!(k.feed(b"x"), (vec![0x10, b'x'], false));
+        assert_eq!(k.feed(&[b'y', 0x10, 0x11, b'z']), (vec![b'y'], true));
     }
 }

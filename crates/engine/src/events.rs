@@ -130,6 +130,21 @@ impl Engine {
         Ok(out)
     }
 
+    /// The exit code in container `id`'s last `die` event: what is left of how an
+    /// auto-removed container ended.
+    pub fn last_exit_code(&self, id: &str) -> Option<i32> {
+        let attrs: String = self
+            .db
+            .query_row(
+                "SELECT attributes FROM events WHERE type = 'container' AND action = 'die' AND actor = ?1 ORDER BY seq DESC LIMIT 1",
+                [id],
+                |r| r.get(0),
+            )
+            .ok()?;
+        let a: BTreeMap<String, String> = serde_json::from_str(&attrs).ok()?;
+        a.get("exitCode")?.parse().ok()
+    }
+
     /// The newest event's sequence number (0 when there is none).
     pub fn last_event_seq(&self) -> Result<i64> {
         Ok(self

@@ -163,6 +163,9 @@ struct Client {
     stream: UnixStream,
     buf: FrameBuffer,
     hello: Option<Hello>,
+    /// A write to it failed: dropped at the end of the poll round, so that the
+    /// round's indexes into `clients` stay valid until then.
+    gone: bool,
 }
 
 /// Runs a monitor to the end. `ready_fd` is the inherited readiness pipe, if any.
@@ -508,6 +511,7 @@ impl Monitor {
                     stream,
                     buf: FrameBuffer::default(),
                     hello: None,
+                    gone: false,
                 };
                 match attach::read_frame(&mut c.stream) {
                     Ok(Some((attach::HELLO, p))) => {
@@ -958,11 +962,10 @@ impl Monitor {
             for i in closed_outputs.into_iter().rev() {
                 self.outputs.remove(i);
             }
-            dead_clients.sort_unstable();
-            dead_clients.dedup();
-            for i in dead_clients.into_iter().rev() {
-                self.clients.remove(i);
+            for i in dead_clients {
+                self.clients[i].gone = true;
             }
+            self.clients.retain(|c| !c.gone);
         }
         exit.unwrap_or(255)
     }
@@ -975,6 +978,7 @@ impl Monitor {
                 stream,
                 buf: FrameBuffer::default(),
                 hello: None,
+                gone: false,
             });
         }
     }
@@ -985,18 +989,23 @@ impl Monitor {
             let _ = l.write(kind, data);
         }
         let f = attach::frame(kind, data);
-        self.clients.retain_mut(|c| {
+        for c in self.clients.iter_mut().filter(|c| !c.gone) {
             let wants = match (c.hello, kind) {
                 (Some(h), attach::STDOUT) => h.stdout,
                 (Some(h), attach::STDERR) => h.stderr,
                 _ => false,
             };
-            !wants || write_all_blocking(&mut c.stream, &f).is_ok()
-        });
+            if wants && write_all_blocking(&mut c.stream, &f).is_err() {
+                c.gone = true;
+            }
+        }
     }
 
     /// Input from client `i`; false when it is gone.
     fn client_input(&mut self, i: usize) -> bool {
+        if self.clients[i].gone {
+            return false;
+        }
         let mut buf = [0u8; 32 * 1024];
         let n = match self.clients[i].stream.read(&mut buf) {
             Ok(0) => return false,

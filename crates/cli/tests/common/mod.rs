@@ -422,3 +422,62 @@ pub fn distribution(htpasswd: Option<&Path>) -> Option<Server> {
     }
     panic!("docker-registry did not come up");
 }
+
+/// Runs `cmd` with a pty of `rows` x `cols` as its stdin/stdout/stderr; returns the
+/// child and the master (non-blocking).
+pub fn spawn_on_pty(
+    mut cmd: Command,
+    rows: u16,
+    cols: u16,
+) -> (std::process::Child, std::fs::File) {
+    use std::os::fd::{AsRawFd, OwnedFd};
+    let ws = nix::pty::Winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    let pty = nix::pty::openpty(Some(&ws), None).unwrap();
+    let slave: OwnedFd = pty.slave;
+    cmd.stdin(Stdio::from(slave.try_clone().unwrap()))
+        .stdout(Stdio::from(slave.try_clone().unwrap()))
+        .stderr(Stdio::from(slave));
+    let child = cmd.spawn().unwrap();
+    let master = std::fs::File::from(pty.master);
+    // Non-blocking reads so the test can poll with a deadline.
+    let fd = master.as_raw_fd();
+    let flags = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFL).unwrap();
+    nix::fcntl::fcntl(
+        fd,
+        nix::fcntl::FcntlArg::F_SETFL(
+            nix::fcntl::OFlag::from_bits_truncate(flags) | nix::fcntl::OFlag::O_NONBLOCK,
+        ),
+    )
+    .unwrap();
+    (child, master)
+}
+
+/// Reads from a pty master until `needle` shows up (or the time runs out); returns all read.
+pub fn read_until(master: &mut std::fs::File, needle: &str, secs: u64) -> String {
+    use std::io::Read;
+    use std::time::{Duration, Instant};
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while Instant::now() < deadline {
+        match master.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                got.extend_from_slice(&buf[..n]);
+                if String::from_utf8_lossy(&got).contains(needle) {
+                    break;
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(20))
+            }
+            Err(_) => break,
+        }
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}

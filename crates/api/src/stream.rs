@@ -1,0 +1,815 @@
+//! Hijacked streams: `attach` and `exec` over an HTTP upgrade (`Connection: Upgrade`,
+//! `Upgrade: tcp`), as the docker CLI and the SDKs use them.
+//!
+//! An attach is bridged to the container's monitor (its attach socket); an attach to a
+//! container that is not running yet waits for the `start` that Docker's clients send
+//! right after it, and `start` hands it the monitor's stream before the container runs,
+//! so no output is missed. An exec runs `berth exec` as a child process (the runtime's
+//! exec wants a single-threaded caller), on pipes or on a pty this service owns.
+
+use std::collections::HashMap;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::net::UnixStream as StdUnixStream;
+use std::sync::{Arc, Mutex};
+
+use axum::body::Body;
+use axum::http::{header, Request, Response, StatusCode};
+use berth_engine::attach::{self, DetachKeys, FrameBuffer, Hello};
+use berth_engine::Engine;
+use serde_json::{json, Value};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::oneshot;
+
+use crate::*;
+
+/// An attach waiting for its container's start.
+struct Pending {
+    hello: Hello,
+    to: oneshot::Sender<StdUnixStream>,
+}
+
+/// One `exec` instance: what was asked, and how it went.
+pub(crate) struct ExecEntry {
+    id: String,
+    container_id: String,
+    cmd: Vec<String>,
+    env: Vec<String>,
+    workdir: String,
+    user: String,
+    tty: bool,
+    privileged: bool,
+    stdin: bool,
+    stdout: bool,
+    stderr: bool,
+    state: Mutex<ExecState>,
+}
+
+#[derive(Default)]
+struct ExecState {
+    started: bool,
+    running: bool,
+    exit_code: Option<i32>,
+    /// When it ended: kept a while for `exec inspect`, then forgotten.
+    ended: Option<std::time::Instant>,
+    pid: i32,
+    /// The pty's master while a tty exec runs (for resize).
+    master: Option<Arc<OwnedFd>>,
+}
+
+/// How long an ended exec stays inspectable.
+const EXEC_KEPT: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// What the service keeps between requests.
+pub struct Service {
+    pub roots: Roots,
+    pending: Mutex<HashMap<String, Vec<Pending>>>,
+    execs: Mutex<HashMap<String, Arc<ExecEntry>>>,
+    /// Processes this service started (monitors, `berth exec`): reaped as they end.
+    children: Mutex<Vec<std::process::Child>>,
+}
+
+impl Service {
+    pub fn new(roots: Roots) -> Arc<Service> {
+        let svc = Arc::new(Service {
+            roots,
+            pending: Mutex::default(),
+            execs: Mutex::default(),
+            children: Mutex::default(),
+        });
+        // Monitors are this process's children: reap them as their containers end.
+        let weak = Arc::downgrade(&svc);
+        std::thread::spawn(move || {
+            while let Some(svc) = weak.upgrade() {
+                svc.children
+                    .lock()
+                    .expect("children lock")
+                    .retain_mut(|c| matches!(c.try_wait(), Ok(None)));
+                drop(svc);
+                std::thread::sleep(std::time::Duration::from_secs(1));
+            }
+        });
+        svc
+    }
+
+    pub(crate) fn adopt(&self, child: Option<std::process::Child>) {
+        if let Some(c) = child {
+            self.children.lock().expect("children lock").push(c);
+        }
+    }
+
+    /// `start`: when attaches wait for this container, the monitor holds it until they
+    /// are connected. Returns false when it was running already. A container that
+    /// fails to start and was to be removed when it ends is removed, as Docker does.
+    pub(crate) fn start(&self, e: &Engine, id: &str) -> Result<bool, berth_engine::EngineError> {
+        let rec = e.find_container(id)?;
+        let started = self.start_found(e, &rec);
+        if started.is_err() && rec.host_config.auto_remove {
+            let _ = e.remove_container(&rec.id, true, true);
+        }
+        started
+    }
+
+    fn start_found(
+        &self,
+        e: &Engine,
+        rec: &berth_engine::model::ContainerRecord,
+    ) -> Result<bool, berth_engine::EngineError> {
+        let waiting = self
+            .pending
+            .lock()
+            .expect("pending lock")
+            .remove(&rec.id)
+            .unwrap_or_default();
+        let waiting: Vec<Pending> = waiting.into_iter().filter(|p| !p.to.is_closed()).collect();
+        let Some(mut handle) = e.start_container(&rec.id, !waiting.is_empty())? else {
+            return Ok(false);
+        };
+        if !waiting.is_empty() {
+            for p in waiting {
+                if let Ok(s) = attach::connect(e.run_root(), &rec.id, p.hello) {
+                    let _ = p.to.send(s);
+                }
+            }
+            let started = handle.finish();
+            if started.is_err() {
+                handle.wait_monitor();
+            }
+            started?;
+            e.emit_container(rec, "start", &[]);
+        }
+        self.adopt(handle.child.take());
+        Ok(true)
+    }
+}
+
+fn wants_upgrade(req: &Request<Body>) -> bool {
+    req.headers()
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("tcp"))
+}
+
+fn stream_type(tty: bool) -> &'static str {
+    if tty {
+        "application/vnd.docker.raw-stream"
+    } else {
+        "application/vnd.docker.multiplexed-stream"
+    }
+}
+
+/// The client's side of a hijacked stream: what it sends, where its output goes.
+type ClientIn = Box<dyn AsyncRead + Send + Unpin>;
+type ClientOut = Box<dyn AsyncWrite + Send + Unpin>;
+
+/// Answers `req` so that the connection becomes a raw stream (101 Switching Protocols
+/// when the client asked for the upgrade, as Docker's clients do; otherwise a 200 whose
+/// body carries the output, without stdin), and runs `session` on it.
+fn hijack<F, Fut>(mut req: Request<Body>, tty: bool, session: F) -> Response<Body>
+where
+    F: FnOnce(Option<ClientIn>, ClientOut) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    if wants_upgrade(&req) {
+        let on = hyper::upgrade::on(&mut req);
+        tokio::spawn(async move {
+            let up = match on.await {
+                Ok(up) => up,
+                Err(err) => {
+                    eprintln!("berth serve: upgrading the connection: {err}");
+                    return;
+                }
+            };
+            let io = hyper_util::rt::TokioIo::new(up);
+            let (r, w) = tokio::io::split(io);
+            session(Some(Box::new(r)), Box::new(w)).await;
+        });
+        Response::builder()
+            .status(StatusCode::SWITCHING_PROTOCOLS)
+            .header(header::CONTENT_TYPE, stream_type(tty))
+            .header(header::CONNECTION, "Upgrade")
+            .header(header::UPGRADE, "tcp")
+            .header("Api-Version", API_VERSION)
+            .body(Body::empty())
+            .expect("a valid response")
+    } else {
+        let (r, w) = tokio::io::simplex(64 * 1024);
+        tokio::spawn(session(None, Box::new(w)));
+        Response::builder()
+            .status(StatusCode::OK)
+            .header(header::CONTENT_TYPE, stream_type(tty))
+            .header("Api-Version", API_VERSION)
+            .body(Body::from_stream(tokio_util::io::ReaderStream::new(r)))
+            .expect("a valid response")
+    }
+}
+
+/// Docker's multiplexed frame header: stream, three zeros, big-endian size.
+fn frame_header(stream: u8, len: usize) -> [u8; 8] {
+    let n = (len as u32).to_be_bytes();
+    [stream, 0, 0, 0, n[0], n[1], n[2], n[3]]
+}
+
+async fn write_out(out: &mut ClientOut, tty: bool, stream: u8, data: &[u8]) -> std::io::Result<()> {
+    if !tty {
+        out.write_all(&frame_header(stream, data.len())).await?;
+    }
+    out.write_all(data).await?;
+    out.flush().await
+}
+
+/// `POST /containers/{id}/attach`.
+pub(crate) async fn attach_container(
+    svc: Arc<Service>,
+    id: String,
+    q: Vec<(String, String)>,
+    req: Request<Body>,
+) -> Response<Body> {
+    let roots = svc.roots.clone();
+    let found = tokio::task::spawn_blocking(move || {
+        let e = Engine::open(berth_engine::EngineOptions::new(
+            &roots.root,
+            &roots.run_root,
+        ))?;
+        let rec = e.find_container(&id)?;
+        let active = e.container_state(&rec.id)?.status.is_active();
+        let logs = if flag(&q, "logs") {
+            berth_engine::logs::read_all(&e.container_dir(&rec.id).join("log.json"))
+                .unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        Ok::<_, berth_engine::EngineError>((rec, active, logs, q))
+    })
+    .await;
+    let (rec, active, logs, q) = match found {
+        Ok(Ok(x)) => x,
+        Ok(Err(err)) => return engine_error(err),
+        Err(_) => return error(StatusCode::INTERNAL_SERVER_ERROR, "attach panicked"),
+    };
+    let tty = rec.config.tty;
+    let hello = Hello {
+        stdin: flag(&q, "stdin") && rec.config.open_stdin,
+        stdout: flag(&q, "stdout"),
+        stderr: flag(&q, "stderr"),
+    };
+    let stream = flag(&q, "stream");
+    let want = LogWant {
+        stdout: hello.stdout,
+        stderr: hello.stderr,
+        timestamps: false,
+        tty,
+    };
+    let past = want.frames(&logs);
+    // Where the monitor's stream comes from: now, or from the start that comes next.
+    let (tx, rx) = oneshot::channel();
+    if stream {
+        if active {
+            match attach::connect(&svc.roots.run_root, &rec.id, hello) {
+                Ok(s) => {
+                    let _ = tx.send(s);
+                }
+                Err(err) => {
+                    return error(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        format!("attaching to {}: {err}", rec.id),
+                    )
+                }
+            }
+        } else {
+            svc.pending
+                .lock()
+                .expect("pending lock")
+                .entry(rec.id.clone())
+                .or_default()
+                .push(Pending { hello, to: tx });
+        }
+    } else {
+        drop(tx);
+    }
+    hijack(req, tty, move |input, mut out| async move {
+        if !past.is_empty() && out.write_all(&past).await.is_err() {
+            return;
+        }
+        if let Ok(sock) = rx.await {
+            if let Err(err) = pump_monitor(sock, input, &mut out, tty, hello.stdin).await {
+                eprintln!("berth serve: attach: {err}");
+            }
+        }
+        let _ = out.shutdown().await;
+    })
+}
+
+/// Bridges a client and a container's monitor until the container exits, the client
+/// goes, or (with a tty) the client sends Ctrl-P Ctrl-Q.
+async fn pump_monitor(
+    sock: StdUnixStream,
+    input: Option<ClientIn>,
+    out: &mut ClientOut,
+    tty: bool,
+    stdin: bool,
+) -> std::io::Result<()> {
+    sock.set_nonblocking(true)?;
+    let sock = tokio::net::UnixStream::from_std(sock)?;
+    let (mut from_monitor, mut to_monitor) = sock.into_split();
+    let (detached_tx, detached) = oneshot::channel::<()>();
+    // Only a sent detach ends the session: a feeder that ended (or none) drops the sender.
+    let detached = async {
+        if detached.await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::pin!(detached);
+    // The monitor takes a closed socket for a client that went: the write half lives
+    // (in the feeder, or here) until the session ends.
+    let mut idle_writer = None;
+    let feeder = match input.filter(|_| stdin) {
+        None => {
+            idle_writer = Some(to_monitor);
+            None
+        }
+        Some(mut input) => Some(tokio::spawn(async move {
+            let mut keys = DetachKeys::default();
+            let mut buf = vec![0u8; 32 * 1024];
+            loop {
+                let n = input.read(&mut buf).await.unwrap_or(0);
+                if n == 0 {
+                    let _ = to_monitor
+                        .write_all(&attach::frame(attach::STDIN_EOF, &[]))
+                        .await;
+                    break;
+                }
+                let (data, detach) = if tty {
+                    keys.feed(&buf[..n])
+                } else {
+                    (buf[..n].to_vec(), false)
+                };
+                if !data.is_empty()
+                    && to_monitor
+                        .write_all(&attach::frame(attach::STDIN, &data))
+                        .await
+                        .is_err()
+                {
+                    break;
+                }
+                if detach {
+                    let _ = detached_tx.send(());
+                    break;
+                }
+            }
+            std::future::pending::<()>().await;
+            drop(to_monitor);
+        })),
+    };
+    let mut fb = FrameBuffer::default();
+    let mut buf = vec![0u8; 64 * 1024];
+    let result = loop {
+        let n = tokio::select! {
+            r = from_monitor.read(&mut buf) => r?,
+            _ = &mut detached => break Ok(()),
+        };
+        if n == 0 {
+            break Ok(());
+        }
+        fb.push(&buf[..n]);
+        let mut exited = false;
+        while let Some((kind, payload)) = fb.next_frame()? {
+            match kind {
+                attach::STDOUT | attach::STDERR => write_out(out, tty, kind, &payload).await?,
+                attach::EXIT => exited = true,
+                _ => {}
+            }
+        }
+        if exited {
+            break Ok(());
+        }
+    };
+    if let Some(f) = feeder {
+        f.abort();
+    }
+    drop(idle_writer);
+    result
+}
+
+/// `POST /containers/{id}/resize?h=&w=`: the container's terminal size.
+pub(crate) fn resize_container(e: &Engine, id: &str, q: &[(String, String)]) -> Response<Body> {
+    let Some((h, w)) = size_of(q) else {
+        return error(StatusCode::BAD_REQUEST, "resize needs h and w");
+    };
+    let rec = match e.find_container(id) {
+        Ok(r) => r,
+        Err(err) => return engine_error(err),
+    };
+    match e.container_state(&rec.id) {
+        Ok(st) if st.status.is_active() => {}
+        Ok(_) => {
+            return error(
+                StatusCode::CONFLICT,
+                format!("Container {} is not running", rec.id),
+            )
+        }
+        Err(err) => return engine_error(err),
+    }
+    match attach::connect(e.run_root(), &rec.id, Hello::default()).and_then(|mut s| {
+        attach::write_frame(&mut s, attach::RESIZE, &attach::resize_payload(h, w))
+    }) {
+        Ok(()) => json_response(StatusCode::OK, &Value::Null),
+        Err(err) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("resize: {err}")),
+    }
+}
+
+fn size_of(q: &[(String, String)]) -> Option<(u16, u16)> {
+    let h = param(q, "h")?.parse().ok()?;
+    let w = param(q, "w")?.parse().ok()?;
+    Some((h, w))
+}
+
+fn strings(v: &Value, key: &str) -> Vec<String> {
+    match v.get(key) {
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(Value::Array(a)) => a
+            .iter()
+            .filter_map(Value::as_str)
+            .map(String::from)
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// `POST /containers/{id}/exec`: records what to run; `exec/{id}/start` runs it.
+pub(crate) fn exec_create(svc: &Service, e: &Engine, id: &str, body: &[u8]) -> Response<Body> {
+    let v = match body_json(body) {
+        Ok(v) => v,
+        Err(msg) => return error(StatusCode::BAD_REQUEST, msg),
+    };
+    let rec = match e.find_container(id) {
+        Ok(r) => r,
+        Err(err) => return engine_error(err),
+    };
+    match e.container_state(&rec.id) {
+        Ok(st) if st.status == berth_engine::state::Status::Paused => {
+            return error(
+                StatusCode::CONFLICT,
+                format!(
+                    "Container {} is paused, unpause the container before exec",
+                    rec.id
+                ),
+            )
+        }
+        Ok(st) if st.status.is_active() => {}
+        Ok(_) => {
+            return error(
+                StatusCode::CONFLICT,
+                format!("Container {} is not running", rec.id),
+            )
+        }
+        Err(err) => return engine_error(err),
+    }
+    let cmd = strings(&v, "Cmd");
+    if cmd.is_empty() {
+        return error(StatusCode::BAD_REQUEST, "No exec command specified");
+    }
+    let b = |k: &str| v.get(k).and_then(Value::as_bool).unwrap_or(false);
+    let s = |k: &str| {
+        v.get(k)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    let entry = ExecEntry {
+        id: berth_engine::names::new_id(),
+        container_id: rec.id.clone(),
+        cmd,
+        env: strings(&v, "Env"),
+        workdir: s("WorkingDir"),
+        user: s("User"),
+        tty: b("Tty"),
+        privileged: b("Privileged"),
+        stdin: b("AttachStdin"),
+        stdout: b("AttachStdout"),
+        stderr: b("AttachStderr"),
+        state: Mutex::default(),
+    };
+    let exec_id = entry.id.clone();
+    let mut execs = svc.execs.lock().expect("execs lock");
+    execs.retain(|_, x| {
+        x.state
+            .lock()
+            .expect("exec lock")
+            .ended
+            .is_none_or(|t| t.elapsed() < EXEC_KEPT)
+    });
+    execs.insert(exec_id.clone(), Arc::new(entry));
+    json_response(StatusCode::CREATED, &json!({"Id": exec_id}))
+}
+
+fn find_exec(svc: &Service, id: &str) -> Option<Arc<ExecEntry>> {
+    svc.execs.lock().expect("execs lock").get(id).cloned()
+}
+
+fn no_such_exec(id: &str) -> Response<Body> {
+    error(
+        StatusCode::NOT_FOUND,
+        format!("No such exec instance: {id}"),
+    )
+}
+
+/// `GET /exec/{id}/json`.
+pub(crate) fn exec_inspect(svc: &Service, id: &str) -> Response<Body> {
+    let Some(x) = find_exec(svc, id) else {
+        return no_such_exec(id);
+    };
+    let st = x.state.lock().expect("exec lock");
+    let (entrypoint, args) = x.cmd.split_first().expect("a command");
+    json_response(
+        StatusCode::OK,
+        &json!({
+            "ID": x.id,
+            "Running": st.running,
+            "ExitCode": st.exit_code,
+            "ProcessConfig": {
+                "tty": x.tty, "entrypoint": entrypoint, "arguments": args,
+                "privileged": x.privileged, "user": x.user,
+            },
+            "OpenStdin": x.stdin,
+            "OpenStderr": x.stderr,
+            "OpenStdout": x.stdout,
+            "CanRemove": false,
+            "ContainerID": x.container_id,
+            "DetachKeys": "",
+            "Pid": st.pid,
+        }),
+    )
+}
+
+/// `POST /exec/{id}/resize?h=&w=`.
+pub(crate) fn exec_resize(svc: &Service, id: &str, q: &[(String, String)]) -> Response<Body> {
+    let Some(x) = find_exec(svc, id) else {
+        return no_such_exec(id);
+    };
+    let Some((h, w)) = size_of(q) else {
+        return error(StatusCode::BAD_REQUEST, "resize needs h and w");
+    };
+    let master = x.state.lock().expect("exec lock").master.clone();
+    match master {
+        Some(m) => match berth_engine::monitor::set_winsize(m.as_fd(), h, w) {
+            Ok(()) => json_response(StatusCode::OK, &Value::Null),
+            Err(err) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("resize: {err}")),
+        },
+        None => error(
+            StatusCode::CONFLICT,
+            format!("exec {id} has no terminal to resize"),
+        ),
+    }
+}
+
+/// The `berth exec` command line that runs `x`.
+fn exec_command(roots: &Roots, x: &ExecEntry, detach: bool) -> std::process::Command {
+    let exe = std::env::current_exe().unwrap_or_else(|_| "berth".into());
+    let mut cmd = std::process::Command::new(exe);
+    cmd.arg("--root")
+        .arg(&roots.root)
+        .arg("--run-root")
+        .arg(&roots.run_root)
+        .arg("exec");
+    if detach {
+        cmd.arg("-d");
+    }
+    if x.stdin && !detach {
+        cmd.arg("-i");
+    }
+    if x.tty && !detach {
+        cmd.arg("-t");
+    }
+    if x.privileged {
+        cmd.arg("--privileged");
+    }
+    for e in &x.env {
+        cmd.arg("-e").arg(e);
+    }
+    if !x.workdir.is_empty() {
+        cmd.arg("-w").arg(&x.workdir);
+    }
+    if !x.user.is_empty() {
+        cmd.arg("-u").arg(&x.user);
+    }
+    cmd.arg(&x.container_id).args(&x.cmd);
+    cmd
+}
+
+/// `POST /exec/{id}/start`: runs the command, on the hijacked connection unless
+/// `Detach`.
+pub(crate) async fn exec_start(
+    svc: Arc<Service>,
+    id: String,
+    req: Request<Body>,
+) -> Response<Body> {
+    let Some(x) = find_exec(&svc, &id) else {
+        return no_such_exec(&id);
+    };
+    let (parts, body) = req.into_parts();
+    let bytes = match axum::body::to_bytes(body, MAX_BODY).await {
+        Ok(b) => b,
+        Err(err) => return error(StatusCode::BAD_REQUEST, format!("reading the body: {err}")),
+    };
+    let v = if bytes.is_empty() {
+        json!({})
+    } else {
+        match body_json(&bytes) {
+            Ok(v) => v,
+            Err(msg) => return error(StatusCode::BAD_REQUEST, msg),
+        }
+    };
+    {
+        let mut st = x.state.lock().expect("exec lock");
+        if st.started {
+            return error(
+                StatusCode::CONFLICT,
+                format!("exec {id} has already been started"),
+            );
+        }
+        st.started = true;
+    }
+    let detach = v.get("Detach").and_then(Value::as_bool).unwrap_or(false);
+    let mut cmd = exec_command(&svc.roots, &x, detach);
+    if detach {
+        cmd.stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        let status = tokio::task::spawn_blocking(move || cmd.status()).await;
+        x.state.lock().expect("exec lock").ended = Some(std::time::Instant::now());
+        return match status {
+            Ok(Ok(s)) if s.success() => json_response(StatusCode::OK, &Value::Null),
+            Ok(Ok(s)) => error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("exec failed with exit code {}", s.code().unwrap_or(-1)),
+            ),
+            _ => error(StatusCode::INTERNAL_SERVER_ERROR, "exec could not start"),
+        };
+    }
+    let size = v
+        .get("ConsoleSize")
+        .and_then(Value::as_array)
+        .and_then(|a| Some((a.first()?.as_u64()? as u16, a.get(1)?.as_u64()? as u16)));
+    let req = Request::from_parts(parts, Body::empty());
+    let tty = x.tty;
+    hijack(req, tty, move |input, mut out| async move {
+        let code = if tty {
+            run_tty_exec(&x, cmd, size, input, &mut out).await
+        } else {
+            run_piped_exec(&x, cmd, input, &mut out).await
+        };
+        {
+            let mut st = x.state.lock().expect("exec lock");
+            st.running = false;
+            st.master = None;
+            st.exit_code = Some(code.unwrap_or(126));
+            st.ended = Some(std::time::Instant::now());
+        }
+        let _ = out.shutdown().await;
+    })
+}
+
+/// A non-tty exec: the command's stdout and stderr as multiplexed frames.
+async fn run_piped_exec(
+    x: &ExecEntry,
+    cmd: std::process::Command,
+    input: Option<ClientIn>,
+    out: &mut ClientOut,
+) -> std::io::Result<i32> {
+    use std::process::Stdio;
+    let mut cmd = tokio::process::Command::from(cmd);
+    cmd.stdin(if x.stdin {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let mut child = cmd.spawn()?;
+    {
+        let mut st = x.state.lock().expect("exec lock");
+        st.running = true;
+        st.pid = child.id().unwrap_or(0) as i32;
+    }
+    let feeder = match (child.stdin.take(), input) {
+        (Some(mut to), Some(mut from)) => Some(tokio::spawn(async move {
+            let _ = tokio::io::copy(&mut from, &mut to).await;
+        })),
+        _ => None,
+    };
+    let mut so = child.stdout.take().expect("piped");
+    let mut se = child.stderr.take().expect("piped");
+    let (mut b1, mut b2) = (vec![0u8; 32 * 1024], vec![0u8; 32 * 1024]);
+    let (mut o_open, mut e_open) = (true, true);
+    while o_open || e_open {
+        tokio::select! {
+            r = so.read(&mut b1), if o_open => match r {
+                Ok(0) | Err(_) => o_open = false,
+                Ok(n) => if x.stdout { write_out(out, false, 1, &b1[..n]).await? },
+            },
+            r = se.read(&mut b2), if e_open => match r {
+                Ok(0) | Err(_) => e_open = false,
+                Ok(n) => if x.stderr { write_out(out, false, 2, &b2[..n]).await? },
+            },
+        }
+    }
+    let status = child.wait().await?;
+    if let Some(f) = feeder {
+        f.abort();
+    }
+    Ok(exit_code(status))
+}
+
+fn exit_code(s: std::process::ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    s.code().unwrap_or_else(|| 128 + s.signal().unwrap_or(0))
+}
+
+/// A tty exec: `berth exec -t` on a pty this service holds the master of; the master's
+/// output is the raw stream, resizes go to the master.
+async fn run_tty_exec(
+    x: &ExecEntry,
+    mut cmd: std::process::Command,
+    size: Option<(u16, u16)>,
+    input: Option<ClientIn>,
+    out: &mut ClientOut,
+) -> std::io::Result<i32> {
+    use std::os::unix::process::CommandExt;
+    let pty = nix::pty::openpty(None, None).map_err(std::io::Error::from)?;
+    let (master, slave) = (pty.master, pty.slave);
+    if let Some((h, w)) = size.filter(|(h, w)| *h > 0 && *w > 0) {
+        berth_engine::monitor::set_winsize(master.as_fd(), h, w)?;
+    }
+    let slave_raw = slave.as_raw_fd();
+    cmd.stdin(slave.try_clone()?)
+        .stdout(slave.try_clone()?)
+        .stderr(slave.try_clone()?);
+    // SAFETY: only async-signal-safe calls (setsid, ioctl) between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            nix::unistd::setsid().map_err(std::io::Error::from)?;
+            if libc::ioctl(slave_raw, libc::TIOCSCTTY, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn()?;
+    drop(cmd);
+    drop(slave);
+    let master = Arc::new(master);
+    {
+        let mut st = x.state.lock().expect("exec lock");
+        st.running = true;
+        st.pid = child.id() as i32;
+        st.master = Some(master.clone());
+    }
+    let reader = std::fs::File::from(master.as_fd().try_clone_to_owned()?);
+    let mut writer =
+        tokio::fs::File::from_std(std::fs::File::from(master.as_fd().try_clone_to_owned()?));
+    let feeder = input.map(|mut from| {
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 32 * 1024];
+            loop {
+                match from.read(&mut buf).await {
+                    Ok(0) | Err(_) => {
+                        // The end of the client's input is the terminal's EOF key.
+                        let _ = writer.write_all(&[4]).await;
+                        let _ = writer.flush().await;
+                        return;
+                    }
+                    Ok(n) => {
+                        if writer.write_all(&buf[..n]).await.is_err() {
+                            return;
+                        }
+                        let _ = writer.flush().await;
+                    }
+                }
+            }
+        })
+    });
+    // The master reads until every holder of the slave is gone (EIO).
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(16);
+    std::thread::spawn(move || {
+        use std::io::Read;
+        let mut reader = reader;
+        let mut buf = vec![0u8; 32 * 1024];
+        while let Ok(n) = reader.read(&mut buf) {
+            if n == 0 || tx.blocking_send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    while let Some(chunk) = rx.recv().await {
+        if write_out(out, true, 1, &chunk).await.is_err() {
+            break;
+        }
+    }
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .map_err(std::io::Error::other)??;
+    if let Some(f) = feeder {
+        f.abort();
+    }
+    Ok(exit_code(status))
+}
