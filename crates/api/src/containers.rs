@@ -537,3 +537,331 @@ pub(crate) fn container_action(
     })();
     result.unwrap_or_else(engine_error)
 }
+
+/// Go's `os.FileMode` bits for an `st_mode`, as Docker's path stat carries them.
+fn go_file_mode(st_mode: u32) -> u32 {
+    let mut m = st_mode & 0o777;
+    match st_mode & libc::S_IFMT {
+        libc::S_IFDIR => m |= 1 << 31,
+        libc::S_IFLNK => m |= 1 << 27,
+        libc::S_IFIFO => m |= 1 << 25,
+        libc::S_IFSOCK => m |= 1 << 24,
+        libc::S_IFBLK => m |= 1 << 26,
+        libc::S_IFCHR => m |= (1 << 26) | (1 << 21),
+        _ => {}
+    }
+    if st_mode & libc::S_ISUID != 0 {
+        m |= 1 << 23;
+    }
+    if st_mode & libc::S_ISGID != 0 {
+        m |= 1 << 22;
+    }
+    if st_mode & libc::S_ISVTX != 0 {
+        m |= 1 << 20;
+    }
+    m
+}
+
+/// The `X-Docker-Container-Path-Stat` header: base64 of the path's stat as JSON.
+fn path_stat_header(st: &berth_engine::changes::PathStat) -> String {
+    use base64::Engine as _;
+    let mtime = chrono::DateTime::from_timestamp(st.mtime, 0)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let v = json!({
+        "name": st.name, "size": st.size, "mode": go_file_mode(st.mode),
+        "mtime": mtime, "linkTarget": st.link_target,
+    });
+    base64::engine::general_purpose::STANDARD.encode(v.to_string())
+}
+
+/// `HEAD` and `GET /containers/{id}/archive?path=`: the path's stat in a header, and
+/// for GET a tar of it (what `docker cp CTR:PATH …` reads).
+pub(crate) fn archive_get(
+    e: &Engine,
+    id: &str,
+    q: &[(String, String)],
+    head: bool,
+) -> Response<Body> {
+    let Some(path) = param(q, "path").filter(|p| !p.is_empty()) else {
+        return error(StatusCode::BAD_REQUEST, "archive needs a path");
+    };
+    let st = match e.container_path_stat(id, &path) {
+        Ok(Some(st)) => st,
+        Ok(None) => {
+            return error(
+                StatusCode::NOT_FOUND,
+                format!("Could not find the file {path} in container {id}"),
+            )
+        }
+        Err(err) => return engine_error(err),
+    };
+    let builder = Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "application/x-tar")
+        .header("X-Docker-Container-Path-Stat", path_stat_header(&st))
+        .header("Api-Version", API_VERSION);
+    if head {
+        return builder.body(Body::empty()).expect("a valid response");
+    }
+    let (opts, id, name) = (e.opts.clone(), id.to_string(), st.name.clone());
+    builder
+        .body(streamed(move |w| {
+            if let Ok(e) = Engine::open(opts) {
+                let _ = e.copy_from_container(&id, &path, &name, false, w);
+            }
+        }))
+        .expect("a valid response")
+}
+
+/// `PUT /containers/{id}/archive?path=`: extracts the body's tar into directory `path`.
+pub(crate) fn archive_put(
+    e: &Engine,
+    id: &str,
+    q: &[(String, String)],
+    body: Box<dyn std::io::Read + Send>,
+) -> Response<Body> {
+    let Some(path) = param(q, "path").filter(|p| !p.is_empty()) else {
+        return error(StatusCode::BAD_REQUEST, "archive needs a path");
+    };
+    match e.container_path_is_dir(id, &path) {
+        Ok(Some(true)) => {}
+        Ok(Some(false)) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("extraction point is not a directory: {path}"),
+            )
+        }
+        Ok(None) => {
+            return error(
+                StatusCode::NOT_FOUND,
+                format!("Could not find the file {path} in container {id}"),
+            )
+        }
+        Err(err) => return engine_error(err),
+    }
+    match e.copy_to_container(id, &path, body, flag(q, "copyUIDGID")) {
+        Ok(()) => json_response(StatusCode::OK, &Value::Null),
+        Err(err) => engine_error(err),
+    }
+}
+
+/// `GET /containers/{id}/changes`: Kind 0 modified, 1 added, 2 deleted.
+pub(crate) fn changes(e: &Engine, id: &str) -> Response<Body> {
+    match e.diff(id) {
+        Ok(list) => {
+            let v: Vec<Value> = list
+                .iter()
+                .map(|c| {
+                    let line = c.to_string();
+                    let (kind, path) = line.split_once(' ').unwrap_or(("C", &line));
+                    let k = match kind {
+                        "A" => 1,
+                        "D" => 2,
+                        _ => 0,
+                    };
+                    json!({"Path": path, "Kind": k})
+                })
+                .collect();
+            json_response(StatusCode::OK, &Value::Array(v))
+        }
+        Err(err) => engine_error(err),
+    }
+}
+
+/// `GET /containers/{id}/export`: the container's file system as a tar.
+pub(crate) fn export(e: &Engine, id: &str) -> Response<Body> {
+    let rec = match e.find_container(id) {
+        Ok(r) => r,
+        Err(err) => return engine_error(err),
+    };
+    let opts = e.opts.clone();
+    streamed_response("application/x-tar", move |w| {
+        if let Ok(e) = Engine::open(opts) {
+            let _ = e.export(&rec.id, w);
+        }
+    })
+}
+
+/// The host's CPU time so far in nanoseconds (the first line of /proc/stat), against
+/// which Docker's clients compute a container's CPU share.
+fn host_cpu_ns() -> u64 {
+    let text = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let ticks: u64 = text
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|n| n.parse::<u64>().ok())
+        .sum();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    ticks * (1_000_000_000 / hz)
+}
+
+/// The interfaces of a container's network namespace, other than lo, as Docker's
+/// `networks` stats.
+fn net_stats(pid: i32) -> serde_json::Map<String, Value> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/net/dev")).unwrap_or_default();
+    text.lines()
+        .skip(2)
+        .filter_map(|l| {
+            let (name, rest) = l.split_once(':')?;
+            let name = name.trim();
+            let f: Vec<u64> = rest
+                .split_whitespace()
+                .filter_map(|n| n.parse().ok())
+                .collect();
+            (name != "lo" && f.len() >= 16).then(|| {
+                (
+                    name.to_string(),
+                    json!({
+                        "rx_bytes": f[0], "rx_packets": f[1], "rx_errors": f[2], "rx_dropped": f[3],
+                        "tx_bytes": f[8], "tx_packets": f[9], "tx_errors": f[10], "tx_dropped": f[11],
+                    }),
+                )
+            })
+        })
+        .collect()
+}
+
+/// One sample of a container's usage, with the host's CPU time beside it.
+struct Sample {
+    at: chrono::DateTime<chrono::Utc>,
+    usage: berth_engine::stats::Usage,
+    host_cpu: u64,
+}
+
+fn sample(e: &Engine, id: &str) -> Sample {
+    Sample {
+        at: chrono::Utc::now(),
+        usage: e.container_usage(id).unwrap_or_default(),
+        host_cpu: host_cpu_ns(),
+    }
+}
+
+fn cpu_json(s: &Sample, cpus: usize) -> Value {
+    json!({
+        "cpu_usage": {"total_usage": s.usage.cpu_ns, "usage_in_kernelmode": 0, "usage_in_usermode": 0},
+        "system_cpu_usage": s.host_cpu,
+        "online_cpus": cpus,
+        "throttling_data": {"periods": 0, "throttled_periods": 0, "throttled_time": 0},
+    })
+}
+
+/// Docker's stats JSON from two samples.
+fn stats_json(
+    rec: &berth_engine::model::ContainerRecord,
+    pid: i32,
+    before: &Sample,
+    now: &Sample,
+) -> Value {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let host_mem = berth_engine::stats::host_memory();
+    let limit = now.usage.mem_limit.unwrap_or(host_mem).min(host_mem.max(1));
+    let blk = |op: &str, v: u64| json!({"major": 0, "minor": 0, "op": op, "value": v});
+    json!({
+        "name": format!("/{}", rec.name),
+        "id": rec.id,
+        "read": now.at.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+        "preread": before.at.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+        "pids_stats": {"current": now.usage.pids},
+        "blkio_stats": {"io_service_bytes_recursive": [blk("read", now.usage.blk_read), blk("write", now.usage.blk_write)]},
+        "num_procs": 0,
+        "cpu_stats": cpu_json(now, cpus),
+        "precpu_stats": cpu_json(before, cpus),
+        "memory_stats": {"usage": now.usage.mem_bytes, "limit": limit, "stats": {}},
+        "networks": net_stats(pid),
+    })
+}
+
+/// `GET /containers/{id}/stats?stream=&one-shot=`: Docker's stats JSON, once or every
+/// second.
+pub(crate) fn stats(e: &Engine, id: &str, q: &[(String, String)]) -> Response<Body> {
+    let rec = match e.find_container(id) {
+        Ok(r) => r,
+        Err(err) => return engine_error(err),
+    };
+    let stream = param(q, "stream").is_none_or(|s| !matches!(s.as_str(), "0" | "false"));
+    let one_shot = flag(q, "one-shot");
+    let opts = e.opts.clone();
+    streamed_response("application/json", move |w| {
+        let Ok(e) = Engine::open(opts) else { return };
+        let pid = || e.container_state(&rec.id).map(|s| s.pid).unwrap_or(0);
+        let mut before = sample(&e, &rec.id);
+        if !one_shot {
+            std::thread::sleep(std::time::Duration::from_millis(if stream {
+                1000
+            } else {
+                200
+            }));
+        }
+        loop {
+            let now = sample(&e, &rec.id);
+            if w.message(&stats_json(&rec, pid(), &before, &now)).is_err() || !stream {
+                return;
+            }
+            let active = e
+                .container_state(&rec.id)
+                .map(|s| s.status.is_active())
+                .unwrap_or(false);
+            if !active {
+                return;
+            }
+            before = now;
+            std::thread::sleep(std::time::Duration::from_secs(1));
+        }
+    })
+}
+
+/// `POST /containers/{id}/update`: memory, CPU and pids limits, the restart policy.
+pub(crate) fn update(e: &Engine, id: &str, body: &[u8]) -> Response<Body> {
+    let v = match body_json(body) {
+        Ok(v) => v,
+        Err(msg) => return error(StatusCode::BAD_REQUEST, msg),
+    };
+    let num = |k: &str| v.get(k).and_then(Value::as_i64).filter(|n| *n != 0);
+    let nano = num("NanoCpus");
+    let quota = num("CpuQuota").or_else(|| nano.map(|n| n * 100_000 / 1_000_000_000));
+    let limits = berth_engine::stats::Limits {
+        memory: num("Memory"),
+        memory_swap: num("MemorySwap"),
+        cpu_quota: quota,
+        cpu_shares: num("CpuShares").map(|n| n as u64),
+        pids: num("PidsLimit"),
+    };
+    let restart = match v.get("RestartPolicy") {
+        Some(p)
+            if p.get("Name")
+                .and_then(Value::as_str)
+                .is_some_and(|n| !n.is_empty()) =>
+        {
+            match serde_json::from_value::<berth_engine::model::RestartPolicy>(p.clone()) {
+                Ok(r) => Some(r),
+                Err(err) => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        format!("invalid RestartPolicy: {err}"),
+                    )
+                }
+            }
+        }
+        _ => None,
+    };
+    match e.update_container(id, &limits, nano, restart) {
+        Ok(()) => json_response(StatusCode::OK, &json!({"Warnings": []})),
+        Err(err) => engine_error(err),
+    }
+}
+
+/// `POST /containers/prune`.
+pub(crate) fn prune(e: &Engine, q: &[(String, String)]) -> Response<Body> {
+    match prune_filter(q, &[]).and_then(|f| e.prune_containers(&f)) {
+        Ok((ids, bytes)) => json_response(
+            StatusCode::OK,
+            &json!({"ContainersDeleted": ids, "SpaceReclaimed": bytes}),
+        ),
+        Err(err) => engine_error(err),
+    }
+}

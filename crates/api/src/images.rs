@@ -1,8 +1,8 @@
 //! Images: list.
 
 use axum::body::Body;
-use axum::http::{Response, StatusCode};
-use berth_engine::Engine;
+use axum::http::{header, Response, StatusCode};
+use berth_engine::{Engine, EngineError};
 use serde_json::{json, Value};
 
 use crate::*;
@@ -50,4 +50,274 @@ pub(crate) fn list_images(e: &Engine, q: &[(String, String)]) -> Response<Body> 
         StatusCode::OK,
         &Value::Array(by_id.into_iter().map(|(_, v)| v).collect()),
     )
+}
+
+/// An engine progress report as one of Docker's JSON progress messages.
+fn progress_json(p: berth_engine::distribution::Progress<'_>) -> Value {
+    use berth_engine::distribution::Progress;
+    match p {
+        Progress::Line(text) => json!({ "status": text }),
+        Progress::Layer { id, status, bytes } => {
+            let detail = match bytes {
+                Some((current, total)) => json!({"current": current, "total": total}),
+                None => json!({}),
+            };
+            json!({"status": status, "progressDetail": detail, "id": id})
+        }
+    }
+}
+
+/// Docker's `filters` as prune filters (`until` may be a duration or a time).
+pub(crate) fn prune_filter(
+    q: &[(String, String)],
+    skip: &[&str],
+) -> Result<berth_engine::prune::PruneFilter, EngineError> {
+    let mut pairs = filters(q).map_err(EngineError::Invalid)?;
+    pairs.retain(|(k, _)| !skip.contains(&k.as_str()));
+    for (k, v) in pairs.iter_mut() {
+        if k == "until" {
+            *v = berth_engine::prune::parse_time(v)?;
+        }
+    }
+    berth_engine::prune::PruneFilter::parse(&pairs, true)
+}
+
+fn removed_json(removed: &[berth_engine::images::Removed]) -> Vec<Value> {
+    removed
+        .iter()
+        .map(|r| match r {
+            berth_engine::images::Removed::Untagged(t) => json!({ "Untagged": t }),
+            berth_engine::images::Removed::Deleted(d) => json!({ "Deleted": d }),
+        })
+        .collect()
+}
+
+/// `DELETE /images/{name}`.
+pub(crate) fn remove_image(e: &Engine, name: &str, force: bool) -> Response<Body> {
+    match e.remove_image(name, force) {
+        Ok(removed) => json_response(StatusCode::OK, &Value::Array(removed_json(&removed))),
+        Err(err) => engine_error(err),
+    }
+}
+
+/// `POST /images/prune`: dangling images, or (`dangling=false`) every unused one.
+pub(crate) fn prune_images(e: &Engine, q: &[(String, String)]) -> Response<Body> {
+    let all = filters(q)
+        .unwrap_or_default()
+        .iter()
+        .any(|(k, v)| k == "dangling" && matches!(v.as_str(), "false" | "0"));
+    let result = prune_filter(q, &["dangling"]).and_then(|f| e.prune_images(all, &f));
+    match result {
+        Ok((removed, bytes)) => json_response(
+            StatusCode::OK,
+            &json!({"ImagesDeleted": removed_json(&removed), "SpaceReclaimed": bytes}),
+        ),
+        Err(err) => engine_error(err),
+    }
+}
+
+/// `POST /images/create`: a pull (`fromImage`, `tag`, `platform`) or an import
+/// (`fromSrc=-` with the tar as the body), answered as a JSON progress stream.
+pub(crate) fn create_image(
+    e: &Engine,
+    q: &[(String, String)],
+    body: Option<Box<dyn std::io::Read + Send>>,
+) -> Response<Body> {
+    let opts = e.opts.clone();
+    if let Some(src) = param(q, "fromSrc") {
+        if src != "-" {
+            return error(
+                StatusCode::NOT_IMPLEMENTED,
+                "importing from a URL is not implemented yet in berth serve: send the tar as the body (fromSrc=-)",
+            );
+        }
+        let mut run = berth_image::config::RunConfig::default();
+        let changes: Vec<String> = q
+            .iter()
+            .filter(|(k, _)| k == "changes")
+            .map(|(_, v)| v.clone())
+            .collect();
+        if let Err(err) = berth_engine::changes::apply_changes(&mut run, &changes) {
+            return engine_error(err);
+        }
+        let repo = param(q, "repo").filter(|r| !r.is_empty());
+        let reference = repo.map(|r| match param(q, "tag").filter(|t| !t.is_empty()) {
+            Some(t) => format!("{r}:{t}"),
+            None => r,
+        });
+        let message = param(q, "message").filter(|m| !m.is_empty());
+        let body = body.expect("an import has a body");
+        return streamed_response("application/json", move |w| {
+            let result = Engine::open(opts)
+                .and_then(|e| e.import(body, reference.as_deref(), run, message, "-"));
+            let _ = w.message(&match result {
+                Ok(id) => json!({ "status": id.to_string() }),
+                Err(err) => stream_error(&err.to_string()),
+            });
+        });
+    }
+    let Some(image) = param(q, "fromImage").filter(|i| !i.is_empty()) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "fromImage or fromSrc must be given",
+        );
+    };
+    let name = match param(q, "tag").filter(|t| !t.is_empty()) {
+        Some(t) if t.contains(':') => format!("{image}@{t}"),
+        Some(t) => format!("{image}:{t}"),
+        None => image,
+    };
+    // A reference that cannot be one is refused before the stream starts.
+    if let Err(err) = berth_image::Reference::parse(&name) {
+        return error(StatusCode::BAD_REQUEST, err.to_string());
+    }
+    let pull = berth_engine::distribution::PullOptions {
+        platform: param(q, "platform").filter(|p| !p.is_empty()),
+        insecure: berth_engine::distribution::insecure_registries(),
+    };
+    streamed_response("application/json", move |w| {
+        let result = Engine::open(opts).and_then(|e| {
+            e.pull(&name, &pull, &mut |p| {
+                let _ = w.message(&progress_json(p));
+            })
+        });
+        let _ = match result {
+            Ok(pulled) => {
+                let shown = pulled.reference.familiar();
+                let _ = w.message(&json!({ "status": format!("Digest: {}", pulled.digest) }));
+                w.message(&json!({ "status": if pulled.downloaded {
+                    format!("Status: Downloaded newer image for {shown}")
+                } else {
+                    format!("Status: Image is up to date for {shown}")
+                }}))
+            }
+            Err(err) => w.message(&stream_error(&err.to_string())),
+        };
+    })
+}
+
+/// `POST /images/{name}/push?tag=`: a JSON progress stream.
+pub(crate) fn push_image(e: &Engine, name: &str, q: &[(String, String)]) -> Response<Body> {
+    let name = match param(q, "tag").filter(|t| !t.is_empty()) {
+        Some(t) => format!("{name}:{t}"),
+        None => name.to_string(),
+    };
+    if let Err(err) = e.find_image(&name) {
+        return engine_error(err);
+    }
+    let opts = e.opts.clone();
+    streamed_response("application/json", move |w| {
+        let tag = berth_image::Reference::parse(&name)
+            .map(|r| r.tag.unwrap_or_else(|| "latest".into()))
+            .unwrap_or_default();
+        let result = Engine::open(opts).and_then(|e| {
+            e.push(
+                &name,
+                &berth_engine::distribution::insecure_registries(),
+                None,
+                &mut |p| {
+                    let _ = w.message(&progress_json(p));
+                },
+            )
+        });
+        let _ = match result {
+            // The engine has reported the digest line; the aux message is for SDKs.
+            Ok(digest) => w.message(
+                &json!({"progressDetail": {}, "aux": {"Tag": tag, "Digest": digest.to_string()}}),
+            ),
+            Err(err) => w.message(&stream_error(&err.to_string())),
+        };
+    })
+}
+
+/// `GET /images/get?names=…` and `GET /images/{name}/get`: a docker-archive tar.
+pub(crate) fn save_images(e: &Engine, names: Vec<String>) -> Response<Body> {
+    if names.is_empty() {
+        return error(StatusCode::BAD_REQUEST, "no images named");
+    }
+    for n in &names {
+        if let Err(err) = e.find_image(n) {
+            return engine_error(err);
+        }
+    }
+    let opts = e.opts.clone();
+    streamed_response("application/x-tar", move |w| {
+        if let Ok(e) = Engine::open(opts) {
+            // A failure midway leaves the tar cut short, as Docker's does.
+            let _ = e.save(&names, w);
+        }
+    })
+}
+
+/// `POST /images/load`: loads a docker-archive or OCI archive from the body.
+/// (`quiet` only quiets progress, which berth's load does not report: the loaded
+/// images are named either way, as Docker's are.)
+pub(crate) fn load_images(e: &Engine, body: Box<dyn std::io::Read + Send>) -> Response<Body> {
+    match e.load(std::io::BufReader::new(body)) {
+        Ok(lines) => {
+            let mut out = String::new();
+            for l in lines {
+                out.push_str(&format!("{}\n", json!({ "stream": format!("{l}\n") })));
+            }
+            Response::builder()
+                .status(StatusCode::OK)
+                .header(header::CONTENT_TYPE, "application/json")
+                .header("Api-Version", API_VERSION)
+                .body(Body::from(out))
+                .expect("a valid response")
+        }
+        Err(err) => engine_error(err),
+    }
+}
+
+/// `POST /commit?container=&repo=&tag=&comment=&author=&pause=&changes=`, the body a
+/// container config whose settings the new image takes.
+pub(crate) fn commit(e: &Engine, q: &[(String, String)], body: &[u8]) -> Response<Body> {
+    let Some(container) = param(q, "container").filter(|c| !c.is_empty()) else {
+        return error(StatusCode::BAD_REQUEST, "commit needs a container");
+    };
+    let mut run: berth_image::config::RunConfig = if body.iter().all(u8::is_ascii_whitespace) {
+        Default::default()
+    } else {
+        let mut v = match body_json(body) {
+            Ok(v) => v,
+            Err(msg) => return error(StatusCode::BAD_REQUEST, msg),
+        };
+        if v.is_null() {
+            v = json!({});
+        }
+        match serde_json::from_value(v) {
+            Ok(r) => r,
+            Err(err) => return error(StatusCode::BAD_REQUEST, format!("invalid config: {err}")),
+        }
+    };
+    let has_config = run != berth_image::config::RunConfig::default();
+    let changes: Vec<String> = q
+        .iter()
+        .filter(|(k, _)| k == "changes")
+        .map(|(_, v)| v.clone())
+        .collect();
+    if let Err(err) = berth_engine::changes::apply_changes(&mut run, &changes) {
+        return engine_error(err);
+    }
+    let reference = param(q, "repo").filter(|r| !r.is_empty()).map(|r| {
+        match param(q, "tag").filter(|t| !t.is_empty()) {
+            Some(t) => format!("{r}:{t}"),
+            None => r,
+        }
+    });
+    let text = |k: &str| param(q, k).filter(|v| !v.is_empty());
+    let pause = param(q, "pause").is_none_or(|p| !matches!(p.as_str(), "0" | "false"));
+    match e.commit(
+        &container,
+        reference.as_deref(),
+        text("author"),
+        text("comment"),
+        run,
+        has_config || !changes.is_empty(),
+        pause,
+    ) {
+        Ok(id) => json_response(StatusCode::CREATED, &json!({ "Id": id.to_string() })),
+        Err(err) => engine_error(err),
+    }
 }

@@ -13,10 +13,12 @@ use axum::http::{header, Method, Request, Response, StatusCode};
 use berth_engine::{Engine, EngineError, EngineOptions};
 use serde_json::{json, Value};
 
+mod build;
 mod containers;
 mod images;
 mod netvol;
 mod stream;
+mod system;
 
 use containers::*;
 use images::*;
@@ -254,6 +256,106 @@ const UNSUPPORTED: [&str; 9] = [
     "session",
 ];
 
+/// A `Write` whose bytes become a response body: a blocking producer (tar writers,
+/// progress) on one side, the client on the other. Writes fail once the client went.
+pub(crate) struct BodyWriter {
+    tx: tokio::sync::mpsc::Sender<Vec<u8>>,
+    buf: Vec<u8>,
+}
+
+impl std::io::Write for BodyWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= 64 * 1024 {
+            self.flush()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        // Not blocking_send: the producer may be inside the engine's own runtime (pull
+        // and push report progress from there), where that panics.
+        let mut chunk = std::mem::take(&mut self.buf);
+        loop {
+            match self.tx.try_send(chunk) {
+                Ok(()) => return Ok(()),
+                Err(tokio::sync::mpsc::error::TrySendError::Full(back)) => {
+                    chunk = back;
+                    std::thread::sleep(std::time::Duration::from_millis(2));
+                }
+                Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => {
+                    return Err(std::io::Error::from(std::io::ErrorKind::BrokenPipe))
+                }
+            }
+        }
+    }
+}
+
+impl BodyWriter {
+    /// Has the client stopped reading (closed the connection)?
+    pub(crate) fn client_gone(&self) -> bool {
+        self.tx.is_closed()
+    }
+
+    /// One JSON message of a progress stream, sent at once.
+    pub(crate) fn message(&mut self, v: &Value) -> std::io::Result<()> {
+        use std::io::Write;
+        writeln!(self, "{v}")?;
+        self.flush()
+    }
+}
+
+/// A body that `produce` writes on a thread of its own (it may block).
+pub(crate) fn streamed(produce: impl FnOnce(&mut BodyWriter) + Send + 'static) -> Body {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(16);
+    std::thread::spawn(move || {
+        let mut w = BodyWriter {
+            tx,
+            buf: Vec::new(),
+        };
+        produce(&mut w);
+        let _ = std::io::Write::flush(&mut w);
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|chunk| (Ok::<_, std::convert::Infallible>(chunk), rx))
+    });
+    Body::from_stream(stream)
+}
+
+/// A 200 response of `content_type` whose body `produce` writes.
+pub(crate) fn streamed_response(
+    content_type: &str,
+    produce: impl FnOnce(&mut BodyWriter) + Send + 'static,
+) -> Response<Body> {
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, content_type)
+        .header("Api-Version", API_VERSION)
+        .body(streamed(produce))
+        .expect("a valid response")
+}
+
+/// Docker's error message inside a JSON progress stream.
+pub(crate) fn stream_error(msg: &str) -> Value {
+    json!({"errorDetail": {"message": msg}, "error": msg})
+}
+
+/// The request's body as a blocking reader (for the engine's tar readers); create it
+/// on the runtime, read it on a blocking thread.
+pub(crate) fn body_reader(req: Request<Body>) -> impl std::io::Read + Send {
+    use futures_util::TryStreamExt;
+    let stream = req
+        .into_body()
+        .into_data_stream()
+        .map_err(std::io::Error::other);
+    tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(stream))
+}
+
 /// The request's body, up to [`MAX_BODY`]; a 400 answer when it cannot be read.
 pub(crate) async fn read_body(req: Request<Body>) -> Result<axum::body::Bytes, Response<Body>> {
     axum::body::to_bytes(req.into_body(), MAX_BODY)
@@ -344,6 +446,97 @@ pub async fn handle(svc: Arc<Service>, req: Request<Body>) -> Response<Body> {
         }
         (&Method::POST, ["exec", id, "resize"]) => stream::exec_resize(&svc, id, &q),
         (&Method::GET, ["exec", id, "json"]) => stream::exec_inspect(&svc, id),
+        (&Method::GET | &Method::HEAD, ["containers", id, "archive"]) => {
+            let (id, head) = (id.to_string(), method == Method::HEAD);
+            with_engine(&roots, move |e| archive_get(e, &id, &q, head)).await
+        }
+        (&Method::PUT, ["containers", id, "archive"]) => {
+            let id = id.to_string();
+            let body = Box::new(body_reader(req));
+            with_engine(&roots, move |e| archive_put(e, &id, &q, body)).await
+        }
+        (&Method::GET, ["containers", id, "changes"]) => {
+            let id = id.to_string();
+            with_engine(&roots, move |e| changes(e, &id)).await
+        }
+        (&Method::GET, ["containers", id, "export"]) => {
+            let id = id.to_string();
+            with_engine(&roots, move |e| export(e, &id)).await
+        }
+        (&Method::GET, ["containers", id, "stats"]) => {
+            let id = id.to_string();
+            with_engine(&roots, move |e| stats(e, &id, &q)).await
+        }
+        (&Method::POST, ["containers", id, "update"]) => {
+            let id = id.to_string();
+            let body = match read_body(req).await {
+                Ok(b) => b,
+                Err(r) => return r,
+            };
+            with_engine(&roots, move |e| update(e, &id, &body)).await
+        }
+        (&Method::POST, ["containers", "prune"]) => {
+            with_engine(&roots, move |e| prune(e, &q)).await
+        }
+        (&Method::POST, ["images", "create"]) => {
+            let body: Option<Box<dyn std::io::Read + Send>> = if param(&q, "fromSrc").is_some() {
+                Some(Box::new(body_reader(req)))
+            } else {
+                None
+            };
+            with_engine(&roots, move |e| create_image(e, &q, body)).await
+        }
+        (&Method::GET, ["images", "get"]) => {
+            let names: Vec<String> = q
+                .iter()
+                .filter(|(k, _)| k == "names")
+                .map(|(_, v)| v.clone())
+                .collect();
+            with_engine(&roots, move |e| save_images(e, names)).await
+        }
+        (&Method::POST, ["images", "load"]) => {
+            let body = Box::new(body_reader(req));
+            with_engine(&roots, move |e| load_images(e, body)).await
+        }
+        (&Method::POST, ["images", "prune"]) => {
+            with_engine(&roots, move |e| prune_images(e, &q)).await
+        }
+        (&Method::GET, ["images", name @ .., "get"]) if !name.is_empty() => {
+            let names = vec![name.join("/")];
+            with_engine(&roots, move |e| save_images(e, names)).await
+        }
+        (&Method::POST, ["images", name @ .., "push"]) if !name.is_empty() => {
+            let name = name.join("/");
+            with_engine(&roots, move |e| push_image(e, &name, &q)).await
+        }
+        (&Method::POST, ["commit"]) => {
+            let body = match read_body(req).await {
+                Ok(b) => b,
+                Err(r) => return r,
+            };
+            with_engine(&roots, move |e| commit(e, &q, &body)).await
+        }
+        (&Method::GET, ["events"]) => with_engine(&roots, move |e| system::events(e, &q)).await,
+        (&Method::GET, ["system", "df"]) => {
+            with_engine(&roots, |e| match system::df(e) {
+                Ok(v) => json_response(StatusCode::OK, &v),
+                Err(err) => engine_error(err),
+            })
+            .await
+        }
+        (&Method::POST, ["auth"]) => {
+            let body = match read_body(req).await {
+                Ok(b) => b,
+                Err(r) => return r,
+            };
+            with_engine(&roots, move |e| system::auth(e, &body)).await
+        }
+        (&Method::POST, ["build"]) => {
+            let body = Box::new(body_reader(req));
+            let r = roots.clone();
+            with_engine(&roots, move |e| build::build(&r, e, &q, body)).await
+        }
+        (&Method::POST, ["build", "prune"]) => with_engine(&roots, system::prune_build_cache).await,
         (&Method::GET, ["containers", id, "json"]) => {
             let id = id.to_string();
             with_engine(&roots, move |e| match e.inspect_container(&id) {
@@ -419,20 +612,7 @@ pub async fn handle(svc: Arc<Service>, req: Request<Body>) -> Response<Body> {
         (&Method::DELETE, ["images", name @ ..]) if !name.is_empty() => {
             let name = name.join("/");
             let force = flag(&q, "force");
-            with_engine(&roots, move |e| match e.remove_image(&name, force) {
-                Ok(removed) => {
-                    let list: Vec<Value> = removed
-                        .into_iter()
-                        .map(|r| match r {
-                            berth_engine::images::Removed::Untagged(t) => json!({"Untagged": t}),
-                            berth_engine::images::Removed::Deleted(d) => json!({"Deleted": d}),
-                        })
-                        .collect();
-                    json_response(StatusCode::OK, &Value::Array(list))
-                }
-                Err(err) => engine_error(err),
-            })
-            .await
+            with_engine(&roots, move |e| remove_image(e, &name, force)).await
         }
         // Image names may hold slashes: everything between `images/` and `/json`.
         (&Method::GET, ["images", name @ .., "json"]) if !name.is_empty() => {

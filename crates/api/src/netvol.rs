@@ -19,17 +19,35 @@ pub(crate) fn volumes_networks(
     let result = (|| -> Result<Response<Body>, EngineError> {
         Ok(match (method, segs.as_slice()) {
             (&Method::GET, ["volumes"]) => {
-                if !filters(q).unwrap_or_default().is_empty() {
-                    return Ok(error(
-                        StatusCode::NOT_IMPLEMENTED,
-                        "volume list filters are not implemented yet in berth serve",
-                    ));
+                let f = filters(q).map_err(EngineError::Invalid)?;
+                let mut list = Vec::new();
+                for v in e.list_volumes()? {
+                    let j = serde_json::to_value(&v).expect("a volume serialises");
+                    let dangling = || {
+                        e.volume_users(&v.name)
+                            .map(|u| u.is_empty())
+                            .unwrap_or(false)
+                    };
+                    if listed(&j, &f, dangling)? {
+                        list.push(j);
+                    }
                 }
-                let list = e.list_volumes()?;
+                json_response(StatusCode::OK, &json!({"Volumes": list, "Warnings": []}))
+            }
+            (&Method::POST, ["volumes", "prune"]) => {
+                let all = filters(q)
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|(k, v)| k == "all" && matches!(v.as_str(), "true" | "1"));
+                let (names, bytes) = e.prune_volumes(all, &prune_filter(q, &["all"])?)?;
                 json_response(
                     StatusCode::OK,
-                    &json!({"Volumes": serde_json::to_value(list).expect("volumes serialise"), "Warnings": []}),
+                    &json!({"VolumesDeleted": names, "SpaceReclaimed": bytes}),
                 )
+            }
+            (&Method::POST, ["networks", "prune"]) => {
+                let names = e.prune_networks()?;
+                json_response(StatusCode::OK, &json!({ "NetworksDeleted": names }))
             }
             (&Method::POST, ["volumes", "create"]) => {
                 let v = match body_json(body) {
@@ -69,17 +87,34 @@ pub(crate) fn volumes_networks(
                 no_content()
             }
             (&Method::GET, ["networks"]) => {
-                let mut list = Vec::new();
+                let f = filters(q).map_err(EngineError::Invalid)?;
+                let mut all = Vec::new();
                 for n in e.list_networks()? {
-                    list.push(e.inspect_network(&n.id)?);
+                    all.push(e.inspect_network(&n.id)?);
                 }
+                let custom = all.len();
+                let mut builtin = Vec::new();
                 for (name, driver) in [("host", "host"), ("none", "null")] {
-                    list.push(json!({
+                    builtin.push(json!({
                         "Name": name, "Id": e.builtin_network_id(name), "Scope": "local",
                         "Driver": driver, "EnableIPv6": false, "Internal": false,
                         "IPAM": {"Driver": "default", "Config": []}, "Containers": {},
                         "Options": {}, "Labels": {},
                     }));
+                }
+                all.extend(builtin);
+                let mut list = Vec::new();
+                for (i, n) in all.into_iter().enumerate() {
+                    let kind = if i < custom && n["Name"] != "bridge" {
+                        "custom"
+                    } else {
+                        "builtin"
+                    };
+                    let typed: Vec<(String, String)> =
+                        f.iter().filter(|(k, _)| k == "type").cloned().collect();
+                    if typed.iter().all(|(_, t)| t == kind) && listed(&n, &f, || false)? {
+                        list.push(n);
+                    }
                 }
                 json_response(StatusCode::OK, &Value::Array(list))
             }
@@ -155,4 +190,49 @@ pub(crate) fn volumes_networks(
         })
     })();
     result.unwrap_or_else(engine_error)
+}
+
+/// Does a volume or network (Docker's JSON) pass list filters `name=` (a substring),
+/// `id=` (a prefix), `label=k[=v]`, `driver=`, `dangling=`? Values of one key are ORed,
+/// keys ANDed. `type=` is the caller's.
+fn listed(
+    obj: &Value,
+    f: &[(String, String)],
+    dangling: impl Fn() -> bool,
+) -> Result<bool, EngineError> {
+    let text = |k: &str| obj.get(k).and_then(Value::as_str).unwrap_or_default();
+    let mut keys: Vec<&str> = f.iter().map(|(k, _)| k.as_str()).collect();
+    keys.sort_unstable();
+    keys.dedup();
+    for key in keys {
+        let vals = f.iter().filter(|(k, _)| k == key).map(|(_, v)| v.as_str());
+        let ok = match key {
+            "name" => vals.into_iter().any(|v| text("Name").contains(v)),
+            "id" => vals.into_iter().any(|v| text("Id").starts_with(v)),
+            "driver" => vals.into_iter().any(|v| text("Driver") == v),
+            "label" => vals.into_iter().any(|v| {
+                let (k, want) = match v.split_once('=') {
+                    Some((k, w)) => (k, Some(w)),
+                    None => (v, None),
+                };
+                obj.pointer(&format!(
+                    "/Labels/{}",
+                    k.replace('~', "~0").replace('/', "~1")
+                ))
+                .and_then(Value::as_str)
+                .is_some_and(|have| want.is_none_or(|w| w == have))
+            }),
+            "dangling" => vals.into_iter().any(|v| match v {
+                "true" | "1" => dangling(),
+                "false" | "0" => !dangling(),
+                _ => false,
+            }),
+            "type" => true,
+            other => return Err(EngineError::Invalid(format!("invalid filter '{other}'"))),
+        };
+        if !ok {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }

@@ -1,6 +1,5 @@
 //! The command tree and what each command prints.
 
-use std::collections::BTreeMap;
 use std::io::{self, Write};
 use std::path::PathBuf;
 
@@ -628,79 +627,6 @@ fn short_id(id: &str, no_trunc: bool) -> String {
     }
 }
 
-/// Parses `--change` instructions (import/commit) onto a run config.
-pub fn apply_changes(run: &mut RunConfig, changes: &[String]) -> CliResult {
-    for c in changes {
-        let (ins, rest) = c
-            .trim()
-            .split_once(char::is_whitespace)
-            .unwrap_or((c.trim(), ""));
-        let rest = rest.trim();
-        let list = |s: &str| -> Vec<String> {
-            if s.starts_with('[') {
-                serde_json::from_str(s)
-                    .unwrap_or_else(|_| vec!["/bin/sh".into(), "-c".into(), s.into()])
-            } else {
-                vec!["/bin/sh".into(), "-c".into(), s.into()]
-            }
-        };
-        match ins.to_uppercase().as_str() {
-            "CMD" => run.cmd = Some(list(rest)),
-            "ENTRYPOINT" => run.entrypoint = Some(list(rest)),
-            "ENV" => {
-                let (k, v) = rest
-                    .split_once('=')
-                    .or_else(|| rest.split_once(' '))
-                    .unwrap_or((rest, ""));
-                let env = run.env.get_or_insert_with(Vec::new);
-                env.retain(|e| e.split('=').next() != Some(k));
-                env.push(format!("{k}={}", v.trim_matches('"')));
-            }
-            "WORKDIR" => run.working_dir = Some(rest.to_string()),
-            "USER" => run.user = Some(rest.to_string()),
-            "STOPSIGNAL" => run.stop_signal = Some(rest.to_string()),
-            "EXPOSE" => {
-                for p in rest.split_whitespace() {
-                    let p = if p.contains('/') {
-                        p.to_string()
-                    } else {
-                        format!("{p}/tcp")
-                    };
-                    run.exposed_ports
-                        .get_or_insert_with(BTreeMap::new)
-                        .insert(p, serde_json::json!({}));
-                }
-            }
-            "VOLUME" => {
-                let vols: Vec<String> = if rest.starts_with('[') {
-                    serde_json::from_str(rest).unwrap_or_default()
-                } else {
-                    rest.split_whitespace().map(String::from).collect()
-                };
-                for v in vols {
-                    run.volumes
-                        .get_or_insert_with(BTreeMap::new)
-                        .insert(v, serde_json::json!({}));
-                }
-            }
-            "LABEL" => {
-                let (k, v) = rest.split_once('=').unwrap_or((rest, ""));
-                run.labels.get_or_insert_with(BTreeMap::new).insert(
-                    k.trim_matches('"').to_string(),
-                    v.trim_matches('"').to_string(),
-                );
-            }
-            other => {
-                return Err(Failure::new(
-                    1,
-                    format!("{other} is not a valid change command"),
-                ))
-            }
-        }
-    }
-    Ok(())
-}
-
 fn ps(engine: &Engine, a: &PsArgs) -> CliResult<u8> {
     let filters = parse_filters(&a.filter)?;
     let mut list = engine.list_containers(a.all || a.latest || a.last.is_some(), &filters)?;
@@ -912,31 +838,7 @@ fn inspect(
 
 /// Parses `--since`/`--until`: RFC 3339, a Unix timestamp, or a duration like `10m`.
 pub fn parse_time(s: &str) -> CliResult<String> {
-    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
-        return Ok(t
-            .with_timezone(&chrono::Utc)
-            .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true));
-    }
-    if let Ok(secs) = s.parse::<f64>() {
-        let t = chrono::DateTime::from_timestamp(secs.trunc() as i64, (secs.fract() * 1e9) as u32)
-            .ok_or_else(|| Failure::new(1, format!("invalid time {s}")))?;
-        return Ok(t.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true));
-    }
-    let units = [("ms", 1i64), ("s", 1000), ("m", 60_000), ("h", 3_600_000)];
-    for (u, ms) in units {
-        if let Some(n) = s.strip_suffix(u) {
-            if let Ok(v) = n.parse::<f64>() {
-                let t = chrono::Utc::now() - chrono::Duration::milliseconds((v * ms as f64) as i64);
-                return Ok(t.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true));
-            }
-        }
-    }
-    Err(Failure::new(
-        1,
-        format!(
-            "invalid value for time: {s:?} (use RFC 3339, a Unix timestamp or a duration like 10m)"
-        ),
-    ))
+    Ok(berth_engine::prune::parse_time(s)?)
 }
 
 fn logs(
@@ -1781,6 +1683,10 @@ fn serve(cli: &Cli, hosts: &[String]) -> CliResult<u8> {
         root: cli.root.clone(),
         run_root: cli.run_root.clone(),
     };
+    // A client that goes away must not end the service (main restores SIGPIPE's
+    // default for `berth images | head`): writes to it fail with EPIPE instead.
+    // SAFETY: setting a signal's disposition to SIG_IGN has no preconditions.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -2079,7 +1985,7 @@ pub fn dispatch(cli: &Cli) -> CliResult<u8> {
             reference,
         } => {
             let mut run_cfg = RunConfig::default();
-            apply_changes(&mut run_cfg, change)?;
+            berth_engine::changes::apply_changes(&mut run_cfg, change)?;
             let id = if file == "-" {
                 e.import(
                     io::stdin().lock(),
@@ -2493,7 +2399,7 @@ pub fn dispatch(cli: &Cli) -> CliResult<u8> {
             pause,
         } => {
             let mut run_cfg = RunConfig::default();
-            apply_changes(&mut run_cfg, change)?;
+            berth_engine::changes::apply_changes(&mut run_cfg, change)?;
             let id = e.commit(
                 container,
                 reference.as_deref(),

@@ -20,16 +20,6 @@ fn split_container(arg: &str) -> Option<(&str, &str)> {
     (!c.is_empty() && !c.contains('/')).then_some((c, p))
 }
 
-fn base_name(p: &str) -> String {
-    if p.ends_with("/.") {
-        return ".".into();
-    }
-    Path::new(p.trim_end_matches('/'))
-        .file_name()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_else(|| ".".into())
-}
-
 fn parent_of(p: &str) -> String {
     let t = p.trim_end_matches('/');
     match t.rfind('/') {
@@ -63,12 +53,18 @@ pub fn cp(e: &Engine, source: &str, dest: &str, archive: bool, follow: bool) -> 
         )),
         (Some((c, src)), None) => {
             if dest == "-" {
-                e.copy_from_container(c, src, &base_name(src), follow, io::stdout().lock())?;
+                e.copy_from_container(
+                    c,
+                    src,
+                    &berth_engine::changes::base_name(src),
+                    follow,
+                    io::stdout().lock(),
+                )?;
                 return Ok(0);
             }
             let d = Path::new(dest);
             let (dir, name) = if d.is_dir() {
-                (d.to_path_buf(), base_name(src))
+                (d.to_path_buf(), berth_engine::changes::base_name(src))
             } else {
                 if dest.ends_with('/') {
                     return Err(Failure::new(
@@ -83,7 +79,7 @@ pub fn cp(e: &Engine, source: &str, dest: &str, archive: bool, follow: bool) -> 
                         format!("no such directory: {}", parent.display()),
                     ));
                 }
-                (parent, base_name(dest))
+                (parent, berth_engine::changes::base_name(dest))
             };
             let (mut f, p) = temp_tar(e)?;
             let _c = Cleanup(p.clone());
@@ -114,14 +110,14 @@ pub fn cp(e: &Engine, source: &str, dest: &str, archive: bool, follow: bool) -> 
             }
             .map_err(|err| Failure::new(1, format!("{source}: {err}")))?;
             let (dir, name) = match e.container_path_is_dir(c, dst)? {
-                Some(true) => (dst.to_string(), base_name(source)),
+                Some(true) => (dst.to_string(), berth_engine::changes::base_name(source)),
                 Some(false) if meta.is_dir() => {
                     return Err(Failure::new(
                         1,
                         format!("cannot copy directory {source} to file {dst}"),
                     ))
                 }
-                Some(false) => (parent_of(dst), base_name(dst)),
+                Some(false) => (parent_of(dst), berth_engine::changes::base_name(dst)),
                 None => {
                     if dst.ends_with('/') && !meta.is_dir() {
                         return Err(Failure::new(
@@ -129,7 +125,7 @@ pub fn cp(e: &Engine, source: &str, dest: &str, archive: bool, follow: bool) -> 
                             format!("destination directory {dst} does not exist"),
                         ));
                     }
-                    (parent_of(dst), base_name(dst))
+                    (parent_of(dst), berth_engine::changes::base_name(dst))
                 }
             };
             let flags = if follow {

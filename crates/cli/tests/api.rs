@@ -135,6 +135,17 @@ fn the_api_answers_with_dockers_shapes_and_codes() {
         r#"{"Image":"nope:1"}"#,
     );
     assert_eq!(code, 404, "{body}");
+    // Clients that hang up on a stream leave the service serving.
+    for _ in 0..3 {
+        let mut ev = UnixStream::connect(&s.socket).unwrap();
+        write!(ev, "GET /events HTTP/1.1\r\nHost: berth\r\n\r\n").unwrap();
+        let mut head = [0u8; 64];
+        let _ = ev.read(&mut head).unwrap();
+        drop(ev);
+        b.ok(&["create", "--network", "none", "busybox:test", "true"]);
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+    assert_eq!(http(&s.socket, "GET", "/_ping").0, 200);
 }
 
 #[test]
@@ -448,4 +459,137 @@ fn docker_run_attach_and_exec_stream_through_the_api() {
             .is_some()));
         assert_eq!(child.wait().unwrap().code(), Some(6), "{args:?}");
     }
+}
+
+#[test]
+fn docker_cp_stats_events_commit_build_save_load_and_prune_through_the_api() {
+    require_root!();
+    if Command::new("docker").arg("-v").output().is_err() {
+        eprintln!("skipped: the docker CLI is not installed");
+        return;
+    }
+    let b = with_web();
+    let s = serve(&b);
+    let docker = |args: &[&str]| docker_in(&s, args, "");
+    let tmp = tempfile::tempdir().unwrap();
+    // cp both ways, and a path that is not there.
+    let file = tmp.path().join("in.txt");
+    std::fs::write(&file, "copied in\n").unwrap();
+    let (code, _, err) = docker(&["cp", file.to_str().unwrap(), "web:/tmp/"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(b.ok(&["exec", "web", "cat", "/tmp/in.txt"]), "copied in\n");
+    let out = tmp.path().join("out.txt");
+    let (code, _, err) = docker(&["cp", "web:/tmp/in.txt", out.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "copied in\n");
+    let (code, _, err) = docker(&["cp", "web:/nope", out.to_str().unwrap()]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("Could not find the file /nope"), "{err}");
+    // A symlink in the container that points out of it stays inside.
+    b.ok(&["exec", "web", "ln", "-s", "/etc", "/tmp/escape"]);
+    let (code, _, _) = docker(&["cp", file.to_str().unwrap(), "web:/tmp/escape/"]);
+    assert_eq!(code, Some(0));
+    assert!(!Path::new("/etc/in.txt").exists());
+    // diff, stats, commit, export.
+    assert!(docker(&["diff", "web"]).1.contains("A /tmp/in.txt"));
+    let (code, out, err) = docker(&["stats", "--no-stream", "--format", "{{.Name}} {{.PIDs}}"]);
+    assert_eq!((code, out.trim()), (Some(0), "web 1"), "{err}");
+    let (code, _, err) = docker(&[
+        "commit",
+        "-c",
+        "CMD [\"cat\", \"/tmp/in.txt\"]",
+        "web",
+        "snap:1",
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    let (_, out, _) = docker(&["run", "--rm", "--network", "none", "snap:1"]);
+    assert_eq!(out, "copied in\n");
+    let (code, _, _) = docker(&[
+        "export",
+        "-o",
+        tmp.path().join("fs.tar").to_str().unwrap(),
+        "web",
+    ]);
+    assert_eq!(code, Some(0));
+    assert!(std::fs::metadata(tmp.path().join("fs.tar")).unwrap().len() > 1_000_000);
+    // save, rmi, load.
+    let archive = tmp.path().join("snap.tar");
+    assert_eq!(
+        docker(&["save", "-o", archive.to_str().unwrap(), "snap:1"]).0,
+        Some(0)
+    );
+    assert_eq!(docker(&["rmi", "snap:1"]).0, Some(0));
+    let (code, out, err) = docker(&["load", "-i", archive.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("Loaded image: snap:1"), "{out}");
+    // build: a context, build args, the result runs; a failing step fails the build.
+    let ctx = tmp.path().join("ctx");
+    std::fs::create_dir(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox:test\nARG V=0\nCOPY f /f\nRUN echo built-$V > /g\nCMD [\"cat\", \"/g\", \"/f\"]\n",
+    )
+    .unwrap();
+    std::fs::write(ctx.join("f"), "from the context\n").unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile.bad"),
+        "FROM busybox:test\nRUN exit 3\n",
+    )
+    .unwrap();
+    let (code, out, err) = docker(&[
+        "build",
+        "-t",
+        "built:1",
+        "--build-arg",
+        "V=7",
+        ctx.to_str().unwrap(),
+    ]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("Successfully tagged built:1"), "{out}");
+    let (_, out, _) = docker(&["run", "--rm", "--network", "none", "built:1"]);
+    assert_eq!(out, "built-7\nfrom the context\n");
+    // Regression: the client's hang-up after this failed build killed the service
+    // with SIGPIPE (the next request could not connect).
+    let bad = ctx.join("Dockerfile.bad");
+    let (code, _, err) = docker(&["build", "-f", bad.to_str().unwrap(), ctx.to_str().unwrap()]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("exit code: 3"), "{err}");
+    // events: what happened in the last minute, filtered. (The CLI sends --until in
+    // whole seconds: the run above must be a second in the past.)
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let (code, out, err) = docker(&[
+        "events",
+        "--since",
+        "1m",
+        "--until",
+        "0s",
+        "--filter",
+        "event=die",
+        "--format",
+        "{{.Actor.Attributes.image}}",
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.lines().any(|l| l == "built:1"), "{out}");
+    // push and pull against berth's registry.
+    let reg = common::berth_registry(&[]);
+    let name = format!("{}/api/built:1", reg.host);
+    assert_eq!(docker(&["tag", "built:1", &name]).0, Some(0));
+    let (code, out, err) = docker(&["push", &name]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("digest: sha256:"), "{out}");
+    assert_eq!(docker(&["rmi", &name]).0, Some(0));
+    let (code, out, err) = docker(&["pull", &name]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("Status: Downloaded newer image"), "{out}");
+    let (code, _, err) = docker(&["pull", &format!("{}/api/nothing:1", reg.host)]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("manifest unknown"), "{err}");
+    // system df and prune: stopped containers go, the running one stays.
+    b.ok(&["create", "--name", "idle", "busybox:test", "true"]);
+    assert!(docker(&["system", "df"]).1.contains("Images"));
+    let (code, out, err) = docker(&["system", "prune", "-f"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("Deleted Containers:"), "{out}");
+    assert!(b.run(&["inspect", "idle"]).status.code() != Some(0));
+    assert_eq!(b.inspect("web", "{{.State.Status}}"), "running");
 }

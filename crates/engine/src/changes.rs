@@ -1,5 +1,6 @@
 //! What a container changed, and images made from it: `diff`, `commit`, `export`, `cp`.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -346,6 +347,33 @@ impl Engine {
         Ok(())
     }
 
+    /// What `path` in the container is (its last component not followed, resolved
+    /// within the container's root); None when missing.
+    pub fn container_path_stat(&self, container: &str, path: &str) -> Result<Option<PathStat>> {
+        let rec = self.find_container(container)?;
+        let m = self.mount_rootfs(&rec)?;
+        let Ok(fd) = layer::open_beneath(&m.path, path, false) else {
+            return Ok(None);
+        };
+        let st = nix::sys::stat::fstat(fd.as_raw_fd())
+            .map_err(|e| crate::error::sys_err(format!("stat {path}"))(e))?;
+        let link_target = if st.st_mode & libc::S_IFMT == libc::S_IFLNK {
+            // readlinkat on an O_PATH descriptor with an empty name reads that link.
+            nix::fcntl::readlinkat(Some(fd.as_raw_fd()), "")
+                .map(|t| t.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(Some(PathStat {
+            name: base_name(path),
+            size: st.st_size,
+            mode: st.st_mode,
+            mtime: st.st_mtime,
+            link_target,
+        }))
+    }
+
     /// Is `path` a directory inside the container (resolved safely)? None when missing.
     pub fn container_path_is_dir(&self, container: &str, path: &str) -> Result<Option<bool>> {
         let rec = self.find_container(container)?;
@@ -358,6 +386,102 @@ impl Engine {
 
 fn proc_path(fd: &OwnedFd) -> PathBuf {
     PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+}
+
+/// Parses `--change` instructions (import/commit) onto a run config.
+pub fn apply_changes(run: &mut RunConfig, changes: &[String]) -> Result<()> {
+    for c in changes {
+        let (ins, rest) = c
+            .trim()
+            .split_once(char::is_whitespace)
+            .unwrap_or((c.trim(), ""));
+        let rest = rest.trim();
+        let list = |s: &str| -> Vec<String> {
+            if s.starts_with('[') {
+                serde_json::from_str(s)
+                    .unwrap_or_else(|_| vec!["/bin/sh".into(), "-c".into(), s.into()])
+            } else {
+                vec!["/bin/sh".into(), "-c".into(), s.into()]
+            }
+        };
+        match ins.to_uppercase().as_str() {
+            "CMD" => run.cmd = Some(list(rest)),
+            "ENTRYPOINT" => run.entrypoint = Some(list(rest)),
+            "ENV" => {
+                let (k, v) = rest
+                    .split_once('=')
+                    .or_else(|| rest.split_once(' '))
+                    .unwrap_or((rest, ""));
+                let env = run.env.get_or_insert_with(Vec::new);
+                env.retain(|e| e.split('=').next() != Some(k));
+                env.push(format!("{k}={}", v.trim_matches('"')));
+            }
+            "WORKDIR" => run.working_dir = Some(rest.to_string()),
+            "USER" => run.user = Some(rest.to_string()),
+            "STOPSIGNAL" => run.stop_signal = Some(rest.to_string()),
+            "EXPOSE" => {
+                for p in rest.split_whitespace() {
+                    let p = if p.contains('/') {
+                        p.to_string()
+                    } else {
+                        format!("{p}/tcp")
+                    };
+                    run.exposed_ports
+                        .get_or_insert_with(BTreeMap::new)
+                        .insert(p, serde_json::json!({}));
+                }
+            }
+            "VOLUME" => {
+                let vols: Vec<String> = if rest.starts_with('[') {
+                    serde_json::from_str(rest).unwrap_or_default()
+                } else {
+                    rest.split_whitespace().map(String::from).collect()
+                };
+                for v in vols {
+                    run.volumes
+                        .get_or_insert_with(BTreeMap::new)
+                        .insert(v, serde_json::json!({}));
+                }
+            }
+            "LABEL" => {
+                let (k, v) = rest.split_once('=').unwrap_or((rest, ""));
+                run.labels.get_or_insert_with(BTreeMap::new).insert(
+                    k.trim_matches('"').to_string(),
+                    v.trim_matches('"').to_string(),
+                );
+            }
+            other => {
+                return Err(EngineError::Invalid(format!(
+                    "{other} is not a valid change command"
+                )))
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A path in a container, as `cp` and the archive endpoints describe it.
+#[derive(Debug, Clone)]
+pub struct PathStat {
+    pub name: String,
+    pub size: i64,
+    /// `st_mode`: type and permission bits.
+    pub mode: u32,
+    /// Modification time, Unix seconds.
+    pub mtime: i64,
+    pub link_target: String,
+}
+
+/// The name `cp` gives what it copies from `p`: its last component, or `.` for the
+/// contents of a directory (`dir/.`).
+pub fn base_name(p: &str) -> String {
+    if p.ends_with("/.") {
+        return ".".into();
+    }
+    Path::new(p.trim_end_matches('/'))
+        .file_name()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| ".".into())
 }
 
 /// Tars what `fd` points at (file, dir or symlink) with entries under `name`.

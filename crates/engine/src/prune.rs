@@ -5,6 +5,33 @@ use std::collections::BTreeMap;
 
 use crate::error::{EngineError, Result};
 
+/// A time as Docker's `--since`/`--until`/`until=` take it: RFC 3339, Unix seconds, or
+/// a duration back from now (`10m`); as RFC 3339 in UTC.
+pub fn parse_time(s: &str) -> Result<String> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+        return Ok(t
+            .with_timezone(&chrono::Utc)
+            .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true));
+    }
+    if let Ok(secs) = s.parse::<f64>() {
+        let t = chrono::DateTime::from_timestamp(secs.trunc() as i64, (secs.fract() * 1e9) as u32)
+            .ok_or_else(|| EngineError::Invalid(format!("invalid time {s}")))?;
+        return Ok(t.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true));
+    }
+    let units = [("ms", 1i64), ("s", 1000), ("m", 60_000), ("h", 3_600_000)];
+    for (u, ms) in units {
+        if let Some(n) = s.strip_suffix(u) {
+            if let Ok(v) = n.parse::<f64>() {
+                let t = chrono::Utc::now() - chrono::Duration::milliseconds((v * ms as f64) as i64);
+                return Ok(t.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true));
+            }
+        }
+    }
+    Err(EngineError::Invalid(format!(
+        "invalid value for time: {s:?} (use RFC 3339, a Unix timestamp or a duration like 10m)"
+    )))
+}
+
 /// Which objects a prune may remove, beyond its own rules.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct PruneFilter {
