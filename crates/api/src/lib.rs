@@ -656,6 +656,40 @@ pub async fn serve_unix(path: PathBuf, svc: Arc<Service>) -> std::io::Result<()>
     axum::serve(listener, app).await
 }
 
+/// A TCP address to serve on, and the TLS it asks for.
+pub struct TcpListen {
+    pub addr: std::net::SocketAddr,
+    /// None: plain HTTP (anyone who reaches the port is root on this host).
+    pub tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
+}
+
+/// Serves the API on TCP, with TLS when configured, until the process ends.
+pub async fn serve_tcp(listen: TcpListen, svc: Arc<Service>) -> std::io::Result<()> {
+    let listener = tokio::net::TcpListener::bind(listen.addr).await?;
+    let app = axum::Router::new().fallback(move |req: Request<Body>| handle(svc.clone(), req));
+    let Some(tls) = listen.tls else {
+        return axum::serve(listener, app).await;
+    };
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    loop {
+        let Ok((tcp, _)) = listener.accept().await else {
+            continue;
+        };
+        let (acceptor, app) = (acceptor.clone(), app.clone());
+        tokio::spawn(async move {
+            // A client without an accepted certificate fails the handshake here.
+            let Ok(stream) = acceptor.accept(tcp).await else {
+                return;
+            };
+            let svc = hyper_util::service::TowerToHyperService::new(app);
+            let _ =
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(stream), svc)
+                    .await;
+        });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -341,16 +341,30 @@ pub enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Serve the Docker Engine API (a first part: _ping, version, info, containers and
-    /// images lists, container inspect)
+    /// Serve the Docker Engine API, so the docker CLI, SDKs and compose drive berth
     Serve {
-        /// Where to listen: unix:///PATH
+        /// Where to listen: unix:///PATH or tcp://ADDR:PORT (repeatable)
         #[arg(
             short = 'H',
             long = "host",
             default_value = "unix:///run/berth/berth.sock"
         )]
         hosts: Vec<String>,
+        /// Use TLS on tcp:// hosts
+        #[arg(long)]
+        tls: bool,
+        /// Use TLS and accept only clients with a certificate signed by --tlscacert
+        #[arg(long)]
+        tlsverify: bool,
+        /// CA certificate that signs client certificates (with --tlsverify)
+        #[arg(long)]
+        tlscacert: Option<std::path::PathBuf>,
+        /// This server's TLS certificate (PEM)
+        #[arg(long)]
+        tlscert: Option<std::path::PathBuf>,
+        /// This server's TLS key (PEM)
+        #[arg(long)]
+        tlskey: Option<std::path::PathBuf>,
     },
     /// Build an image from a Dockerfile
     Build(crate::build::BuildArgs),
@@ -1665,18 +1679,58 @@ fn registry(args: &[String]) -> CliResult<u8> {
     crate::registry::main(argv)
 }
 
-/// `serve`: the Docker Engine API on each `-H` socket, until killed.
-fn serve(cli: &Cli, hosts: &[String]) -> CliResult<u8> {
-    let mut paths = Vec::new();
-    for h in hosts {
-        match h.strip_prefix("unix://") {
-            Some(p) if p.starts_with('/') => paths.push(std::path::PathBuf::from(p)),
-            _ => {
-                return Err(Failure::new(
+/// `serve`: the Docker Engine API on each `-H` socket or TCP address, until killed.
+fn serve(cli: &Cli) -> CliResult<u8> {
+    let Command::Serve {
+        hosts,
+        tls,
+        tlsverify,
+        tlscacert,
+        tlscert,
+        tlskey,
+    } = &cli.cmd
+    else {
+        unreachable!("serve is called for the serve command");
+    };
+    let tls_config = if *tls || *tlsverify {
+        let (Some(cert), Some(key)) = (tlscert, tlskey) else {
+            return Err(Failure::new(
+                1,
+                "--tls and --tlsverify need --tlscert and --tlskey",
+            ));
+        };
+        let ca = if *tlsverify {
+            Some(tlscacert.as_deref().ok_or_else(|| {
+                Failure::new(
                     1,
-                    format!("-H {h}: only unix:///PATH is implemented yet (no tcp, no TLS)"),
-                ))
-            }
+                    "--tlsverify needs --tlscacert (the CA of client certificates)",
+                )
+            })?)
+        } else {
+            None
+        };
+        Some(berth_registry::server::tls_config(cert, key, ca).map_err(|e| Failure::new(1, e))?)
+    } else {
+        None
+    };
+    let mut paths = Vec::new();
+    let mut tcps = Vec::new();
+    for h in hosts {
+        if let Some(p) = h.strip_prefix("unix://").filter(|p| p.starts_with('/')) {
+            paths.push(std::path::PathBuf::from(p));
+        } else if let Some(a) = h.strip_prefix("tcp://") {
+            let addr: std::net::SocketAddr = a.parse().map_err(|_| {
+                Failure::new(
+                    1,
+                    format!("-H {h}: expected tcp://ADDR:PORT, e.g. tcp://127.0.0.1:2376"),
+                )
+            })?;
+            tcps.push(addr);
+        } else {
+            return Err(Failure::new(
+                1,
+                format!("-H {h}: expected unix:///PATH or tcp://ADDR:PORT"),
+            ));
         }
     }
     let roots = berth_api::Roots {
@@ -1698,6 +1752,18 @@ fn serve(cli: &Cli, hosts: &[String]) -> CliResult<u8> {
             eprintln!("API listening on unix://{}", p.display());
             tasks.push(tokio::spawn(berth_api::serve_unix(p, svc.clone())));
         }
+        for addr in tcps {
+            match &tls_config {
+                Some(_) if *tlsverify => eprintln!("API listening on tcp://{addr} (TLS, client certificates verified)"),
+                Some(_) => eprintln!("API listening on tcp://{addr} (TLS; any client may connect: use --tlsverify)"),
+                None => eprintln!("API listening on tcp://{addr} without TLS: anyone who reaches it controls this host as root"),
+            }
+            let listen = berth_api::TcpListen {
+                addr,
+                tls: tls_config.clone(),
+            };
+            tasks.push(tokio::spawn(berth_api::serve_tcp(listen, svc.clone())));
+        }
         for t in tasks {
             match t.await {
                 Ok(Ok(())) => {}
@@ -1715,8 +1781,8 @@ pub fn dispatch(cli: &Cli) -> CliResult<u8> {
         return registry(args);
     }
     // The API service opens the engine per request.
-    if let Command::Serve { hosts } = &cli.cmd {
-        return serve(cli, hosts);
+    if let Command::Serve { .. } = &cli.cmd {
+        return serve(cli);
     }
     // Compose opens the engine when a command needs it.
     if let Command::Compose(args) = &cli.cmd {

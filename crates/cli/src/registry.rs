@@ -124,9 +124,10 @@ pub fn main(args: Vec<String>) -> CliResult<u8> {
                 None => None,
             };
             let tls = match (&tls_cert, &tls_key) {
-                (Some(c), Some(k)) => {
-                    Some(berth_registry::server::tls_config(c, k).map_err(|e| Failure::new(1, e))?)
-                }
+                (Some(c), Some(k)) => Some(
+                    berth_registry::server::tls_config(c, k, None)
+                        .map_err(|e| Failure::new(1, e))?,
+                ),
                 _ => None,
             };
             let storage = berth_registry::storage::Storage::open(&root)

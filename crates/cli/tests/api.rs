@@ -593,3 +593,67 @@ fn docker_cp_stats_events_commit_build_save_load_and_prune_through_the_api() {
     assert!(b.run(&["inspect", "idle"]).status.code() != Some(0));
     assert_eq!(b.inspect("web", "{{.State.Status}}"), "running");
 }
+
+/// `serve -H tcp://… --tlsverify`: the docker CLI with a client certificate the CA
+/// signed gets in; without one, or without TLS, it does not.
+#[test]
+fn tcp_with_tlsverify_admits_only_clients_with_a_signed_certificate() {
+    require_root!();
+    if Command::new("docker").arg("-v").output().is_err() {
+        eprintln!("skipped: the docker CLI is not installed");
+        return;
+    }
+    let b = with_web();
+    let certs = tempfile::tempdir().unwrap();
+    if !common::make_test_certs(certs.path()) {
+        eprintln!("skipped: openssl could not make test certificates");
+        return;
+    }
+    let p = |n: &str| certs.path().join(n).to_str().unwrap().to_string();
+    let port = common::free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut child = b
+        .cmd()
+        .args(["serve", "-H", &format!("tcp://{addr}"), "--tlsverify"])
+        .args(["--tlscacert", &p("ca.crt"), "--tlscert", &p("server.crt")])
+        .args(["--tlskey", &p("server.key")])
+        .spawn()
+        .unwrap();
+    let up = common::eventually(10, || std::net::TcpStream::connect(&addr).is_ok());
+    let docker = |extra: &[&str]| {
+        Command::new("docker")
+            .env_remove("DOCKER_HOST")
+            .args(["-H", &format!("tcp://{addr}")])
+            .args(extra)
+            .args(["ps", "--format", "{{.Names}}"])
+            .output()
+            .unwrap()
+    };
+    let with_cert = docker(&[
+        "--tlsverify",
+        "--tlscacert",
+        &p("ca.crt"),
+        "--tlscert",
+        &p("client.crt"),
+        "--tlskey",
+        &p("client.key"),
+    ]);
+    // TLS without a client certificate, and plain HTTP, are turned away.
+    let without_cert = docker(&["--tls", "--tlscacert", &p("ca.crt")]);
+    let plain = docker(&[]);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(up, "berth serve did not listen on {addr}");
+    assert!(
+        with_cert.status.success(),
+        "{}",
+        String::from_utf8_lossy(&with_cert.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&with_cert.stdout).trim(), "web");
+    assert!(!without_cert.status.success());
+    assert!(!plain.status.success());
+    // Bad TLS settings are one-line errors.
+    let (code, err) = b.fails(&["serve", "-H", "tcp://127.0.0.1:1", "--tlsverify"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("--tlscert"), "{err}");
+}

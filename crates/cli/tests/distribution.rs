@@ -655,62 +655,7 @@ fn berths_registry_serves_tls_and_the_client_verifies_it() {
     require_root!();
     let dir = tempfile::tempdir().unwrap();
     let p = |n: &str| dir.path().join(n).to_str().unwrap().to_string();
-    let openssl = |args: &[&str]| {
-        let o = std::process::Command::new("openssl").args(args).output();
-        matches!(o, Ok(o) if o.status.success())
-    };
-    let ext = p("ext.cnf");
-    std::fs::write(
-        &ext,
-        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
-    )
-    .unwrap();
-    let made = openssl(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-        "-keyout",
-        &p("ca.key"),
-        "-out",
-        &p("ca.crt"),
-        "-days",
-        "1",
-        "-subj",
-        "/CN=berth test CA",
-    ]) && openssl(&[
-        "req",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-        "-keyout",
-        &p("server.key"),
-        "-out",
-        &p("server.csr"),
-        "-subj",
-        "/CN=127.0.0.1",
-    ]) && openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        &p("server.csr"),
-        "-CA",
-        &p("ca.crt"),
-        "-CAkey",
-        &p("ca.key"),
-        "-CAcreateserial",
-        "-out",
-        &p("server.crt"),
-        "-days",
-        "1",
-        "-extfile",
-        &ext,
-    ]);
+    let made = common::make_test_certs(dir.path());
     if !made {
         eprintln!("skipped: openssl could not make a test certificate");
         return;

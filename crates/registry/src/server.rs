@@ -1005,26 +1005,48 @@ pub async fn serve(
         .await
 }
 
-/// Loads a PEM certificate chain and private key for [`serve_tls`].
+/// Loads a PEM certificate chain and private key for [`serve_tls`]; with `client_ca`,
+/// clients must present a certificate that CA signed (Docker's `--tlsverify`).
 pub fn tls_config(
     cert: &std::path::Path,
     key: &std::path::Path,
+    client_ca: Option<&std::path::Path>,
 ) -> Result<Arc<rustls::ServerConfig>, String> {
     use rustls_pki_types::pem::PemObject;
     use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-        .map_err(|e| format!("{}: {e}", cert.display()))?
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("{}: {e}", cert.display()))?;
-    if certs.is_empty() {
-        return Err(format!("{}: no certificate", cert.display()));
-    }
+    let pem_certs = |p: &std::path::Path| -> Result<Vec<CertificateDer<'static>>, String> {
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(p)
+            .map_err(|e| format!("{}: {e}", p.display()))?
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("{}: {e}", p.display()))?;
+        if certs.is_empty() {
+            return Err(format!("{}: no certificate", p.display()));
+        }
+        Ok(certs)
+    };
+    let certs = pem_certs(cert)?;
     let key = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("{}: {e}", key.display()))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let cfg = rustls::ServerConfig::builder_with_provider(provider)
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_no_client_auth()
+        .map_err(|e| e.to_string())?;
+    let builder = match client_ca {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for c in pem_certs(ca)? {
+                roots.add(c).map_err(|e| format!("{}: {e}", ca.display()))?;
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .build()
+            .map_err(|e| format!("{}: {e}", ca.display()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let cfg = builder
         .with_single_cert(certs, key)
         .map_err(|e| format!("TLS: {e}"))?;
     Ok(Arc::new(cfg))

@@ -105,6 +105,22 @@ def main():
         assert out == b"hi\n", out
         step("run echo hi -> %r" % out)
 
+        # A failing foreground run raises ContainerError carrying its stderr.
+        try:
+            client.containers.run(
+                IMG, ["sh", "-c", "echo bad >&2; exit 2"], remove=True, network_mode="none"
+            )
+            raise AssertionError("run of a failing command did not raise")
+        except docker.errors.ContainerError as e:
+            assert e.exit_status == 2, e
+            assert e.stderr == b"bad\n", e.stderr
+        try:
+            client.containers.get(name("never"))
+            raise AssertionError("get of a missing container did not raise")
+        except docker.errors.NotFound:
+            pass
+        step("ContainerError, NotFound")
+
         # --- detached container, logs, wait ------------------------------------
         c = client.containers.run(
             IMG,
@@ -158,6 +174,8 @@ def main():
         run.reload()
         assert run.status == "running", run.status
 
+        top = run.top()
+        assert any("sleep" in " ".join(p) for p in top["Processes"]), top
         r = run.exec_run("sh -c 'echo x; exit 3'")
         assert r.exit_code == 3, r
         assert r.output == b"x\n", r.output
@@ -336,6 +354,9 @@ def main():
         actions = [e.get("Action", e.get("status")) for e in mine]
         for want in ("create", "start", "die", "destroy"):
             assert want in actions, (want, actions)
+        # Docker reports `stop` as kill (signal=15), die, stop.
+        for want in ("kill", "stop"):
+            check(want in actions, "no %r event for a stopped container: %s" % (want, actions))
         for e in mine:
             assert e["Actor"]["ID"] == e["id"], e
             assert e["time"] >= t0, e

@@ -481,3 +481,77 @@ pub fn read_until(master: &mut std::fs::File, needle: &str, secs: u64) -> String
     }
     String::from_utf8_lossy(&got).into_owned()
 }
+
+/// Makes a test CA (`ca.crt`, `ca.key`), a server certificate for 127.0.0.1
+/// (`server.crt`, `server.key`) and a client certificate (`client.crt`, `client.key`)
+/// it signed, in `dir`, with openssl; false when openssl could not.
+pub fn make_test_certs(dir: &Path) -> bool {
+    let p = |n: &str| dir.join(n).to_str().unwrap().to_string();
+    let openssl = |args: &[&str]| {
+        let o = Command::new("openssl").args(args).output();
+        matches!(o, Ok(o) if o.status.success())
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let ext = p("ext.cnf");
+    std::fs::write(
+        &ext,
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    let client_ext = p("client.cnf");
+    std::fs::write(
+        &client_ext,
+        "extendedKeyUsage=clientAuth\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    let signed = |name: &str, cn: &str, ext: &str| {
+        let (key, csr, crt) = (
+            p(&format!("{name}.key")),
+            p(&format!("{name}.csr")),
+            p(&format!("{name}.crt")),
+        );
+        let mut req = vec!["req"];
+        req.extend(ec);
+        req.extend(["-keyout", &key, "-out", &csr, "-subj", cn]);
+        openssl(&req)
+            && openssl(&[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                &p("ca.crt"),
+                "-CAkey",
+                &p("ca.key"),
+                "-CAcreateserial",
+                "-out",
+                &crt,
+                "-days",
+                "1",
+                "-extfile",
+                ext,
+            ])
+    };
+    let (ca_key, ca_crt) = (p("ca.key"), p("ca.crt"));
+    let mut ca = vec!["req", "-x509"];
+    ca.extend(ec);
+    ca.extend([
+        "-keyout",
+        &ca_key,
+        "-out",
+        &ca_crt,
+        "-days",
+        "1",
+        "-subj",
+        "/CN=berth test CA",
+    ]);
+    openssl(&ca)
+        && signed("server", "/CN=127.0.0.1", &ext)
+        && signed("client", "/CN=berth test client", &client_ext)
+}
