@@ -639,6 +639,17 @@ pub async fn handle(svc: Arc<Service>, req: Request<Body>) -> Response<Body> {
     }
 }
 
+/// Serves the API on a unix socket listener systemd (socket activation) passed in.
+pub async fn serve_unix_listener(
+    listener: std::os::unix::net::UnixListener,
+    svc: Arc<Service>,
+) -> std::io::Result<()> {
+    listener.set_nonblocking(true)?;
+    let listener = tokio::net::UnixListener::from_std(listener)?;
+    let app = axum::Router::new().fallback(move |req: Request<Body>| handle(svc.clone(), req));
+    axum::serve(listener, app).await
+}
+
 /// Serves the API on the unix socket at `path` until the process ends. The socket is
 /// made anew, mode 0660 (group `berth` when that group exists).
 pub async fn serve_unix(path: PathBuf, svc: Arc<Service>) -> std::io::Result<()> {

@@ -1679,6 +1679,43 @@ fn registry(args: &[String]) -> CliResult<u8> {
     crate::registry::main(argv)
 }
 
+/// The unix sockets systemd passed in (socket activation: `LISTEN_PID` is us,
+/// `LISTEN_FDS` of them from fd 3).
+fn systemd_sockets() -> CliResult<Vec<std::os::unix::net::UnixListener>> {
+    use std::os::fd::FromRawFd;
+    let ours = std::env::var("LISTEN_PID")
+        .ok()
+        .and_then(|p| p.parse::<u32>().ok())
+        == Some(std::process::id());
+    let n: i32 = std::env::var("LISTEN_FDS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    if !ours || n < 1 {
+        return Err(Failure::new(
+            1,
+            "-H fd://: no sockets were passed in (run it from a systemd socket unit)",
+        ));
+    }
+    let mut out = Vec::new();
+    for fd in 3..3 + n {
+        let is_unix = nix::sys::socket::getsockname::<nix::sys::socket::UnixAddr>(fd).is_ok();
+        if !is_unix {
+            return Err(Failure::new(
+                1,
+                format!("-H fd://: fd {fd} is not a unix socket (only unix sockets are supported)"),
+            ));
+        }
+        let _ = nix::fcntl::fcntl(
+            fd,
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+        );
+        // SAFETY: systemd handed us fds 3..3+LISTEN_FDS, open listening sockets we now own.
+        out.push(unsafe { std::os::unix::net::UnixListener::from_raw_fd(fd) });
+    }
+    Ok(out)
+}
+
 /// `serve`: the Docker Engine API on each `-H` socket or TCP address, until killed.
 fn serve(cli: &Cli) -> CliResult<u8> {
     let Command::Serve {
@@ -1715,8 +1752,11 @@ fn serve(cli: &Cli) -> CliResult<u8> {
     };
     let mut paths = Vec::new();
     let mut tcps = Vec::new();
+    let mut activated = Vec::new();
     for h in hosts {
-        if let Some(p) = h.strip_prefix("unix://").filter(|p| p.starts_with('/')) {
+        if h == "fd://" {
+            activated = systemd_sockets()?;
+        } else if let Some(p) = h.strip_prefix("unix://").filter(|p| p.starts_with('/')) {
             paths.push(std::path::PathBuf::from(p));
         } else if let Some(a) = h.strip_prefix("tcp://") {
             let addr: std::net::SocketAddr = a.parse().map_err(|_| {
@@ -1729,7 +1769,7 @@ fn serve(cli: &Cli) -> CliResult<u8> {
         } else {
             return Err(Failure::new(
                 1,
-                format!("-H {h}: expected unix:///PATH or tcp://ADDR:PORT"),
+                format!("-H {h}: expected unix:///PATH, tcp://ADDR:PORT or fd://"),
             ));
         }
     }
@@ -1748,6 +1788,10 @@ fn serve(cli: &Cli) -> CliResult<u8> {
     rt.block_on(async {
         let svc = berth_api::Service::new(roots);
         let mut tasks = Vec::new();
+        for l in activated {
+            eprintln!("API listening on a socket systemd passed in");
+            tasks.push(tokio::spawn(berth_api::serve_unix_listener(l, svc.clone())));
+        }
         for p in paths {
             eprintln!("API listening on unix://{}", p.display());
             tasks.push(tokio::spawn(berth_api::serve_unix(p, svc.clone())));

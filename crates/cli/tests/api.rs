@@ -657,3 +657,53 @@ fn tcp_with_tlsverify_admits_only_clients_with_a_signed_certificate() {
     assert_eq!(code, 1);
     assert!(err.contains("--tlscert"), "{err}");
 }
+
+/// `serve -H fd://`: systemd's socket activation (the socket made by the unit, passed
+/// as fd 3 with LISTEN_PID and LISTEN_FDS).
+#[test]
+fn serve_takes_a_socket_passed_in_by_systemd() {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    require_root!();
+    let b = Berth::with_busybox();
+    let socket = b.root.parent().unwrap().join("activated.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    let fd = listener.as_raw_fd();
+    let mut cmd = Command::new("sh");
+    cmd.args([
+        "-c",
+        "export LISTEN_PID=$$ LISTEN_FDS=1; exec \"$0\" \"$@\"",
+        common::berth_bin().to_str().unwrap(),
+        "--root",
+        b.root.to_str().unwrap(),
+        "--run-root",
+        b.run_root.to_str().unwrap(),
+        "serve",
+        "-H",
+        "fd://",
+    ]);
+    // SAFETY: dup2 and fcntl are async-signal-safe; fd is open in the child.
+    unsafe {
+        cmd.pre_exec(move || {
+            // dup2 onto itself would keep close-on-exec: clear it instead.
+            let rc = if fd == 3 {
+                libc::fcntl(3, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(fd, 3)
+            };
+            if rc < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().unwrap();
+    drop(listener);
+    let s = Serve { child, socket };
+    let (code, body) = http(&s.socket, "GET", "/_ping");
+    assert_eq!((code, body.as_str()), (200, "OK"));
+    // Without systemd's variables it says what is missing.
+    let (code, err) = b.fails(&["serve", "-H", "fd://"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("no sockets were passed in"), "{err}");
+}
