@@ -154,7 +154,7 @@ pub(crate) fn build(
             dockerfile.display().to_string(),
             ctx.path().display().to_string(),
         ]);
-        let exe = std::env::current_exe().unwrap_or_else(|_| "berth".into());
+        let exe = berth_engine::berth_exe().unwrap_or_else(|_| "berth".into());
         let child = std::process::Command::new(exe)
             .arg("--root")
             .arg(&roots.root)

@@ -66,13 +66,18 @@ pub(crate) fn engine_error(e: EngineError) -> Response<Body> {
         EngineError::Invalid(_) => StatusCode::BAD_REQUEST,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
-    // The docker CLI turns a failed start into 127 or 126 by these words in the message.
-    let hint = match &e {
-        EngineError::Start { code: 127, .. } => ": executable file not found in $PATH",
-        EngineError::Start { code: 126, .. } => ": permission denied",
-        _ => "",
+    // Docker's clients read some messages: docker-py raises ImageNotFound on "No such
+    // image" (compose builds or pulls on that), the docker CLI turns a failed start
+    // into 127 or 126 by these words.
+    let message = match &e {
+        EngineError::NoSuchImage(name) => format!("No such image: {name}"),
+        EngineError::NoSuchContainer(name) => format!("No such container: {name}"),
+        EngineError::NoSuchVolume(name) => format!("get {name}: no such volume"),
+        EngineError::Start { code: 127, .. } => format!("{e}: executable file not found in $PATH"),
+        EngineError::Start { code: 126, .. } => format!("{e}: permission denied"),
+        _ => e.to_string(),
     };
-    error(status, format!("{e}{hint}"))
+    error(status, message)
 }
 
 /// The path without its `/v1.NN` prefix; None for a version berth does not speak.
@@ -618,7 +623,13 @@ pub async fn handle(svc: Arc<Service>, req: Request<Body>) -> Response<Body> {
         (&Method::GET, ["images", name @ .., "json"]) if !name.is_empty() => {
             let name = name.join("/");
             with_engine(&roots, move |e| match e.inspect_image(&name) {
-                Ok(v) => json_response(StatusCode::OK, &v),
+                Ok(mut v) => {
+                    // API versions before 1.45 have these, and clients of theirs (compose
+                    // 1.29 reads ContainerConfig.Volumes) rely on them.
+                    v["ContainerConfig"] = v["Config"].clone();
+                    v["Container"] = json!("");
+                    json_response(StatusCode::OK, &v)
+                }
                 Err(err) => engine_error(err),
             })
             .await

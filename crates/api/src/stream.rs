@@ -564,7 +564,7 @@ pub(crate) fn exec_resize(svc: &Service, id: &str, q: &[(String, String)]) -> Re
 
 /// The `berth exec` command line that runs `x`.
 fn exec_command(roots: &Roots, x: &ExecEntry, detach: bool) -> std::process::Command {
-    let exe = std::env::current_exe().unwrap_or_else(|_| "berth".into());
+    let exe = berth_engine::berth_exe().unwrap_or_else(|_| "berth".into());
     let mut cmd = std::process::Command::new(exe);
     cmd.arg("--root")
         .arg(&roots.root)

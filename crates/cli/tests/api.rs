@@ -106,7 +106,7 @@ fn the_api_answers_with_dockers_shapes_and_codes() {
     let (code, body) = http(&s.socket, "GET", "/containers/nosuch/json");
     assert_eq!(code, 404);
     assert!(
-        body.contains("\"message\":\"no such container: nosuch\""),
+        body.contains("\"message\":\"No such container: nosuch\""),
         "{body}"
     );
     assert_eq!(http(&s.socket, "GET", "/nowhere").0, 404);
@@ -758,4 +758,109 @@ fn a_killed_service_leaves_containers_running_and_bad_requests_get_400() {
     assert_eq!(code, 200);
     assert!(body.contains("\"/web\""), "{body}");
     drop((follow, wait));
+}
+
+/// The directory of the client scripts and projects these tests drive the API with.
+fn clients_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/api-clients")
+}
+
+/// Debian's python3-docker (docker-py) through its paces: containers, attach sockets,
+/// exec, logs streaming, images and build, volumes, networks, events.
+#[test]
+fn docker_py_drives_the_api() {
+    require_root!();
+    let has_docker_py = Command::new("/usr/bin/python3")
+        .args(["-c", "import docker"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_docker_py {
+        eprintln!("skipped: Debian's python3-docker is not installed");
+        return;
+    }
+    let b = Berth::with_busybox();
+    let s = serve(&b);
+    let out = Command::new("/usr/bin/python3")
+        .arg(clients_dir().join("docker_py.py"))
+        .arg("busybox:test")
+        .env("DOCKER_HOST", format!("unix://{}", s.socket.display()))
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("docker-py: ok"), "{text}");
+}
+
+/// Debian's docker-compose 1.29 (on docker-py) brings a three-service project up,
+/// runs in it, recreates, and takes it down, all through the API.
+#[test]
+fn docker_compose_runs_a_project_through_the_api() {
+    require_root!();
+    if Command::new("docker-compose")
+        .arg("version")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipped: docker-compose is not installed");
+        return;
+    }
+    let b = Berth::with_busybox();
+    let s = serve(&b);
+    let file = clients_dir().join("compose/docker-compose.yml");
+    let compose = |args: &[&str]| {
+        let out = Command::new("docker-compose")
+            .env("DOCKER_HOST", format!("unix://{}", s.socket.display()))
+            .args(["--ansi", "never", "-p", "apitest", "-f", file.to_str().unwrap()])
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    };
+    let (code, out) = compose(&["up", "-d"]);
+    assert_eq!(code, Some(0), "{out}");
+    let (_, out) = compose(&["ps", "--services"]);
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        ["db", "web", "worker"],
+        "{out}"
+    );
+    assert!(common::eventually(5, || compose(&["logs", "web"])
+        .1
+        .contains("web up")));
+    assert_eq!(
+        compose(&["exec", "-T", "web", "echo", "hi"]),
+        (Some(0), "hi\n".into())
+    );
+    let (code, out) = compose(&["exec", "-T", "web", "sh", "-c", "hostname; exit 4"]);
+    assert_eq!((code, out.as_str()), (Some(4), "webhost\n"));
+    assert!(common::eventually(5, || {
+        compose(&["exec", "-T", "worker", "cat", "/data/seed"]).1 == "db-data\n"
+    }));
+    // Nothing changed: nothing is recreated; a forced recreate replaces the container.
+    let (code, out) = compose(&["up", "-d"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("is up-to-date"), "{out}");
+    let before = b.inspect("apitest_web_1", "{{.Id}}");
+    let (code, out) = compose(&["up", "-d", "--force-recreate", "web"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert_ne!(b.inspect("apitest_web_1", "{{.Id}}"), before);
+    let (code, out) = compose(&["run", "--rm", "-T", "web", "echo", "ran"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.lines().any(|l| l == "ran"), "{out}");
+    let (code, out) = compose(&["down", "-v"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(b.container_ids().is_empty());
+    assert!(!b.ok(&["volume", "ls", "-q"]).contains("apitest_dbdata"));
+    assert!(!b.ok(&["network", "ls"]).contains("apitest_back"));
 }

@@ -1148,7 +1148,9 @@ impl Engine {
         if st.status == Status::Paused {
             let _ = rt.resume(&rec.id);
         }
+        // Docker's events for a stop: kill (each signal sent), die, stop.
         if secs != 0 {
+            self.emit_container(&rec, "kill", &[("signal", sig.to_string())]);
             let _ = rt.kill(&rec.id, sig, false);
             let wait = if secs < 0 {
                 None
@@ -1160,6 +1162,7 @@ impl Engine {
                 return Ok(());
             }
         }
+        self.emit_container(&rec, "kill", &[("signal", libc::SIGKILL.to_string())]);
         let _ = rt.kill(&rec.id, libc::SIGKILL, true);
         if self
             .wait_stopped(&rec.id, Some(Duration::from_secs(30)))?
@@ -1170,6 +1173,7 @@ impl Engine {
                 rec.id
             )));
         }
+        self.emit_container(&rec, "stop", &[]);
         Ok(())
     }
 

@@ -123,7 +123,7 @@ impl Engine {
         if let Some(p) = std::env::var_os("BERTH_MONITOR") {
             return PathBuf::from(p);
         }
-        std::env::current_exe()
+        berth_exe()
             .ok()
             .and_then(|p| p.parent().map(|d| d.join("berth-monitor")))
             .unwrap_or_else(|| PathBuf::from("berth-monitor"))
@@ -138,4 +138,16 @@ pub fn now() -> String {
 /// Now with a fixed-width fraction, for log lines: they are compared as strings.
 pub fn now_fixed() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
+}
+
+/// This program's path, for the processes berth starts of itself (monitors, name
+/// servers, `exec` and `build` children of the API service). When the binary was
+/// replaced while this process ran (an upgrade), Linux names the old one
+/// "PATH (deleted)": the new one at PATH is the one to run.
+pub fn berth_exe() -> std::io::Result<PathBuf> {
+    let p = std::env::current_exe()?;
+    match p.to_str().and_then(|s| s.strip_suffix(" (deleted)")) {
+        Some(s) => Ok(PathBuf::from(s)),
+        None => Ok(p),
+    }
 }

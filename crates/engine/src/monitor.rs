@@ -1086,15 +1086,17 @@ impl Monitor {
         // Clients learn the exit first: one of them may be an `rm -f` holding the
         // container's lock, which auto-removal needs. (`run --rm` waits for this process
         // to end, so it still returns only once the container is gone.)
+        // The die event goes first, so that a `stop` woken by the exit records its own
+        // event after it, in Docker's order.
+        if oom {
+            self.emit("oom", &[]);
+        }
+        self.emit("die", &[("exitCode", code.to_string())]);
         let f = attach::frame(attach::EXIT, &code.to_be_bytes());
         for c in &mut self.clients {
             let _ = write_all_blocking(&mut c.stream, &f);
         }
         self.clients.clear();
-        if oom {
-            self.emit("oom", &[]);
-        }
-        self.emit("die", &[("exitCode", code.to_string())]);
         if self.cfg.auto_remove {
             if let Ok(engine) =
                 crate::Engine::open(crate::EngineOptions::new(&self.root, &self.run_root))

@@ -551,10 +551,9 @@ impl Engine {
         if let Some(r) = n.ip_range {
             config["IPRange"] = json!(r.to_string());
         }
-        let mut options = n.options.clone();
-        options
-            .entry("com.docker.network.bridge.name".into())
-            .or_insert_with(|| n.bridge.clone());
+        // The options given, as Docker shows them (a client such as compose compares
+        // them with its file): not the bridge name berth chose.
+        let options = n.options.clone();
         Ok(json!({
             "Name": n.name,
             "Id": n.id,
@@ -1167,7 +1166,7 @@ impl Engine {
         if self.dns_server_pid(net).is_some() {
             return Ok(());
         }
-        let exe = std::env::current_exe().map_err(io_err("the berth binary"))?;
+        let exe = crate::berth_exe().map_err(io_err("the berth binary"))?;
         let records = self.dns_dir().join(format!("{}.hosts", net.id));
         let mut cmd = std::process::Command::new(&exe);
         cmd.arg("dns-serve")

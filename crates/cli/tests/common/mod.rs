@@ -234,17 +234,22 @@ impl Berth {
             .to_string()
     }
 
-    /// The Linux bridge of network `name`.
+    /// The Linux bridge of network `name`: the one its options name, else `bb-` and
+    /// the start of its id (as Docker, inspect shows only the options given).
     pub fn inspect_network_bridge(&self, name: &str) -> String {
-        self.ok(&[
+        let v = self.ok(&[
             "network",
             "inspect",
             "-f",
-            "{{index .Options \"com.docker.network.bridge.name\"}}",
+            "{{index .Options \"com.docker.network.bridge.name\"}} {{.Id}}",
             name,
-        ])
-        .trim()
-        .to_string()
+        ]);
+        let (given, id) = v.trim().rsplit_once(' ').unwrap_or(("", v.trim()));
+        if given.trim().is_empty() || given.trim() == "<no value>" {
+            format!("bb-{}", &id[..12])
+        } else {
+            given.trim().to_string()
+        }
     }
 
     /// Removes the networks of this root, its default bridge and its nftables table, if
