@@ -15,6 +15,7 @@
 # Usage: bench/run.sh [--quick] [--runs N] [--containers N] [--health N] [--health-peers N]
 #                     [--registry | --registry-only] [--build | --build-only]
 #                     [--network | --network-only] [--compose | --compose-only]
+#                     [--api | --api-only] [--api-load-secs N]
 #                     [--no-docker] [--no-podman]
 # Env:   BERTH_BIN (skip the cargo build), BENCH_OUT (where the JSON goes),
 #        DOCKER_CLI, BENCH_DOCKER_STORAGE (default vfs), BENCH_PODMAN_STORAGE (default vfs)
@@ -37,6 +38,8 @@ NETWORK=0
 COMPOSE=0
 CORE=1
 NSTATS=100
+API=0
+API_LOAD_SECS=60
 NHEALTH_PEERS=20
 HEALTH_SECS=20
 
@@ -59,6 +62,9 @@ while (($#)); do
         --network-only) NETWORK=1; CORE=0 ;;
         --compose) COMPOSE=1 ;;
         --compose-only) COMPOSE=1; CORE=0 ;;
+        --api) API=1 ;;
+        --api-only) API=1; CORE=0 ;;
+        --api-load-secs) API_LOAD_SECS=${2:?--api-load-secs needs a number}; shift ;;
         --no-docker) WANT_DOCKER=0 ;;
         --no-podman) WANT_PODMAN=0 ;;
         -h|--help) usage; exit 0 ;;
@@ -92,6 +98,9 @@ T_PUBLISHED_TCP_SHARE=80
 T_COMPOSE_UP_MS=1000
 T_COMPOSE_NOCHANGE_MS=150
 T_COMPOSE_DOWN_MS=1000
+T_API_RUN_RATIO=5
+T_API_PS_MS=50
+T_API_IDLE_RSS_KIB=20480
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
@@ -188,6 +197,7 @@ cleanup() {
     trap - EXIT
     set +e
     log "cleaning up"
+    [[ -n ${API_PID:-} ]] && kill "$API_PID" 2>/dev/null
     # berth
     if [[ -d $BROOT ]]; then
         berth ps -aq --no-trunc 2>/dev/null >>"$BERTH_IDS_FILE"
@@ -468,6 +478,7 @@ bench() {
 # Filled by the scenarios, read by the report (which runs whatever ran).
 declare -A RSS=() RSSPROC=() HBUSY=() HN=()
 HMON_RSS="" HMON_CPU="" HBASE="" EXEC_MON_RSS=""
+rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status" 2>/dev/null; }
 core_scenarios() {
 # ---------------------------------------------------------------------------------------
 # 1. run --rm
@@ -487,7 +498,6 @@ bench exec exec bench-exec true
 
 # ---------------------------------------------------------------------------------------
 # 4. (before the 200 containers) RSS of the per-container process
-rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status" 2>/dev/null; }
 # "anon A, file F, shmem S, peak P KiB"
 rss_detail() {
     awk '/^RssAnon:/ { a = $2 } /^RssFile:/ { f = $2 } /^RssShmem:/ { s = $2 } /^VmHWM:/ { h = $2 }
@@ -920,6 +930,61 @@ compose_scenarios() {
 ((COMPOSE)) && compose_scenarios
 
 # ---------------------------------------------------------------------------------------
+# 10. (--api) the docker CLI through `berth serve` against the same CLI through dockerd:
+#     run --rm, ps -a with NCONT containers, the service's idle RSS, and a load of 200
+#     concurrent API clients (bench/api-load.py) for API_LOAD_SECS.
+declare -gA APIF=()
+API_PID=""
+api_scenarios() {
+    local sock=$TMP/berth-api.sock cli
+    cli=${DOCKER_CLI:-$(command -v docker || true)}
+    [[ -n $cli ]] || { warn "api: no docker CLI; skipped"; return 0; }
+    setsid "$BERTH_BIN" --root "$BROOT" --run-root "$BRUN" serve -H "unix://$sock" </dev/null >"$TMP/serve.log" 2>&1 &
+    API_PID=$!
+    for _ in $(seq 50); do [[ -S $sock ]] && break; sleep 0.1; done
+    [[ -S $sock ]] || { warn "api: berth serve did not come up: $(tail -n 2 "$TMP/serve.log")"; return 0; }
+    local bapi
+    bapi="$(printf '%q' "$cli") --config $(printf '%q' "$TMP/apicfg") -H unix://$(printf '%q' "$sock")"
+    sleep 1
+    APIF[rss_idle]=$(rss_kib "$API_PID")
+    if ((HAVE_DOCKER)); then
+        local dpids
+        dpids=$(pgrep -f "dockerd.*$TMP|containerd.*$TMP" | xargs)
+        APIF[docker_rss]=$(for p in $dpids; do rss_kib "$p"; done | awk '{ s += $1 } END { print s + 0 }')
+    fi
+    local args=(-n berth-serve "$bapi run --rm --network none busybox:bench true")
+    ((HAVE_DOCKER)) && args+=(-n dockerd "$DOCKER_S run --rm --network none busybox:bench true")
+    log "scenario api-run: docker run --rm through berth serve and through dockerd"
+    sync
+    hyperfine -N --warmup "$WARMUP" --runs "$RUNS" --export-json "$OUT/api-run.json" "${args[@]}" >&2 \
+        || warn "hyperfine failed for api-run"
+    local have
+    have=$(berth ps -aq | wc -l)
+    log "berth: creating $((NCONT - have)) containers for api-ps"
+    for ((i = have; i < NCONT; i++)); do
+        berth create --network none busybox:bench true >/dev/null || { warn "api: create failed at $i"; break; }
+    done
+    args=(-n berth-serve "$bapi ps -a")
+    ((HAVE_DOCKER)) && args+=(-n dockerd "$DOCKER_S ps -a")
+    log "scenario api-ps: docker ps -a through berth serve ($NCONT containers) and through dockerd ($("${DOCKER[@]}" ps -aq 2>/dev/null | wc -l) containers)"
+    hyperfine -N --warmup "$WARMUP" --runs "$RUNS" --export-json "$OUT/api-ps.json" "${args[@]}" >&2 \
+        || warn "hyperfine failed for api-ps"
+    if command -v python3 >/dev/null; then
+        log "api load: 200 clients for ${API_LOAD_SECS}s"
+        if python3 "$REPO/bench/api-load.py" --socket "$sock" --pid "$API_PID" --image busybox:bench \
+            --clients 200 --seconds "$API_LOAD_SECS" >"$OUT/api-load.json" 2>"$TMP/api-load.err"; then
+            APIF[load]=$(cat "$OUT/api-load.json")
+        else
+            warn "api load failed: $(tail -n 3 "$TMP/api-load.err")"
+        fi
+    fi
+    APIF[rss_after]=$(rss_kib "$API_PID")
+    kill "$API_PID" 2>/dev/null; wait "$API_PID" 2>/dev/null || true
+    API_PID=""
+}
+((API)) && api_scenarios
+
+# ---------------------------------------------------------------------------------------
 # Report
 # jget FILE NAME FIELD -> the field (seconds) in ms, or empty
 jget() {
@@ -1051,6 +1116,19 @@ if ((COMPOSE)); then
     done
 fi
 
+if ((API)); then
+    echo
+    echo "[api] the docker CLI through berth serve vs through dockerd (ms, median)"
+    for sc in api-run api-ps; do
+        b=$(jget "$OUT/$sc.json" berth-serve median)
+        d=$(jget "$OUT/$sc.json" dockerd median)
+        MED[$sc,berth]=$b MED[$sc,docker]=$d
+        printf '  %-8s berth serve %10s   dockerd %10s   (%s)\n' "$sc" "${b:-n/a}" "${d:-n/a}" "$(ratio "$d" "$b")"
+    done
+    echo "  berth serve RSS: idle ${APIF[rss_idle]:-n/a} KiB, after the load ${APIF[rss_after]:-n/a} KiB; dockerd + containerd idle: ${APIF[docker_rss]:-n/a} KiB"
+    [[ -n ${APIF[load]:-} ]] && echo "  load: ${APIF[load]}"
+fi
+
 # Targets
 PASSN=0 FAILN=0 SKIPN=0
 verdict() { # DESCRIPTION VALUE OP LIMIT [WHEN-MISSING: FAIL (berth failed) or SKIP]
@@ -1115,6 +1193,15 @@ if ((COMPOSE)); then
     verdict "berth compose up -d, 5 services: median <= ${T_COMPOSE_UP_MS} ms" "${MED[compose-up,berth]:-}" "<=" "$T_COMPOSE_UP_MS"
     verdict "berth compose up -d with no change: median <= ${T_COMPOSE_NOCHANGE_MS} ms" "${MED[compose-nochange,berth]:-}" "<=" "$T_COMPOSE_NOCHANGE_MS"
     verdict "berth compose down: median <= ${T_COMPOSE_DOWN_MS} ms" "${MED[compose-down,berth]:-}" "<=" "$T_COMPOSE_DOWN_MS"
+fi
+if ((API)); then
+    api_ratio=""
+    if [[ -n ${MED[api-run,berth]:-} && -n ${MED[api-run,docker]:-} ]]; then
+        api_ratio=$(awk -v a="${MED[api-run,docker]}" -v b="${MED[api-run,berth]}" 'BEGIN { printf "%.1f", a / b }')
+    fi
+    verdict "docker run through berth serve <= 1/${T_API_RUN_RATIO} of dockerd's" "$api_ratio" ">=" "$T_API_RUN_RATIO" SKIP
+    verdict "docker ps -a, $NCONT containers, through berth serve <= ${T_API_PS_MS} ms" "${MED[api-ps,berth]:-}" "<=" "$T_API_PS_MS"
+    verdict "berth serve idle RSS <= ${T_API_IDLE_RSS_KIB} KiB" "${APIF[rss_idle]:-}" "<=" "$T_API_IDLE_RSS_KIB"
 fi
 echo "  targets: $PASSN PASS, $FAILN FAIL, $SKIPN SKIP"
 if ((${#PROBLEMS[@]})); then

@@ -814,7 +814,14 @@ fn docker_compose_runs_a_project_through_the_api() {
     let compose = |args: &[&str]| {
         let out = Command::new("docker-compose")
             .env("DOCKER_HOST", format!("unix://{}", s.socket.display()))
-            .args(["--ansi", "never", "-p", "apitest", "-f", file.to_str().unwrap()])
+            .args([
+                "--ansi",
+                "never",
+                "-p",
+                "apitest",
+                "-f",
+                file.to_str().unwrap(),
+            ])
             .args(args)
             .output()
             .unwrap();

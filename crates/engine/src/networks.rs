@@ -350,6 +350,10 @@ impl Engine {
         let labels = c.labels.clone();
         link::ensure_bridge(&bridge, gateway, subnet.prefix, mtu)
             .map_err(|e| invalid(format!("creating the network's bridge: {e}")))?;
+        if !c.internal {
+            link::enable_ip_forward()
+                .map_err(|e| invalid(format!("turning on IP forwarding: {e}")))?;
+        }
         let inserted = self.db.execute(
             &format!("INSERT INTO networks ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"),
             params![
@@ -781,6 +785,10 @@ impl Engine {
                 ))
             },
         )?;
+        if !net.internal {
+            link::enable_ip_forward()
+                .map_err(|e| invalid(format!("turning on IP forwarding: {e}")))?;
+        }
         self.apply_firewall()
     }
 

@@ -38,9 +38,12 @@ pub fn ruleset(table: &str, nets: &[Rules]) -> String {
             forward.push_str(&format!(
                 "    iifname \"{b}\" oifname \"{BRIDGE_PREFIX}*\" oifname != \"{b}\" drop\n"
             ));
+            // Out of the bridge: the host's address. And a connection DNATed back into
+            // the bridge it came from (a published port reached through the gateway)
+            // too, or the answer would go straight back, from the wrong address.
             nat.push_str(&format!(
-                "    ip saddr {} oifname != \"{b}\" masquerade\n",
-                n.subnet
+                "    ip saddr {s} oifname != \"{b}\" masquerade\n    ip saddr {s} oifname \"{b}\" ct status dnat masquerade\n",
+                s = n.subnet
             ));
         }
     }
@@ -189,6 +192,9 @@ mod tests {
         );
         assert!(text.contains("iifname \"bb-one\" oifname \"bb-*\" oifname != \"bb-one\" drop"));
         assert!(text.contains("ip saddr 10.210.0.0/24 oifname != \"bb-one\" masquerade"));
+        assert!(
+            text.contains("ip saddr 10.210.0.0/24 oifname \"bb-one\" ct status dnat masquerade")
+        );
         assert!(text.contains("iifname \"bb-two\" oifname != \"bb-two\" drop"));
         assert!(
             !text.contains("10.210.1.0/24"),

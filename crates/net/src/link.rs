@@ -107,7 +107,23 @@ pub fn ensure_bridge(name: &str, gateway: Ipv4Addr, prefix: u8, mtu: u32) -> Res
     // Published ports are reachable on 127.0.0.1: connections to it are routed to the
     // bridge, which must accept loopback sources.
     let p = format!("/proc/sys/net/ipv4/conf/{name}/route_localnet");
+    std::fs::write(&p, "1").map_err(crate::io(p))?;
+    // A connection from a container to a published port on the gateway is DNATed back
+    // into a bridge: the kernel routes it only when the bridge forwards (with
+    // forwarding off it drops it before conntrack ever confirms it).
+    let p = format!("/proc/sys/net/ipv4/conf/{name}/forwarding");
     std::fs::write(&p, "1").map_err(crate::io(p))
+}
+
+/// Turns on IPv4 forwarding for the host, as Docker does when it sets up its bridge:
+/// containers on a bridge reach other networks through the host. (Writing it sets
+/// every interface's `forwarding`, the bridges' included.)
+pub fn enable_ip_forward() -> Result<()> {
+    let p = "/proc/sys/net/ipv4/ip_forward";
+    if std::fs::read_to_string(p).is_ok_and(|v| v.trim() == "1") {
+        return Ok(());
+    }
+    std::fs::write(p, "1").map_err(crate::io(p))
 }
 
 /// Removes link `name` (and a veth's peer with it); missing is fine.
