@@ -366,6 +366,9 @@ fn wait_body(e: &Engine, id: String, condition: String) -> Body {
 /// Returns the exit code it ended with.
 fn wait_for(e: &Engine, id: &str, condition: &str, asked: chrono::DateTime<chrono::Utc>) -> i32 {
     let mut last = 0;
+    // Polled quickly at first (`docker run --rm` waits here for a start and then a
+    // removal, both a few milliseconds away), then gently.
+    let started = std::time::Instant::now();
     loop {
         if e.find_container(id).is_err() {
             return e.last_exit_code(id).unwrap_or(last);
@@ -388,7 +391,13 @@ fn wait_for(e: &Engine, id: &str, condition: &str, asked: chrono::DateTime<chron
         match condition {
             "not-running" => return last,
             "next-exit" if ran_since => return last,
-            _ => std::thread::sleep(std::time::Duration::from_millis(20)),
+            _ => std::thread::sleep(std::time::Duration::from_millis(
+                if started.elapsed() < std::time::Duration::from_secs(2) {
+                    2
+                } else {
+                    50
+                },
+            )),
         }
     }
 }
