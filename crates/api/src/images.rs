@@ -321,3 +321,34 @@ pub(crate) fn commit(e: &Engine, q: &[(String, String)], body: &[u8]) -> Respons
         Err(err) => engine_error(err),
     }
 }
+
+/// `GET /images/search?term=&limit=`: a registry's catalog, searched (Docker Hub's
+/// search API is not reachable here; `HOST/TERM` searches that registry).
+pub(crate) fn search(e: &Engine, q: &[(String, String)]) -> Response<Body> {
+    let Some(term) = param(q, "term").filter(|t| !t.is_empty()) else {
+        return error(StatusCode::BAD_REQUEST, "search needs a term");
+    };
+    let limit = param(q, "limit")
+        .and_then(|l| l.parse().ok())
+        .filter(|l: &usize| *l > 0)
+        .unwrap_or(25);
+    match e.search(
+        &term,
+        limit,
+        &berth_engine::distribution::insecure_registries(),
+    ) {
+        Ok(found) => {
+            let v: Vec<Value> = found
+                .iter()
+                .map(|r| {
+                    json!({
+                        "name": r.name, "description": r.description, "star_count": r.stars,
+                        "is_official": r.official, "is_automated": r.automated,
+                    })
+                })
+                .collect();
+            json_response(StatusCode::OK, &Value::Array(v))
+        }
+        Err(err) => engine_error(err),
+    }
+}

@@ -503,6 +503,7 @@ pub async fn handle(svc: Arc<Service>, req: Request<Body>) -> Response<Body> {
             let body = Box::new(body_reader(req));
             with_engine(&roots, move |e| load_images(e, body)).await
         }
+        (&Method::GET, ["images", "search"]) => with_engine(&roots, move |e| search(e, &q)).await,
         (&Method::POST, ["images", "prune"]) => {
             with_engine(&roots, move |e| prune_images(e, &q)).await
         }

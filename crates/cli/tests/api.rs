@@ -581,6 +581,13 @@ fn docker_cp_stats_events_commit_build_save_load_and_prune_through_the_api() {
     let (code, out, err) = docker(&["pull", &name]);
     assert_eq!(code, Some(0), "{err}");
     assert!(out.contains("Status: Downloaded newer image"), "{out}");
+    let (code, out, err) = docker(&[
+        "search",
+        "--format",
+        "{{.Name}}",
+        &format!("{}/api", reg.host),
+    ]);
+    assert_eq!((code, out.trim()), (Some(0), "api/built"), "{err}");
     let (code, _, err) = docker(&["pull", &format!("{}/api/nothing:1", reg.host)]);
     assert_eq!(code, Some(1));
     assert!(err.contains("manifest unknown"), "{err}");
