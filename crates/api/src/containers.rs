@@ -47,10 +47,15 @@ pub(crate) fn list_containers(e: &Engine, q: &[(String, String)]) -> Response<Bo
                     )
                 })
                 .collect();
-            let mode = e
-                .find_container(&c.id)
-                .map(|r| r.host_config.network_mode)
+            let rec = e.find_container(&c.id).ok();
+            let mode = rec
+                .as_ref()
+                .map(|r| r.host_config.network_mode.clone())
                 .unwrap_or_default();
+            let mounts = rec
+                .as_ref()
+                .map(|r| serde_json::to_value(&r.mounts).expect("mounts serialise"))
+                .unwrap_or_else(|| json!([]));
             json!({
                 "Id": c.id,
                 "Names": [format!("/{}", c.names.trim_start_matches('/'))],
@@ -64,7 +69,7 @@ pub(crate) fn list_containers(e: &Engine, q: &[(String, String)]) -> Response<Bo
                 "Status": c.status,
                 "HostConfig": {"NetworkMode": mode},
                 "NetworkSettings": {"Networks": networks},
-                "Mounts": [],
+                "Mounts": mounts,
             })
         })
         .collect();

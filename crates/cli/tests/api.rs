@@ -214,6 +214,8 @@ fn the_docker_cli_lists_and_inspects_what_berth_made() {
         b.inspect("api-made", "{{range .Mounts}}{{.Destination}}{{end}}"),
         "/host"
     );
+    let (_, out, _) = docker(&["ps", "--filter", "name=api-made", "--format", "{{.Mounts}}"]);
+    assert_eq!(out.trim(), "/tmp");
     assert!(common::eventually(5, || docker(&["logs", "api-made"]).1 == "to-stdout\n"));
     assert_eq!(docker(&["logs", "api-made"]).2, "to-stderr\n");
     let (code, _, err) = docker(&["stop", "-t", "0", "api-made"]);
