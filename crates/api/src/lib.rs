@@ -432,7 +432,10 @@ pub async fn handle(svc: Arc<Service>, req: Request<Body>) -> Response<Body> {
             .await
         }
         (&Method::POST, ["containers", id, "attach"]) => {
-            stream::attach_container(svc, id.to_string(), q, req).await
+            stream::attach_container(svc, id.to_string(), q, req, false).await
+        }
+        (&Method::GET, ["containers", id, "attach", "ws"]) => {
+            stream::attach_container(svc, id.to_string(), q, req, true).await
         }
         (&Method::POST, ["containers", id, "resize"]) => {
             let id = id.to_string();

@@ -218,11 +218,14 @@ async fn write_out(out: &mut ClientOut, tty: bool, stream: u8, data: &[u8]) -> s
 }
 
 /// `POST /containers/{id}/attach`.
+/// (`ws`: `GET /containers/{id}/attach/ws`, the same over a WebSocket, whose messages
+/// carry the raw stream.)
 pub(crate) async fn attach_container(
     svc: Arc<Service>,
     id: String,
     q: Vec<(String, String)>,
     req: Request<Body>,
+    ws: bool,
 ) -> Response<Body> {
     let roots = svc.roots.clone();
     let found = tokio::task::spawn_blocking(move || {
@@ -247,6 +250,8 @@ pub(crate) async fn attach_container(
         Err(_) => return error(StatusCode::INTERNAL_SERVER_ERROR, "attach panicked"),
     };
     let tty = rec.config.tty;
+    // A WebSocket's messages are the stream itself: no multiplexing frames.
+    let raw = tty || ws;
     let hello = Hello {
         stdin: flag(&q, "stdin") && rec.config.open_stdin,
         stdout: flag(&q, "stdout"),
@@ -257,7 +262,7 @@ pub(crate) async fn attach_container(
         stdout: hello.stdout,
         stderr: hello.stderr,
         timestamps: false,
-        tty,
+        tty: raw,
     };
     let past = want.frames(&logs);
     // Where the monitor's stream comes from: now, or from the start that comes next.
@@ -286,17 +291,95 @@ pub(crate) async fn attach_container(
     } else {
         drop(tx);
     }
-    hijack(req, tty, move |input, mut out| async move {
+    let session = move |input: Option<ClientIn>, mut out: ClientOut| async move {
         if !past.is_empty() && out.write_all(&past).await.is_err() {
             return;
         }
         if let Ok(sock) = rx.await {
-            if let Err(err) = pump_monitor(sock, input, &mut out, tty, hello.stdin).await {
+            let how = Pump {
+                raw,
+                detach_keys: tty,
+                stdin: hello.stdin,
+            };
+            if let Err(err) = pump_monitor(sock, input, &mut out, how).await {
                 eprintln!("berth serve: attach: {err}");
             }
         }
         let _ = out.shutdown().await;
+    };
+    if ws {
+        websocket(req, session).await
+    } else {
+        hijack(req, tty, session)
+    }
+}
+
+/// Answers a WebSocket handshake and runs `session` on the socket: its binary (or
+/// text) messages are the client's input, the session's output goes out as binary
+/// messages.
+async fn websocket<F, Fut>(req: Request<Body>, session: F) -> Response<Body>
+where
+    F: FnOnce(Option<ClientIn>, ClientOut) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    use axum::extract::ws::{Message, WebSocketUpgrade};
+    use axum::extract::FromRequestParts;
+    use axum::response::IntoResponse;
+    let (mut parts, _) = req.into_parts();
+    let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
+        Ok(u) => u,
+        Err(rejection) => return rejection.into_response(),
+    };
+    upgrade.on_upgrade(move |mut socket| async move {
+        // The session reads and writes one end of a pipe; this loop carries the other
+        // end to and from the socket.
+        let (ours, theirs) = tokio::io::duplex(64 * 1024);
+        let (from_session, to_session) = tokio::io::split(theirs);
+        let (input, output) = tokio::io::split(ours);
+        let carry = async move {
+            let (mut from_session, mut to_session) = (from_session, to_session);
+            let mut buf = vec![0u8; 32 * 1024];
+            loop {
+                tokio::select! {
+                    r = from_session.read(&mut buf) => match r {
+                        Ok(0) | Err(_) => {
+                            let _ = socket.send(Message::Close(None)).await;
+                            return;
+                        }
+                        Ok(n) => {
+                            if socket.send(Message::Binary(buf[..n].to_vec().into())).await.is_err() {
+                                return;
+                            }
+                        }
+                    },
+                    m = socket.recv() => match m {
+                        Some(Ok(Message::Binary(d))) => {
+                            let _ = to_session.write_all(&d).await;
+                        }
+                        Some(Ok(Message::Text(t))) => {
+                            let _ = to_session.write_all(t.as_bytes()).await;
+                        }
+                        Some(Ok(_)) => {}
+                        // The client went: the session's pipe closes with this loop.
+                        Some(Err(_)) | None => return,
+                    },
+                }
+            }
+        };
+        let run = session(Some(Box::new(input)), Box::new(output));
+        tokio::join!(carry, run);
     })
+}
+
+/// How a session's streams are carried.
+#[derive(Clone, Copy)]
+struct Pump {
+    /// Output as it comes (a tty, a WebSocket), else in Docker's multiplexed frames.
+    raw: bool,
+    /// Ctrl-P Ctrl-Q in the input ends the session (a tty's).
+    detach_keys: bool,
+    /// The client's input goes to the container.
+    stdin: bool,
 }
 
 /// Bridges a client and a container's monitor until the container exits, the client
@@ -305,9 +388,13 @@ async fn pump_monitor(
     sock: StdUnixStream,
     input: Option<ClientIn>,
     out: &mut ClientOut,
-    tty: bool,
-    stdin: bool,
+    how: Pump,
 ) -> std::io::Result<()> {
+    let Pump {
+        raw,
+        detach_keys,
+        stdin,
+    } = how;
     sock.set_nonblocking(true)?;
     let sock = tokio::net::UnixStream::from_std(sock)?;
     let (mut from_monitor, mut to_monitor) = sock.into_split();
@@ -338,7 +425,7 @@ async fn pump_monitor(
                         .await;
                     break;
                 }
-                let (data, detach) = if tty {
+                let (data, detach) = if detach_keys {
                     keys.feed(&buf[..n])
                 } else {
                     (buf[..n].to_vec(), false)
@@ -374,7 +461,7 @@ async fn pump_monitor(
         let mut exited = false;
         while let Some((kind, payload)) = fb.next_frame()? {
             match kind {
-                attach::STDOUT | attach::STDERR => write_out(out, tty, kind, &payload).await?,
+                attach::STDOUT | attach::STDERR => write_out(out, raw, kind, &payload).await?,
                 attach::EXIT => exited = true,
                 _ => {}
             }

@@ -223,6 +223,31 @@ def main():
         sock.close()
         step("attach_socket stdin -> cat -> stdout frames")
 
+        # --- attach/ws: the same over a WebSocket (websocket-client, docker-py's
+        # dependency, on the service's unix socket) -------------------------------
+        import socket as _socket
+        import websocket
+
+        wcat = client.containers.run(
+            IMG, "cat", stdin_open=True, detach=True, network_mode="none", name=name("wcat")
+        )
+        made_containers.append(wcat.name)
+        unix = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+        unix.connect(os.environ["DOCKER_HOST"][len("unix://"):])
+        ws = websocket.create_connection(
+            "ws://localhost/v1.47/containers/%s/attach/ws?stream=1&stdin=1&stdout=1" % wcat.id,
+            socket=unix,
+            timeout=20,
+        )
+        ws.send_binary(b"over a websocket\n")
+        got = b""
+        while b"over a websocket\n" not in got:
+            got += ws.recv()
+        assert got == b"over a websocket\n", got
+        ws.close()
+        wcat.remove(force=True)
+        step("attach/ws stdin -> cat -> messages")
+
         # --- images: tag, build, remove ----------------------------------------
         tag_repo = "dpy-tag-" + SUFFIX
         assert image.tag(tag_repo, "v1") is True
