@@ -76,15 +76,23 @@ impl Service {
             execs: Mutex::default(),
             children: Mutex::default(),
         });
-        // Monitors are this process's children: reap them as their containers end.
+        // Monitors are this process's children: reap them as their containers end. And
+        // give the allocator's free memory back every few seconds: a burst of clients
+        // on many threads leaves it in the heaps, and the service would keep its peak.
         let weak = Arc::downgrade(&svc);
         std::thread::spawn(move || {
+            let mut tick = 0u32;
             while let Some(svc) = weak.upgrade() {
                 svc.children
                     .lock()
                     .expect("children lock")
                     .retain_mut(|c| matches!(c.try_wait(), Ok(None)));
                 drop(svc);
+                tick = tick.wrapping_add(1);
+                if tick % 5 == 0 {
+                    // SAFETY: malloc_trim only releases free memory of the allocator.
+                    unsafe { libc::malloc_trim(0) };
+                }
                 std::thread::sleep(std::time::Duration::from_secs(1));
             }
         });

@@ -26,6 +26,10 @@ use crate::{names, spec, sys, Engine};
 
 pub const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
+/// The end of the conflict a create meets when its name was taken between its check
+/// and its insert.
+const NAME_RACE: &str = " is already in use.";
+
 /// What `create`/`run` ask for, already parsed from flags.
 #[derive(Debug, Clone, Default)]
 pub struct CreateOptions {
@@ -247,6 +251,23 @@ impl Engine {
 
     /// `create`: records a new container. Returns its id and any warnings.
     pub fn create_container(&self, opts: CreateOptions) -> Result<(String, Vec<String>)> {
+        if opts.name.is_some() {
+            return self.create_container_once(opts);
+        }
+        // A generated name can be taken by a concurrent create between the check and
+        // the insert: the insert refuses it, and another name is drawn.
+        let mut attempt = 0;
+        loop {
+            match self.create_container_once(opts.clone()) {
+                Err(EngineError::Conflict(m)) if attempt < 5 && m.ends_with(NAME_RACE) => {
+                    attempt += 1;
+                }
+                r => return r,
+            }
+        }
+    }
+
+    fn create_container_once(&self, opts: CreateOptions) -> Result<(String, Vec<String>)> {
         let image = self.find_or_builtin_image(&opts.image)?;
         let img = self.image_config(&image)?;
         let warnings = Vec::new();
@@ -500,7 +521,7 @@ impl Engine {
             if let EngineError::Db(rusqlite::Error::SqliteFailure(f, _)) = &e {
                 if f.code == rusqlite::ErrorCode::ConstraintViolation {
                     return Err(EngineError::Conflict(format!(
-                        "Conflict. The container name \"/{name}\" is already in use."
+                        "Conflict. The container name \"/{name}\"{NAME_RACE}"
                     )));
                 }
             }
