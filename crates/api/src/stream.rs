@@ -89,7 +89,7 @@ impl Service {
                     .retain_mut(|c| matches!(c.try_wait(), Ok(None)));
                 drop(svc);
                 tick = tick.wrapping_add(1);
-                if tick % 5 == 0 {
+                if tick.is_multiple_of(5) {
                     // SAFETY: malloc_trim only releases free memory of the allocator.
                     unsafe { libc::malloc_trim(0) };
                 }
