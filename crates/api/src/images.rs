@@ -52,6 +52,30 @@ pub(crate) fn list_images(e: &Engine, q: &[(String, String)]) -> Response<Body> 
     )
 }
 
+/// The query's `changes` (Dockerfile instructions, as `--change` takes them) applied to
+/// `run`; whether there were any.
+fn apply_query_changes(
+    q: &[(String, String)],
+    run: &mut berth_image::config::RunConfig,
+) -> Result<bool, EngineError> {
+    let changes: Vec<String> = q
+        .iter()
+        .filter(|(k, _)| k == "changes")
+        .map(|(_, v)| v.clone())
+        .collect();
+    berth_engine::changes::apply_changes(run, &changes)?;
+    Ok(!changes.is_empty())
+}
+
+/// The reference `repo` and `tag` name (`repo:tag`, or `repo` alone), if any.
+pub(crate) fn repo_tag(q: &[(String, String)]) -> Option<String> {
+    let repo = param(q, "repo").filter(|r| !r.is_empty())?;
+    Some(match param(q, "tag").filter(|t| !t.is_empty()) {
+        Some(t) => format!("{repo}:{t}"),
+        None => repo,
+    })
+}
+
 /// An engine progress report as one of Docker's JSON progress messages.
 fn progress_json(p: berth_engine::distribution::Progress<'_>) -> Value {
     use berth_engine::distribution::Progress;
@@ -132,19 +156,10 @@ pub(crate) fn create_image(
             );
         }
         let mut run = berth_image::config::RunConfig::default();
-        let changes: Vec<String> = q
-            .iter()
-            .filter(|(k, _)| k == "changes")
-            .map(|(_, v)| v.clone())
-            .collect();
-        if let Err(err) = berth_engine::changes::apply_changes(&mut run, &changes) {
+        if let Err(err) = apply_query_changes(q, &mut run) {
             return engine_error(err);
         }
-        let repo = param(q, "repo").filter(|r| !r.is_empty());
-        let reference = repo.map(|r| match param(q, "tag").filter(|t| !t.is_empty()) {
-            Some(t) => format!("{r}:{t}"),
-            None => r,
-        });
+        let reference = repo_tag(q);
         let message = param(q, "message").filter(|m| !m.is_empty());
         let body = body.expect("an import has a body");
         return streamed_response("application/json", move |w| {
@@ -292,20 +307,11 @@ pub(crate) fn commit(e: &Engine, q: &[(String, String)], body: &[u8]) -> Respons
         }
     };
     let has_config = run != berth_image::config::RunConfig::default();
-    let changes: Vec<String> = q
-        .iter()
-        .filter(|(k, _)| k == "changes")
-        .map(|(_, v)| v.clone())
-        .collect();
-    if let Err(err) = berth_engine::changes::apply_changes(&mut run, &changes) {
-        return engine_error(err);
-    }
-    let reference = param(q, "repo").filter(|r| !r.is_empty()).map(|r| {
-        match param(q, "tag").filter(|t| !t.is_empty()) {
-            Some(t) => format!("{r}:{t}"),
-            None => r,
-        }
-    });
+    let has_changes = match apply_query_changes(q, &mut run) {
+        Ok(any) => any,
+        Err(err) => return engine_error(err),
+    };
+    let reference = repo_tag(q);
     let text = |k: &str| param(q, k).filter(|v| !v.is_empty());
     let pause = param(q, "pause").is_none_or(|p| !matches!(p.as_str(), "0" | "false"));
     match e.commit(
@@ -314,7 +320,7 @@ pub(crate) fn commit(e: &Engine, q: &[(String, String)], body: &[u8]) -> Respons
         text("author"),
         text("comment"),
         run,
-        has_config || !changes.is_empty(),
+        has_config || has_changes,
         pause,
     ) {
         Ok(id) => json_response(StatusCode::CREATED, &json!({ "Id": id.to_string() })),

@@ -591,11 +591,7 @@ pub async fn handle(svc: Arc<Service>, req: Request<Body>) -> Response<Body> {
         }
         (&Method::POST, ["images", name @ .., "tag"]) if !name.is_empty() => {
             let name = name.join("/");
-            let repo = param(&q, "repo").unwrap_or_default();
-            let target = match param(&q, "tag").filter(|t| !t.is_empty()) {
-                Some(t) => format!("{repo}:{t}"),
-                None => repo,
-            };
+            let target = repo_tag(&q).unwrap_or_default();
             with_engine(&roots, move |e| match e.tag(&name, &target) {
                 Ok(()) => json_response(StatusCode::CREATED, &Value::Null),
                 Err(err) => engine_error(err),

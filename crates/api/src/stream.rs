@@ -494,21 +494,26 @@ pub(crate) fn resize_container(e: &Engine, id: &str, q: &[(String, String)]) -> 
         Ok(r) => r,
         Err(err) => return engine_error(err),
     };
-    match e.container_state(&rec.id) {
-        Ok(st) if st.status.is_active() => {}
-        Ok(_) => {
-            return error(
-                StatusCode::CONFLICT,
-                format!("Container {} is not running", rec.id),
-            )
-        }
-        Err(err) => return engine_error(err),
+    if let Some(refused) = not_running(e, &rec.id) {
+        return refused;
     }
     match attach::connect(e.run_root(), &rec.id, Hello::default()).and_then(|mut s| {
         attach::write_frame(&mut s, attach::RESIZE, &attach::resize_payload(h, w))
     }) {
         Ok(()) => json_response(StatusCode::OK, &Value::Null),
         Err(err) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("resize: {err}")),
+    }
+}
+
+/// Docker's 409 when container `id` is not running (None when it is).
+fn not_running(e: &Engine, id: &str) -> Option<Response<Body>> {
+    match e.container_state(id) {
+        Ok(st) if st.status.is_active() => None,
+        Ok(_) => Some(error(
+            StatusCode::CONFLICT,
+            format!("Container {id} is not running"),
+        )),
+        Err(err) => Some(engine_error(err)),
     }
 }
 
@@ -540,24 +545,19 @@ pub(crate) fn exec_create(svc: &Service, e: &Engine, id: &str, body: &[u8]) -> R
         Ok(r) => r,
         Err(err) => return engine_error(err),
     };
-    match e.container_state(&rec.id) {
-        Ok(st) if st.status == berth_engine::state::Status::Paused => {
-            return error(
-                StatusCode::CONFLICT,
-                format!(
-                    "Container {} is paused, unpause the container before exec",
-                    rec.id
-                ),
-            )
-        }
-        Ok(st) if st.status.is_active() => {}
-        Ok(_) => {
-            return error(
-                StatusCode::CONFLICT,
-                format!("Container {} is not running", rec.id),
-            )
-        }
-        Err(err) => return engine_error(err),
+    if let Some(refused) = not_running(e, &rec.id) {
+        return refused;
+    }
+    if e.container_state(&rec.id)
+        .is_ok_and(|st| st.status == berth_engine::state::Status::Paused)
+    {
+        return error(
+            StatusCode::CONFLICT,
+            format!(
+                "Container {} is paused, unpause the container before exec",
+                rec.id
+            ),
+        );
     }
     let cmd = strings(&v, "Cmd");
     if cmd.is_empty() {
