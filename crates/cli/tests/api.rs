@@ -593,6 +593,60 @@ fn docker_cp_stats_events_commit_build_save_load_and_prune_through_the_api() {
     let (code, _, err) = docker(&["pull", &format!("{}/api/nothing:1", reg.host)]);
     assert_eq!(code, Some(1));
     assert!(err.contains("manifest unknown"), "{err}");
+    // Streams: `stats` redraws every second, `events` shows what happens as it happens.
+    let streaming = |args: &[&str]| {
+        Command::new("docker")
+            .env("DOCKER_HOST", format!("unix://{}", s.socket.display()))
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let read_for = |child: &mut std::process::Child, secs: u64| {
+        let mut out = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            while let Ok(n) = out.read(&mut chunk) {
+                if n == 0 {
+                    break;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+                let _ = tx.send(String::from_utf8_lossy(&buf).into_owned());
+            }
+        });
+        std::thread::sleep(std::time::Duration::from_secs(secs));
+        let _ = child.kill();
+        let _ = child.wait();
+        rx.try_iter().last().unwrap_or_default()
+    };
+    let mut stats = streaming(&["stats", "--format", "{{.Name}} {{.PIDs}}", "web"]);
+    let seen = read_for(&mut stats, 3);
+    assert!(seen.matches("web 1").count() >= 2, "{seen:?}");
+    let mut events = streaming(&[
+        "events",
+        "--filter",
+        "type=container",
+        "--format",
+        "{{.Action}} {{.Actor.Attributes.name}}",
+    ]);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    b.ok(&[
+        "run",
+        "--rm",
+        "--name",
+        "live",
+        "--network",
+        "none",
+        "busybox:test",
+        "true",
+    ]);
+    let seen = read_for(&mut events, 1);
+    for action in ["create live", "start live", "die live", "destroy live"] {
+        assert!(seen.contains(action), "{action}: {seen:?}");
+    }
     // system df and prune: stopped containers go, the running one stays.
     b.ok(&["create", "--name", "idle", "busybox:test", "true"]);
     assert!(docker(&["system", "df"]).1.contains("Images"));
