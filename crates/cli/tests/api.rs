@@ -293,6 +293,15 @@ fn the_docker_cli_lists_and_inspects_what_berth_made() {
     assert_eq!(docker(&["unpause", "renamed"]).0, Some(0));
 }
 
+/// Says why a test that drives the docker CLI is skipped when there is none.
+fn no_docker_cli() -> bool {
+    let missing = Command::new("docker").arg("-v").output().is_err();
+    if missing {
+        eprintln!("skipped: the docker CLI is not installed (apt-get install docker.io)");
+    }
+    missing
+}
+
 /// The docker CLI against `s`, with `stdin` fed to it: (exit code, stdout, stderr).
 fn docker_in(s: &Serve, args: &[&str], stdin: &str) -> (Option<i32>, String, String) {
     let mut child = Command::new("docker")
@@ -320,9 +329,7 @@ fn docker_in(s: &Serve, args: &[&str], stdin: &str) -> (Option<i32>, String, Str
 #[test]
 fn docker_run_attach_and_exec_stream_through_the_api() {
     require_root!();
-    if !Path::new("/usr/bin/docker").exists() && Command::new("docker").arg("-v").output().is_err()
-    {
-        eprintln!("skipped: the docker CLI is not installed");
+    if no_docker_cli() {
         return;
     }
     let b = with_web();
@@ -466,8 +473,7 @@ fn docker_run_attach_and_exec_stream_through_the_api() {
 #[test]
 fn docker_cp_stats_events_commit_build_save_load_and_prune_through_the_api() {
     require_root!();
-    if Command::new("docker").arg("-v").output().is_err() {
-        eprintln!("skipped: the docker CLI is not installed");
+    if no_docker_cli() {
         return;
     }
     let b = with_web();
@@ -662,8 +668,7 @@ fn docker_cp_stats_events_commit_build_save_load_and_prune_through_the_api() {
 #[test]
 fn tcp_with_tlsverify_admits_only_clients_with_a_signed_certificate() {
     require_root!();
-    if Command::new("docker").arg("-v").output().is_err() {
-        eprintln!("skipped: the docker CLI is not installed");
+    if no_docker_cli() {
         return;
     }
     let b = with_web();
