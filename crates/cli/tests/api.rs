@@ -302,6 +302,16 @@ fn no_docker_cli() -> bool {
     missing
 }
 
+/// A root with `web` running and a service on it, for a test that drives the docker
+/// CLI; None (the test is skipped, saying why) without the CLI. The service goes first.
+fn served_web_for_docker() -> Option<(Serve, Berth)> {
+    if no_docker_cli() {
+        return None;
+    }
+    let b = with_web();
+    Some((serve(&b), b))
+}
+
 /// The docker CLI against `s`, with `stdin` fed to it: (exit code, stdout, stderr).
 fn docker_in(s: &Serve, args: &[&str], stdin: &str) -> (Option<i32>, String, String) {
     let mut child = Command::new("docker")
@@ -329,11 +339,9 @@ fn docker_in(s: &Serve, args: &[&str], stdin: &str) -> (Option<i32>, String, Str
 #[test]
 fn docker_run_attach_and_exec_stream_through_the_api() {
     require_root!();
-    if no_docker_cli() {
+    let Some((s, b)) = served_web_for_docker() else {
         return;
-    }
-    let b = with_web();
-    let s = serve(&b);
+    };
     let docker = |args: &[&str]| docker_in(&s, args, "");
     // Attached runs: stdout and stderr apart, the exit code, stdin, errors as Docker's.
     let (code, out, err) = docker(&[
@@ -473,11 +481,9 @@ fn docker_run_attach_and_exec_stream_through_the_api() {
 #[test]
 fn docker_cp_stats_events_commit_build_save_load_and_prune_through_the_api() {
     require_root!();
-    if no_docker_cli() {
+    let Some((s, b)) = served_web_for_docker() else {
         return;
-    }
-    let b = with_web();
-    let s = serve(&b);
+    };
     let docker = |args: &[&str]| docker_in(&s, args, "");
     let tmp = tempfile::tempdir().unwrap();
     // cp both ways, and a path that is not there.
