@@ -69,6 +69,22 @@ fn default_capabilities_are_dockers_and_flags_change_them() {
     // Docker's default set: chown dac_override fowner fsetid kill setgid setuid setpcap
     // net_bind_service net_raw sys_chroot mknod audit_write setfcap.
     assert_eq!(caps(&[]), 0xa80425fb);
+    // The built-in runtime lends CAP_SYS_ADMIN to load the seccomp filter: none of it
+    // may be left in any set, with or without no-new-privileges.
+    let sets = "grep -E '^Cap(Inh|Prm|Eff|Bnd|Amb)' /proc/self/status | tr -s '\t\n' ' '";
+    let all = "CapInh: 0000000000000000 CapPrm: 00000000a80425fb CapEff: 00000000a80425fb \
+               CapBnd: 00000000a80425fb CapAmb: 0000000000000000 ";
+    assert_eq!(b.sh(&[], sets), all);
+    assert_eq!(
+        b.sh(&["--security-opt", "no-new-privileges"], sets),
+        all,
+        "with no-new-privileges"
+    );
+    let user = b.sh(&["-u", "1000"], sets);
+    assert!(
+        user.contains("CapPrm: 0000000000000000 CapEff: 0000000000000000"),
+        "{user}"
+    );
     let with_admin = caps(&["--cap-add", "NET_ADMIN"]);
     assert_eq!(with_admin, 0xa80425fb | (1 << 12));
     assert_eq!(caps(&["--cap-drop", "CHOWN"]), 0xa80425fb & !1);

@@ -782,12 +782,6 @@ impl Engine {
                 berth_runtime::seccomp::without_architectures(s, &["SCMP_ARCH_X32"]);
             }
         }
-        if hc.runtime.is_empty() || hc.runtime == "builtin" {
-            // libcontainer reads SCMP_CMP_MASKED_EQ's mask from valueTwo, runc from value.
-            if let Some(s) = seccomp.as_mut() {
-                berth_runtime::seccomp::for_libcontainer(s);
-            }
-        }
         let init_binary = if hc.init == Some(true) {
             Some(find_init().ok_or_else(|| EngineError::Invalid("--init needs a static init binary: install tini (tini-static) or put docker-init in PATH".into()))?)
         } else {

@@ -704,18 +704,15 @@ impl Monitor {
         }
         let argv = h.cfg.argv().unwrap_or_default();
         if h.entry.is_none() {
-            let mut seccomp = h.spec["linux"]["seccomp"].clone();
-            if self.cfg.runtime.is_empty() || self.cfg.runtime == "builtin" {
-                // The spec holds libcontainer's reading of SCMP_CMP_MASKED_EQ; swap back.
-                berth_runtime::seccomp::for_libcontainer(&mut seccomp);
-            }
+            let seccomp = &h.spec["linux"]["seccomp"];
+            let cache = berth_runtime::seccomp_cache(&self.cfg.runtime_root);
             let cgroups = berth_runtime::enter::cgroup_procs_files(
                 Path::new("/sys/fs/cgroup"),
                 &self.cfg.cgroup,
             );
             let prepared = match seccomp.is_null() {
                 true => Ok(None),
-                false => berth_runtime::seccomp::compile(&seccomp).map(Some),
+                false => berth_runtime::seccomp::compile_cached(seccomp, &cache).map(Some),
             }
             .and_then(|f| berth_runtime::enter::Entry::prepare(&h.spec, self.pid, cgroups, f));
             // Compiling the filter is the one big allocation after start-up: give it back.

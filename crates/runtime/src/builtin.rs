@@ -1,4 +1,19 @@
 //! The built-in runtime: youki's libcontainer, linked into the calling process.
+//!
+//! libcontainer is never handed a seccomp profile. It would compile the profile with
+//! libseccomp in every container's init, which was the largest single cost of a container
+//! start (about 8 ms of CPU for Docker's default profile), and 0.7.0 reads
+//! `SCMP_CMP_MASKED_EQ` the other way round from runc. Instead [`Builtin::create`] compiles
+//! the profile once per host ([`crate::seccomp::compile_cached`]) and writes a private
+//! bundle whose spec has no profile; [`FilterFirst`], the workload executor, loads the
+//! compiled filter in the container's init just before it waits for `start`.
+//!
+//! Without `noNewPrivileges`, loading a filter needs `CAP_SYS_ADMIN`, which the container
+//! usually does not get, and libcontainer has dropped to the container's capabilities by
+//! the time the executor runs. So the private spec lends `CAP_SYS_ADMIN` in the effective
+//! and permitted sets (never the bounding, inheritable or ambient ones), and the executor
+//! drops it right after loading the filter, as runc does its capability drop after the
+//! filter is in place. The process that `execve`s has exactly the spec's capabilities.
 
 use std::os::fd::{AsFd, BorrowedFd, RawFd};
 use std::path::{Path, PathBuf};
@@ -7,17 +22,69 @@ use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::container::Container;
 use libcontainer::signal::Signal;
 use libcontainer::syscall::syscall::SyscallType;
+use libcontainer::workload::{Executor, ExecutorError, ExecutorValidationError};
+use serde_json::Value;
 
+use crate::seccomp::Bpf;
 use crate::{OciRuntime, RuntimeError, RuntimeState, Stdio};
+
+/// The annotation that names, in a private bundle's spec, the file holding the container's
+/// compiled seccomp filter.
+const FILTER_ANNOTATION: &str = "org.berth.seccomp-filter";
+
+/// libcontainer's default executor, with the container's seccomp filter loaded first (see
+/// the module docs).
+#[derive(Clone)]
+struct FilterFirst {
+    filter: Bpf,
+    /// Whether `CAP_SYS_ADMIN` was lent in the effective and the permitted set.
+    lent: [bool; 2],
+}
+
+impl Executor for FilterFirst {
+    fn validate(&self, spec: &oci_spec::runtime::Spec) -> Result<(), ExecutorValidationError> {
+        let fail = |what: &str, e: &dyn std::fmt::Display| {
+            ExecutorValidationError::ArgValidationError(format!("{what}: {e}"))
+        };
+        if crate::enter::load_filter(&self.filter) != 0 {
+            let e = std::io::Error::last_os_error();
+            return Err(fail("loading the seccomp filter", &e));
+        }
+        for (lent, set) in self
+            .lent
+            .iter()
+            .zip([caps::CapSet::Effective, caps::CapSet::Permitted])
+        {
+            if *lent {
+                caps::drop(None, set, caps::Capability::CAP_SYS_ADMIN)
+                    .map_err(|e| fail("dropping CAP_SYS_ADMIN", &e))?;
+            }
+        }
+        libcontainer::workload::default::get_executor().validate(spec)
+    }
+
+    fn exec(&self, spec: &oci_spec::runtime::Spec) -> Result<(), ExecutorError> {
+        libcontainer::workload::default::get_executor().exec(spec)
+    }
+}
 
 pub struct Builtin {
     root: PathBuf,
+    filter_cache: PathBuf,
 }
 
 impl Builtin {
-    /// `root` holds libcontainer's per-container state dirs.
+    /// `root` holds libcontainer's per-container state dirs, and compiled seccomp filters
+    /// in `root/.seccomp`.
     pub fn new(root: PathBuf) -> Builtin {
-        Builtin { root }
+        let filter_cache = root.join(".seccomp");
+        Builtin { root, filter_cache }
+    }
+
+    /// Keeps compiled seccomp filters in `dir` (one per profile) instead.
+    pub fn with_filter_cache(mut self, dir: PathBuf) -> Builtin {
+        self.filter_cache = dir;
+        self
     }
 
     fn err(id: &str) -> impl FnOnce(libcontainer::error::LibcontainerError) -> RuntimeError + '_ {
@@ -34,33 +101,79 @@ impl Builtin {
         })
     }
 
-    /// The container's compiled seccomp filter (None when it has none), from the cache in
-    /// its state dir or compiled and cached there. The spec holds libcontainer's reading
-    /// of `SCMP_CMP_MASKED_EQ` (see [`crate::seccomp::for_libcontainer`]).
-    fn seccomp_filter(
-        &self,
-        id: &str,
-        spec: &serde_json::Value,
-    ) -> Result<Option<crate::seccomp::Bpf>, String> {
-        let mut profile = spec["linux"]["seccomp"].clone();
-        if profile.is_null() {
-            return Ok(None);
+    /// The bundle libcontainer reads for container `id` when `bundle`'s spec has a seccomp
+    /// profile: a copy of the spec without the profile, with `CAP_SYS_ADMIN` lent, the
+    /// root path made absolute and an annotation naming the compiled filter, which sits
+    /// beside it. [`Builtin::delete`] removes it.
+    fn private_bundle(&self, id: &str) -> PathBuf {
+        self.root.join(format!(".bundle-{id}"))
+    }
+
+    /// The bundle to hand libcontainer, and the executor that loads the filter.
+    fn prepare(&self, id: &str, bundle: &Path) -> Result<(PathBuf, Option<FilterFirst>), String> {
+        let bundle = std::fs::canonicalize(bundle)
+            .map_err(|e| format!("bundle {}: {e}", bundle.display()))?;
+        let cfg = bundle.join("config.json");
+        let bytes = std::fs::read(&cfg).map_err(|e| format!("{}: {e}", cfg.display()))?;
+        let mut spec: Value =
+            serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", cfg.display()))?;
+        let Some(profile) = spec
+            .pointer_mut("/linux")
+            .and_then(Value::as_object_mut)
+            .and_then(|linux| linux.remove("seccomp"))
+            .filter(Value::is_object)
+        else {
+            return Ok((bundle, None));
+        };
+        let filter = crate::seccomp::compile_cached(&profile, &self.filter_cache)?;
+        let mut lent = [false; 2];
+        if spec["process"]["noNewPrivileges"].as_bool() != Some(true) {
+            for (i, set) in ["effective", "permitted"].into_iter().enumerate() {
+                let list = spec
+                    .pointer_mut(&format!("/process/capabilities/{set}"))
+                    .and_then(Value::as_array_mut);
+                if let Some(list) = list {
+                    if !list.iter().any(|c| c == "CAP_SYS_ADMIN") {
+                        list.push("CAP_SYS_ADMIN".into());
+                        lent[i] = true;
+                    }
+                }
+            }
         }
-        let cache = self.root.join(id).join("berth-seccomp.bpf");
-        if let Some(b) = std::fs::read(&cache)
-            .ok()
-            .and_then(|b| crate::seccomp::Bpf::from_bytes(&b))
-        {
-            return Ok(Some(b));
+        if let Some(p) = spec["root"]["path"].as_str() {
+            if !p.starts_with('/') {
+                spec["root"]["path"] = bundle.join(p).display().to_string().into();
+            }
         }
-        crate::seccomp::for_libcontainer(&mut profile);
-        let bpf = crate::seccomp::compile(&profile)?;
-        // A cache only: a failure to write it costs the next exec a compile.
-        let tmp = cache.with_extension(format!("tmp{}", std::process::id()));
-        if std::fs::write(&tmp, bpf.to_bytes()).is_ok() {
-            let _ = std::fs::rename(&tmp, &cache);
+        let dir = self.private_bundle(id);
+        let filter_file = dir.join("seccomp.bpf");
+        if !spec["annotations"].is_object() {
+            spec["annotations"] = serde_json::json!({});
         }
-        Ok(Some(bpf))
+        spec["annotations"][FILTER_ANNOTATION] = filter_file.display().to_string().into();
+        let write = || -> std::io::Result<()> {
+            std::fs::create_dir_all(&dir)?;
+            std::fs::write(&filter_file, filter.to_bytes())?;
+            std::fs::write(dir.join("config.json"), serde_json::to_vec(&spec)?)
+        };
+        write().map_err(|e| format!("writing {}: {e}", dir.display()))?;
+        Ok((dir, Some(FilterFirst { filter, lent })))
+    }
+
+    /// The filter an `exec` in the container gets: the one its private bundle names, or
+    /// its profile compiled (None when it has none).
+    fn seccomp_filter(&self, spec: &Value) -> Result<Option<Bpf>, String> {
+        if let Some(path) = spec["annotations"][FILTER_ANNOTATION].as_str() {
+            let bytes = std::fs::read(path)
+                .map_err(|e| format!("the container's seccomp filter {path}: {e}"))?;
+            return Bpf::from_bytes(&bytes)
+                .map(Some)
+                .ok_or_else(|| format!("the container's seccomp filter {path} is damaged"));
+        }
+        match &spec["linux"]["seccomp"] {
+            Value::Null => Ok(None),
+            profile => crate::seccomp::compile_cached(profile, &self.filter_cache).map(Some),
+        }
     }
 
     fn load(&self, id: &str) -> Result<Container, RuntimeError> {
@@ -103,14 +216,31 @@ impl OciRuntime for Builtin {
         stdio: Stdio,
         console_socket: Option<&Path>,
     ) -> Result<i32, RuntimeError> {
-        let c = self
-            .builder(id, stdio, console_socket)?
+        let mut builder = self.builder(id, stdio, console_socket)?;
+        let (bundle, executor) = self.prepare(id, bundle).map_err(|message| {
+            let _ = std::fs::remove_dir_all(self.private_bundle(id));
+            RuntimeError::Command {
+                runtime: "builtin".into(),
+                action: "create",
+                id: id.to_string(),
+                message,
+            }
+        })?;
+        if let Some(e) = executor {
+            builder = builder.with_executor(e);
+        }
+        let built = builder
             .as_init(bundle)
             .with_systemd(false)
             .with_detach(true)
-            .build()
-            .map_err(Self::err(id))?;
-        Ok(c.pid().map(|p| p.as_raw()).unwrap_or(0))
+            .build();
+        match built {
+            Ok(c) => Ok(c.pid().map(|p| p.as_raw()).unwrap_or(0)),
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(self.private_bundle(id));
+                Err(Self::err(id)(e))
+            }
+        }
     }
 
     fn start(&self, id: &str) -> Result<(), RuntimeError> {
@@ -128,12 +258,16 @@ impl OciRuntime for Builtin {
     }
 
     fn delete(&self, id: &str, force: bool) -> Result<(), RuntimeError> {
-        match self.load(id) {
+        let deleted = match self.load(id) {
             Ok(mut c) => c.delete(force).map_err(Self::err(id)),
             // Nothing to delete: the state dir is gone already.
             Err(_) if !self.root.join(id).exists() => Ok(()),
             Err(e) => Err(e),
+        };
+        if deleted.is_ok() {
+            let _ = std::fs::remove_dir_all(self.private_bundle(id));
         }
+        deleted
     }
 
     fn state(&self, id: &str) -> Result<RuntimeState, RuntimeError> {
@@ -146,8 +280,7 @@ impl OciRuntime for Builtin {
 
     /// Not libcontainer's tenant builder: in 0.7.0 it drops the container's seccomp
     /// filter from exec'd processes. [`crate::enter`] gives them the container's
-    /// confinement, with the filter compiled once per container and cached in its state
-    /// dir.
+    /// confinement, with the container's compiled filter.
     fn exec(
         &self,
         id: &str,
@@ -182,7 +315,7 @@ impl OciRuntime for Builtin {
             }
         }
         spec["process"] = proc;
-        let bpf = self.seccomp_filter(id, &spec).map_err(fail)?;
+        let bpf = self.seccomp_filter(&spec).map_err(fail)?;
         let cgroups = crate::enter::cgroup_procs_files(
             Path::new("/sys/fs/cgroup"),
             spec["linux"]["cgroupsPath"].as_str().unwrap_or_default(),

@@ -66,6 +66,24 @@ pub fn cgroup_procs_files(cgroup_root: &std::path::Path, rel: &str) -> Vec<PathB
     out
 }
 
+/// Loads `f` into the calling thread with `seccomp(SECCOMP_SET_MODE_FILTER)`: 0, or -1 with
+/// errno set. It allocates nothing, so a forked child may call it.
+pub(crate) fn load_filter(f: &crate::seccomp::Bpf) -> libc::c_long {
+    let prog = libc::sock_fprog {
+        len: f.program.len() as libc::c_ushort,
+        filter: f.program.as_ptr().cast_mut(),
+    };
+    // SAFETY: seccomp(SET_MODE_FILTER) reads a program that outlives the call.
+    unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            1 as libc::c_ulong, /* SECCOMP_SET_MODE_FILTER */
+            f.flags as libc::c_ulong,
+            &prog,
+        )
+    }
+}
+
 /// Everything needed to start processes in one running container.
 pub struct Entry {
     namespaces: Vec<(OwnedFd, libc::c_int)>,
@@ -598,25 +616,11 @@ impl Plan<'_> {
     /// # Safety
     /// Only in the second child.
     unsafe fn load_seccomp(&self) {
-        let Some(f) = &self.entry.seccomp else {
-            return;
-        };
-        let prog = libc::sock_fprog {
-            len: f.program.len() as libc::c_ushort,
-            filter: f.program.as_ptr().cast_mut(),
-        };
-        // SAFETY: seccomp(SET_MODE_FILTER) on a program that outlives the call.
-        let r = unsafe {
-            libc::syscall(
-                libc::SYS_seccomp,
-                1 as libc::c_ulong, /* SECCOMP_SET_MODE_FILTER */
-                f.flags as libc::c_ulong,
-                &prog,
-            )
-        };
-        if r != 0 {
-            // SAFETY: as for the caller.
-            unsafe { self.fail(b"loading the seccomp filter") }
+        if let Some(f) = &self.entry.seccomp {
+            if load_filter(f) != 0 {
+                // SAFETY: as for the caller.
+                unsafe { self.fail(b"loading the seccomp filter") }
+            }
         }
     }
 

@@ -87,10 +87,19 @@ pub trait OciRuntime {
     fn resume(&self, id: &str) -> Result<(), RuntimeError>;
 }
 
+/// Where compiled seccomp filters are kept under a runtime state root (see
+/// [`seccomp::compile_cached`]), for the built-in runtime and for health probes alike.
+pub fn seccomp_cache(state_root: &Path) -> PathBuf {
+    state_root.join("seccomp")
+}
+
 /// Chooses a runtime by name: `builtin` (default), `runc`, `crun`, or a path to a binary.
 pub fn by_name(name: &str, state_root: &Path) -> Result<Box<dyn OciRuntime>, RuntimeError> {
     match name {
-        "" | "builtin" | "berth" => Ok(Box::new(builtin::Builtin::new(state_root.join("builtin")))),
+        "" | "builtin" | "berth" => Ok(Box::new(
+            builtin::Builtin::new(state_root.join("builtin"))
+                .with_filter_cache(seccomp_cache(state_root)),
+        )),
         other => {
             let bin = external::find_binary(other).ok_or_else(|| RuntimeError::Command {
                 runtime: other.to_string(),

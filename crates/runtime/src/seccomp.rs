@@ -14,9 +14,10 @@
 //! with a message naming the problem, rather than by the runtime at start.
 //!
 //! Both produce the OCI runtime-spec shape as runc and crun read it: for
-//! `SCMP_CMP_MASKED_EQ`, `value` is the mask and `valueTwo` the expected value. youki's
-//! libcontainer 0.7.0 reads the two the other way round; [`for_libcontainer`] converts a
-//! profile for it. This module never touches the OS beyond reading the kernel release.
+//! `SCMP_CMP_MASKED_EQ`, `value` is the mask and `valueTwo` the expected value. [`compile`]
+//! turns such a profile into a BPF program and [`compile_cached`] keeps the program in a
+//! cache dir, since building it is the expensive part. (The built-in runtime never hands
+//! libcontainer a profile: it loads the program itself, see `crate::builtin`.)
 
 #![forbid(unsafe_code)]
 
@@ -363,31 +364,6 @@ pub fn without_architectures(profile: &mut Value, unsupported: &[&str]) {
         .and_then(Value::as_array_mut)
     {
         arches.retain(|a| !unsupported.iter().any(|u| a.as_str() == Some(*u)));
-    }
-}
-
-/// Rewrites `profile` (a `linux.seccomp` object from this module) for youki's libcontainer
-/// 0.7.0, which takes the mask of a `SCMP_CMP_MASKED_EQ` comparison from `valueTwo` and the
-/// expected value from `value`, where runc, crun and Docker profiles do the opposite. Without
-/// this, libcontainer turns Docker's `clone` rule (mask in `value`, expected 0) into "allow
-/// every `clone`", namespace flags included.
-pub fn for_libcontainer(profile: &mut Value) {
-    let Some(syscalls) = profile.get_mut("syscalls").and_then(Value::as_array_mut) else {
-        return;
-    };
-    for syscall in syscalls {
-        let Some(args) = syscall.get_mut("args").and_then(Value::as_array_mut) else {
-            continue;
-        };
-        for arg in args {
-            if arg.get("op").and_then(Value::as_str) != Some(MASKED_EQ) {
-                continue;
-            }
-            let mask = arg.get("value").cloned().unwrap_or(json!(0));
-            let expected = arg.get("valueTwo").cloned().unwrap_or(json!(0));
-            arg["value"] = expected;
-            arg["valueTwo"] = mask;
-        }
     }
 }
 
@@ -782,6 +758,40 @@ pub fn compile(profile: &Value) -> Result<Bpf, String> {
         })
         .collect();
     Ok(Bpf { program, flags })
+}
+
+/// [`compile`], with the program kept in `dir` under the SHA-256 of the profile and the
+/// libseccomp version, so a profile is compiled once per host (or boot, with a run-root on
+/// tmpfs) rather than once per container. A cache file is written to a temp file, synced
+/// and renamed into place; one that cannot be written costs the next caller a compile.
+pub fn compile_cached(profile: &Value, dir: &std::path::Path) -> Result<Bpf, String> {
+    use sha2::{Digest, Sha256};
+    use std::io::Write;
+    let version = libseccomp::ScmpVersion::current()
+        .map(|v| format!("{}.{}.{}", v.major, v.minor, v.micro))
+        .unwrap_or_default();
+    let mut hash = Sha256::new();
+    hash.update(version.as_bytes());
+    hash.update([0]);
+    hash.update(serde_json::to_vec(profile).map_err(|e| format!("seccomp: {e}"))?);
+    let key: String = hash.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    let path = dir.join(format!("{key}.bpf"));
+    if let Some(bpf) = std::fs::read(&path).ok().and_then(|b| Bpf::from_bytes(&b)) {
+        return Ok(bpf);
+    }
+    let bpf = compile(profile)?;
+    let tmp = dir.join(format!(".{key}.{}", std::process::id()));
+    let written = std::fs::create_dir_all(dir)
+        .and_then(|_| File::create(&tmp))
+        .and_then(|mut f| {
+            f.write_all(&bpf.to_bytes())?;
+            f.sync_all()
+        })
+        .and_then(|_| std::fs::rename(&tmp, &path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    Ok(bpf)
 }
 
 /// A compiled seccomp filter: the BPF program and the `seccomp()` flags.
@@ -1294,29 +1304,41 @@ mod tests {
     }
 
     #[test]
-    fn for_libcontainer_swaps_masked_eq_operands() {
-        let mut profile = default_profile(&default_caps());
-        for_libcontainer(&mut profile);
-        let seccomp = parse(profile);
-        let clone = seccomp
-            .syscalls()
-            .iter()
-            .flatten()
-            .find(|s| *s.names() == ["clone"])
-            .unwrap();
-        let arg = clone.args().as_ref().unwrap()[0];
-        assert_eq!((arg.value(), arg.value_two()), (0, Some(CLONE_NEW_FLAGS)));
-        let socket = seccomp
-            .syscalls()
-            .iter()
-            .flatten()
-            .find(|s| *s.names() == ["socket"])
-            .unwrap();
+    fn compiled_filters_are_cached_per_profile() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path().join("cache");
+        let default = default_profile(&default_caps());
+        let first = compile_cached(&default, &cache).unwrap();
+        let files = |d: &std::path::Path| -> Vec<std::path::PathBuf> {
+            let mut v: Vec<_> = std::fs::read_dir(d)
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .collect();
+            v.sort();
+            v
+        };
+        let cached = files(&cache);
+        assert_eq!(cached.len(), 1, "{cached:?}");
+        assert_eq!(std::fs::read(&cached[0]).unwrap(), first.to_bytes());
+        // Read back, not compiled again: a planted program under the key is what comes back.
+        let planted = Bpf {
+            program: first.program[..1].to_vec(),
+            flags: 0,
+        };
+        std::fs::write(&cached[0], planted.to_bytes()).unwrap();
         assert_eq!(
-            socket.args().as_ref().unwrap()[0].value_two(),
-            None,
-            "other ops untouched"
+            compile_cached(&default, &cache).unwrap().to_bytes(),
+            planted.to_bytes()
         );
+        // A damaged file is compiled over.
+        std::fs::write(&cached[0], b"berthbpf-cut").unwrap();
+        let again = compile_cached(&default, &cache).unwrap();
+        assert_eq!(again.to_bytes(), first.to_bytes());
+        assert_eq!(std::fs::read(&cached[0]).unwrap(), first.to_bytes());
+        // Another profile, another entry.
+        let other = compile_cached(&default_profile(&with("CAP_SYS_ADMIN")), &cache).unwrap();
+        assert_ne!(other.to_bytes(), first.to_bytes());
+        assert_eq!(files(&cache).len(), 2);
     }
 
     #[test]

@@ -128,37 +128,6 @@ fn signal_number(s: &str) -> Result<i32> {
     Ok(sig as i32)
 }
 
-/// The bundle the built-in runtime should read. Specs written for runc put the mask of a
-/// `SCMP_CMP_MASKED_EQ` seccomp comparison in `value`; libcontainer reads it from
-/// `valueTwo`. When a spec has a seccomp profile, a converted copy of config.json goes
-/// into a private bundle dir (root path made absolute), which `delete` removes.
-fn prepare_bundle(root: &std::path::Path, id: &str, bundle: &std::path::Path) -> Result<PathBuf> {
-    let bundle =
-        &fs::canonicalize(bundle).with_context(|| format!("bundle {}", bundle.display()))?;
-    let cfg = bundle.join("config.json");
-    let bytes = fs::read(&cfg).with_context(|| format!("reading {}", cfg.display()))?;
-    let mut spec: serde_json::Value =
-        serde_json::from_slice(&bytes).with_context(|| format!("parsing {}", cfg.display()))?;
-    if !spec["linux"]["seccomp"].is_object() {
-        return Ok(bundle.to_path_buf());
-    }
-    berth_runtime::seccomp::for_libcontainer(&mut spec["linux"]["seccomp"]);
-    if let Some(p) = spec["root"]["path"].as_str() {
-        if !p.starts_with('/') {
-            spec["root"]["path"] = bundle.join(p).display().to_string().into();
-        }
-    }
-    let dir = private_bundle(root, id);
-    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    fs::write(dir.join("config.json"), serde_json::to_vec(&spec)?)
-        .with_context(|| format!("writing {}", dir.display()))?;
-    Ok(dir)
-}
-
-fn private_bundle(root: &std::path::Path, id: &str) -> PathBuf {
-    root.join(format!(".bundle-{id}"))
-}
-
 fn write_pid(pid_file: &Option<PathBuf>, pid: i32) -> Result<()> {
     if let Some(p) = pid_file {
         let tmp = p.with_extension("tmp");
@@ -197,7 +166,6 @@ fn run(cmd: Cmd, root: &std::path::Path) -> Result<()> {
             id,
             ..
         } => {
-            let bundle = prepare_bundle(root, &id, &bundle)?;
             let pid = rt.create(&id, &bundle, Stdio::default(), console_socket.as_deref())?;
             write_pid(&pid_file, pid)?;
         }
@@ -209,7 +177,6 @@ fn run(cmd: Cmd, root: &std::path::Path) -> Result<()> {
             detach,
             id,
         } => {
-            let bundle = prepare_bundle(root, &id, &bundle)?;
             if !detach {
                 berth_runtime::become_subreaper()?;
             }
@@ -236,10 +203,7 @@ fn run(cmd: Cmd, root: &std::path::Path) -> Result<()> {
             println!("{}", serde_json::to_string_pretty(&v)?);
         }
         Cmd::Kill { all, id, signal } => rt.kill(&id, signal_number(&signal)?, all)?,
-        Cmd::Delete { force, id } => {
-            rt.delete(&id, force)?;
-            let _ = fs::remove_dir_all(private_bundle(root, &id));
-        }
+        Cmd::Delete { force, id } => rt.delete(&id, force)?,
         Cmd::Exec {
             process,
             detach,
