@@ -980,6 +980,8 @@ impl Engine {
         if st.status.is_active() {
             return Ok(None);
         }
+        // Until the monitor reports the container created (see AttachWarmer).
+        let _warmer = crate::sys::AttachWarmer::start();
         let _ = fs::remove_file(crate::monitor::stop_marker(self.root(), &rec.id));
         if st.status == Status::Dead {
             self.clean_after_dead_monitor(&rec);
