@@ -122,6 +122,11 @@ pub fn parse_owner(v: &str) -> Option<(i32, u64)> {
     Some((p.parse().ok()?, s.parse().ok()?))
 }
 
+/// How often a monitor running health checks gives back the memory its probes touched
+/// (see [`sys::release_startup_memory`]): a probe's first run faults in set-up code and
+/// data (reading the spec, the filter) that later probes do not use.
+const RELEASE_EVERY: Duration = Duration::from_secs(5);
+
 /// Where `stop`/`rm` record that the user stopped a container, which ends its restart
 /// policy until the next `start`.
 pub fn stop_marker(root: &Path, id: &str) -> PathBuf {
@@ -806,9 +811,9 @@ impl Monitor {
         let _ = mask.thread_block();
         let sfd = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC).ok();
         // Memory set-up no longer needs is given back once the container has run a while,
-        // so short-lived containers do not wait for it.
-        let mut released = false;
-        let release_at = Instant::now() + Duration::from_millis(250);
+        // so short-lived containers do not wait for it; with health checks, again now and
+        // then (see RELEASE_EVERY).
+        let mut release_at = Some(Instant::now() + Duration::from_millis(250));
         let mut exit = self.reap();
         if self.cfg.owner.is_some() && self.owner.is_none() && exit.is_none() {
             // The owner ended before the container started.
@@ -877,14 +882,20 @@ impl Monitor {
             {
                 add(p.out.as_raw_fd(), Role::Probe);
             }
-            if !released && exit.is_none() && Instant::now() >= release_at {
+            if exit.is_some() {
+                release_at = None;
+            }
+            if release_at.is_some_and(|r| Instant::now() >= r) {
                 sys::release_startup_memory();
-                released = true;
+                release_at = self
+                    .health
+                    .is_some()
+                    .then(|| Instant::now() + RELEASE_EVERY);
             }
             let mut wake: Option<Instant> = drain_deadline;
             if drain_deadline.is_none() {
-                if !released {
-                    wake = Some(release_at);
+                if let Some(r) = release_at {
+                    wake = Some(r);
                 }
                 if let Some(h) = self.health_deadline() {
                     wake = Some(wake.map_or(h, |w| w.min(h)));

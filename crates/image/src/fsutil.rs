@@ -8,10 +8,7 @@ use std::path::{Path, PathBuf};
 /// A random hex string for temp names and ids.
 pub fn random_hex(bytes: usize) -> String {
     let mut buf = vec![0u8; bytes];
-    if File::open("/dev/urandom")
-        .and_then(|mut f| io::Read::read_exact(&mut f, &mut buf))
-        .is_err()
-    {
+    if getrandom::fill(&mut buf).is_err() {
         // Fall back to time and pid; only used for temp names.
         let t = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

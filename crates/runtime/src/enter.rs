@@ -84,10 +84,16 @@ pub(crate) fn load_filter(f: &crate::seccomp::Bpf) -> libc::c_long {
     }
 }
 
+/// The first child's stack: it only joins namespaces and clones.
+const FIRST_CHILD_STACK: usize = 64 * 1024;
+
 /// Everything needed to start processes in one running container.
 pub struct Entry {
     namespaces: Vec<(OwnedFd, libc::c_int)>,
-    cgroup_procs: Vec<PathBuf>,
+    /// The `cgroup.procs` files, open for writing: opened once, not for every process.
+    cgroups: Vec<(PathBuf, File)>,
+    /// The first child's stack (see [`Entry::spawn`]), kept rather than made each time.
+    stack: std::cell::RefCell<Vec<u8>>,
     cwd: CString,
     env: Vec<CString>,
     path_dirs: Vec<Vec<u8>>,
@@ -212,9 +218,17 @@ impl Entry {
                 },
             ));
         }
+        let cgroups = cgroup_procs
+            .into_iter()
+            .map(|p| match std::fs::OpenOptions::new().write(true).open(&p) {
+                Ok(f) => Ok((p, f)),
+                Err(e) => Err(format!("{}: {e}", p.display())),
+            })
+            .collect::<Result<_, _>>()?;
         Ok(Entry {
             namespaces,
-            cgroup_procs,
+            cgroups,
+            stack: std::cell::RefCell::new(vec![0u8; FIRST_CHILD_STACK]),
             cwd: cstring(process["cwd"].as_str().unwrap_or("/"))?,
             env,
             path_dirs,
@@ -290,16 +304,6 @@ impl Entry {
                 "executable file not found in $PATH"
             }
         );
-        let cgroup_files: Vec<File> = self
-            .cgroup_procs
-            .iter()
-            .map(|p| {
-                std::fs::OpenOptions::new()
-                    .write(true)
-                    .open(p)
-                    .map_err(|e| format!("{}: {e}", p.display()))
-            })
-            .collect::<Result<_, _>>()?;
         // A stream given as another's number (stdout on fd 0, say) would be overwritten by
         // the child's dup2 of an earlier one: move those out of the way first.
         let mut moved = Vec::new();
@@ -329,7 +333,7 @@ impl Entry {
         // The first child only joins the namespaces and clones the second: it shares our
         // memory, on a stack of its own, while we wait (vfork-style), which spares copying
         // our page tables for it.
-        let mut stack = vec![0u8; 256 * 1024];
+        let mut stack = self.stack.borrow_mut();
         extern "C" fn first(plan: *mut libc::c_void) -> libc::c_int {
             // SAFETY: `plan` is the `Plan` below, alive while we are suspended, and this
             // runs in the new process, which only makes system calls on it.
@@ -382,7 +386,7 @@ impl Entry {
             e
         };
         let pid_text = child.to_string();
-        for (f, p) in cgroup_files.iter().zip(&self.cgroup_procs) {
+        for (p, f) in &self.cgroups {
             (&*f)
                 .write_all(pid_text.as_bytes())
                 .map_err(|e| kill(format!("joining cgroup {}: {e}", p.display())))?;
