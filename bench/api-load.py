@@ -141,7 +141,16 @@ def main():
         "clients": a.clients, "seconds": a.seconds, "requests": counts,
         "failures": len(failures), "first_failures": failures[:5],
         "before": before, "after": after, "peak_rss_kib": max(mid_rss or [0]),
+        # Flat or growing under steady load: the median RSS of the first and the last
+        # tenth of the run (after the first 5 s, while the clients ramp up).
+        "rss_early_kib": median_of(mid_rss[5:][:max(1, len(mid_rss) // 10)]),
+        "rss_late_kib": median_of(mid_rss[-max(1, len(mid_rss) // 10):]),
     }))
+
+
+def median_of(values):
+    values = sorted(values)
+    return values[len(values) // 2] if values else 0
 
 
 if __name__ == "__main__":
