@@ -112,6 +112,37 @@ fn default_capabilities_are_dockers_and_flags_change_them() {
 }
 
 #[test]
+fn containers_start_with_default_signal_dispositions() {
+    require_root!();
+    use std::os::unix::process::CommandExt;
+    let b = Berth::with_busybox();
+    // berth itself runs with SIGPIPE ignored (Rust's default) and here, as under nohup,
+    // with SIGHUP ignored too. Ignored signals survive execve; the container's process
+    // must not inherit them (it did: SIGPIPE was ignored in every container).
+    let run = |args: &[&str]| {
+        let mut cmd = b.cmd();
+        cmd.args(args);
+        // SAFETY: signal() is async-signal-safe.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::signal(libc::SIGHUP, libc::SIG_IGN);
+                Ok(())
+            });
+        }
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let id = run(&["run", "-d", "busybox:test", "sleep", "100"]);
+    let id = id.trim();
+    let init = b.ok(&["exec", id, "grep", "SigIgn", "/proc/1/status"]);
+    assert_eq!(init, "SigIgn:\t0000000000000000\n");
+    let exec = run(&["exec", id, "grep", "SigIgn", "/proc/self/status"]);
+    assert_eq!(exec, "SigIgn:\t0000000000000000\n");
+    b.ok(&["rm", "-f", id]);
+}
+
+#[test]
 fn seccomp_blocks_what_dockers_profile_blocks() {
     require_root!();
     let b = Berth::with_busybox();

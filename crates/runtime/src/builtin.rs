@@ -5,7 +5,7 @@
 //! start (about 8 ms of CPU for Docker's default profile), and 0.7.0 reads
 //! `SCMP_CMP_MASKED_EQ` the other way round from runc. Instead [`Builtin::create`] compiles
 //! the profile once per host ([`crate::seccomp::compile_cached`]) and writes a private
-//! bundle whose spec has no profile; [`FilterFirst`], the workload executor, loads the
+//! bundle whose spec has no profile; [`Workload`], the workload executor, loads the
 //! compiled filter in the container's init just before it waits for `start`.
 //!
 //! Without `noNewPrivileges`, loading a filter needs `CAP_SYS_ADMIN`, which the container
@@ -33,22 +33,24 @@ use crate::{OciRuntime, RuntimeError, RuntimeState, Stdio};
 const FILTER_ANNOTATION: &str = "org.berth.seccomp-filter";
 
 /// libcontainer's default executor, with the container's seccomp filter loaded first (see
-/// the module docs).
+/// the module docs) and default signal dispositions for the container's process.
 #[derive(Clone)]
-struct FilterFirst {
-    filter: Bpf,
+struct Workload {
+    filter: Option<Bpf>,
     /// Whether `CAP_SYS_ADMIN` was lent in the effective and the permitted set.
     lent: [bool; 2],
 }
 
-impl Executor for FilterFirst {
+impl Executor for Workload {
     fn validate(&self, spec: &oci_spec::runtime::Spec) -> Result<(), ExecutorValidationError> {
         let fail = |what: &str, e: &dyn std::fmt::Display| {
             ExecutorValidationError::ArgValidationError(format!("{what}: {e}"))
         };
-        if crate::enter::load_filter(&self.filter) != 0 {
-            let e = std::io::Error::last_os_error();
-            return Err(fail("loading the seccomp filter", &e));
+        if let Some(filter) = &self.filter {
+            if crate::enter::load_filter(filter) != 0 {
+                let e = std::io::Error::last_os_error();
+                return Err(fail("loading the seccomp filter", &e));
+            }
         }
         for (lent, set) in self
             .lent
@@ -64,6 +66,9 @@ impl Executor for FilterFirst {
     }
 
     fn exec(&self, spec: &oci_spec::runtime::Spec) -> Result<(), ExecutorError> {
+        // libcontainer forks from its caller and leaves dispositions as they were: without
+        // this every container ran with SIGPIPE ignored, the Rust default of the monitor.
+        crate::enter::default_signal_dispositions();
         libcontainer::workload::default::get_executor().exec(spec)
     }
 }
@@ -110,7 +115,7 @@ impl Builtin {
     }
 
     /// The bundle to hand libcontainer, and the executor that loads the filter.
-    fn prepare(&self, id: &str, bundle: &Path) -> Result<(PathBuf, Option<FilterFirst>), String> {
+    fn prepare(&self, id: &str, bundle: &Path) -> Result<(PathBuf, Workload), String> {
         let bundle = std::fs::canonicalize(bundle)
             .map_err(|e| format!("bundle {}: {e}", bundle.display()))?;
         let cfg = bundle.join("config.json");
@@ -123,7 +128,11 @@ impl Builtin {
             .and_then(|linux| linux.remove("seccomp"))
             .filter(Value::is_object)
         else {
-            return Ok((bundle, None));
+            let plain = Workload {
+                filter: None,
+                lent: [false; 2],
+            };
+            return Ok((bundle, plain));
         };
         let filter = crate::seccomp::compile_cached(&profile, &self.filter_cache)?;
         let mut lent = [false; 2];
@@ -157,7 +166,8 @@ impl Builtin {
             std::fs::write(dir.join("config.json"), serde_json::to_vec(&spec)?)
         };
         write().map_err(|e| format!("writing {}: {e}", dir.display()))?;
-        Ok((dir, Some(FilterFirst { filter, lent })))
+        let filter = Some(filter);
+        Ok((dir, Workload { filter, lent }))
     }
 
     /// The filter an `exec` in the container gets: the one its private bundle names, or
@@ -216,7 +226,16 @@ impl OciRuntime for Builtin {
         stdio: Stdio,
         console_socket: Option<&Path>,
     ) -> Result<i32, RuntimeError> {
-        let mut builder = self.builder(id, stdio, console_socket)?;
+        let builder = self.builder(id, stdio, console_socket)?;
+        // Before the private bundle is written: it is the existing container's.
+        if self.root.join(id).exists() {
+            return Err(RuntimeError::Command {
+                runtime: "builtin".into(),
+                action: "create",
+                id: id.to_string(),
+                message: "a container with this id exists".into(),
+            });
+        }
         let (bundle, executor) = self.prepare(id, bundle).map_err(|message| {
             let _ = std::fs::remove_dir_all(self.private_bundle(id));
             RuntimeError::Command {
@@ -226,10 +245,8 @@ impl OciRuntime for Builtin {
                 message,
             }
         })?;
-        if let Some(e) = executor {
-            builder = builder.with_executor(e);
-        }
         let built = builder
+            .with_executor(executor)
             .as_init(bundle)
             .with_systemd(false)
             .with_detach(true)
@@ -354,5 +371,35 @@ impl OciRuntime for Builtin {
 
     fn resume(&self, id: &str) -> Result<(), RuntimeError> {
         self.load(id)?.resume().map_err(Self::err(id))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn creating_an_existing_id_leaves_that_containers_bundle_alone() {
+        let d = tempfile::tempdir().unwrap();
+        let rt = Builtin::new(d.path().join("rt"));
+        std::fs::create_dir_all(d.path().join("rt/c1")).unwrap();
+        let private = rt.private_bundle("c1");
+        std::fs::create_dir_all(&private).unwrap();
+        std::fs::write(private.join("config.json"), "theirs").unwrap();
+        let bundle = d.path().join("bundle");
+        std::fs::create_dir_all(&bundle).unwrap();
+        std::fs::write(
+            bundle.join("config.json"),
+            r#"{"linux":{"seccomp":{"defaultAction":"SCMP_ACT_ALLOW"}}}"#,
+        )
+        .unwrap();
+        let err = rt
+            .create("c1", &bundle, Stdio::default(), None)
+            .unwrap_err();
+        assert!(err.to_string().contains("exists"), "{err}");
+        assert_eq!(
+            std::fs::read_to_string(private.join("config.json")).unwrap(),
+            "theirs"
+        );
     }
 }

@@ -84,6 +84,31 @@ pub(crate) fn load_filter(f: &crate::seccomp::Bpf) -> libc::c_long {
     }
 }
 
+/// Gives every signal its default disposition, as a container's processes start with,
+/// whatever the caller ignored (Rust ignores SIGPIPE; `nohup` SIGHUP; a shell's background
+/// job SIGINT and SIGQUIT): ignored signals stay ignored across `execve`. It allocates
+/// nothing, so a forked child may call it.
+pub(crate) fn default_signal_dispositions() {
+    // The kernel's struct sigaction with SIG_DFL, no flags and an empty mask is all zeros
+    // on every architecture. The raw call, since glibc refuses the two real-time signals it
+    // keeps for itself, which a caller may still have ignored.
+    let act = [0u64; 4];
+    for sig in 1..=64 {
+        if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+            // SAFETY: rt_sigaction reads a valid struct and writes nothing (no old action).
+            unsafe {
+                libc::syscall(
+                    libc::SYS_rt_sigaction,
+                    sig,
+                    act.as_ptr(),
+                    std::ptr::null_mut::<libc::c_void>(),
+                    8usize,
+                )
+            };
+        }
+    }
+}
+
 /// The first child's stack: it only joins namespaces and clones.
 const FIRST_CHILD_STACK: usize = 64 * 1024;
 
@@ -524,11 +549,7 @@ impl Plan<'_> {
             let mut set: libc::sigset_t = std::mem::zeroed();
             libc::sigemptyset(&mut set);
             libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
-            for sig in 1..libc::SIGRTMAX() {
-                if sig != libc::SIGKILL && sig != libc::SIGSTOP {
-                    libc::signal(sig, libc::SIG_DFL);
-                }
-            }
+            default_signal_dispositions();
             libc::setsid();
             if self.ctty && libc::ioctl(0, libc::TIOCSCTTY, 0) != 0 {
                 self.fail(b"setting the controlling terminal");
