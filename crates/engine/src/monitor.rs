@@ -720,7 +720,8 @@ impl Monitor {
                 false => berth_runtime::seccomp::compile_cached(seccomp, &cache).map(Some),
             }
             .and_then(|f| berth_runtime::enter::Entry::prepare(&h.spec, self.pid, cgroups, f));
-            // Compiling the filter is the one big allocation after start-up: give it back.
+            // Preparing (compiling the filter when no cache has it) is the one big
+            // allocation after start-up: give it back.
             sys::release_startup_memory();
             match prepared {
                 Ok(e) => h.entry = Some(e),
