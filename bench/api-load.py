@@ -77,13 +77,19 @@ def main():
     def inspect():
         call(a.socket, "GET", f"/containers/{talker}/json")
 
-    def follow():
+    def streamed(method, path, what):
+        """A request whose 200 response is read as a stream: (connection, response)."""
         c = UnixHTTP(a.socket)
+        c.request(method, path)
+        r = c.getresponse()
+        if r.status != 200:
+            c.close()
+            raise RuntimeError(f"{what}: {r.status} {r.read()[:200]!r}")
+        return c, r
+
+    def follow():
+        c, r = streamed("GET", f"/containers/{talker}/logs?follow=1&stdout=1&tail=1", "logs -f")
         try:
-            c.request("GET", f"/containers/{talker}/logs?follow=1&stdout=1&tail=1")
-            r = c.getresponse()
-            if r.status != 200:
-                raise RuntimeError(f"logs -f: {r.status}")
             if not r.read1(4096):
                 raise RuntimeError("logs -f: nothing came")
         finally:
@@ -94,12 +100,8 @@ def main():
             "Image": a.image, "Cmd": ["true"],
             "HostConfig": {"NetworkMode": "none", "AutoRemove": True}}, expect=(201,)))["Id"]
         # As the docker CLI: the wait is asked (its headers come back) before the start.
-        w = UnixHTTP(a.socket)
+        w, r = streamed("POST", f"/containers/{cid}/wait?condition=removed", "wait")
         try:
-            w.request("POST", f"/containers/{cid}/wait?condition=removed")
-            r = w.getresponse()
-            if r.status != 200:
-                raise RuntimeError(f"wait: {r.status} {r.read()[:200]!r}")
             call(a.socket, "POST", f"/containers/{cid}/start", expect=(204,))
             out = json.loads(r.read())
         finally:

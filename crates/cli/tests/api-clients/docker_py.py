@@ -80,6 +80,13 @@ def main():
     made_images = []
     made_volumes = []
     made_networks = []
+
+    def detached(cmd, what, **kw):
+        """A detached container of IMG named for `what`, removed at the end."""
+        c = client.containers.run(IMG, cmd, detach=True, name=name(what), **kw)
+        made_containers.append(c.name)
+        return c
+
     try:
         # --- system -------------------------------------------------------------
         assert client.ping() is True
@@ -122,14 +129,7 @@ def main():
         step("ContainerError, NotFound")
 
         # --- detached container, logs, wait ------------------------------------
-        c = client.containers.run(
-            IMG,
-            ["sh", "-c", "echo one; echo two >&2; echo three"],
-            detach=True,
-            network_mode="none",
-            name=name("logs"),
-        )
-        made_containers.append(c.name)
+        c = detached(["sh", "-c", "echo one; echo two >&2; echo three"], "logs", network_mode="none")
         res = c.wait(timeout=60)
         assert res["StatusCode"] == 0, res
         logs = c.logs()
@@ -143,22 +143,16 @@ def main():
         step("detached run, wait, logs")
 
         # --- exit status through wait ------------------------------------------
-        c = client.containers.run(
-            IMG, ["sh", "-c", "exit 7"], detach=True, network_mode="none", name=name("exit")
-        )
-        made_containers.append(c.name)
+        c = detached(["sh", "-c", "exit 7"], "exit", network_mode="none")
         assert c.wait(timeout=60)["StatusCode"] == 7
         step("wait -> 7")
 
         # --- logs(stream=True, follow=True) on a container still printing ------
-        c = client.containers.run(
-            IMG,
+        c = detached(
             ["sh", "-c", "for i in 1 2 3 4 5; do echo line$i; sleep 0.2; done"],
-            detach=True,
+            "follow",
             network_mode="none",
-            name=name("follow"),
         )
-        made_containers.append(c.name)
         got = b""
         for chunk in c.logs(stream=True, follow=True):
             got += chunk
@@ -167,10 +161,7 @@ def main():
         step("logs follow streamed %d lines" % got.count(b"\n"))
 
         # --- a long-running container: exec, list, stop, remove -----------------
-        run = client.containers.run(
-            IMG, "sleep 1000", detach=True, network_mode="none", name=name("run")
-        )
-        made_containers.append(run.name)
+        run = detached("sleep 1000", "run", network_mode="none")
         run.reload()
         assert run.status == "running", run.status
 
@@ -228,10 +219,7 @@ def main():
         import socket as _socket
         import websocket
 
-        wcat = client.containers.run(
-            IMG, "cat", stdin_open=True, detach=True, network_mode="none", name=name("wcat")
-        )
-        made_containers.append(wcat.name)
+        wcat = detached("cat", "wcat", stdin_open=True, network_mode="none")
         unix = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
         unix.connect(os.environ["DOCKER_HOST"][len("unix://"):])
         ws = websocket.create_connection(
@@ -316,8 +304,7 @@ def main():
         assert got.name == nname, got.attrs
         assert got.attrs["IPAM"]["Config"][0]["Subnet"] == subnet, got.attrs["IPAM"]
 
-        member = client.containers.run(IMG, "sleep 1000", detach=True, name=name("member"))
-        made_containers.append(member.name)
+        member = detached("sleep 1000", "member")
         net.connect(member, aliases=["memb"])
         net.reload()
         assert member.id in net.attrs["Containers"], net.attrs["Containers"]
@@ -333,10 +320,7 @@ def main():
         assert nname not in member.attrs["NetworkSettings"]["Networks"]
 
         # A container started straight onto the network.
-        on = client.containers.run(
-            IMG, "sleep 1000", detach=True, network=nname, name=name("onnet")
-        )
-        made_containers.append(on.name)
+        on = detached("sleep 1000", "onnet", network=nname)
         on.reload()
         assert nname in on.attrs["NetworkSettings"]["Networks"], on.attrs["NetworkSettings"]
         on.stop(timeout=1)
