@@ -1,7 +1,5 @@
 //! Containers: list, create, and the life-cycle endpoints.
 
-use std::path::PathBuf;
-
 use axum::body::Body;
 use axum::http::{header, Method, Response, StatusCode};
 use berth_engine::{Engine, EngineError};
@@ -301,33 +299,31 @@ impl LogWant {
     }
 }
 
-/// A streamed `logs?follow=1` body: what is there, then what the container writes,
-/// until it stops or the client goes. A thread with its own engine reads the log file
-/// as it grows.
+/// A streamed `logs?follow=1` body: `first` (what was there), then what the container
+/// writes, until it stops or the client goes. A thread with its own engine reads what
+/// `follower` finds (it holds the log open: a container removed meanwhile loses nothing).
 pub(crate) fn follow_body(
     e: &Engine,
     id: String,
-    path: PathBuf,
+    mut follower: berth_engine::logs::Follower,
     first: Vec<u8>,
     want: LogWant,
 ) -> Body {
     let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(64);
     let opts = e.opts.clone();
-    let mut offset = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
     std::thread::spawn(move || {
         if !first.is_empty() && tx.blocking_send(first).is_err() {
             return;
         }
-        let Ok(e) = Engine::open(opts) else {
-            return;
-        };
+        // Without an engine the container counts as stopped: what it wrote is still
+        // sent, once.
+        let e = Engine::open(opts).ok();
         loop {
             let running = e
-                .container_state(&id)
-                .map(|s| s.status.is_active())
-                .unwrap_or(false);
-            if let Ok((new, off)) = berth_engine::logs::read_from(&path, offset) {
-                offset = off;
+                .as_ref()
+                .and_then(|e| e.container_state(&id).ok())
+                .is_some_and(|s| s.status.is_active());
+            if let Ok(new) = follower.read_new() {
                 let chunk = want.frames(&new);
                 if !chunk.is_empty() && tx.blocking_send(chunk).is_err() {
                     return;
@@ -498,14 +494,15 @@ pub(crate) fn container_action(
                 let rec = e.find_container(id)?;
                 let path = e.container_dir(&rec.id).join("log.json");
                 let want = LogWant::of(q, rec.config.tty);
-                let mut lines = berth_engine::logs::read_all(&path).unwrap_or_default();
+                let (mut lines, follower) = berth_engine::logs::Follower::open(&path)
+                    .map_err(berth_engine::error::io_err(&path))?;
                 if let Some(n) = param(q, "tail").and_then(|t| t.parse::<usize>().ok()) {
                     let skip = lines.len().saturating_sub(n);
                     lines.drain(..skip);
                 }
                 let first = want.frames(&lines);
                 let body = if flag(q, "follow") {
-                    follow_body(e, rec.id.clone(), path, first, want)
+                    follow_body(e, rec.id.clone(), follower, first, want)
                 } else {
                     Body::from(first)
                 };

@@ -898,29 +898,24 @@ fn logs(
         w.write_all(l.log.as_bytes())?;
         w.flush()
     };
-    let lines = berth_engine::logs::read_all(&path)?;
+    let (lines, mut follower) = berth_engine::logs::Follower::open(&path)?;
     for l in filter.apply(lines) {
         emit(&l)?;
     }
     if !follow {
         return Ok(0);
     }
-    let mut offset = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
     loop {
         let running = engine
             .container_state(&rec.id)
             .map(|s| s.status.is_active())
             .unwrap_or(false);
-        let (new, off) = berth_engine::logs::read_from(&path, offset)?;
-        offset = off;
+        let new = follower.read_new()?;
         for l in new.iter().filter(|l| filter.keep(l)) {
             emit(l)?;
         }
+        // The state was read before the file: what it wrote before it stopped is out.
         if !running {
-            let (rest, _) = berth_engine::logs::read_from(&path, offset)?;
-            for l in rest.iter().filter(|l| filter.keep(l)) {
-                emit(l)?;
-            }
             return Ok(0);
         }
         std::thread::sleep(std::time::Duration::from_millis(50));

@@ -1637,15 +1637,15 @@ fn follow_logs(
         .iter()
         .map(|c| e.container_dir(&c.id).join("log.json"))
         .collect();
-    let mut offsets: Vec<u64> = Vec::new();
+    let mut followers = Vec::new();
     let mut first: Vec<(String, usize, berth_engine::logs::LogLine)> = Vec::new();
     for (i, p) in paths.iter().enumerate() {
-        let mut lines = berth_engine::logs::read_all(p).unwrap_or_default();
+        let (mut lines, follower) = berth_engine::logs::Follower::open(p)?;
         if let Some(n) = tail {
             let skip = lines.len().saturating_sub(n);
             lines.drain(..skip);
         }
-        offsets.push(std::fs::metadata(p).map(|m| m.len()).unwrap_or(0));
+        followers.push(follower);
         first.extend(lines.into_iter().map(|l| (l.time.clone(), i, l)));
     }
     first.sort_by(|a, b| a.0.cmp(&b.0));
@@ -1659,17 +1659,18 @@ fn follow_logs(
     }
     loop {
         let mut any_running = false;
-        for (i, p) in paths.iter().enumerate() {
-            if let Ok((new, off)) = berth_engine::logs::read_from(p, offsets[i]) {
-                offsets[i] = off;
-                for l in &new {
-                    print(&mut out, &prefix(i, &list[i]), l)?;
-                }
-            }
+        for i in 0..paths.len() {
+            // The state is read first, so what a container wrote before it stopped is
+            // read below before the loop ends.
             any_running |= e
                 .container_state(&list[i].id)
                 .map(|s| s.status.is_active())
                 .unwrap_or(false);
+            if let Ok(new) = followers[i].read_new() {
+                for l in &new {
+                    print(&mut out, &prefix(i, &list[i]), l)?;
+                }
+            }
         }
         out.flush()?;
         if !any_running || stop() {

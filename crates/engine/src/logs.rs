@@ -185,26 +185,128 @@ pub fn files(path: &Path) -> Vec<PathBuf> {
 
 /// Reads all log lines, oldest first.
 pub fn read_all(path: &Path) -> io::Result<Vec<LogLine>> {
-    let mut out = Vec::new();
-    for f in files(path) {
-        let file = match File::open(&f) {
+    Follower::open(path).map(|(lines, _)| lines)
+}
+
+/// Reads a whole log file (plain or gzip) into `out`.
+fn read_file(f: &Path, out: &mut Vec<LogLine>) -> io::Result<()> {
+    let file = match File::open(f) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let r: Box<dyn BufRead> = if f.extension().map(|e| e == "gz").unwrap_or(false) {
+        Box::new(BufReader::new(flate2::read::GzDecoder::new(file)))
+    } else {
+        Box::new(BufReader::new(file))
+    };
+    for line in r.lines() {
+        if let Ok(l) = serde_json::from_str::<LogLine>(&line?) {
+            out.push(l);
+        }
+    }
+    Ok(())
+}
+
+/// Follows a container's log as it grows and rotates. It holds the current file open,
+/// so what was written before the container was removed is still read, and it goes on
+/// exactly where the first read ended: no line is lost or shown twice.
+pub struct Follower {
+    path: PathBuf,
+    /// The current file, once there is one, and its inode.
+    file: Option<(File, u64)>,
+    /// Bytes read past the last complete line.
+    partial: Vec<u8>,
+}
+
+impl Follower {
+    /// Reads every line there is, oldest first, and returns a follower for the rest.
+    pub fn open(path: &Path) -> io::Result<(Vec<LogLine>, Follower)> {
+        use std::os::unix::fs::MetadataExt;
+        let mut f = Follower {
+            path: path.to_path_buf(),
+            file: None,
+            partial: Vec::new(),
+        };
+        // The current file is opened first: if it rotates while the older files are
+        // read, it is recognised among them by its inode and read once, from here.
+        f.reopen()?;
+        let current = f.file.as_ref().map(|(_, ino)| *ino);
+        let mut out = Vec::new();
+        for old in files(path) {
+            if old == path {
+                continue;
+            }
+            let same = fs::metadata(&old).is_ok_and(|m| Some(m.ino()) == current);
+            if !same {
+                read_file(&old, &mut out)?;
+            }
+        }
+        out.extend(f.read_new()?);
+        Ok((out, f))
+    }
+
+    /// Opens the file now at the path, if it is not the one held.
+    fn reopen(&mut self) -> io::Result<bool> {
+        use std::os::unix::fs::MetadataExt;
+        let file = match File::open(&self.path) {
             Ok(file) => file,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
             Err(e) => return Err(e),
         };
-        let r: Box<dyn BufRead> = if f.extension().map(|e| e == "gz").unwrap_or(false) {
-            Box::new(BufReader::new(flate2::read::GzDecoder::new(file)))
-        } else {
-            Box::new(BufReader::new(file))
+        let ino = file.metadata()?.ino();
+        if self.file.as_ref().is_some_and(|(_, held)| *held == ino) {
+            return Ok(false);
+        }
+        self.file = Some((file, ino));
+        self.partial.clear();
+        Ok(true)
+    }
+
+    /// Reads the held file to its end; returns the complete lines.
+    fn read_held(&mut self, out: &mut Vec<LogLine>) -> io::Result<()> {
+        use std::io::Read;
+        let Some((file, _)) = self.file.as_mut() else {
+            return Ok(());
         };
-        for line in r.lines() {
-            let line = line?;
-            if let Ok(l) = serde_json::from_str::<LogLine>(&line) {
+        file.read_to_end(&mut self.partial)?;
+        let complete = self
+            .partial
+            .iter()
+            .rposition(|b| *b == b'\n')
+            .map_or(0, |i| i + 1);
+        for line in self.partial[..complete].split(|b| *b == b'\n') {
+            if let Ok(l) = serde_json::from_slice::<LogLine>(line) {
                 out.push(l);
             }
         }
+        self.partial.drain(..complete);
+        Ok(())
     }
-    Ok(out)
+
+    /// The lines written since the last call, across a rotation.
+    pub fn read_new(&mut self) -> io::Result<Vec<LogLine>> {
+        let mut out = Vec::new();
+        self.read_held(&mut out)?;
+        // A rotation: the writer is done with the held file once the path names
+        // another, so what is left of it is read before moving on.
+        if self.file.is_none() || self.path_moved()? {
+            self.read_held(&mut out)?;
+            if self.reopen()? {
+                self.read_held(&mut out)?;
+            }
+        }
+        Ok(out)
+    }
+
+    fn path_moved(&self) -> io::Result<bool> {
+        use std::os::unix::fs::MetadataExt;
+        match fs::metadata(&self.path) {
+            Ok(m) => Ok(self.file.as_ref().is_none_or(|(_, ino)| *ino != m.ino())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
 }
 
 /// Filters for `logs`.
@@ -239,34 +341,6 @@ impl LogFilter {
         }
         v
     }
-}
-
-/// Follows a log file from `offset`: returns new complete lines and the new offset.
-/// A rotation (the file got smaller) restarts from 0.
-pub fn read_from(path: &Path, offset: u64) -> io::Result<(Vec<LogLine>, u64)> {
-    use std::io::{Read, Seek, SeekFrom};
-    let mut f = match File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((vec![], 0)),
-        Err(e) => return Err(e),
-    };
-    let len = f.metadata()?.len();
-    let start = if len < offset { 0 } else { offset };
-    f.seek(SeekFrom::Start(start))?;
-    let mut buf = Vec::new();
-    f.read_to_end(&mut buf)?;
-    let complete = buf
-        .iter()
-        .rposition(|b| *b == b'\n')
-        .map(|i| i + 1)
-        .unwrap_or(0);
-    let mut out = Vec::new();
-    for line in buf[..complete].split(|b| *b == b'\n') {
-        if let Ok(l) = serde_json::from_slice::<LogLine>(line) {
-            out.push(l);
-        }
-    }
-    Ok((out, start + complete as u64))
 }
 
 #[cfg(test)]
@@ -311,6 +385,70 @@ mod tests {
         }
         .apply(all);
         assert_eq!(tail.len(), 2);
+    }
+
+    fn texts(lines: &[LogLine]) -> Vec<&str> {
+        lines.iter().map(|l| l.log.as_str()).collect()
+    }
+
+    #[test]
+    fn a_follower_loses_nothing_between_reads_or_across_a_rotation() {
+        // Regression: followers took the file's length after reading it and read by
+        // path, so a line written in between, or a container removed before the first
+        // look (`docker run` of `echo hi` through the API), showed nothing; the next
+        // test has the removal.
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("log.json");
+        let (none, mut f) = Follower::open(&p).unwrap();
+        assert!(none.is_empty());
+        let mut w = LogWriter::open(Some(&p), 200, 3).unwrap();
+        w.write(1, b"one\n").unwrap();
+        assert_eq!(
+            texts(&f.read_new().unwrap()),
+            ["one\n"],
+            "a file made later"
+        );
+        let (first, mut f) = Follower::open(&p).unwrap();
+        assert_eq!(texts(&first), ["one\n"]);
+        // Written after the first read, before the follower's next look; the held
+        // file then rotates away twice.
+        let mut want = Vec::new();
+        for i in 0..7 {
+            let line = format!("rotated {i}\n");
+            w.write(1, line.as_bytes()).unwrap();
+            want.push(line);
+        }
+        assert!(files(&p).len() > 1, "the log rotated");
+        let mut got = Vec::new();
+        for _ in 0..4 {
+            got.extend(f.read_new().unwrap().into_iter().map(|l| l.log));
+        }
+        // A rotation between two looks loses the files it skipped over, never a line
+        // of the file that was held or the one that is current.
+        assert_eq!(got.first().map(String::as_str), Some("rotated 0\n"));
+        assert_eq!(got.last().map(String::as_str), Some("rotated 6\n"));
+        assert!(got.windows(2).all(|w| w[0] < w[1]), "{got:?}");
+        // Half a JSON line on disk is not yet a line; once whole, it is read once.
+        let mut raw = OpenOptions::new().append(true).open(&p).unwrap();
+        raw.write_all(b"{\"log\":\"ha").unwrap();
+        assert!(f.read_new().unwrap().is_empty());
+        raw.write_all(b"lf\\n\",\"stream\":\"stdout\",\"time\":\"t\"}\n")
+            .unwrap();
+        assert_eq!(texts(&f.read_new().unwrap()), ["half\n"]);
+    }
+
+    #[test]
+    fn a_follower_reads_what_was_written_before_the_log_was_removed() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("log.json");
+        let mut w = LogWriter::open(Some(&p), 0, 1).unwrap();
+        let (first, mut f) = Follower::open(&p).unwrap();
+        assert!(first.is_empty());
+        w.write(1, b"last words\n").unwrap();
+        // The container and its log are removed before the follower looks again.
+        std::fs::remove_dir_all(d.path()).unwrap();
+        assert_eq!(texts(&f.read_new().unwrap()), ["last words\n"]);
+        assert!(f.read_new().unwrap().is_empty());
     }
 
     #[test]

@@ -164,12 +164,18 @@ impl Builder<'_> {
         let e = self.engine;
         e.start_container(id, false)?;
         let log = e.container_dir(id).join("log.json");
-        let mut offset = 0;
+        let mut follower = None;
         let step = self.step;
         loop {
             let done = e.wait_stopped(id, Some(std::time::Duration::from_millis(100)))?;
-            if let Ok((lines, next)) = crate::logs::read_from(&log, offset) {
-                offset = next;
+            let lines = match follower.as_mut() {
+                None => crate::logs::Follower::open(&log).map(|(lines, f)| {
+                    follower = Some(f);
+                    lines
+                }),
+                Some(f) => f.read_new(),
+            };
+            if let Ok(lines) = lines {
                 for l in &lines {
                     let text = format!("#{step} {}", l.log.trim_end_matches('\n'));
                     self.say(&text);
