@@ -153,7 +153,11 @@ rm -f "$OUT"/{run,exec,ps}.json
 TMP=$(mktemp -d "${BENCH_TMPDIR:-/tmp}/berth-bench.XXXXXX")
 chmod 755 "$TMP"
 BROOT=$TMP/berth/root
+# The run root on a tmpfs, as berth's default (/run/berth) and dockerd's exec root are.
 BRUN=$TMP/berth/run
+if [[ $(stat -f -c %T /run 2>/dev/null) == tmpfs ]]; then
+    BRUN=$(mktemp -d /run/berth-bench.XXXXXX)
+fi
 mkdir -p "$BROOT" "$BRUN"
 
 berth() { "$BERTH_BIN" --root "$BROOT" --run-root "$BRUN" "$@"; }
@@ -258,8 +262,8 @@ cleanup() {
     local m
     while read -r m; do
         umount -l "$m" 2>/dev/null
-    done < <(awk -v base="$TMP" 'index($5, base) == 1 { print length($5), $5 }' /proc/self/mountinfo \
-             | sort -rn | cut -d' ' -f2-)
+    done < <(awk -v a="$TMP" -v b="$BRUN" 'index($5, a) == 1 || index($5, b) == 1 { print length($5), $5 }' \
+                 /proc/self/mountinfo | sort -rn | cut -d' ' -f2-)
     # cgroups berth made for our containers (berth removes them itself; this is a net).
     local leaked=0 id d
     if [[ -s $BERTH_IDS_FILE ]]; then
@@ -273,7 +277,7 @@ cleanup() {
         done
     fi
     ((leaked)) && note "berth left $leaked container cgroup dir(s) behind (removed now)"
-    rm -rf "$TMP"
+    rm -rf "$TMP" "$BRUN"
     # Host paths that were not there before the run (see HOST_FILES).
     for p in "${NEW_PATHS[@]}"; do
         [[ -e $p ]] || continue
