@@ -826,6 +826,48 @@ fn pause_freezes_every_process_and_unpause_thaws_them() {
 }
 
 #[test]
+fn a_paused_container_is_not_probed_and_its_checks_go_on_after_unpause() {
+    require_root!();
+    let b = Berth::with_busybox();
+    b.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "hp",
+        "--health-cmd",
+        "echo probe >> /tmp/probes",
+        "--health-interval",
+        "100ms",
+        "busybox:test",
+        "sleep",
+        "100",
+    ]);
+    assert!(eventually(5, || b
+        .inspect("hp", "{{.State.Health.Status}}")
+        == "healthy"));
+    let id = b.inspect("hp", "{{.Id}}");
+    let probes = || {
+        std::fs::read_to_string(b.root.join("containers").join(&id).join("upper/tmp/probes"))
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    b.ok(&["pause", "hp"]);
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    // No probe waits, frozen, in the container: only its own process is there.
+    let top = b.ok(&["top", "hp"]);
+    assert_eq!(top.lines().count(), 2, "{top}");
+    let before = probes();
+    b.ok(&["unpause", "hp"]);
+    assert!(
+        eventually(5, || probes() > before),
+        "no probe after unpause"
+    );
+    assert_eq!(b.inspect("hp", "{{.State.Health.Status}}"), "healthy");
+    b.ok(&["rm", "-f", "hp"]);
+}
+
+#[test]
 fn wait_on_an_auto_removed_container_reports_its_exit_code() {
     require_root!();
     let b = Berth::with_busybox();
@@ -1047,6 +1089,21 @@ fn health_checks_run_inside_the_container_and_show_in_ps_and_inspect() {
         n.parse::<i64>().unwrap() <= 5,
         "keeps the last 5 results: {n}"
     );
+    // While it runs the results live on the run root; a stopped container keeps its
+    // last ones, and removing it leaves none behind.
+    let id = b.inspect("hc", "{{.Id}}");
+    let on_run_root = b.run_root.join("health").join(format!("{id}.json"));
+    assert!(on_run_root.exists());
+    b.ok(&["stop", "-t", "0", "hc"]);
+    assert_eq!(b.inspect("hc", "{{.State.Health.Status}}"), "unhealthy");
+    assert!(b
+        .inspect("hc", "{{json .State.Health.Log}}")
+        .contains("ExitCode"));
+    assert!(!on_run_root.exists());
+    b.ok(&["start", "hc"]);
+    assert!(eventually(5, || on_run_root.exists()));
+    b.ok(&["rm", "-f", "hc"]);
+    assert!(!on_run_root.exists());
     // A probe that runs too long fails with Docker's message.
     b.ok(&[
         "run",

@@ -246,7 +246,13 @@ impl Engine {
     }
 
     pub fn container_state(&self, id: &str) -> Result<RunState> {
-        state::read(self.root(), id)
+        let mut st = state::read(self.root(), id)?;
+        if st.status.is_active() {
+            if let Some(h) = state::read_health(self.run_root(), id) {
+                st.health = Some(h);
+            }
+        }
+        Ok(st)
     }
 
     /// `create`: records a new container. Returns its id and any warnings.
@@ -1497,6 +1503,7 @@ impl Engine {
             }
         }
         let _ = fs::remove_file(attach::socket_path(self.run_root(), &rec.id));
+        let _ = fs::remove_file(state::health_path(self.run_root(), &rec.id));
         // Whoever waits on this lock finds the container gone when it gets it.
         let _ = fs::remove_file(self.run_root().join("locks").join(&rec.id));
         if volumes || rec.host_config.auto_remove {

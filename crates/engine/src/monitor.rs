@@ -361,6 +361,10 @@ struct HealthRunner {
     spec: serde_json::Value,
     /// The way into the container, prepared at the first probe.
     entry: Option<berth_runtime::enter::Entry>,
+    /// What `inspect` shows, kept on the run root while the container runs.
+    health: state::Health,
+    /// Probes killed before they ran their program, kept until they have ended.
+    unstarted: Vec<berth_runtime::enter::Launch>,
     started: Instant,
     next: Instant,
     probe: Option<Probe>,
@@ -368,6 +372,8 @@ struct HealthRunner {
 
 struct Probe {
     pid: i32,
+    /// Kept until the probe is reaped: until it runs its program it reads our memory.
+    launch: Option<berth_runtime::enter::Launch>,
     out: OwnedFd,
     output: Vec<u8>,
     start: String,
@@ -382,6 +388,7 @@ impl Probe {
     fn failed(now: Instant, msg: String) -> Probe {
         Probe {
             pid: -1,
+            launch: None,
             out: OwnedFd::from(File::open("/dev/null").expect("/dev/null opens")),
             output: msg.into_bytes(),
             start: crate::now(),
@@ -551,17 +558,17 @@ impl Monitor {
                 cfg: h,
                 spec,
                 entry: None,
+                health: state::Health {
+                    status: "starting".into(),
+                    ..Default::default()
+                },
+                unstarted: Vec::new(),
                 started: now,
                 probe: None,
             })
         });
-        if self.health.is_some() {
-            let mut st = state::read_raw(&self.root, &cfg.id).unwrap_or_default();
-            st.health = Some(state::Health {
-                status: "starting".into(),
-                ..Default::default()
-            });
-            let _ = state::write(&self.root, &cfg.id, &st);
+        if let Some(h) = &self.health {
+            let _ = state::write_health(&self.run_root, &cfg.id, &h.health);
         }
         ready.done(&format!("ok {pid}"));
         Ok(())
@@ -652,7 +659,15 @@ impl Monitor {
             if !(timed_out || finished) {
                 return;
             }
-            let p = h.probe.take().expect("checked above");
+            let mut p = h.probe.take().expect("checked above");
+            // One that never ran its program (frozen by a pause) still reads our memory:
+            // it is killed, and kept until it has ended.
+            if let Some(mut launch) = p.launch.take() {
+                if !launch.started() {
+                    let _ = nix::sys::signal::kill(Pid::from_raw(launch.pid()), Signal::SIGKILL);
+                    h.unstarted.push(launch);
+                }
+            }
             let timeout = ns(h.cfg.timeout, Duration::from_secs(30));
             let (code, output) = if timed_out {
                 (
@@ -668,8 +683,7 @@ impl Monitor {
             let in_start_period =
                 now.duration_since(h.started) < ns(h.cfg.start_period, Duration::ZERO);
             let retries = if h.cfg.retries > 0 { h.cfg.retries } else { 3 };
-            let mut st = state::read_raw(&self.root, &self.cfg.id).unwrap_or_default();
-            let mut health = st.health.take().unwrap_or_default();
+            let health = &mut h.health;
             let old_status = health.status.clone();
             if code == 0 {
                 health.status = "healthy".into();
@@ -696,15 +710,20 @@ impl Monitor {
             // Docker records an event when the status changes, not for every probe.
             let changed = old_status != health.status;
             let status = health.status.clone();
-            st.health = Some(health);
-            let _ = state::write(&self.root, &self.cfg.id, &st);
+            let _ = state::write_health(&self.run_root, &self.cfg.id, health);
             h.next = now + ns(h.cfg.interval, Duration::from_secs(30));
             if changed && status != "starting" {
                 self.emit(&format!("health_status: {status}"), &[]);
             }
             return;
         }
+        h.unstarted.retain_mut(|l| !l.started());
         if now < h.next {
+            return;
+        }
+        // A paused container is not probed (its probe would only wait for the thaw).
+        if state::read_raw(&self.root, &self.cfg.id).is_ok_and(|s| s.status == Status::Paused) {
+            h.next = now + ns(h.cfg.interval, Duration::from_secs(30));
             return;
         }
         let argv = h.cfg.argv().unwrap_or_default();
@@ -732,25 +751,26 @@ impl Monitor {
             }
         }
         let entry = h.entry.as_ref().expect("prepared above");
-        let spawned = (|| -> Result<(i32, OwnedFd), String> {
+        let spawned = (|| -> Result<(berth_runtime::enter::Launch, OwnedFd), String> {
             let (r, w) =
                 nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| e.to_string())?;
             let null = File::open("/dev/null").map_err(|e| e.to_string())?;
-            let pid = entry.spawn(&argv, [null.as_fd(), w.as_fd(), w.as_fd()], false)?;
-            Ok((pid, r))
+            let launch = entry.spawn(&argv, [null.as_fd(), w.as_fd(), w.as_fd()], false)?;
+            Ok((launch, r))
         })();
         let Some(h) = self.health.as_mut() else {
             return;
         };
         let timeout = ns(h.cfg.timeout, Duration::from_secs(30));
         match spawned {
-            Ok((pid, out)) => {
+            Ok((launch, out)) => {
                 let _ = nix::fcntl::fcntl(
                     out.as_raw_fd(),
                     nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
                 );
                 h.probe = Some(Probe {
-                    pid,
+                    pid: launch.pid(),
+                    launch: Some(launch),
                     out,
                     output: Vec::new(),
                     start: crate::now(),
@@ -1082,6 +1102,9 @@ impl Monitor {
         st.oom_killed = oom;
         st.pid = 0;
         st.finished_at = crate::now();
+        if let Some(h) = &self.health {
+            st.health = Some(h.health.clone());
+        }
         if self.cfg.netns.is_some() && !self.cfg.auto_remove {
             // A stopped container's names leave its networks' name servers (before its
             // state says exited, so a `stop` that returns finds them gone).
@@ -1092,6 +1115,7 @@ impl Monitor {
             }
         }
         let _ = state::write(&self.root, &self.cfg.id, &st);
+        let _ = fs::remove_file(state::health_path(&self.run_root, &self.cfg.id));
         // Clients learn the exit first: one of them may be an `rm -f` holding the
         // container's lock, which auto-removal needs. (`run --rm` waits for this process
         // to end, so it still returns only once the container is gone.)

@@ -113,6 +113,26 @@ pub fn read(root: &Path, id: &str) -> Result<RunState> {
     Ok(st)
 }
 
+/// Where a running container's monitor keeps its health checks' results, on the run root
+/// (tmpfs): a probe a second in each of 200 containers would otherwise create and rename
+/// 200 files a second on the root's disk. The last ones go into `state.json` at exit.
+pub fn health_path(run_root: &Path, id: &str) -> PathBuf {
+    run_root.join("health").join(format!("{id}.json"))
+}
+
+/// The health a running container's monitor last recorded, if any.
+pub fn read_health(run_root: &Path, id: &str) -> Option<Health> {
+    serde_json::from_slice(&std::fs::read(health_path(run_root, id)).ok()?).ok()
+}
+
+pub fn write_health(run_root: &Path, id: &str, health: &Health) -> Result<()> {
+    let p = health_path(run_root, id);
+    let bytes = serde_json::to_vec(health).expect("health serialises");
+    let dir = p.parent().expect("a file in a dir");
+    std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+    berth_image::fsutil::replace_file(&p, &bytes).map_err(io_err(&p))
+}
+
 pub fn write(root: &Path, id: &str, st: &RunState) -> Result<()> {
     let p = path(root, id);
     let bytes = serde_json::to_vec(st).expect("state serialises");

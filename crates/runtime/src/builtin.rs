@@ -47,8 +47,9 @@ impl Executor for Workload {
             ExecutorValidationError::ArgValidationError(format!("{what}: {e}"))
         };
         if let Some(filter) = &self.filter {
-            if crate::enter::load_filter(filter) != 0 {
-                let e = std::io::Error::last_os_error();
+            let r = crate::enter::load_filter(filter);
+            if r < 0 {
+                let e = std::io::Error::from_raw_os_error(-r as i32);
                 return Err(fail("loading the seccomp filter", &e));
             }
         }
@@ -353,7 +354,10 @@ impl OciRuntime for Builtin {
             crate::send_fd(socket, pty.master.as_fd())
                 .map_err(|e| fail(format!("sending the terminal to {}: {e}", socket.display())))?;
             let s = pty.slave.as_fd();
-            return entry.spawn(&args, [s, s, s], true).map_err(fail);
+            return Ok(entry
+                .spawn(&args, [s, s, s], true)
+                .map_err(fail)?
+                .wait_started());
         }
         // SAFETY: the caller's standard streams, open for the life of the process.
         let inherit = |n: RawFd| unsafe { BorrowedFd::borrow_raw(n) };
@@ -362,7 +366,7 @@ impl OciRuntime for Builtin {
             stdio.stdout.as_ref().map_or(inherit(1), |f| f.as_fd()),
             stdio.stderr.as_ref().map_or(inherit(2), |f| f.as_fd()),
         ];
-        entry.spawn(&args, fds, false).map_err(fail)
+        Ok(entry.spawn(&args, fds, false).map_err(fail)?.wait_started())
     }
 
     fn pause(&self, id: &str) -> Result<(), RuntimeError> {

@@ -1,7 +1,7 @@
 //! A cheap way to start a process inside a running container, for the monitor's health
 //! probes: everything the process needs (namespace fds, cgroups, credentials,
 //! capabilities, the compiled seccomp filter) is worked out once by [`Entry::prepare`], so
-//! each [`Entry::spawn`] is two forks, a few `setns` and an `execve`.
+//! each [`Entry::spawn`] is two clones, a few `setns` and an `execve`.
 //!
 //! A probe through the runtime's `exec` costs about 8 ms of CPU (libcontainer reads the
 //! container's state and the mount table and compiles the seccomp profile every time);
@@ -13,16 +13,21 @@
 //! `noNewPrivileges`, oom score and seccomp filter (loaded in runc's order: before the
 //! capabilities are dropped unless `noNewPrivileges` is set, then as late as possible).
 //!
-//! `spawn` forks twice: the first child joins the namespaces and clones the second with
-//! `CLONE_PARENT` (so it is the caller's child and lands in the container's pid
-//! namespace), reports its pid and exits. The caller moves the second child into the
-//! container's cgroups, then lets it go on. The caller never waits on a process inside
-//! the container, so a paused (frozen) container cannot block it. Errors after that
-//! point are written to the process's stderr, as Docker shows them in a probe's output,
-//! and it exits 127 (not found) or 126.
+//! `spawn` clones twice, copying no memory: the first child shares ours while we wait
+//! (vfork-style), joins the namespaces and clones the second with `CLONE_PARENT` (so it
+//! is the caller's child and lands in the container's pid namespace), reports its pid and
+//! exits. The second shares our memory too, on its own stack, until it runs its program;
+//! the [`Launch`] that `spawn` returns keeps what it reads until then. It makes its system
+//! calls through [`sys`], which leaves the `errno` it shares with us alone. The caller
+//! moves the second child into the container's cgroups, then lets it go on. The caller
+//! never waits on a process inside the container, so a paused (frozen) container cannot
+//! block it. Errors after that point are written to the process's stderr, as Docker
+//! shows them in a probe's output, and it exits 127 (not found) or 126.
 //!
-//! The caller must be single-threaded (the monitor is). The children run only
-//! async-signal-safe system calls on memory prepared before the fork.
+//! Copying the monitor's page tables for each probe, faulting its pages back in and
+//! tearing the copy down at `execve` cost more than all the rest of a probe's start.
+//!
+//! The children run only system calls on memory prepared before the first clone.
 
 use std::ffi::CString;
 use std::fs::File;
@@ -30,6 +35,7 @@ use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use serde_json::Value;
 
@@ -66,20 +72,22 @@ pub fn cgroup_procs_files(cgroup_root: &std::path::Path, rel: &str) -> Vec<PathB
     out
 }
 
-/// Loads `f` into the calling thread with `seccomp(SECCOMP_SET_MODE_FILTER)`: 0, or -1 with
-/// errno set. It allocates nothing, so a forked child may call it.
-pub(crate) fn load_filter(f: &crate::seccomp::Bpf) -> libc::c_long {
+/// Loads `f` into the calling thread with `seccomp(SECCOMP_SET_MODE_FILTER)`: 0, or
+/// -errno. It allocates nothing and leaves `errno` alone, so a spawned child may call it.
+pub(crate) fn load_filter(f: &crate::seccomp::Bpf) -> isize {
     let prog = libc::sock_fprog {
         len: f.program.len() as libc::c_ushort,
         filter: f.program.as_ptr().cast_mut(),
     };
     // SAFETY: seccomp(SET_MODE_FILTER) reads a program that outlives the call.
     unsafe {
-        libc::syscall(
+        sys(
             libc::SYS_seccomp,
-            1 as libc::c_ulong, /* SECCOMP_SET_MODE_FILTER */
-            f.flags as libc::c_ulong,
-            &prog,
+            args([
+                1, /* SECCOMP_SET_MODE_FILTER */
+                f.flags as usize,
+                &prog as *const libc::sock_fprog as usize,
+            ]),
         )
     }
 }
@@ -87,7 +95,7 @@ pub(crate) fn load_filter(f: &crate::seccomp::Bpf) -> libc::c_long {
 /// Gives every signal its default disposition, as a container's processes start with,
 /// whatever the caller ignored (Rust ignores SIGPIPE; `nohup` SIGHUP; a shell's background
 /// job SIGINT and SIGQUIT): ignored signals stay ignored across `execve`. It allocates
-/// nothing, so a forked child may call it.
+/// nothing and leaves `errno` alone, so a spawned child may call it.
 pub(crate) fn default_signal_dispositions() {
     // The kernel's struct sigaction with SIG_DFL, no flags and an empty mask is all zeros
     // on every architecture. The raw call, since glibc refuses the two real-time signals it
@@ -97,20 +105,86 @@ pub(crate) fn default_signal_dispositions() {
         if sig != libc::SIGKILL && sig != libc::SIGSTOP {
             // SAFETY: rt_sigaction reads a valid struct and writes nothing (no old action).
             unsafe {
-                libc::syscall(
+                sys(
                     libc::SYS_rt_sigaction,
-                    sig,
-                    act.as_ptr(),
-                    std::ptr::null_mut::<libc::c_void>(),
-                    8usize,
+                    args([sig as usize, act.as_ptr() as usize, 0, 8]),
                 )
             };
         }
     }
 }
 
-/// The first child's stack: it only joins namespaces and clones.
-const FIRST_CHILD_STACK: usize = 64 * 1024;
+/// The stack of each child: they only make system calls.
+const CHILD_STACK: usize = 64 * 1024;
+
+/// Whether the second child shares our memory (`CLONE_VM`) rather than getting a copy:
+/// where [`sys`] can make system calls without touching `errno`, which it would share.
+const SHARE_MEMORY: bool = cfg!(any(target_arch = "x86_64", target_arch = "aarch64"));
+
+/// A system call that leaves `errno` alone; returns its result, or -errno. The second
+/// child shares our memory, and with it the `errno` of the thread that spawned it.
+///
+/// # Safety
+/// As for the system call `n` with these arguments.
+#[cfg(target_arch = "x86_64")]
+unsafe fn sys(n: libc::c_long, a: [usize; 6]) -> isize {
+    let ret: isize;
+    // SAFETY: the Linux x86_64 system call convention; the kernel clobbers rcx and r11.
+    unsafe {
+        std::arch::asm!(
+            "syscall",
+            inlateout("rax") n as isize => ret,
+            in("rdi") a[0], in("rsi") a[1], in("rdx") a[2],
+            in("r10") a[3], in("r8") a[4], in("r9") a[5],
+            lateout("rcx") _, lateout("r11") _,
+            options(nostack),
+        );
+    }
+    ret
+}
+
+/// See the x86_64 version.
+///
+/// # Safety
+/// As for the system call `n` with these arguments.
+#[cfg(target_arch = "aarch64")]
+unsafe fn sys(n: libc::c_long, a: [usize; 6]) -> isize {
+    let ret: isize;
+    // SAFETY: the Linux aarch64 system call convention.
+    unsafe {
+        std::arch::asm!(
+            "svc 0",
+            in("x8") n,
+            inlateout("x0") a[0] => ret,
+            in("x1") a[1], in("x2") a[2], in("x3") a[3], in("x4") a[4], in("x5") a[5],
+            options(nostack),
+        );
+    }
+    ret
+}
+
+/// Elsewhere through libc, which sets `errno`: the second child then gets a copy of our
+/// memory (see [`SHARE_MEMORY`]).
+///
+/// # Safety
+/// As for the system call `n` with these arguments.
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+unsafe fn sys(n: libc::c_long, a: [usize; 6]) -> isize {
+    // SAFETY: as for the caller.
+    let r = unsafe { libc::syscall(n, a[0], a[1], a[2], a[3], a[4], a[5]) };
+    if r < 0 {
+        -(errno() as isize)
+    } else {
+        r as isize
+    }
+}
+
+/// Arguments for [`sys`], padded.
+fn args<const N: usize>(a: [usize; N]) -> [usize; 6] {
+    let mut out = [0; 6];
+    out[..N].copy_from_slice(&a);
+    out
+}
 
 /// Everything needed to start processes in one running container.
 pub struct Entry {
@@ -119,9 +193,15 @@ pub struct Entry {
     cgroups: Vec<(PathBuf, File)>,
     /// The first child's stack (see [`Entry::spawn`]), kept rather than made each time.
     stack: std::cell::RefCell<Vec<u8>>,
+    path_dirs: Vec<Vec<u8>>,
+    process: Arc<Process>,
+}
+
+/// What a started process takes on. The second child reads it in memory it shares with
+/// us, so each [`Launch`] holds a reference until the process runs its program.
+struct Process {
     cwd: CString,
     env: Vec<CString>,
-    path_dirs: Vec<Vec<u8>>,
     uid: libc::uid_t,
     gid: libc::gid_t,
     groups: Vec<libc::gid_t>,
@@ -135,7 +215,6 @@ pub struct Entry {
     oom_score_adj: Option<CString>,
     seccomp: Option<crate::seccomp::Bpf>,
 }
-
 fn caps_of(list: &Value) -> Result<Vec<u32>, String> {
     let mut out = Vec::new();
     for c in list.as_array().into_iter().flatten() {
@@ -250,13 +329,9 @@ impl Entry {
                 Err(e) => Err(format!("{}: {e}", p.display())),
             })
             .collect::<Result<_, _>>()?;
-        Ok(Entry {
-            namespaces,
-            cgroups,
-            stack: std::cell::RefCell::new(vec![0u8; FIRST_CHILD_STACK]),
+        let process = Process {
             cwd: cstring(process["cwd"].as_str().unwrap_or("/"))?,
             env,
-            path_dirs,
             uid: user["uid"].as_u64().unwrap_or(0) as libc::uid_t,
             gid: user["gid"].as_u64().unwrap_or(0) as libc::gid_t,
             groups: user["additionalGids"]
@@ -284,19 +359,29 @@ impl Entry {
                 .map(|v| cstring(v.to_string()))
                 .transpose()?,
             seccomp,
+        };
+        Ok(Entry {
+            namespaces,
+            cgroups,
+            stack: std::cell::RefCell::new(vec![0u8; CHILD_STACK]),
+            path_dirs,
+            process: Arc::new(process),
         })
     }
 
-    /// Starts `args` in the container with the given standard streams; returns its pid
-    /// (a child of the caller). With `ctty`, stdin is a terminal that becomes the
-    /// process's controlling terminal. Failing to start the program itself is not an
-    /// error here: the process reports it on `stderr` and exits 126 or 127.
+    /// Starts `args` in the container with the given standard streams (a child of the
+    /// caller). With `ctty`, stdin is a terminal that becomes the process's controlling
+    /// terminal. Failing to start the program itself is not an error here: the process
+    /// reports it on `stderr` and exits 126 or 127.
+    ///
+    /// The process shares the caller's memory until it runs its program: the [`Launch`]
+    /// keeps what it reads, and must be kept until then (see [`Launch::started`]).
     pub fn spawn(
         &self,
         args: &[String],
         stdio: [BorrowedFd<'_>; 3],
         ctty: bool,
-    ) -> Result<i32, String> {
+    ) -> Result<Launch, String> {
         let Some(prog) = args.first() else {
             return Err("no command".into());
         };
@@ -304,10 +389,6 @@ impl Entry {
             .iter()
             .map(|a| cstring(a.as_str()))
             .collect::<Result<_, _>>()?;
-        let mut argv_ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
-        argv_ptrs.push(std::ptr::null());
-        let mut env_ptrs: Vec<*const libc::c_char> = self.env.iter().map(|a| a.as_ptr()).collect();
-        env_ptrs.push(std::ptr::null());
         let candidates: Vec<CString> = if prog.contains('/') {
             vec![cstring(prog.as_str())?]
         } else {
@@ -330,7 +411,7 @@ impl Entry {
             }
         );
         // A stream given as another's number (stdout on fd 0, say) would be overwritten by
-        // the child's dup2 of an earlier one: move those out of the way first.
+        // the child's dup of an earlier one: move those out of the way first.
         let mut moved = Vec::new();
         let mut fds = stdio.map(|f| f.as_raw_fd());
         for (i, fd) in fds.iter_mut().enumerate() {
@@ -342,68 +423,88 @@ impl Entry {
                 *fd = high;
             }
         }
+        // The report pipe: the first child writes the second's pid (or what failed) on it;
+        // the second holds it, close-on-exec, until it runs its program or ends.
         let (report_r, report_w) = pipe()?;
         let (go_r, go_w) = pipe()?;
-        let plan = Plan {
-            entry: self,
-            argv: &argv_ptrs,
-            envp: &env_ptrs,
-            candidates: &candidates,
-            not_found: not_found.as_bytes(),
+        let mut argv_ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
+        argv_ptrs.push(std::ptr::null());
+        let mut env_ptrs: Vec<*const libc::c_char> =
+            self.process.env.iter().map(|a| a.as_ptr()).collect();
+        env_ptrs.push(std::ptr::null());
+        let mut shared = Box::new(Shared {
+            process: Arc::clone(&self.process),
+            argv,
+            argv_ptrs,
+            env_ptrs,
+            candidates,
+            not_found: not_found.into_bytes(),
             stdio: fds,
             ctty,
             report: report_w.as_raw_fd(),
             go: go_r.as_raw_fd(),
+            stack: vec![0u8; if SHARE_MEMORY { CHILD_STACK } else { 0 }],
+            stack_top: std::ptr::null_mut(),
+        });
+        if SHARE_MEMORY {
+            let top = shared.stack.as_mut_ptr().wrapping_add(CHILD_STACK);
+            shared.stack_top = top.wrapping_sub(top as usize % 16).cast();
+        }
+        let first_plan = First {
+            namespaces: &self.namespaces,
+            shared: &shared,
         };
         // The first child only joins the namespaces and clones the second: it shares our
-        // memory, on a stack of its own, while we wait (vfork-style), which spares copying
-        // our page tables for it.
+        // memory, on a stack of its own, while we wait (vfork-style).
         let mut stack = self.stack.borrow_mut();
         extern "C" fn first(plan: *mut libc::c_void) -> libc::c_int {
-            // SAFETY: `plan` is the `Plan` below, alive while we are suspended, and this
+            // SAFETY: `plan` is the `First` below, alive while we are suspended, and this
             // runs in the new process, which only makes system calls on it.
-            unsafe { (*(plan as *const Plan<'_>)).first_child() }
+            unsafe { (*(plan as *const First<'_>)).run() }
         }
-        // SAFETY: CLONE_VM|CLONE_VFORK suspends this (single-threaded) process until the
-        // child exits; the child runs `first` on `stack`, which outlives it.
-        let first = unsafe {
+        // SAFETY: CLONE_VM|CLONE_VFORK suspends this thread until the child exits; the
+        // child runs `first` on `stack`, which outlives it.
+        let first_pid = unsafe {
             let top = stack.as_mut_ptr().add(stack.len());
             let top = top.sub(top as usize % 16);
             libc::clone(
                 first,
                 top.cast(),
                 libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
-                (&plan as *const Plan<'_>).cast_mut().cast(),
+                (&first_plan as *const First<'_>).cast_mut().cast(),
             )
         };
-        if first < 0 {
+        if first_pid < 0 {
             return Err(format!("clone: {}", std::io::Error::last_os_error()));
         }
         drop(report_w);
         drop(go_r);
-        let mut msg = Vec::new();
-        let read = (&File::from(report_r)).read_to_end(&mut msg);
+        let mut started = File::from(report_r);
+        let msg = read_report(&mut started);
         let mut status = 0;
-        // SAFETY: waits for our own child, which exits right after reporting.
-        unsafe { libc::waitpid(first, &mut status, 0) };
-        read.map_err(|e| format!("reading from the entering process: {e}"))?;
-        let child = match msg.first() {
-            Some(b'P') if msg.len() >= 5 => i32::from_ne_bytes([msg[1], msg[2], msg[3], msg[4]]),
-            Some(b'E') if msg.len() >= 6 => {
-                let errno = i32::from_ne_bytes([msg[2], msg[3], msg[4], msg[5]]);
-                let what = match msg[1] {
-                    0 => "setns",
-                    _ => "clone",
-                };
+        // SAFETY: waits for our own child, which has exited (it was a vfork).
+        unsafe { libc::waitpid(first_pid, &mut status, 0) };
+        let child = match msg {
+            Ok(Report::Pid(pid)) => pid,
+            Ok(Report::Failed(stage, errno)) => {
                 return Err(format!(
-                    "entering the container: {what}: {}",
+                    "entering the container: {}: {}",
+                    if stage == 0 { "setns" } else { "clone" },
                     std::io::Error::from_raw_os_error(errno)
-                ));
+                ))
             }
-            _ => return Err("entering the container: the helper process died".into()),
+            Ok(Report::Died) => {
+                return Err("entering the container: the helper process died".into())
+            }
+            Err(e) => {
+                // A second child may exist, reading `shared`: it is never freed.
+                std::mem::forget(shared);
+                return Err(format!("reading from the entering process: {e}"));
+            }
         };
         let kill = |e: String| {
-            // SAFETY: kill and waitpid on our own child.
+            // SAFETY: kill and waitpid on our own child; once reaped it no longer reads
+            // `shared`.
             unsafe {
                 libc::kill(child, libc::SIGKILL);
                 libc::waitpid(child, std::ptr::null_mut(), 0);
@@ -419,7 +520,114 @@ impl Entry {
         (&File::from(go_w))
             .write_all(b"g")
             .map_err(|e| kill(format!("starting the process: {e}")))?;
-        Ok(child)
+        Ok(Launch {
+            pid: child,
+            started,
+            shared: Some(shared),
+        })
+    }
+}
+
+/// What the first child reported.
+enum Report {
+    Pid(i32),
+    Failed(u8, i32),
+    Died,
+}
+
+/// Reads the first child's message: `P` and a pid, or `E`, a stage and an errno. Not to
+/// the end: the second child holds the pipe until it runs its program.
+fn read_report(r: &mut File) -> std::io::Result<Report> {
+    let mut msg = [0u8; 6];
+    let mut n = 0;
+    loop {
+        let want = match msg[0] {
+            b'P' if n > 0 => 5,
+            _ => 6,
+        };
+        if n >= want {
+            break;
+        }
+        match r.read(&mut msg[n..want]) {
+            Ok(0) => return Ok(Report::Died),
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(match msg[0] {
+        b'P' => Report::Pid(i32::from_ne_bytes([msg[1], msg[2], msg[3], msg[4]])),
+        b'E' => Report::Failed(msg[1], i32::from_ne_bytes([msg[2], msg[3], msg[4], msg[5]])),
+        _ => Report::Died,
+    })
+}
+
+/// A process [`Entry::spawn`] started. Until it runs its program (or ends), it reads
+/// memory it shares with the caller, which this handle keeps alive.
+pub struct Launch {
+    pid: i32,
+    /// The report pipe, at its end once the process ran its program or ended.
+    started: File,
+    shared: Option<Box<Shared>>,
+}
+
+impl Launch {
+    /// The process id (as the caller sees it).
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// Whether the process has run its program or ended, without waiting.
+    pub fn started(&mut self) -> bool {
+        self.poll(0)
+    }
+
+    /// Waits until the process has run its program or ended; returns its pid. A process
+    /// in a frozen cgroup waits for its thaw, and so does this.
+    pub fn wait_started(mut self) -> i32 {
+        self.poll(-1);
+        self.pid
+    }
+
+    fn poll(&mut self, timeout_ms: libc::c_int) -> bool {
+        if self.shared.is_none() {
+            return true;
+        }
+        let mut pfd = libc::pollfd {
+            fd: self.started.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        loop {
+            // SAFETY: polls one fd we own.
+            let r = unsafe { libc::poll(&mut pfd, 1, timeout_ms) };
+            if r < 0 && errno() == libc::EINTR {
+                continue;
+            }
+            if r <= 0 {
+                return false;
+            }
+            break;
+        }
+        // Nothing but the end ever comes after the report.
+        let mut b = [0u8; 1];
+        if matches!(self.started.read(&mut b), Ok(0)) {
+            self.shared = None;
+            return true;
+        }
+        false
+    }
+}
+
+impl Drop for Launch {
+    fn drop(&mut self) {
+        if !self.started() {
+            // It still reads our memory (frozen, say): killed, and the memory is left to
+            // it, never freed, so it cannot run on freed memory.
+            // SAFETY: kill on our own child, not yet reaped (the caller reaps after this).
+            unsafe { libc::kill(self.pid, libc::SIGKILL) };
+            std::mem::forget(self.shared.take());
+        }
     }
 }
 
@@ -433,17 +641,29 @@ fn pipe() -> Result<(OwnedFd, OwnedFd), String> {
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
-/// What the forked children do, on memory prepared before the fork.
-struct Plan<'a> {
-    entry: &'a Entry,
-    argv: &'a [*const libc::c_char],
-    envp: &'a [*const libc::c_char],
-    candidates: &'a [CString],
-    not_found: &'a [u8],
+/// What the second child reads, prepared before the first clone and never changed.
+struct Shared {
+    process: Arc<Process>,
+    /// The strings `argv_ptrs` points into.
+    #[allow(dead_code)]
+    argv: Vec<CString>,
+    argv_ptrs: Vec<*const libc::c_char>,
+    env_ptrs: Vec<*const libc::c_char>,
+    candidates: Vec<CString>,
+    not_found: Vec<u8>,
     stdio: [RawFd; 3],
     ctty: bool,
     report: RawFd,
     go: RawFd,
+    /// The second child's stack, when it shares our memory.
+    stack: Vec<u8>,
+    stack_top: *mut libc::c_void,
+}
+
+/// What the first child does.
+struct First<'a> {
+    namespaces: &'a [(OwnedFd, libc::c_int)],
+    shared: &'a Shared,
 }
 
 fn errno() -> i32 {
@@ -464,134 +684,186 @@ struct CapData {
     inheritable: u32,
 }
 
-impl Plan<'_> {
+impl First<'_> {
     /// Joins the namespaces, clones the process that will run the program, reports it.
     ///
     /// # Safety
-    /// Only in a child cloned from a single-threaded process, which is suspended until
-    /// this one exits (the two share memory: nothing here allocates or frees).
-    unsafe fn first_child(&self) -> ! {
-        let report = |tag: u8, stage: u8, value: i32| {
-            let v = value.to_ne_bytes();
-            let msg = [tag, stage, v[0], v[1], v[2], v[3]];
-            let msg: &[u8] = if tag == b'P' {
-                &[tag, v[0], v[1], v[2], v[3]]
-            } else {
-                &msg
-            };
+    /// Only in a child cloned with CLONE_VM|CLONE_VFORK: its parent's thread is suspended
+    /// until this one exits, and nothing here allocates or frees.
+    unsafe fn run(&self) -> ! {
+        let report = |msg: &[u8]| {
             // SAFETY: writes a stack buffer to our pipe.
-            unsafe { libc::write(self.report, msg.as_ptr().cast(), msg.len()) };
+            unsafe { libc::write(self.shared.report, msg.as_ptr().cast(), msg.len()) };
         };
-        for (fd, flag) in &self.entry.namespaces {
+        let fail = |stage: u8, err: i32| -> ! {
+            let v = err.to_ne_bytes();
+            report(&[b'E', stage, v[0], v[1], v[2], v[3]]);
+            // SAFETY: leaving the child.
+            unsafe { libc::_exit(1) }
+        };
+        for (fd, flag) in self.namespaces {
             // SAFETY: setns on an fd we hold.
             if unsafe { libc::setns(fd.as_raw_fd(), *flag) } != 0 {
-                report(b'E', 0, errno());
-                // SAFETY: leaving the child.
-                unsafe { libc::_exit(1) };
+                fail(0, errno());
             }
         }
-        // SAFETY: a raw clone like fork (a copy of the memory we share with our
-        // parent), with CLONE_PARENT so the new process is our parent's child; in it
-        // only `second_child` runs.
+        extern "C" fn second(shared: *mut libc::c_void) -> libc::c_int {
+            // SAFETY: `shared` is the `Shared` the `Launch` keeps until this process runs
+            // its program or ends.
+            unsafe { (*(shared as *const Shared)).second_child() }
+        }
+        let shared = (self.shared as *const Shared).cast_mut().cast();
+        // SAFETY: CLONE_PARENT makes the new process our parent's child. Sharing memory,
+        // it runs `second` on its own stack, on what the `Launch` keeps; otherwise (no
+        // stack given) it runs on a copy of ours.
         let pid = unsafe {
-            libc::syscall(
-                libc::SYS_clone,
-                (libc::CLONE_PARENT | libc::SIGCHLD) as libc::c_ulong,
-                0usize,
-                0usize,
-                0usize,
-                0usize,
-            )
+            if SHARE_MEMORY {
+                libc::clone(
+                    second,
+                    self.shared.stack_top,
+                    libc::CLONE_VM | libc::CLONE_PARENT | libc::SIGCHLD,
+                    shared,
+                )
+            } else {
+                let pid = libc::syscall(
+                    libc::SYS_clone,
+                    (libc::CLONE_PARENT | libc::SIGCHLD) as libc::c_ulong,
+                    0usize,
+                    0usize,
+                    0usize,
+                    0usize,
+                );
+                if pid == 0 {
+                    second(shared);
+                }
+                pid as libc::c_int
+            }
         };
         if pid < 0 {
-            report(b'E', 1, errno());
-            // SAFETY: leaving the child.
-            unsafe { libc::_exit(1) };
+            fail(1, errno());
         }
-        if pid == 0 {
-            // SAFETY: still a fresh single-threaded child.
-            unsafe { self.second_child() }
-        }
-        report(b'P', 0, pid as i32);
+        let v = pid.to_ne_bytes();
+        report(&[b'P', v[0], v[1], v[2], v[3]]);
         // SAFETY: leaving the child.
         unsafe { libc::_exit(0) }
     }
+}
 
+impl Shared {
     /// Waits to be moved into the cgroups, takes on the container's credentials and
     /// restrictions, and runs the program.
     ///
     /// # Safety
-    /// Only in a child cloned from `first_child`.
+    /// Only in the child cloned by [`First::run`]. It may share the spawner's memory, and
+    /// its `errno`: everything here is a system call through [`sys`] on memory prepared
+    /// before the first clone, or on its own stack.
     unsafe fn second_child(&self) -> ! {
-        let e = self.entry;
-        // SAFETY: our copy of the report pipe; the caller reads it to its end.
-        unsafe { libc::close(self.report) };
-        let mut b = [0u8; 1];
-        // SAFETY: a read into a stack buffer; EOF (the caller gave up) ends us.
-        if unsafe { libc::read(self.go, b.as_mut_ptr().cast(), 1) } != 1 {
-            // SAFETY: leaving the child.
-            unsafe { libc::_exit(126) };
-        }
-        // SAFETY: plain system calls on fds and buffers prepared before the fork. Each
-        // failure is reported on stderr (the fd dup'ed to 2) and ends the child.
+        let e = &*self.process;
+        let p = |ptr: *const libc::c_void| ptr as usize;
+        // SAFETY: system calls on fds and buffers prepared before the clone; each failure
+        // is reported on stderr (the fd dup'ed to 2) and ends the child.
         unsafe {
+            let mut b = [0u8; 1];
+            // EOF (the caller gave up) ends us.
+            if sys(
+                libc::SYS_read,
+                args([self.go as usize, p(b.as_mut_ptr().cast()), 1]),
+            ) != 1
+            {
+                exit(126);
+            }
+            let check = |r: isize, what: &[u8]| {
+                if r < 0 {
+                    self.fail(what, -r as i32);
+                }
+            };
             for (i, fd) in self.stdio.iter().enumerate() {
-                if *fd != i as RawFd && libc::dup2(*fd, i as RawFd) < 0 {
-                    self.fail(b"dup2");
+                if *fd != i as RawFd {
+                    check(sys(libc::SYS_dup3, args([*fd as usize, i, 0])), b"dup2");
                 }
             }
-            libc::syscall(
+            sys(
                 libc::SYS_close_range,
-                3u32,
-                u32::MAX,
-                4u32, /* CLOEXEC */
+                args([3, u32::MAX as usize, 4 /* CLOEXEC */]),
             );
-            let mut set: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut set);
-            libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+            // Dispositions first: no handler of ours may run here once signals are let in.
             default_signal_dispositions();
-            libc::setsid();
-            if self.ctty && libc::ioctl(0, libc::TIOCSCTTY, 0) != 0 {
-                self.fail(b"setting the controlling terminal");
+            let none: u64 = 0;
+            sys(
+                libc::SYS_rt_sigprocmask,
+                args([
+                    libc::SIG_SETMASK as usize,
+                    p((&none as *const u64).cast()),
+                    0,
+                    8,
+                ]),
+            );
+            sys(libc::SYS_setsid, args([]));
+            if self.ctty {
+                check(
+                    sys(libc::SYS_ioctl, args([0, libc::TIOCSCTTY as usize, 0])),
+                    b"setting the controlling terminal",
+                );
             }
-            if libc::chdir(e.cwd.as_ptr()) != 0 {
-                self.fail(b"chdir to the working directory");
-            }
+            check(
+                sys(libc::SYS_chdir, args([p(e.cwd.as_ptr().cast())])),
+                b"chdir to the working directory",
+            );
             for (res, lim) in &e.rlimits {
-                if libc::setrlimit(*res as _, lim) != 0 {
-                    self.fail(b"setrlimit");
-                }
+                check(
+                    sys(
+                        libc::SYS_prlimit64,
+                        args([0, *res as usize, p((lim as *const libc::rlimit).cast()), 0]),
+                    ),
+                    b"setrlimit",
+                );
             }
             if let Some(v) = &e.oom_score_adj {
-                let fd = libc::open(c"/proc/self/oom_score_adj".as_ptr(), libc::O_WRONLY);
-                if fd < 0 || libc::write(fd, v.as_ptr().cast(), v.as_bytes().len()) < 0 {
-                    self.fail(b"oom_score_adj");
-                }
-                libc::close(fd);
+                let fd = sys(
+                    libc::SYS_openat,
+                    args([
+                        libc::AT_FDCWD as usize,
+                        p(c"/proc/self/oom_score_adj".as_ptr().cast()),
+                        (libc::O_WRONLY | libc::O_CLOEXEC) as usize,
+                    ]),
+                );
+                check(fd, b"oom_score_adj");
+                let len = v.as_bytes().len();
+                check(
+                    sys(
+                        libc::SYS_write,
+                        args([fd as usize, p(v.as_ptr().cast()), len]),
+                    ),
+                    b"oom_score_adj",
+                );
+                sys(libc::SYS_close, args([fd as usize]));
             }
-            if e.no_new_privileges && libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
-                self.fail(b"no_new_privs");
-            }
-            if !e.no_new_privileges {
+            let prctl = |a: [usize; 3]| sys(libc::SYS_prctl, args(a));
+            if e.no_new_privileges {
+                check(
+                    prctl([libc::PR_SET_NO_NEW_PRIVS as usize, 1, 0]),
+                    b"no_new_privs",
+                );
+            } else {
                 self.load_seccomp();
             }
             for cap in &e.drop_bounding {
-                if libc::prctl(libc::PR_CAPBSET_DROP, *cap, 0, 0, 0) != 0 {
-                    self.fail(b"dropping a bounding capability");
-                }
+                check(
+                    prctl([libc::PR_CAPBSET_DROP as usize, *cap as usize, 0]),
+                    b"dropping a bounding capability",
+                );
             }
-            if libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) != 0 {
-                self.fail(b"keepcaps");
-            }
-            if libc::setgroups(e.groups.len(), e.groups.as_ptr()) != 0 {
-                self.fail(b"setgroups");
-            }
-            if libc::setresgid(e.gid, e.gid, e.gid) != 0 {
-                self.fail(b"setgid");
-            }
-            if libc::setresuid(e.uid, e.uid, e.uid) != 0 {
-                self.fail(b"setuid");
-            }
+            check(prctl([libc::PR_SET_KEEPCAPS as usize, 1, 0]), b"keepcaps");
+            check(
+                sys(
+                    libc::SYS_setgroups,
+                    args([e.groups.len(), p(e.groups.as_ptr().cast())]),
+                ),
+                b"setgroups",
+            );
+            let (g, u) = (e.gid as usize, e.uid as usize);
+            check(sys(libc::SYS_setresgid, args([g, g, g])), b"setgid");
+            check(sys(libc::SYS_setresuid, args([u, u, u])), b"setuid");
             let header = CapHeader {
                 version: 0x2008_0522,
                 pid: 0,
@@ -602,49 +874,70 @@ impl Plan<'_> {
                 permitted: half(e.permitted, i),
                 inheritable: half(e.inheritable, i),
             });
-            if libc::syscall(libc::SYS_capset, &header, data.as_ptr()) != 0 {
-                self.fail(b"capset");
-            }
+            check(
+                sys(
+                    libc::SYS_capset,
+                    args([
+                        p((&header as *const CapHeader).cast()),
+                        p(data.as_ptr().cast()),
+                    ]),
+                ),
+                b"capset",
+            );
             for cap in &e.ambient {
-                if libc::prctl(
-                    libc::PR_CAP_AMBIENT,
-                    libc::PR_CAP_AMBIENT_RAISE as libc::c_ulong,
-                    *cap,
-                    0,
-                    0,
-                ) != 0
-                {
-                    self.fail(b"raising an ambient capability");
-                }
+                check(
+                    sys(
+                        libc::SYS_prctl,
+                        args([
+                            libc::PR_CAP_AMBIENT as usize,
+                            libc::PR_CAP_AMBIENT_RAISE as usize,
+                            *cap as usize,
+                            0,
+                            0,
+                        ]),
+                    ),
+                    b"raising an ambient capability",
+                );
             }
             if e.no_new_privileges {
                 self.load_seccomp();
             }
             let mut first_err = 0;
-            for c in self.candidates {
-                libc::execve(c.as_ptr(), self.argv.as_ptr(), self.envp.as_ptr());
-                let err = errno();
+            for c in &self.candidates {
+                let r = sys(
+                    libc::SYS_execve,
+                    args([
+                        p(c.as_ptr().cast()),
+                        p(self.argv_ptrs.as_ptr().cast()),
+                        p(self.env_ptrs.as_ptr().cast()),
+                    ]),
+                );
+                let err = -r as i32;
                 // Like execvp: a missing entry moves on; the first other error is kept.
                 if err != libc::ENOENT && err != libc::ENOTDIR && first_err == 0 {
                     first_err = err;
                 }
             }
             if first_err == 0 {
-                libc::write(2, self.not_found.as_ptr().cast(), self.not_found.len());
-                libc::_exit(127);
+                let msg = &self.not_found;
+                sys(
+                    libc::SYS_write,
+                    args([2, p(msg.as_ptr().cast()), msg.len()]),
+                );
+                exit(127);
             }
-            *libc::__errno_location() = first_err;
-            self.fail(b"exec")
+            self.fail(b"exec", first_err)
         }
     }
 
     /// # Safety
     /// Only in the second child.
     unsafe fn load_seccomp(&self) {
-        if let Some(f) = &self.entry.seccomp {
-            if load_filter(f) != 0 {
+        if let Some(f) = &self.process.seccomp {
+            let r = load_filter(f);
+            if r < 0 {
                 // SAFETY: as for the caller.
-                unsafe { self.fail(b"loading the seccomp filter") }
+                unsafe { self.fail(b"loading the seccomp filter", -r as i32) }
             }
         }
     }
@@ -653,8 +946,7 @@ impl Plan<'_> {
     ///
     /// # Safety
     /// Only in the second child.
-    unsafe fn fail(&self, what: &[u8]) -> ! {
-        let err = errno();
+    unsafe fn fail(&self, what: &[u8], err: i32) -> ! {
         let mut buf = [0u8; 160];
         let mut n = 0;
         for part in [
@@ -686,10 +978,20 @@ impl Plan<'_> {
         n += 1;
         // SAFETY: writes a stack buffer, then leaves the child.
         unsafe {
-            libc::write(2, buf.as_ptr().cast(), n);
-            libc::_exit(126)
+            sys(libc::SYS_write, args([2, buf.as_ptr() as usize, n]));
+            exit(126)
         }
     }
+}
+
+/// Ends the calling process with `code`, through [`sys`].
+///
+/// # Safety
+/// Only in a child about to end.
+unsafe fn exit(code: i32) -> ! {
+    // SAFETY: exit_group does not return.
+    unsafe { sys(libc::SYS_exit_group, args([code as usize])) };
+    unreachable!("exit_group returned")
 }
 
 #[cfg(test)]
@@ -721,16 +1023,107 @@ mod tests {
         let (r, w) = pipe().unwrap();
         let null = File::open("/dev/null").unwrap();
         let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-        let pid = entry
+        let launch = entry
             .spawn(&args, [null.as_fd(), w.as_fd(), w.as_fd()], false)
             .unwrap();
         drop(w);
         let mut out = String::new();
         File::from(r).read_to_string(&mut out).unwrap();
-        let mut status = 0;
-        // SAFETY: waits for the child spawn made (CLONE_PARENT: ours).
-        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        let status = reap(launch.pid());
+        assert!(libc::WIFEXITED(status), "{status:#x}");
         (libc::WEXITSTATUS(status), out)
+    }
+
+    fn reap(pid: i32) -> i32 {
+        let mut status = 0;
+        // SAFETY: waits for a child spawn made (CLONE_PARENT: ours).
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        status
+    }
+
+    #[test]
+    fn the_spawned_process_leaves_the_spawning_threads_errno_alone() {
+        if !is_root() {
+            eprintln!("skipped: needs root");
+            return;
+        }
+        // It shares our memory until it runs its program: a PATH of many missing
+        // directories makes it fail execve thousands of times meanwhile.
+        let mut spec = spec(&[]);
+        let path: Vec<String> = (0..3000).map(|i| format!("/no/such/dir{i}")).collect();
+        spec["process"]["env"] = json!([format!("PATH={}:/bin:/usr/bin", path.join(":"))]);
+        let e = Entry::prepare(&spec, std::process::id() as i32, vec![], None).unwrap();
+        let null = File::open("/dev/null").unwrap();
+        let mut launch = e
+            .spawn(&["true".to_string()], [null.as_fd(); 3], false)
+            .unwrap();
+        // SAFETY: errno is this thread's.
+        unsafe { *libc::__errno_location() = 4242 };
+        let mut changed = None;
+        while !launch.started() {
+            // SAFETY: as above.
+            let now = unsafe { *libc::__errno_location() };
+            if now != 4242 {
+                changed = Some(now);
+                break;
+            }
+        }
+        assert_eq!(
+            changed, None,
+            "our errno changed while the child searched PATH"
+        );
+        let status = reap(launch.pid());
+        assert_eq!(libc::WEXITSTATUS(status), 0);
+    }
+
+    #[test]
+    fn a_frozen_process_blocks_nothing_and_is_killed_when_let_go() {
+        if !is_root() {
+            eprintln!("skipped: needs root");
+            return;
+        }
+        // A v1 freezer hierarchy, or a pure v2 tree.
+        let root = std::path::Path::new("/sys/fs/cgroup");
+        let (dir, freeze, frozen, thawed) = if root.join("freezer").is_dir() {
+            (root.join("freezer"), "freezer.state", "FROZEN", "THAWED")
+        } else if root.join("cgroup.controllers").exists() {
+            (root.to_path_buf(), "cgroup.freeze", "1", "0")
+        } else {
+            eprintln!("skipped: no freezer cgroup");
+            return;
+        };
+        let cg = dir.join(format!("berth-enter-test-{}", std::process::id()));
+        std::fs::create_dir(&cg).unwrap();
+        struct Gone(PathBuf);
+        impl Drop for Gone {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_dir(&self.0);
+            }
+        }
+        let _gone = Gone(cg.clone());
+        std::fs::write(cg.join(freeze), frozen).unwrap();
+        let e = Entry::prepare(
+            &spec(&[]),
+            std::process::id() as i32,
+            vec![cg.join("cgroup.procs")],
+            None,
+        )
+        .unwrap();
+        let null = File::open("/dev/null").unwrap();
+        let mut launch = e
+            .spawn(&["true".to_string()], [null.as_fd(); 3], false)
+            .unwrap();
+        let pid = launch.pid();
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert!(!launch.started(), "a frozen process ran its program");
+        // Let go before it ran: it is killed, and keeps the memory it reads.
+        drop(launch);
+        std::fs::write(cg.join(freeze), thawed).unwrap();
+        let status = reap(pid);
+        assert!(
+            libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGKILL,
+            "{status:#x}"
+        );
     }
 
     use std::os::fd::AsFd;
