@@ -123,9 +123,14 @@ pub fn parse_owner(v: &str) -> Option<(i32, u64)> {
 }
 
 /// How often a monitor running health checks gives back the memory its probes touched
-/// (see [`sys::release_startup_memory`]): a probe's first run faults in set-up code and
-/// data (reading the spec, the filter) that later probes do not use.
-const RELEASE_EVERY: Duration = Duration::from_secs(5);
+/// (see [`sys::release_startup_memory`]). Rarely: each probe touches the same ~2 MiB of
+/// code (with the kernel's fault-around), so releasing it only makes the next probe fault
+/// it back in, and walking smaps costs as much again.
+const RELEASE_EVERY: Duration = Duration::from_secs(300);
+
+/// How soon after a health status change the monitor gives memory back: recording the
+/// change's event opened the database, code no probe runs.
+const RELEASE_AFTER_CHANGE: Duration = Duration::from_millis(200);
 
 /// Where `stop`/`rm` record that the user stopped a container, which ends its restart
 /// policy until the next `start`.
@@ -365,6 +370,8 @@ struct HealthRunner {
     health: state::Health,
     /// Probes killed before they ran their program, kept until they have ended.
     unstarted: Vec<berth_runtime::enter::Launch>,
+    /// Set when the status changed: memory is given back soon (RELEASE_AFTER_CHANGE).
+    release_soon: bool,
     started: Instant,
     next: Instant,
     probe: Option<Probe>,
@@ -563,6 +570,7 @@ impl Monitor {
                     ..Default::default()
                 },
                 unstarted: Vec::new(),
+                release_soon: false,
                 started: now,
                 probe: None,
             })
@@ -713,6 +721,7 @@ impl Monitor {
             let _ = state::write_health(&self.run_root, &self.cfg.id, health);
             h.next = now + ns(h.cfg.interval, Duration::from_secs(30));
             if changed && status != "starting" {
+                h.release_soon = true;
                 self.emit(&format!("health_status: {status}"), &[]);
             }
             return;
@@ -832,8 +841,8 @@ impl Monitor {
         let _ = mask.thread_block();
         let sfd = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC).ok();
         // Memory set-up no longer needs is given back once the container has run a while,
-        // so short-lived containers do not wait for it; with health checks, again now and
-        // then (see RELEASE_EVERY).
+        // so short-lived containers do not wait for it; with health checks, again after
+        // a status change and now and then (see RELEASE_EVERY).
         let mut release_at = Some(Instant::now() + Duration::from_millis(250));
         let mut exit = self.reap();
         if self.cfg.owner.is_some() && self.owner.is_none() && exit.is_none() {
@@ -902,6 +911,11 @@ impl Monitor {
                 .filter(|p| !p.eof)
             {
                 add(p.out.as_raw_fd(), Role::Probe);
+            }
+            if let Some(h) = self.health.as_mut().filter(|h| h.release_soon) {
+                h.release_soon = false;
+                let soon = Instant::now() + RELEASE_AFTER_CHANGE;
+                release_at = Some(release_at.map_or(soon, |r| r.min(soon)));
             }
             if exit.is_some() {
                 release_at = None;
