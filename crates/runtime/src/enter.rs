@@ -494,7 +494,10 @@ impl Entry {
                 ))
             }
             Ok(Report::Died) => {
-                return Err("entering the container: the helper process died".into())
+                // Killed between its clone and its report, it may have left a second
+                // child reading `shared`: it is never freed.
+                std::mem::forget(shared);
+                return Err("entering the container: the helper process died".into());
             }
             Err(e) => {
                 // A second child may exist, reading `shared`: it is never freed.
