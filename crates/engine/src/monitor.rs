@@ -378,7 +378,6 @@ struct HealthRunner {
 }
 
 struct Probe {
-    pid: i32,
     /// Kept until the probe is reaped: until it runs its program it reads our memory.
     launch: Option<berth_runtime::enter::Launch>,
     out: OwnedFd,
@@ -391,10 +390,14 @@ struct Probe {
 }
 
 impl Probe {
+    /// Its process id; -1 for one that could not start.
+    fn pid(&self) -> i32 {
+        self.launch.as_ref().map_or(-1, |l| l.pid())
+    }
+
     /// A probe that could not start: it counts as a failed one, with `msg` as its output.
     fn failed(now: Instant, msg: String) -> Probe {
         Probe {
-            pid: -1,
             launch: None,
             out: OwnedFd::from(File::open("/dev/null").expect("/dev/null opens")),
             output: msg.into_bytes(),
@@ -639,7 +642,7 @@ impl Monitor {
 
     fn probe_exited(&mut self, pid: i32, code: i32) {
         if let Some(p) = self.health.as_mut().and_then(|h| h.probe.as_mut()) {
-            if p.pid == pid {
+            if p.pid() == pid {
                 p.exit = Some(code);
                 p.exited_at = Some(Instant::now());
             }
@@ -655,7 +658,7 @@ impl Monitor {
         if let Some(p) = h.probe.as_mut() {
             let timed_out = p.exit.is_none() && now >= p.deadline;
             if timed_out {
-                let _ = nix::sys::signal::kill(Pid::from_raw(p.pid), Signal::SIGKILL);
+                let _ = nix::sys::signal::kill(Pid::from_raw(p.pid()), Signal::SIGKILL);
             }
             // Done when it exited and its output ended (or a moment passed: a background
             // child may hold the pipe), or when it ran out of time.
@@ -778,7 +781,6 @@ impl Monitor {
                     nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
                 );
                 h.probe = Some(Probe {
-                    pid: launch.pid(),
                     launch: Some(launch),
                     out,
                     output: Vec::new(),

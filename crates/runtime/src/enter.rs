@@ -434,7 +434,7 @@ impl Entry {
         env_ptrs.push(std::ptr::null());
         let mut shared = Box::new(Shared {
             process: Arc::clone(&self.process),
-            argv,
+            _argv: argv,
             argv_ptrs,
             env_ptrs,
             candidates,
@@ -648,8 +648,7 @@ fn pipe() -> Result<(OwnedFd, OwnedFd), String> {
 struct Shared {
     process: Arc<Process>,
     /// The strings `argv_ptrs` points into.
-    #[allow(dead_code)]
-    argv: Vec<CString>,
+    _argv: Vec<CString>,
     argv_ptrs: Vec<*const libc::c_char>,
     env_ptrs: Vec<*const libc::c_char>,
     candidates: Vec<CString>,

@@ -164,22 +164,15 @@ impl Builder<'_> {
         let e = self.engine;
         e.start_container(id, false)?;
         let log = e.container_dir(id).join("log.json");
-        let mut follower = None;
+        let (mut lines, mut follower) =
+            crate::logs::Follower::open(&log).map_err(crate::error::io_err(&log))?;
         let step = self.step;
         loop {
             let done = e.wait_stopped(id, Some(std::time::Duration::from_millis(100)))?;
-            let lines = match follower.as_mut() {
-                None => crate::logs::Follower::open(&log).map(|(lines, f)| {
-                    follower = Some(f);
-                    lines
-                }),
-                Some(f) => f.read_new(),
-            };
-            if let Ok(lines) = lines {
-                for l in &lines {
-                    let text = format!("#{step} {}", l.log.trim_end_matches('\n'));
-                    self.say(&text);
-                }
+            lines.extend(follower.read_new().unwrap_or_default());
+            for l in lines.drain(..) {
+                let text = format!("#{step} {}", l.log.trim_end_matches('\n'));
+                self.say(&text);
             }
             if let Some(st) = done {
                 return Ok(st.exit_code);
