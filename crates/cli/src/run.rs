@@ -537,13 +537,27 @@ pub fn start_attached(engine: &Engine, id: &str, stdin: bool, tty: bool) -> CliR
         handle.wait_monitor();
         return Err(run_failure(e));
     }
+    let mut auto_remove = false;
     if let Ok(rec) = engine.find_container(id) {
+        auto_remove = rec.host_config.auto_remove;
         engine.emit_container(&rec, "start", &[]);
     }
+    // The monitor of an auto-removed container ends the connection once the container is
+    // gone, and deletes its files after that: no need to wait for it to end.
+    let removal = if auto_remove {
+        sock.try_clone().ok()
+    } else {
+        None
+    };
     let end = terminal::attach_session(sock, stdin, tty)?;
     match end {
         AttachEnd::Exited(code) => {
-            handle.wait_monitor();
+            match removal {
+                Some(mut s) => {
+                    let _ = std::io::copy(&mut s, &mut std::io::sink());
+                }
+                None => handle.wait_monitor(),
+            }
             Ok(code as u8)
         }
         AttachEnd::Detached => Ok(0),
@@ -660,6 +674,7 @@ pub fn pull_image(engine: &Engine, image: &str, platform: Option<String>) -> Cli
 pub fn run(engine: &Engine, flags: &CreateFlags, detach: bool) -> CliResult<u8> {
     ensure_image(engine, flags)?;
     let opts = flags.to_options()?;
+    engine.warm_start();
     let (id, warnings) = engine.create_container(opts).map_err(run_failure)?;
     for w in warnings {
         eprintln!("WARNING: {w}");

@@ -1397,3 +1397,68 @@ fn a_start_clears_runtime_state_left_by_an_earlier_run() {
     b.ok(&["start", "stale"]);
     assert_eq!(b.inspect("stale", "{{.State.Status}}"), "running");
 }
+
+#[test]
+fn containers_share_their_init_layer_and_removal_leaves_nothing_behind() {
+    require_root!();
+    let b = Berth::with_busybox();
+    let layers = b.root.join("init-layers");
+    let a = b.ok(&["create", "busybox:test", "true"]).trim().to_string();
+    let c = b.ok(&["create", "busybox:test", "true"]).trim().to_string();
+    let v = b
+        .ok(&["create", "-v", "/scratch", "busybox:test", "true"])
+        .trim()
+        .to_string();
+    let link = |id: &str| std::fs::read_link(b.root.join("containers").join(id).join("init"));
+    assert_eq!(link(&a).unwrap(), link(&c).unwrap());
+    // Another mount point, another layer, holding it.
+    assert_ne!(link(&a).unwrap(), link(&v).unwrap());
+    let vlayer = b.root.join("containers").join(&v).join("init");
+    assert!(vlayer.join("scratch").is_dir() && vlayer.join("etc/hosts").is_file());
+    assert_eq!(std::fs::read_dir(&layers).unwrap().count(), 2);
+    // The layer is not part of what the container changed, nor of its root's listing.
+    b.ok(&["start", "-a", &v]);
+    assert_eq!(b.ok(&["diff", &v]).trim(), "");
+    b.ok(&["rm", &a, &v]);
+    // `run --rm` returns with the container gone; its files follow.
+    b.ok(&["run", "--rm", "busybox:test", "true"]);
+    assert_eq!(b.container_ids(), vec![c.clone()]);
+    let entries = || {
+        std::fs::read_dir(b.root.join("containers"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        eventually(10, || entries() == vec![c.clone()]),
+        "{:?}",
+        entries()
+    );
+    // A prune keeps layers in use or used lately, and deletes what a removal that died
+    // left aside.
+    let dead = b.root.join("containers/.removed-0123");
+    std::fs::create_dir_all(dead.join("upper")).unwrap();
+    b.ok(&["container", "prune", "-f", "--filter", "label=none=here"]);
+    assert!(!dead.exists());
+    assert_eq!(std::fs::read_dir(&layers).unwrap().count(), 2);
+    let old = "2000-01-01T00:00:00Z";
+    for e in std::fs::read_dir(&layers).unwrap() {
+        let ok = std::process::Command::new("touch")
+            .args(["-h", "-d", old])
+            .arg(e.unwrap().path())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+    }
+    b.ok(&["container", "prune", "-f", "--filter", "label=none=here"]);
+    let left: Vec<_> = std::fs::read_dir(&layers)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(
+        left,
+        vec![link(&c).unwrap().file_name().unwrap().to_owned()]
+    );
+    b.ok(&["start", "-a", &c]);
+}

@@ -55,10 +55,27 @@ pub const INIT_DIRS: &[&str] = &[
 ];
 pub const INIT_FILES: &[&str] = &["etc/hostname", "etc/hosts", "etc/resolv.conf"];
 
+/// Where the shared init layers live, under the root.
+pub const INIT_LAYERS: &str = "init-layers";
+
 impl Engine {
-    /// Makes the container's init layer: mount points for the runtime's mounts.
+    /// Gives the container its init layer: mount points for the runtime's mounts, as
+    /// `CONTAINER_DIR/init`, a symlink to a layer under `ROOT/init-layers` that every
+    /// container needing the same mount points shares (see [`Engine::init_layer`]).
     pub(crate) fn make_init_layer(&self, rec: &ContainerRecord) -> Result<PathBuf> {
-        let init = self.container_dir(&rec.id).join("init");
+        let (dirs, files) = self.init_layer_paths(rec)?;
+        let shared = self.init_layer(&dirs, &files)?;
+        let link = self.container_dir(&rec.id).join("init");
+        let name = shared.file_name().expect("a layer has a name");
+        let target = Path::new("../..").join(INIT_LAYERS).join(name);
+        std::os::unix::fs::symlink(&target, &link).map_err(io_err(&link))?;
+        Ok(link)
+    }
+
+    /// The mount points the init layer of `rec` holds: the runtime's and `rec`'s mount
+    /// destinations, less those the image has, or that sit under a symlink in the image
+    /// (a dir made here would hide the link; the runtime handles those). Sorted.
+    fn init_layer_paths(&self, rec: &ContainerRecord) -> Result<(Vec<String>, Vec<String>)> {
         let image = self.find_image(&rec.image_id)?;
         let lowers: Vec<PathBuf> = image
             .chain_ids()
@@ -71,8 +88,6 @@ impl Engine {
                 .iter()
                 .any(|l| fs::symlink_metadata(l.join(rel)).is_ok())
         };
-        // A path whose ancestor is a symlink in the image is left to the runtime: a dir
-        // made here would hide the link.
         let symlinked_ancestor = |rel: &str| {
             let mut acc = PathBuf::new();
             rel.split('/')
@@ -94,7 +109,11 @@ impl Engine {
                 .trim_start_matches('/')
                 .trim_end_matches('/')
                 .to_string();
-            if rel.is_empty() || rel.split('/').any(|c| c == ".." || c == ".") {
+            if rel.is_empty()
+                || rel
+                    .split('/')
+                    .any(|c| c == ".." || c == "." || c.is_empty())
+            {
                 continue;
             }
             if m.kind == "bind" && Path::new(&m.source).is_file() {
@@ -103,24 +122,121 @@ impl Engine {
                 dirs.push(rel);
             }
         }
-        for d in &dirs {
-            if exists_below(d) || symlinked_ancestor(d) {
+        let keep = |p: &String| !exists_below(p) && !symlinked_ancestor(p);
+        dirs.retain(keep);
+        files.retain(keep);
+        // A path that is both (a file bind over a dir another mount needs) stays a dir.
+        files.retain(|f| !dirs.contains(f));
+        dirs.sort();
+        dirs.dedup();
+        files.sort();
+        files.dedup();
+        Ok((dirs, files))
+    }
+
+    /// The shared init layer holding exactly `dirs` and `files` (empty files), made once
+    /// and never changed: it is named by the digest of its list, built in a temp dir and
+    /// renamed into place, so a layer that exists is complete. A container start makes
+    /// no inodes for it, and a removal deletes none: on a file system without a journal
+    /// (ext4 checks every recently deleted inode before it reuses one) that churn was a
+    /// large part of a short container's life.
+    pub(crate) fn init_layer(&self, dirs: &[String], files: &[String]) -> Result<PathBuf> {
+        let mut list = String::new();
+        for d in dirs {
+            list.push_str("d ");
+            list.push_str(d);
+            list.push('\n');
+        }
+        for f in files {
+            list.push_str("f ");
+            list.push_str(f);
+            list.push('\n');
+        }
+        let base = self.root().join(INIT_LAYERS);
+        let layer = base.join(Digest::of(list.as_bytes()).hex());
+        if layer.is_dir() {
+            // In use from now: a prune leaves layers touched lately alone.
+            let _ = nix::sys::stat::utimensat(
+                None,
+                &layer,
+                &nix::sys::time::TimeSpec::UTIME_NOW,
+                &nix::sys::time::TimeSpec::UTIME_NOW,
+                nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+            );
+            return Ok(layer);
+        }
+        fs::create_dir_all(&base).map_err(io_err(&base))?;
+        let tmp = base.join(format!(".tmp-{}", berth_image::fsutil::random_hex(8)));
+        let build = || -> std::io::Result<()> {
+            fs::create_dir(&tmp)?;
+            for d in dirs {
+                fs::create_dir_all(tmp.join(d))?;
+            }
+            for f in files {
+                let p = tmp.join(f);
+                if let Some(parent) = p.parent() {
+                    fs::create_dir_all(parent)?;
+                }
+                fs::write(&p, b"")?;
+            }
+            Ok(())
+        };
+        let built = build().and_then(|()| match fs::rename(&tmp, &layer) {
+            Ok(()) => Ok(()),
+            // Another process made the same layer meanwhile.
+            Err(_) if layer.is_dir() => {
+                let _ = fs::remove_dir_all(&tmp);
+                Ok(())
+            }
+            Err(e) => Err(e),
+        });
+        if let Err(e) = built {
+            let _ = fs::remove_dir_all(&tmp);
+            return Err(io_err(&layer)(e));
+        }
+        Ok(layer)
+    }
+
+    /// Removes the shared init layers no container links to, except those made or used
+    /// in the last ten minutes (a create may be about to link one), and temp dirs of
+    /// builds that died. Returns how many.
+    pub(crate) fn prune_init_layers(&self) -> Result<usize> {
+        let base = self.root().join(INIT_LAYERS);
+        let Ok(entries) = fs::read_dir(&base) else {
+            return Ok(0);
+        };
+        let mut used = std::collections::HashSet::new();
+        let containers = self.root().join("containers");
+        if let Ok(rd) = fs::read_dir(&containers) {
+            for e in rd.flatten() {
+                if let Ok(t) = fs::read_link(e.path().join("init")) {
+                    if let Some(n) = t.file_name() {
+                        used.insert(n.to_os_string());
+                    }
+                }
+            }
+        }
+        let recent = std::time::SystemTime::now() - std::time::Duration::from_secs(600);
+        let mut removed = 0;
+        for e in entries.flatten() {
+            let name = e.file_name();
+            if used.contains(&name) {
                 continue;
             }
-            fs::create_dir_all(init.join(d)).map_err(io_err(init.join(d)))?;
-        }
-        for f in &files {
-            if exists_below(f) || symlinked_ancestor(f) {
+            let fresh = e
+                .metadata()
+                .and_then(|m| m.modified())
+                .map(|t| t > recent)
+                .unwrap_or(true);
+            // Fresh: being linked, or (a `.tmp-` dir) being built.
+            if fresh {
                 continue;
             }
-            let p = init.join(f);
-            if let Some(parent) = p.parent() {
-                fs::create_dir_all(parent).map_err(io_err(parent))?;
+            if fs::remove_dir_all(e.path()).is_ok() {
+                removed += 1;
             }
-            fs::write(&p, b"").map_err(io_err(&p))?;
         }
-        fs::create_dir_all(&init).map_err(io_err(&init))?;
-        Ok(init)
+        Ok(removed)
     }
 
     /// Lower dirs of a container (init layer, then image layers), top first.

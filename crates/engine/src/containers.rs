@@ -977,6 +977,15 @@ impl Engine {
         Ok(ContainerLock { _lock: lock })
     }
 
+    /// Starts the [`sys::AttachWarmer`] of the next [`Engine::start_container`] now: `run`
+    /// calls this before it creates the container, so the warmer's wait for the kernel's
+    /// slow path overlaps the create too. It ends within a second if no start follows.
+    pub fn warm_start(&self) {
+        if let Some(w) = crate::sys::AttachWarmer::start() {
+            self.warmer.set(Some(w));
+        }
+    }
+
     pub fn start_container(&self, name: &str, wait_attach: bool) -> Result<Option<StartHandle>> {
         let found = self.find_container(name)?;
         let lock = self.lock_container(&found.id)?;
@@ -987,7 +996,7 @@ impl Engine {
             return Ok(None);
         }
         // Until the monitor reports the container created (see AttachWarmer).
-        let _warmer = crate::sys::AttachWarmer::start();
+        let _warmer = self.warmer.take().or_else(crate::sys::AttachWarmer::start);
         let _ = fs::remove_file(crate::monitor::stop_marker(self.root(), &rec.id));
         if st.status == Status::Dead {
             self.clean_after_dead_monitor(&rec);
@@ -1397,6 +1406,15 @@ impl Engine {
             self.remove_container(&rec.id, false, false)?;
             removed.push(rec.id);
         }
+        // What removals that died left, then the shared init layers no container uses.
+        if let Ok(rd) = fs::read_dir(self.root().join("containers")) {
+            for e in rd.flatten() {
+                if e.file_name().to_string_lossy().starts_with(".removed-") {
+                    let _ = fs::remove_dir_all(e.path());
+                }
+            }
+        }
+        self.prune_init_layers()?;
         Ok((removed, bytes))
     }
 
@@ -1458,6 +1476,53 @@ impl Engine {
     /// anonymous volumes too. Named volumes are never touched. Cleanup is best-effort and
     /// complete: every step runs, and the errors are reported together.
     pub fn remove_container(&self, name: &str, force: bool, volumes: bool) -> Result<()> {
+        self.remove_container_then(name, force, volumes, || {})
+    }
+
+    /// [`Engine::remove_container`], calling `removed` once the container is gone for
+    /// everyone (its record, its name, its lock) but before its files are deleted: they
+    /// were moved aside under `containers/.removed-ID` in one rename, and deleting them
+    /// (on a file system mounted with `discard`, a wait for the disk per file) need not
+    /// hold up whoever waits for the removal. `container prune` deletes what a process
+    /// that died here left.
+    pub fn remove_container_then(
+        &self,
+        name: &str,
+        force: bool,
+        volumes: bool,
+        removed: impl FnOnce(),
+    ) -> Result<()> {
+        let (result, aside) = self.remove_container_aside(name, force, volumes);
+        removed();
+        if let Some(dir) = aside {
+            if let Err(e) = fs::remove_dir_all(&dir) {
+                if e.kind() != std::io::ErrorKind::NotFound && result.is_ok() {
+                    return Err(io_err(&dir)(e));
+                }
+            }
+        }
+        result
+    }
+
+    /// The removal, up to the container's files moved aside (returned, to delete).
+    fn remove_container_aside(
+        &self,
+        name: &str,
+        force: bool,
+        volumes: bool,
+    ) -> (Result<()>, Option<PathBuf>) {
+        let mut aside = None;
+        let result = self.remove_container_locked(name, force, volumes, &mut aside);
+        (result, aside)
+    }
+
+    fn remove_container_locked(
+        &self,
+        name: &str,
+        force: bool,
+        volumes: bool,
+        aside: &mut Option<PathBuf>,
+    ) -> Result<()> {
         let found = self.find_container(name)?;
         let _lock = self.lock_container(&found.id)?;
         let rec = self.find_container(&found.id)?;
@@ -1497,9 +1562,19 @@ impl Engine {
         {
             errors.push(e.to_string());
         }
-        if let Err(e) = fs::remove_dir_all(&dir) {
-            if e.kind() != std::io::ErrorKind::NotFound {
-                errors.push(format!("{}: {e}", dir.display()));
+        let moved = self
+            .root()
+            .join("containers")
+            .join(format!(".removed-{}", rec.id));
+        match fs::rename(&dir, &moved) {
+            Ok(()) => *aside = Some(moved),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(_) => {
+                if let Err(e) = fs::remove_dir_all(&dir) {
+                    if e.kind() != std::io::ErrorKind::NotFound {
+                        errors.push(format!("{}: {e}", dir.display()));
+                    }
+                }
             }
         }
         let _ = fs::remove_file(attach::socket_path(self.run_root(), &rec.id));

@@ -70,6 +70,8 @@ pub struct Engine {
     pub(crate) db: Connection,
     pub store: ContentStore,
     pub layers: LayerStore,
+    /// A warmer started ahead of the next container start (see [`Engine::warm_start`]).
+    warmer: std::cell::Cell<Option<sys::AttachWarmer>>,
 }
 
 impl Engine {
@@ -99,6 +101,7 @@ impl Engine {
             db,
             store,
             layers,
+            warmer: std::cell::Cell::new(None),
         })
     }
 

@@ -242,7 +242,7 @@ pub fn run(
     match m.setup(wait_attach, &mut ready) {
         Ok(()) => {}
         Err((code, msg)) => {
-            m.cleanup_runtime();
+            m.cleanup_runtime(false);
             fail(root, &m.cfg, &mut ready, code, &msg);
             return code;
         }
@@ -258,7 +258,7 @@ pub fn run(
             delay = Duration::from_millis(100);
         }
         m.unblock_signals();
-        m.cleanup_runtime();
+        m.cleanup_runtime(true);
         let mut st = state::read_raw(&m.root, &m.cfg.id).unwrap_or_default();
         st.status = Status::Restarting;
         st.exit_code = code;
@@ -1095,8 +1095,14 @@ impl Monitor {
         }
     }
 
-    fn cleanup_runtime(&mut self) {
-        let _ = self.rt.delete(&self.cfg.id, true);
+    /// Deletes the container from its runtime; `exited`: its init has been reaped, so the
+    /// runtime has nothing left to kill.
+    fn cleanup_runtime(&mut self, exited: bool) {
+        let _ = if exited {
+            self.rt.delete_exited(&self.cfg.id)
+        } else {
+            self.rt.delete(&self.cfg.id, true)
+        };
         let _ = sys::remove_cgroup(Path::new("/sys/fs/cgroup"), &self.cfg.cgroup);
         let _ = fs::remove_file(attach::socket_path(&self.run_root, &self.cfg.id));
     }
@@ -1109,7 +1115,7 @@ impl Monitor {
         }
         let oom = sys::oom_killed(Path::new("/sys/fs/cgroup"), &self.cfg.cgroup);
         self.listener = None;
-        self.cleanup_runtime();
+        self.cleanup_runtime(true);
         let _ = sys::unmount(&self.cfg.merged);
         release_network(&self.cfg);
         let mut st: RunState = state::read_raw(&self.root, &self.cfg.id).unwrap_or_default();
@@ -1145,14 +1151,18 @@ impl Monitor {
         for c in &mut self.clients {
             let _ = write_all_blocking(&mut c.stream, &f);
         }
-        self.clients.clear();
+        // With auto-removal, clients keep their connection until the container is gone:
+        // `run --rm` returns at its end, not at this process's (which deletes the files
+        // after that).
         if self.cfg.auto_remove {
             if let Ok(engine) =
                 crate::Engine::open(crate::EngineOptions::new(&self.root, &self.run_root))
             {
-                let _ = engine.remove_container(&self.cfg.id, true, true);
+                let clients = &mut self.clients;
+                let _ = engine.remove_container_then(&self.cfg.id, true, true, || clients.clear());
             }
         }
+        self.clients.clear();
     }
 }
 

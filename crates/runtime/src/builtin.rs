@@ -288,6 +288,33 @@ impl OciRuntime for Builtin {
         deleted
     }
 
+    /// Without libcontainer when it would only remove the cgroup and the state dir: its
+    /// delete reads the state, then `/proc/self/mountinfo` and `/proc/self/cgroup` once per
+    /// cgroup v1 controller to find the cgroup, a millisecond or more of every short
+    /// container's life. A container with poststop hooks gets libcontainer's delete.
+    fn delete_exited(&self, id: &str) -> Result<(), RuntimeError> {
+        let dir = self.root.join(id);
+        let hooks = match std::fs::read(dir.join("youki_config.json")) {
+            Ok(bytes) => serde_json::from_slice::<Value>(&bytes)
+                .map(|c| !c["hooks"]["poststop"].as_array().is_none_or(Vec::is_empty))
+                .unwrap_or(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+            Err(_) => true,
+        };
+        if hooks {
+            return self.delete(id, true);
+        }
+        for d in [dir, self.private_bundle(id)] {
+            match std::fs::remove_dir_all(&d) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(RuntimeError::Io { path: d, source: e })
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
     fn state(&self, id: &str) -> Result<RuntimeState, RuntimeError> {
         let c = self.load(id)?;
         Ok(RuntimeState {
@@ -405,5 +432,33 @@ mod tests {
             std::fs::read_to_string(private.join("config.json")).unwrap(),
             "theirs"
         );
+    }
+
+    #[test]
+    fn deleting_an_exited_container_removes_its_state_unless_it_has_poststop_hooks() {
+        let d = tempfile::tempdir().unwrap();
+        let rt = Builtin::new(d.path().join("rt"));
+        let state = d.path().join("rt/c1");
+        std::fs::create_dir_all(&state).unwrap();
+        std::fs::write(
+            state.join("youki_config.json"),
+            r#"{"hooks":{"prestart":[{"path":"/bin/true"}]},"cgroup_path":"/berth/c1"}"#,
+        )
+        .unwrap();
+        std::fs::create_dir_all(rt.private_bundle("c1")).unwrap();
+        rt.delete_exited("c1").unwrap();
+        assert!(!state.exists() && !rt.private_bundle("c1").exists());
+        // Gone already: nothing to do.
+        rt.delete_exited("c1").unwrap();
+        // Poststop hooks are libcontainer's to run: its delete, which cannot load this
+        // made-up container, so everything stays.
+        std::fs::create_dir_all(&state).unwrap();
+        std::fs::write(
+            state.join("youki_config.json"),
+            r#"{"hooks":{"poststop":[{"path":"/bin/true"}]},"cgroup_path":"/berth/c1"}"#,
+        )
+        .unwrap();
+        assert!(rt.delete_exited("c1").is_err());
+        assert!(state.join("youki_config.json").exists());
     }
 }

@@ -73,6 +73,12 @@ pub trait OciRuntime {
     fn start(&self, id: &str) -> Result<(), RuntimeError>;
     fn kill(&self, id: &str, signal: i32, all: bool) -> Result<(), RuntimeError>;
     fn delete(&self, id: &str, force: bool) -> Result<(), RuntimeError>;
+    /// Deletes a container whose init has exited and been reaped by the caller, leaving
+    /// its cgroup to the caller (who removes it in every hierarchy). Runtimes that cannot
+    /// do less than a forced delete do that.
+    fn delete_exited(&self, id: &str) -> Result<(), RuntimeError> {
+        self.delete(id, true)
+    }
     fn state(&self, id: &str) -> Result<RuntimeState, RuntimeError>;
     /// Runs `process` (an OCI process json file) in the container; returns its pid
     /// (it is reparented to the caller when the caller is a subreaper).
