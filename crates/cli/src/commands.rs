@@ -1831,10 +1831,19 @@ pub fn dispatch(cli: &Cli) -> CliResult<u8> {
     if let Command::Compose(args) = &cli.cmd {
         return crate::compose::compose(cli, args);
     }
+    // A container start's first cgroup write waits for an RCU grace period: start paying
+    // it now (see AttachWarmer).
+    let warmer = match &cli.cmd {
+        Command::Run { .. } => berth_engine::sys::AttachWarmer::start(),
+        _ => None,
+    };
     let engine = open_engine(&cli.root, &cli.run_root).map_err(|mut f| {
         f.code = 125;
         f
     })?;
+    if let Some(w) = warmer {
+        engine.adopt_warmer(w);
+    }
     let e = &engine;
     match &cli.cmd {
         Command::Run { detach, flags } => run::run(e, flags, *detach),

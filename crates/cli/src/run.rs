@@ -674,7 +674,6 @@ pub fn pull_image(engine: &Engine, image: &str, platform: Option<String>) -> Cli
 pub fn run(engine: &Engine, flags: &CreateFlags, detach: bool) -> CliResult<u8> {
     ensure_image(engine, flags)?;
     let opts = flags.to_options()?;
-    engine.warm_start();
     let (id, warnings) = engine.create_container(opts).map_err(run_failure)?;
     for w in warnings {
         eprintln!("WARNING: {w}");

@@ -977,13 +977,12 @@ impl Engine {
         Ok(ContainerLock { _lock: lock })
     }
 
-    /// Starts the [`sys::AttachWarmer`] of the next [`Engine::start_container`] now: `run`
-    /// calls this before it creates the container, so the warmer's wait for the kernel's
-    /// slow path overlaps the create too. It ends within a second if no start follows.
-    pub fn warm_start(&self) {
-        if let Some(w) = crate::sys::AttachWarmer::start() {
-            self.warmer.set(Some(w));
-        }
+    /// Hands over a [`sys::AttachWarmer`] for the next [`Engine::start_container`] to use
+    /// instead of forking its own: `run` forks one before it even opens the engine, so the
+    /// warmer's wait for the kernel's slow path overlaps the create too. It ends within a
+    /// second if no start follows.
+    pub fn adopt_warmer(&self, warmer: sys::AttachWarmer) {
+        self.warmer.set(Some(warmer));
     }
 
     pub fn start_container(&self, name: &str, wait_attach: bool) -> Result<Option<StartHandle>> {

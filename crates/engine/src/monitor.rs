@@ -631,12 +631,18 @@ impl Monitor {
 
     /// Records a container event (opens the database only for that).
     fn emit(&self, action: &str, extra: &[(&str, String)]) {
-        if let Ok(engine) =
-            crate::Engine::open(crate::EngineOptions::new(&self.root, &self.run_root))
-        {
-            if let Ok(rec) = engine.find_container(&self.cfg.id) {
-                engine.emit_container(&rec, action, extra);
-            }
+        if let Some(engine) = self.open_engine() {
+            self.emit_on(&engine, action, extra);
+        }
+    }
+
+    fn open_engine(&self) -> Option<crate::Engine> {
+        crate::Engine::open(crate::EngineOptions::new(&self.root, &self.run_root)).ok()
+    }
+
+    fn emit_on(&self, engine: &crate::Engine, action: &str, extra: &[(&str, String)]) {
+        if let Ok(rec) = engine.find_container(&self.cfg.id) {
+            engine.emit_container(&rec, action, extra);
         }
     }
 
@@ -1143,10 +1149,14 @@ impl Monitor {
         // to end, so it still returns only once the container is gone.)
         // The die event goes first, so that a `stop` woken by the exit records its own
         // event after it, in Docker's order.
-        if oom {
-            self.emit("oom", &[]);
+        // One engine for the events and the removal (opening one reads the schema).
+        let engine = self.open_engine();
+        if let Some(engine) = &engine {
+            if oom {
+                self.emit_on(engine, "oom", &[]);
+            }
+            self.emit_on(engine, "die", &[("exitCode", code.to_string())]);
         }
-        self.emit("die", &[("exitCode", code.to_string())]);
         let f = attach::frame(attach::EXIT, &code.to_be_bytes());
         for c in &mut self.clients {
             let _ = write_all_blocking(&mut c.stream, &f);
@@ -1155,9 +1165,7 @@ impl Monitor {
         // `run --rm` returns at its end, not at this process's (which deletes the files
         // after that).
         if self.cfg.auto_remove {
-            if let Ok(engine) =
-                crate::Engine::open(crate::EngineOptions::new(&self.root, &self.run_root))
-            {
+            if let Some(engine) = &engine {
                 let clients = &mut self.clients;
                 let _ = engine.remove_container_then(&self.cfg.id, true, true, || clients.clear());
             }
