@@ -1461,4 +1461,14 @@ fn containers_share_their_init_layer_and_removal_leaves_nothing_behind() {
         vec![link(&c).unwrap().file_name().unwrap().to_owned()]
     );
     b.ok(&["start", "-a", &c]);
+    // Nothing of a container's start stays on the root (its bundle is on the run root) or,
+    // once it exited, on the run root.
+    let cdir = b.root.join("containers").join(&c);
+    assert!(!cdir.join("config.json").exists() && !cdir.join("monitor.json").exists());
+    let bundles = || {
+        std::fs::read_dir(b.run_root.join("bundles"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    };
+    assert!(eventually(10, || bundles() == 0), "{}", bundles());
 }

@@ -116,7 +116,7 @@ fn parse_ready(line: &str) -> Result<i32> {
     Err(EngineError::Start {
         code: 125,
         message: if line.is_empty() {
-            "the container's monitor exited before starting it (see its monitor.log)".into()
+            "the container's monitor exited before starting it (see monitor.log in its bundle under the run root)".into()
         } else {
             format!("unexpected answer from the monitor: {line}")
         },
@@ -487,15 +487,8 @@ impl Engine {
                 return Err(e);
             }
         };
-        state::write(
-            self.root(),
-            &id,
-            &RunState {
-                started_at: state::ZERO_TIME.into(),
-                finished_at: state::ZERO_TIME.into(),
-                ..Default::default()
-            },
-        )?;
+        // No state.json yet: a container without one reads as created (state::read_raw),
+        // and its first start writes one.
         // The container and its place on its network appear together.
         let inserted = (|| -> Result<()> {
             let _lock = match &net {
@@ -874,7 +867,9 @@ impl Engine {
             netns: joined.clone().or_else(|| netns.clone()),
         };
         let spec = spec::build(&input)?;
-        let cfg_path = dir.join("config.json");
+        let bundle = crate::monitor::bundle_dir(self.run_root(), &rec.id);
+        fs::create_dir_all(&bundle).map_err(io_err(&bundle))?;
+        let cfg_path = bundle.join("config.json");
         berth_image::fsutil::replace_file(
             &cfg_path,
             &serde_json::to_vec_pretty(&spec).expect("spec serialises"),
@@ -897,7 +892,7 @@ impl Engine {
             id: rec.id.clone(),
             runtime: hc.runtime.clone(),
             runtime_root: self.runtime_root(),
-            bundle: dir.clone(),
+            bundle: bundle.clone(),
             tty: rec.config.tty,
             open_stdin: rec.config.open_stdin,
             layers_root: self.layers.root().to_path_buf(),
@@ -949,7 +944,7 @@ impl Engine {
                 .get(crate::monitor::OWNER_LABEL)
                 .and_then(|v| crate::monitor::parse_owner(v)),
         };
-        let p = crate::monitor::config_path(self.root(), &rec.id);
+        let p = crate::monitor::config_path(self.run_root(), &rec.id);
         berth_image::fsutil::replace_file(
             &p,
             &serde_json::to_vec(&mcfg).expect("monitor config serialises"),
@@ -1028,7 +1023,7 @@ impl Engine {
         let high_raw: Vec<i32> = high.iter().map(|f| f.as_raw_fd()).collect();
         let (r, w) = std::io::pipe().map_err(io_err("pipe"))?;
         let wfd = w.as_raw_fd();
-        let log_path = self.container_dir(&rec.id).join("monitor.log");
+        let log_path = crate::monitor::bundle_dir(self.run_root(), &rec.id).join("monitor.log");
         let log = fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -1264,7 +1259,7 @@ impl Engine {
         }
         if let Some(r) = restart {
             // The running monitor reads its policy from monitor.json at each exit.
-            let mp = crate::monitor::config_path(self.root(), &rec.id);
+            let mp = crate::monitor::config_path(self.run_root(), &rec.id);
             if let Ok(bytes) = fs::read(&mp) {
                 if let Ok(mut m) = serde_json::from_slice::<MonitorConfig>(&bytes) {
                     m.restart_policy = r.name.clone();
@@ -1300,7 +1295,7 @@ impl Engine {
             }
         }
         let _ = sys::remove_cgroup(Path::new("/sys/fs/cgroup"), &format!("/berth/{}", rec.id));
-        if let Some(cfg) = crate::monitor::read_config(self.root(), &rec.id) {
+        if let Some(cfg) = crate::monitor::read_config(self.run_root(), &rec.id) {
             crate::monitor::unpublish_and_unpin(&cfg);
         }
         errors
@@ -1578,6 +1573,7 @@ impl Engine {
         }
         let _ = fs::remove_file(attach::socket_path(self.run_root(), &rec.id));
         let _ = fs::remove_file(state::health_path(self.run_root(), &rec.id));
+        let _ = fs::remove_dir_all(crate::monitor::bundle_dir(self.run_root(), &rec.id));
         // Whoever waits on this lock finds the container gone when it gets it.
         let _ = fs::remove_file(self.run_root().join("locks").join(&rec.id));
         if volumes || rec.host_config.auto_remove {

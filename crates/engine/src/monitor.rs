@@ -138,8 +138,30 @@ pub fn stop_marker(root: &Path, id: &str) -> PathBuf {
     root.join("containers").join(id).join("stopped-by-user")
 }
 
-pub fn config_path(root: &Path, id: &str) -> PathBuf {
-    root.join("containers").join(id).join("monitor.json")
+/// The container's bundle: the dir its runtime reads `config.json` from, which also holds
+/// its monitor's config (`monitor.json`) and log (`monitor.log`). It lives on the run root:
+/// `start` writes it anew every time, and a short container's life should not create and
+/// delete files on the root's file system that nobody reads after. The monitor deletes
+/// what it no longer needs at the container's final exit (a log with something in it
+/// stays until `rm`).
+pub fn bundle_dir(run_root: &Path, id: &str) -> PathBuf {
+    run_root.join("bundles").join(id)
+}
+
+pub fn config_path(run_root: &Path, id: &str) -> PathBuf {
+    bundle_dir(run_root, id).join("monitor.json")
+}
+
+/// At a container's final exit: its bundle less a log worth keeping (see [`bundle_dir`]).
+fn remove_bundle(run_root: &Path, id: &str) {
+    let dir = bundle_dir(run_root, id);
+    let _ = fs::remove_file(dir.join("config.json"));
+    let _ = fs::remove_file(dir.join("monitor.json"));
+    let log = dir.join("monitor.log");
+    if fs::metadata(&log).map(|m| m.len() == 0).unwrap_or(false) {
+        let _ = fs::remove_file(&log);
+    }
+    let _ = fs::remove_dir(&dir);
 }
 
 /// How a start failure maps to Docker's exit codes.
@@ -189,7 +211,7 @@ pub fn run(
     // SAFETY: the engine passes the write end of a pipe as this fd and nothing else in this
     // process owns it.
     let mut ready = Ready(ready_fd.map(|fd| unsafe { File::from_raw_fd(fd) }));
-    let cfg: MonitorConfig = match fs::read(config_path(root, id))
+    let cfg: MonitorConfig = match fs::read(config_path(run_root, id))
         .map_err(|e| e.to_string())
         .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
     {
@@ -337,8 +359,8 @@ pub(crate) fn unpublish_and_unpin(cfg: &MonitorConfig) {
 }
 
 /// The configuration the container's last monitor ran with.
-pub(crate) fn read_config(root: &Path, id: &str) -> Option<MonitorConfig> {
-    serde_json::from_slice(&fs::read(config_path(root, id)).ok()?).ok()
+pub(crate) fn read_config(run_root: &Path, id: &str) -> Option<MonitorConfig> {
+    serde_json::from_slice(&fs::read(config_path(run_root, id)).ok()?).ok()
 }
 
 struct Monitor {
@@ -819,7 +841,7 @@ impl Monitor {
             return false;
         }
         // `update --restart` may have changed the policy since we started.
-        let fresh: Option<MonitorConfig> = fs::read(config_path(&self.root, &self.cfg.id))
+        let fresh: Option<MonitorConfig> = fs::read(config_path(&self.run_root, &self.cfg.id))
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok());
         let (policy, max) = fresh
@@ -1121,7 +1143,14 @@ impl Monitor {
         }
         let oom = sys::oom_killed(Path::new("/sys/fs/cgroup"), &self.cfg.cgroup);
         self.listener = None;
-        self.cleanup_runtime(true);
+        if self.cfg.auto_remove {
+            // The runtime's own state waits until the removal is done (see below).
+            let _ = sys::remove_cgroup(Path::new("/sys/fs/cgroup"), &self.cfg.cgroup);
+            let _ = fs::remove_file(attach::socket_path(&self.run_root, &self.cfg.id));
+        } else {
+            self.cleanup_runtime(true);
+        }
+        remove_bundle(&self.run_root, &self.cfg.id);
         let _ = sys::unmount(&self.cfg.merged);
         release_network(&self.cfg);
         let mut st: RunState = state::read_raw(&self.root, &self.cfg.id).unwrap_or_default();
@@ -1169,6 +1198,9 @@ impl Monitor {
                 let clients = &mut self.clients;
                 let _ = engine.remove_container_then(&self.cfg.id, true, true, || clients.clear());
             }
+            // Nothing needs the runtime's state of the container now; its clients are gone.
+            self.clients.clear();
+            let _ = self.rt.delete_exited(&self.cfg.id);
         }
         self.clients.clear();
     }
