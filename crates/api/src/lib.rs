@@ -410,6 +410,7 @@ pub async fn handle(svc: Arc<Service>, req: Request<Body>) -> Response<Body> {
                 Ok(b) => b,
                 Err(r) => return r,
             };
+            svc.warm();
             with_engine(&roots, move |e| create_container(e, &q, &body)).await
         }
         (

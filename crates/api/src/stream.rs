@@ -66,6 +66,9 @@ pub struct Service {
     execs: Mutex<HashMap<String, Arc<ExecEntry>>>,
     /// Processes this service started (monitors, `berth exec`): reaped as they end.
     children: Mutex<Vec<std::process::Child>>,
+    /// A warmer forked when a container was created, for the start that usually follows
+    /// (`docker run` is a create, an attach, a wait and a start): see AttachWarmer.
+    warmer: Mutex<Option<berth_engine::sys::AttachWarmer>>,
 }
 
 impl Service {
@@ -75,6 +78,7 @@ impl Service {
             pending: Mutex::default(),
             execs: Mutex::default(),
             children: Mutex::default(),
+            warmer: Mutex::default(),
         });
         // Monitors are this process's children: reap them as their containers end. And
         // give the allocator's free memory back every few seconds: a burst of clients
@@ -97,6 +101,13 @@ impl Service {
             }
         });
         svc
+    }
+
+    /// Forks a warmer for the start a create announces (replacing an unused one, which
+    /// ends at its drop or by itself within a second).
+    pub(crate) fn warm(&self) {
+        let w = berth_engine::sys::AttachWarmer::start();
+        *self.warmer.lock().expect("warmer lock") = w;
     }
 
     pub(crate) fn adopt(&self, child: Option<std::process::Child>) {
@@ -129,6 +140,9 @@ impl Service {
             .remove(&rec.id)
             .unwrap_or_default();
         let waiting: Vec<Pending> = waiting.into_iter().filter(|p| !p.to.is_closed()).collect();
+        if let Some(w) = self.warmer.lock().expect("warmer lock").take() {
+            e.adopt_warmer(w);
+        }
         let Some(mut handle) = e.start_container(&rec.id, !waiting.is_empty())? else {
             return Ok(false);
         };
