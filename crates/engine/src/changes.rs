@@ -72,6 +72,21 @@ impl Engine {
         Ok(link)
     }
 
+    /// Gives the container its init layer again if the shared one it links to is gone (a
+    /// prune that raced the create that linked it, or a root copied without it).
+    pub(crate) fn ensure_init_layer(&self, rec: &ContainerRecord) -> Result<()> {
+        let link = self.container_dir(&rec.id).join("init");
+        if fs::metadata(&link).is_ok() {
+            return Ok(());
+        }
+        // Only a dangling link is replaced: a missing one means a container made before
+        // shared layers, whose own init dir is gone; it gets a shared one too.
+        if fs::symlink_metadata(&link).is_ok_and(|m| m.file_type().is_symlink()) {
+            fs::remove_file(&link).map_err(io_err(&link))?;
+        }
+        self.make_init_layer(rec).map(|_| ())
+    }
+
     /// The mount points the init layer of `rec` holds: the runtime's and `rec`'s mount
     /// destinations, less those the image has, or that sit under a symlink in the image
     /// (a dir made here would hide the link; the runtime handles those). Sorted.
@@ -381,6 +396,7 @@ impl Engine {
             });
         }
         let image = self.find_image(&rec.image_id)?;
+        self.ensure_init_layer(rec)?;
         let mut lower = format!("{}", dir.join("init").display());
         if !image.layers.is_empty() {
             lower.push(':');

@@ -734,6 +734,7 @@ impl Engine {
     ) -> Result<(MonitorConfig, Vec<std::os::fd::OwnedFd>)> {
         let image = self.find_image(&rec.image_id)?;
         let dir = self.container_dir(&rec.id);
+        self.ensure_init_layer(rec)?;
         let layer_dirs = self.layer_dirs(rec, &image);
         let mut user = spec::resolve_user(&rec.config.user, &layer_dirs)?;
         spec::add_groups(&mut user, &rec.host_config.group_add, &layer_dirs)?;
