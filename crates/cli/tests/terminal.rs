@@ -79,9 +79,16 @@ fn exec_it_gets_its_own_terminal() {
     b.ok(&["run", "-d", "--name", "host", "busybox:test", "sleep", "60"]);
     let (mut child, mut master) = spawn_on_pty(&b, &["exec", "-it", "host", "sh"], 40, 120);
     read_until(&mut master, "# ", 10);
-    master.write_all(b"stty size; tty\r").unwrap();
-    let out = read_until(&mut master, "/dev/pts/", 10);
+    master
+        .write_all(b"stty size; tty; echo END$((1+1))\r")
+        .unwrap();
+    let out = read_until(&mut master, "END2", 10);
     assert!(out.contains("40 120"), "{out}");
+    // The terminal has a name in the container (a pty of its own devpts instance).
+    assert!(
+        out.contains("\n/dev/pts/") && !out.contains("not a tty"),
+        "{out}"
+    );
     master.write_all(b"exit 6\r").unwrap();
     assert!(eventually(10, || child.try_wait().unwrap().is_some()));
     assert_eq!(child.wait().unwrap().code(), Some(6));
@@ -153,4 +160,38 @@ fn attach_clients_that_vanish_mid_output_leave_the_monitor_running() {
     }
     assert_eq!(b.inspect("noisy", "{{.State.Status}}"), "running");
     b.ok(&["rm", "-f", "noisy"]);
+}
+
+#[test]
+fn exec_it_never_takes_a_terminal_from_outside_the_containers_devpts() {
+    require_root!();
+    let b = Berth::with_busybox();
+    // A container that may unmount its devpts and put a link in its place.
+    b.ok(&[
+        "run",
+        "-d",
+        "--privileged",
+        "--name",
+        "sly",
+        "busybox:test",
+        "sh",
+        "-c",
+        "umount /dev/pts && ln -s /etc/passwd /dev/pts/ptmx && sleep 60",
+    ]);
+    assert!(eventually(10, || b
+        .run(&["exec", "sly", "test", "-L", "/dev/pts/ptmx"])
+        .status
+        .success()));
+    let (mut child, mut master) = spawn_on_pty(&b, &["exec", "-it", "sly", "sh"], 24, 80);
+    let out = read_until(&mut master, "devpts", 10);
+    assert!(out.contains("not a devpts ptmx"), "{out}");
+    assert!(eventually(10, || child.try_wait().unwrap().is_some()));
+    assert_ne!(child.wait().unwrap().code(), Some(0));
+    // Without the link (nothing there), the exec falls back to a pty of the host's.
+    b.ok(&["exec", "sly", "rm", "/dev/pts/ptmx"]);
+    let (mut child, mut master) = spawn_on_pty(&b, &["exec", "-it", "sly", "sh"], 24, 80);
+    read_until(&mut master, "# ", 10);
+    master.write_all(b"exit 4\r").unwrap();
+    assert!(eventually(10, || child.try_wait().unwrap().is_some()));
+    assert_eq!(child.wait().unwrap().code(), Some(4));
 }

@@ -74,6 +74,73 @@ impl Executor for Workload {
     }
 }
 
+enum PtyError {
+    /// The container has no `/dev/pts/ptmx`.
+    NoDevpts,
+    Other(String),
+}
+
+/// A pty from the container's own devpts instance, for an exec with a terminal: opened as
+/// `dev/pts/ptmx` under `/proc/PID/root` with every component resolved inside the
+/// container's root (a link there cannot lead out of it), checked to be a devpts `ptmx`,
+/// and its peer opened with `TIOCGPTPEER`. A pty of the host's devpts has no name in the
+/// container: `tty` said "not a tty", and `ttyname` failed for every program that asks.
+fn container_pty(pid: i32) -> Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd), PtyError> {
+    use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    const DEVPTS_SUPER_MAGIC: i64 = 0x1cd1;
+    let root_path = format!("/proc/{pid}/root");
+    let root = nix::fcntl::open(
+        root_path.as_str(),
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| PtyError::Other(format!("{root_path}: {e}")))?;
+    // SAFETY: open returned a new descriptor that nothing else owns.
+    let root = unsafe { OwnedFd::from_raw_fd(root) };
+    let how = OpenHow::new()
+        .flags(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)
+        .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+    let master = openat2(root.as_raw_fd(), "dev/pts/ptmx", how).map_err(|e| match e {
+        nix::errno::Errno::ENOENT => PtyError::NoDevpts,
+        e => PtyError::Other(format!("the container's /dev/pts/ptmx: {e}")),
+    })?;
+    // SAFETY: openat2 returned a new descriptor that nothing else owns.
+    let master = unsafe { OwnedFd::from_raw_fd(master) };
+    let other = |what: &str, e: nix::errno::Errno| PtyError::Other(format!("{what}: {e}"));
+    let fs = nix::sys::statfs::fstatfs(&master).map_err(|e| other("fstatfs", e))?;
+    let st = nix::sys::stat::fstat(master.as_raw_fd()).map_err(|e| other("fstat", e))?;
+    let is_ptmx = fs.filesystem_type().0 as i64 == DEVPTS_SUPER_MAGIC
+        && (st.st_mode & libc::S_IFMT) == libc::S_IFCHR
+        && libc::major(st.st_rdev) == 5
+        && libc::minor(st.st_rdev) == 2;
+    if !is_ptmx {
+        return Err(PtyError::Other(
+            "the container's /dev/pts/ptmx is not a devpts ptmx".into(),
+        ));
+    }
+    let unlock: libc::c_int = 0;
+    // SAFETY: TIOCSPTLCK reads an int through a valid pointer; TIOCGPTPEER takes flags and
+    // returns a new descriptor or -1.
+    let slave = unsafe {
+        if libc::ioctl(master.as_raw_fd(), libc::TIOCSPTLCK, &unlock) < 0 {
+            let e = std::io::Error::last_os_error();
+            return Err(PtyError::Other(format!("unlocking the pty: {e}")));
+        }
+        libc::ioctl(
+            master.as_raw_fd(),
+            libc::TIOCGPTPEER,
+            libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
+        )
+    };
+    if slave < 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(PtyError::Other(format!("opening the pty's peer: {e}")));
+    }
+    // SAFETY: the ioctl returned a new descriptor that nothing else owns.
+    Ok((master, unsafe { OwnedFd::from_raw_fd(slave) }))
+}
+
 pub struct Builtin {
     root: PathBuf,
     filter_cache: PathBuf,
@@ -377,10 +444,18 @@ impl OciRuntime for Builtin {
         if terminal {
             let socket =
                 console_socket.ok_or_else(|| fail("a terminal needs --console-socket".into()))?;
-            let pty = nix::pty::openpty(None, None).map_err(|e| fail(format!("openpty: {e}")))?;
-            crate::send_fd(socket, pty.master.as_fd())
+            let (master, slave) = match container_pty(pid.as_raw()) {
+                Ok(p) => p,
+                // No devpts in the container (a spec without one): a pty of the host's,
+                // which works but has no name inside.
+                Err(PtyError::NoDevpts) => nix::pty::openpty(None, None)
+                    .map(|p| (p.master, p.slave))
+                    .map_err(|e| fail(format!("openpty: {e}")))?,
+                Err(PtyError::Other(m)) => return Err(fail(m)),
+            };
+            crate::send_fd(socket, master.as_fd())
                 .map_err(|e| fail(format!("sending the terminal to {}: {e}", socket.display())))?;
-            let s = pty.slave.as_fd();
+            let s = slave.as_fd();
             return Ok(entry
                 .spawn(&args, [s, s, s], true)
                 .map_err(fail)?
