@@ -155,6 +155,52 @@ pub(crate) fn mount_of(m: &Value) -> Result<berth_engine::model::MountSpec, Stri
     Ok(spec)
 }
 
+/// The fields of a container create body in any Engine API version from 1.24 on (the
+/// container config, then `HostConfig`'s, resources included), and those clients are known
+/// to send besides. Docker's daemon ignores others; berth refuses them, so a misspelt field
+/// is an error, not a silent default.
+#[rustfmt::skip]
+const CREATE_FIELDS: &[&str] = &[
+    "Hostname", "Domainname", "User", "AttachStdin", "AttachStdout", "AttachStderr",
+    "ExposedPorts", "Tty", "OpenStdin", "StdinOnce", "Env", "Cmd", "Healthcheck",
+    "ArgsEscaped", "Image", "Volumes", "WorkingDir", "Entrypoint", "NetworkDisabled",
+    "MacAddress", "OnBuild", "Labels", "StopSignal", "StopTimeout", "Shell", "HostConfig",
+    "NetworkingConfig",
+    // Sent at the top level by docker-py (Runtime, still) and by older clients.
+    "Runtime", "Dns", "VolumesFrom", "VolumeDriver", "CpuShares", "Cpuset", "CpusetCpus",
+    "Memory", "MemorySwap", "PortSpecs",
+];
+#[rustfmt::skip]
+const HOST_CONFIG_FIELDS: &[&str] = &[
+    "Binds", "ContainerIDFile", "LogConfig", "NetworkMode", "PortBindings", "RestartPolicy",
+    "AutoRemove", "VolumeDriver", "VolumesFrom", "Mounts", "ConsoleSize", "Annotations",
+    "CapAdd", "CapDrop", "Capabilities", "CgroupnsMode", "Dns", "DnsOptions", "DnsSearch",
+    "ExtraHosts", "GroupAdd", "IpcMode", "Cgroup", "Links", "OomScoreAdj", "PidMode",
+    "Privileged", "PublishAllPorts", "ReadonlyRootfs", "SecurityOpt", "StorageOpt", "Tmpfs",
+    "UTSMode", "UsernsMode", "ShmSize", "Sysctls", "Runtime", "Isolation", "MaskedPaths",
+    "ReadonlyPaths", "CpuShares", "Memory", "CgroupParent", "BlkioWeight",
+    "BlkioWeightDevice", "BlkioDeviceReadBps", "BlkioDeviceWriteBps", "BlkioDeviceReadIOps",
+    "BlkioDeviceWriteIOps", "CpuPeriod", "CpuQuota", "CpuRealtimePeriod",
+    "CpuRealtimeRuntime", "CpusetCpus", "CpusetMems", "Devices", "DeviceCgroupRules",
+    "DeviceRequests", "KernelMemory", "KernelMemoryTCP", "MemoryReservation", "MemorySwap",
+    "MemorySwappiness", "NanoCpus", "OomKillDisable", "Init", "InitPath", "PidsLimit",
+    "Ulimits", "CpuCount", "CpuPercent", "IOMaximumIOps", "IOMaximumBandwidth", "DiskQuota",
+    "LxcConf",
+];
+
+/// The first field of a create body that no Engine API version defines (see
+/// [`CREATE_FIELDS`]), as `Name` or `HostConfig.Name`.
+fn unknown_field(v: &Value) -> Option<String> {
+    let top = v.as_object()?;
+    if let Some(k) = top.keys().find(|k| !CREATE_FIELDS.contains(&k.as_str())) {
+        return Some(k.clone());
+    }
+    let hc = top.get("HostConfig").and_then(Value::as_object)?;
+    hc.keys()
+        .find(|k| !HOST_CONFIG_FIELDS.contains(&k.as_str()))
+        .map(|k| format!("HostConfig.{k}"))
+}
+
 /// `POST /containers/create`: Docker's body (a `Config` with `HostConfig` and
 /// `NetworkingConfig`) as the engine's create options.
 pub(crate) fn create_container(e: &Engine, q: &[(String, String)], body: &[u8]) -> Response<Body> {
@@ -165,6 +211,9 @@ pub(crate) fn create_container(e: &Engine, q: &[(String, String)], body: &[u8]) 
     };
     // Docker's clients send null for what they leave unset: the engine's defaults.
     drop_nulls(&mut v);
+    if let Some(field) = unknown_field(&v) {
+        return bad(format!("unknown field {field:?} in the container config"));
+    }
     let Some(image) = v.get("Image").and_then(Value::as_str).map(String::from) else {
         return bad("config.Image must be specified".into());
     };

@@ -789,16 +789,25 @@ fn a_killed_service_leaves_containers_running_and_bad_requests_get_400() {
     require_root!();
     let b = with_web();
     let mut s = serve(&b);
-    // Bad bodies: not JSON, wrong types, too big.
+    // Bad bodies: not JSON, wrong types, fields no API version has, too big.
     for body in [
         "{not json",
         r#"{"Image": 5}"#,
         r#"{"Image": "busybox:test", "Cmd": {"a": 1}}"#,
+        r#"{"Image": "busybox:test", "Cmdd": ["true"]}"#,
+        r#"{"Image": "busybox:test", "HostConfig": {"Memroy": 1}}"#,
     ] {
         let (code, msg) = http_with(&s.socket, "POST", "/containers/create", body);
         assert_eq!(code, 400, "{body}: {msg}");
         assert!(msg.contains("\"message\""), "{msg}");
     }
+    let (_, msg) = http_with(
+        &s.socket,
+        "POST",
+        "/containers/create",
+        r#"{"Image": "busybox:test", "HostConfig": {"Memroy": 1}}"#,
+    );
+    assert!(msg.contains("HostConfig.Memroy"), "{msg}");
     let huge = format!(
         r#"{{"Image": "busybox:test", "Env": ["{}"]}}"#,
         "x".repeat(17 << 20)
