@@ -14,6 +14,9 @@ use std::time::{Duration, Instant};
 
 use berth_image::Reference;
 use rusqlite::{params, OptionalExtension};
+
+/// A removed container's dir, moved aside under `containers/` until it is deleted.
+const REMOVED_PREFIX: &str = ".removed-";
 use serde::Serialize;
 
 use crate::attach::{self, Hello};
@@ -1404,7 +1407,7 @@ impl Engine {
         // What removals that died left, then the shared init layers no container uses.
         if let Ok(rd) = fs::read_dir(self.root().join("containers")) {
             for e in rd.flatten() {
-                if e.file_name().to_string_lossy().starts_with(".removed-") {
+                if e.file_name().to_string_lossy().starts_with(REMOVED_PREFIX) {
                     let _ = fs::remove_dir_all(e.path());
                 }
             }
@@ -1487,7 +1490,8 @@ impl Engine {
         volumes: bool,
         removed: impl FnOnce(),
     ) -> Result<()> {
-        let (result, aside) = self.remove_container_aside(name, force, volumes);
+        let mut aside = None;
+        let result = self.remove_container_locked(name, force, volumes, &mut aside);
         removed();
         if let Some(dir) = aside {
             if let Err(e) = fs::remove_dir_all(&dir) {
@@ -1499,18 +1503,7 @@ impl Engine {
         result
     }
 
-    /// The removal, up to the container's files moved aside (returned, to delete).
-    fn remove_container_aside(
-        &self,
-        name: &str,
-        force: bool,
-        volumes: bool,
-    ) -> (Result<()>, Option<PathBuf>) {
-        let mut aside = None;
-        let result = self.remove_container_locked(name, force, volumes, &mut aside);
-        (result, aside)
-    }
-
+    /// The removal, up to the container's files moved aside (into `aside`, to delete).
     fn remove_container_locked(
         &self,
         name: &str,
@@ -1560,7 +1553,7 @@ impl Engine {
         let moved = self
             .root()
             .join("containers")
-            .join(format!(".removed-{}", rec.id));
+            .join(format!("{REMOVED_PREFIX}{}", rec.id));
         match fs::rename(&dir, &moved) {
             Ok(()) => *aside = Some(moved),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
