@@ -1407,8 +1407,9 @@ impl Engine {
         // What removals that died left, then the shared init layers no container uses.
         if let Ok(rd) = fs::read_dir(self.root().join("containers")) {
             for e in rd.flatten() {
-                if e.file_name().to_string_lossy().starts_with(REMOVED_PREFIX) {
-                    let _ = fs::remove_dir_all(e.path());
+                let name = e.file_name().to_string_lossy().into_owned();
+                if let Some(id) = name.strip_prefix(REMOVED_PREFIX) {
+                    let _ = clear_removed(id, Some(&e.path()));
                 }
             }
         }
@@ -1493,23 +1494,27 @@ impl Engine {
         let mut aside = None;
         let result = self.remove_container_locked(name, force, volumes, &mut aside);
         removed();
-        if let Some(dir) = aside {
-            if let Err(e) = fs::remove_dir_all(&dir) {
-                if e.kind() != std::io::ErrorKind::NotFound && result.is_ok() {
-                    return Err(io_err(&dir)(e));
-                }
-            }
+        let Some((id, dir)) = aside else {
+            return result;
+        };
+        let errors = clear_removed(&id, dir.as_deref());
+        match result {
+            Ok(()) if !errors.is_empty() => Err(EngineError::Unavailable(format!(
+                "removing container {id}: {}",
+                errors.join("; ")
+            ))),
+            other => other,
         }
-        result
     }
 
-    /// The removal, up to the container's files moved aside (into `aside`, to delete).
+    /// The removal, up to the container's files moved aside: `aside` gets its id and
+    /// where its dir went, for the rest of the clean-up.
     fn remove_container_locked(
         &self,
         name: &str,
         force: bool,
         volumes: bool,
-        aside: &mut Option<PathBuf>,
+        aside: &mut Option<(String, Option<PathBuf>)>,
     ) -> Result<()> {
         let found = self.find_container(name)?;
         let _lock = self.lock_container(&found.id)?;
@@ -1530,16 +1535,8 @@ impl Engine {
         }
         let mut errors = Vec::new();
         let dir = self.container_dir(&rec.id);
-        if let Err(e) = sys::unmount(&dir.join("merged")) {
-            errors.push(e.to_string());
-        }
         if st.status == Status::Dead {
             errors.extend(self.clean_after_dead_monitor(&rec));
-        }
-        if let Err(e) =
-            sys::remove_cgroup(Path::new("/sys/fs/cgroup"), &format!("/berth/{}", rec.id))
-        {
-            errors.push(format!("removing the cgroup of {}: {e}", rec.id));
         }
         if let Err(e) = self.disconnect_removed(&rec.id) {
             errors.push(format!("releasing the addresses of {}: {e}", rec.id));
@@ -1554,16 +1551,12 @@ impl Engine {
             .root()
             .join("containers")
             .join(format!("{REMOVED_PREFIX}{}", rec.id));
+        // The mount under it moves with it; the rest of the clean-up is the caller's.
+        *aside = Some((rec.id.clone(), None));
         match fs::rename(&dir, &moved) {
-            Ok(()) => *aside = Some(moved),
+            Ok(()) => *aside = Some((rec.id.clone(), Some(moved))),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(_) => {
-                if let Err(e) = fs::remove_dir_all(&dir) {
-                    if e.kind() != std::io::ErrorKind::NotFound {
-                        errors.push(format!("{}: {e}", dir.display()));
-                    }
-                }
-            }
+            Err(_) => *aside = Some((rec.id.clone(), Some(dir))),
         }
         let _ = fs::remove_file(attach::socket_path(self.run_root(), &rec.id));
         let _ = fs::remove_file(state::health_path(self.run_root(), &rec.id));
@@ -1948,6 +1941,29 @@ pub(crate) fn resolv_conf(hc: &HostConfig, ours: Option<std::net::Ipv4Addr>) -> 
 }
 
 /// A static init for `--init`: berth-init, docker-init or tini-static, in PATH.
+/// The last of a removed container, whose record is gone: its root file system's mount
+/// (under its dir, wherever that was moved), its cgroup and its files. Every step runs;
+/// the errors come back.
+fn clear_removed(id: &str, dir: Option<&Path>) -> Vec<String> {
+    let mut errors = Vec::new();
+    if let Some(dir) = dir {
+        if let Err(e) = sys::unmount(&dir.join("merged")) {
+            errors.push(e.to_string());
+        }
+    }
+    if let Err(e) = sys::remove_cgroup(Path::new("/sys/fs/cgroup"), &format!("/berth/{id}")) {
+        errors.push(format!("removing the cgroup of {id}: {e}"));
+    }
+    if let Some(dir) = dir {
+        if let Err(e) = fs::remove_dir_all(dir) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                errors.push(format!("{}: {e}", dir.display()));
+            }
+        }
+    }
+    errors
+}
+
 fn find_init() -> Option<PathBuf> {
     for n in ["berth-init", "docker-init", "tini-static"] {
         if let Some(p) = berth_runtime::external::find_binary(n) {

@@ -1144,14 +1144,16 @@ impl Monitor {
         let oom = sys::oom_killed(Path::new("/sys/fs/cgroup"), &self.cfg.cgroup);
         self.listener = None;
         if self.cfg.auto_remove {
-            // The runtime's own state waits until the removal is done (see below).
-            let _ = sys::remove_cgroup(Path::new("/sys/fs/cgroup"), &self.cfg.cgroup);
+            // The runtime's own state waits until the removal is done, and the removal
+            // unmounts and removes the cgroup after its clients are gone (see below).
             let _ = fs::remove_file(attach::socket_path(&self.run_root, &self.cfg.id));
         } else {
             self.cleanup_runtime(true);
         }
         remove_bundle(&self.run_root, &self.cfg.id);
-        let _ = sys::unmount(&self.cfg.merged);
+        if !self.cfg.auto_remove {
+            let _ = sys::unmount(&self.cfg.merged);
+        }
         release_network(&self.cfg);
         let mut st: RunState = state::read_raw(&self.root, &self.cfg.id).unwrap_or_default();
         st.status = Status::Exited;
@@ -1194,9 +1196,16 @@ impl Monitor {
         // `run --rm` returns at its end, not at this process's (which deletes the files
         // after that).
         if self.cfg.auto_remove {
-            if let Some(engine) = &engine {
+            let removed = engine.as_ref().is_some_and(|engine| {
                 let clients = &mut self.clients;
-                let _ = engine.remove_container_then(&self.cfg.id, true, true, || clients.clear());
+                engine
+                    .remove_container_then(&self.cfg.id, true, true, || clients.clear())
+                    .is_ok()
+            });
+            if !removed {
+                // It stays, exited: without its mount and cgroup, as any other.
+                let _ = sys::unmount(&self.cfg.merged);
+                let _ = sys::remove_cgroup(Path::new("/sys/fs/cgroup"), &self.cfg.cgroup);
             }
             // Nothing needs the runtime's state of the container now; its clients are gone.
             self.clients.clear();
