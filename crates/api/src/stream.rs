@@ -69,6 +69,8 @@ pub struct Service {
     /// A warmer forked when a container was created, for the start that usually follows
     /// (`docker run` is a create, an attach, a wait and a start): see AttachWarmer.
     warmer: Mutex<Option<berth_engine::sys::AttachWarmer>>,
+    /// And a monitor started then, for the same start (see berth_engine::spare).
+    spare: Mutex<Option<berth_engine::spare::Spare>>,
 }
 
 impl Service {
@@ -79,6 +81,7 @@ impl Service {
             execs: Mutex::default(),
             children: Mutex::default(),
             warmer: Mutex::default(),
+            spare: Mutex::default(),
         });
         // Monitors are this process's children: reap them as their containers end. And
         // give the allocator's free memory back every few seconds: a burst of clients
@@ -103,11 +106,18 @@ impl Service {
         svc
     }
 
-    /// Forks a warmer for the start a create announces (replacing an unused one, which
-    /// ends at its drop or by itself within a second).
+    /// Forks a warmer and starts a spare monitor for the start a create announces
+    /// (replacing unused ones, which end at their drop; a warmer by itself within a
+    /// second too).
     pub(crate) fn warm(&self) {
         let w = berth_engine::sys::AttachWarmer::start();
         *self.warmer.lock().expect("warmer lock") = w;
+        let (root, run_root) = (&self.roots.root, &self.roots.run_root);
+        let monitor = berth_engine::EngineOptions::new(root, run_root).monitor_path();
+        let s = berth_engine::spare::Spare::spawn(&monitor, root, run_root);
+        // The one replaced is killed and reaped outside the lock.
+        let old = std::mem::replace(&mut *self.spare.lock().expect("spare lock"), s);
+        drop(old);
     }
 
     pub(crate) fn adopt(&self, child: Option<std::process::Child>) {
@@ -142,6 +152,9 @@ impl Service {
         let waiting: Vec<Pending> = waiting.into_iter().filter(|p| !p.to.is_closed()).collect();
         if let Some(w) = self.warmer.lock().expect("warmer lock").take() {
             e.adopt_warmer(w);
+        }
+        if let Some(s) = self.spare.lock().expect("spare lock").take() {
+            e.adopt_spare(s);
         }
         let Some(mut handle) = e.start_container(&rec.id, !waiting.is_empty())? else {
             return Ok(false);

@@ -1818,7 +1818,8 @@ fn serve(cli: &Cli) -> CliResult<u8> {
     })
 }
 
-pub fn dispatch(cli: &Cli) -> CliResult<u8> {
+/// Runs a parsed command line; `warmer` is one `main` started for a `run` it saw coming.
+pub fn dispatch(cli: &Cli, warmer: Option<berth_engine::sys::AttachWarmer>) -> CliResult<u8> {
     // The registry has its own storage: berth's root is not opened for it.
     if let Command::Registry { args } = &cli.cmd {
         return registry(args);
@@ -1832,10 +1833,18 @@ pub fn dispatch(cli: &Cli) -> CliResult<u8> {
         return crate::compose::compose(cli, args);
     }
     // A container start's first cgroup write waits for an RCU grace period: start paying
-    // it now (see AttachWarmer).
-    let warmer = match &cli.cmd {
-        Command::Run { .. } => berth_engine::sys::AttachWarmer::start(),
-        _ => None,
+    // it now if main has not (see AttachWarmer). And a monitor for it starts now too,
+    // beside the create (see berth_engine::spare).
+    let (warmer, spare) = match &cli.cmd {
+        Command::Run { .. } => (
+            warmer.or_else(berth_engine::sys::AttachWarmer::start),
+            berth_engine::spare::Spare::spawn(
+                &berth_engine::EngineOptions::new(&cli.root, &cli.run_root).monitor_path(),
+                &cli.root,
+                &cli.run_root,
+            ),
+        ),
+        _ => (None, None),
     };
     let engine = open_engine(&cli.root, &cli.run_root).map_err(|mut f| {
         f.code = 125;
@@ -1843,6 +1852,9 @@ pub fn dispatch(cli: &Cli) -> CliResult<u8> {
     })?;
     if let Some(w) = warmer {
         engine.adopt_warmer(w);
+    }
+    if let Some(s) = spare {
+        engine.adopt_spare(s);
     }
     let e = &engine;
     match &cli.cmd {

@@ -93,16 +93,39 @@ pub fn open_engine(cli_root: &std::path::Path, run_root: &std::path::Path) -> Cl
     Engine::open(EngineOptions::new(cli_root, run_root)).map_err(Failure::from)
 }
 
+/// The subcommand's name in a command line, read ahead of the parser: the first word
+/// after the global options (`--root DIR`, `--run-root=DIR`, …).
+fn subcommand_word(args: &[String]) -> Option<&str> {
+    let mut it = args.iter().skip(1);
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--root" | "--run-root" => {
+                it.next();
+            }
+            s if s.starts_with("--root=") || s.starts_with("--run-root=") => {}
+            s if s.starts_with('-') => return None,
+            s => return Some(s),
+        }
+    }
+    None
+}
+
 fn main() -> ExitCode {
     // Like other Unix tools, end quietly when the reader of our output goes away
     // (`berth images | head`) instead of panicking on EPIPE.
     // SAFETY: setting a signal disposition to SIG_DFL touches no memory of ours.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let args: Vec<String> = std::env::args().collect();
+    // A start's first cgroup write waits for an RCU grace period (see AttachWarmer): for
+    // `run`, the wait begins before the arguments are even parsed.
+    let warmer = match subcommand_word(&args) {
+        Some("run") => berth_engine::sys::AttachWarmer::start(),
+        _ => None,
+    };
     let result = if args.get(1).map(String::as_str) == Some("registry") {
         registry::main(args[1..].to_vec())
     } else {
-        commands::dispatch(&Cli::parse())
+        commands::dispatch(&Cli::parse(), warmer)
     };
     let code = match result {
         Ok(code) => code,
@@ -114,4 +137,22 @@ fn main() -> ExitCode {
         }
     };
     ExitCode::from(code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::subcommand_word;
+
+    #[test]
+    fn the_subcommand_is_found_after_global_options() {
+        let words = |s: &str| s.split(' ').map(String::from).collect::<Vec<_>>();
+        assert_eq!(subcommand_word(&words("berth run x")), Some("run"));
+        assert_eq!(subcommand_word(&words("berth --root run ps")), Some("ps"));
+        assert_eq!(
+            subcommand_word(&words("berth --root=/r --run-root /x run")),
+            Some("run")
+        );
+        assert_eq!(subcommand_word(&words("berth --help")), None);
+        assert_eq!(subcommand_word(&words("berth")), None);
+    }
 }

@@ -37,6 +37,15 @@ fn run_exits_with_the_containers_code_and_dockers_engine_codes() {
     let (code, err) = b.fails(&["run", "--rm", "--memory", "lots", "busybox:test", "true"]);
     assert_eq!(code, 125);
     assert!(err.contains("--memory"), "{err}");
+    // The monitor a failed `run` started ahead of its container ended with it.
+    let spares: Vec<String> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains("--spare") && c.contains(b.root.to_str().unwrap()))
+        .collect();
+    assert!(spares.is_empty(), "{spares:?}");
     // Killed by a signal: 128 + N.
     let id = b.ok(&["run", "-d", "busybox:test", "sleep", "30"]);
     b.ok(&["kill", "-s", "KILL", id.trim()]);
@@ -739,20 +748,23 @@ fn concurrent_starts_of_one_container_make_one_monitor() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+    // Monitors whose command line names the container (as `ps` shows them).
+    let monitors_of = |id: &str| {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter(|e| {
+                std::fs::read(e.path().join("cmdline"))
+                    .map(|c| {
+                        let c = String::from_utf8_lossy(&c).replace('\0', " ");
+                        c.contains("berth-monitor") && c.contains(&format!("--id {id}"))
+                    })
+                    .unwrap_or(false)
+            })
+            .count()
+    };
     let id = b.inspect("once", "{{.Id}}");
-    let monitors = std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter(|e| {
-            std::fs::read(e.path().join("cmdline"))
-                .map(|c| {
-                    String::from_utf8_lossy(&c).contains("berth-monitor")
-                        && String::from_utf8_lossy(&c).contains(&id)
-                })
-                .unwrap_or(false)
-        })
-        .count();
-    assert_eq!(monitors, 1);
+    assert_eq!(monitors_of(&id), 1);
     // rm -f of a --rm container does not wait on the monitor's own removal.
     b.ok(&[
         "run",
@@ -764,6 +776,8 @@ fn concurrent_starts_of_one_container_make_one_monitor() {
         "sleep",
         "30",
     ]);
+    // `run` hands the container to a monitor started ahead: it names it too.
+    assert_eq!(monitors_of(&b.inspect("gone-soon", "{{.Id}}")), 1);
     let t = std::time::Instant::now();
     let _ = b.run(&["rm", "-f", "gone-soon"]);
     assert!(

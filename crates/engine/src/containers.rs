@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{BufRead, BufReader, Read};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -984,6 +984,12 @@ impl Engine {
         self.warmer.set(Some(warmer));
     }
 
+    /// Hands the engine a monitor started ahead (see [`crate::spare`]) for its next
+    /// container start, which then need not spawn one.
+    pub fn adopt_spare(&self, spare: crate::spare::Spare) {
+        self.spare.set(Some(spare));
+    }
+
     pub fn start_container(&self, name: &str, wait_attach: bool) -> Result<Option<StartHandle>> {
         let found = self.find_container(name)?;
         let lock = self.lock_container(&found.id)?;
@@ -1024,47 +1030,23 @@ impl Engine {
                     .map_err(|e| crate::error::sys_err("dup")(e))
             })
             .collect::<Result<_>>()?;
-        let high_raw: Vec<i32> = high.iter().map(|f| f.as_raw_fd()).collect();
         let (r, w) = std::io::pipe().map_err(io_err("pipe"))?;
-        let wfd = w.as_raw_fd();
         let log_path = crate::monitor::bundle_dir(self.run_root(), &rec.id).join("monitor.log");
         let log = fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&log_path)
             .map_err(io_err(&log_path))?;
-        let mut cmd = Command::new(self.monitor_path());
-        cmd.arg("--root")
-            .arg(self.root())
-            .arg("--run-root")
-            .arg(self.run_root())
-            .arg("--id")
-            .arg(&rec.id)
-            .arg("--ready-fd")
-            .arg("3");
-        if wait_attach {
-            cmd.arg("--wait-attach");
-        }
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(log));
-        // SAFETY: between fork and exec we only call async-signal-safe functions (setsid,
-        // dup2) on fds that are open in the child.
-        unsafe {
-            cmd.pre_exec(move || {
-                nix::unistd::setsid().map_err(std::io::Error::from)?;
-                if libc::dup2(wfd, 3) < 0 {
-                    return Err(std::io::Error::last_os_error());
+        let child = match self.spare.take() {
+            Some(spare) => {
+                let ports: Vec<_> = port_fds.iter().map(|f| f.as_fd()).collect();
+                match spare.hand_over(&rec.id, wait_attach, log.as_fd(), w.as_fd(), &ports) {
+                    Ok(child) => child,
+                    Err(_unused) => self.spawn_monitor(&rec.id, wait_attach, log, &w, &high)?,
                 }
-                for (i, fd) in high_raw.iter().enumerate() {
-                    if libc::dup2(*fd, 4 + i as i32) < 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                }
-                Ok(())
-            });
-        }
-        let child = cmd.spawn().map_err(io_err(self.monitor_path()))?;
+            }
+            None => self.spawn_monitor(&rec.id, wait_attach, log, &w, &high)?,
+        };
         drop(w);
         drop(high);
         drop(port_fds);
@@ -1089,6 +1071,52 @@ impl Engine {
             self.emit_container(&rec, "start", &[]);
         }
         Ok(Some(handle))
+    }
+
+    /// Spawns container `id`'s monitor: `log` as its stderr, `ready` as fd 3, `ports` (the
+    /// reservations of published ports) as 4, 5, ….
+    fn spawn_monitor(
+        &self,
+        id: &str,
+        wait_attach: bool,
+        log: fs::File,
+        ready: &std::io::PipeWriter,
+        ports: &[std::os::fd::OwnedFd],
+    ) -> Result<Child> {
+        let wfd = ready.as_raw_fd();
+        let high_raw: Vec<i32> = ports.iter().map(|f| f.as_raw_fd()).collect();
+        let mut cmd = Command::new(self.monitor_path());
+        cmd.arg("--root")
+            .arg(self.root())
+            .arg("--run-root")
+            .arg(self.run_root())
+            .arg("--id")
+            .arg(id)
+            .arg("--ready-fd")
+            .arg("3");
+        if wait_attach {
+            cmd.arg("--wait-attach");
+        }
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log));
+        // SAFETY: between fork and exec we only call async-signal-safe functions (setsid,
+        // dup2) on fds that are open in the child.
+        unsafe {
+            cmd.pre_exec(move || {
+                nix::unistd::setsid().map_err(std::io::Error::from)?;
+                if libc::dup2(wfd, 3) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                for (i, fd) in high_raw.iter().enumerate() {
+                    if libc::dup2(*fd, 4 + i as i32) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                Ok(())
+            });
+        }
+        cmd.spawn().map_err(io_err(self.monitor_path()))
     }
 
     /// Sends a signal to a running container's init.

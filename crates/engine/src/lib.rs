@@ -35,6 +35,7 @@ pub mod mounts;
 pub mod names;
 pub mod networks;
 pub mod prune;
+pub mod spare;
 pub mod spec;
 pub mod state;
 pub mod stats;
@@ -72,6 +73,8 @@ pub struct Engine {
     pub layers: LayerStore,
     /// A warmer started ahead of the next container start (see [`Engine::warm_start`]).
     warmer: std::cell::Cell<Option<sys::AttachWarmer>>,
+    /// A monitor started ahead of the next container start (see [`spare`]).
+    spare: std::cell::Cell<Option<spare::Spare>>,
 }
 
 impl Engine {
@@ -102,6 +105,7 @@ impl Engine {
             store,
             layers,
             warmer: std::cell::Cell::new(None),
+            spare: std::cell::Cell::new(None),
         })
     }
 
@@ -120,7 +124,15 @@ impl Engine {
 
     /// The monitor binary to spawn.
     pub fn monitor_path(&self) -> PathBuf {
-        if let Some(p) = &self.opts.monitor {
+        self.opts.monitor_path()
+    }
+}
+
+impl EngineOptions {
+    /// The `berth-monitor` to spawn: the configured one, `BERTH_MONITOR`, or the one
+    /// beside the current executable.
+    pub fn monitor_path(&self) -> PathBuf {
+        if let Some(p) = &self.monitor {
             return p.clone();
         }
         if let Some(p) = std::env::var_os("BERTH_MONITOR") {

@@ -1389,6 +1389,7 @@ pub fn main_with_args(args: &[String]) -> i32 {
     let mut id = None;
     let mut wait_attach = false;
     let mut ready_fd = None;
+    let mut spare = false;
     let mut it = args.iter().skip(1);
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -1397,14 +1398,24 @@ pub fn main_with_args(args: &[String]) -> i32 {
             "--id" => id = it.next().cloned(),
             "--wait-attach" => wait_attach = true,
             "--ready-fd" => ready_fd = it.next().and_then(|s| s.parse().ok()),
+            "--spare" => spare = true,
             _ => {
                 eprintln!("berth-monitor: unknown argument {a}");
                 return 2;
             }
         }
     }
+    if spare {
+        // Started ahead (see crate::spare): the rest comes on the socket, or nothing does.
+        let Some(over) = crate::spare::wait_for_container() else {
+            return 0;
+        };
+        id = Some(over.id);
+        wait_attach = over.wait_attach;
+        ready_fd = Some(3);
+    }
     let (Some(root), Some(run_root), Some(id)) = (root, run_root, id) else {
-        eprintln!("berth-monitor: usage: berth-monitor --root DIR --run-root DIR --id ID [--wait-attach] [--ready-fd N]");
+        eprintln!("berth-monitor: usage: berth-monitor --root DIR --run-root DIR (--id ID [--wait-attach] [--ready-fd N] | --spare)");
         return 2;
     };
     run(
