@@ -1018,18 +1018,6 @@ impl Engine {
             state::write(self.root(), &rec.id, &fresh)?;
         }
         let (_, port_fds) = self.prepare_start(&rec)?;
-        // Out of the way of the fds the monitor gets them at (4, 5, …).
-        let high: Vec<std::os::fd::OwnedFd> = port_fds
-            .iter()
-            .map(|fd| {
-                nix::fcntl::fcntl(fd.as_raw_fd(), nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(100))
-                    // SAFETY: F_DUPFD_CLOEXEC returned a new descriptor that we own.
-                    .map(|n| unsafe {
-                        <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(n)
-                    })
-                    .map_err(|e| crate::error::sys_err("dup")(e))
-            })
-            .collect::<Result<_>>()?;
         let (r, w) = std::io::pipe().map_err(io_err("pipe"))?;
         let log_path = crate::monitor::bundle_dir(self.run_root(), &rec.id).join("monitor.log");
         let log = fs::OpenOptions::new()
@@ -1042,13 +1030,12 @@ impl Engine {
                 let ports: Vec<_> = port_fds.iter().map(|f| f.as_fd()).collect();
                 match spare.hand_over(&rec.id, wait_attach, log.as_fd(), w.as_fd(), &ports) {
                     Ok(child) => child,
-                    Err(_unused) => self.spawn_monitor(&rec.id, wait_attach, log, &w, &high)?,
+                    Err(_unused) => self.spawn_monitor(&rec.id, wait_attach, log, &w, &port_fds)?,
                 }
             }
-            None => self.spawn_monitor(&rec.id, wait_attach, log, &w, &high)?,
+            None => self.spawn_monitor(&rec.id, wait_attach, log, &w, &port_fds)?,
         };
         drop(w);
-        drop(high);
         drop(port_fds);
         let mut ready = BufReader::new(r);
         let mut handle = StartHandle {
@@ -1084,7 +1071,19 @@ impl Engine {
         ports: &[std::os::fd::OwnedFd],
     ) -> Result<Child> {
         let wfd = ready.as_raw_fd();
-        let high_raw: Vec<i32> = ports.iter().map(|f| f.as_raw_fd()).collect();
+        // Out of the way of the fds the monitor gets them at (4, 5, …).
+        let high: Vec<std::os::fd::OwnedFd> = ports
+            .iter()
+            .map(|fd| {
+                nix::fcntl::fcntl(fd.as_raw_fd(), nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(100))
+                    // SAFETY: F_DUPFD_CLOEXEC returned a new descriptor that we own.
+                    .map(|n| unsafe {
+                        <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(n)
+                    })
+                    .map_err(|e| crate::error::sys_err("dup")(e))
+            })
+            .collect::<Result<_>>()?;
+        let high_raw: Vec<i32> = high.iter().map(|f| f.as_raw_fd()).collect();
         let mut cmd = Command::new(self.monitor_path());
         cmd.arg("--root")
             .arg(self.root())
@@ -1580,12 +1579,12 @@ impl Engine {
             .join("containers")
             .join(format!("{REMOVED_PREFIX}{}", rec.id));
         // The mount under it moves with it; the rest of the clean-up is the caller's.
-        *aside = Some((rec.id.clone(), None));
-        match fs::rename(&dir, &moved) {
-            Ok(()) => *aside = Some((rec.id.clone(), Some(moved))),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(_) => *aside = Some((rec.id.clone(), Some(dir))),
-        }
+        let left = match fs::rename(&dir, &moved) {
+            Ok(()) => Some(moved),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(_) => Some(dir),
+        };
+        *aside = Some((rec.id.clone(), left));
         let _ = fs::remove_file(attach::socket_path(self.run_root(), &rec.id));
         let _ = fs::remove_file(state::health_path(self.run_root(), &rec.id));
         let _ = fs::remove_dir_all(crate::monitor::bundle_dir(self.run_root(), &rec.id));

@@ -1149,11 +1149,9 @@ impl Monitor {
             let _ = fs::remove_file(attach::socket_path(&self.run_root, &self.cfg.id));
         } else {
             self.cleanup_runtime(true);
-        }
-        remove_bundle(&self.run_root, &self.cfg.id);
-        if !self.cfg.auto_remove {
             let _ = sys::unmount(&self.cfg.merged);
         }
+        remove_bundle(&self.run_root, &self.cfg.id);
         release_network(&self.cfg);
         let mut st: RunState = state::read_raw(&self.root, &self.cfg.id).unwrap_or_default();
         st.status = Status::Exited;
