@@ -1075,6 +1075,9 @@ fn health_checks_run_inside_the_container_and_show_in_ps_and_inspect() {
         .inspect("hc", "{{.State.Health.Status}}")
         == "healthy"));
     assert!(b.ok(&["ps"]).contains("(healthy)"));
+    // The probes' launcher is in the container's cgroups, but not one of its processes.
+    let top = b.ok(&["top", "hc"]);
+    assert!(top.contains("sleep") && !top.contains("berth-"), "{top}");
     // Several probes later, still one event: they record changes, not every probe.
     std::thread::sleep(std::time::Duration::from_millis(500));
     let events = b.ok(&[

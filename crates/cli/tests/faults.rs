@@ -79,6 +79,48 @@ fn a_container_whose_monitor_died_is_reported_dead_not_running() {
         .contains("still works"));
 }
 
+#[test]
+fn a_killed_monitor_takes_its_probe_launcher_with_it() {
+    require_root!();
+    let b = Berth::with_busybox();
+    let id = b
+        .ok(&[
+            "run",
+            "-d",
+            "--health-cmd",
+            "true",
+            "--health-interval",
+            "100ms",
+            "busybox:test",
+            "sleep",
+            "60",
+        ])
+        .trim()
+        .to_string();
+    assert!(eventually(5, || b.inspect(&id, "{{.State.Health.Status}}")
+        == "healthy"));
+    let monitor = monitor_pid(&b, &id);
+    // "pid (comm) state ppid ..."
+    let stat = |pid: i32| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok();
+    let launcher = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .find(|p| {
+            stat(*p).is_some_and(|s| {
+                s.contains("(berth-probes) ")
+                    && s.rsplit(") ").next().and_then(|r| r.split(' ').nth(1))
+                        == Some(&monitor.to_string())
+            })
+        })
+        .expect("the monitor has a probe launcher");
+    kill9(monitor);
+    let gone = || stat(launcher).is_none_or(|s| s.contains(") Z "));
+    assert!(eventually(5, gone), "the launcher outlived its monitor");
+    b.ok(&["rm", "-f", &id]);
+    assert!(b.container_ids().is_empty());
+}
+
 /// Kills `berth ARGS` after `delay_ms`, then checks the store is consistent.
 fn interrupted(b: &Berth, args: &[&str], delay_ms: u64) {
     let mut child = b

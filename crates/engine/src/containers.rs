@@ -1863,7 +1863,10 @@ impl Engine {
                 rec.id
             )));
         }
-        let pids = sys::cgroup_pids(Path::new("/sys/fs/cgroup"), &format!("berth/{}", rec.id));
+        let mut pids = sys::cgroup_pids(Path::new("/sys/fs/cgroup"), &format!("berth/{}", rec.id));
+        // The monitor's probe launcher lives in the cgroup too, but is not the container's.
+        let all = pids.clone();
+        pids.retain(|p| *p == st.pid || !sys::is_probe_launcher(*p, &all));
         let args: Vec<String> = if ps_args.is_empty() {
             vec!["-ef".into()]
         } else {

@@ -390,8 +390,16 @@ struct HealthRunner {
     entry: Option<berth_runtime::enter::Entry>,
     /// What `inspect` shows, kept on the run root while the container runs.
     health: state::Health,
+    file: Option<state::HealthFile>,
     /// Probes killed before they ran their program, kept until they have ended.
     unstarted: Vec<berth_runtime::enter::Launch>,
+    /// The process that starts the probes, made at the first one (see
+    /// [`berth_runtime::enter::Launcher`]).
+    launcher: Option<berth_runtime::enter::Launcher>,
+    /// Set once the launcher failed: probes are then started one by one with `entry`.
+    no_launcher: bool,
+    /// Exits reaped while the launcher had not yet said which pid the probe has.
+    early_exits: Vec<(i32, i32)>,
     /// Set when the status changed: memory is given back soon (RELEASE_AFTER_CHANGE).
     release_soon: bool,
     started: Instant,
@@ -399,9 +407,19 @@ struct HealthRunner {
     probe: Option<Probe>,
 }
 
+/// How a probe's process was started.
+enum ProbeProcess {
+    /// It could not start.
+    None,
+    /// By [`berth_runtime::enter::Entry::spawn`]: kept until the probe is reaped, since
+    /// until it runs its program it reads our memory.
+    Spawned(berth_runtime::enter::Launch),
+    /// By the launcher: its pid once the launcher replied.
+    Launched(Option<i32>),
+}
+
 struct Probe {
-    /// Kept until the probe is reaped: until it runs its program it reads our memory.
-    launch: Option<berth_runtime::enter::Launch>,
+    process: ProbeProcess,
     out: OwnedFd,
     output: Vec<u8>,
     start: String,
@@ -412,15 +430,19 @@ struct Probe {
 }
 
 impl Probe {
-    /// Its process id; -1 for one that could not start.
+    /// Its process id; -1 for one that could not start (or whose pid is not known yet).
     fn pid(&self) -> i32 {
-        self.launch.as_ref().map_or(-1, |l| l.pid())
+        match &self.process {
+            ProbeProcess::Spawned(l) => l.pid(),
+            ProbeProcess::Launched(Some(pid)) => *pid,
+            _ => -1,
+        }
     }
 
     /// A probe that could not start: it counts as a failed one, with `msg` as its output.
     fn failed(now: Instant, msg: String) -> Probe {
         Probe {
-            launch: None,
+            process: ProbeProcess::None,
             out: OwnedFd::from(File::open("/dev/null").expect("/dev/null opens")),
             output: msg.into_bytes(),
             start: crate::now(),
@@ -595,13 +617,20 @@ impl Monitor {
                     ..Default::default()
                 },
                 unstarted: Vec::new(),
+                file: None,
+                launcher: None,
+                no_launcher: false,
+                early_exits: Vec::new(),
                 release_soon: false,
                 started: now,
                 probe: None,
             })
         });
-        if let Some(h) = &self.health {
-            let _ = state::write_health(&self.run_root, &cfg.id, &h.health);
+        if let Some(h) = self.health.as_mut() {
+            h.file = state::HealthFile::create(&self.run_root, &cfg.id).ok();
+            if let Some(f) = h.file.as_mut() {
+                let _ = f.write(&h.health);
+            }
         }
         ready.done(&format!("ok {pid}"));
         Ok(())
@@ -669,10 +698,53 @@ impl Monitor {
     }
 
     fn probe_exited(&mut self, pid: i32, code: i32) {
-        if let Some(p) = self.health.as_mut().and_then(|h| h.probe.as_mut()) {
+        let Some(h) = self.health.as_mut() else {
+            return;
+        };
+        if let Some(p) = h.probe.as_mut() {
             if p.pid() == pid {
                 p.exit = Some(code);
                 p.exited_at = Some(Instant::now());
+            } else if matches!(p.process, ProbeProcess::Launched(None)) {
+                // The launcher's reply may come after its child's exit.
+                h.early_exits.push((pid, code));
+            }
+        }
+    }
+
+    /// Reads the launcher's reply to the running probe's request, if it has come.
+    fn launcher_replied(&mut self) {
+        let Some(h) = self.health.as_mut() else {
+            return;
+        };
+        let Some(reply) = h.launcher.as_ref().and_then(|l| l.reply()) else {
+            return;
+        };
+        let Some(p) = h
+            .probe
+            .as_mut()
+            .filter(|p| matches!(p.process, ProbeProcess::Launched(None)))
+        else {
+            return;
+        };
+        match reply {
+            Ok(pid) => {
+                p.process = ProbeProcess::Launched(Some(pid));
+                if let Some(&(_, code)) = h.early_exits.iter().find(|(q, _)| *q == pid) {
+                    p.exit = Some(code);
+                    p.exited_at = Some(Instant::now());
+                }
+                h.early_exits.clear();
+            }
+            Err(_) => {
+                // The launcher cannot start probes here (a seccomp profile that refuses
+                // its calls, say): this probe and the next start the old way, which
+                // reports what fails in the probe's output.
+                h.launcher = None;
+                h.no_launcher = true;
+                h.probe = None;
+                h.early_exits.clear();
+                h.next = Instant::now();
             }
         }
     }
@@ -686,7 +758,14 @@ impl Monitor {
         if let Some(p) = h.probe.as_mut() {
             let timed_out = p.exit.is_none() && now >= p.deadline;
             if timed_out {
-                let _ = nix::sys::signal::kill(Pid::from_raw(p.pid()), Signal::SIGKILL);
+                if p.pid() > 0 {
+                    let _ = nix::sys::signal::kill(Pid::from_raw(p.pid()), Signal::SIGKILL);
+                } else if matches!(p.process, ProbeProcess::Launched(None)) {
+                    // The launcher never answered (frozen with the container, say): it is
+                    // killed, and the next probe makes another.
+                    h.launcher = None;
+                    h.early_exits.clear();
+                }
             }
             // Done when it exited and its output ended (or a moment passed: a background
             // child may hold the pipe), or when it ran out of time.
@@ -701,7 +780,9 @@ impl Monitor {
             let mut p = h.probe.take().expect("checked above");
             // One that never ran its program (frozen by a pause) still reads our memory:
             // it is killed, and kept until it has ended.
-            if let Some(mut launch) = p.launch.take() {
+            if let ProbeProcess::Spawned(mut launch) =
+                std::mem::replace(&mut p.process, ProbeProcess::None)
+            {
                 if !launch.started() {
                     let _ = nix::sys::signal::kill(Pid::from_raw(launch.pid()), Signal::SIGKILL);
                     h.unstarted.push(launch);
@@ -749,7 +830,9 @@ impl Monitor {
             // Docker records an event when the status changes, not for every probe.
             let changed = old_status != health.status;
             let status = health.status.clone();
-            let _ = state::write_health(&self.run_root, &self.cfg.id, health);
+            if let Some(f) = h.file.as_mut() {
+                let _ = f.write(health);
+            }
             h.next = now + ns(h.cfg.interval, Duration::from_secs(30));
             if changed && status != "starting" {
                 h.release_soon = true;
@@ -791,25 +874,39 @@ impl Monitor {
             }
         }
         let entry = h.entry.as_ref().expect("prepared above");
-        let spawned = (|| -> Result<(berth_runtime::enter::Launch, OwnedFd), String> {
+        if h.launcher.is_none() && !h.no_launcher {
+            match entry.launcher(&argv) {
+                Ok(l) => h.launcher = Some(l),
+                Err(_) => h.no_launcher = true,
+            }
+        }
+        let started = (|| -> Result<(ProbeProcess, OwnedFd), String> {
             let (r, w) =
                 nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| e.to_string())?;
+            if let Some(l) = &h.launcher {
+                match l.request(w.as_fd()) {
+                    Ok(()) => return Ok((ProbeProcess::Launched(None), r)),
+                    // Gone or stuck: this probe and the next start the old way.
+                    Err(_) => {
+                        h.launcher = None;
+                        h.no_launcher = true;
+                    }
+                }
+            }
             let null = File::open("/dev/null").map_err(|e| e.to_string())?;
             let launch = entry.spawn(&argv, [null.as_fd(), w.as_fd(), w.as_fd()], false)?;
-            Ok((launch, r))
+            Ok((ProbeProcess::Spawned(launch), r))
         })();
-        let Some(h) = self.health.as_mut() else {
-            return;
-        };
         let timeout = ns(h.cfg.timeout, Duration::from_secs(30));
-        match spawned {
-            Ok((launch, out)) => {
+        match started {
+            Ok((process, out)) => {
                 let _ = nix::fcntl::fcntl(
                     out.as_raw_fd(),
                     nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
                 );
+                h.early_exits.clear();
                 h.probe = Some(Probe {
-                    launch: Some(launch),
+                    process,
                     out,
                     output: Vec::new(),
                     start: crate::now(),
@@ -885,6 +982,11 @@ impl Monitor {
         loop {
             if exit.is_some() && drain_deadline.is_none() {
                 drain_deadline = Some(Instant::now() + Duration::from_millis(500));
+                // The probe launcher is not in the container's pid namespace: it does not
+                // end with the init, and must not hold the cgroups.
+                if let Some(h) = self.health.as_mut() {
+                    h.launcher = None;
+                }
             }
             let streams_open = !self.outputs.is_empty() || self.pty.is_some();
             if let Some(d) = drain_deadline {
@@ -941,6 +1043,15 @@ impl Monitor {
                 .filter(|p| !p.eof)
             {
                 add(p.out.as_raw_fd(), Role::Probe);
+            }
+            if let Some(h) = self.health.as_ref().filter(|h| {
+                h.probe
+                    .as_ref()
+                    .is_some_and(|p| matches!(p.process, ProbeProcess::Launched(None)))
+            }) {
+                if let Some(l) = &h.launcher {
+                    add(l.fd().as_raw_fd(), Role::Launcher);
+                }
             }
             if let Some(h) = self.health.as_mut().filter(|h| h.release_soon) {
                 h.release_soon = false;
@@ -1024,6 +1135,7 @@ impl Monitor {
                             }
                         }
                     }
+                    Role::Launcher => self.launcher_replied(),
                     Role::Client(i) => {
                         if !self.client_input(i) {
                             dead_clients.push(i);
@@ -1222,6 +1334,7 @@ enum Role {
     Pty,
     Client(usize),
     Probe,
+    Launcher,
 }
 
 /// Reads what is available; None at end of stream (or EIO from a pty whose other end closed).

@@ -114,27 +114,140 @@ pub fn read(root: &Path, id: &str) -> Result<RunState> {
 }
 
 /// Where a running container's monitor keeps its health checks' results, on the run root
-/// (tmpfs): a probe a second in each of 200 containers would otherwise create and rename
-/// 200 files a second on the root's disk. The last ones go into `state.json` at exit.
+/// (usually a tmpfs; see [`HealthFile`]), not in `state.json` on the root's disk: a probe
+/// a second in each of 200 containers would rewrite 200 files a second there. The last
+/// ones go into `state.json` at exit.
 pub fn health_path(run_root: &Path, id: &str) -> PathBuf {
     run_root.join("health").join(format!("{id}.json"))
 }
 
-/// The health a running container's monitor last recorded, if any.
+/// The health a running container's monitor last recorded, if any. The monitor rewrites
+/// the file in place (see [`HealthFile`]): a read that caught a write half done fails its
+/// check and is made again.
 pub fn read_health(run_root: &Path, id: &str) -> Option<Health> {
-    serde_json::from_slice(&std::fs::read(health_path(run_root, id)).ok()?).ok()
+    let p = health_path(run_root, id);
+    for _ in 0..20 {
+        let bytes = std::fs::read(&p).ok()?;
+        if let Some(h) = checked_health(&bytes) {
+            return Some(h);
+        }
+        std::thread::yield_now();
+    }
+    None
 }
 
-pub fn write_health(run_root: &Path, id: &str, health: &Health) -> Result<()> {
-    let p = health_path(run_root, id);
-    let bytes = serde_json::to_vec(health).expect("health serialises");
-    let dir = p.parent().expect("a file in a dir");
-    std::fs::create_dir_all(dir).map_err(io_err(dir))?;
-    berth_image::fsutil::replace_file(&p, &bytes).map_err(io_err(&p))
+/// The health in a [`HealthFile`]'s bytes, if they are whole: the JSON, a newline, the
+/// hex FNV-1a hash of the JSON, then maybe spaces.
+fn checked_health(bytes: &[u8]) -> Option<Health> {
+    let text = bytes.trim_ascii_end();
+    let nl = text.iter().rposition(|b| *b == b'\n')?;
+    let (json, hash) = (&text[..nl], &text[nl + 1..]);
+    if hash != format!("{:016x}", fnv1a(json)).as_bytes() {
+        return None;
+    }
+    serde_json::from_slice(json).ok()
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// A running container's health results, which its monitor rewrites after every probe.
+/// In place, with a check for readers, rather than a new file renamed over the old: on
+/// a disk, the create and rename cost a hundred times the write.
+pub struct HealthFile {
+    path: PathBuf,
+    file: std::fs::File,
+    /// The longest content written: shorter content is padded to it with spaces.
+    len: usize,
+}
+
+impl HealthFile {
+    /// Creates (or empties) the health file of container `id`.
+    pub fn create(run_root: &Path, id: &str) -> Result<HealthFile> {
+        let p = health_path(run_root, id);
+        let dir = p.parent().expect("a file in a dir");
+        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&p)
+            .map_err(io_err(&p))?;
+        Ok(HealthFile {
+            path: p,
+            file,
+            len: 0,
+        })
+    }
+
+    /// Writes `health` over what was there.
+    pub fn write(&mut self, health: &Health) -> Result<()> {
+        use std::os::unix::fs::FileExt;
+        let mut bytes = serde_json::to_vec(health).expect("health serialises");
+        let hash = format!("\n{:016x}", fnv1a(&bytes));
+        bytes.extend_from_slice(hash.as_bytes());
+        if bytes.len() < self.len {
+            bytes.resize(self.len, b' ');
+        }
+        self.len = bytes.len();
+        self.file
+            .write_all_at(&bytes, 0)
+            .map_err(io_err(&self.path))
+    }
 }
 
 pub fn write(root: &Path, id: &str, st: &RunState) -> Result<()> {
     let p = path(root, id);
     let bytes = serde_json::to_vec(st).expect("state serialises");
     berth_image::fsutil::replace_file(&p, &bytes).map_err(io_err(&p))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn health(status: &str, outputs: &[&str]) -> Health {
+        Health {
+            status: status.into(),
+            failing_streak: 0,
+            log: outputs
+                .iter()
+                .map(|o| HealthResult {
+                    output: o.to_string(),
+                    ..Default::default()
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn the_health_file_is_rewritten_in_place_and_read_only_when_whole() {
+        let d = tempfile::tempdir().unwrap();
+        let mut f = HealthFile::create(d.path(), "c1").unwrap();
+        let long = health("starting", &["a long output, longer than the next one"]);
+        f.write(&long).unwrap();
+        assert_eq!(read_health(d.path(), "c1"), Some(long));
+        // Shorter content over longer: padded, not followed by the old tail.
+        let short = health("healthy", &["ok"]);
+        f.write(&short).unwrap();
+        assert_eq!(read_health(d.path(), "c1"), Some(short.clone()));
+        let bytes = std::fs::read(health_path(d.path(), "c1")).unwrap();
+        assert_eq!(checked_health(&bytes), Some(short.clone()));
+        // What a read in the middle of a write could see: parts of two contents, which
+        // may even parse as JSON, fail the check.
+        let other = serde_json::to_vec(&health("healthy", &["no"])).unwrap();
+        let mut torn = bytes.clone();
+        torn[..other.len()].copy_from_slice(&other);
+        assert!(serde_json::from_slice::<Health>(&torn[..other.len()]).is_ok());
+        assert_eq!(checked_health(&torn), None);
+        assert_eq!(checked_health(&bytes[..bytes.len() / 2]), None);
+        assert_eq!(checked_health(b""), None);
+        // Emptied when made again (a restart).
+        HealthFile::create(d.path(), "c1").unwrap();
+        assert_eq!(read_health(d.path(), "c1"), None);
+    }
 }

@@ -199,6 +199,27 @@ pub fn cgroup_pids(cgroup_root: &Path, rel: &str) -> Vec<i32> {
     Vec::new()
 }
 
+/// Whether `pid`, one of the processes `in_cgroup` of a container's cgroup, is its
+/// monitor's probe launcher: named so, and started from outside the cgroup (any process
+/// of the container that took the name has a parent inside it, but for the init, which
+/// the caller tells apart by its pid).
+pub fn is_probe_launcher(pid: i32, in_cgroup: &[i32]) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+    let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+        return false;
+    };
+    let comm = &stat[open + 1..close];
+    let ppid: i32 = stat[close + 1..]
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    comm == berth_runtime::enter::LAUNCHER_NAME && !in_cgroup.contains(&ppid)
+}
+
 /// On a cgroup v1 host, the hierarchies under /sys/fs/cgroup made only of controllers the
 /// runtime manages (so a container's cgroup dir exists in each); None on a v2 host.
 pub fn cgroup_v1_hierarchies() -> Option<Vec<String>> {

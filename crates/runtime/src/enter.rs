@@ -369,19 +369,9 @@ impl Entry {
         })
     }
 
-    /// Starts `args` in the container with the given standard streams (a child of the
-    /// caller). With `ctty`, stdin is a terminal that becomes the process's controlling
-    /// terminal. Failing to start the program itself is not an error here: the process
-    /// reports it on `stderr` and exits 126 or 127.
-    ///
-    /// The process shares the caller's memory until it runs its program: the [`Launch`]
-    /// keeps what it reads, and must be kept until then (see [`Launch::started`]).
-    pub fn spawn(
-        &self,
-        args: &[String],
-        stdio: [BorrowedFd<'_>; 3],
-        ctty: bool,
-    ) -> Result<Launch, String> {
+    /// The program `args` names, found in the spec's `PATH` (as `execvp` would), with
+    /// the spec's environment.
+    fn command(&self, args: &[String]) -> Result<Command, String> {
         let Some(prog) = args.first() else {
             return Err("no command".into());
         };
@@ -410,6 +400,35 @@ impl Entry {
                 "executable file not found in $PATH"
             }
         );
+        let mut argv_ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
+        argv_ptrs.push(std::ptr::null());
+        let mut env_ptrs: Vec<*const libc::c_char> =
+            self.process.env.iter().map(|a| a.as_ptr()).collect();
+        env_ptrs.push(std::ptr::null());
+        Ok(Command {
+            process: Arc::clone(&self.process),
+            _argv: argv,
+            argv_ptrs,
+            env_ptrs,
+            candidates,
+            not_found: not_found.into_bytes(),
+        })
+    }
+
+    /// Starts `args` in the container with the given standard streams (a child of the
+    /// caller). With `ctty`, stdin is a terminal that becomes the process's controlling
+    /// terminal. Failing to start the program itself is not an error here: the process
+    /// reports it on `stderr` and exits 126 or 127.
+    ///
+    /// The process shares the caller's memory until it runs its program: the [`Launch`]
+    /// keeps what it reads, and must be kept until then (see [`Launch::started`]).
+    pub fn spawn(
+        &self,
+        args: &[String],
+        stdio: [BorrowedFd<'_>; 3],
+        ctty: bool,
+    ) -> Result<Launch, String> {
+        let cmd = self.command(args)?;
         // A stream given as another's number (stdout on fd 0, say) would be overwritten by
         // the child's dup of an earlier one: move those out of the way first.
         let mut moved = Vec::new();
@@ -427,18 +446,8 @@ impl Entry {
         // the second holds it, close-on-exec, until it runs its program or ends.
         let (report_r, report_w) = pipe()?;
         let (go_r, go_w) = pipe()?;
-        let mut argv_ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
-        argv_ptrs.push(std::ptr::null());
-        let mut env_ptrs: Vec<*const libc::c_char> =
-            self.process.env.iter().map(|a| a.as_ptr()).collect();
-        env_ptrs.push(std::ptr::null());
         let mut shared = Box::new(Shared {
-            process: Arc::clone(&self.process),
-            _argv: argv,
-            argv_ptrs,
-            env_ptrs,
-            candidates,
-            not_found: not_found.into_bytes(),
+            cmd,
             stdio: fds,
             ctty,
             report: report_w.as_raw_fd(),
@@ -634,6 +643,358 @@ impl Drop for Launch {
     }
 }
 
+/// A process that starts one program in the container again and again, for a health
+/// check that runs every few seconds: [`Entry::launcher`] makes it once, and each
+/// [`Launcher::request`] is then one clone and an `execve`.
+///
+/// The launcher is a fork of the caller that moves itself into the container's cgroups,
+/// joins its namespaces (the pid namespace for its children), takes on the process spec's
+/// credentials, capabilities, limits and seccomp filter, and then waits on a socket.
+/// For each request it clones a child (`CLONE_PARENT`: the caller's child, in the
+/// container's pid namespace and cgroups from birth) that sets up its standard streams
+/// and runs the program. Compared with [`Entry::spawn`], that leaves out the namespace
+/// joins, a helper process, the cgroup moves (with a kernel lock that waits for an RCU
+/// grace period), the seccomp filter load and the capability calls of every probe.
+///
+/// The launcher is a process in the container's cgroups: it counts in `pids.current`
+/// (and against a pids limit), and `top` leaves it out by its name, `berth-probes`.
+/// It ends when its socket closes or its parent dies; dropping the handle kills it. The
+/// caller reaps it. It never blocks the caller: frozen with the container, it just
+/// does not answer.
+pub struct Launcher {
+    pid: i32,
+    sock: OwnedFd,
+}
+
+/// The name the launcher goes by (its `comm`).
+pub const LAUNCHER_NAME: &str = "berth-probes";
+
+/// What the launcher reads after its fork: prepared before it.
+struct LauncherPlan<'a> {
+    entry: &'a Entry,
+    cmd: Command,
+    /// The socket (launcher's end) and /dev/null.
+    sock: RawFd,
+    null: RawFd,
+    parent: libc::pid_t,
+    /// The stack its children run on until they run the program.
+    stack: Vec<u8>,
+}
+
+/// What a launched child reads: in the launcher's memory, which it shares.
+struct LaunchedChild<'a> {
+    cmd: &'a Command,
+    out: RawFd,
+}
+
+impl Entry {
+    /// Starts a [`Launcher`] for `args`. Failures in the launcher's set-up come as the
+    /// reply to the first request.
+    pub fn launcher(&self, args: &[String]) -> Result<Launcher, String> {
+        let cmd = self.command(args)?;
+        let mut fds = [0; 2];
+        // SAFETY: socketpair fills two fds on success, which we then own.
+        if unsafe {
+            libc::socketpair(
+                libc::AF_UNIX,
+                libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
+                0,
+                fds.as_mut_ptr(),
+            )
+        } != 0
+        {
+            return Err(format!("socketpair: {}", std::io::Error::last_os_error()));
+        }
+        // SAFETY: fresh fds from socketpair.
+        let (ours, theirs) =
+            unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        let null = File::open("/dev/null").map_err(|e| format!("/dev/null: {e}"))?;
+        // The launcher puts its socket and /dev/null on fds 0 to 2: these must not be
+        // there already.
+        let high = |fd: RawFd| -> Result<OwnedFd, String> {
+            let h = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(3))
+                .map_err(|e| format!("dup: {e}"))?;
+            // SAFETY: a fresh fd from F_DUPFD_CLOEXEC, owned here.
+            Ok(unsafe { OwnedFd::from_raw_fd(h) })
+        };
+        let theirs = high(theirs.as_raw_fd())?;
+        let null = high(null.as_raw_fd())?;
+        let plan = LauncherPlan {
+            entry: self,
+            cmd,
+            sock: theirs.as_raw_fd(),
+            null: null.as_raw_fd(),
+            // SAFETY: getpid cannot fail.
+            parent: unsafe { libc::getpid() },
+            stack: vec![0u8; CHILD_STACK],
+        };
+        // SAFETY: the child only makes system calls on memory prepared above (its copy)
+        // and never returns.
+        let pid = unsafe { libc::fork() };
+        if pid < 0 {
+            return Err(format!("fork: {}", std::io::Error::last_os_error()));
+        }
+        if pid == 0 {
+            // SAFETY: in the forked child.
+            unsafe { plan.run() }
+        }
+        nix::fcntl::fcntl(
+            ours.as_raw_fd(),
+            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+        )
+        .map_err(|e| format!("fcntl: {e}"))?;
+        Ok(Launcher { pid, sock: ours })
+    }
+}
+
+impl LauncherPlan<'_> {
+    /// The launcher: sets itself up, then starts the program on each request.
+    ///
+    /// # Safety
+    /// Only in the child of a fork; it makes system calls only, and never returns.
+    unsafe fn run(&self) -> ! {
+        let p = |ptr: *const libc::c_void| ptr as usize;
+        // SAFETY: system calls on fds and memory prepared before the fork.
+        unsafe {
+            let pdeathsig = || {
+                sys(
+                    libc::SYS_prctl,
+                    args([libc::PR_SET_PDEATHSIG as usize, libc::SIGKILL as usize]),
+                );
+                if sys(libc::SYS_getppid, args([])) != self.parent as isize {
+                    exit(1);
+                }
+            };
+            pdeathsig();
+            // Set-up failures go to the socket: the reply to the first request.
+            sys(libc::SYS_dup3, args([self.sock as usize, 2, 0]));
+            for (_, f) in &self.entry.cgroups {
+                // "0": the writer itself.
+                check(
+                    sys(
+                        libc::SYS_write,
+                        args([f.as_raw_fd() as usize, p(b"0".as_ptr().cast()), 1]),
+                    ),
+                    b"joining the container's cgroup",
+                );
+            }
+            for (fd, flag) in &self.entry.namespaces {
+                check(
+                    sys(
+                        libc::SYS_setns,
+                        args([fd.as_raw_fd() as usize, *flag as usize]),
+                    ),
+                    b"setns",
+                );
+            }
+            // 0: the socket, 1: /dev/null, 2: the socket; nothing else.
+            sys(libc::SYS_dup3, args([self.sock as usize, 0, 0]));
+            sys(libc::SYS_dup3, args([self.null as usize, 1, 0]));
+            sys(libc::SYS_close_range, args([3, u32::MAX as usize, 0]));
+            let name = LAUNCHER_NAME.as_bytes();
+            let mut comm = [0u8; 16];
+            comm[..name.len()].copy_from_slice(name);
+            sys(
+                libc::SYS_prctl,
+                args([libc::PR_SET_NAME as usize, p(comm.as_ptr().cast())]),
+            );
+            // Every signal blocked (its children unblock them) and at its default: what
+            // the children inherit is then what a container process starts with.
+            set_signal_mask(!0);
+            default_signal_dispositions();
+            sys(libc::SYS_setsid, args([]));
+            self.cmd.process.take_on();
+            // Changing credentials clears the parent-death signal.
+            pdeathsig();
+            let top = self.stack.as_ptr().add(self.stack.len()).cast_mut();
+            let top = top.sub(top as usize % 16);
+            loop {
+                let out = match receive_fd(0) {
+                    Some(Some(fd)) => fd,
+                    Some(None) => continue,
+                    None => exit(0),
+                };
+                let child = LaunchedChild {
+                    cmd: &self.cmd,
+                    out,
+                };
+                extern "C" fn launched(child: *mut libc::c_void) -> libc::c_int {
+                    // SAFETY: `child` is the `LaunchedChild` below, alive while the
+                    // launcher is suspended (CLONE_VFORK).
+                    unsafe { (*(child as *const LaunchedChild<'_>)).run() }
+                }
+                // SAFETY: CLONE_VM|CLONE_VFORK suspends the launcher until the child runs
+                // its program or ends; it runs `launched` on `stack`.
+                let pid = libc::clone(
+                    launched,
+                    top.cast(),
+                    libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PARENT | libc::SIGCHLD,
+                    (&child as *const LaunchedChild<'_>).cast_mut().cast(),
+                );
+                let err = errno();
+                sys(libc::SYS_close, args([out as usize]));
+                let mut msg = [0u8; 160];
+                let n = if pid > 0 {
+                    msg[0] = b'P';
+                    msg[1..5].copy_from_slice(&pid.to_ne_bytes());
+                    5
+                } else {
+                    failure_message(&mut msg, b"clone", err)
+                };
+                if sys(libc::SYS_write, args([0, p(msg.as_ptr().cast()), n])) < 0 {
+                    exit(0);
+                }
+            }
+        }
+    }
+}
+
+/// Receives one message on `sock`: Some(the fd it carried, if any), or None at its end.
+///
+/// # Safety
+/// As for [`Process::take_on`].
+unsafe fn receive_fd(sock: RawFd) -> Option<Option<RawFd>> {
+    let mut byte = [0u8; 1];
+    let mut iov = libc::iovec {
+        iov_base: byte.as_mut_ptr().cast(),
+        iov_len: 1,
+    };
+    let mut control = [0u64; 4];
+    // SAFETY: an all-zero msghdr is valid; the pointers set below outlive the call.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(&control) as _;
+    loop {
+        // SAFETY: recvmsg fills the buffers `msg` points to.
+        let n = unsafe {
+            sys(
+                libc::SYS_recvmsg,
+                args([
+                    sock as usize,
+                    (&mut msg as *mut libc::msghdr) as usize,
+                    libc::MSG_CMSG_CLOEXEC as usize,
+                ]),
+            )
+        };
+        if n == -(libc::EINTR as isize) {
+            continue;
+        }
+        if n <= 0 {
+            return None;
+        }
+        break;
+    }
+    // SAFETY: the control buffer recvmsg filled, read through the CMSG macros.
+    unsafe {
+        let c = libc::CMSG_FIRSTHDR(&msg);
+        if c.is_null() || (*c).cmsg_level != libc::SOL_SOCKET || (*c).cmsg_type != libc::SCM_RIGHTS
+        {
+            return Some(None);
+        }
+        Some(Some(std::ptr::read_unaligned(
+            libc::CMSG_DATA(c).cast::<RawFd>(),
+        )))
+    }
+}
+
+impl LaunchedChild<'_> {
+    /// Sets up the standard streams (stdin /dev/null, stdout and stderr `out`) and runs
+    /// the program.
+    ///
+    /// # Safety
+    /// Only in the child the launcher clones; it shares the launcher's memory.
+    unsafe fn run(&self) -> ! {
+        // SAFETY: system calls on fds the launcher holds.
+        unsafe {
+            check(sys(libc::SYS_dup3, args([1, 0, 0])), b"dup2");
+            check(
+                sys(libc::SYS_dup3, args([self.out as usize, 1, 0])),
+                b"dup2",
+            );
+            check(
+                sys(libc::SYS_dup3, args([self.out as usize, 2, 0])),
+                b"dup2",
+            );
+            sys(
+                libc::SYS_close_range,
+                args([3, u32::MAX as usize, 4 /* CLOEXEC */]),
+            );
+            set_signal_mask(0);
+            sys(libc::SYS_setsid, args([]));
+            self.cmd.exec()
+        }
+    }
+}
+
+impl Launcher {
+    /// The launcher's process id.
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// The socket the replies come on: readable once one has come.
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        self.sock.as_fd()
+    }
+
+    /// Asks for one run of the program, with stdout and stderr on `out` (stdin is
+    /// /dev/null). Never blocks; the reply comes later (see [`Launcher::reply`]).
+    pub fn request(&self, out: BorrowedFd<'_>) -> Result<(), String> {
+        let byte = [b'g'];
+        let iov = [std::io::IoSlice::new(&byte)];
+        let fds = [out.as_raw_fd()];
+        let cmsg = [nix::sys::socket::ControlMessage::ScmRights(&fds)];
+        nix::sys::socket::sendmsg::<()>(
+            self.sock.as_raw_fd(),
+            &iov,
+            &cmsg,
+            nix::sys::socket::MsgFlags::MSG_DONTWAIT | nix::sys::socket::MsgFlags::MSG_NOSIGNAL,
+            None,
+        )
+        .map(drop)
+        .map_err(|e| format!("asking the probe launcher: {e}"))
+    }
+
+    /// The reply to a request, if it has come: the started process's pid (the caller's
+    /// child, for the caller to reap), or what failed (the launcher is then of no more
+    /// use).
+    pub fn reply(&self) -> Option<Result<i32, String>> {
+        let mut buf = [0u8; 256];
+        // SAFETY: recv into a buffer of ours.
+        let n = unsafe {
+            libc::recv(
+                self.sock.as_raw_fd(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                libc::MSG_DONTWAIT,
+            )
+        };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            return match e.kind() {
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted => None,
+                _ => Some(Err(format!("the probe launcher: {e}"))),
+            };
+        }
+        let msg = &buf[..n as usize];
+        Some(match msg {
+            [] => Err("the probe launcher ended".into()),
+            [b'P', a, b, c, d] => Ok(i32::from_ne_bytes([*a, *b, *c, *d])),
+            text => Err(String::from_utf8_lossy(text).trim_end().to_string()),
+        })
+    }
+}
+
+impl Drop for Launcher {
+    fn drop(&mut self) {
+        // SAFETY: kill on our own child, not yet reaped (the caller reaps it).
+        unsafe { libc::kill(self.pid, libc::SIGKILL) };
+    }
+}
+
 fn pipe() -> Result<(OwnedFd, OwnedFd), String> {
     let mut fds = [0; 2];
     // SAFETY: pipe2 fills two fds on success, which we then own.
@@ -644,15 +1005,23 @@ fn pipe() -> Result<(OwnedFd, OwnedFd), String> {
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
-/// What the second child reads, prepared before the first clone and never changed.
-struct Shared {
+/// A program and its environment, prepared before any clone and never changed: what a
+/// child reads until it runs the program.
+struct Command {
+    /// Keeps the strings `env_ptrs` points into, and says what the process takes on.
     process: Arc<Process>,
     /// The strings `argv_ptrs` points into.
     _argv: Vec<CString>,
     argv_ptrs: Vec<*const libc::c_char>,
     env_ptrs: Vec<*const libc::c_char>,
+    /// Where `execve` looks for the program, in order.
     candidates: Vec<CString>,
     not_found: Vec<u8>,
+}
+
+/// What the second child reads, prepared before the first clone and never changed.
+struct Shared {
+    cmd: Command,
     stdio: [RawFd; 3],
     ctty: bool,
     report: RawFd,
@@ -760,7 +1129,6 @@ impl Shared {
     /// its `errno`: everything here is a system call through [`sys`] on memory prepared
     /// before the first clone, or on its own stack.
     unsafe fn second_child(&self) -> ! {
-        let e = &*self.process;
         let p = |ptr: *const libc::c_void| ptr as usize;
         // SAFETY: system calls on fds and buffers prepared before the clone; each failure
         // is reported on stderr (the fd dup'ed to 2) and ends the child.
@@ -774,11 +1142,6 @@ impl Shared {
             {
                 exit(126);
             }
-            let check = |r: isize, what: &[u8]| {
-                if r < 0 {
-                    self.fail(what, -r as i32);
-                }
-            };
             for (i, fd) in self.stdio.iter().enumerate() {
                 if *fd != i as RawFd {
                     check(sys(libc::SYS_dup3, args([*fd as usize, i, 0])), b"dup2");
@@ -790,16 +1153,7 @@ impl Shared {
             );
             // Dispositions first: no handler of ours may run here once signals are let in.
             default_signal_dispositions();
-            let none: u64 = 0;
-            sys(
-                libc::SYS_rt_sigprocmask,
-                args([
-                    libc::SIG_SETMASK as usize,
-                    p((&none as *const u64).cast()),
-                    0,
-                    8,
-                ]),
-            );
+            set_signal_mask(0);
             sys(libc::SYS_setsid, args([]));
             if self.ctty {
                 check(
@@ -807,6 +1161,25 @@ impl Shared {
                     b"setting the controlling terminal",
                 );
             }
+            self.cmd.process.take_on();
+            self.cmd.exec()
+        }
+    }
+}
+
+impl Process {
+    /// Takes on the process spec's working directory, limits, oom score, credentials,
+    /// capabilities and seccomp filter (in runc's order). Each failure is reported on
+    /// stderr and ends the process.
+    ///
+    /// # Safety
+    /// Only in a child process: it makes its system calls through [`sys`] on memory
+    /// prepared before the clone, and allocates nothing.
+    unsafe fn take_on(&self) {
+        let e = self;
+        let p = |ptr: *const libc::c_void| ptr as usize;
+        // SAFETY: system calls on buffers prepared before the clone.
+        unsafe {
             check(
                 sys(libc::SYS_chdir, args([p(e.cwd.as_ptr().cast())])),
                 b"chdir to the working directory",
@@ -904,7 +1277,33 @@ impl Shared {
             if e.no_new_privileges {
                 self.load_seccomp();
             }
-            let mut first_err = 0;
+        }
+    }
+
+    /// # Safety
+    /// As for [`Process::take_on`].
+    unsafe fn load_seccomp(&self) {
+        if let Some(f) = &self.seccomp {
+            let r = load_filter(f);
+            if r < 0 {
+                // SAFETY: as for the caller.
+                unsafe { fail(b"loading the seccomp filter", -r as i32) }
+            }
+        }
+    }
+}
+
+impl Command {
+    /// Runs the program: the first candidate `execve` takes. A program found nowhere is
+    /// reported on stderr with exit code 127, one that cannot run with 126.
+    ///
+    /// # Safety
+    /// Only in a child process, as for [`Process::take_on`].
+    unsafe fn exec(&self) -> ! {
+        let p = |ptr: *const libc::c_void| ptr as usize;
+        let mut first_err = 0;
+        // SAFETY: execve and write on memory prepared before the clone.
+        unsafe {
             for c in &self.candidates {
                 let r = sys(
                     libc::SYS_execve,
@@ -928,61 +1327,85 @@ impl Shared {
                 );
                 exit(127);
             }
-            self.fail(b"exec", first_err)
+            fail(b"exec", first_err)
         }
     }
+}
 
-    /// # Safety
-    /// Only in the second child.
-    unsafe fn load_seccomp(&self) {
-        if let Some(f) = &self.process.seccomp {
-            let r = load_filter(f);
-            if r < 0 {
-                // SAFETY: as for the caller.
-                unsafe { self.fail(b"loading the seccomp filter", -r as i32) }
-            }
+/// Sets the calling thread's signal mask to `mask` (a bit per signal, 1 at bit 0).
+///
+/// # Safety
+/// As for [`Process::take_on`].
+unsafe fn set_signal_mask(mask: u64) {
+    // SAFETY: rt_sigprocmask reads a u64 on our stack.
+    unsafe {
+        sys(
+            libc::SYS_rt_sigprocmask,
+            args([
+                libc::SIG_SETMASK as usize,
+                (&mask as *const u64) as usize,
+                0,
+                8,
+            ]),
+        );
+    }
+}
+
+/// Ends the child through [`fail`] when `r`, a [`sys`] result, is an error.
+///
+/// # Safety
+/// As for [`fail`].
+unsafe fn check(r: isize, what: &[u8]) {
+    if r < 0 {
+        // SAFETY: as for the caller.
+        unsafe { fail(what, -r as i32) }
+    }
+}
+
+/// Formats `OCI runtime exec failed: unable to start container process: WHAT: errno N`
+/// and a newline into `buf`; returns its length. Allocates nothing.
+fn failure_message(buf: &mut [u8; 160], what: &[u8], err: i32) -> usize {
+    let mut n = 0;
+    for part in [
+        b"OCI runtime exec failed: unable to start container process: ".as_slice(),
+        what,
+        b": errno ",
+    ] {
+        let take = part.len().min(buf.len() - n - 12);
+        buf[n..n + take].copy_from_slice(&part[..take]);
+        n += take;
+    }
+    let mut digits = [0u8; 10];
+    let mut d = 0;
+    let mut v = err.unsigned_abs();
+    loop {
+        digits[d] = b'0' + (v % 10) as u8;
+        d += 1;
+        v /= 10;
+        if v == 0 {
+            break;
         }
     }
-
-    /// Writes `unable to start container process: WHAT: errno N` to stderr and exits 126.
-    ///
-    /// # Safety
-    /// Only in the second child.
-    unsafe fn fail(&self, what: &[u8], err: i32) -> ! {
-        let mut buf = [0u8; 160];
-        let mut n = 0;
-        for part in [
-            b"OCI runtime exec failed: unable to start container process: ".as_slice(),
-            what,
-            b": errno ",
-        ] {
-            let take = part.len().min(buf.len() - n - 12);
-            buf[n..n + take].copy_from_slice(&part[..take]);
-            n += take;
-        }
-        let mut digits = [0u8; 10];
-        let mut d = 0;
-        let mut v = err.unsigned_abs();
-        loop {
-            digits[d] = b'0' + (v % 10) as u8;
-            d += 1;
-            v /= 10;
-            if v == 0 {
-                break;
-            }
-        }
-        while d > 0 {
-            d -= 1;
-            buf[n] = digits[d];
-            n += 1;
-        }
-        buf[n] = b'\n';
+    while d > 0 {
+        d -= 1;
+        buf[n] = digits[d];
         n += 1;
-        // SAFETY: writes a stack buffer, then leaves the child.
-        unsafe {
-            sys(libc::SYS_write, args([2, buf.as_ptr() as usize, n]));
-            exit(126)
-        }
+    }
+    buf[n] = b'\n';
+    n + 1
+}
+
+/// Writes the failure message (see [`failure_message`]) to stderr and exits 126.
+///
+/// # Safety
+/// Only in a child process about to end.
+unsafe fn fail(what: &[u8], err: i32) -> ! {
+    let mut buf = [0u8; 160];
+    let n = failure_message(&mut buf, what, err);
+    // SAFETY: writes a stack buffer, then leaves the child.
+    unsafe {
+        sys(libc::SYS_write, args([2, buf.as_ptr() as usize, n]));
+        exit(126)
     }
 }
 
@@ -1191,5 +1614,177 @@ mod tests {
             out.starts_with("Seccomp:\t2\n") && !out.contains("unshared"),
             "{out}"
         );
+    }
+
+    /// Runs the launcher's program once; returns (exit code, stdout and stderr).
+    fn launch(l: &Launcher) -> (i32, String) {
+        let (r, w) = pipe().unwrap();
+        l.request(w.as_fd()).unwrap();
+        drop(w);
+        let pid = wait_reply(l, 5000).expect("no reply").unwrap();
+        let mut out = String::new();
+        File::from(r).read_to_string(&mut out).unwrap();
+        let status = reap(pid);
+        assert!(libc::WIFEXITED(status), "{status:#x}");
+        (libc::WEXITSTATUS(status), out)
+    }
+
+    /// The launcher's reply, waiting up to `ms` for it.
+    fn wait_reply(l: &Launcher, ms: i32) -> Option<Result<i32, String>> {
+        let mut pfd = libc::pollfd {
+            fd: l.fd().as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: polls one fd we hold.
+        unsafe { libc::poll(&mut pfd, 1, ms) };
+        l.reply()
+    }
+
+    fn comm(pid: i32) -> String {
+        std::fs::read_to_string(format!("/proc/{pid}/comm"))
+            .unwrap_or_default()
+            .trim()
+            .to_string()
+    }
+
+    #[test]
+    fn a_launcher_starts_its_program_again_and_again_as_the_spec_says() {
+        if !is_root() {
+            eprintln!("skipped: needs root");
+            return;
+        }
+        let e = Entry::prepare(
+            &spec(&["CAP_CHOWN"]),
+            std::process::id() as i32,
+            vec![],
+            None,
+        )
+        .unwrap();
+        let args = [
+            "sh",
+            "-c",
+            "echo $GREETING; grep -E '^(CapEff|NoNewPrivs|SigBlk|SigIgn)' /proc/self/status; \
+             read x && echo read $x; exit 3",
+        ]
+        .map(String::from);
+        let l = e.launcher(&args).unwrap();
+        let pid = l.pid();
+        for _ in 0..3 {
+            let (code, out) = launch(&l);
+            assert_eq!(code, 3, "{out}");
+            assert_eq!(
+                out,
+                "hi\nSigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\n\
+                 CapEff:\t0000000000000001\nNoNewPrivs:\t1\n"
+            );
+        }
+        assert_eq!(comm(pid), LAUNCHER_NAME);
+        drop(l);
+        let status = reap(pid);
+        assert!(
+            libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGKILL,
+            "{status:#x}"
+        );
+        let l = e.launcher(&["no-such-program-here".to_string()]).unwrap();
+        let (code, out) = launch(&l);
+        assert_eq!(code, 127);
+        assert!(
+            out.contains("\"no-such-program-here\": executable file not found in $PATH"),
+            "{out}"
+        );
+        let pid = l.pid();
+        drop(l);
+        reap(pid);
+    }
+
+    #[test]
+    fn a_launcher_reports_what_failed_and_ends_with_its_socket() {
+        if !is_root() {
+            eprintln!("skipped: needs root");
+            return;
+        }
+        let mut bad = spec(&[]);
+        bad["process"]["cwd"] = json!("/no/such/dir");
+        let e = Entry::prepare(&bad, std::process::id() as i32, vec![], None).unwrap();
+        let l = e.launcher(&["true".to_string()]).unwrap();
+        let (_r, w) = pipe().unwrap();
+        l.request(w.as_fd()).unwrap();
+        let err = wait_reply(&l, 5000).expect("no reply").unwrap_err();
+        assert!(
+            err.contains("chdir to the working directory: errno 2"),
+            "{err}"
+        );
+        let status = reap(l.pid());
+        assert_eq!(libc::WEXITSTATUS(status), 126);
+        // A good one ends when its socket closes, not only when killed.
+        let e = Entry::prepare(&spec(&[]), std::process::id() as i32, vec![], None).unwrap();
+        let l = e.launcher(&["true".to_string()]).unwrap();
+        let pid = l.pid();
+        let Launcher { sock, .. } = &l;
+        // SAFETY: shuts down our end; the handle's drop then kills a process that ended.
+        unsafe { libc::shutdown(sock.as_raw_fd(), libc::SHUT_RDWR) };
+        let status = reap(pid);
+        assert!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "{status:#x}"
+        );
+        std::mem::forget(l);
+    }
+
+    #[test]
+    fn a_launcher_and_its_children_live_in_the_cgroup_and_a_frozen_one_blocks_nothing() {
+        if !is_root() {
+            eprintln!("skipped: needs root");
+            return;
+        }
+        let root = std::path::Path::new("/sys/fs/cgroup");
+        let (dir, freeze, frozen, thawed) = if root.join("freezer").is_dir() {
+            (root.join("freezer"), "freezer.state", "FROZEN", "THAWED")
+        } else if root.join("cgroup.controllers").exists() {
+            (root.to_path_buf(), "cgroup.freeze", "1", "0")
+        } else {
+            eprintln!("skipped: no freezer cgroup");
+            return;
+        };
+        let name = format!("berth-launcher-test-{}", std::process::id());
+        let cg = dir.join(&name);
+        std::fs::create_dir(&cg).unwrap();
+        struct Gone(PathBuf);
+        impl Drop for Gone {
+            fn drop(&mut self) {
+                for _ in 0..100 {
+                    if std::fs::remove_dir(&self.0).is_ok() {
+                        return;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+            }
+        }
+        let _gone = Gone(cg.clone());
+        let e = Entry::prepare(
+            &spec(&[]),
+            std::process::id() as i32,
+            vec![cg.join("cgroup.procs")],
+            None,
+        )
+        .unwrap();
+        let l = e
+            .launcher(&["sh", "-c", "cat /proc/self/cgroup"].map(String::from))
+            .unwrap();
+        let (code, out) = launch(&l);
+        assert_eq!(code, 0);
+        assert!(out.contains(&name), "{out}");
+        let procs = std::fs::read_to_string(cg.join("cgroup.procs")).unwrap();
+        assert!(procs.lines().any(|p| p == l.pid().to_string()), "{procs}");
+        std::fs::write(cg.join(freeze), frozen).unwrap();
+        let (_r, w) = pipe().unwrap();
+        l.request(w.as_fd()).unwrap();
+        assert!(wait_reply(&l, 100).is_none(), "a frozen launcher replied");
+        let pid = l.pid();
+        drop(l);
+        std::fs::write(cg.join(freeze), thawed).unwrap();
+        let status = reap(pid);
+        assert!(libc::WIFSIGNALED(status), "{status:#x}");
     }
 }
