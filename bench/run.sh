@@ -481,7 +481,7 @@ bench() {
 
 # Filled by the scenarios, read by the report (which runs whatever ran).
 declare -A RSS=() RSSPROC=() HBUSY=() HN=()
-HMON_RSS="" HMON_CPU="" HBASE="" EXEC_MON_RSS=""
+HMON_RSS="" HMON_CPU="" HBASE="" HFLOOR="" EXEC_MON_RSS=""
 rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status" 2>/dev/null; }
 core_scenarios() {
 # ---------------------------------------------------------------------------------------
@@ -540,9 +540,30 @@ fi
 
 # ---------------------------------------------------------------------------------------
 # 5. health checks every second
-# Busy share of the whole host (all cores) over S seconds, in percent, from /proc/stat.
+# The CPU time (ns) every task on the host has run: the root cgroup's, exact (cgroup v1
+# cpuacct, or v2's cpu.stat); empty where neither is readable.
+host_cpu_ns() {
+    if [[ -r /sys/fs/cgroup/cpuacct/cpuacct.usage ]]; then
+        cat /sys/fs/cgroup/cpuacct/cpuacct.usage
+    elif [[ -r /sys/fs/cgroup/cpu.stat ]]; then
+        awk '/^usage_usec / { printf "%.0f", $2 * 1000 }' /sys/fs/cgroup/cpu.stat
+    fi
+}
+# Busy share of the whole host (all cores) over S seconds, in percent. From the root
+# cgroup's CPU time where there is one: /proc/stat samples at each tick whether a CPU is
+# busy, and short timer-driven bursts (a probe is ~1 ms) made the same load read 4 to 10%.
 host_busy() {
-    local a b
+    local a b t0 t1
+    a=$(host_cpu_ns)
+    if [[ -n $a ]]; then
+        t0=$(date +%s%N)
+        sleep "$1"
+        b=$(host_cpu_ns)
+        t1=$(date +%s%N)
+        awk -v a="$a" -v b="$b" -v t=$((t1 - t0)) -v n="$(nproc)" \
+            'BEGIN { printf "%.2f", 100 * (b - a) / (t * n) }'
+        return
+    fi
     a=$(awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9, $5 + $6 }' /proc/stat)
     sleep "$1"
     b=$(awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9, $5 + $6 }' /proc/stat)
@@ -550,15 +571,24 @@ host_busy() {
 }
 # CPU time (s) of a process and its reaped children, from /proc/PID/stat.
 proc_cpu() { awk -v t="$(getconf CLK_TCK)" '{ printf "%.3f", ($14 + $15 + $16 + $17) / t }' "/proc/$1/stat" 2>/dev/null; }
+# The same for a process and its living children (berth's monitor and its probe launcher).
+tree_cpu() {
+    local c sum
+    sum=$(proc_cpu "$1")
+    for c in $(pgrep -P "$1" || true); do
+        sum=$(awk -v a="$sum" -v b="$(proc_cpu "$c")" 'BEGIN { printf "%.3f", a + b }')
+    done
+    echo "$sum"
+}
 HC=(--network none --health-cmd true --health-interval 1s)
 HBUSY=() HN=()
 HMON_RSS="" HMON_CPU=""
 if id=$(berth run -d "${HC[@]}" --name bench-health busybox:bench sleep 100000) \
     && pid=$(sleep 1; pgrep -f "berth-monitor .*$id" | head -n1); then
     sleep 2
-    c0=$(proc_cpu "$pid")
+    c0=$(tree_cpu "$pid")
     sleep "$HEALTH_SECS"
-    c1=$(proc_cpu "$pid")
+    c1=$(tree_cpu "$pid")
     HMON_CPU=$(awk -v a="$c0" -v b="$c1" -v s="$HEALTH_SECS" 'BEGIN { printf "%.3f", 100 * (b - a) / s }')
     HMON_RSS=$(rss_kib "$pid")
     berth rm -f bench-health >/dev/null
@@ -566,6 +596,26 @@ else
     warn "berth: could not start bench-health or find its monitor"
 fi
 HBASE=$(host_busy 5)
+# The floor: the probes' own program, spawned bare (no container, no engine) from a Python
+# loop at the rate the berth containers probe.
+HFLOOR=""
+if command -v python3 >/dev/null; then
+    python3 - "$NHEALTH" "$((HEALTH_SECS + 4))" "$BUSYBOX" <<'PY' &
+import os, sys, time
+rate, secs, busybox = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
+end = time.time() + secs
+due = time.time()
+while time.time() < end:
+    os.waitpid(os.posix_spawn(busybox, [busybox, "sh", "-c", "true"], {}), 0)
+    due += 1.0 / rate
+    if due > time.time():
+        time.sleep(due - time.time())
+PY
+    floor_pid=$!
+    sleep 2
+    HFLOOR=$(host_busy "$HEALTH_SECS")
+    wait "$floor_pid" || true
+fi
 for e in "${ENGINES[@]}"; do
     n=$NHEALTH_PEERS
     [[ $e == berth ]] && n=$NHEALTH
@@ -1058,7 +1108,8 @@ done
 ((HAVE_DOCKER)) && echo "  (docker also keeps dockerd + containerd resident; not counted)"
 echo
 echo "[health] health check (sh -c true) every second; host busy with none: ${HBASE}% of $(nproc) cores"
-echo "  berth, one container: monitor (with its probes) ${HMON_CPU:-n/a}% of a core, RSS ${HMON_RSS:-n/a} KiB"
+echo "  berth, one container: monitor (with its probes and launcher) ${HMON_CPU:-n/a}% of a core, RSS ${HMON_RSS:-n/a} KiB"
+echo "  floor: busybox sh -c true spawned bare ${NHEALTH} times a second: host busy ${HFLOOR:-n/a}%"
 printf '  %-8s %10s %14s %22s\n' engine containers "host busy %" "per 100 probes/s, %"
 for e in "${ENGINES[@]}"; do
     [[ -n ${HBUSY[$e]:-} ]] || { printf '  %-8s %10s\n' "$e" "n/a"; continue; }

@@ -1052,6 +1052,37 @@ fn stats_reports_cpu_memory_and_pids_from_the_cgroup() {
 }
 
 #[test]
+fn a_container_at_its_pids_limit_is_still_probed() {
+    require_root!();
+    let b = Berth::with_busybox();
+    // The init and the probe launcher fill the limit: the launcher cannot start a probe,
+    // and the monitor starts them itself (a move into the cgroups is not limited).
+    b.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "lim",
+        "--pids-limit",
+        "2",
+        "--health-cmd",
+        "echo hi",
+        "--health-interval",
+        "100ms",
+        "busybox:test",
+        "sleep",
+        "100",
+    ]);
+    assert!(eventually(5, || b
+        .inspect("lim", "{{.State.Health.Status}}")
+        == "healthy"));
+    assert_eq!(
+        b.inspect("lim", "{{(index .State.Health.Log 0).Output}}"),
+        "hi"
+    );
+    b.ok(&["rm", "-f", "lim"]);
+}
+
+#[test]
 fn health_checks_run_inside_the_container_and_show_in_ps_and_inspect() {
     require_root!();
     let b = Berth::with_busybox();

@@ -727,6 +727,17 @@ impl Monitor {
         else {
             return;
         };
+        // The pid must be our child (CLONE_PARENT), reaped or not: it is what a timeout
+        // kills.
+        let reply = reply.and_then(|pid| {
+            if h.early_exits.iter().any(|(q, _)| *q == pid) || sys::is_unreaped_child(pid) {
+                Ok(pid)
+            } else {
+                Err(format!(
+                    "the probe launcher named {pid}, not a child of ours"
+                ))
+            }
+        });
         match reply {
             Ok(pid) => {
                 p.process = ProbeProcess::Launched(Some(pid));

@@ -199,6 +199,25 @@ pub fn cgroup_pids(cgroup_root: &Path, rel: &str) -> Vec<i32> {
     Vec::new()
 }
 
+/// Whether `pid` is a child of this process that has not been reaped (running, or ended
+/// and waiting to be).
+pub fn is_unreaped_child(pid: i32) -> bool {
+    if pid <= 0 {
+        return false;
+    }
+    // SAFETY: an all-zero siginfo_t is valid; waitid fills it and, with WNOWAIT, reaps
+    // nothing.
+    unsafe {
+        let mut info: libc::siginfo_t = std::mem::zeroed();
+        libc::waitid(
+            libc::P_PID,
+            pid as libc::id_t,
+            &mut info,
+            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+        ) == 0
+    }
+}
+
 /// Whether `pid`, one of the processes `in_cgroup` of a container's cgroup, is its
 /// monitor's probe launcher: named so, and started from outside the cgroup (any process
 /// of the container that took the name has a parent inside it, but for the init, which
@@ -606,5 +625,24 @@ mod tests {
         let t = process_start_time(me).unwrap();
         assert!(process_alive(me, t));
         assert!(!process_alive(me, t + 1));
+    }
+
+    #[test]
+    fn only_an_unreaped_child_of_ours_counts_as_one() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("0.2")
+            .spawn()
+            .unwrap();
+        let pid = child.id() as i32;
+        assert!(is_unreaped_child(pid));
+        // Ended but not reaped: still ours (the exit status waits for us).
+        std::thread::sleep(std::time::Duration::from_millis(400));
+        assert!(is_unreaped_child(pid));
+        child.wait().unwrap();
+        assert!(!is_unreaped_child(pid));
+        assert!(!is_unreaped_child(1));
+        assert!(!is_unreaped_child(std::process::id() as i32));
+        assert!(!is_unreaped_child(0));
+        assert!(!is_unreaped_child(-1));
     }
 }
