@@ -400,6 +400,8 @@ struct HealthRunner {
     no_launcher: bool,
     /// Exits reaped while the launcher had not yet said which pid the probe has.
     early_exits: Vec<(i32, i32)>,
+    /// The state file as last read (inode, size, mtime) and whether it said paused.
+    state_seen: Option<((u64, u64, i64, i64), bool)>,
     /// Set when the status changed: memory is given back soon (RELEASE_AFTER_CHANGE).
     release_soon: bool,
     started: Instant,
@@ -621,6 +623,7 @@ impl Monitor {
                 launcher: None,
                 no_launcher: false,
                 early_exits: Vec::new(),
+                state_seen: None,
                 release_soon: false,
                 started: now,
                 probe: None,
@@ -713,11 +716,11 @@ impl Monitor {
     }
 
     /// Reads the launcher's reply to the running probe's request, if it has come.
+    ///
+    /// Not woken for: the reply comes before the probe's output ends (the launcher holds
+    /// the pipe until then), so it is read when the probe ends, or at its timeout.
     fn launcher_replied(&mut self) {
         let Some(h) = self.health.as_mut() else {
-            return;
-        };
-        let Some(reply) = h.launcher.as_ref().and_then(|l| l.reply()) else {
             return;
         };
         let Some(p) = h
@@ -725,6 +728,9 @@ impl Monitor {
             .as_mut()
             .filter(|p| matches!(p.process, ProbeProcess::Launched(None)))
         else {
+            return;
+        };
+        let Some(reply) = h.launcher.as_ref().and_then(|l| l.reply()) else {
             return;
         };
         // The pid must be our child (CLONE_PARENT), reaped or not: it is what a timeout
@@ -762,6 +768,7 @@ impl Monitor {
 
     /// Starts a probe when one is due; finishes one that ended or ran out of time.
     fn health_tick(&mut self) {
+        self.launcher_replied();
         let Some(h) = self.health.as_mut() else {
             return;
         };
@@ -855,8 +862,24 @@ impl Monitor {
         if now < h.next {
             return;
         }
-        // A paused container is not probed (its probe would only wait for the thaw).
-        if state::read_raw(&self.root, &self.cfg.id).is_ok_and(|s| s.status == Status::Paused) {
+        // A paused container is not probed (its probe would only wait for the thaw). The
+        // state is read again only when its file changed (it is replaced whole, by
+        // rename: a new inode, and "paused" is shorter than "running").
+        let state_file = state::path(&self.root, &self.cfg.id);
+        let seen = fs::metadata(&state_file).ok().map(|m| {
+            use std::os::unix::fs::MetadataExt;
+            (m.ino(), m.len(), m.mtime(), m.mtime_nsec())
+        });
+        let paused = match (&h.state_seen, seen) {
+            (Some((was, paused)), Some(now_seen)) if *was == now_seen => *paused,
+            _ => {
+                let paused = state::read_raw(&self.root, &self.cfg.id)
+                    .is_ok_and(|s| s.status == Status::Paused);
+                h.state_seen = seen.map(|s| (s, paused));
+                paused
+            }
+        };
+        if paused {
             h.next = now + ns(h.cfg.interval, Duration::from_secs(30));
             return;
         }
@@ -1055,15 +1078,6 @@ impl Monitor {
             {
                 add(p.out.as_raw_fd(), Role::Probe);
             }
-            if let Some(h) = self.health.as_ref().filter(|h| {
-                h.probe
-                    .as_ref()
-                    .is_some_and(|p| matches!(p.process, ProbeProcess::Launched(None)))
-            }) {
-                if let Some(l) = &h.launcher {
-                    add(l.fd().as_raw_fd(), Role::Launcher);
-                }
-            }
             if let Some(h) = self.health.as_mut().filter(|h| h.release_soon) {
                 h.release_soon = false;
                 let soon = Instant::now() + RELEASE_AFTER_CHANGE;
@@ -1146,7 +1160,6 @@ impl Monitor {
                             }
                         }
                     }
-                    Role::Launcher => self.launcher_replied(),
                     Role::Client(i) => {
                         if !self.client_input(i) {
                             dead_clients.push(i);
@@ -1345,7 +1358,6 @@ enum Role {
     Pty,
     Client(usize),
     Probe,
-    Launcher,
 }
 
 /// Reads what is available; None at end of stream (or EIO from a pty whose other end closed).

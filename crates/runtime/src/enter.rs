@@ -832,7 +832,6 @@ impl LauncherPlan<'_> {
                     (&child as *const LaunchedChild<'_>).cast_mut().cast(),
                 );
                 let err = errno();
-                sys(libc::SYS_close, args([out as usize]));
                 let mut msg = [0u8; 160];
                 let n = if pid > 0 {
                     msg[0] = b'P';
@@ -841,9 +840,12 @@ impl LauncherPlan<'_> {
                 } else {
                     failure_message(&mut msg, b"clone", err)
                 };
+                // The reply first: the caller reads it once the output ends, which
+                // needs our copy of the pipe closed.
                 if sys(libc::SYS_write, args([0, p(msg.as_ptr().cast()), n])) < 0 {
                     exit(0);
                 }
+                sys(libc::SYS_close, args([out as usize]));
             }
         }
     }
@@ -934,7 +936,9 @@ impl Launcher {
         self.pid
     }
 
-    /// The socket the replies come on: readable once one has come.
+    /// The socket the replies come on: readable once one has come. Each reply comes
+    /// before the launcher lets go of the request's `out`, so a caller that reads the
+    /// program's output to its end need not wait on this.
     pub fn fd(&self) -> BorrowedFd<'_> {
         use std::os::fd::AsFd;
         self.sock.as_fd()
@@ -963,22 +967,31 @@ impl Launcher {
     /// use).
     pub fn reply(&self) -> Option<Result<i32, String>> {
         let mut buf = [0u8; 256];
-        // SAFETY: recv into a buffer of ours.
-        let n = unsafe {
-            libc::recv(
-                self.sock.as_raw_fd(),
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                libc::MSG_DONTWAIT,
-            )
-        };
-        if n < 0 {
-            let e = std::io::Error::last_os_error();
-            return match e.kind() {
-                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted => None,
-                _ => Some(Err(format!("the probe launcher: {e}"))),
+        let mut reset = false;
+        let n = loop {
+            // SAFETY: recv into a buffer of ours.
+            let n = unsafe {
+                libc::recv(
+                    self.sock.as_raw_fd(),
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                    libc::MSG_DONTWAIT,
+                )
             };
-        }
+            if n >= 0 {
+                break n;
+            }
+            let e = std::io::Error::last_os_error();
+            match e.raw_os_error() {
+                Some(libc::EAGAIN) if reset => return Some(Err("the probe launcher ended".into())),
+                Some(libc::EAGAIN) => return None,
+                Some(libc::EINTR) => {}
+                // A launcher that ended with a request unread resets the connection; the
+                // error comes first, then what it said before it ended.
+                Some(libc::ECONNRESET) if !reset => reset = true,
+                _ => return Some(Err(format!("the probe launcher: {e}"))),
+            }
+        };
         let msg = &buf[..n as usize];
         Some(match msg {
             [] => Err("the probe launcher ended".into()),
@@ -1621,9 +1634,13 @@ mod tests {
         let (r, w) = pipe().unwrap();
         l.request(w.as_fd()).unwrap();
         drop(w);
-        let pid = wait_reply(l, 5000).expect("no reply").unwrap();
         let mut out = String::new();
         File::from(r).read_to_string(&mut out).unwrap();
+        // The reply is there by the end of the output.
+        let pid = l
+            .reply()
+            .expect("no reply by the end of the output")
+            .unwrap();
         let status = reap(pid);
         assert!(libc::WIFEXITED(status), "{status:#x}");
         (libc::WEXITSTATUS(status), out)
@@ -1708,9 +1725,16 @@ mod tests {
         bad["process"]["cwd"] = json!("/no/such/dir");
         let e = Entry::prepare(&bad, std::process::id() as i32, vec![], None).unwrap();
         let l = e.launcher(&["true".to_string()]).unwrap();
-        let (_r, w) = pipe().unwrap();
+        let (r, w) = pipe().unwrap();
         l.request(w.as_fd()).unwrap();
-        let err = wait_reply(&l, 5000).expect("no reply").unwrap_err();
+        drop(w);
+        // Its output ends (the request it never read goes with its socket), and the
+        // reply is there by then.
+        std::io::copy(&mut File::from(r), &mut std::io::sink()).unwrap();
+        let err = l
+            .reply()
+            .expect("no reply by the end of the output")
+            .unwrap_err();
         assert!(
             err.contains("chdir to the working directory: errno 2"),
             "{err}"
