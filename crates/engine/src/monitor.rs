@@ -958,7 +958,12 @@ impl Monitor {
     fn health_deadline(&self) -> Option<Instant> {
         let h = self.health.as_ref()?;
         Some(match &h.probe {
-            Some(p) if p.exit.is_some() => {
+            // Ended (or, with the launcher's reply still to read, something did).
+            Some(p)
+                if p.exit.is_some()
+                    || (matches!(p.process, ProbeProcess::Launched(None))
+                        && !h.early_exits.is_empty()) =>
+            {
                 (Instant::now() + Duration::from_millis(20)).min(p.deadline)
             }
             Some(p) => p.deadline,
