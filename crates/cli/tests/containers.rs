@@ -1109,6 +1109,11 @@ fn health_checks_run_inside_the_container_and_show_in_ps_and_inspect() {
     // The probes' launcher is in the container's cgroups, but not one of its processes.
     let top = b.ok(&["top", "hc"]);
     assert!(top.contains("sleep") && !top.contains("berth-"), "{top}");
+    // Nor counted in its pids: sh and sleep, between probes.
+    assert!(eventually(5, || b
+        .ok(&["stats", "--no-stream", "--format", "{{.PIDs}}", "hc"])
+        .trim()
+        == "2"));
     // Several probes later, still one event: they record changes, not every probe.
     std::thread::sleep(std::time::Duration::from_millis(500));
     let events = b.ok(&[

@@ -1234,12 +1234,24 @@ impl Engine {
         Ok(())
     }
 
-    /// A running container's resource usage so far (from its cgroup).
+    /// A running container's resource usage so far (from its cgroup). Its pids leave out
+    /// the monitor's probe launcher, which lives in the cgroup (see `top`).
     pub fn container_usage(&self, id: &str) -> Result<crate::stats::Usage> {
         let root = Path::new("/sys/fs/cgroup");
-        crate::stats::reader(root)
-            .usage(&format!("/berth/{id}"))
-            .map_err(io_err(root.join("berth").join(id)))
+        let rel = format!("berth/{id}");
+        let mut usage = crate::stats::reader(root)
+            .usage(&format!("/{rel}"))
+            .map_err(io_err(root.join("berth").join(id)))?;
+        if usage.pids > 1 && state::health_path(self.run_root(), id).exists() {
+            let init = state::read_raw(self.root(), id).map_or(0, |s| s.pid);
+            let pids = sys::cgroup_pids(root, &rel);
+            let launchers = pids
+                .iter()
+                .filter(|p| **p != init && sys::is_probe_launcher(**p, &pids))
+                .count();
+            usage.pids = usage.pids.saturating_sub(launchers as u64);
+        }
+        Ok(usage)
     }
 
     /// `update`: changes the limits (live, when running) and the restart policy of a
