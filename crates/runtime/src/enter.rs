@@ -1456,6 +1456,11 @@ mod tests {
         })
     }
 
+    /// An entry into this test's own namespaces, with the given capabilities.
+    fn entry(caps: &[&str]) -> Entry {
+        Entry::prepare(&spec(caps), std::process::id() as i32, vec![], None).unwrap()
+    }
+
     /// Runs `args`; returns (exit code, stdout and stderr).
     fn run(entry: &Entry, args: &[&str]) -> (i32, String) {
         let (r, w) = pipe().unwrap();
@@ -1514,36 +1519,72 @@ mod tests {
         assert_eq!(libc::WEXITSTATUS(status), 0);
     }
 
+    /// A fresh freezer cgroup (in a v1 freezer hierarchy, or a pure v2 tree), removed
+    /// when dropped; None where there is none.
+    struct Freezer {
+        dir: PathBuf,
+        file: &'static str,
+        frozen: &'static str,
+        thawed: &'static str,
+    }
+
+    impl Freezer {
+        fn new(tag: &str) -> Option<Freezer> {
+            let root = std::path::Path::new("/sys/fs/cgroup");
+            let (base, file, frozen, thawed) = if root.join("freezer").is_dir() {
+                (root.join("freezer"), "freezer.state", "FROZEN", "THAWED")
+            } else if root.join("cgroup.controllers").exists() {
+                (root.to_path_buf(), "cgroup.freeze", "1", "0")
+            } else {
+                eprintln!("skipped: no freezer cgroup");
+                return None;
+            };
+            let dir = base.join(format!("berth-{tag}-test-{}", std::process::id()));
+            std::fs::create_dir(&dir).unwrap();
+            Some(Freezer {
+                dir,
+                file,
+                frozen,
+                thawed,
+            })
+        }
+
+        fn freeze(&self, on: bool) {
+            let value = if on { self.frozen } else { self.thawed };
+            std::fs::write(self.dir.join(self.file), value).unwrap();
+        }
+
+        fn procs(&self) -> PathBuf {
+            self.dir.join("cgroup.procs")
+        }
+    }
+
+    impl Drop for Freezer {
+        fn drop(&mut self) {
+            // Its last process may take a moment to leave.
+            for _ in 0..100 {
+                if std::fs::remove_dir(&self.dir).is_ok() {
+                    return;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+        }
+    }
+
     #[test]
     fn a_frozen_process_blocks_nothing_and_is_killed_when_let_go() {
         if !is_root() {
             eprintln!("skipped: needs root");
             return;
         }
-        // A v1 freezer hierarchy, or a pure v2 tree.
-        let root = std::path::Path::new("/sys/fs/cgroup");
-        let (dir, freeze, frozen, thawed) = if root.join("freezer").is_dir() {
-            (root.join("freezer"), "freezer.state", "FROZEN", "THAWED")
-        } else if root.join("cgroup.controllers").exists() {
-            (root.to_path_buf(), "cgroup.freeze", "1", "0")
-        } else {
-            eprintln!("skipped: no freezer cgroup");
+        let Some(cg) = Freezer::new("enter") else {
             return;
         };
-        let cg = dir.join(format!("berth-enter-test-{}", std::process::id()));
-        std::fs::create_dir(&cg).unwrap();
-        struct Gone(PathBuf);
-        impl Drop for Gone {
-            fn drop(&mut self) {
-                let _ = std::fs::remove_dir(&self.0);
-            }
-        }
-        let _gone = Gone(cg.clone());
-        std::fs::write(cg.join(freeze), frozen).unwrap();
+        cg.freeze(true);
         let e = Entry::prepare(
             &spec(&[]),
             std::process::id() as i32,
-            vec![cg.join("cgroup.procs")],
+            vec![cg.procs()],
             None,
         )
         .unwrap();
@@ -1556,7 +1597,7 @@ mod tests {
         assert!(!launch.started(), "a frozen process ran its program");
         // Let go before it ran: it is killed, and keeps the memory it reads.
         drop(launch);
-        std::fs::write(cg.join(freeze), thawed).unwrap();
+        cg.freeze(false);
         let status = reap(pid);
         assert!(
             libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGKILL,
@@ -1572,13 +1613,7 @@ mod tests {
             eprintln!("skipped: needs root");
             return;
         }
-        let e = Entry::prepare(
-            &spec(&["CAP_CHOWN"]),
-            std::process::id() as i32,
-            vec![],
-            None,
-        )
-        .unwrap();
+        let e = entry(&["CAP_CHOWN"]);
         let (code, out) = run(
             &e,
             &[
@@ -1671,13 +1706,7 @@ mod tests {
             eprintln!("skipped: needs root");
             return;
         }
-        let e = Entry::prepare(
-            &spec(&["CAP_CHOWN"]),
-            std::process::id() as i32,
-            vec![],
-            None,
-        )
-        .unwrap();
+        let e = entry(&["CAP_CHOWN"]);
         let args = [
             "sh",
             "-c",
@@ -1742,7 +1771,7 @@ mod tests {
         let status = reap(l.pid());
         assert_eq!(libc::WEXITSTATUS(status), 126);
         // A good one ends when its socket closes, not only when killed.
-        let e = Entry::prepare(&spec(&[]), std::process::id() as i32, vec![], None).unwrap();
+        let e = entry(&[]);
         let l = e.launcher(&["true".to_string()]).unwrap();
         let pid = l.pid();
         let Launcher { sock, .. } = &l;
@@ -1762,34 +1791,14 @@ mod tests {
             eprintln!("skipped: needs root");
             return;
         }
-        let root = std::path::Path::new("/sys/fs/cgroup");
-        let (dir, freeze, frozen, thawed) = if root.join("freezer").is_dir() {
-            (root.join("freezer"), "freezer.state", "FROZEN", "THAWED")
-        } else if root.join("cgroup.controllers").exists() {
-            (root.to_path_buf(), "cgroup.freeze", "1", "0")
-        } else {
-            eprintln!("skipped: no freezer cgroup");
+        let Some(cg) = Freezer::new("launcher") else {
             return;
         };
-        let name = format!("berth-launcher-test-{}", std::process::id());
-        let cg = dir.join(&name);
-        std::fs::create_dir(&cg).unwrap();
-        struct Gone(PathBuf);
-        impl Drop for Gone {
-            fn drop(&mut self) {
-                for _ in 0..100 {
-                    if std::fs::remove_dir(&self.0).is_ok() {
-                        return;
-                    }
-                    std::thread::sleep(std::time::Duration::from_millis(10));
-                }
-            }
-        }
-        let _gone = Gone(cg.clone());
+        let name = cg.dir.file_name().unwrap().to_str().unwrap().to_string();
         let e = Entry::prepare(
             &spec(&[]),
             std::process::id() as i32,
-            vec![cg.join("cgroup.procs")],
+            vec![cg.procs()],
             None,
         )
         .unwrap();
@@ -1799,15 +1808,15 @@ mod tests {
         let (code, out) = launch(&l);
         assert_eq!(code, 0);
         assert!(out.contains(&name), "{out}");
-        let procs = std::fs::read_to_string(cg.join("cgroup.procs")).unwrap();
+        let procs = std::fs::read_to_string(cg.procs()).unwrap();
         assert!(procs.lines().any(|p| p == l.pid().to_string()), "{procs}");
-        std::fs::write(cg.join(freeze), frozen).unwrap();
+        cg.freeze(true);
         let (_r, w) = pipe().unwrap();
         l.request(w.as_fd()).unwrap();
         assert!(wait_reply(&l, 100).is_none(), "a frozen launcher replied");
         let pid = l.pid();
         drop(l);
-        std::fs::write(cg.join(freeze), thawed).unwrap();
+        cg.freeze(false);
         let status = reap(pid);
         assert!(libc::WIFSIGNALED(status), "{status:#x}");
     }
