@@ -398,7 +398,8 @@ struct HealthRunner {
     launcher: Option<berth_runtime::enter::Launcher>,
     /// Set once the launcher failed: probes are then started one by one with `entry`.
     no_launcher: bool,
-    /// Exits reaped while the launcher had not yet said which pid the probe has.
+    /// Exits reaped while the launcher had not yet said which pid the probe has (read only
+    /// then; emptied when a probe starts).
     early_exits: Vec<(i32, i32)>,
     /// The state file as last read (inode, size, mtime) and whether it said paused.
     state_seen: Option<((u64, u64, i64, i64), bool)>,
@@ -751,7 +752,6 @@ impl Monitor {
                     p.exit = Some(code);
                     p.exited_at = Some(Instant::now());
                 }
-                h.early_exits.clear();
             }
             Err(_) => {
                 // The launcher cannot start probes here (a seccomp profile that refuses
@@ -760,7 +760,6 @@ impl Monitor {
                 h.launcher = None;
                 h.no_launcher = true;
                 h.probe = None;
-                h.early_exits.clear();
                 h.next = Instant::now();
             }
         }
@@ -782,7 +781,6 @@ impl Monitor {
                     // The launcher never answered (frozen with the container, say): it is
                     // killed, and the next probe makes another.
                     h.launcher = None;
-                    h.early_exits.clear();
                 }
             }
             // Done when it exited and its output ended (or a moment passed: a background
