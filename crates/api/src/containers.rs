@@ -100,7 +100,7 @@ pub(crate) fn endpoint_request(ep: Option<&Value>) -> berth_engine::networks::En
 }
 
 /// A Docker `Mount` object as the engine's mount.
-pub(crate) fn mount_of(m: &Value) -> Result<berth_engine::model::MountSpec, String> {
+pub(crate) fn mount_of(m: &Value) -> berth_engine::model::MountSpec {
     let text = |k: &str| {
         m.get(k)
             .and_then(Value::as_str)
@@ -129,30 +129,7 @@ pub(crate) fn mount_of(m: &Value) -> Result<berth_engine::model::MountSpec, Stri
         .pointer("/TmpfsOptions/Mode")
         .and_then(Value::as_u64)
         .map(|x| x as u32);
-    if spec.target.is_empty() {
-        return Err("invalid mount config: target is required".into());
-    }
-    if !matches!(spec.kind.as_str(), "bind" | "volume" | "tmpfs") {
-        return Err(format!(
-            "invalid mount config: unsupported mount type {:?}",
-            spec.kind
-        ));
-    }
-    if spec.kind == "bind" {
-        if !spec.source.starts_with('/') {
-            return Err(format!(
-                "invalid mount config for type \"bind\": invalid mount path: '{}' mount path must be absolute",
-                spec.source
-            ));
-        }
-        if !std::path::Path::new(&spec.source).exists() {
-            return Err(format!(
-                "invalid mount config for type \"bind\": bind source path does not exist: {}",
-                spec.source
-            ));
-        }
-    }
-    Ok(spec)
+    spec
 }
 
 /// The fields of a container create body in any Engine API version from 1.24 on (the
@@ -246,15 +223,12 @@ pub(crate) fn create_container(e: &Engine, q: &[(String, String)], body: &[u8]) 
             Err(err) => return bad(err),
         }
     }
-    for m in api_mounts
-        .iter()
-        .flat_map(|m| m.as_array().into_iter().flatten())
-    {
-        match mount_of(m) {
-            Ok(m) => mounts.push(m),
-            Err(err) => return bad(err),
-        }
-    }
+    mounts.extend(
+        api_mounts
+            .iter()
+            .flat_map(|m| m.as_array().into_iter().flatten())
+            .map(mount_of),
+    );
     for (path, opts) in &host_config.tmpfs {
         match berth_engine::mounts::parse_tmpfs(&format!("{path}:{opts}")) {
             Ok(m) => mounts.push(m),
@@ -274,7 +248,7 @@ pub(crate) fn create_container(e: &Engine, q: &[(String, String)], body: &[u8]) 
         .find(|(k, _)| k == "name")
         .map(|(_, v)| v.clone())
         .filter(|n| !n.is_empty());
-    let opts = berth_engine::containers::CreateOptions {
+    let opts = berth_engine::specs::ContainerSpec {
         name,
         image,
         config,
@@ -882,16 +856,7 @@ pub(crate) fn update(e: &Engine, id: &str, body: &[u8]) -> Response<Body> {
         Err(msg) => return error(StatusCode::BAD_REQUEST, msg),
     };
     let num = |k: &str| v.get(k).and_then(Value::as_i64).filter(|n| *n != 0);
-    let nano = num("NanoCpus");
-    let quota = num("CpuQuota").or_else(|| nano.map(|n| n * 100_000 / 1_000_000_000));
-    let limits = berth_engine::stats::Limits {
-        memory: num("Memory"),
-        memory_swap: num("MemorySwap"),
-        cpu_quota: quota,
-        cpu_shares: num("CpuShares").map(|n| n as u64),
-        pids: num("PidsLimit"),
-    };
-    let restart = match v.get("RestartPolicy") {
+    let restart_policy = match v.get("RestartPolicy") {
         Some(p)
             if p.get("Name")
                 .and_then(Value::as_str)
@@ -909,7 +874,16 @@ pub(crate) fn update(e: &Engine, id: &str, body: &[u8]) -> Response<Body> {
         }
         _ => None,
     };
-    match e.update_container(id, &limits, nano, restart) {
+    let update = berth_engine::specs::UpdateSpec {
+        memory: num("Memory"),
+        memory_swap: num("MemorySwap"),
+        nano_cpus: num("NanoCpus"),
+        cpu_quota: num("CpuQuota"),
+        cpu_shares: num("CpuShares"),
+        pids_limit: num("PidsLimit"),
+        restart_policy,
+    };
+    match e.update_container(id, &update) {
         Ok(()) => json_response(StatusCode::OK, &json!({"Warnings": []})),
         Err(err) => engine_error(err),
     }

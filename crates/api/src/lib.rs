@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::http::{header, Method, Request, Response, StatusCode};
-use berth_engine::{Engine, EngineError, EngineOptions};
+use berth_engine::{Engine, EngineError, EngineOptions, ErrorClass};
 use serde_json::{json, Value};
 
 mod build;
@@ -54,18 +54,22 @@ pub(crate) fn json_response(status: StatusCode, v: &Value) -> Response<Body> {
         .expect("a valid response")
 }
 
-/// An engine error as Docker's status: 404 for what does not exist, 409 for conflicts,
-/// 400 for bad parameters, 500 for the rest.
+/// The HTTP status of each class of engine error, as Docker's daemon gives them: the one
+/// place the API service decides a status for an engine error.
+pub(crate) fn status_of(class: ErrorClass) -> StatusCode {
+    match class {
+        ErrorClass::NotFound => StatusCode::NOT_FOUND,
+        ErrorClass::Conflict => StatusCode::CONFLICT,
+        ErrorClass::InvalidArgument => StatusCode::BAD_REQUEST,
+        ErrorClass::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorClass::NotImplemented => StatusCode::NOT_IMPLEMENTED,
+        ErrorClass::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// An engine error as Docker writes it: the status of its class, Docker's words.
 pub(crate) fn engine_error(e: EngineError) -> Response<Body> {
-    let status = match &e {
-        EngineError::NoSuchImage(_)
-        | EngineError::NoSuchContainer(_)
-        | EngineError::NoSuchVolume(_)
-        | EngineError::NoSuchNetwork(_) => StatusCode::NOT_FOUND,
-        EngineError::Conflict(_) => StatusCode::CONFLICT,
-        EngineError::Invalid(_) => StatusCode::BAD_REQUEST,
-        _ => StatusCode::INTERNAL_SERVER_ERROR,
-    };
+    let status = status_of(e.class());
     // Docker's clients read some messages: docker-py raises ImageNotFound on "No such
     // image" (compose builds or pulls on that), the docker CLI turns a failed start
     // into 127 or 126 by these words.

@@ -1860,9 +1860,9 @@ pub fn dispatch(cli: &Cli, warmer: Option<berth_engine::sys::AttachWarmer>) -> C
     match &cli.cmd {
         Command::Run { detach, flags } => run::run(e, flags, *detach),
         Command::Create { flags } => {
+            let spec = flags.checked_spec()?;
             run::ensure_image(e, flags)?;
-            let opts = flags.to_options()?;
-            let (id, warnings) = e.create_container(opts).map_err(run::run_failure)?;
+            let (id, warnings) = e.create_container(spec).map_err(run::run_failure)?;
             for w in warnings {
                 eprintln!("WARNING: {w}");
             }
@@ -2017,41 +2017,23 @@ pub fn dispatch(cli: &Cli, warmer: Option<berth_engine::sys::AttachWarmer>) -> C
                     }),
                 }
             };
-            let memory = bytes("--memory", memory)?;
-            if let Some(m) = memory {
-                if (0..6 * 1024 * 1024).contains(&m) {
-                    return Err(Failure::new(1, "Minimum memory limit allowed is 6MB"));
-                }
-            }
-            let nano = match cpus {
-                None => None,
-                Some(c) => Some(
-                    c.parse::<f64>()
-                        .ok()
-                        .filter(|v| *v > 0.0 && v.is_finite())
-                        .map(|v| (v * 1e9) as i64)
-                        .ok_or_else(|| {
-                            Failure::new(1, format!("invalid argument {c:?} for \"--cpus\" flag"))
-                        })?,
-                ),
-            };
-            let restart = match restart.as_deref() {
-                None => None,
-                Some(p) => Some(crate::run::parse_restart(p).map_err(|mut f| {
-                    f.code = 1;
-                    f
-                })?),
-            };
-            let limits = berth_engine::stats::Limits {
-                memory,
+            let update = berth_engine::specs::UpdateSpec {
+                memory: bytes("--memory", memory)?,
                 memory_swap: bytes("--memory-swap", memory_swap)?,
-                cpu_quota: nano.map(|n| n * 100_000 / 1_000_000_000),
-                cpu_shares: *cpu_shares,
-                pids: *pids_limit,
+                nano_cpus: cpus
+                    .as_deref()
+                    .map(crate::run::parse_cpus)
+                    .transpose()
+                    .map_err(|m| Failure::new(1, m))?,
+                cpu_quota: None,
+                cpu_shares: cpu_shares.map(|s| s as i64),
+                pids_limit: *pids_limit,
+                restart_policy: restart
+                    .as_deref()
+                    .map(berth_engine::specs::container::parse_restart)
+                    .transpose()?,
             };
-            each(containers, |c| {
-                e.update_container(c, &limits, nano, restart.clone())
-            })
+            each(containers, |c| e.update_container(c, &update))
         }
         Command::Events {
             since,

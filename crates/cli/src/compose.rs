@@ -1007,9 +1007,9 @@ fn build_service(
 fn create_and_start(e: &Engine, project: &Project, service: &str, n: u32) -> CliResult<String> {
     let args = create_args(project, service, n).map_err(fail)?;
     let flags = crate::run::create_flags(&args)?;
+    let spec = flags.checked_spec()?;
     crate::run::ensure_image(e, &flags)?;
-    let opts = flags.to_options()?;
-    let (id, _) = e.create_container(opts).map_err(crate::run::run_failure)?;
+    let (id, _) = e.create_container(spec).map_err(crate::run::run_failure)?;
     let name = container_name(project, service, n);
     said("Container", &name, "Created");
     let has_mode = project.model["services"][service]

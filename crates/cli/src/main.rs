@@ -65,13 +65,20 @@ impl Failure {
     }
 }
 
+/// The exit code of an engine error: the one place the CLI decides it. As Docker's CLI:
+/// `run`, `create` and `start` (`container_verb`) exit 125 when the engine fails, or the
+/// start failure's own 126 (cannot execute) or 127 (not found); other commands exit 1.
+pub fn exit_code(e: &EngineError, container_verb: bool) -> u8 {
+    match e.start_code() {
+        Some(code) => code,
+        None if container_verb => 125,
+        None => 1,
+    }
+}
+
 impl From<EngineError> for Failure {
     fn from(e: EngineError) -> Failure {
-        let code = match &e {
-            EngineError::Start { code, .. } => *code as u8,
-            _ => 1,
-        };
-        Failure::new(code, berth_engine::monitor::error_chain(&e))
+        Failure::new(exit_code(&e, false), berth_engine::monitor::error_chain(&e))
     }
 }
 

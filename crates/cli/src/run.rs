@@ -7,12 +7,11 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
 
 use berth_engine::attach::{self, Hello};
-use berth_engine::containers::CreateOptions;
 use berth_engine::exec::{wait_pid, ExecOptions};
-use berth_engine::model::{
-    ContainerConfig, HostConfig, LogConfig, MountSpec, RestartPolicy, Ulimit,
-};
+use berth_engine::model::{ContainerConfig, HostConfig, LogConfig, MountSpec, RestartPolicy};
 use berth_engine::spec::parse_bytes;
+use berth_engine::specs::container::{parse_publish, parse_restart, parse_ulimit};
+use berth_engine::specs::ContainerSpec;
 
 /// The engine's mount parsers, their errors as `run`'s (125).
 fn parse_volume(v: &str) -> CliResult<MountSpec> {
@@ -238,22 +237,28 @@ fn parse_env_file(p: &PathBuf) -> CliResult<Vec<String>> {
 }
 
 impl CreateFlags {
-    pub fn to_options(&self) -> CliResult<CreateOptions> {
+    /// The flags as the engine's create request, checked by the engine's rules before
+    /// anything is pulled.
+    pub fn checked_spec(&self) -> CliResult<ContainerSpec> {
+        let spec = self.to_spec()?;
+        spec.validate().map_err(run_failure)?;
+        Ok(spec)
+    }
+
+    /// The flags as the engine's create request; the engine checks its values.
+    pub fn to_spec(&self) -> CliResult<ContainerSpec> {
         let (image, cmd) = self
             .image_and_cmd
             .split_first()
             .ok_or_else(|| invalid("requires at least 1 argument"))?;
-        let port_bindings = parse_publish(&self.publish).map_err(invalid)?;
+        let port_bindings = parse_publish(&self.publish).map_err(run_failure)?;
         let restart_policy = match self.restart.as_deref() {
             None => RestartPolicy {
                 name: "no".into(),
                 maximum_retry_count: 0,
             },
-            Some(p) => parse_restart(p)?,
+            Some(p) => parse_restart(p).map_err(run_failure)?,
         };
-        if self.rm && restart_policy.name != "no" {
-            return Err(invalid("Conflicting options: --restart and --rm"));
-        }
         let mut env = Vec::new();
         for f in &self.env_file {
             env.extend(parse_env_file(f)?);
@@ -335,11 +340,6 @@ impl CreateFlags {
             exposed_ports: expose_map(&self.expose)?,
             ..Default::default()
         };
-        if let Some(s) = &self.stop_signal {
-            if berth_engine::sys::parse_signal(s).is_none() {
-                return Err(invalid(format!("invalid signal: {s}")));
-            }
-        }
         let mut mounts = Vec::new();
         let mut binds = Vec::new();
         for v in &self.volumes {
@@ -369,59 +369,16 @@ impl CreateFlags {
         let memory = bytes("--memory", &self.memory)?;
         let memory_swap = bytes("--memory-swap", &self.memory_swap)?;
         let memory_reservation = bytes("--memory-reservation", &self.memory_reservation)?;
-        if memory > 0 && memory_reservation > memory {
-            return Err(invalid(
-                "Minimum memory limit can not be less than memory reservation limit, see usage",
-            ));
-        }
-        if memory_swap > 0 && memory > 0 && memory_swap < memory {
-            return Err(invalid(
-                "Minimum memoryswap limit should be larger than memory limit, see usage",
-            ));
-        }
-        if memory != 0 && memory < 6 * 1024 * 1024 {
-            return Err(invalid("Minimum memory limit allowed is 6MB"));
-        }
         let nano_cpus = match &self.cpus {
             None => 0,
-            Some(s) => {
-                let c: f64 = s
-                    .parse()
-                    .map_err(|_| invalid(format!("invalid argument {s:?} for \"--cpus\" flag")))?;
-                if c <= 0.0 || !c.is_finite() {
-                    return Err(invalid(format!(
-                        "invalid argument {s:?} for \"--cpus\" flag: must be positive"
-                    )));
-                }
-                (c * 1e9) as i64
-            }
+            Some(s) => parse_cpus(s).map_err(invalid)?,
         };
-        let mut ulimits = Vec::new();
-        for u in &self.ulimit {
-            let (name, vals) = u
-                .split_once('=')
-                .ok_or_else(|| invalid(format!("invalid ulimit argument: {u}")))?;
-            if !berth_engine::spec::valid_ulimit(name) {
-                return Err(invalid(format!("invalid ulimit type: {name}")));
-            }
-            let (s, h) = vals.split_once(':').unwrap_or((vals, vals));
-            let soft: i64 = s
-                .parse()
-                .map_err(|_| invalid(format!("invalid ulimit argument: {u}")))?;
-            let hard: i64 = h
-                .parse()
-                .map_err(|_| invalid(format!("invalid ulimit argument: {u}")))?;
-            if soft > hard && hard >= 0 {
-                return Err(invalid(format!(
-                    "ulimit soft limit must be less than or equal to hard limit: {soft} > {hard}"
-                )));
-            }
-            ulimits.push(Ulimit {
-                name: name.to_string(),
-                soft,
-                hard,
-            });
-        }
+        let ulimits = self
+            .ulimit
+            .iter()
+            .map(|u| parse_ulimit(u))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(run_failure)?;
         let mut log_config = LogConfig {
             kind: self.log_driver.clone().unwrap_or_default(),
             config: BTreeMap::new(),
@@ -430,23 +387,6 @@ impl CreateFlags {
             let (k, v) = o
                 .split_once('=')
                 .ok_or_else(|| invalid(format!("invalid log opt: {o}")))?;
-            match k {
-                "max-size" => {
-                    parse_bytes(v).ok_or_else(|| invalid(format!("invalid max-size: {v}")))?;
-                }
-                "max-file" => {
-                    v.parse::<u32>()
-                        .ok()
-                        .filter(|n| *n >= 1)
-                        .ok_or_else(|| invalid(format!("invalid max-file: {v}")))?;
-                }
-                "compress" | "labels" | "env" | "tag" => {}
-                _ => {
-                    return Err(invalid(format!(
-                        "unknown log opt '{k}' for json-file log driver"
-                    )))
-                }
-            }
             log_config.config.insert(k.to_string(), v.to_string());
         }
         let shm_size = match &self.shm_size {
@@ -487,7 +427,7 @@ impl CreateFlags {
             port_bindings,
             publish_all_ports: self.publish_all,
         };
-        Ok(CreateOptions {
+        Ok(ContainerSpec {
             name: self.name.clone(),
             image: image.clone(),
             config,
@@ -508,13 +448,12 @@ impl CreateFlags {
     }
 }
 
-/// Engine errors of create/run/start exit 125 (or the start failure's own code).
+/// An engine error of create/run/start (see [`crate::exit_code`]).
 pub fn run_failure(e: berth_engine::EngineError) -> Failure {
-    let mut f = Failure::from(e);
-    if f.code == 1 {
-        f.code = 125;
-    }
-    f
+    Failure::new(
+        crate::exit_code(&e, true),
+        berth_engine::monitor::error_chain(&e),
+    )
 }
 
 /// Starts a created container attached to this terminal; returns the exit code.
@@ -672,9 +611,9 @@ pub fn pull_image(engine: &Engine, image: &str, platform: Option<String>) -> Cli
 
 /// `run`.
 pub fn run(engine: &Engine, flags: &CreateFlags, detach: bool) -> CliResult<u8> {
+    let spec = flags.checked_spec()?;
     ensure_image(engine, flags)?;
-    let opts = flags.to_options()?;
-    let (id, warnings) = engine.create_container(opts).map_err(run_failure)?;
+    let (id, warnings) = engine.create_container(spec).map_err(run_failure)?;
     for w in warnings {
         eprintln!("WARNING: {w}");
     }
@@ -866,28 +805,17 @@ pub fn parse_duration(s: &str) -> Option<i64> {
 }
 
 /// `--restart`: no, always, unless-stopped, on-failure[:max-retries].
-pub fn parse_restart(p: &str) -> CliResult<RestartPolicy> {
-    Ok(match p {
-        "no" | "always" | "unless-stopped" => RestartPolicy {
-            name: p.into(),
-            maximum_retry_count: 0,
-        },
-        p if p == "on-failure" || p.starts_with("on-failure:") => {
-            let max = match p.strip_prefix("on-failure:") {
-                Some(n) => n.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
-                    invalid(format!(
-                        "invalid restart policy: maximum retry count must be a number: {p}"
-                    ))
-                })?,
-                None => 0,
-            };
-            RestartPolicy {
-                name: "on-failure".into(),
-                maximum_retry_count: max,
-            }
-        }
-        p => return Err(invalid(format!("invalid restart policy '{p}'"))),
-    })
+/// `--cpus`: a positive number of CPUs, in billionths.
+pub fn parse_cpus(s: &str) -> Result<i64, String> {
+    let c: f64 = s
+        .parse()
+        .map_err(|_| format!("invalid argument {s:?} for \"--cpus\" flag"))?;
+    if c <= 0.0 || !c.is_finite() {
+        return Err(format!(
+            "invalid argument {s:?} for \"--cpus\" flag: must be positive"
+        ));
+    }
+    Ok((c * 1e9) as i64)
 }
 
 #[cfg(test)]
@@ -904,103 +832,5 @@ mod tests {
         assert_eq!(parse_duration("10"), None);
         assert_eq!(parse_duration("s"), None);
         assert_eq!(parse_duration("3 days"), None);
-    }
-}
-
-/// `-p` values as Docker's port bindings: `[IP:][HOSTPORT:]PORT[/PROTO]`, where HOSTPORT
-/// and PORT may be ranges of the same length (`8000-8001:80-81`), and an empty HOSTPORT
-/// (or none) means any free port.
-pub fn parse_publish(
-    specs: &[String],
-) -> Result<std::collections::BTreeMap<String, Vec<berth_engine::model::PortBinding>>, String> {
-    fn range(s: &str, spec: &str) -> Result<(u16, u16), String> {
-        let bad = || format!("invalid port {s:?} in {spec:?}");
-        let (a, b) = s.split_once('-').unwrap_or((s, s));
-        let (a, b): (u16, u16) = (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?);
-        if a == 0 || b < a {
-            return Err(bad());
-        }
-        Ok((a, b))
-    }
-    let mut out: std::collections::BTreeMap<String, Vec<berth_engine::model::PortBinding>> =
-        Default::default();
-    for spec in specs {
-        let (rest, proto) = match spec.rsplit_once('/') {
-            Some((r, p)) => (r, p.to_lowercase()),
-            None => (spec.as_str(), "tcp".to_string()),
-        };
-        if !matches!(proto.as_str(), "tcp" | "udp") {
-            return Err(format!("invalid proto {proto:?} in {spec:?}"));
-        }
-        let parts: Vec<&str> = rest.split(':').collect();
-        let (ip, host, container) = match parts.as_slice() {
-            [c] => ("", "", *c),
-            [h, c] => ("", *h, *c),
-            [i, h, c] => (*i, *h, *c),
-            _ => return Err(format!("invalid port specification {spec:?}")),
-        };
-        if !ip.is_empty() && ip.parse::<std::net::Ipv4Addr>().is_err() {
-            return Err(format!("invalid IP address {ip:?} in {spec:?}"));
-        }
-        let (c0, c1) = range(container, spec)?;
-        let host_range = if host.is_empty() {
-            None
-        } else {
-            Some(range(host, spec)?)
-        };
-        if let Some((h0, h1)) = host_range {
-            if h1 - h0 != c1 - c0 && h0 != h1 {
-                return Err(format!("invalid ranges in {spec:?}: the host range and the container range differ in size"));
-            }
-        }
-        for (i, port) in (c0..=c1).enumerate() {
-            let host_port = match host_range {
-                None => String::new(),
-                Some((h0, h1)) if h0 == h1 => h0.to_string(),
-                Some((h0, _)) => (h0 + i as u16).to_string(),
-            };
-            out.entry(format!("{port}/{proto}")).or_default().push(
-                berth_engine::model::PortBinding {
-                    host_ip: ip.to_string(),
-                    host_port,
-                },
-            );
-        }
-    }
-    Ok(out)
-}
-
-#[cfg(test)]
-mod publish_tests {
-    use super::parse_publish;
-
-    fn one(spec: &str) -> Vec<(String, String, String)> {
-        parse_publish(&[spec.to_string()])
-            .unwrap()
-            .into_iter()
-            .flat_map(|(p, bs)| {
-                bs.into_iter()
-                    .map(move |b| (p.clone(), b.host_ip, b.host_port))
-            })
-            .collect()
-    }
-
-    #[test]
-    fn publish_specs_parse_as_docker_reads_them() {
-        let t = |p: &str, i: &str, h: &str| (p.to_string(), i.to_string(), h.to_string());
-        assert_eq!(one("80"), [t("80/tcp", "", "")]);
-        assert_eq!(one("8080:80"), [t("80/tcp", "", "8080")]);
-        assert_eq!(
-            one("127.0.0.1:8080:80/udp"),
-            [t("80/udp", "127.0.0.1", "8080")]
-        );
-        assert_eq!(one("127.0.0.1::80"), [t("80/tcp", "127.0.0.1", "")]);
-        assert_eq!(
-            one("9000-9001:80-81"),
-            [t("80/tcp", "", "9000"), t("81/tcp", "", "9001")]
-        );
-        for bad in ["x", "80/sctp", "1:2:3:4", "9000-9002:80-81", "0", "a.b:1:2"] {
-            assert!(parse_publish(&[bad.to_string()]).is_err(), "{bad}");
-        }
     }
 }

@@ -954,3 +954,135 @@ fn docker_compose_runs_a_project_through_the_api() {
     assert!(!b.ok(&["volume", "ls", "-q"]).contains("apitest_dbdata"));
     assert!(!b.ok(&["network", "ls"]).contains("apitest_back"));
 }
+
+/// One bad request as each front end is given it: `berth create` flags, a Docker API
+/// create body, a compose service (None where compose has no key for it).
+struct BadRequest {
+    flags: &'static [&'static str],
+    body: &'static str,
+    service: Option<&'static str>,
+    message: &'static str,
+}
+
+#[test]
+fn the_same_bad_request_is_refused_alike_by_the_cli_the_api_and_compose() {
+    require_root!();
+    let b = Berth::with_busybox();
+    let s = serve(&b);
+    let cases = [
+        BadRequest {
+            flags: &["-m", "1000b"],
+            body: r#"{"HostConfig":{"Memory":1000}}"#,
+            service: Some("mem_limit: 1000b"),
+            message: "Minimum memory limit allowed is 6MB",
+        },
+        BadRequest {
+            flags: &["-m", "64m", "--memory-reservation", "128m"],
+            body: r#"{"HostConfig":{"Memory":67108864,"MemoryReservation":134217728}}"#,
+            service: Some("mem_limit: 64m\n    mem_reservation: 128m"),
+            message: "Minimum memory limit can not be less than memory reservation limit, see usage",
+        },
+        BadRequest {
+            flags: &["-m", "64m", "--memory-swap", "32m"],
+            body: r#"{"HostConfig":{"Memory":67108864,"MemorySwap":33554432}}"#,
+            service: None,
+            message: "Minimum memoryswap limit should be larger than memory limit, see usage",
+        },
+        BadRequest {
+            flags: &["--rm", "--restart", "always"],
+            body: r#"{"HostConfig":{"AutoRemove":true,"RestartPolicy":{"Name":"always"}}}"#,
+            service: None,
+            message: "Conflicting options: --restart and --rm",
+        },
+        BadRequest {
+            flags: &["--restart", "sometimes"],
+            body: r#"{"HostConfig":{"RestartPolicy":{"Name":"sometimes"}}}"#,
+            service: Some("restart: sometimes"),
+            message: "invalid restart policy 'sometimes'",
+        },
+        BadRequest {
+            flags: &["--ulimit", "nofile=10:5"],
+            body: r#"{"HostConfig":{"Ulimits":[{"Name":"nofile","Soft":10,"Hard":5}]}}"#,
+            service: Some("ulimits:\n      nofile: {soft: 10, hard: 5}"),
+            message: "ulimit soft limit must be less than or equal to hard limit: 10 > 5",
+        },
+        BadRequest {
+            flags: &["--ulimit", "bogus=1"],
+            body: r#"{"HostConfig":{"Ulimits":[{"Name":"bogus","Soft":1,"Hard":1}]}}"#,
+            service: Some("ulimits:\n      bogus: 1"),
+            message: "invalid ulimit type: bogus",
+        },
+        BadRequest {
+            flags: &["--log-opt", "max-buffer=1"],
+            body: r#"{"HostConfig":{"LogConfig":{"Type":"json-file","Config":{"max-buffer":"1"}}}}"#,
+            service: None,
+            message: "unknown log opt 'max-buffer' for json-file log driver",
+        },
+        BadRequest {
+            flags: &["--stop-signal", "SIGNOPE"],
+            body: r#"{"StopSignal":"SIGNOPE"}"#,
+            service: Some("stop_signal: SIGNOPE"),
+            message: "invalid signal: SIGNOPE",
+        },
+        BadRequest {
+            flags: &["--health-cmd", "true", "--health-retries", "-1"],
+            body: r#"{"Healthcheck":{"Test":["CMD-SHELL","true"],"Retries":-1}}"#,
+            service: Some("healthcheck:\n      test: true\n      retries: -1"),
+            message: "Retries in Healthcheck cannot be negative",
+        },
+        BadRequest {
+            flags: &["--mount", "type=bind,source=/tmp,target=data"],
+            body: r#"{"HostConfig":{"Mounts":[{"Type":"bind","Source":"/tmp","Target":"data"}]}}"#,
+            service: None,
+            message: "invalid mount config for type \"bind\": invalid mount path: 'data' mount path must be absolute",
+        },
+    ];
+    let dir = b.root.parent().unwrap().join("project");
+    std::fs::create_dir_all(&dir).unwrap();
+    for c in &cases {
+        // The CLI: exit 125 and the message.
+        let mut args = vec!["create"];
+        args.extend_from_slice(c.flags);
+        args.extend(["busybox:test", "true"]);
+        let (code, err) = b.fails(&args);
+        assert_eq!(code, 125, "berth {args:?}: {err}");
+        assert_eq!(
+            err.trim(),
+            format!("Error: {}", c.message),
+            "berth {args:?}"
+        );
+        // The API: 400 and the same message.
+        let mut body: serde_json::Value = serde_json::from_str(c.body).unwrap();
+        body["Image"] = "busybox:test".into();
+        let (status, reply) = http_with(&s.socket, "POST", "/containers/create", &body.to_string());
+        assert_eq!(status, 400, "{body}: {reply}");
+        let reply: serde_json::Value = serde_json::from_str(&reply).unwrap();
+        assert_eq!(reply["message"], c.message, "{body}");
+        // Compose: the same message, and nothing made.
+        if let Some(service) = c.service {
+            std::fs::write(
+                dir.join("compose.yaml"),
+                format!("services:\n  web:\n    image: busybox:test\n    {service}\n"),
+            )
+            .unwrap();
+            let out = b
+                .cmd()
+                .current_dir(&dir)
+                .args(["compose", "up", "-d"])
+                .env_remove("COMPOSE_FILE")
+                .env_remove("COMPOSE_PROJECT_NAME")
+                .output()
+                .unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                !out.status.success(),
+                "compose with {service:?} should fail"
+            );
+            assert!(
+                err.lines().any(|l| l.ends_with(c.message)),
+                "compose with {service:?}: {err}"
+            );
+        }
+    }
+    assert_eq!(b.ok(&["ps", "-aq"]).trim(), "", "nothing was created");
+}

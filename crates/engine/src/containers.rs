@@ -22,8 +22,9 @@ use serde::Serialize;
 use crate::attach::{self, Hello};
 use crate::error::{io_err, EngineError, Result};
 use crate::images::ImageRow;
-use crate::model::{ContainerConfig, ContainerRecord, HostConfig, MountSpec, ResolvedMount};
+use crate::model::{ContainerRecord, HostConfig, MountSpec, ResolvedMount};
 use crate::monitor::MonitorConfig;
+use crate::specs::{ContainerSpec, UpdateSpec};
 use crate::state::{self, RunState, Status};
 use crate::{names, spec, sys, Engine};
 
@@ -32,21 +33,6 @@ pub const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/u
 /// The end of the conflict a create meets when its name was taken between its check
 /// and its insert.
 const NAME_RACE: &str = " is already in use.";
-
-/// What `create`/`run` ask for, already parsed from flags.
-#[derive(Debug, Clone, Default)]
-pub struct CreateOptions {
-    pub name: Option<String>,
-    pub image: String,
-    /// Env, Cmd, WorkingDir, User, Hostname, Labels, Tty, OpenStdin, StopSignal, StopTimeout
-    pub config: ContainerConfig,
-    /// `--entrypoint` given (an empty list resets the image's entrypoint)
-    pub entrypoint: Option<Vec<String>>,
-    pub host_config: HostConfig,
-    /// `--ip`, `--mac-address`, `--network-alias`: the container's endpoint on its
-    /// network.
-    pub endpoint: crate::networks::EndpointRequest,
-}
 
 /// One line of `ps`.
 #[derive(Debug, Clone, Serialize)]
@@ -259,7 +245,7 @@ impl Engine {
     }
 
     /// `create`: records a new container. Returns its id and any warnings.
-    pub fn create_container(&self, opts: CreateOptions) -> Result<(String, Vec<String>)> {
+    pub fn create_container(&self, opts: ContainerSpec) -> Result<(String, Vec<String>)> {
         if opts.name.is_some() {
             return self.create_container_once(opts);
         }
@@ -276,7 +262,8 @@ impl Engine {
         }
     }
 
-    fn create_container_once(&self, opts: CreateOptions) -> Result<(String, Vec<String>)> {
+    fn create_container_once(&self, opts: ContainerSpec) -> Result<(String, Vec<String>)> {
+        opts.validate()?;
         let image = self.find_or_builtin_image(&opts.image)?;
         let img = self.image_config(&image)?;
         let warnings = Vec::new();
@@ -424,15 +411,6 @@ impl Engine {
         }
         if host_config.log_config.kind.is_empty() {
             host_config.log_config.kind = "json-file".into();
-        }
-        if !matches!(
-            host_config.log_config.kind.as_str(),
-            "json-file" | "local" | "none"
-        ) {
-            return Err(EngineError::Invalid(format!(
-                "log driver {} is not supported: use json-file, local or none",
-                host_config.log_config.kind
-            )));
         }
         if !host_config.runtime.is_empty() && host_config.runtime != "builtin" {
             berth_runtime::by_name(&host_config.runtime, Path::new("/nonexistent"))?;
@@ -1256,22 +1234,29 @@ impl Engine {
 
     /// `update`: changes the limits (live, when running) and the restart policy of a
     /// container; the record keeps them for later starts.
-    pub fn update_container(
-        &self,
-        name: &str,
-        limits: &crate::stats::Limits,
-        nano_cpus: Option<i64>,
-        restart: Option<crate::model::RestartPolicy>,
-    ) -> Result<()> {
+    pub fn update_container(&self, name: &str, update: &UpdateSpec) -> Result<()> {
+        update.validate()?;
         let found = self.find_container(name)?;
         let _lock = self.lock_container(&found.id)?;
         let mut rec = self.find_container(&found.id)?;
+        if rec.host_config.auto_remove
+            && update
+                .restart_policy
+                .as_ref()
+                .is_some_and(|r| !matches!(r.name.as_str(), "" | "no"))
+        {
+            return Err(EngineError::Invalid(
+                "Restart policy cannot be updated because AutoRemove is enabled for the container"
+                    .into(),
+            ));
+        }
+        let limits = update.limits();
         let st = self.container_state(&rec.id)?;
         if st.status.is_active() {
             crate::stats::apply_limits(
                 Path::new("/sys/fs/cgroup"),
                 &format!("/berth/{}", rec.id),
-                limits,
+                &limits,
             )
             .map_err(|e| {
                 let hint = if e.raw_os_error() == Some(libc::EINVAL)
@@ -1291,7 +1276,7 @@ impl Engine {
         if let Some(s) = limits.memory_swap {
             hc.memory_swap = s;
         }
-        if let Some(n) = nano_cpus {
+        if let Some(n) = update.nano_cpus {
             hc.nano_cpus = n;
         }
         if let Some(sh) = limits.cpu_shares {
@@ -1300,7 +1285,7 @@ impl Engine {
         if let Some(p) = limits.pids {
             hc.pids_limit = Some(p);
         }
-        if let Some(r) = restart {
+        if let Some(r) = update.restart_policy.clone() {
             // The running monitor reads its policy from monitor.json at each exit.
             let mp = crate::monitor::config_path(self.run_root(), &rec.id);
             if let Ok(bytes) = fs::read(&mp) {
@@ -1470,10 +1455,9 @@ impl Engine {
                 )))
             }
             _ => {
-                return Err(EngineError::Conflict(format!(
-                    "container {} is not running",
-                    found.id
-                )))
+                return Err(EngineError::NotRunning {
+                    id: found.id.clone(),
+                })
             }
         }
         let rt = berth_runtime::by_name(&found.host_config.runtime, &self.runtime_root())?;
@@ -1870,10 +1854,7 @@ impl Engine {
         let rec = self.find_container(name)?;
         let st = self.container_state(&rec.id)?;
         if !st.status.is_active() {
-            return Err(EngineError::Conflict(format!(
-                "container {} is not running",
-                rec.id
-            )));
+            return Err(EngineError::NotRunning { id: rec.id.clone() });
         }
         let mut pids = sys::cgroup_pids(Path::new("/sys/fs/cgroup"), &format!("berth/{}", rec.id));
         // The monitor's probe launcher lives in the cgroup too, but is not the container's.

@@ -60,10 +60,7 @@ impl Engine {
         let rec = self.find_container(name)?;
         let st = self.container_state(&rec.id)?;
         if !st.status.is_active() {
-            return Err(EngineError::Conflict(format!(
-                "container {} is not running",
-                rec.id
-            )));
+            return Err(EngineError::NotRunning { id: rec.id.clone() });
         }
         if st.status == crate::state::Status::Paused {
             return Err(EngineError::Conflict(format!(

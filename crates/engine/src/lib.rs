@@ -37,6 +37,7 @@ pub mod networks;
 pub mod prune;
 pub mod spare;
 pub mod spec;
+pub mod specs;
 pub mod state;
 pub mod stats;
 pub mod sys;

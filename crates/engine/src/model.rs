@@ -41,7 +41,7 @@ pub use berth_image::config::HealthConfig;
 
 /// A `--ulimit`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[serde(rename_all = "PascalCase")]
+#[serde(rename_all = "PascalCase", default)]
 pub struct Ulimit {
     pub name: String,
     pub soft: i64,
@@ -71,7 +71,7 @@ pub struct MountSpec {
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[serde(rename_all = "PascalCase")]
+#[serde(rename_all = "PascalCase", default)]
 pub struct LogConfig {
     #[serde(rename = "Type")]
     pub kind: String,
@@ -79,7 +79,7 @@ pub struct LogConfig {
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[serde(rename_all = "PascalCase")]
+#[serde(rename_all = "PascalCase", default)]
 pub struct RestartPolicy {
     pub name: String,
     pub maximum_retry_count: i64,
@@ -130,7 +130,7 @@ pub struct HostConfig {
 
 /// Where a container port is published (Docker's `PortBinding`).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[serde(rename_all = "PascalCase")]
+#[serde(rename_all = "PascalCase", default)]
 pub struct PortBinding {
     pub host_ip: String,
     pub host_port: String,

@@ -86,6 +86,13 @@ pub fn parse_mount(v: &str) -> Result<MountSpec, String> {
             _ => return Err(bad(format!("invalid field '{k}' must be a key=value pair"))),
         }
     }
+    validate(&m)?;
+    Ok(m)
+}
+
+/// Docker's rules for a mount, however it was given (`--mount`, `-v`, the API's `Mounts`
+/// and `Binds`); whether a bind's source exists is the create's to check.
+pub fn validate(m: &MountSpec) -> Result<(), String> {
     if m.target.is_empty() {
         return Err(bad("invalid mount config: target is required"));
     }
@@ -95,12 +102,27 @@ pub fn parse_mount(v: &str) -> Result<MountSpec, String> {
             m.kind
         )));
     }
-    if m.kind == "bind" && m.source.is_empty() {
-        return Err(bad(
-            "invalid mount config for type \"bind\": field Source must not be empty",
-        ));
+    let kind = &m.kind;
+    if !m.target.starts_with('/') {
+        return Err(bad(format!(
+            "invalid mount config for type {kind:?}: invalid mount path: '{}' mount path must be absolute",
+            m.target
+        )));
     }
-    Ok(m)
+    if kind == "bind" {
+        if m.source.is_empty() {
+            return Err(bad(
+                "invalid mount config for type \"bind\": field Source must not be empty",
+            ));
+        }
+        if !m.source.starts_with('/') {
+            return Err(bad(format!(
+                "invalid mount config for type \"bind\": invalid mount path: '{}' mount path must be absolute",
+                m.source
+            )));
+        }
+    }
+    Ok(())
 }
 
 pub fn parse_tmpfs(v: &str) -> Result<MountSpec, String> {

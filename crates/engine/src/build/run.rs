@@ -7,9 +7,9 @@ use berth_build::dockerfile::{Mount, MountType};
 
 use super::view::View;
 use super::*;
-use crate::containers::CreateOptions;
 use crate::error::io_err;
 use crate::model::{ContainerConfig, HostConfig, MountSpec};
+use crate::specs::ContainerSpec;
 
 impl Builder<'_> {
     pub(super) fn run(
@@ -131,7 +131,7 @@ impl Builder<'_> {
             mounts: mounts.specs.clone(),
             ..Default::default()
         };
-        let (id, _) = e.create_container(CreateOptions {
+        let (id, _) = e.create_container(ContainerSpec {
             name: None,
             image: image.to_string(),
             config,
