@@ -1086,3 +1086,28 @@ fn the_same_bad_request_is_refused_alike_by_the_cli_the_api_and_compose() {
     }
     assert_eq!(b.ok(&["ps", "-aq"]).trim(), "", "nothing was created");
 }
+
+#[test]
+fn a_network_name_in_use_is_a_conflict_and_an_unknown_driver_not_implemented() {
+    require_root!();
+    let b = Berth::new();
+    let s = serve(&b);
+    let (code, body) = http_with(
+        &s.socket,
+        "POST",
+        "/networks/create",
+        r#"{"Name":"bridge"}"#,
+    );
+    assert_eq!(code, 409, "{body}");
+    assert!(
+        body.contains("network with name bridge already exists"),
+        "{body}"
+    );
+    let (code, body) = http_with(
+        &s.socket,
+        "POST",
+        "/networks/create",
+        r#"{"Name":"ov","Driver":"overlay"}"#,
+    );
+    assert_eq!(code, 501, "{body}");
+}

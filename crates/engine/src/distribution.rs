@@ -917,12 +917,13 @@ fn choose(index: &Index, want: &Platform) -> Option<Digest> {
         .next()
 }
 
+/// A manifest request's failure: a registry that has no such manifest or repository is
+/// a missing image (Docker's words), anything else the registry's unavailability.
 fn not_found_or(r: &Reference, e: berth_registry::client::ClientError) -> EngineError {
-    let m = e.to_string();
-    if m.contains("manifest unknown") || m.contains("not found") || m.contains("name unknown") {
-        EngineError::NoSuchImage(format!("manifest for {} not found: {m}", r.familiar()))
+    if e.is_not_found() {
+        EngineError::NoSuchImage(format!("manifest for {} not found: {e}", r.familiar()))
     } else {
-        EngineError::Unavailable(m)
+        EngineError::Unavailable(e.to_string())
     }
 }
 

@@ -239,7 +239,7 @@ impl Engine {
     /// id.
     pub fn create_network(&self, c: &NetworkCreate) -> Result<String> {
         if matches!(c.name.as_str(), "host" | "none" | DEFAULT_NETWORK) {
-            return Err(invalid(format!(
+            return Err(EngineError::Conflict(format!(
                 "network with name {} already exists",
                 c.name
             )));
@@ -250,7 +250,7 @@ impl Engine {
     fn make_network(&self, c: &NetworkCreate) -> Result<String> {
         let driver = c.driver.clone().unwrap_or_else(|| "bridge".into());
         if driver != "bridge" {
-            return Err(invalid(format!(
+            return Err(EngineError::NotImplemented(format!(
                 "network driver {driver:?} is not implemented yet (bridge is)"
             )));
         }
@@ -267,7 +267,7 @@ impl Engine {
         }
         let _lock = self.network_lock()?;
         if self.find_network_row(&c.name)?.is_some() {
-            return Err(invalid(format!(
+            return Err(EngineError::Conflict(format!(
                 "network with name {} already exists",
                 c.name
             )));
@@ -486,7 +486,7 @@ impl Engine {
         match made {
             Ok(_) => {}
             // Made by another process meanwhile.
-            Err(EngineError::Invalid(m)) if m.contains("already exists") => {}
+            Err(EngineError::Conflict(_)) => {}
             Err(e) => return Err(e),
         }
         self.find_network_row(DEFAULT_NETWORK)?

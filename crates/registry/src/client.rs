@@ -21,15 +21,112 @@ pub const MANIFEST_TYPES: &[&str] = &[
     "application/vnd.docker.distribution.manifest.v2+json",
 ];
 
+/// The error codes of the distribution spec (and `TOOMANYREQUESTS`, which Docker Hub
+/// sends), as a registry's error document names them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ErrorCode {
+    BlobUnknown,
+    BlobUploadInvalid,
+    BlobUploadUnknown,
+    DigestInvalid,
+    ManifestBlobUnknown,
+    ManifestInvalid,
+    ManifestUnknown,
+    NameInvalid,
+    NameUnknown,
+    SizeInvalid,
+    Unauthorized,
+    Denied,
+    Unsupported,
+    TooManyRequests,
+    /// A code outside the spec, as the registry spelled it.
+    Unknown(String),
+}
+
+impl ErrorCode {
+    pub fn parse(code: &str) -> ErrorCode {
+        use ErrorCode::*;
+        match code.to_ascii_uppercase().as_str() {
+            "BLOB_UNKNOWN" => BlobUnknown,
+            "BLOB_UPLOAD_INVALID" => BlobUploadInvalid,
+            "BLOB_UPLOAD_UNKNOWN" => BlobUploadUnknown,
+            "DIGEST_INVALID" => DigestInvalid,
+            "MANIFEST_BLOB_UNKNOWN" => ManifestBlobUnknown,
+            "MANIFEST_INVALID" => ManifestInvalid,
+            "MANIFEST_UNKNOWN" => ManifestUnknown,
+            "NAME_INVALID" => NameInvalid,
+            "NAME_UNKNOWN" => NameUnknown,
+            "SIZE_INVALID" => SizeInvalid,
+            "UNAUTHORIZED" => Unauthorized,
+            "DENIED" => Denied,
+            "UNSUPPORTED" => Unsupported,
+            "TOOMANYREQUESTS" => TooManyRequests,
+            _ => Unknown(code.to_string()),
+        }
+    }
+}
+
+/// Why a registry request failed. Callers decide on the variant and the code, never on
+/// the words.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct ClientError(pub String);
+pub enum ClientError {
+    /// The registry answered with an error: its first error document (code and
+    /// message, shown as `manifest unknown: …`), or only a status.
+    #[error("{message}")]
+    Registry {
+        status: u16,
+        code: Option<ErrorCode>,
+        message: String,
+    },
+    /// Authentication was asked for and could not be given (no credentials for Basic, a
+    /// token service that failed or gave no token, a scheme berth does not speak).
+    #[error("{0}")]
+    Auth(String),
+    /// No answer: the connection, TLS, or a body that broke off.
+    #[error("{host}: {message}")]
+    Transport { host: String, message: String },
+    /// An answer that breaks the protocol (no upload `Location`, JSON that does not
+    /// parse), or a registry without an optional API (search).
+    #[error("{0}")]
+    Protocol(String),
+    /// The client could not be set up (a CA file that does not parse).
+    #[error("{0}")]
+    Setup(String),
+}
+
+impl ClientError {
+    /// The registry has no such manifest, blob or repository.
+    pub fn is_not_found(&self) -> bool {
+        match self {
+            ClientError::Registry { code: Some(c), .. } => matches!(
+                c,
+                ErrorCode::ManifestUnknown | ErrorCode::NameUnknown | ErrorCode::BlobUnknown
+            ),
+            ClientError::Registry { status, .. } => *status == 404,
+            _ => false,
+        }
+    }
+
+    /// The registry refused the credentials, or their rights.
+    pub fn is_denied(&self) -> bool {
+        match self {
+            ClientError::Auth(_) => true,
+            ClientError::Registry { code: Some(c), .. } => {
+                matches!(c, ErrorCode::Unauthorized | ErrorCode::Denied)
+            }
+            ClientError::Registry { status, .. } => matches!(*status, 401 | 403),
+            _ => false,
+        }
+    }
+}
 
 type Result<T> = std::result::Result<T, ClientError>;
 
-fn err(e: impl std::fmt::Display) -> ClientError {
-    ClientError(e.to_string())
+fn protocol(e: impl std::fmt::Display) -> ClientError {
+    ClientError::Protocol(e.to_string())
 }
+
+const AUTH_REQUIRED: &str = "unauthorized: authentication required";
 
 pub struct Client {
     http: reqwest::Client,
@@ -81,18 +178,25 @@ impl Client {
         let ca = certs_dir().join(host).join("ca.crt");
         if let Ok(pem) = std::fs::read(&ca) {
             for cert in reqwest::Certificate::from_pem_bundle(&pem)
-                .map_err(|e| ClientError(format!("{}: {e}", ca.display())))?
+                .map_err(|e| ClientError::Setup(format!("{}: {e}", ca.display())))?
             {
                 b = b.add_root_certificate(cert);
             }
         }
         Ok(Client {
-            http: b.build().map_err(err)?,
+            http: b.build().map_err(|e| ClientError::Setup(e.to_string()))?,
             host: host.to_string(),
             base: format!("{scheme}://{endpoint}"),
             creds,
             tokens: Mutex::new(HashMap::new()),
         })
+    }
+
+    fn transport(&self, e: &reqwest::Error) -> ClientError {
+        ClientError::Transport {
+            host: self.host.clone(),
+            message: berth_image::error_chain(e),
+        }
     }
 
     fn url(&self, path: &str) -> String {
@@ -120,7 +224,7 @@ impl Client {
         match parse_challenge(challenge) {
             Some(Challenge::Basic) => {
                 if self.creds.is_none() {
-                    return Err(ClientError("unauthorized: authentication required".into()));
+                    return Err(ClientError::Auth(AUTH_REQUIRED.into()));
                 }
                 self.tokens
                     .lock()
@@ -143,26 +247,26 @@ impl Client {
                 let resp = rb
                     .send()
                     .await
-                    .map_err(|e| ClientError(format!("token service {realm}: {e}")))?;
+                    .map_err(|e| ClientError::Auth(format!("token service {realm}: {e}")))?;
                 if !resp.status().is_success() {
-                    return Err(ClientError(format!(
+                    return Err(ClientError::Auth(format!(
                         "token service {realm}: {}",
                         resp.status()
                     )));
                 }
-                let body = resp.bytes().await.map_err(err)?;
-                let v: serde_json::Value = serde_json::from_slice(&body).map_err(err)?;
+                let body = resp.bytes().await.map_err(|e| self.transport(&e))?;
+                let v: serde_json::Value = serde_json::from_slice(&body).map_err(protocol)?;
                 let token = v["token"]
                     .as_str()
                     .or_else(|| v["access_token"].as_str())
-                    .ok_or_else(|| ClientError(format!("token service {realm}: no token")))?;
+                    .ok_or_else(|| ClientError::Auth(format!("token service {realm}: no token")))?;
                 self.tokens
                     .lock()
                     .expect("not poisoned")
                     .insert(scope.to_string(), token.to_string());
                 Ok(())
             }
-            None => Err(ClientError(format!(
+            None => Err(ClientError::Auth(format!(
                 "unsupported authentication: {challenge}"
             ))),
         }
@@ -179,7 +283,7 @@ impl Client {
             .authorize(make(&self.http), scope)
             .send()
             .await
-            .map_err(|e| ClientError(format!("{}: {}", self.host, berth_image::error_chain(&e))))?;
+            .map_err(|e| self.transport(&e))?;
         if resp.status() != StatusCode::UNAUTHORIZED {
             return Ok(resp);
         }
@@ -194,9 +298,9 @@ impl Client {
             .authorize(make(&self.http), scope)
             .send()
             .await
-            .map_err(|e| ClientError(format!("{}: {}", self.host, berth_image::error_chain(&e))))?;
+            .map_err(|e| self.transport(&e))?;
         if resp.status() == StatusCode::UNAUTHORIZED {
-            return Err(ClientError("unauthorized: authentication required".into()));
+            return Err(ClientError::Auth(AUTH_REQUIRED.into()));
         }
         Ok(resp)
     }
@@ -241,7 +345,7 @@ impl Client {
         };
         let media_type = h(CONTENT_TYPE.as_str()).unwrap_or_default();
         let digest = h("docker-content-digest");
-        let bytes = resp.bytes().await.map_err(err)?.to_vec();
+        let bytes = resp.bytes().await.map_err(|e| self.transport(&e))?.to_vec();
         Ok((bytes, media_type, digest))
     }
 
@@ -254,7 +358,7 @@ impl Client {
             .send("", |c| c.get(&url).query(&[("q", term), ("n", n.as_str())]))
             .await?;
         if resp.status() == StatusCode::NOT_FOUND {
-            return Err(ClientError(format!(
+            return Err(ClientError::Protocol(format!(
                 "{}: this registry does not support search",
                 self.host
             )));
@@ -262,8 +366,8 @@ impl Client {
         if !resp.status().is_success() {
             return Err(api_error(resp).await);
         }
-        let body = resp.bytes().await.map_err(err)?;
-        serde_json::from_slice(&body).map_err(err)
+        let body = resp.bytes().await.map_err(|e| self.transport(&e))?;
+        serde_json::from_slice(&body).map_err(protocol)
     }
 
     /// Every tag of `repo`, following the registry's `Link` pages.
@@ -283,8 +387,8 @@ impl Client {
                 .and_then(|v| v.to_str().ok())
                 .and_then(|l| l.split_once('<').and_then(|(_, r)| r.split_once('>')))
                 .map(|(u, _)| self.url(u));
-            let body = resp.bytes().await.map_err(err)?;
-            let v: serde_json::Value = serde_json::from_slice(&body).map_err(err)?;
+            let body = resp.bytes().await.map_err(|e| self.transport(&e))?;
+            let v: serde_json::Value = serde_json::from_slice(&body).map_err(protocol)?;
             out.extend(
                 v["tags"]
                     .as_array()
@@ -378,7 +482,7 @@ impl Client {
             .headers()
             .get(LOCATION)
             .and_then(|v| v.to_str().ok())
-            .ok_or_else(|| ClientError("upload: no Location".into()))?;
+            .ok_or_else(|| protocol("upload: no Location"))?;
         let mut put = self.url(loc);
         put.push(if put.contains('?') { '&' } else { '?' });
         put.push_str(&format!("digest={digest}"));
@@ -423,28 +527,39 @@ impl Client {
     }
 }
 
-/// A registry's error response as one line: `manifest unknown: …` or the status.
+/// A registry's error response: its first error document, shown as one line
+/// (`manifest unknown: …`), or its status.
 async fn api_error(resp: Response) -> ClientError {
     let status = resp.status();
     let body = resp.bytes().await.unwrap_or_default();
-    let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-    match v["errors"][0]["message"].as_str() {
+    registry_error(status, &body)
+}
+
+fn registry_error(status: StatusCode, body: &[u8]) -> ClientError {
+    let v: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    let first = &v["errors"][0];
+    let code = first["code"].as_str().filter(|c| !c.is_empty());
+    let message = match first["message"].as_str() {
         Some(m) if !m.is_empty() => {
-            let code = v["errors"][0]["code"]
-                .as_str()
+            let words = code
                 .unwrap_or_default()
                 .to_ascii_lowercase()
                 .replace('_', " ");
-            if code.is_empty() || m.contains(&code) {
-                ClientError(m.to_string())
+            if words.is_empty() || m.contains(&words) {
+                m.to_string()
             } else {
-                ClientError(format!("{code}: {m}"))
+                format!("{words}: {m}")
             }
         }
         _ if status == StatusCode::FORBIDDEN => {
-            ClientError("denied: requested access to the resource is denied".into())
+            "denied: requested access to the resource is denied".into()
         }
-        _ => ClientError(format!("unexpected status from the registry: {status}")),
+        _ => format!("unexpected status from the registry: {status}"),
+    };
+    ClientError::Registry {
+        status: status.as_u16(),
+        code: code.map(ErrorCode::parse),
+        message,
     }
 }
 
@@ -478,5 +593,58 @@ mod tests {
             &["registry.example:5000".into()]
         ));
         assert!(!plain_http("docker.io", &[]));
+    }
+
+    #[test]
+    fn error_documents_become_typed_codes_and_one_line() {
+        let e = registry_error(
+            StatusCode::NOT_FOUND,
+            br#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown","detail":{}}]}"#,
+        );
+        assert!(e.is_not_found() && !e.is_denied());
+        assert_eq!(e.to_string(), "manifest unknown");
+        let e = registry_error(
+            StatusCode::NOT_FOUND,
+            br#"{"errors":[{"code":"NAME_UNKNOWN","message":"repository name not known to registry"}]}"#,
+        );
+        assert!(e.is_not_found());
+        assert_eq!(
+            e.to_string(),
+            "name unknown: repository name not known to registry"
+        );
+        let e = registry_error(StatusCode::FORBIDDEN, b"");
+        assert!(e.is_denied() && !e.is_not_found());
+        assert_eq!(
+            e.to_string(),
+            "denied: requested access to the resource is denied"
+        );
+        let e = registry_error(StatusCode::BAD_GATEWAY, b"<html>");
+        assert!(!e.is_not_found() && !e.is_denied());
+        assert_eq!(
+            e.to_string(),
+            "unexpected status from the registry: 502 Bad Gateway"
+        );
+        let e = registry_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            br#"{"errors":[{"code":"TOOMANYREQUESTS","message":"slow down"}]}"#,
+        );
+        assert!(matches!(
+            e,
+            ClientError::Registry {
+                code: Some(ErrorCode::TooManyRequests),
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn a_message_that_says_not_found_is_not_a_missing_manifest() {
+        // What used to be matched by its words: a transport failure naming a host
+        // that was "not found" is no answer from the registry at all.
+        let e = ClientError::Transport {
+            host: "r.example".into(),
+            message: "dns error: host not found".into(),
+        };
+        assert!(!e.is_not_found());
     }
 }
