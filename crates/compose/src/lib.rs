@@ -6,6 +6,8 @@
 //! well enough to lean on (see docs/architecture.md), so the steps run on a generic
 //! YAML tree here.
 
+#![forbid(unsafe_code)]
+
 pub mod dotenv;
 pub mod interpolate;
 pub mod load;

@@ -3,6 +3,8 @@
 //! bridges and veth pairs over netlink ([`link`], with rtnetlink), and isolation and NAT
 //! with nftables ([`firewall`], through the `nft` tool as netavark does).
 
+#![forbid(unsafe_code)]
+
 pub mod dns;
 pub mod firewall;
 pub mod ipam;
