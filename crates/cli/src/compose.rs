@@ -788,6 +788,7 @@ pub fn compose(cli: &crate::Cli, args: &ComposeArgs) -> CliResult<u8> {
 }
 
 use berth_compose::load::Project;
+use berth_compose::plan::{Action, Condition, Observed, Removal};
 use berth_compose::service::{
     container_name, create_args, service_networks, HASH_LABEL, NETWORK_LABEL, NUMBER_LABEL,
     ONEOFF_LABEL, PROJECT_LABEL, SERVICE_LABEL, VOLUME_LABEL,
@@ -819,60 +820,12 @@ fn one_off(c: &ContainerSummary) -> bool {
 }
 
 fn services_of(project: &Project) -> Vec<String> {
-    berth_compose::mapping_keys(project.model.get("services"))
-}
-
-fn depends_on(project: &Project, service: &str) -> Vec<(String, String)> {
-    project.model["services"][service]
-        .get("depends_on")
-        .and_then(Value::as_mapping)
-        .map(|m| {
-            m.iter()
-                .filter_map(|(k, v)| {
-                    Some((
-                        k.as_str()?.to_string(),
-                        v.get("condition")
-                            .and_then(Value::as_str)
-                            .unwrap_or("service_started")
-                            .to_string(),
-                    ))
-                })
-                .collect()
-        })
-        .unwrap_or_default()
+    berth_compose::plan::services(project)
 }
 
 /// `wanted` and (unless `no_deps`) what they depend on, dependencies first.
 fn start_order(project: &Project, wanted: &[String], no_deps: bool) -> CliResult<Vec<String>> {
-    let all = services_of(project);
-    for w in wanted {
-        if !all.contains(w) {
-            return Err(fail(format!("no such service: {w}")));
-        }
-    }
-    let roots: Vec<String> = if wanted.is_empty() {
-        all
-    } else {
-        wanted.to_vec()
-    };
-    let mut order = Vec::new();
-    fn visit(p: &Project, s: &str, deps: bool, order: &mut Vec<String>) {
-        if order.iter().any(|o| o == s) {
-            return;
-        }
-        if deps {
-            for (d, _) in depends_on(p, s) {
-                if services_of(p).contains(&d) {
-                    visit(p, &d, deps, order);
-                }
-            }
-        }
-        order.push(s.to_string());
-    }
-    for r in &roots {
-        visit(project, r, !no_deps, &mut order);
-    }
-    Ok(order)
+    berth_compose::plan::start_order(project, wanted, no_deps).map_err(fail)
 }
 
 /// Makes the project's networks and volumes that `services` use, if missing.
@@ -1037,10 +990,10 @@ fn wait_for(
     e: &Engine,
     project: &Project,
     service: &str,
-    condition: &str,
+    condition: Condition,
     timeout: std::time::Duration,
 ) -> CliResult<()> {
-    if condition == "service_started" {
+    if condition == Condition::Started {
         return Ok(());
     }
     let deadline = std::time::Instant::now() + timeout;
@@ -1054,7 +1007,7 @@ fn wait_for(
             let st = e.container_state(&c.id)?;
             let name = c.names.trim_start_matches('/');
             match condition {
-                "service_healthy" => {
+                Condition::Healthy => {
                     let health = st.health.as_ref().map(|h| h.status.as_str());
                     if health.is_none() {
                         return Err(fail(format!(
@@ -1074,7 +1027,7 @@ fn wait_for(
                     }
                     all_ok &= health == Some("healthy");
                 }
-                "service_completed_successfully" => {
+                Condition::CompletedSuccessfully => {
                     if st.status.is_active() {
                         all_ok = false;
                     } else if st.exit_code != 0 {
@@ -1084,15 +1037,11 @@ fn wait_for(
                         )));
                     }
                 }
-                other => {
-                    return Err(fail(format!(
-                        "depends_on condition {other} is not implemented yet"
-                    )))
-                }
+                Condition::Started => {}
             }
         }
         if all_ok {
-            if condition == "service_healthy" {
+            if condition == Condition::Healthy {
                 for c in &mine {
                     said("Container", c.names.trim_start_matches('/'), "Healthy");
                 }
@@ -1100,12 +1049,100 @@ fn wait_for(
             return Ok(());
         }
         if std::time::Instant::now() > deadline {
+            let what = match condition {
+                Condition::Healthy => "healthy",
+                _ => "completed_successfully",
+            };
             return Err(fail(format!(
-                "timed out waiting for service {service} to be {}",
-                condition.trim_start_matches("service_")
+                "timed out waiting for service {service} to be {what}"
             )));
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// What the engine has of the project: its containers and the services' image ids.
+fn observe(e: &Engine, project: &Project, services: &[String]) -> CliResult<Observed> {
+    let mut observed = Observed::default();
+    for c in project_containers(e, &project.name, true)? {
+        let label = |k: &str| c.labels.get(k).cloned();
+        observed.containers.push(berth_compose::plan::Container {
+            id: c.id.clone(),
+            name: c.names.trim_start_matches('/').to_string(),
+            service: label(SERVICE_LABEL).unwrap_or_default(),
+            number: label(NUMBER_LABEL).and_then(|n| n.parse().ok()),
+            config_hash: label(HASH_LABEL),
+            image_id: c.image_id.clone(),
+            running: e.container_state(&c.id)?.status.is_active(),
+            one_off: one_off(&c),
+        });
+    }
+    // A container of an older image (rebuilt or pulled since) is made again too.
+    for s in services {
+        if let Some(id) = berth_compose::service::image_of(project, s)
+            .ok()
+            .and_then(|i| e.find_image(&i).ok())
+        {
+            observed.image_ids.insert(s.clone(), id.id.to_string());
+        }
+    }
+    Ok(observed)
+}
+
+/// The engine as compose's plan acts on it, with Docker Compose's progress lines.
+struct EngineTarget<'a> {
+    e: &'a Engine,
+    project: &'a Project,
+    timeout: std::time::Duration,
+}
+
+impl berth_compose::plan::Target for EngineTarget<'_> {
+    type Error = Failure;
+
+    fn create(&mut self, service: &str, number: u32) -> CliResult<()> {
+        create_and_start(self.e, self.project, service, number).map(drop)
+    }
+
+    fn start(&mut self, id: &str, name: &str) -> CliResult<()> {
+        self.e
+            .start_container(id, false)
+            .map_err(crate::run::run_failure)?;
+        said("Container", name, "Started");
+        Ok(())
+    }
+
+    fn restart(&mut self, id: &str, name: &str) -> CliResult<()> {
+        self.e.stop_container(id, None)?;
+        self.e
+            .start_container(id, false)
+            .map_err(crate::run::run_failure)?;
+        said("Container", name, "Restarted");
+        Ok(())
+    }
+
+    fn remove(&mut self, id: &str, name: &str, why: Removal) -> CliResult<()> {
+        self.e.remove_container(id, true, false)?;
+        let what = match why {
+            Removal::Recreate => "Recreate",
+            Removal::Orphan | Removal::ScaledDown => "Removed",
+        };
+        said("Container", name, what);
+        Ok(())
+    }
+
+    fn wait_for(&mut self, service: &str, condition: Condition) -> CliResult<()> {
+        wait_for(self.e, self.project, service, condition, self.timeout)
+    }
+
+    fn note(&mut self, action: &Action) {
+        match action {
+            Action::Keep { name, .. } => said("Container", name, "Running"),
+            Action::WarnOrphans { names } => eprintln!(
+                "WARN[0000] Found orphan containers ([{}]) for this project. If you removed or renamed this service in your compose file, you can run this command with the --remove-orphans flag to clean it up.",
+                names.join(" ")
+            ),
+            _ => {}
+        }
     }
 }
 
@@ -1135,127 +1172,30 @@ fn up(cli: &crate::Cli, e: &Engine, project: &Project, a: &UpArgs) -> CliResult<
         }
     }
     ensure_resources(e, project, &order)?;
-    let existing: Vec<ContainerSummary> = project_containers(e, &project.name, true)?
-        .into_iter()
-        .filter(|c| !one_off(c))
-        .collect();
-    let known = services_of(project);
-    let orphans: Vec<&ContainerSummary> = existing
-        .iter()
-        .filter(|c| {
-            c.labels
-                .get(SERVICE_LABEL)
-                .is_some_and(|s| !known.contains(s))
-        })
-        .collect();
-    if !orphans.is_empty() {
-        if a.remove_orphans {
-            for c in &orphans {
-                e.remove_container(&c.id, true, false)?;
-                said("Container", c.names.trim_start_matches('/'), "Removed");
-            }
-        } else {
-            let names: Vec<&str> = orphans
-                .iter()
-                .map(|c| c.names.trim_start_matches('/'))
-                .collect();
-            eprintln!(
-                "WARN[0000] Found orphan containers ([{}]) for this project. If you removed or renamed this service in your compose file, you can run this command with the --remove-orphans flag to clean it up.",
-                names.join(" ")
-            );
-        }
-    }
+    let observed = observe(e, project, &order)?;
+    let opts = berth_compose::plan::UpOptions {
+        services: a.services.clone(),
+        no_deps: a.no_deps,
+        force_recreate: a.force_recreate,
+        remove_orphans: a.remove_orphans,
+    };
+    let actions = berth_compose::plan::plan_up(project, &observed, &opts).map_err(fail)?;
     let timeout = std::time::Duration::from_secs(a.wait_timeout);
-    // Services whose containers were made or started by this up: dependents that
-    // asked for it (`depends_on: {X: {restart: true}}`) are restarted after them.
-    let mut changed: Vec<String> = Vec::new();
-    for s in &order {
-        for (dep, condition) in depends_on(project, s) {
-            if order.contains(&dep) {
-                wait_for(e, project, &dep, &condition, timeout)?;
-            }
-        }
-        let restart_after = project.model["services"][s.as_str()]
-            .get("depends_on")
-            .and_then(Value::as_mapping)
-            .is_some_and(|m| {
-                m.iter().any(|(d, c)| {
-                    c.get("restart").and_then(Value::as_bool) == Some(true)
-                        && d.as_str().is_some_and(|d| changed.iter().any(|x| x == d))
-                })
-            });
-        let mut touched = false;
-        let svc = &project.model["services"][s.as_str()];
-        let scale = berth_compose::service::replicas(svc);
-        let hash = berth_compose::service::config_hash(svc);
-        // A container of an older image (rebuilt or pulled since) is made again too.
-        let image_id = berth_compose::service::image_of(project, s)
-            .ok()
-            .and_then(|i| e.find_image(&i).ok())
-            .map(|i| i.id.to_string());
-        let mine: Vec<&ContainerSummary> = existing
-            .iter()
-            .filter(|c| c.labels.get(SERVICE_LABEL) == Some(s))
-            .collect();
-        for n in 1..=scale {
-            let current = mine
-                .iter()
-                .find(|c| c.labels.get(NUMBER_LABEL).map(String::as_str) == Some(&n.to_string()));
-            match current {
-                Some(c)
-                    if !a.force_recreate
-                        && c.labels.get(HASH_LABEL) == Some(&hash)
-                        && image_id.as_ref().is_none_or(|i| *i == c.image_id) =>
-                {
-                    let name = c.names.trim_start_matches('/');
-                    let active = e.container_state(&c.id)?.status.is_active();
-                    if active && restart_after {
-                        e.stop_container(&c.id, None)?;
-                        e.start_container(&c.id, false)
-                            .map_err(crate::run::run_failure)?;
-                        said("Container", name, "Restarted");
-                        touched = true;
-                    } else if active {
-                        said("Container", name, "Running");
-                    } else {
-                        e.start_container(&c.id, false)
-                            .map_err(crate::run::run_failure)?;
-                        said("Container", name, "Started");
-                        touched = true;
-                    }
-                }
-                Some(c) => {
-                    e.remove_container(&c.id, true, false)?;
-                    said("Container", c.names.trim_start_matches('/'), "Recreate");
-                    create_and_start(e, project, s, n)?;
-                    touched = true;
-                }
-                None => {
-                    create_and_start(e, project, s, n)?;
-                    touched = true;
-                }
-            }
-        }
-        if touched {
-            changed.push(s.clone());
-        }
-        for c in mine.iter().filter(|c| {
-            c.labels
-                .get(NUMBER_LABEL)
-                .and_then(|x| x.parse::<u32>().ok())
-                .is_some_and(|x| x > scale)
-        }) {
-            e.remove_container(&c.id, true, false)?;
-            said("Container", c.names.trim_start_matches('/'), "Removed");
-        }
-    }
+    berth_compose::plan::execute(
+        &actions,
+        &mut EngineTarget {
+            e,
+            project,
+            timeout,
+        },
+    )?;
     if a.wait {
         for s in &order {
             let svc = &project.model["services"][s.as_str()];
             let condition = if svc.get("healthcheck").is_some() {
-                "service_healthy"
+                Condition::Healthy
             } else {
-                "service_started"
+                Condition::Started
             };
             wait_for(e, project, s, condition, timeout)?;
         }

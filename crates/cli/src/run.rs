@@ -804,7 +804,6 @@ pub fn parse_duration(s: &str) -> Option<i64> {
     (total >= 0.0).then_some(total as i64)
 }
 
-/// `--restart`: no, always, unless-stopped, on-failure[:max-retries].
 /// `--cpus`: a positive number of CPUs, in billionths.
 pub fn parse_cpus(s: &str) -> Result<i64, String> {
     let c: f64 = s

@@ -13,6 +13,7 @@ pub mod interpolate;
 pub mod load;
 pub mod merge;
 pub mod normalize;
+pub mod plan;
 pub mod project;
 pub mod service;
 
