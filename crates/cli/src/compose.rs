@@ -689,8 +689,7 @@ pub fn compose(cli: &crate::Cli, args: &ComposeArgs) -> CliResult<u8> {
                 .iter()
                 .map(|c| c.names.trim_start_matches('/'))
                 .collect();
-            if !crate::commands::confirm(*force, &format!("Going to remove {}", names.join(", ")))?
-            {
+            if !crate::output::confirm(*force, &format!("Going to remove {}", names.join(", ")))? {
                 return Ok(0);
             }
             for c in &list {

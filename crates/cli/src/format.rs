@@ -406,6 +406,33 @@ pub fn pretty_json(v: &serde_json::Value) -> String {
     String::from_utf8(buf).expect("json is utf-8")
 }
 
+/// Docker's binary sizes for memory: 4 significant digits (`1.012MiB`, `23.47GiB`).
+pub fn human_binary(bytes: u64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = bytes as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i < units.len() - 1 {
+        v /= 1024.0;
+        i += 1;
+    }
+    let decimals = if v >= 1000.0 {
+        0
+    } else if v >= 100.0 {
+        1
+    } else if v >= 10.0 {
+        2
+    } else {
+        3
+    };
+    let s = format!("{v:.decimals$}");
+    let s = if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        s
+    };
+    format!("{s}{}", units[i])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -454,5 +481,14 @@ mod tests {
     fn tables_pad_like_tabwriter() {
         let t = table(&["A", "BB"], &[vec!["xxxx".into(), "y".into()]]);
         assert_eq!(t, "A      BB\nxxxx   y\n");
+    }
+
+    #[test]
+    fn memory_sizes_like_docker() {
+        assert_eq!(human_binary(0), "0B");
+        assert_eq!(human_binary(376_832), "368KiB");
+        assert_eq!(human_binary(1_061_683), "1.012MiB");
+        assert_eq!(human_binary(64 << 20), "64MiB");
+        assert_eq!(human_binary(25_199_652_864), "23.47GiB");
     }
 }

@@ -11,6 +11,7 @@ mod compose;
 mod cp;
 mod format;
 mod network;
+mod output;
 mod progress;
 mod registry;
 mod run;

@@ -6,8 +6,8 @@ use berth_engine::networks::NetworkCreate;
 use berth_engine::Engine;
 use clap::Subcommand;
 
-use crate::commands::{confirm, each, print_inspect};
 use crate::format::{table, Format};
+use crate::output::{confirm, each, print_inspect};
 use crate::CliResult;
 
 #[derive(Subcommand)]
