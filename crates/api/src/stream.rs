@@ -4,17 +4,19 @@
 //! An attach is bridged to the container's monitor (its attach socket); an attach to a
 //! container that is not running yet waits for the `start` that Docker's clients send
 //! right after it, and `start` hands it the monitor's stream before the container runs,
-//! so no output is missed. An exec runs `berth exec` as a child process (the runtime's
-//! exec wants a single-threaded caller), on pipes or on a pty this service owns.
+//! so no output is missed. An exec is the engine's: the container's monitor starts the
+//! process (on pipes this service reads, or on a terminal whose master it is sent) and
+//! reports its exit, as it does for the CLI; nothing forks here.
 
 use std::collections::HashMap;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream as StdUnixStream;
 use std::sync::{Arc, Mutex};
 
 use axum::body::Body;
 use axum::http::{header, Request, Response, StatusCode};
 use berth_engine::attach::{self, DetachKeys, FrameBuffer, Hello};
+use berth_engine::exec::{ExecIo, ExecOptions, ExecProcess, PreparedExec};
 use berth_engine::Engine;
 use serde_json::{json, Value};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -54,6 +56,22 @@ struct ExecState {
     pid: i32,
     /// The pty's master while a tty exec runs (for resize).
     master: Option<Arc<OwnedFd>>,
+}
+
+impl ExecState {
+    fn started_as(&mut self, pid: i32, master: Option<Arc<OwnedFd>>) {
+        self.running = true;
+        self.pid = pid;
+        self.master = master;
+    }
+
+    /// It ended with `code` (None: how is not known).
+    fn ended_with(&mut self, code: Option<i32>) {
+        self.running = false;
+        self.master = None;
+        self.exit_code = code;
+        self.ended = Some(std::time::Instant::now());
+    }
 }
 
 /// How long an ended exec stays inspectable.
@@ -684,38 +702,81 @@ pub(crate) fn exec_resize(svc: &Service, id: &str, q: &[(String, String)]) -> Re
     }
 }
 
-/// The `berth exec` command line that runs `x`.
-fn exec_command(roots: &Roots, x: &ExecEntry, detach: bool) -> std::process::Command {
-    let exe = berth_engine::berth_exe().unwrap_or_else(|_| "berth".into());
-    let mut cmd = std::process::Command::new(exe);
-    cmd.arg("--root")
-        .arg(&roots.root)
-        .arg("--run-root")
-        .arg(&roots.run_root)
-        .arg("exec");
+/// An exec started by its container's monitor, with this service's ends of its streams.
+enum Started {
+    Pipes {
+        process: ExecProcess,
+        stdin: Option<OwnedFd>,
+        stdout: OwnedFd,
+        stderr: OwnedFd,
+    },
+    Terminal {
+        process: ExecProcess,
+        master: OwnedFd,
+    },
+    Detached(ExecProcess),
+}
+
+/// Checks that `x` can run (its container running, its user known) and writes its
+/// process file (blocking).
+fn prepare_exec(roots: &Roots, x: &ExecEntry, detach: bool) -> Result<PreparedExec, EngineError> {
+    let e = Engine::open(EngineOptions::new(&roots.root, &roots.run_root))?;
+    let opts = ExecOptions {
+        cmd: x.cmd.clone(),
+        env: x.env.clone(),
+        workdir: Some(x.workdir.clone()).filter(|w| !w.is_empty()),
+        user: Some(x.user.clone()).filter(|u| !u.is_empty()),
+        tty: x.tty && !detach,
+        privileged: x.privileged,
+    };
+    e.exec_prepare(&x.container_id, &opts)
+}
+
+/// Starts a prepared exec through its container's monitor (blocking).
+fn start_exec(
+    roots: &Roots,
+    x: &ExecEntry,
+    prepared: PreparedExec,
+    detach: bool,
+) -> Result<Started, EngineError> {
+    let pipe = || -> Result<(OwnedFd, OwnedFd), EngineError> {
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .map_err(berth_engine::error::sys_err("pipe"))
+    };
+    let null = berth_engine::exec::dev_null;
     if detach {
-        cmd.arg("-d");
+        let process = prepared.start(ExecIo::Streams([null()?, null()?, null()?]))?;
+        return Ok(Started::Detached(process));
     }
-    if x.stdin && !detach {
-        cmd.arg("-i");
+    if x.tty {
+        let dir = roots.run_root.join("s");
+        std::fs::create_dir_all(&dir).map_err(berth_engine::error::io_err(&dir))?;
+        let path = dir.join(format!("a{}.con", &x.id[..12]));
+        let _ = std::fs::remove_file(&path);
+        let listener = std::os::unix::net::UnixListener::bind(&path)
+            .map_err(berth_engine::error::io_err(&path))?;
+        let process = prepared.start(ExecIo::Terminal(path.clone()));
+        let _ = std::fs::remove_file(&path);
+        let process = process?;
+        let master = berth_engine::monitor::receive_pty_from(&listener)
+            .map_err(berth_engine::error::io_err(&path))?;
+        return Ok(Started::Terminal { process, master });
     }
-    if x.tty && !detach {
-        cmd.arg("-t");
-    }
-    if x.privileged {
-        cmd.arg("--privileged");
-    }
-    for e in &x.env {
-        cmd.arg("-e").arg(e);
-    }
-    if !x.workdir.is_empty() {
-        cmd.arg("-w").arg(&x.workdir);
-    }
-    if !x.user.is_empty() {
-        cmd.arg("-u").arg(&x.user);
-    }
-    cmd.arg(&x.container_id).args(&x.cmd);
-    cmd
+    let (stdin_r, stdin_w) = if x.stdin {
+        let (r, w) = pipe()?;
+        (r, Some(w))
+    } else {
+        (null()?, None)
+    };
+    let (out_r, out_w) = pipe()?;
+    let (err_r, err_w) = pipe()?;
+    let process = prepared.start(ExecIo::Streams([stdin_r, out_w, err_w]))?;
+    Ok(Started::Pipes {
+        process,
+        stdin: stdin_w,
+        stdout: out_r,
+        stderr: err_r,
+    })
 }
 
 /// `POST /exec/{id}/start`: runs the command, on the hijacked connection unless
@@ -752,41 +813,84 @@ pub(crate) async fn exec_start(
         st.started = true;
     }
     let detach = v.get("Detach").and_then(Value::as_bool).unwrap_or(false);
-    let mut cmd = exec_command(&svc.roots, &x, detach);
-    if detach {
-        cmd.stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null());
-        let status = tokio::task::spawn_blocking(move || cmd.status()).await;
-        x.state.lock().expect("exec lock").ended = Some(std::time::Instant::now());
-        return match status {
-            Ok(Ok(s)) if s.success() => json_response(StatusCode::OK, &Value::Null),
-            Ok(Ok(s)) => error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("exec failed with exit code {}", s.code().unwrap_or(-1)),
-            ),
-            _ => error(StatusCode::INTERNAL_SERVER_ERROR, "exec could not start"),
-        };
-    }
     let size = v
         .get("ConsoleSize")
         .and_then(Value::as_array)
         .and_then(|a| Some((a.first()?.as_u64()? as u16, a.get(1)?.as_u64()? as u16)));
+    let (roots, xs) = (svc.roots.clone(), x.clone());
+    let prepared = tokio::task::spawn_blocking(move || prepare_exec(&roots, &xs, detach))
+        .await
+        .unwrap_or_else(|e| Err(EngineError::Unavailable(format!("exec: {e}"))));
+    let prepared = match prepared {
+        Ok(p) => p,
+        // Not running, paused, gone: refused before anything ran.
+        Err(err) => {
+            x.state.lock().expect("exec lock").ended_with(None);
+            return engine_error(err);
+        }
+    };
+    if detach {
+        let (roots, xs) = (svc.roots.clone(), x.clone());
+        let started = tokio::task::spawn_blocking(move || start_exec(&roots, &xs, prepared, true))
+            .await
+            .unwrap_or_else(|e| Err(EngineError::Unavailable(format!("exec: {e}"))));
+        let process = match started {
+            Ok(Started::Detached(p)) => p,
+            Ok(_) => unreachable!("a detached start is detached"),
+            Err(err) => {
+                let code = err.start_code().map(i32::from);
+                x.state.lock().expect("exec lock").ended_with(code);
+                return engine_error(err);
+            }
+        };
+        x.state
+            .lock()
+            .expect("exec lock")
+            .started_as(process.pid, None);
+        tokio::task::spawn_blocking(move || {
+            let code = process.wait().ok();
+            x.state.lock().expect("exec lock").ended_with(code);
+        });
+        return json_response(StatusCode::OK, &Value::Null);
+    }
+    // The process starts once the connection is the client's stream, as Docker's daemon
+    // starts it: output sent before the client has read the upgrade's headers can be
+    // lost by clients that read them through a buffer (docker-py).
     let req = Request::from_parts(parts, Body::empty());
     let tty = x.tty;
+    let roots = svc.roots.clone();
     hijack(req, tty, move |input, mut out| async move {
-        let code = if tty {
-            run_tty_exec(&x, cmd, size, input, &mut out).await
-        } else {
-            run_piped_exec(&x, cmd, input, &mut out).await
+        let xs = x.clone();
+        let started = tokio::task::spawn_blocking(move || start_exec(&roots, &xs, prepared, false))
+            .await
+            .unwrap_or_else(|e| Err(EngineError::Unavailable(format!("exec: {e}"))));
+        let code = match started {
+            Ok(Started::Terminal { process, master }) => {
+                run_tty_exec(&x, process, master, size, input, &mut out)
+                    .await
+                    .ok()
+            }
+            Ok(Started::Pipes {
+                process,
+                stdin,
+                stdout,
+                stderr,
+            }) => {
+                let streams = [stdin, Some(stdout), Some(stderr)];
+                run_piped_exec(&x, process, streams, input, &mut out)
+                    .await
+                    .ok()
+            }
+            Ok(Started::Detached(_)) => unreachable!("only a detached start is detached"),
+            Err(err) => {
+                // The program could not start: its words go to the client's stream, as
+                // Docker's daemon writes them, and its code is Docker's (126, 127).
+                let msg = format!("{}\r\n", berth_engine::monitor::error_chain(&err));
+                let _ = write_out(&mut out, tty, 2, msg.as_bytes()).await;
+                Some(err.start_code().map_or(126, i32::from))
+            }
         };
-        {
-            let mut st = x.state.lock().expect("exec lock");
-            st.running = false;
-            st.master = None;
-            st.exit_code = Some(code.unwrap_or(126));
-            st.ended = Some(std::time::Instant::now());
-        }
+        x.state.lock().expect("exec lock").ended_with(code);
         let _ = out.shutdown().await;
     })
 }
@@ -794,33 +898,26 @@ pub(crate) async fn exec_start(
 /// A non-tty exec: the command's stdout and stderr as multiplexed frames.
 async fn run_piped_exec(
     x: &ExecEntry,
-    cmd: std::process::Command,
+    process: ExecProcess,
+    [stdin, stdout, stderr]: [Option<OwnedFd>; 3],
     input: Option<ClientIn>,
     out: &mut ClientOut,
 ) -> std::io::Result<i32> {
-    use std::process::Stdio;
-    let mut cmd = tokio::process::Command::from(cmd);
-    cmd.stdin(if x.stdin {
-        Stdio::piped()
-    } else {
-        Stdio::null()
-    })
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
-    let mut child = cmd.spawn()?;
-    {
-        let mut st = x.state.lock().expect("exec lock");
-        st.running = true;
-        st.pid = child.id().unwrap_or(0) as i32;
-    }
-    let feeder = match (child.stdin.take(), input) {
+    x.state
+        .lock()
+        .expect("exec lock")
+        .started_as(process.pid, None);
+    let file = |fd: Option<OwnedFd>| fd.map(|f| tokio::fs::File::from_std(std::fs::File::from(f)));
+    let feeder = match (file(stdin), input) {
         (Some(mut to), Some(mut from)) => Some(tokio::spawn(async move {
             let _ = tokio::io::copy(&mut from, &mut to).await;
         })),
         _ => None,
     };
-    let mut so = child.stdout.take().expect("piped");
-    let mut se = child.stderr.take().expect("piped");
+    let (mut so, mut se) = (
+        file(stdout).expect("a stdout pipe"),
+        file(stderr).expect("a stderr pipe"),
+    );
     let (mut b1, mut b2) = (vec![0u8; 32 * 1024], vec![0u8; 32 * 1024]);
     let (mut o_open, mut e_open) = (true, true);
     while o_open || e_open {
@@ -835,57 +932,34 @@ async fn run_piped_exec(
             },
         }
     }
-    let status = child.wait().await?;
+    let code = tokio::task::spawn_blocking(move || process.wait())
+        .await
+        .map_err(std::io::Error::other)?
+        .map_err(std::io::Error::other)?;
     if let Some(f) = feeder {
         f.abort();
     }
-    Ok(exit_code(status))
+    Ok(code)
 }
 
-fn exit_code(s: std::process::ExitStatus) -> i32 {
-    use std::os::unix::process::ExitStatusExt;
-    s.code().unwrap_or_else(|| 128 + s.signal().unwrap_or(0))
-}
-
-/// A tty exec: `berth exec -t` on a pty this service holds the master of; the master's
-/// output is the raw stream, resizes go to the master.
+/// A tty exec: the container's terminal, whose master this service was sent; the
+/// master's output is the raw stream, resizes go to the master.
 async fn run_tty_exec(
     x: &ExecEntry,
-    mut cmd: std::process::Command,
+    process: ExecProcess,
+    master: OwnedFd,
     size: Option<(u16, u16)>,
     input: Option<ClientIn>,
     out: &mut ClientOut,
 ) -> std::io::Result<i32> {
-    use std::os::unix::process::CommandExt;
-    let pty = nix::pty::openpty(None, None).map_err(std::io::Error::from)?;
-    let (master, slave) = (pty.master, pty.slave);
     if let Some((h, w)) = size.filter(|(h, w)| *h > 0 && *w > 0) {
         berth_engine::monitor::set_winsize(master.as_fd(), h, w)?;
     }
-    let slave_raw = slave.as_raw_fd();
-    cmd.stdin(slave.try_clone()?)
-        .stdout(slave.try_clone()?)
-        .stderr(slave.try_clone()?);
-    // SAFETY: only async-signal-safe calls (setsid, ioctl) between fork and exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            nix::unistd::setsid().map_err(std::io::Error::from)?;
-            if libc::ioctl(slave_raw, libc::TIOCSCTTY, 0) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let mut child = cmd.spawn()?;
-    drop(cmd);
-    drop(slave);
     let master = Arc::new(master);
-    {
-        let mut st = x.state.lock().expect("exec lock");
-        st.running = true;
-        st.pid = child.id() as i32;
-        st.master = Some(master.clone());
-    }
+    x.state
+        .lock()
+        .expect("exec lock")
+        .started_as(process.pid, Some(master.clone()));
     let reader = std::fs::File::from(master.as_fd().try_clone_to_owned()?);
     let mut writer =
         tokio::fs::File::from_std(std::fs::File::from(master.as_fd().try_clone_to_owned()?));
@@ -927,11 +1001,12 @@ async fn run_tty_exec(
             break;
         }
     }
-    let status = tokio::task::spawn_blocking(move || child.wait())
+    let code = tokio::task::spawn_blocking(move || process.wait())
         .await
-        .map_err(std::io::Error::other)??;
+        .map_err(std::io::Error::other)?
+        .map_err(std::io::Error::other)?;
     if let Some(f) = feeder {
         f.abort();
     }
-    Ok(exit_code(status))
+    Ok(code)
 }

@@ -7,7 +7,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
 
 use berth_engine::attach::{self, Hello};
-use berth_engine::exec::{wait_pid, ExecOptions};
+use berth_engine::exec::{ExecIo, ExecOptions};
 use berth_engine::model::{ContainerConfig, HostConfig, LogConfig, MountSpec, RestartPolicy};
 use berth_engine::spec::parse_bytes;
 use berth_engine::specs::container::{parse_publish, parse_restart, parse_ulimit};
@@ -699,7 +699,8 @@ fn dup_std(fd: std::os::fd::BorrowedFd<'_>) -> CliResult<OwnedFd> {
     fd.try_clone_to_owned().map_err(Failure::from)
 }
 
-/// `exec`: runs in this process (single-threaded), which reaps the command.
+/// `exec`: the container's monitor starts the command and reports how it ended (see
+/// `berth_engine::exec`).
 pub fn exec(engine: &Engine, f: &ExecFlags) -> CliResult<u8> {
     let (name, cmd) = f.args.split_first().expect("clap requires two args");
     let opts = ExecOptions {
@@ -710,44 +711,30 @@ pub fn exec(engine: &Engine, f: &ExecFlags) -> CliResult<u8> {
         tty: f.tty,
         privileged: f.privileged,
     };
-    let prepared = engine.exec_prepare(name, &opts).map_err(|e| {
-        let mut fl = Failure::from(e);
-        if fl.code == 1 {
-            fl.code = 1;
-        }
-        fl
-    })?;
-    if !f.detach {
-        berth_runtime::become_subreaper().map_err(Failure::from)?;
-    }
+    let prepared = engine.exec_prepare(name, &opts)?;
     if f.tty && !f.detach {
         let dir = engine.run_root().join("s");
         std::fs::create_dir_all(&dir)?;
         let path = dir.join(format!("x{}.con", std::process::id()));
         let _ = std::fs::remove_file(&path);
         let listener = std::os::unix::net::UnixListener::bind(&path)?;
-        let pid = prepared.spawn(berth_runtime::Stdio::default(), Some(&path));
+        let process = prepared.start(ExecIo::Terminal(path.clone()));
         let _ = std::fs::remove_file(&path);
-        let pid = pid.map_err(Failure::from)?;
+        let process = process?;
         let master = berth_engine::monitor::receive_pty_from(&listener)?;
         let finished = terminal::pump_pty(&master, f.interactive)?;
         if !finished {
             return Ok(0);
         }
-        return Ok(wait_pid(pid) as u8);
+        return Ok(process.wait()? as u8);
     }
+    let null = berth_engine::exec::dev_null;
     let stdin = if f.interactive && !f.detach {
         dup_std(io::stdin().as_fd())?
     } else {
-        OwnedFd::from(std::fs::File::open("/dev/null")?)
+        null()?
     };
     let (stdout, stderr) = if f.detach {
-        let null = || {
-            std::fs::OpenOptions::new()
-                .write(true)
-                .open("/dev/null")
-                .map(OwnedFd::from)
-        };
         (null()?, null()?)
     } else {
         let _ = io::stdout().flush();
@@ -756,20 +743,11 @@ pub fn exec(engine: &Engine, f: &ExecFlags) -> CliResult<u8> {
             dup_std(io::stderr().as_fd())?,
         )
     };
-    let pid = prepared
-        .spawn(
-            berth_runtime::Stdio {
-                stdin: Some(stdin),
-                stdout: Some(stdout),
-                stderr: Some(stderr),
-            },
-            None,
-        )
-        .map_err(Failure::from)?;
+    let process = prepared.start(ExecIo::Streams([stdin, stdout, stderr]))?;
     if f.detach {
         return Ok(0);
     }
-    Ok(wait_pid(pid) as u8)
+    Ok(process.wait()? as u8)
 }
 
 /// Go's durations as Docker's flags take them: `30s`, `1m30s`, `500ms`, `2h`.

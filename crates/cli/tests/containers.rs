@@ -1540,3 +1540,71 @@ fn containers_share_their_init_layer_and_removal_leaves_nothing_behind() {
     };
     assert!(eventually(10, || bundles() == 0), "{}", bundles());
 }
+
+/// The host pid of the first process whose command line is `cmdline` (words joined by
+/// spaces), and its parent's pid.
+fn host_process(cmdline: &str) -> Option<(i32, i32)> {
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(cmd) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let words: Vec<String> = cmd
+            .split(|b| *b == 0)
+            .filter(|w| !w.is_empty())
+            .map(|w| String::from_utf8_lossy(w).into_owned())
+            .collect();
+        if words.join(" ") == cmdline {
+            let status = std::fs::read_to_string(entry.path().join("status")).ok()?;
+            let ppid = status
+                .lines()
+                .find_map(|l| l.strip_prefix("PPid:"))?
+                .trim()
+                .parse()
+                .ok()?;
+            return Some((pid, ppid));
+        }
+    }
+    None
+}
+
+#[test]
+fn an_exec_is_started_and_reaped_by_the_containers_monitor() {
+    require_root!();
+    let b = Berth::with_busybox();
+    b.ok(&["run", "-d", "--name", "exm", "busybox:test", "sleep", "100"]);
+    // The exit code comes back from the monitor, which reaped the process.
+    assert_eq!(b.fails(&["exec", "exm", "sh", "-c", "exit 7"]).0, 7);
+    // A detached exec is the monitor's child, not the (gone) CLI's.
+    b.ok(&["exec", "-d", "exm", "sleep", "4242"]);
+    let mut found = None;
+    assert!(
+        common::eventually(5, || {
+            found = host_process("sleep 4242");
+            found.is_some()
+        }),
+        "the detached exec runs"
+    );
+    let (_, parent) = found.unwrap();
+    let monitor = std::fs::read_to_string(format!("/proc/{parent}/cmdline")).unwrap();
+    assert!(
+        monitor.contains("berth-monitor"),
+        "parent {parent}: {monitor:?}"
+    );
+    // An exec running when its container is killed ends with it: 128 + SIGKILL.
+    let waiting = {
+        let mut c = b.cmd();
+        c.args(["exec", "exm", "sleep", "3131"]);
+        c.spawn().unwrap()
+    };
+    assert!(common::eventually(5, || host_process("sleep 3131").is_some()));
+    b.ok(&["kill", "exm"]);
+    let out = waiting.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(137));
+    // A stopped container takes no exec requests, and says so as before.
+    let (code, err) = b.fails(&["exec", "exm", "true"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("is not running"), "{err}");
+}

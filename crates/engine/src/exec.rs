@@ -1,14 +1,110 @@
-//! `exec`: a new process in a running container, run by the calling (single-threaded)
-//! process through the container's OCI runtime. The caller becomes a subreaper, so the
-//! process is reparented to it and its exit code can be collected.
+//! `exec`: a new process in a running container. The engine writes its OCI process
+//! file; the container's monitor starts it through the container's runtime and reaps it,
+//! as containerd's shim does, so the caller (the CLI, or the multi-threaded API service)
+//! never forks a runtime and need not be a subreaper: it sends the request on the
+//! monitor's exec socket (seqpacket, beside the attach socket) with the process's
+//! streams, and reads back `ok PID` (or `err CODE MESSAGE`) and then `exit CODE`.
 
 use std::fs;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 
+use nix::sys::socket::{
+    connect, recv, sendmsg, socket, AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType,
+    UnixAddr,
+};
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::error::{io_err, EngineError, Result};
 use crate::{spec, Engine};
+
+/// The socket on which a running container's monitor takes exec requests.
+pub fn socket_path(run_root: &Path, id: &str) -> PathBuf {
+    run_root
+        .join("s")
+        .join(format!("{}.x", &id[..12.min(id.len())]))
+}
+
+/// An exec request, as the monitor reads it: the JSON of this, with the process's three
+/// streams attached when it has no terminal.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Request {
+    /// The OCI process file (under `<run-root>/exec/`).
+    pub process: PathBuf,
+    /// With a terminal: where the runtime sends the pty's master.
+    pub console_socket: Option<PathBuf>,
+}
+
+/// The monitor's answers on an exec connection.
+#[derive(Debug, PartialEq)]
+pub(crate) enum Reply {
+    Started(i32),
+    Failed(i32, String),
+    Exited(i32),
+}
+
+impl Reply {
+    pub(crate) fn encode(&self) -> String {
+        match self {
+            Reply::Started(pid) => format!("ok {pid}"),
+            Reply::Failed(code, msg) => format!("err {code} {msg}"),
+            Reply::Exited(code) => format!("exit {code}"),
+        }
+    }
+
+    pub(crate) fn decode(text: &str) -> Option<Reply> {
+        let (word, rest) = text.split_once(' ')?;
+        match word {
+            "ok" => rest.parse().ok().map(Reply::Started),
+            "exit" => rest.parse().ok().map(Reply::Exited),
+            "err" => {
+                let (code, msg) = rest.split_once(' ').unwrap_or((rest, ""));
+                Some(Reply::Failed(code.parse().ok()?, msg.to_string()))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// What an exec's process is given.
+pub enum ExecIo {
+    /// Its stdin, stdout and stderr.
+    Streams([OwnedFd; 3]),
+    /// A terminal: the runtime sends its master to this socket, on which the caller
+    /// listens.
+    Terminal(PathBuf),
+}
+
+/// A process an exec started; its monitor reaps it and sends its exit code.
+pub struct ExecProcess {
+    pub pid: i32,
+    conn: OwnedFd,
+}
+
+impl ExecProcess {
+    /// Waits for the process to end; its exit code (128+N when killed by signal N).
+    pub fn wait(self) -> Result<i32> {
+        match read_reply(&self.conn)? {
+            Some(Reply::Exited(code)) => Ok(code),
+            _ => Err(EngineError::Unavailable(
+                "the container's monitor ended before the exec did".into(),
+            )),
+        }
+    }
+}
+
+fn read_reply(conn: &OwnedFd) -> Result<Option<Reply>> {
+    let mut buf = [0u8; 4096];
+    let n = loop {
+        match recv(conn.as_raw_fd(), &mut buf, MsgFlags::empty()) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            r => break r.map_err(crate::error::sys_err("reading the monitor's answer"))?,
+        }
+    };
+    Ok(Reply::decode(&String::from_utf8_lossy(&buf[..n])))
+}
 
 #[derive(Debug, Clone, Default)]
 pub struct ExecOptions {
@@ -20,11 +116,10 @@ pub struct ExecOptions {
     pub privileged: bool,
 }
 
-/// An exec whose process file is written; `spawn` runs it.
+/// An exec whose process file is written; `start` runs it.
 pub struct PreparedExec {
     pub container_id: String,
-    runtime: String,
-    runtime_root: PathBuf,
+    socket: PathBuf,
     process_file: PathBuf,
 }
 
@@ -35,22 +130,60 @@ impl Drop for PreparedExec {
 }
 
 impl PreparedExec {
-    /// Starts the process with `stdio` (or a pty sent to `console_socket`); returns its pid.
-    pub fn spawn(&self, stdio: berth_runtime::Stdio, console_socket: Option<&Path>) -> Result<i32> {
-        let rt = berth_runtime::by_name(&self.runtime, &self.runtime_root)?;
-        rt.exec(
-            &self.container_id,
-            &self.process_file,
-            stdio,
-            console_socket,
+    /// Starts the process: the container's monitor runs it through the runtime and
+    /// answers with its pid, or with why it could not start (126, 127 or 125, as
+    /// Docker's).
+    pub fn start(&self, io: ExecIo) -> Result<ExecProcess> {
+        // The socket lives while the container runs: a container that stopped since
+        // it was looked up has none.
+        let unavailable = |e: nix::Error| match e {
+            nix::Error::ENOENT | nix::Error::ECONNREFUSED => EngineError::NotRunning {
+                id: self.container_id.clone(),
+            },
+            e => EngineError::Unavailable(format!(
+                "container {}: its monitor takes no exec requests at {}: {e}",
+                self.container_id,
+                self.socket.display()
+            )),
+        };
+        let fd = socket(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            SockFlag::SOCK_CLOEXEC,
+            None,
         )
-        .map_err(|e| {
-            let message = crate::monitor::error_chain(&e);
-            EngineError::Start {
-                code: crate::monitor::failure_code(&message),
-                message,
-            }
-        })
+        .map_err(crate::error::sys_err("exec socket"))?;
+        let addr = UnixAddr::new(&self.socket).map_err(unavailable)?;
+        connect(fd.as_raw_fd(), &addr).map_err(unavailable)?;
+        let (console_socket, streams) = match &io {
+            ExecIo::Streams(s) => (None, s.iter().map(|f| f.as_raw_fd()).collect()),
+            ExecIo::Terminal(p) => (Some(p.clone()), Vec::<RawFd>::new()),
+        };
+        let req = Request {
+            process: self.process_file.clone(),
+            console_socket,
+        };
+        let body = serde_json::to_vec(&req).expect("an exec request serialises");
+        let rights = [ControlMessage::ScmRights(&streams)];
+        let cmsgs: &[ControlMessage<'_>] = if streams.is_empty() { &[] } else { &rights };
+        sendmsg::<()>(
+            fd.as_raw_fd(),
+            &[io::IoSlice::new(&body)],
+            cmsgs,
+            MsgFlags::MSG_NOSIGNAL,
+            None,
+        )
+        .map_err(crate::error::sys_err("sending the exec request"))?;
+        // The process has its copies (or the request failed): ours close now.
+        drop(io);
+        match read_reply(&fd)? {
+            Some(Reply::Started(pid)) => Ok(ExecProcess { pid, conn: fd }),
+            Some(Reply::Failed(code, message)) => Err(EngineError::Start { code, message }),
+            _ => Err(EngineError::Unavailable(format!(
+                "container {}: its monitor ended the exec request without an answer",
+                self.container_id
+            ))),
+        }
     }
 }
 
@@ -135,11 +268,39 @@ impl Engine {
         .map_err(io_err(&process_file))?;
         Ok(PreparedExec {
             container_id: rec.id.clone(),
-            runtime: rec.host_config.runtime.clone(),
-            runtime_root: self.run_root().join("runtime"),
+            socket: socket_path(self.run_root(), &rec.id),
             process_file,
         })
     }
 }
 
-pub use berth_runtime::wait_pid;
+/// `/dev/null` for an exec stream nobody reads or writes.
+pub fn dev_null() -> Result<OwnedFd> {
+    fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+        .map(OwnedFd::from)
+        .map_err(io_err("/dev/null"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replies_read_back_as_written() {
+        for r in [
+            Reply::Started(42),
+            Reply::Exited(137),
+            Reply::Failed(
+                127,
+                "exec: \"nope\": executable file not found in $PATH".into(),
+            ),
+        ] {
+            assert_eq!(Reply::decode(&r.encode()), Some(r));
+        }
+        assert_eq!(Reply::decode("what"), None);
+        assert_eq!(Reply::decode("exit x"), None);
+    }
+}

@@ -20,6 +20,8 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
+mod exec;
+
 use crate::attach::{self, FrameBuffer, Hello};
 use crate::logs::LogWriter;
 use crate::state::{self, RunState, Status};
@@ -244,6 +246,7 @@ pub fn run(
         pid: 0,
         health: None,
         owner: None,
+        execs: exec::ExecServer::default(),
     };
     // The port reservations stay with this process only, not its children.
     for &fd in &m.cfg.port_fds {
@@ -379,6 +382,8 @@ struct Monitor {
     health: Option<HealthRunner>,
     /// A pidfd of the owner process, readable once it has ended.
     owner: Option<OwnedFd>,
+    /// Exec requests and the processes they started (see `exec`).
+    execs: exec::ExecServer,
 }
 
 /// A health check between probes, or with one running.
@@ -606,6 +611,10 @@ impl Monitor {
             .set_nonblocking(true)
             .map_err(|e| (125, e.to_string()))?;
         self.listener = Some(listener);
+        let exec_socket = crate::exec::socket_path(&self.run_root, &cfg.id);
+        self.execs
+            .bind(&exec_socket)
+            .map_err(|e| (125, format!("{}: {e}", exec_socket.display())))?;
         self.health = cfg.healthcheck.clone().and_then(|h| {
             let spec: serde_json::Value =
                 serde_json::from_slice(&fs::read(cfg.bundle.join("config.json")).ok()?).ok()?;
@@ -670,12 +679,14 @@ impl Monitor {
                         code = Some(c);
                     }
                     self.probe_exited(p.as_raw(), c);
+                    self.execs.exited(p.as_raw(), c);
                 }
                 Ok(WaitStatus::Signaled(p, sig, _)) => {
                     if p.as_raw() == self.pid {
                         code = Some(128 + sig as i32);
                     }
                     self.probe_exited(p.as_raw(), 128 + sig as i32);
+                    self.execs.exited(p.as_raw(), 128 + sig as i32);
                 }
                 Ok(WaitStatus::StillAlive) | Err(_) => break,
                 Ok(_) => {}
@@ -1063,6 +1074,12 @@ impl Monitor {
                 if let Some(l) = &self.listener {
                     add(l.as_raw_fd(), Role::Listener);
                 }
+                if let Some(l) = self.execs.listener() {
+                    add(l, Role::ExecListener);
+                }
+                for (i, fd) in self.execs.pending().enumerate() {
+                    add(fd, Role::ExecRequest(i));
+                }
             }
             for (i, (_, fd)) in self.outputs.iter().enumerate() {
                 add(fd.as_raw_fd(), Role::Output(i));
@@ -1118,6 +1135,7 @@ impl Monitor {
             }
             let mut dead_clients = Vec::new();
             let mut closed_outputs = Vec::new();
+            let mut exec_requests = Vec::new();
             for (pfd, role) in fds.iter().zip(roles.iter()) {
                 if pfd.revents == 0 {
                     continue;
@@ -1140,6 +1158,8 @@ impl Monitor {
                         }
                     }
                     Role::Listener => self.accept_clients(),
+                    Role::ExecListener => self.execs.accept(),
+                    Role::ExecRequest(i) => exec_requests.push(i),
                     Role::Output(i) => {
                         let (kind, fd) = &self.outputs[i];
                         let kind = *kind;
@@ -1176,6 +1196,18 @@ impl Monitor {
             }
             for i in dead_clients {
                 self.clients[i].gone = true;
+            }
+            // Descending, so each removal leaves the indexes still to serve in place.
+            exec_requests.sort_unstable();
+            let mut started = false;
+            for i in exec_requests.into_iter().rev() {
+                started |= self.serve_exec(i);
+            }
+            if started {
+                // Signals were unblocked while the runtime started it: what they
+                // announced is looked for now.
+                let code = self.reap();
+                exit = exit.or(code);
             }
             self.clients.retain(|c| !c.gone);
         }
@@ -1282,6 +1314,9 @@ impl Monitor {
         }
         let oom = sys::oom_killed(Path::new("/sys/fs/cgroup"), &self.cfg.cgroup);
         self.listener = None;
+        self.execs.close();
+        self.execs.reap_remaining();
+        let _ = fs::remove_file(crate::exec::socket_path(&self.run_root, &self.cfg.id));
         if self.cfg.auto_remove {
             // The runtime's own state waits until the removal is done, and the removal
             // unmounts and removes the cgroup after its clients are gone (see below).
@@ -1357,6 +1392,8 @@ enum Role {
     Signal,
     Owner,
     Listener,
+    ExecListener,
+    ExecRequest(usize),
     Output(usize),
     Pty,
     Client(usize),
