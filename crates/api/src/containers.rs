@@ -26,8 +26,8 @@ pub(crate) fn list_containers(e: &Engine, q: &[(String, String)]) -> Response<Bo
         .iter()
         .take(limit.unwrap_or(usize::MAX))
         .map(|c| {
-            let ports: Vec<Value> = e
-                .published_ports(&c.id)
+            let ports: Vec<Value> = c
+                .ports
                 .iter()
                 .map(|p| {
                     let (port, proto) = p.container_port.split_once('/').unwrap_or((&p.container_port, "tcp"));
@@ -60,7 +60,7 @@ pub(crate) fn list_containers(e: &Engine, q: &[(String, String)]) -> Response<Bo
                 "Image": c.image,
                 "ImageID": c.image_id,
                 "Command": c.command,
-                "Created": unix_time(&c.created),
+                "Created": c.created.timestamp(),
                 "Ports": ports,
                 "Labels": c.labels,
                 "State": c.state,

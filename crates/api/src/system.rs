@@ -93,7 +93,7 @@ pub(crate) fn df(e: &Engine) -> Result<Value, EngineError> {
             let size = berth_engine::volumes::dir_size(&e.container_dir(&c.id).join("upper"));
             json!({
                 "Id": c.id, "Names": [format!("/{}", c.names)], "Image": c.image,
-                "ImageID": c.image_id, "Command": c.command, "Created": unix_time(&c.created),
+                "ImageID": c.image_id, "Command": c.command, "Created": c.created.timestamp(),
                 "State": c.state, "Status": c.status, "SizeRw": size, "SizeRootFs": size,
                 "Labels": c.labels, "Mounts": [],
             })

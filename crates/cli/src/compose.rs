@@ -1372,10 +1372,10 @@ fn ps(
                 "Command": format!("\"{}\"", c.command),
                 "Project": project.name,
                 "Service": c.labels.get(SERVICE_LABEL).cloned().unwrap_or_default(),
-                "Created": c.created,
+                "Created": c.created_text(),
                 "State": c.state,
                 "Status": c.status,
-                "Ports": c.ports,
+                "Ports": c.ports_text(),
                 "Labels": c.labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(","),
                 "ExitCode": c.exit_code,
             })
@@ -1398,7 +1398,7 @@ fn ps(
                         cell("Image"),
                         cell("Command"),
                         cell("Service"),
-                        crate::format::ago(&c.created),
+                        crate::format::ago(&c.created_text()),
                         cell("Status"),
                         cell("Ports"),
                     ]
@@ -1630,7 +1630,7 @@ fn ls(e: &Engine, all: bool, quiet: bool, format: Option<&str>) -> CliResult<u8>
             continue;
         };
         let entry = projects.entry(p.clone()).or_default();
-        *entry.0.entry(c.state.clone()).or_default() += 1;
+        *entry.0.entry(c.state.as_str().to_string()).or_default() += 1;
         if let Some(f) = c.labels.get("com.docker.compose.project.config_files") {
             entry.1 = f.clone();
         }

@@ -42,12 +42,30 @@ pub struct ContainerSummary {
     pub image: String,
     pub image_id: String,
     pub command: String,
-    pub created: String,
-    pub state: String,
+    pub created: chrono::DateTime<chrono::Utc>,
+    pub state: Status,
+    /// Docker's words for it: `Up 3 minutes`, `Exited (0) 2 seconds ago`.
     pub status: String,
-    pub ports: String,
+    /// Where its ports are published while it runs.
+    pub ports: Vec<crate::model::PublishedPort>,
     pub labels: BTreeMap<String, String>,
     pub exit_code: i32,
+}
+
+impl ContainerSummary {
+    /// The PORTS column: `0.0.0.0:8080->80/tcp, …`.
+    pub fn ports_text(&self) -> String {
+        self.ports
+            .iter()
+            .map(|p| format!("{}:{}->{}", p.host_ip, p.host_port, p.container_port))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// When it was created, as Go's RFC 3339 (what `inspect` shows).
+    pub fn created_text(&self) -> String {
+        berth_image::config::go_time(self.created)
+    }
 }
 
 /// A spawned monitor: for `run`/`start -a`, the caller attaches before the container runs.
@@ -1332,8 +1350,14 @@ impl Engine {
     /// Docker's `info` (the fields berth has): counts, storage, runtimes, host.
     pub fn info(&self) -> Result<serde_json::Value> {
         let containers = self.list_containers(true, &[])?;
-        let running = containers.iter().filter(|c| c.state == "running").count();
-        let paused = containers.iter().filter(|c| c.state == "paused").count();
+        let running = containers
+            .iter()
+            .filter(|c| c.state == Status::Running)
+            .count();
+        let paused = containers
+            .iter()
+            .filter(|c| c.state == Status::Paused)
+            .count();
         let images = self.list_image_rows()?.len();
         let uts = nix::sys::utsname::uname().ok();
         let cgroup_version = if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
@@ -1709,15 +1733,12 @@ impl Engine {
                 image: rec.config.image.clone(),
                 image_id: rec.image_id.clone(),
                 command,
-                created: rec.created.clone(),
-                state: st.status.as_str().into(),
+                created: chrono::DateTime::parse_from_rfc3339(&rec.created)
+                    .map(|t| t.with_timezone(&chrono::Utc))
+                    .unwrap_or_default(),
+                state: st.status,
                 status: status_text(&st),
-                ports: self
-                    .published_ports(&rec.id)
-                    .iter()
-                    .map(|p| format!("{}:{}->{}", p.host_ip, p.host_port, p.container_port))
-                    .collect::<Vec<_>>()
-                    .join(", "),
+                ports: self.published_ports(&rec.id),
                 labels: rec.config.labels.clone(),
                 exit_code: st.exit_code,
             });

@@ -2,6 +2,7 @@
 //! services (`serve`, `registry`, `dns-serve`) with the other nouns' entry points.
 
 use super::*;
+use berth_engine::state::Status;
 
 #[derive(Subcommand)]
 pub enum SystemCmd {
@@ -140,12 +141,12 @@ fn df(engine: &Engine, verbose: bool, format: Option<&str>) -> CliResult<u8> {
     let ctr_size: u64 = ctr_sizes.iter().map(|(_, s)| s).sum();
     let active_ctr = containers
         .iter()
-        .filter(|c| c.state == "running" || c.state == "paused")
+        .filter(|c| matches!(c.state, Status::Running | Status::Paused))
         .count();
     let ctr_reclaim: u64 = containers
         .iter()
         .zip(&ctr_sizes)
-        .filter(|(c, _)| c.state != "running" && c.state != "paused")
+        .filter(|(c, _)| !matches!(c.state, Status::Running | Status::Paused))
         .map(|(_, (_, s))| s)
         .sum();
     let vols = engine.list_volumes()?;
@@ -272,7 +273,7 @@ fn df(engine: &Engine, verbose: bool, format: Option<&str>) -> CliResult<u8> {
                     c.image.clone(),
                     format!("\"{}\"", c.command),
                     human_size(*s),
-                    ago(&c.created),
+                    ago(&c.created_text()),
                     c.status.clone(),
                     c.names.clone(),
                 ]
