@@ -1,0 +1,396 @@
+//! What is read about containers: `ps`, `inspect`, `top`, `info`, usage.
+
+use super::*;
+
+impl Engine {
+    /// Docker's `info` (the fields berth has): counts, storage, runtimes, host.
+    pub fn info(&self) -> Result<serde_json::Value> {
+        let containers = self.list_containers(true, &[])?;
+        let running = containers
+            .iter()
+            .filter(|c| c.state == Status::Running)
+            .count();
+        let paused = containers
+            .iter()
+            .filter(|c| c.state == Status::Paused)
+            .count();
+        let images = self.list_image_rows()?.len();
+        let uts = nix::sys::utsname::uname().ok();
+        let cgroup_version = if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+            "2"
+        } else {
+            "1"
+        };
+        let os = fs::read_to_string("/etc/os-release")
+            .ok()
+            .and_then(|s| {
+                s.lines().find_map(|l| {
+                    l.strip_prefix("PRETTY_NAME=")
+                        .map(|v| v.trim_matches('"').to_string())
+                })
+            })
+            .unwrap_or_default();
+        Ok(serde_json::json!({
+            "ID": "",
+            "Containers": containers.len(),
+            "ContainersRunning": running,
+            "ContainersPaused": paused,
+            "ContainersStopped": containers.len() - running - paused,
+            "Images": images,
+            "Driver": "overlay2",
+            "DockerRootDir": self.root(),
+            "RunRoot": self.run_root(),
+            "CgroupDriver": "cgroupfs",
+            "CgroupVersion": cgroup_version,
+            "DefaultRuntime": "builtin",
+            "Runtimes": {"builtin": {"path": "libcontainer (linked in)"}, "runc": {"path": "runc"}, "crun": {"path": "crun"}},
+            "LoggingDriver": "json-file",
+            "KernelVersion": uts.as_ref().map(|u| u.release().to_string_lossy().into_owned()).unwrap_or_default(),
+            "OperatingSystem": os,
+            "OSType": "linux",
+            "Architecture": berth_image::config::host_platform().architecture,
+            "NCPU": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            "ServerVersion": env!("CARGO_PKG_VERSION"),
+            "SecurityOptions": ["name=seccomp,profile=builtin"],
+        }))
+    }
+
+    /// `ps`: containers with their state. Filters: `name`, `id`, `status`, `label`,
+    /// `ancestor`, `exited`.
+    pub fn list_containers(
+        &self,
+        all: bool,
+        filters: &[(String, String)],
+    ) -> Result<Vec<ContainerSummary>> {
+        let mut out = Vec::new();
+        let mut image_names: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for rec in self.container_records()? {
+            let st = self.container_state(&rec.id)?;
+            let status_filter = filters.iter().any(|(k, _)| k == "status");
+            if !all && !status_filter && !st.status.is_active() {
+                continue;
+            }
+            let mut keep = true;
+            for (k, v) in filters {
+                let ok = match k.as_str() {
+                    "name" => rec.name.contains(v.trim_start_matches('/')),
+                    "id" => rec.id.starts_with(v),
+                    "status" => st.status.as_str() == v,
+                    "exited" => {
+                        st.status == Status::Exited && v.parse::<i32>().ok() == Some(st.exit_code)
+                    }
+                    "label" => match v.split_once('=') {
+                        Some((lk, lv)) => {
+                            rec.config.labels.get(lk).map(|x| x == lv).unwrap_or(false)
+                        }
+                        None => rec.config.labels.contains_key(v),
+                    },
+                    "ancestor" => {
+                        let names = image_names.entry(rec.image_id.clone()).or_insert_with(|| {
+                            self.find_image(&rec.image_id)
+                                .map(|r| r.tags)
+                                .unwrap_or_default()
+                        });
+                        rec.image_id
+                            .trim_start_matches("sha256:")
+                            .starts_with(v.trim_start_matches("sha256:"))
+                            || rec.config.image == *v
+                            || Reference::parse(v)
+                                .map(|r| names.contains(&r.to_string()))
+                                .unwrap_or(false)
+                    }
+                    _ => return Err(EngineError::Invalid(format!("invalid filter '{k}'"))),
+                };
+                keep &= ok;
+            }
+            if !keep {
+                continue;
+            }
+            let mut command = rec.path.clone();
+            for a in &rec.args {
+                command.push(' ');
+                command.push_str(a);
+            }
+            out.push(ContainerSummary {
+                id: rec.id.clone(),
+                names: rec.name.clone(),
+                image: rec.config.image.clone(),
+                image_id: rec.image_id.clone(),
+                command,
+                created: chrono::DateTime::parse_from_rfc3339(&rec.created)
+                    .map(|t| t.with_timezone(&chrono::Utc))
+                    .unwrap_or_default(),
+                state: st.status,
+                status: status_text(&st),
+                ports: self.published_ports(&rec.id),
+                labels: rec.config.labels.clone(),
+                exit_code: st.exit_code,
+            });
+        }
+        Ok(out)
+    }
+
+    /// `inspect`, shaped like Docker's.
+    pub fn inspect_container(&self, name: &str) -> Result<serde_json::Value> {
+        let rec = self.find_container(name)?;
+        let st = self.container_state(&rec.id)?;
+        let dir = self.container_dir(&rec.id);
+        let image = self.find_image(&rec.image_id).ok();
+        let lower = image
+            .as_ref()
+            .map(|i| {
+                i.chain_ids()
+                    .iter()
+                    .rev()
+                    .map(|c| self.layers.diff_dir(c).display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(":")
+            })
+            .unwrap_or_default();
+        // Docker's NetworkSettings: per network, the address the container has there (while
+        // it runs); the default network's also at the top level.
+        let running = matches!(
+            st.status,
+            crate::state::Status::Running | crate::state::Status::Paused
+        );
+        let mut networks = serde_json::Map::new();
+        let mut top =
+            serde_json::json!({"IPAddress": "", "IPPrefixLen": 0, "Gateway": "", "MacAddress": ""});
+        let endpoints = self.container_endpoints(&rec.id).unwrap_or_default();
+        if endpoints.is_empty() {
+            networks.insert(rec.host_config.network_mode.clone(), serde_json::json!({}));
+        }
+        for ep in endpoints {
+            let (ip, prefix, gw, mac) = if running {
+                (
+                    ep.ip.to_string(),
+                    ep.network.subnet.prefix,
+                    ep.network.gateway.to_string(),
+                    ep.mac.clone(),
+                )
+            } else {
+                (String::new(), 0, String::new(), String::new())
+            };
+            let dns_names = (running && Self::has_dns(&ep.network)).then(|| {
+                let mut n = vec![rec.name.clone(), rec.id[..12].to_string()];
+                n.extend(ep.aliases.iter().cloned());
+                n
+            });
+            let v = serde_json::json!({
+                "Aliases": (!ep.aliases.is_empty()).then_some(&ep.aliases),
+                "DNSNames": dns_names,
+                "NetworkID": ep.network.id,
+                "EndpointID": if running { crate::networks::endpoint_id(&ep) } else { String::new() },
+                "IPAddress": ip,
+                "IPPrefixLen": prefix,
+                "Gateway": if ep.network.internal { String::new() } else { gw.clone() },
+                "MacAddress": mac,
+            });
+            if ep.network.name == crate::networks::DEFAULT_NETWORK {
+                top = serde_json::json!({"IPAddress": ip, "IPPrefixLen": prefix, "Gateway": gw, "MacAddress": mac});
+            }
+            networks.insert(ep.network.name.clone(), v);
+        }
+        let mut ports = serde_json::Map::new();
+        for p in self.published_ports(&rec.id) {
+            let e = ports
+                .entry(p.container_port.clone())
+                .or_insert_with(|| serde_json::json!([]));
+            if let Some(list) = e.as_array_mut() {
+                list.push(
+                    serde_json::json!({"HostIp": p.host_ip, "HostPort": p.host_port.to_string()}),
+                );
+            }
+        }
+        let mut network_settings = serde_json::json!({"Ports": ports, "Networks": networks});
+        for (k, v) in top.as_object().expect("an object") {
+            network_settings[k] = v.clone();
+        }
+        Ok(serde_json::json!({
+            "Id": rec.id,
+            "Created": rec.created,
+            "Path": rec.path,
+            "Args": rec.args,
+            "State": {
+                "Status": st.status.as_str(),
+                "Running": st.status.is_active(),
+                "Paused": st.status == Status::Paused,
+                "Restarting": st.status == Status::Restarting,
+                "OOMKilled": st.oom_killed,
+                "Dead": st.status == Status::Dead,
+                "Pid": if st.status.is_active() { st.pid } else { 0 },
+                "ExitCode": st.exit_code,
+                "Error": st.error,
+                "StartedAt": st.started_at,
+                "FinishedAt": st.finished_at,
+                "Health": st.health,
+            },
+            "Image": rec.image_id,
+            "ResolvConfPath": dir.join("resolv.conf"),
+            "HostnamePath": dir.join("hostname"),
+            "HostsPath": dir.join("hosts"),
+            "LogPath": if rec.host_config.log_config.kind == "none" { String::new() } else { dir.join("log.json").display().to_string() },
+            "Name": format!("/{}", rec.name),
+            "RestartCount": st.restart_count,
+            "Driver": "overlay2",
+            "Platform": "linux",
+            "MountLabel": "",
+            "ProcessLabel": "",
+            "AppArmorProfile": "",
+            "HostConfig": rec.host_config,
+            "GraphDriver": {
+                "Name": "overlay2",
+                "Data": {
+                    "LowerDir": lower,
+                    "UpperDir": dir.join("upper"),
+                    "WorkDir": dir.join("work"),
+                    "MergedDir": dir.join("merged"),
+                }
+            },
+            "Mounts": rec.mounts,
+            "Config": rec.config,
+            "NetworkSettings": network_settings,
+        }))
+    }
+
+    /// `top`: the container's processes, as `ps` shows them (rows filtered to the
+    /// container's cgroup). Returns (titles, rows).
+    pub fn top(&self, name: &str, ps_args: &[String]) -> Result<(Vec<String>, Vec<Vec<String>>)> {
+        let rec = self.find_container(name)?;
+        let st = self.container_state(&rec.id)?;
+        if !st.status.is_active() {
+            return Err(EngineError::NotRunning { id: rec.id.clone() });
+        }
+        let mut pids = sys::cgroup_pids(Path::new("/sys/fs/cgroup"), &format!("berth/{}", rec.id));
+        // The monitor's probe launcher lives in the cgroup too, but is not the container's.
+        let all = pids.clone();
+        pids.retain(|p| *p == st.pid || !sys::is_probe_launcher(*p, &all));
+        let args: Vec<String> = if ps_args.is_empty() {
+            vec!["-ef".into()]
+        } else {
+            ps_args.to_vec()
+        };
+        let out = Command::new("ps")
+            .args(&args)
+            .output()
+            .map_err(|e| EngineError::Unavailable(format!("running ps: {e}")))?;
+        if !out.status.success() {
+            return Err(EngineError::Invalid(format!(
+                "ps {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut lines = text.lines();
+        let header = lines.next().unwrap_or_default();
+        let titles: Vec<String> = header.split_whitespace().map(String::from).collect();
+        let pid_col = titles
+            .iter()
+            .position(|t| t == "PID")
+            .ok_or_else(|| EngineError::Invalid("ps output has no PID column".into()))?;
+        let mut rows = Vec::new();
+        for l in lines {
+            let fields: Vec<&str> = l.split_whitespace().collect();
+            if fields.len() < titles.len() {
+                continue;
+            }
+            let Ok(pid) = fields[pid_col].parse::<i32>() else {
+                continue;
+            };
+            if !pids.contains(&pid) {
+                continue;
+            }
+            let mut row: Vec<String> = fields[..titles.len() - 1]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+            row.push(fields[titles.len() - 1..].join(" "));
+            rows.push(row);
+        }
+        Ok((titles, rows))
+    }
+
+    /// A running container's resource usage so far (from its cgroup). Its pids leave out
+    /// the monitor's probe launcher, which lives in the cgroup (see `top`).
+    pub fn container_usage(&self, id: &str) -> Result<crate::stats::Usage> {
+        let root = Path::new("/sys/fs/cgroup");
+        let rel = format!("berth/{id}");
+        let mut usage = crate::stats::reader(root)
+            .usage(&format!("/{rel}"))
+            .map_err(io_err(root.join("berth").join(id)))?;
+        if usage.pids > 1 && state::health_path(self.run_root(), id).exists() {
+            let init = state::read_raw(self.root(), id).map_or(0, |s| s.pid);
+            let pids = sys::cgroup_pids(root, &rel);
+            let launchers = pids
+                .iter()
+                .filter(|p| **p != init && sys::is_probe_launcher(**p, &pids))
+                .count();
+            usage.pids = usage.pids.saturating_sub(launchers as u64);
+        }
+        Ok(usage)
+    }
+}
+
+pub(super) fn since(t: &str) -> chrono::Duration {
+    chrono::DateTime::parse_from_rfc3339(t)
+        .map(|t| chrono::Utc::now().signed_duration_since(t))
+        .unwrap_or_else(|_| chrono::Duration::zero())
+}
+
+/// Docker's status column.
+pub fn status_text(st: &RunState) -> String {
+    match st.status {
+        Status::Created => "Created".into(),
+        Status::Running => {
+            let health = match st.health.as_ref().map(|h| h.status.as_str()) {
+                Some("starting") => " (health: starting)",
+                Some("healthy") => " (healthy)",
+                Some("unhealthy") => " (unhealthy)",
+                _ => "",
+            };
+            format!("Up {}{health}", human_duration(since(&st.started_at)))
+        }
+        Status::Paused => format!("Up {} (Paused)", human_duration(since(&st.started_at))),
+        Status::Restarting => format!(
+            "Restarting ({}) {} ago",
+            st.exit_code,
+            human_duration(since(&st.finished_at))
+        ),
+        Status::Removing => "Removal In Progress".into(),
+        Status::Exited => format!(
+            "Exited ({}) {} ago",
+            st.exit_code,
+            human_duration(since(&st.finished_at))
+        ),
+        Status::Dead => "Dead".into(),
+    }
+}
+
+/// Docker's "Up 3 minutes" / "Exited (0) 2 seconds ago" durations.
+pub fn human_duration(d: chrono::Duration) -> String {
+    let s = d.num_seconds();
+    if s < 1 {
+        "Less than a second".into()
+    } else if s == 1 {
+        "1 second".into()
+    } else if s < 60 {
+        format!("{s} seconds")
+    } else if s / 60 == 1 {
+        "About a minute".into()
+    } else if s < 3600 {
+        format!("{} minutes", s / 60)
+    } else if s / 3600 == 1 {
+        "About an hour".into()
+    } else if s < 48 * 3600 {
+        format!("{} hours", s / 3600)
+    } else if s < 7 * 24 * 3600 * 2 {
+        format!("{} days", s / 86400)
+    } else if s < 30 * 24 * 3600 * 3 {
+        format!("{} weeks", s / (7 * 86400))
+    } else if s < 365 * 24 * 3600 * 2 {
+        format!("{} months", s / (30 * 86400))
+    } else {
+        format!("{} years", s / (365 * 86400))
+    }
+}
