@@ -1,0 +1,426 @@
+//! `up`: images built, networks and volumes made, then the plan of `berth_compose::plan`
+//! carried out against the engine, with Docker Compose's progress lines.
+
+use super::*;
+
+/// Makes the project's networks and volumes that `services` use, if missing.
+pub(super) fn ensure_resources(
+    e: &Engine,
+    project: &Project,
+    services: &[String],
+) -> CliResult<()> {
+    let mut networks: Vec<String> = Vec::new();
+    let mut volumes: Vec<String> = Vec::new();
+    for s in services {
+        let svc = &project.model["services"][s.as_str()];
+        for k in svc
+            .get("networks")
+            .and_then(Value::as_mapping)
+            .into_iter()
+            .flat_map(|m| m.keys())
+            .filter_map(Value::as_str)
+        {
+            if !networks.iter().any(|n| n == k) {
+                networks.push(k.to_string());
+            }
+        }
+        for v in svc
+            .get("volumes")
+            .and_then(Value::as_sequence)
+            .into_iter()
+            .flatten()
+        {
+            if v.get("type").and_then(Value::as_str) == Some("volume") {
+                if let Some(src) = v.get("source").and_then(Value::as_str) {
+                    if !volumes.iter().any(|x| x == src) {
+                        volumes.push(src.to_string());
+                    }
+                }
+            }
+        }
+    }
+    for key in networks {
+        let def = &project.model["networks"][key.as_str()];
+        let name = berth_compose::service::resource_name(project, "networks", &key);
+        let external = def.get("external").and_then(Value::as_bool) == Some(true);
+        if e.find_network(&name).is_ok() {
+            continue;
+        }
+        if external {
+            return Err(fail(format!(
+                "network {name} declared as external, but could not be found"
+            )));
+        }
+        let ipam = def
+            .get("ipam")
+            .and_then(|i| i.get("config"))
+            .and_then(|c| c.get(0));
+        let text = |v: Option<&Value>| v.and_then(Value::as_str).map(String::from);
+        let mut labels = string_map(def.get("labels"));
+        labels.insert(PROJECT_LABEL.into(), project.name.clone());
+        labels.insert(NETWORK_LABEL.into(), key.clone());
+        let options = string_map(def.get("driver_opts"));
+        e.create_network(&berth_engine::networks::NetworkCreate {
+            name: name.clone(),
+            driver: text(def.get("driver")),
+            subnet: text(ipam.and_then(|c| c.get("subnet"))),
+            gateway: text(ipam.and_then(|c| c.get("gateway"))),
+            ip_range: text(ipam.and_then(|c| c.get("ip_range"))),
+            internal: def.get("internal").and_then(Value::as_bool) == Some(true),
+            labels,
+            options,
+        })?;
+        said("Network", &name, "Created");
+    }
+    for key in volumes {
+        let def = &project.model["volumes"][key.as_str()];
+        let name = berth_compose::service::resource_name(project, "volumes", &key);
+        let external = def.get("external").and_then(Value::as_bool) == Some(true);
+        if e.list_volumes()?.iter().any(|v| v.name == name) {
+            continue;
+        }
+        if external {
+            return Err(fail(format!("external volume \"{name}\" not found")));
+        }
+        let mut labels = string_map(def.get("labels"));
+        labels.insert(PROJECT_LABEL.to_string(), project.name.clone());
+        labels.insert(VOLUME_LABEL.to_string(), key.clone());
+        e.create_volume(&name, &labels, false)?;
+        said("Volume", &name, "Created");
+    }
+    Ok(())
+}
+
+/// Builds `service`'s image if it has a `build` (with `extra` build flags); false when
+/// it has none.
+pub(super) fn build_service(
+    e: &Engine,
+    project: &Project,
+    service: &str,
+    extra: &[String],
+) -> CliResult<bool> {
+    let Some(mut args) = berth_compose::service::build_args(project, service).map_err(fail)? else {
+        return Ok(false);
+    };
+    let context = args.pop().expect("the context comes last");
+    args.extend(extra.iter().cloned());
+    args.push(context);
+    eprintln!(" \u{2714} Service {service}  Building");
+    crate::build::build_from_args(e, &args)?;
+    said("Service", service, "Built");
+    Ok(true)
+}
+
+/// Creates replica `n` of `service`, connects it to its other networks, starts it.
+pub(super) fn create_and_start(
+    e: &Engine,
+    project: &Project,
+    service: &str,
+    n: u32,
+) -> CliResult<String> {
+    let args = create_args(project, service, n).map_err(fail)?;
+    let flags = crate::run::create_flags(&args)?;
+    let spec = flags.checked_spec()?;
+    crate::run::ensure_image(e, &flags)?;
+    let (id, _) = e.create_container(spec).map_err(crate::run::run_failure)?;
+    let name = container_name(project, service, n);
+    said("Container", &name, "Created");
+    let has_mode = project.model["services"][service]
+        .get("network_mode")
+        .is_some();
+    if !has_mode {
+        for (net, aliases, ip) in service_networks(project, service).into_iter().skip(1) {
+            let req = berth_engine::networks::EndpointRequest {
+                ip,
+                mac: None,
+                aliases,
+            };
+            e.connect_container(&net, &id, &req)?;
+        }
+    }
+    e.start_container(&id, false)
+        .map_err(crate::run::run_failure)?;
+    said("Container", &name, "Started");
+    Ok(id)
+}
+
+/// Waits until `service`'s containers meet `condition` (service_healthy,
+/// service_completed_successfully; service_started is met once they started).
+pub(super) fn wait_for(
+    e: &Engine,
+    project: &Project,
+    service: &str,
+    condition: Condition,
+    timeout: std::time::Duration,
+) -> CliResult<()> {
+    if condition == Condition::Started {
+        return Ok(());
+    }
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let mine: Vec<ContainerSummary> = project_containers(e, &project.name, true)?
+            .into_iter()
+            .filter(|c| c.labels.get(SERVICE_LABEL).map(String::as_str) == Some(service))
+            .collect();
+        let mut all_ok = !mine.is_empty();
+        for c in &mine {
+            let st = e.container_state(&c.id)?;
+            let name = c.names.trim_start_matches('/');
+            match condition {
+                Condition::Healthy => {
+                    let health = st.health.as_ref().map(|h| h.status.as_str());
+                    if health.is_none() {
+                        return Err(fail(format!(
+                            "dependency failed to start: container {name} has no healthcheck configured"
+                        )));
+                    }
+                    if health == Some("unhealthy") {
+                        return Err(fail(format!(
+                            "dependency failed to start: container {name} is unhealthy"
+                        )));
+                    }
+                    if !st.status.is_active() {
+                        return Err(fail(format!(
+                            "dependency failed to start: container {name} exited ({})",
+                            st.exit_code
+                        )));
+                    }
+                    all_ok &= health == Some("healthy");
+                }
+                Condition::CompletedSuccessfully => {
+                    if st.status.is_active() {
+                        all_ok = false;
+                    } else if st.exit_code != 0 {
+                        return Err(fail(format!(
+                            "service \"{service}\" didn't complete successfully: exit {}",
+                            st.exit_code
+                        )));
+                    }
+                }
+                Condition::Started => {}
+            }
+        }
+        if all_ok {
+            if condition == Condition::Healthy {
+                for c in &mine {
+                    said("Container", c.names.trim_start_matches('/'), "Healthy");
+                }
+            }
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            let what = match condition {
+                Condition::Healthy => "healthy",
+                _ => "completed_successfully",
+            };
+            return Err(fail(format!(
+                "timed out waiting for service {service} to be {what}"
+            )));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// What the engine has of the project: its containers and the services' image ids.
+pub(super) fn observe(e: &Engine, project: &Project, services: &[String]) -> CliResult<Observed> {
+    let mut observed = Observed::default();
+    for c in project_containers(e, &project.name, true)? {
+        let label = |k: &str| c.labels.get(k).cloned();
+        observed.containers.push(berth_compose::plan::Container {
+            id: c.id.clone(),
+            name: c.names.trim_start_matches('/').to_string(),
+            service: label(SERVICE_LABEL).unwrap_or_default(),
+            number: label(NUMBER_LABEL).and_then(|n| n.parse().ok()),
+            config_hash: label(HASH_LABEL),
+            image_id: c.image_id.clone(),
+            running: e.container_state(&c.id)?.status.is_active(),
+            one_off: one_off(&c),
+        });
+    }
+    // A container of an older image (rebuilt or pulled since) is made again too.
+    for s in services {
+        if let Some(id) = berth_compose::service::image_of(project, s)
+            .ok()
+            .and_then(|i| e.find_image(&i).ok())
+        {
+            observed.image_ids.insert(s.clone(), id.id.to_string());
+        }
+    }
+    Ok(observed)
+}
+
+/// The engine as compose's plan acts on it, with Docker Compose's progress lines.
+pub(super) struct EngineTarget<'a> {
+    pub(super) e: &'a Engine,
+    pub(super) project: &'a Project,
+    pub(super) timeout: std::time::Duration,
+}
+
+impl berth_compose::plan::Target for EngineTarget<'_> {
+    type Error = Failure;
+
+    fn create(&mut self, service: &str, number: u32) -> CliResult<()> {
+        create_and_start(self.e, self.project, service, number).map(drop)
+    }
+
+    fn start(&mut self, id: &str, name: &str) -> CliResult<()> {
+        self.e
+            .start_container(id, false)
+            .map_err(crate::run::run_failure)?;
+        said("Container", name, "Started");
+        Ok(())
+    }
+
+    fn restart(&mut self, id: &str, name: &str) -> CliResult<()> {
+        self.e.stop_container(id, None)?;
+        self.e
+            .start_container(id, false)
+            .map_err(crate::run::run_failure)?;
+        said("Container", name, "Restarted");
+        Ok(())
+    }
+
+    fn remove(&mut self, id: &str, name: &str, why: Removal) -> CliResult<()> {
+        self.e.remove_container(id, true, false)?;
+        let what = match why {
+            Removal::Recreate => "Recreate",
+            Removal::Orphan | Removal::ScaledDown => "Removed",
+        };
+        said("Container", name, what);
+        Ok(())
+    }
+
+    fn wait_for(&mut self, service: &str, condition: Condition) -> CliResult<()> {
+        wait_for(self.e, self.project, service, condition, self.timeout)
+    }
+
+    fn note(&mut self, action: &Action) {
+        match action {
+            Action::Keep { name, .. } => said("Container", name, "Running"),
+            Action::WarnOrphans { names } => eprintln!(
+                "WARN[0000] Found orphan containers ([{}]) for this project. If you removed or renamed this service in your compose file, you can run this command with the --remove-orphans flag to clean it up.",
+                names.join(" ")
+            ),
+            _ => {}
+        }
+    }
+}
+
+/// `up`: a reconcile. Each wanted service's containers are made to match its definition
+/// (the config hash label): the same are left (started if stopped), the changed are
+/// recreated, missing replicas made, extra ones removed; dependencies first, waiting
+/// for the conditions they are named with.
+pub(super) fn up(cli: &crate::Cli, e: &Engine, project: &Project, a: &UpArgs) -> CliResult<u8> {
+    if a.detach && a.abort_on_container_exit {
+        return Err(fail(
+            "--abort-on-container-exit and --detach are incompatible options",
+        ));
+    }
+    let order = start_order(project, &a.services, a.no_deps)?;
+    // Every service is checked before anything is made.
+    for s in &order {
+        create_args(project, s, 1).map_err(fail)?;
+        berth_compose::service::build_args(project, s).map_err(fail)?;
+    }
+    // Images to build: all with --build, else the missing ones (never with --no-build).
+    if !a.no_build {
+        for s in &order {
+            let image = berth_compose::service::image_of(project, s).map_err(fail)?;
+            if a.build || e.find_image(&image).is_err() {
+                build_service(e, project, s, &[])?;
+            }
+        }
+    }
+    ensure_resources(e, project, &order)?;
+    let observed = observe(e, project, &order)?;
+    let opts = berth_compose::plan::UpOptions {
+        services: a.services.clone(),
+        no_deps: a.no_deps,
+        force_recreate: a.force_recreate,
+        remove_orphans: a.remove_orphans,
+    };
+    let actions = berth_compose::plan::plan_up(project, &observed, &opts).map_err(fail)?;
+    let timeout = std::time::Duration::from_secs(a.wait_timeout);
+    berth_compose::plan::execute(
+        &actions,
+        &mut EngineTarget {
+            e,
+            project,
+            timeout,
+        },
+    )?;
+    if a.wait {
+        for s in &order {
+            let svc = &project.model["services"][s.as_str()];
+            let condition = if svc.get("healthcheck").is_some() {
+                Condition::Healthy
+            } else {
+                Condition::Started
+            };
+            wait_for(e, project, s, condition, timeout)?;
+        }
+    }
+    if a.detach {
+        return Ok(0);
+    }
+    // Attached: the services' logs until they have all stopped, or Ctrl-C (or, with
+    // --abort-on-container-exit, one of them stopped); then the rest are stopped.
+    interrupt::catch();
+    let list = of_services(e, project, &order, true)?;
+    let style = LogStyle {
+        timestamps: false,
+        color: !a.no_color && std::io::IsTerminal::is_terminal(&std::io::stdout()),
+        prefix: !a.no_log_prefix,
+    };
+    let one_exited = || {
+        a.abort_on_container_exit
+            && list.iter().any(|c| {
+                !e.container_state(&c.id)
+                    .map(|s| s.status.is_active())
+                    .unwrap_or(false)
+            })
+    };
+    follow_logs(e, &list, "all", true, &style, &|| {
+        interrupt::happened() || one_exited()
+    })?;
+    let running: Vec<ContainerSummary> = list
+        .iter()
+        .filter(|c| {
+            e.container_state(&c.id)
+                .map(|s| s.status.is_active())
+                .unwrap_or(false)
+        })
+        .cloned()
+        .collect();
+    if !running.is_empty() {
+        eprintln!("Gracefully stopping... (press Ctrl+C again to force)");
+        stop_all(cli, &running, None);
+    }
+    Ok(if interrupt::happened() { 130 } else { 0 })
+}
+
+/// Ctrl-C (and SIGTERM) while `up` follows the logs: noted, not fatal.
+pub(super) mod interrupt {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    static SEEN: AtomicBool = AtomicBool::new(false);
+
+    extern "C" fn note(_: libc::c_int) {
+        SEEN.store(true, Ordering::SeqCst);
+    }
+
+    pub fn catch() {
+        use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+        let action = SigAction::new(SigHandler::Handler(note), SaFlags::empty(), SigSet::empty());
+        for sig in [Signal::SIGINT, Signal::SIGTERM] {
+            // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+            unsafe {
+                let _ = sigaction(sig, &action);
+            }
+        }
+    }
+
+    pub fn happened() -> bool {
+        SEEN.load(Ordering::SeqCst)
+    }
+}
