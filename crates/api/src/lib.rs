@@ -77,6 +77,10 @@ pub(crate) fn engine_error(e: EngineError) -> Response<Body> {
         EngineError::NoSuchImage(name) => format!("No such image: {name}"),
         EngineError::NoSuchContainer(name) => format!("No such container: {name}"),
         EngineError::NoSuchVolume(name) => format!("get {name}: no such volume"),
+        EngineError::NotRunning { id } => format!("Container {id} is not running"),
+        EngineError::Paused { id } => {
+            format!("Container {id} is paused, unpause the container before exec")
+        }
         EngineError::Start { code: 127, .. } => format!("{e}: executable file not found in $PATH"),
         EngineError::Start { code: 126, .. } => format!("{e}: permission denied"),
         _ => e.to_string(),

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use axum::body::Body;
 use axum::http::{header, Request, Response, StatusCode};
 use berth_engine::attach::{self, DetachKeys, FrameBuffer, Hello};
-use berth_engine::exec::{ExecIo, ExecOptions, ExecProcess, PreparedExec};
+use berth_engine::exec::{ExecIo, ExecProcess, ExecSpec, PreparedExec};
 use berth_engine::Engine;
 use serde_json::{json, Value};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -554,10 +554,7 @@ pub(crate) fn resize_container(e: &Engine, id: &str, q: &[(String, String)]) -> 
 fn not_running(e: &Engine, id: &str) -> Option<Response<Body>> {
     match e.container_state(id) {
         Ok(st) if st.status.is_active() => None,
-        Ok(_) => Some(error(
-            StatusCode::CONFLICT,
-            format!("Container {id} is not running"),
-        )),
+        Ok(_) => Some(engine_error(EngineError::NotRunning { id: id.into() })),
         Err(err) => Some(engine_error(err)),
     }
 }
@@ -586,28 +583,6 @@ pub(crate) fn exec_create(svc: &Service, e: &Engine, id: &str, body: &[u8]) -> R
         Ok(v) => v,
         Err(msg) => return error(StatusCode::BAD_REQUEST, msg),
     };
-    let rec = match e.find_container(id) {
-        Ok(r) => r,
-        Err(err) => return engine_error(err),
-    };
-    if let Some(refused) = not_running(e, &rec.id) {
-        return refused;
-    }
-    if e.container_state(&rec.id)
-        .is_ok_and(|st| st.status == berth_engine::state::Status::Paused)
-    {
-        return error(
-            StatusCode::CONFLICT,
-            format!(
-                "Container {} is paused, unpause the container before exec",
-                rec.id
-            ),
-        );
-    }
-    let cmd = strings(&v, "Cmd");
-    if cmd.is_empty() {
-        return error(StatusCode::BAD_REQUEST, "No exec command specified");
-    }
     let b = |k: &str| v.get(k).and_then(Value::as_bool).unwrap_or(false);
     let s = |k: &str| {
         v.get(k)
@@ -615,11 +590,23 @@ pub(crate) fn exec_create(svc: &Service, e: &Engine, id: &str, body: &[u8]) -> R
             .unwrap_or_default()
             .to_string()
     };
+    let spec = ExecSpec {
+        cmd: strings(&v, "Cmd"),
+        env: strings(&v, "Env"),
+        workdir: Some(s("WorkingDir")).filter(|w| !w.is_empty()),
+        user: Some(s("User")).filter(|u| !u.is_empty()),
+        tty: b("Tty"),
+        privileged: b("Privileged"),
+    };
+    let rec = match e.exec_check(id, &spec) {
+        Ok(r) => r,
+        Err(err) => return engine_error(err),
+    };
     let entry = ExecEntry {
         id: berth_engine::names::new_id(),
         container_id: rec.id.clone(),
-        cmd,
-        env: strings(&v, "Env"),
+        cmd: spec.cmd,
+        env: spec.env,
         workdir: s("WorkingDir"),
         user: s("User"),
         tty: b("Tty"),
@@ -721,7 +708,7 @@ enum Started {
 /// process file (blocking).
 fn prepare_exec(roots: &Roots, x: &ExecEntry, detach: bool) -> Result<PreparedExec, EngineError> {
     let e = Engine::open(EngineOptions::new(&roots.root, &roots.run_root))?;
-    let opts = ExecOptions {
+    let opts = ExecSpec {
         cmd: x.cmd.clone(),
         env: x.env.clone(),
         workdir: Some(x.workdir.clone()).filter(|w| !w.is_empty()),

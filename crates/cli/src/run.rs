@@ -7,7 +7,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
 
 use berth_engine::attach::{self, Hello};
-use berth_engine::exec::{ExecIo, ExecOptions};
+use berth_engine::exec::{ExecIo, ExecSpec};
 use berth_engine::model::{ContainerConfig, HostConfig, LogConfig, MountSpec, RestartPolicy};
 use berth_engine::spec::parse_bytes;
 use berth_engine::specs::container::{parse_publish, parse_restart, parse_ulimit};
@@ -703,7 +703,7 @@ fn dup_std(fd: std::os::fd::BorrowedFd<'_>) -> CliResult<OwnedFd> {
 /// `berth_engine::exec`).
 pub fn exec(engine: &Engine, f: &ExecFlags) -> CliResult<u8> {
     let (name, cmd) = f.args.split_first().expect("clap requires two args");
-    let opts = ExecOptions {
+    let opts = ExecSpec {
         cmd: cmd.to_vec(),
         env: f.env.clone(),
         workdir: f.workdir.clone(),

@@ -1111,3 +1111,45 @@ fn a_network_name_in_use_is_a_conflict_and_an_unknown_driver_not_implemented() {
     );
     assert_eq!(code, 501, "{body}");
 }
+
+#[test]
+fn exec_create_is_checked_by_the_engines_rules() {
+    require_root!();
+    let b = with_web();
+    b.ok(&["create", "--name", "idle", "busybox:test", "true"]);
+    let s = serve(&b);
+    let exec = |target: &str, body: &str| {
+        let (code, reply) = http_with(
+            &s.socket,
+            "POST",
+            &format!("/containers/{target}/exec"),
+            body,
+        );
+        let v: serde_json::Value = serde_json::from_str(&reply).unwrap();
+        (code, v["message"].as_str().unwrap_or_default().to_string())
+    };
+    assert_eq!(
+        exec("web", r#"{"Cmd":[]}"#),
+        (400, "No exec command specified".into())
+    );
+    assert_eq!(
+        exec("web", r#"{"Cmd":["pwd"],"WorkingDir":"tmp"}"#),
+        (
+            400,
+            "the working directory 'tmp' is invalid, it needs to be an absolute path".into()
+        )
+    );
+    let id = b.inspect("idle", "{{.Id}}");
+    assert_eq!(
+        exec("idle", r#"{"Cmd":["true"]}"#),
+        (409, format!("Container {id} is not running"))
+    );
+    assert_eq!(exec("nosuch", r#"{"Cmd":["true"]}"#).0, 404);
+    // And the CLI refuses the same exec with the same words.
+    let (code, err) = b.fails(&["exec", "-w", "tmp", "web", "pwd"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("the working directory 'tmp' is invalid, it needs to be an absolute path"),
+        "{err}"
+    );
+}

@@ -32,6 +32,8 @@ pub enum EngineError {
     Invalid(String),
     #[error("container {id} is not running")]
     NotRunning { id: String },
+    #[error("container {id} is paused, unpause the container before exec")]
+    Paused { id: String },
     #[error("{0}")]
     Unavailable(String),
     /// Something berth does not do yet (or, like swarm, at all).
@@ -85,7 +87,7 @@ impl EngineError {
             NoSuchImage(_) | NoSuchContainer(_) | NoSuchVolume(_) | NoSuchNetwork(_) => {
                 ErrorClass::NotFound
             }
-            Conflict(_) | NotRunning { .. } => ErrorClass::Conflict,
+            Conflict(_) | NotRunning { .. } | Paused { .. } => ErrorClass::Conflict,
             Invalid(_) | Reference(_) | Archive(_) | Import(_) | Layer(_) => {
                 ErrorClass::InvalidArgument
             }

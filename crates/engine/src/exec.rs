@@ -18,6 +18,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::error::{io_err, EngineError, Result};
+use crate::model::ContainerRecord;
+pub use crate::specs::ExecSpec;
 use crate::{spec, Engine};
 
 /// The socket on which a running container's monitor takes exec requests.
@@ -106,16 +108,6 @@ fn read_reply(conn: &OwnedFd) -> Result<Option<Reply>> {
     Ok(Reply::decode(&String::from_utf8_lossy(&buf[..n])))
 }
 
-#[derive(Debug, Clone, Default)]
-pub struct ExecOptions {
-    pub cmd: Vec<String>,
-    pub env: Vec<String>,
-    pub workdir: Option<String>,
-    pub user: Option<String>,
-    pub tty: bool,
-    pub privileged: bool,
-}
-
 /// An exec whose process file is written; `start` runs it.
 pub struct PreparedExec {
     pub container_id: String,
@@ -188,22 +180,25 @@ impl PreparedExec {
 }
 
 impl Engine {
-    /// Checks the container is running and writes the OCI process for `opts`.
-    pub fn exec_prepare(&self, name: &str, opts: &ExecOptions) -> Result<PreparedExec> {
+    /// Whether `opts` can run in container `name` now: a valid request, a running
+    /// container that is not paused. The API checks this at `exec create`; `exec_prepare`
+    /// checks it again at the start.
+    pub fn exec_check(&self, name: &str, opts: &ExecSpec) -> Result<ContainerRecord> {
+        opts.validate()?;
         let rec = self.find_container(name)?;
         let st = self.container_state(&rec.id)?;
         if !st.status.is_active() {
             return Err(EngineError::NotRunning { id: rec.id.clone() });
         }
         if st.status == crate::state::Status::Paused {
-            return Err(EngineError::Conflict(format!(
-                "container {} is paused, unpause the container before exec",
-                rec.id
-            )));
+            return Err(EngineError::Paused { id: rec.id.clone() });
         }
-        if opts.cmd.is_empty() {
-            return Err(EngineError::Invalid("no exec command specified".into()));
-        }
+        Ok(rec)
+    }
+
+    /// Checks the exec can run (see [`Engine::exec_check`]) and writes its OCI process.
+    pub fn exec_prepare(&self, name: &str, opts: &ExecSpec) -> Result<PreparedExec> {
+        let rec = self.exec_check(name, opts)?;
         let image = self.find_image(&rec.image_id)?;
         let user_spec = opts.user.clone().unwrap_or_else(|| rec.config.user.clone());
         let layer_dirs = self.layer_dirs(&rec, &image);

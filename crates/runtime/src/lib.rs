@@ -41,6 +41,58 @@ pub enum RuntimeError {
     },
 }
 
+/// Why a container's (or an exec's) process could not start, in the terms Docker's exit
+/// codes give it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartFailure {
+    /// The program is not there (127).
+    NotFound,
+    /// The program is there but cannot be run: permissions, a directory, a bad format (126).
+    CannotExecute,
+    /// Anything else: the runtime or the system failed (125).
+    Other,
+}
+
+impl StartFailure {
+    /// Docker's exit code for it.
+    pub fn exit_code(self) -> i32 {
+        match self {
+            StartFailure::NotFound => 127,
+            StartFailure::CannotExecute => 126,
+            StartFailure::Other => 125,
+        }
+    }
+}
+
+impl RuntimeError {
+    /// What kind of start failure this error is. The runtimes say it only in words (the
+    /// container's init through libcontainer, runc's and crun's stderr), so this is the
+    /// one place that reads them; everything above decides on the kind.
+    pub fn start_failure(&self) -> StartFailure {
+        use std::error::Error;
+        let mut words = self.to_string();
+        let mut source = self.source();
+        while let Some(e) = source {
+            words.push_str(": ");
+            words.push_str(&e.to_string());
+            source = e.source();
+        }
+        classify_start_failure(&words)
+    }
+}
+
+fn classify_start_failure(words: &str) -> StartFailure {
+    let m = words.to_lowercase();
+    if m.contains("permission") || m.contains("is a directory") || m.contains("exec format") {
+        StartFailure::CannotExecute
+    } else if m.contains("not found") || m.contains("no such file") || m.contains("executable file")
+    {
+        StartFailure::NotFound
+    } else {
+        StartFailure::Other
+    }
+}
+
 /// Standard streams handed to the container's process. `None` inherits the caller's.
 #[derive(Default)]
 pub struct Stdio {
@@ -186,4 +238,29 @@ pub fn kernel_supports_x32() -> bool {
         let r = unsafe { libc::syscall(X32_SYSCALL_BIT | libc::SYS_getpid) };
         r == libc::c_long::from(std::process::id() as i32)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn start_failures_are_told_apart_as_runc_crun_and_libcontainer_word_them() {
+        use super::StartFailure::*;
+        for (words, kind) in [
+            (
+                "exec: \"nosuch\": executable file not found in $PATH",
+                NotFound,
+            ),
+            ("executable 'nosuch' not found in $PATH", NotFound),
+            ("exec /data: no such file or directory", NotFound),
+            ("exec /etc/passwd: permission denied", CannotExecute),
+            ("exec /bin: is a directory", CannotExecute),
+            ("exec format error", CannotExecute),
+            ("cgroup: device or resource busy", Other),
+        ] {
+            assert_eq!(super::classify_start_failure(words), kind, "{words}");
+        }
+        assert_eq!(NotFound.exit_code(), 127);
+        assert_eq!(CannotExecute.exit_code(), 126);
+        assert_eq!(Other.exit_code(), 125);
+    }
 }

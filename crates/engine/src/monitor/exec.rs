@@ -19,7 +19,7 @@ use nix::sys::socket::{
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
-use super::{error_chain, failure_code, supervised_signals, Monitor};
+use super::{error_chain, supervised_signals, Monitor};
 use crate::exec::{Reply, Request};
 
 /// A connection that has not sent its request yet, and a process being served.
@@ -178,8 +178,8 @@ impl Monitor {
                 true
             }
             Err(e) => {
-                let msg = error_chain(&e);
-                answer(&conn, &Reply::Failed(failure_code(&msg), msg));
+                let code = e.start_failure().exit_code();
+                answer(&conn, &Reply::Failed(code, error_chain(&e)));
                 true
             }
         }

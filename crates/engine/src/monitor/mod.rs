@@ -45,19 +45,6 @@ const RELEASE_EVERY: Duration = Duration::from_secs(300);
 /// change's event opened the database, code no probe runs.
 const RELEASE_AFTER_CHANGE: Duration = Duration::from_millis(200);
 
-/// How a start failure maps to Docker's exit codes.
-pub fn failure_code(message: &str) -> i32 {
-    let m = message.to_lowercase();
-    if m.contains("permission") || m.contains("is a directory") || m.contains("exec format") {
-        126
-    } else if m.contains("not found") || m.contains("no such file") || m.contains("executable file")
-    {
-        127
-    } else {
-        125
-    }
-}
-
 struct Ready(Option<File>);
 
 impl Ready {
@@ -338,10 +325,7 @@ impl Monitor {
         );
         let pid = match created {
             Ok(p) => p,
-            Err(e) => {
-                let msg = error_chain(&e);
-                return Err((failure_code(&msg), msg));
-            }
+            Err(e) => return Err((e.start_failure().exit_code(), error_chain(&e))),
         };
         self.pid = pid;
         if let Some(l) = console {
@@ -381,10 +365,9 @@ impl Monitor {
                 }
             }
         }
-        self.rt.start(&cfg.id).map_err(|e| {
-            let msg = error_chain(&e);
-            (failure_code(&msg), msg)
-        })?;
+        self.rt
+            .start(&cfg.id)
+            .map_err(|e| (e.start_failure().exit_code(), error_chain(&e)))?;
         st.status = Status::Running;
         st.started_at = crate::now();
         st.finished_at = state::ZERO_TIME.into();

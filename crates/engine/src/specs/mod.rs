@@ -10,5 +10,7 @@
 //! This module decides and never touches the system: it is unit-tested without root.
 
 pub mod container;
+pub mod exec;
 
 pub use container::{ContainerSpec, UpdateSpec};
+pub use exec::ExecSpec;
