@@ -985,7 +985,7 @@ compose_scenarios() {
 
 # ---------------------------------------------------------------------------------------
 # 10. (--api) the docker CLI through `berth serve` against the same CLI through dockerd:
-#     run --rm, ps -a with NCONT containers, the service's idle RSS, and a load of 200
+#     run --rm, exec, ps -a with NCONT containers, the service's idle RSS, and a load of 200
 #     concurrent API clients (bench/api-load.py) for API_LOAD_SECS.
 declare -gA APIF=()
 API_PID=""
@@ -1012,6 +1012,19 @@ api_scenarios() {
     sync
     hyperfine -N --warmup "$WARMUP" --runs "$RUNS" --export-json "$OUT/api-run.json" "${args[@]}" >&2 \
         || warn "hyperfine failed for api-run"
+    # exec through the API: the container's monitor starts the process (berth), a shim
+    # and runc (dockerd). The exec containers of scenario 2, made here with --api-only.
+    berth inspect bench-exec >/dev/null 2>&1 \
+        || berth run -d --network none --name bench-exec busybox:bench sleep 100000 >/dev/null
+    args=(-n berth-serve "$bapi exec bench-exec true")
+    if ((HAVE_DOCKER)); then
+        "${DOCKER[@]}" inspect bench-exec >/dev/null 2>&1 \
+            || "${DOCKER[@]}" run -d --network none --name bench-exec busybox:bench sleep 100000 >/dev/null
+        args+=(-n dockerd "$DOCKER_S exec bench-exec true")
+    fi
+    log "scenario api-exec: docker exec through berth serve and through dockerd"
+    hyperfine -N --warmup "$WARMUP" --runs "$RUNS" --export-json "$OUT/api-exec.json" "${args[@]}" >&2 \
+        || warn "hyperfine failed for api-exec"
     local have
     have=$(berth ps -aq | wc -l)
     log "berth: creating $((NCONT - have)) containers for api-ps"
@@ -1174,7 +1187,7 @@ fi
 if ((API)); then
     echo
     echo "[api] the docker CLI through berth serve vs through dockerd (ms, median)"
-    for sc in api-run api-ps; do
+    for sc in api-run api-exec api-ps; do
         b=$(jget "$OUT/$sc.json" berth-serve median)
         d=$(jget "$OUT/$sc.json" dockerd median)
         MED[$sc,berth]=$b MED[$sc,docker]=$d
