@@ -882,6 +882,21 @@ pub(crate) async fn exec_start(
     })
 }
 
+/// Waits for an exec's process to end (the monitor reports it) and stops feeding it.
+async fn finish_exec(
+    process: ExecProcess,
+    feeder: Option<tokio::task::JoinHandle<()>>,
+) -> std::io::Result<i32> {
+    let code = tokio::task::spawn_blocking(move || process.wait())
+        .await
+        .map_err(std::io::Error::other)?
+        .map_err(std::io::Error::other);
+    if let Some(f) = feeder {
+        f.abort();
+    }
+    code
+}
+
 /// A non-tty exec: the command's stdout and stderr as multiplexed frames.
 async fn run_piped_exec(
     x: &ExecEntry,
@@ -919,14 +934,7 @@ async fn run_piped_exec(
             },
         }
     }
-    let code = tokio::task::spawn_blocking(move || process.wait())
-        .await
-        .map_err(std::io::Error::other)?
-        .map_err(std::io::Error::other)?;
-    if let Some(f) = feeder {
-        f.abort();
-    }
-    Ok(code)
+    finish_exec(process, feeder).await
 }
 
 /// A tty exec: the container's terminal, whose master this service was sent; the
@@ -988,12 +996,5 @@ async fn run_tty_exec(
             break;
         }
     }
-    let code = tokio::task::spawn_blocking(move || process.wait())
-        .await
-        .map_err(std::io::Error::other)?
-        .map_err(std::io::Error::other)?;
-    if let Some(f) = feeder {
-        f.abort();
-    }
-    Ok(code)
+    finish_exec(process, feeder).await
 }

@@ -45,6 +45,11 @@ const RELEASE_EVERY: Duration = Duration::from_secs(300);
 /// change's event opened the database, code no probe runs.
 const RELEASE_AFTER_CHANGE: Duration = Duration::from_millis(200);
 
+/// How long after the last exec it served the monitor gives back the memory the runtime's
+/// exec path touched (~3 MiB of code), so a container exec'd into once does not keep it:
+/// once the execs stop, not after each (a burst would fault it all back in).
+const RELEASE_AFTER_EXEC: Duration = Duration::from_secs(1);
+
 struct Ready(Option<File>);
 
 impl Ready {
@@ -707,6 +712,7 @@ impl Monitor {
                 // announced is looked for now.
                 let code = self.reap();
                 exit = exit.or(code);
+                release_at = Some(Instant::now() + RELEASE_AFTER_EXEC);
             }
             self.clients.retain(|c| !c.gone);
         }
