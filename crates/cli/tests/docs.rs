@@ -1,7 +1,8 @@
 //! The documentation runs as written: every ```` ```sh test ```` block of README.md and
-//! docs/*.md runs, in order, against a fresh root per page (with `berth` a shell function
-//! bound to it), and a ```` ```text ```` block right after one is its exact output. So a
-//! page cannot drift from what berth does.
+//! docs/*.md runs, in order, against a fresh root per page (with `berth` on PATH bound to
+//! it), and a ```` ```text ```` block right after one is its exact output. So a page
+//! cannot drift from what berth does. What an example leaves running in its process
+//! group is killed when it ends.
 
 mod common;
 
@@ -85,20 +86,48 @@ fn run_page(page: &str, image: bool) {
     }
     let work = b.dir.path().join("work");
     std::fs::create_dir_all(&work).unwrap();
-    let prelude = format!(
-        "set -euo pipefail\nberth() {{ {} --root {} --run-root {} \"$@\"; }}\nexport -f berth\n",
-        common::berth_bin().display(),
-        b.root.display(),
-        b.run_root.display()
+    // `berth` on PATH is a script that becomes the binary on this root, so an example's
+    // `berth … &` leaves `$!` naming berth itself, which the example can stop.
+    let bin = b.dir.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let wrapper = bin.join("berth");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nexec {} --root {} --run-root {} \"$@\"\n",
+            common::berth_bin().display(),
+            b.root.display(),
+            b.run_root.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
     );
     for ex in list {
-        let out = Command::new("bash")
+        use std::os::unix::process::CommandExt;
+        let child = Command::new("bash")
             .arg("-c")
-            .arg(format!("{prelude}{}", ex.script))
+            .arg(format!("set -euo pipefail\n{}", ex.script))
             .current_dir(&work)
+            .env("PATH", &path)
             .env("BERTH_MONITOR", common::monitor_bin())
-            .output()
+            .process_group(0)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
             .unwrap();
+        let group = child.id() as i32;
+        let out = child.wait_with_output().unwrap();
+        // Whatever the example left running in its group (a server it started) goes too.
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(group),
+            nix::sys::signal::Signal::SIGKILL,
+        );
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(
             out.status.success(),
