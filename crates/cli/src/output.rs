@@ -14,6 +14,7 @@ pub(crate) fn short_id(id: &str, no_trunc: bool) -> String {
         hex[..12.min(hex.len())].to_string()
     }
 }
+
 pub(crate) fn print_inspect(values: Vec<serde_json::Value>, format: Option<&str>) -> CliResult {
     match format {
         Some(f) if !f.is_empty() && f != "json" => {
@@ -26,15 +27,26 @@ pub(crate) fn print_inspect(values: Vec<serde_json::Value>, format: Option<&str>
     }
     Ok(())
 }
+
 /// Runs `f` for each name, printing the name on success (Docker's multi-target commands).
 pub(crate) fn each(
     names: &[String],
-    mut f: impl FnMut(&str) -> berth_engine::Result<()>,
+    f: impl FnMut(&str) -> berth_engine::Result<()>,
+) -> CliResult<u8> {
+    each_then(names, f, |n, ()| println!("{n}"))
+}
+
+/// Does `f` for every name, `done` printing what it did; an error is printed and the
+/// others still run, and then the command fails (exit 1) as Docker's do.
+pub(crate) fn each_then<T>(
+    names: &[String],
+    mut f: impl FnMut(&str) -> berth_engine::Result<T>,
+    mut done: impl FnMut(&str, T),
 ) -> CliResult<u8> {
     let mut failed = false;
     for n in names {
         match f(n) {
-            Ok(()) => println!("{n}"),
+            Ok(t) => done(n, t),
             Err(e) => {
                 eprintln!("Error: {}", berth_engine::monitor::error_chain(&e));
                 failed = true;
@@ -47,6 +59,7 @@ pub(crate) fn each(
         Ok(0)
     }
 }
+
 /// Docker's prune prompt: without `-f`, ask on the terminal; anything but y/yes (or no
 /// terminal to ask on) leaves everything as it is.
 pub(crate) fn confirm(force: bool, warning: &str) -> CliResult<bool> {

@@ -30,6 +30,7 @@ pub struct PsArgs {
     #[arg(short = 's', long)]
     size: bool,
 }
+
 #[derive(Subcommand)]
 pub enum ContainerCmd {
     /// List containers
@@ -51,6 +52,7 @@ pub enum ContainerCmd {
         containers: Vec<String>,
     },
 }
+
 fn ps(engine: &Engine, a: &PsArgs) -> CliResult<u8> {
     let filters = parse_filters(&a.filter)?;
     let mut list = engine.list_containers(a.all || a.latest || a.last.is_some(), &filters)?;
@@ -139,6 +141,7 @@ fn ps(engine: &Engine, a: &PsArgs) -> CliResult<u8> {
     }
     Ok(0)
 }
+
 fn logs(
     engine: &Engine,
     container: &str,
@@ -205,6 +208,7 @@ fn logs(
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
+
 /// `stats`: CPU (over the sampling interval), memory, block I/O and pids per container.
 fn stats(
     engine: &Engine,

@@ -25,6 +25,7 @@ pub struct ImagesArgs {
     /// REPOSITORY[:TAG]
     reference: Option<String>,
 }
+
 #[derive(Subcommand)]
 pub enum ImageCmd {
     /// List images
@@ -70,6 +71,7 @@ pub enum ImageCmd {
     /// Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE
     Tag { source: String, target: String },
 }
+
 fn images(engine: &Engine, a: &ImagesArgs) -> CliResult<u8> {
     let mut filters = parse_filters(&a.filter)?;
     if let Some(r) = &a.reference {
@@ -127,6 +129,7 @@ fn images(engine: &Engine, a: &ImagesArgs) -> CliResult<u8> {
     }
     Ok(0)
 }
+
 fn history(
     engine: &Engine,
     image: &str,
@@ -195,30 +198,22 @@ fn history(
     }
     Ok(0)
 }
+
 fn rmi(engine: &Engine, images: &[String], force: bool) -> CliResult<u8> {
-    let mut failed = false;
-    for i in images {
-        match engine.remove_image(i, force) {
-            Ok(list) => {
-                for r in list {
-                    match r {
-                        Removed::Untagged(t) => println!("Untagged: {t}"),
-                        Removed::Deleted(d) => println!("Deleted: {d}"),
-                    }
+    crate::output::each_then(
+        images,
+        |i| engine.remove_image(i, force),
+        |_, removed| {
+            for r in removed {
+                match r {
+                    Removed::Untagged(t) => println!("Untagged: {t}"),
+                    Removed::Deleted(d) => println!("Deleted: {d}"),
                 }
             }
-            Err(e) => {
-                eprintln!("Error: {}", berth_engine::monitor::error_chain(&e));
-                failed = true;
-            }
-        }
-    }
-    if failed {
-        Err(Failure::new(1, ""))
-    } else {
-        Ok(0)
-    }
+        },
+    )
 }
+
 fn save(engine: &Engine, images: &[String], output: Option<&PathBuf>) -> CliResult<u8> {
     match output {
         Some(p) => {
@@ -254,6 +249,7 @@ fn save(engine: &Engine, images: &[String], output: Option<&PathBuf>) -> CliResu
     }
     Ok(0)
 }
+
 pub(super) fn print_pruned_images(removed: &[Removed]) {
     if removed.is_empty() {
         return;

@@ -431,6 +431,7 @@ pub enum Command {
         dest: String,
     },
 }
+
 fn parse_filters(f: &[String]) -> CliResult<Vec<(String, String)>> {
     f.iter()
         .map(|s| {
@@ -445,10 +446,12 @@ fn parse_filters(f: &[String]) -> CliResult<Vec<(String, String)>> {
         })
         .collect()
 }
+
 /// Parses `--since`/`--until`: RFC 3339, a Unix timestamp, or a duration like `10m`.
 pub fn parse_time(s: &str) -> CliResult<String> {
     Ok(berth_engine::prune::parse_time(s)?)
 }
+
 /// `--filter` values of a prune, `until` durations made absolute.
 fn prune_filter(
     values: &[String],

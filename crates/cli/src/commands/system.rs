@@ -34,6 +34,7 @@ pub enum SystemCmd {
     /// Start the containers whose restart policy asks for it (run once at host start-up)
     Boot,
 }
+
 fn inspect(
     engine: &Engine,
     names: &[String],
@@ -82,6 +83,7 @@ fn inspect(
         Err(Failure::new(1, ""))
     }
 }
+
 fn info(engine: &Engine, format: Option<&str>) -> CliResult<u8> {
     let v = engine.info()?;
     if let Some(f) = format {
@@ -118,6 +120,7 @@ fn info(engine: &Engine, format: Option<&str>) -> CliResult<u8> {
     println!(" Security Options:\n  seccomp\n   Profile: builtin");
     Ok(0)
 }
+
 fn df(engine: &Engine, verbose: bool, format: Option<&str>) -> CliResult<u8> {
     let images = engine.list_image_rows()?;
     let containers = engine.list_containers(true, &[])?;
@@ -315,6 +318,7 @@ fn df(engine: &Engine, verbose: bool, format: Option<&str>) -> CliResult<u8> {
     }
     Ok(0)
 }
+
 /// `events`: past events (with --since), then new ones as they happen, until --until.
 fn events(
     engine: &Engine,
@@ -395,11 +399,13 @@ fn events(
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
 }
+
 pub(super) fn registry(args: &[String]) -> CliResult<u8> {
     let mut argv = vec!["registry".to_string()];
     argv.extend(args.iter().cloned());
     crate::registry::main(argv)
 }
+
 /// The unix sockets systemd passed in (socket activation: `LISTEN_PID` is us,
 /// `LISTEN_FDS` of them from fd 3).
 fn systemd_sockets() -> CliResult<Vec<std::os::unix::net::UnixListener>> {
@@ -436,6 +442,7 @@ fn systemd_sockets() -> CliResult<Vec<std::os::unix::net::UnixListener>> {
     }
     Ok(out)
 }
+
 /// `serve`: the Docker Engine API on each `-H` socket or TCP address, until killed.
 pub(super) fn serve(cli: &Cli) -> CliResult<u8> {
     let Command::Serve {

@@ -48,6 +48,7 @@ pub enum VolumeCmd {
         force: bool,
     },
 }
+
 pub(super) fn volume(engine: &Engine, cmd: &VolumeCmd) -> CliResult<u8> {
     match cmd {
         VolumeCmd::Create {

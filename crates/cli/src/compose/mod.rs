@@ -10,6 +10,7 @@ use berth_compose::service::{
     container_name, create_args, service_networks, HASH_LABEL, NETWORK_LABEL, NUMBER_LABEL,
     ONEOFF_LABEL, PROJECT_LABEL, SERVICE_LABEL, VOLUME_LABEL,
 };
+
 use berth_engine::containers::ContainerSummary;
 use berth_engine::Engine;
 use serde_norway::Value;

@@ -16,6 +16,7 @@ use nix::sys::socket::{
     accept4, bind, listen, recvmsg, send, socket, AddressFamily, Backlog, ControlMessageOwned,
     MsgFlags, SockFlag, SockType, UnixAddr,
 };
+
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 

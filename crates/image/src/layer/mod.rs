@@ -30,6 +30,7 @@ use nix::sys::stat::{
     fchmod, fchmodat, fstat, fstatat, futimens, major, makedev, minor, mkdirat, mknodat, utimensat,
     FchmodatFlags, FileStat, Mode, SFlag, UtimensatFlags,
 };
+
 use nix::sys::time::TimeSpec;
 use nix::unistd::{fchown, fchownat, linkat, symlinkat, unlinkat, Gid, Uid, UnlinkatFlags};
 

@@ -151,6 +151,7 @@ struct Process {
     oom_score_adj: Option<CString>,
     seccomp: Option<crate::seccomp::Bpf>,
 }
+
 fn caps_of(list: &Value) -> Result<Vec<u32>, String> {
     let mut out = Vec::new();
     for c in list.as_array().into_iter().flatten() {
