@@ -574,3 +574,23 @@ fn commit_of_a_running_container_freezes_it_and_thaws_it_again() {
     let ps = b.ok(&["ps", "-s"]);
     assert!(ps.contains("SIZE") && ps.contains("virtual"), "{ps}");
 }
+
+#[test]
+fn image_prune_help_puts_the_prompt_text_on_force_not_on_filter() {
+    let out = std::process::Command::new(common::berth_bin())
+        .args(["image", "prune", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    let line = |flag: &str| {
+        help.lines()
+            .find(|l| l.contains(flag))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(
+        line("--force").contains("Do not prompt for confirmation"),
+        "{help}"
+    );
+    assert!(!line("--filter").contains("Do not prompt"), "{help}");
+}

@@ -26,6 +26,21 @@ pub struct ImagesArgs {
     reference: Option<String>,
 }
 
+/// `history` and `image history`.
+#[derive(Args)]
+pub struct HistoryArgs {
+    /// Don't truncate output
+    #[arg(long = "no-trunc")]
+    pub no_trunc: bool,
+    /// Only show image IDs
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    /// Format output using a custom template
+    #[arg(long)]
+    pub format: Option<String>,
+    pub image: String,
+}
+
 #[derive(Subcommand)]
 pub enum ImageCmd {
     /// List images
@@ -51,23 +66,15 @@ pub enum ImageCmd {
         /// Remove all unused images, not just dangling ones
         #[arg(short = 'a', long)]
         all: bool,
-        /// Do not prompt for confirmation
         /// Provide filter values (until=<timestamp|duration>, label=<key>[=<value>], label!=…)
         #[arg(long = "filter")]
         filter: Vec<String>,
+        /// Do not prompt for confirmation
         #[arg(short = 'f', long)]
         force: bool,
     },
     /// Show the history of an image
-    History {
-        #[arg(long = "no-trunc")]
-        no_trunc: bool,
-        #[arg(short = 'q', long)]
-        quiet: bool,
-        #[arg(long)]
-        format: Option<String>,
-        image: String,
-    },
+    History(HistoryArgs),
     /// Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE
     Tag { source: String, target: String },
 }
@@ -506,18 +513,9 @@ pub(super) fn run(e: &Engine, cmd: &Command) -> CliResult<u8> {
         Command::Rmi { force, images } | Command::Image(ImageCmd::Rm { force, images }) => {
             rmi(e, images, *force)
         }
-        Command::History {
-            no_trunc,
-            quiet,
-            format,
-            image,
+        Command::History(a) | Command::Image(ImageCmd::History(a)) => {
+            history(e, &a.image, a.no_trunc, a.quiet, a.format.as_deref())
         }
-        | Command::Image(ImageCmd::History {
-            no_trunc,
-            quiet,
-            format,
-            image,
-        }) => history(e, image, *no_trunc, *quiet, format.as_deref()),
         Command::Image(ImageCmd::Ls(a)) => images(e, a),
         Command::Image(ImageCmd::Inspect { format, images }) => {
             let mut vals = Vec::new();

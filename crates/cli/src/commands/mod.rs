@@ -7,7 +7,7 @@ mod system;
 mod volume;
 
 pub use container::{ContainerCmd, PsArgs};
-pub use image::{ImageCmd, ImagesArgs};
+pub use image::{HistoryArgs, ImageCmd, ImagesArgs};
 pub use system::SystemCmd;
 pub use volume::VolumeCmd;
 
@@ -315,15 +315,7 @@ pub enum Command {
         images: Vec<String>,
     },
     /// Show the history of an image
-    History {
-        #[arg(long = "no-trunc")]
-        no_trunc: bool,
-        #[arg(short = 'q', long)]
-        quiet: bool,
-        #[arg(long)]
-        format: Option<String>,
-        image: String,
-    },
+    History(HistoryArgs),
     /// Manage images
     #[command(subcommand)]
     Image(ImageCmd),
