@@ -901,7 +901,11 @@ mod tests {
         let e = Entry::prepare(&bad, std::process::id() as i32, vec![], None).unwrap();
         let l = e.launcher(&["true".to_string()]).unwrap();
         let (r, w) = pipe().unwrap();
-        l.request(w.as_fd()).unwrap();
+        // It may have failed and ended before the request is sent: then the request
+        // fails (as the health monitor expects), and what it said is still there.
+        if let Err(e) = l.request(w.as_fd()) {
+            assert!(e.contains("Broken pipe"), "{e}");
+        }
         drop(w);
         // Its output ends (the request it never read goes with its socket), and the
         // reply is there by then.
@@ -916,6 +920,31 @@ mod tests {
         );
         let status = reap(l.pid());
         assert_eq!(libc::WEXITSTATUS(status), 126);
+        // Asked only after it has ended: the request fails, the reply is still there.
+        let l = e.launcher(&["true".to_string()]).unwrap();
+        // SAFETY: waits for our own child without reaping it (WNOWAIT).
+        let ended = unsafe {
+            let mut info: libc::siginfo_t = std::mem::zeroed();
+            libc::waitid(
+                libc::P_PID,
+                l.pid() as libc::id_t,
+                &mut info,
+                libc::WEXITED | libc::WNOWAIT,
+            )
+        };
+        assert_eq!(ended, 0);
+        let (_r, w) = pipe().unwrap();
+        let err = l.request(w.as_fd()).unwrap_err();
+        assert!(err.contains("Broken pipe"), "{err}");
+        let err = l
+            .reply()
+            .expect("no reply from an ended launcher")
+            .unwrap_err();
+        assert!(
+            err.contains("chdir to the working directory: errno 2"),
+            "{err}"
+        );
+        assert_eq!(libc::WEXITSTATUS(reap(l.pid())), 126);
         // A good one ends when its socket closes, not only when killed.
         let e = entry(&[]);
         let l = e.launcher(&["true".to_string()]).unwrap();
