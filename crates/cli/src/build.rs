@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::PathBuf;
 
-use berth_engine::build::BuildOptions;
+use berth_engine::specs::build::{self as spec, BuildSpec};
 use berth_engine::Engine;
 use clap::{Args, Subcommand};
 use nix::sys::signal::{SigHandler, Signal};
@@ -179,30 +179,6 @@ fn read_secrets(list: &[String]) -> CliResult<BTreeMap<String, Vec<u8>>> {
     Ok(out)
 }
 
-/// `build` from an argument list (what compose makes of a service's `build`).
-#[derive(clap::Parser)]
-#[command(no_binary_name = true)]
-struct BuildLine {
-    #[command(flatten)]
-    args: BuildArgs,
-}
-
-pub fn build_from_args(engine: &Engine, args: &[String]) -> CliResult<u8> {
-    use clap::Parser;
-    let line = BuildLine::try_parse_from(args).map_err(|e| {
-        let msg = e.to_string();
-        Failure::new(
-            1,
-            msg.lines()
-                .next()
-                .unwrap_or_default()
-                .trim_start_matches("error: ")
-                .to_string(),
-        )
-    })?;
-    build(engine, &line.args)
-}
-
 pub fn build(engine: &Engine, a: &BuildArgs) -> CliResult<u8> {
     let output = parse_output(&a.output)?;
     let secrets = read_secrets(&a.secret)?;
@@ -212,15 +188,8 @@ pub fn build(engine: &Engine, a: &BuildArgs) -> CliResult<u8> {
             return Err(not_yet(&format!("building for platform {p}")));
         }
     }
-    let network_none = match a.network.as_str() {
-        "default" | "host" => false,
-        "none" => true,
-        other => {
-            return Err(not_yet(&format!(
-                "build --network {other} (default, host and none are)"
-            )))
-        }
-    };
+    let network_none =
+        spec::network_none(&a.network).map_err(|e| Failure::new(1, e.to_string()))?;
     let quiet = a.quiet || a.progress == "quiet";
     if !matches!(a.progress.as_str(), "auto" | "plain" | "tty" | "quiet") {
         return Err(Failure::new(
@@ -240,13 +209,13 @@ pub fn build(engine: &Engine, a: &BuildArgs) -> CliResult<u8> {
             })
             .collect()
     };
-    let mut tags = Vec::new();
-    for t in &a.tags {
-        let r = berth_image::Reference::parse(t)
-            .map_err(|e| Failure::new(1, format!("invalid tag {t:?}: {e}")))?;
-        tags.push(r.to_string());
-    }
-    let mut opts = BuildOptions {
+    let tags = a
+        .tags
+        .iter()
+        .map(|t| spec::tag(t))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| Failure::new(1, e.to_string()))?;
+    let mut opts = BuildSpec {
         context: PathBuf::from(&a.context),
         tags,
         build_args: kv(&a.build_args),
@@ -293,42 +262,7 @@ pub fn build(engine: &Engine, a: &BuildArgs) -> CliResult<u8> {
         Some(f) => opts.dockerfile = Some(PathBuf::from(f)),
         None => {}
     }
-    // Ctrl-C (or a TERM, or a closed terminal) stops the build cleanly: the running
-    // step's container is killed, temporary images and mounts go, nothing is tagged.
-    extern "C" fn on_signal(_: libc::c_int) {
-        berth_engine::build::interrupt();
-    }
-    for sig in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
-        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-        let _ = unsafe { nix::sys::signal::signal(sig, SigHandler::Handler(on_signal)) };
-    }
-    // The last lines of the step that fails are shown even with -q.
-    let mut recent: std::collections::VecDeque<String> = Default::default();
-    let built = engine.build(&opts, &mut |line| {
-        if !quiet {
-            eprintln!("{line}");
-        } else {
-            if line.starts_with('#') && line.contains(" [") {
-                recent.clear();
-            }
-            if recent.len() == 10 {
-                recent.pop_front();
-            }
-            recent.push_back(line.to_string());
-        }
-    });
-    let id = match built {
-        Ok(id) => id,
-        Err(e) => {
-            for l in &recent {
-                eprintln!("{l}");
-            }
-            if berth_engine::build::interrupted() {
-                return Err(Failure::new(130, "build interrupted"));
-            }
-            return Err(e.into());
-        }
-    };
+    let id = run_build(engine, &opts, quiet)?;
     let id_text = id.to_string();
     match &output {
         Output::Store => {}
@@ -359,6 +293,51 @@ pub fn build(engine: &Engine, a: &BuildArgs) -> CliResult<u8> {
         }
     }
     Ok(0)
+}
+
+/// Builds `opts` with BuildKit's plain progress on stderr (with `quiet`, only the last
+/// lines of a step that fails); Ctrl-C stops the build cleanly.
+pub fn run_build(
+    engine: &Engine,
+    opts: &BuildSpec,
+    quiet: bool,
+) -> CliResult<berth_image::digest::Digest> {
+    // Ctrl-C (or a TERM, or a closed terminal) stops the build cleanly: the running
+    // step's container is killed, temporary images and mounts go, nothing is tagged.
+    extern "C" fn on_signal(_: libc::c_int) {
+        berth_engine::build::interrupt();
+    }
+    for sig in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+        let _ = unsafe { nix::sys::signal::signal(sig, SigHandler::Handler(on_signal)) };
+    }
+    // The last lines of the step that fails are shown even with -q.
+    let mut recent: std::collections::VecDeque<String> = Default::default();
+    let built = engine.build(opts, &mut |line| {
+        if !quiet {
+            eprintln!("{line}");
+        } else {
+            if line.starts_with('#') && line.contains(" [") {
+                recent.clear();
+            }
+            if recent.len() == 10 {
+                recent.pop_front();
+            }
+            recent.push_back(line.to_string());
+        }
+    });
+    match built {
+        Ok(id) => Ok(id),
+        Err(e) => {
+            for l in &recent {
+                eprintln!("{l}");
+            }
+            if berth_engine::build::interrupted() {
+                return Err(Failure::new(130, "build interrupted"));
+            }
+            Err(e.into())
+        }
+    }
 }
 
 /// Writes to file `dest` (through a temp file and a rename) or to stdout (`-`).

@@ -11,7 +11,7 @@ use berth_engine::exec::{ExecIo, ExecSpec};
 use berth_engine::model::{ContainerConfig, HostConfig, LogConfig, MountSpec, RestartPolicy};
 use berth_engine::spec::parse_bytes;
 use berth_engine::specs::container::{parse_publish, parse_restart, parse_ulimit};
-use berth_engine::specs::ContainerSpec;
+use berth_engine::specs::{parse, ContainerSpec};
 
 /// The engine's mount parsers, their errors as `run`'s (125).
 fn parse_volume(v: &str) -> CliResult<MountSpec> {
@@ -218,24 +218,6 @@ fn invalid(msg: impl Into<String>) -> Failure {
     Failure::new(125, msg)
 }
 
-fn parse_env_file(p: &PathBuf) -> CliResult<Vec<String>> {
-    let text =
-        std::fs::read_to_string(p).map_err(|e| invalid(format!("open {}: {e}", p.display())))?;
-    let mut out = Vec::new();
-    for line in text.lines() {
-        let l = line.trim_start();
-        if l.is_empty() || l.starts_with('#') {
-            continue;
-        }
-        if l.contains('=') {
-            out.push(l.to_string());
-        } else if let Ok(v) = std::env::var(l) {
-            out.push(format!("{l}={v}"));
-        }
-    }
-    Ok(out)
-}
-
 impl CreateFlags {
     /// The flags as the engine's create request, checked by the engine's rules before
     /// anything is pulled.
@@ -261,7 +243,7 @@ impl CreateFlags {
         };
         let mut env = Vec::new();
         for f in &self.env_file {
-            env.extend(parse_env_file(f)?);
+            env.extend(parse::env_file(f).map_err(run_failure)?);
         }
         for e in &self.env {
             if e.contains('=') {
@@ -276,14 +258,9 @@ impl CreateFlags {
             labels.insert(k.to_string(), v.to_string());
         }
         let dur = |flag: &str, v: &Option<String>| -> CliResult<i64> {
-            match v {
-                None => Ok(0),
-                Some(s) => parse_duration(s).ok_or_else(|| {
-                    invalid(format!(
-                        "invalid argument {s:?} for \"{flag}\" flag: time: invalid duration"
-                    ))
-                }),
-            }
+            v.as_deref()
+                .map_or(Ok(0), |s| parse::flag_duration(flag, s))
+                .map_err(run_failure)
         };
         let any_health = self.health_cmd.is_some()
             || self.health_interval.is_some()
@@ -337,7 +314,7 @@ impl CreateFlags {
             stop_signal: self.stop_signal.clone(),
             stop_timeout: self.stop_timeout,
             healthcheck,
-            exposed_ports: expose_map(&self.expose)?,
+            exposed_ports: parse::exposed_ports(&self.expose).map_err(run_failure)?,
             ..Default::default()
         };
         let mut mounts = Vec::new();
@@ -371,7 +348,7 @@ impl CreateFlags {
         let memory_reservation = bytes("--memory-reservation", &self.memory_reservation)?;
         let nano_cpus = match &self.cpus {
             None => 0,
-            Some(s) => parse_cpus(s).map_err(invalid)?,
+            Some(s) => parse::cpus(s).map_err(run_failure)?,
         };
         let ulimits = self
             .ulimit
@@ -510,57 +487,13 @@ pub fn start_attached(engine: &Engine, id: &str, stdin: bool, tty: bool) -> CliR
 
 /// Pulls the image first when `--pull` asks for it: `missing` (Docker's default) when it
 /// is not here, `always`, or `never`. Progress goes to stderr, as Docker's does.
-/// `--expose PORT[-END][/PROTO]` as Docker's `ExposedPorts` (`80/tcp: {}`); None when
-/// none is given.
-fn expose_map(list: &[String]) -> CliResult<Option<BTreeMap<String, serde_json::Value>>> {
-    if list.is_empty() {
-        return Ok(None);
-    }
-    let mut out = BTreeMap::new();
-    for e in list {
-        let (ports, proto) = e.split_once('/').unwrap_or((e, "tcp"));
-        let bad = || invalid(format!("invalid range format for --expose: {e}"));
-        let (a, b) = ports.split_once('-').unwrap_or((ports, ports));
-        let a: u16 = a.parse().map_err(|_| bad())?;
-        let b: u16 = b.parse().map_err(|_| bad())?;
-        if b < a || !matches!(proto, "tcp" | "udp" | "sctp") {
-            return Err(bad());
-        }
-        for p in a..=b {
-            out.insert(format!("{p}/{proto}"), serde_json::json!({}));
-        }
-    }
-    Ok(Some(out))
-}
-
-/// `create` flags from an argument list (what compose makes of a service).
-#[derive(clap::Parser, Debug)]
-#[command(no_binary_name = true, disable_help_flag = true)]
-struct CreateLine {
-    #[command(flatten)]
-    flags: CreateFlags,
-}
-
-pub fn create_flags(args: &[String]) -> CliResult<CreateFlags> {
-    use clap::Parser;
-    CreateLine::try_parse_from(args)
-        .map(|l| l.flags)
-        .map_err(|e| {
-            let msg = e.to_string();
-            invalid(
-                msg.lines()
-                    .next()
-                    .unwrap_or_default()
-                    .trim_start_matches("error: "),
-            )
-        })
-}
-
-pub fn ensure_image(engine: &Engine, flags: &CreateFlags) -> CliResult<()> {
-    let Some(image) = flags.image_and_cmd.first() else {
-        return Ok(());
-    };
-    let pull = match flags.pull.as_str() {
+pub fn ensure_image(
+    engine: &Engine,
+    image: &str,
+    policy: &str,
+    platform: Option<String>,
+) -> CliResult<()> {
+    let pull = match policy {
         "never" => false,
         "always" => true,
         "missing" => match engine.find_or_builtin_image(image) {
@@ -568,7 +501,7 @@ pub fn ensure_image(engine: &Engine, flags: &CreateFlags) -> CliResult<()> {
             Err(berth_engine::EngineError::NoSuchImage(_)) => {
                 let shown = berth_image::reference::Reference::parse(image)
                     .map(|r| r.familiar())
-                    .unwrap_or_else(|_| image.clone());
+                    .unwrap_or_else(|_| image.to_string());
                 eprintln!("Unable to find image '{shown}' locally");
                 true
             }
@@ -581,7 +514,7 @@ pub fn ensure_image(engine: &Engine, flags: &CreateFlags) -> CliResult<()> {
         }
     };
     if pull {
-        pull_image(engine, image, flags.platform.clone())?;
+        pull_image(engine, image, platform)?;
     }
     Ok(())
 }
@@ -609,10 +542,18 @@ pub fn pull_image(engine: &Engine, image: &str, platform: Option<String>) -> Cli
     Ok(())
 }
 
-/// `run`.
-pub fn run(engine: &Engine, flags: &CreateFlags, detach: bool) -> CliResult<u8> {
-    let spec = flags.checked_spec()?;
-    ensure_image(engine, flags)?;
+/// `run` of a checked request: the image pulled as `policy` says (see [`ensure_image`]),
+/// the container made, then started detached or attached to this terminal.
+pub fn run(
+    engine: &Engine,
+    spec: ContainerSpec,
+    policy: &str,
+    platform: Option<String>,
+    detach: bool,
+) -> CliResult<u8> {
+    ensure_image(engine, &spec.image, policy, platform)?;
+    let auto_remove = spec.host_config.auto_remove;
+    let (stdin, tty) = (spec.config.open_stdin, spec.config.tty);
     let (id, warnings) = engine.create_container(spec).map_err(run_failure)?;
     for w in warnings {
         eprintln!("WARNING: {w}");
@@ -624,15 +565,15 @@ pub fn run(engine: &Engine, flags: &CreateFlags, detach: bool) -> CliResult<u8> 
                 Ok(0)
             }
             Err(e) => {
-                if flags.rm {
+                if auto_remove {
                     let _ = engine.remove_container(&id, true, true);
                 }
                 Err(run_failure(e))
             }
         }
     } else {
-        let res = start_attached(engine, &id, flags.interactive, flags.tty);
-        if res.is_err() && flags.rm {
+        let res = start_attached(engine, &id, stdin, tty);
+        if res.is_err() && auto_remove {
             let _ = engine.remove_container(&id, true, true);
         }
         res
@@ -748,66 +689,4 @@ pub fn exec(engine: &Engine, f: &ExecFlags) -> CliResult<u8> {
         return Ok(0);
     }
     Ok(process.wait()? as u8)
-}
-
-/// Go's durations as Docker's flags take them: `30s`, `1m30s`, `500ms`, `2h`.
-pub fn parse_duration(s: &str) -> Option<i64> {
-    let mut total: f64 = 0.0;
-    let mut rest = s.trim();
-    if rest.is_empty() {
-        return None;
-    }
-    if rest == "0" {
-        return Some(0);
-    }
-    while !rest.is_empty() {
-        let num_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
-        let n: f64 = rest[..num_end].parse().ok()?;
-        rest = &rest[num_end..];
-        let unit_end = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let mult = match &rest[..unit_end] {
-            "ns" => 1.0,
-            "us" | "µs" => 1e3,
-            "ms" => 1e6,
-            "s" => 1e9,
-            "m" => 60e9,
-            "h" => 3600e9,
-            _ => return None,
-        };
-        total += n * mult;
-        rest = &rest[unit_end..];
-    }
-    (total >= 0.0).then_some(total as i64)
-}
-
-/// `--cpus`: a positive number of CPUs, in billionths.
-pub fn parse_cpus(s: &str) -> Result<i64, String> {
-    let c: f64 = s
-        .parse()
-        .map_err(|_| format!("invalid argument {s:?} for \"--cpus\" flag"))?;
-    if c <= 0.0 || !c.is_finite() {
-        return Err(format!(
-            "invalid argument {s:?} for \"--cpus\" flag: must be positive"
-        ));
-    }
-    Ok((c * 1e9) as i64)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_duration;
-
-    #[test]
-    fn durations_parse_like_go() {
-        assert_eq!(parse_duration("30s"), Some(30_000_000_000));
-        assert_eq!(parse_duration("1m30s"), Some(90_000_000_000));
-        assert_eq!(parse_duration("500ms"), Some(500_000_000));
-        assert_eq!(parse_duration("0"), Some(0));
-        assert_eq!(parse_duration("1.5s"), Some(1_500_000_000));
-        assert_eq!(parse_duration("10"), None);
-        assert_eq!(parse_duration("s"), None);
-        assert_eq!(parse_duration("3 days"), None);
-    }
 }

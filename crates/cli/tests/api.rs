@@ -1033,7 +1033,7 @@ fn the_same_bad_request_is_refused_alike_by_the_cli_the_api_and_compose() {
         BadRequest {
             flags: &["--mount", "type=bind,source=/tmp,target=data"],
             body: r#"{"HostConfig":{"Mounts":[{"Type":"bind","Source":"/tmp","Target":"data"}]}}"#,
-            service: None,
+            service: Some("volumes: [{type: bind, source: /tmp, target: data}]"),
             message: "invalid mount config for type \"bind\": invalid mount path: 'data' mount path must be absolute",
         },
     ];

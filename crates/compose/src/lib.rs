@@ -8,6 +8,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod container;
 pub mod dotenv;
 pub mod interpolate;
 pub mod load;
@@ -51,4 +52,23 @@ pub fn mapping_keys(v: Option<&serde_norway::Value>) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+pub(crate) mod testing {
+    use crate::load::{load, Options, Project};
+
+    /// The project of `yaml`, named `shop`, from a directory that is gone again.
+    pub fn project(yaml: &str) -> Project {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("compose.yaml"), yaml).unwrap();
+        let p = load(&Options {
+            project_name: Some("shop".into()),
+            working_dir: dir.path().to_path_buf(),
+            ..Default::default()
+        })
+        .unwrap();
+        drop(dir);
+        p
+    }
 }

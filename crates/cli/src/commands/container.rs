@@ -345,10 +345,13 @@ fn stats(
 /// Runs one of this noun's commands (`dispatch` routes only those here).
 pub(super) fn run(e: &Engine, cmd: &Command) -> CliResult<u8> {
     match cmd {
-        Command::Run { detach, flags } => run::run(e, flags, *detach),
+        Command::Run { detach, flags } => {
+            let spec = flags.checked_spec()?;
+            run::run(e, spec, &flags.pull, flags.platform.clone(), *detach)
+        }
         Command::Create { flags } => {
             let spec = flags.checked_spec()?;
-            run::ensure_image(e, flags)?;
+            run::ensure_image(e, &spec.image, &flags.pull, flags.platform.clone())?;
             let (id, warnings) = e.create_container(spec).map_err(run::run_failure)?;
             for w in warnings {
                 eprintln!("WARNING: {w}");
@@ -504,9 +507,9 @@ pub(super) fn run(e: &Engine, cmd: &Command) -> CliResult<u8> {
                 memory_swap: bytes("--memory-swap", memory_swap)?,
                 nano_cpus: cpus
                     .as_deref()
-                    .map(crate::run::parse_cpus)
+                    .map(berth_engine::specs::parse::cpus)
                     .transpose()
-                    .map_err(|m| Failure::new(1, m))?,
+                    .map_err(|e| Failure::new(1, e.to_string()))?,
                 cpu_quota: None,
                 cpu_shares: cpu_shares.map(|s| s as i64),
                 pids_limit: *pids_limit,

@@ -4,14 +4,16 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 
+use berth_compose::container::{container_spec, OneOff};
 use berth_compose::load::Project;
 use berth_compose::plan::{Action, Condition, Observed, Removal};
 use berth_compose::service::{
-    container_name, create_args, service_networks, HASH_LABEL, NETWORK_LABEL, NUMBER_LABEL,
-    ONEOFF_LABEL, PROJECT_LABEL, SERVICE_LABEL, VOLUME_LABEL,
+    container_name, service_networks, HASH_LABEL, NETWORK_LABEL, NUMBER_LABEL, ONEOFF_LABEL,
+    PROJECT_LABEL, SERVICE_LABEL, VOLUME_LABEL,
 };
 
 use berth_engine::containers::ContainerSummary;
+use berth_engine::specs::ContainerSpec;
 use berth_engine::Engine;
 use serde_norway::Value;
 
@@ -408,18 +410,13 @@ pub fn compose(cli: &crate::Cli, args: &ComposeArgs) -> CliResult<u8> {
                     return Err(fail(format!("no such service: {s}")));
                 }
             }
-            let mut extra = Vec::new();
-            if *no_cache {
-                extra.push("--no-cache".to_string());
-            }
-            if *pull {
-                extra.push("--pull".to_string());
-            }
-            if *quiet {
-                extra.push("--quiet".to_string());
-            }
+            let flags = BuildFlags {
+                no_cache: *no_cache,
+                pull: *pull,
+                quiet: *quiet,
+            };
             for s in &wanted {
-                build_service(&e, &project, s, &extra)?;
+                build_service(&e, &project, s, flags)?;
             }
             Ok(0)
         }
@@ -463,38 +460,9 @@ pub fn compose(cli: &crate::Cli, args: &ComposeArgs) -> CliResult<u8> {
             ensure_resources(&e, &project, std::slice::from_ref(service))?;
             let image = berth_compose::service::image_of(&project, service).map_err(fail)?;
             if e.find_image(&image).is_err() {
-                build_service(&e, &project, service, &[])?;
+                build_service(&e, &project, service, BuildFlags::default())?;
             }
-            let mut extra = Vec::new();
-            let mut add = |f: &str, v: &str| {
-                extra.push(f.to_string());
-                extra.push(v.to_string());
-            };
-            for x in env {
-                add("--env", x);
-            }
-            for x in label {
-                add("--label", x);
-            }
-            for x in publish {
-                add("--publish", x);
-            }
-            if let Some(w) = workdir {
-                add("--workdir", w);
-            }
-            if let Some(u) = user {
-                add("--user", u);
-            }
-            if *rm {
-                extra.push("--rm".into());
-            }
-            if !*detach {
-                extra.push("--interactive".into());
-                if !*no_tty && std::io::IsTerminal::is_terminal(&std::io::stdin()) {
-                    extra.push("--tty".into());
-                }
-            }
-            let oneoff = berth_compose::service::OneOff {
+            let oneoff = OneOff {
                 name: name.clone().unwrap_or_else(|| {
                     format!(
                         "{}-{service}-run-{}",
@@ -504,19 +472,44 @@ pub fn compose(cli: &crate::Cli, args: &ComposeArgs) -> CliResult<u8> {
                 }),
                 command: (rest.len() > 1).then(|| rest[1..].to_vec()),
                 service_ports: *service_ports,
-                extra,
             };
-            let mut argv =
-                berth_compose::service::create_args_for(&project, service, 1, Some(&oneoff))
-                    .map_err(fail)?;
-            if let Some(ep) = entrypoint {
-                // The last --entrypoint wins; put it just before the image.
-                let image_at = argv.len() - 1 - oneoff.command.as_ref().map_or(0, Vec::len);
-                argv.insert(image_at, ep.clone());
-                argv.insert(image_at, "--entrypoint".into());
+            let mut spec = container_spec(&project, service, 1, Some(&oneoff)).map_err(fail)?;
+            // `run`'s own options, over the service's.
+            spec.config.env.extend(env.iter().cloned());
+            for l in label {
+                let (k, v) = l.split_once('=').unwrap_or((l, ""));
+                spec.config.labels.insert(k.into(), v.into());
             }
-            let flags = crate::run::create_flags(&argv)?;
-            crate::run::run(&e, &flags, *detach)
+            let ports = berth_engine::specs::container::parse_publish(publish)
+                .map_err(crate::run::run_failure)?;
+            for (port, bindings) in ports {
+                spec.host_config
+                    .port_bindings
+                    .entry(port)
+                    .or_default()
+                    .extend(bindings);
+            }
+            if let Some(w) = workdir {
+                spec.config.working_dir = w.clone();
+            }
+            if let Some(u) = user {
+                spec.config.user = u.clone();
+            }
+            if let Some(ep) = entrypoint {
+                spec.entrypoint = Some(if ep.is_empty() {
+                    vec![]
+                } else {
+                    vec![ep.clone()]
+                });
+            }
+            spec.host_config.auto_remove = *rm;
+            if !*detach {
+                let c = &mut spec.config;
+                (c.attach_stdin, c.open_stdin, c.stdin_once) = (true, true, true);
+                c.tty = !*no_tty && std::io::IsTerminal::is_terminal(&std::io::stdin());
+            }
+            spec.validate().map_err(crate::run::run_failure)?;
+            crate::run::run(&e, spec, "missing", None, *detach)
         }
         ComposeCmd::Pull {
             quiet: _,

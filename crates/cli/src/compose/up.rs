@@ -91,24 +91,47 @@ pub(super) fn ensure_resources(
     Ok(())
 }
 
-/// Builds `service`'s image if it has a `build` (with `extra` build flags); false when
-/// it has none.
+/// How `compose build` asks for a service's image to be built.
+#[derive(Default, Clone, Copy)]
+pub(super) struct BuildFlags {
+    pub no_cache: bool,
+    pub pull: bool,
+    pub quiet: bool,
+}
+
+/// Builds `service`'s image if it has a `build`; false when it has none.
 pub(super) fn build_service(
     e: &Engine,
     project: &Project,
     service: &str,
-    extra: &[String],
+    flags: BuildFlags,
 ) -> CliResult<bool> {
-    let Some(mut args) = berth_compose::service::build_args(project, service).map_err(fail)? else {
+    let Some(mut spec) = berth_compose::service::build_spec(project, service).map_err(fail)? else {
         return Ok(false);
     };
-    let context = args.pop().expect("the context comes last");
-    args.extend(extra.iter().cloned());
-    args.push(context);
+    spec.no_cache = flags.no_cache;
+    spec.pull = flags.pull;
     eprintln!(" \u{2714} Service {service}  Building");
-    crate::build::build_from_args(e, &args)?;
+    let id = crate::build::run_build(e, &spec, flags.quiet)?;
+    if flags.quiet {
+        println!("{id}");
+    }
     said("Service", service, "Built");
     Ok(true)
+}
+
+/// The create request of replica `n` of `service` (or a one-off container), checked
+/// by the engine's rules.
+pub(super) fn checked_spec(
+    project: &Project,
+    service: &str,
+    n: u32,
+    oneoff: Option<&OneOff>,
+) -> CliResult<ContainerSpec> {
+    let spec = container_spec(project, service, n, oneoff).map_err(fail)?;
+    spec.validate()
+        .map_err(|e| fail(format!("services.{service}: {e}")))?;
+    Ok(spec)
 }
 
 /// Creates replica `n` of `service`, connects it to its other networks, starts it.
@@ -118,10 +141,8 @@ pub(super) fn create_and_start(
     service: &str,
     n: u32,
 ) -> CliResult<String> {
-    let args = create_args(project, service, n).map_err(fail)?;
-    let flags = crate::run::create_flags(&args)?;
-    let spec = flags.checked_spec()?;
-    crate::run::ensure_image(e, &flags)?;
+    let spec = checked_spec(project, service, n, None)?;
+    crate::run::ensure_image(e, &spec.image, "missing", None)?;
     let (id, _) = e.create_container(spec).map_err(crate::run::run_failure)?;
     let name = container_name(project, service, n);
     said("Container", &name, "Created");
@@ -319,15 +340,15 @@ pub(super) fn up(cli: &crate::Cli, e: &Engine, project: &Project, a: &UpArgs) ->
     let order = start_order(project, &a.services, a.no_deps)?;
     // Every service is checked before anything is made.
     for s in &order {
-        create_args(project, s, 1).map_err(fail)?;
-        berth_compose::service::build_args(project, s).map_err(fail)?;
+        checked_spec(project, s, 1, None)?;
+        berth_compose::service::build_spec(project, s).map_err(fail)?;
     }
     // Images to build: all with --build, else the missing ones (never with --no-build).
     if !a.no_build {
         for s in &order {
             let image = berth_compose::service::image_of(project, s).map_err(fail)?;
             if a.build || e.find_image(&image).is_err() {
-                build_service(e, project, s, &[])?;
+                build_service(e, project, s, BuildFlags::default())?;
             }
         }
     }

@@ -30,35 +30,12 @@ use rusqlite::{params, OptionalExtension};
 use sha2::Digest as _;
 
 use crate::error::{io_err, EngineError, Result};
+pub use crate::specs::BuildSpec;
 use crate::Engine;
 
 mod copy;
 mod run;
 mod view;
-
-/// What `build` is asked to do.
-#[derive(Debug, Clone, Default)]
-pub struct BuildOptions {
-    /// The context directory.
-    pub context: PathBuf,
-    /// The Dockerfile; `context/Dockerfile` when None.
-    pub dockerfile: Option<PathBuf>,
-    /// The Dockerfile's text, when it came from stdin.
-    pub dockerfile_text: Option<String>,
-    /// Full references to tag the result with.
-    pub tags: Vec<String>,
-    pub build_args: BTreeMap<String, String>,
-    pub target: Option<String>,
-    pub labels: BTreeMap<String, String>,
-    pub no_cache: bool,
-    /// Pull `FROM` images even when they are here.
-    pub pull: bool,
-    /// `--secret`s by id, for `RUN --mount=type=secret`.
-    pub secrets: BTreeMap<String, Vec<u8>>,
-    /// `--network none` keeps every RUN step off the network (a step may still ask for
-    /// none itself); default: the host's network, as `docker build`.
-    pub network_none: bool,
-}
 
 static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
@@ -133,7 +110,7 @@ fn set_env(env: &mut Vec<String>, key: &str, value: &str) {
 /// A build in progress: the parsed file, its context, and the stages done so far.
 struct Builder<'a> {
     engine: &'a Engine,
-    opts: &'a BuildOptions,
+    opts: &'a BuildSpec,
     file: Dockerfile,
     ignore: Matcher,
     global: Env,
@@ -151,11 +128,11 @@ struct Builder<'a> {
 impl Engine {
     /// Builds the image a Dockerfile describes; returns its id. `progress` gets BuildKit's
     /// plain progress lines (`#3 [2/4] RUN make`, the step's output, `#3 DONE 0.2s`).
-    pub fn build(&self, opts: &BuildOptions, progress: &mut dyn FnMut(&str)) -> Result<Digest> {
+    pub fn build(&self, opts: &BuildSpec, progress: &mut dyn FnMut(&str)) -> Result<Digest> {
         // Absolute paths: stages built on other threads mount, which moves the working
         // directory for a moment.
         let absolute = |p: &Path| std::path::absolute(p).map_err(io_err(p));
-        let opts = &BuildOptions {
+        let opts = &BuildSpec {
             context: absolute(&opts.context)?,
             dockerfile: opts.dockerfile.as_deref().map(absolute).transpose()?,
             ..opts.clone()

@@ -9,8 +9,11 @@
 //!
 //! This module decides and never touches the system: it is unit-tested without root.
 
+pub mod build;
 pub mod container;
 pub mod exec;
+pub mod parse;
 
+pub use build::BuildSpec;
 pub use container::{ContainerSpec, UpdateSpec};
 pub use exec::ExecSpec;
