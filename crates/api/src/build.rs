@@ -2,16 +2,19 @@
 //! the SDKs use it. The body is the context as a tar; the answer a JSON stream of
 //! `{"stream": …}` lines, then `{"aux": {"ID": …}}`.
 //!
-//! The build runs as a `berth build` child process: a build mounts and changes
-//! directory on its worker threads, which a service process serving other requests
-//! must not share.
+//! The query becomes the engine's `BuildSpec`, and the engine builds it here, on the
+//! response's thread (a build never moves the process's working directory); a client
+//! that goes away cancels it.
 
-use std::io::{BufRead, Read};
+use std::collections::BTreeMap;
+use std::io::Read;
 use std::path::{Component, Path};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::body::Body;
 use axum::http::{Response, StatusCode};
-use berth_engine::Engine;
+use berth_engine::specs::build::{self as spec, BuildSpec};
+use berth_engine::{Engine, EngineError, Result};
 use serde_json::{json, Value};
 
 use crate::*;
@@ -27,57 +30,47 @@ const NOT_YET: [&str; 6] = [
     "cgroupparent",
 ];
 
-/// A JSON-map parameter (`buildargs`, `labels`) as `KEY=VALUE` strings.
-fn kv_param(q: &[(String, String)], name: &str) -> Result<Vec<String>, String> {
+/// A JSON-map parameter (`buildargs`, `labels`) as a map.
+fn map_param(q: &[(String, String)], name: &str) -> Result<BTreeMap<String, String>> {
     let Some(text) = param(q, name).filter(|t| !t.is_empty()) else {
-        return Ok(Vec::new());
+        return Ok(BTreeMap::new());
     };
-    let v: Value = serde_json::from_str(&text).map_err(|e| format!("invalid {name}: {e}"))?;
+    let v: Value = serde_json::from_str(&text)
+        .map_err(|e| EngineError::Invalid(format!("invalid {name}: {e}")))?;
     Ok(v.as_object()
         .into_iter()
         .flatten()
-        .filter_map(|(k, v)| Some(format!("{k}={}", v.as_str()?)))
+        .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
         .collect())
 }
 
-/// The `berth build` arguments for the query (the context and file come later).
-fn build_args(q: &[(String, String)]) -> Result<Vec<String>, String> {
+/// The engine's build request for the query; the context and the Dockerfile come later.
+fn build_spec(q: &[(String, String)]) -> Result<BuildSpec> {
     if let Some(k) = NOT_YET
         .iter()
         .find(|k| param(q, k).is_some_and(|v| !v.is_empty() && v != "0" && v != "[]"))
     {
-        return Err(format!(
+        return Err(EngineError::NotImplemented(format!(
             "build option {k} is not implemented yet in berth serve"
-        ));
-    }
-    let mut args = vec!["build".to_string(), "--progress".into(), "plain".into()];
-    for (k, v) in q {
-        if k == "t" && !v.is_empty() {
-            args.extend(["-t".to_string(), v.clone()]);
-        }
-    }
-    for kv in kv_param(q, "buildargs")? {
-        args.extend(["--build-arg".to_string(), kv]);
-    }
-    for kv in kv_param(q, "labels")? {
-        args.extend(["--label".to_string(), kv]);
-    }
-    if let Some(t) = param(q, "target").filter(|t| !t.is_empty()) {
-        args.extend(["--target".to_string(), t]);
-    }
-    if let Some(n) = param(q, "networkmode").filter(|n| !n.is_empty()) {
-        args.extend(["--network".to_string(), n]);
+        )));
     }
     if let Some(p) = param(q, "platform").filter(|p| !p.is_empty()) {
-        args.extend(["--platform".to_string(), p]);
+        spec::platform(&p)?;
     }
-    if flag(q, "nocache") {
-        args.push("--no-cache".into());
-    }
-    if flag(q, "pull") {
-        args.push("--pull".into());
-    }
-    Ok(args)
+    Ok(BuildSpec {
+        tags: q
+            .iter()
+            .filter(|(k, v)| k == "t" && !v.is_empty())
+            .map(|(_, t)| spec::tag(t))
+            .collect::<Result<_>>()?,
+        build_args: map_param(q, "buildargs")?,
+        labels: map_param(q, "labels")?,
+        target: param(q, "target").filter(|t| !t.is_empty()),
+        network_none: spec::network_none(&param(q, "networkmode").unwrap_or_default())?,
+        no_cache: flag(q, "nocache"),
+        pull: flag(q, "pull"),
+        ..Default::default()
+    })
 }
 
 /// The Dockerfile's place inside the context; never outside it.
@@ -96,17 +89,13 @@ fn dockerfile_in(ctx: &Path, name: &str) -> Result<std::path::PathBuf, String> {
 
 /// `POST /build`.
 pub(crate) fn build(
-    roots: &Roots,
     e: &Engine,
     q: &[(String, String)],
     body: Box<dyn Read + Send>,
 ) -> Response<Body> {
-    let mut args = match build_args(q) {
-        Ok(a) => a,
-        Err(msg) if msg.contains("not implemented") => {
-            return error(StatusCode::NOT_IMPLEMENTED, msg)
-        }
-        Err(msg) => return error(StatusCode::BAD_REQUEST, msg),
+    let mut spec = match build_spec(q) {
+        Ok(s) => s,
+        Err(err) => return engine_error(err),
     };
     let ctx = match tempfile::Builder::new()
         .prefix("berth-build-")
@@ -123,12 +112,19 @@ pub(crate) fn build(
     let dockerfile = param(q, "dockerfile")
         .filter(|d| !d.is_empty())
         .unwrap_or_else(|| "Dockerfile".into());
-    let dockerfile = match dockerfile_in(ctx.path(), &dockerfile) {
-        Ok(p) => p,
+    spec.dockerfile = match dockerfile_in(ctx.path(), &dockerfile) {
+        Ok(p) => Some(p),
         Err(msg) => return error(StatusCode::BAD_REQUEST, msg),
     };
+    spec.context = ctx.path().to_path_buf();
+    // The names as the client gave them, for its "Successfully tagged" lines.
+    let names: Vec<String> = q
+        .iter()
+        .filter(|(k, v)| k == "t" && !v.is_empty())
+        .map(|(_, t)| t.clone())
+        .collect();
     let quiet = flag(q, "q");
-    let roots = roots.clone();
+    let opts = e.opts.clone();
     streamed_response("application/json", move |w| {
         let say =
             |w: &mut BodyWriter, line: &str| w.message(&json!({ "stream": format!("{line}\n") }));
@@ -146,68 +142,48 @@ pub(crate) fn build(
             let _ = w.message(&stream_error(&format!("build context: {err}")));
             return;
         }
-        let iid = ctx.path().join(".berth-iid");
-        args.extend([
-            "--iidfile".to_string(),
-            iid.display().to_string(),
-            "-f".into(),
-            dockerfile.display().to_string(),
-            ctx.path().display().to_string(),
-        ]);
-        let exe = berth_engine::berth_exe().unwrap_or_else(|_| "berth".into());
-        let child = std::process::Command::new(exe)
-            .arg("--root")
-            .arg(&roots.root)
-            .arg("--run-root")
-            .arg(&roots.run_root)
-            .args(&args)
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn();
-        let mut child = match child {
-            Ok(c) => c,
+        // A client that went away stops the build, even in a step that prints nothing.
+        let cancel = AtomicBool::new(false);
+        let done = AtomicBool::new(false);
+        let gone = w.gone();
+        let built = std::thread::scope(|scope| {
+            scope.spawn(|| {
+                while !done.load(Ordering::SeqCst) {
+                    if gone() {
+                        cancel.store(true, Ordering::SeqCst);
+                        return;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+            });
+            let built = Engine::open(opts).and_then(|e| {
+                e.build(
+                    &spec,
+                    &mut |line| {
+                        if !quiet && say(w, line).is_err() {
+                            cancel.store(true, Ordering::SeqCst);
+                        }
+                    },
+                    &cancel,
+                )
+            });
+            done.store(true, Ordering::SeqCst);
+            built
+        });
+        let id = match built {
+            Ok(id) => id.to_string(),
             Err(err) => {
-                let _ = w.message(&stream_error(&format!("starting the build: {err}")));
+                let _ = w.message(&stream_error(&berth_engine::monitor::error_chain(&err)));
                 return;
             }
         };
-        let mut last = String::new();
-        let stderr = child.stderr.take().expect("piped");
-        for line in std::io::BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            // berth build's own error line comes back as the stream's error.
-            if !quiet && !line.starts_with("Error: ") && say(w, &line).is_err() {
-                // The client went: stop the build (it cleans up on SIGTERM).
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(child.id() as i32),
-                    nix::sys::signal::Signal::SIGTERM,
-                );
-            }
-            last = line;
-        }
-        let ok = child.wait().map(|s| s.success()).unwrap_or(false);
-        let id = std::fs::read_to_string(&iid).unwrap_or_default();
-        if !ok || id.is_empty() {
-            let msg = last
-                .strip_prefix("Error: ")
-                .unwrap_or(&last)
-                .trim()
-                .to_string();
-            let _ = w.message(&stream_error(if msg.is_empty() {
-                "the build failed"
-            } else {
-                &msg
-            }));
-            return;
-        }
-        let _ = w.message(&json!({"aux": {"ID": id.trim()}}));
-        let short = id.trim().trim_start_matches("sha256:");
+        let _ = w.message(&json!({"aux": {"ID": id}}));
+        let short = id.trim_start_matches("sha256:");
         let _ = say(
             w,
             &format!("Successfully built {}", &short[..12.min(short.len())]),
         );
-        for t in args.windows(2).filter(|w| w[0] == "-t").map(|w| &w[1]) {
+        for t in &names {
             let _ = say(w, &format!("Successfully tagged {t}"));
         }
     })
@@ -216,6 +192,7 @@ pub(crate) fn build(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use berth_engine::ErrorClass;
 
     #[test]
     fn a_dockerfile_outside_the_context_is_refused() {
@@ -230,19 +207,33 @@ mod tests {
     }
 
     #[test]
-    fn build_options_become_berth_build_flags() {
-        let q = vec![
-            ("t".to_string(), "a:1".to_string()),
-            ("t".to_string(), "b:2".to_string()),
-            ("buildargs".to_string(), r#"{"V":"1"}"#.to_string()),
-            ("nocache".to_string(), "1".to_string()),
-        ];
-        let args = build_args(&q).unwrap();
+    fn build_options_become_the_engines_build_request() {
+        let q = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let s = build_spec(&q(&[
+            ("t", "a:1"),
+            ("t", "b:2"),
+            ("buildargs", r#"{"V":"1"}"#),
+            ("labels", r#"{"team":"shop"}"#),
+            ("networkmode", "none"),
+            ("nocache", "1"),
+        ]))
+        .unwrap();
+        assert_eq!(s.tags, ["docker.io/library/a:1", "docker.io/library/b:2"]);
+        assert_eq!(s.build_args["V"], "1");
+        assert_eq!(s.labels["team"], "shop");
+        assert!(s.network_none && s.no_cache && !s.pull);
+        let class = |pairs: &[(&str, &str)]| build_spec(&q(pairs)).unwrap_err().class();
+        assert_eq!(class(&[("memory", "1000000")]), ErrorClass::NotImplemented);
         assert_eq!(
-            args.join(" "),
-            "build --progress plain -t a:1 -t b:2 --build-arg V=1 --no-cache"
+            class(&[("networkmode", "bridge")]),
+            ErrorClass::NotImplemented
         );
-        let q = vec![("memory".to_string(), "1000000".to_string())];
-        assert!(build_args(&q).unwrap_err().contains("not implemented"));
+        assert_eq!(class(&[("t", "Bad:Tag")]), ErrorClass::InvalidArgument);
+        assert_eq!(class(&[("buildargs", "{")]), ErrorClass::InvalidArgument);
     }
 }

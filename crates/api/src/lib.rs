@@ -276,6 +276,15 @@ pub(crate) struct BodyWriter {
     buf: Vec<u8>,
 }
 
+impl BodyWriter {
+    /// Whether the client has gone (its end of the body is dropped), asked from any
+    /// thread without writing.
+    pub(crate) fn gone(&self) -> impl Fn() -> bool + Send + 'static {
+        let tx = self.tx.clone();
+        move || tx.is_closed()
+    }
+}
+
 impl std::io::Write for BodyWriter {
     fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
         self.buf.extend_from_slice(data);
@@ -551,8 +560,7 @@ pub async fn handle(svc: Arc<Service>, req: Request<Body>) -> Response<Body> {
         }
         (&Method::POST, ["build"]) => {
             let body = Box::new(body_reader(req));
-            let r = roots.clone();
-            with_engine(&roots, move |e| build::build(&r, e, &q, body)).await
+            with_engine(&roots, move |e| build::build(e, &q, body)).await
         }
         (&Method::POST, ["build", "prune"]) => with_engine(&roots, system::prune_build_cache).await,
         (&Method::GET, ["containers", id, "json"]) => {

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use berth_engine::specs::build::{self as spec, BuildSpec};
 use berth_engine::Engine;
@@ -183,10 +184,7 @@ pub fn build(engine: &Engine, a: &BuildArgs) -> CliResult<u8> {
     let output = parse_output(&a.output)?;
     let secrets = read_secrets(&a.secret)?;
     if let Some(p) = &a.platform {
-        let host = berth_image::config::host_platform();
-        if *p != format!("{}/{}", host.os, host.architecture) {
-            return Err(not_yet(&format!("building for platform {p}")));
-        }
+        spec::platform(p).map_err(|e| Failure::new(1, e.to_string()))?;
     }
     let network_none =
         spec::network_none(&a.network).map_err(|e| Failure::new(1, e.to_string()))?;
@@ -304,8 +302,9 @@ pub fn run_build(
 ) -> CliResult<berth_image::digest::Digest> {
     // Ctrl-C (or a TERM, or a closed terminal) stops the build cleanly: the running
     // step's container is killed, temporary images and mounts go, nothing is tagged.
+    static CANCEL: AtomicBool = AtomicBool::new(false);
     extern "C" fn on_signal(_: libc::c_int) {
-        berth_engine::build::interrupt();
+        CANCEL.store(true, Ordering::SeqCst);
     }
     for sig in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
         // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
@@ -313,27 +312,31 @@ pub fn run_build(
     }
     // The last lines of the step that fails are shown even with -q.
     let mut recent: std::collections::VecDeque<String> = Default::default();
-    let built = engine.build(opts, &mut |line| {
-        if !quiet {
-            eprintln!("{line}");
-        } else {
-            if line.starts_with('#') && line.contains(" [") {
-                recent.clear();
+    let built = engine.build(
+        opts,
+        &mut |line| {
+            if !quiet {
+                eprintln!("{line}");
+            } else {
+                if line.starts_with('#') && line.contains(" [") {
+                    recent.clear();
+                }
+                if recent.len() == 10 {
+                    recent.pop_front();
+                }
+                recent.push_back(line.to_string());
             }
-            if recent.len() == 10 {
-                recent.pop_front();
-            }
-            recent.push_back(line.to_string());
-        }
-    });
+        },
+        &CANCEL,
+    );
     match built {
         Ok(id) => Ok(id),
         Err(e) => {
             for l in &recent {
                 eprintln!("{l}");
             }
-            if berth_engine::build::interrupted() {
-                return Err(Failure::new(130, "build interrupted"));
+            if CANCEL.load(Ordering::SeqCst) {
+                return Err(Failure::new(130, berth_engine::build::CANCELLED));
             }
             Err(e.into())
         }

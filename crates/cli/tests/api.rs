@@ -1153,3 +1153,70 @@ fn exec_create_is_checked_by_the_engines_rules() {
         "{err}"
     );
 }
+
+#[test]
+fn a_build_runs_in_the_service_and_stops_when_its_client_goes() {
+    require_root!();
+    let b = Berth::with_busybox();
+    let s = serve(&b);
+    let ctx = b.root.parent().unwrap().join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    // A step that prints once, then nothing for a long time.
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox:test\nRUN echo started; sleep 60\n",
+    )
+    .unwrap();
+    let tar = Command::new("tar")
+        .args(["-C", ctx.to_str().unwrap(), "-cf", "-", "Dockerfile"])
+        .output()
+        .unwrap()
+        .stdout;
+    let mut conn = UnixStream::connect(&s.socket).unwrap();
+    write!(
+        conn,
+        "POST /build?t=gone:1 HTTP/1.1\r\nHost: berth\r\nContent-Type: application/x-tar\r\nContent-Length: {}\r\n\r\n",
+        tar.len()
+    )
+    .unwrap();
+    conn.write_all(&tar).unwrap();
+    // The step has started when its first line has come.
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&seen).contains("started") {
+        let n = conn.read(&mut buf).unwrap();
+        assert!(n > 0, "{}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&buf[..n]);
+    }
+    // Built by the service itself: no `berth build` child of it.
+    let pid = s.child.id();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let children =
+            std::fs::read_to_string(task.unwrap().path().join("children")).unwrap_or_default();
+        for child in children.split_whitespace() {
+            let cmdline =
+                std::fs::read_to_string(format!("/proc/{child}/cmdline")).unwrap_or_default();
+            assert!(
+                !cmdline.split('\0').any(|a| a == "build"),
+                "a build child: {cmdline:?}"
+            );
+        }
+    }
+    drop(conn);
+    // The client went: the step's container goes, nothing is tagged.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let left = b.ok(&["ps", "-aq"]);
+        if left.trim().is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the cancelled build's container is still here: {left}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(!b.ok(&["images"]).contains("gone"));
+    // And the service goes on serving.
+    assert_eq!(http(&s.socket, "GET", "/_ping").0, 200);
+}

@@ -35,9 +35,10 @@ pub fn process_is_zombie(pid: i32) -> bool {
 }
 
 /// Mounts an overlay at `target`. `lowerdir` holds paths relative to `layers_root`; the
-/// mount is made from inside it so a long stack fits in the option page. It changes the
-/// working directory for a moment (one call at a time): the other threads of a process
-/// that mounts must not use relative paths.
+/// mount is made from inside it so a long stack fits in the option page, on a thread of
+/// its own whose working directory is its own (`unshare(CLONE_FS)`): the process's never
+/// moves, so a process serving other requests (the API service, a build's stages) can
+/// mount on any thread.
 ///
 /// `volatile` (for containers whose upper dir is thrown away with them, `--rm`) skips the
 /// sync of the whole upper file system that unmounting an overlay otherwise does.
@@ -49,11 +50,6 @@ pub fn mount_overlay(
     target: &Path,
     volatile: bool,
 ) -> Result<()> {
-    // The working directory is the process's: one mount at a time changes it.
-    static CWD: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _cwd_lock = CWD.lock().unwrap_or_else(|e| e.into_inner());
-    let cwd = std::env::current_dir().ok();
-    nix::unistd::chdir(layers_root).map_err(sys_err(format!("chdir {}", layers_root.display())))?;
     let mut data = format!(
         "lowerdir={lowerdir},upperdir={},workdir={}",
         upper.display(),
@@ -65,23 +61,28 @@ pub fn mount_overlay(
         let _ = std::fs::remove_dir_all(work.join("incompat"));
         data.push_str(",volatile");
     }
-    let res = mount(
-        Some("overlay"),
-        target,
-        Some("overlay"),
-        MsFlags::empty(),
-        Some(data.as_str()),
-    )
-    .map_err(sys_err(format!(
-        "mounting the overlay root at {}",
-        target.display()
-    )));
-    if let Some(c) = cwd {
-        let _ = nix::unistd::chdir(&c);
-    } else {
-        let _ = nix::unistd::chdir("/");
-    }
-    res
+    let mount_here = || -> Result<()> {
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_FS)
+            .map_err(sys_err("a working directory of the mounting thread's own"))?;
+        nix::unistd::chdir(layers_root)
+            .map_err(sys_err(format!("chdir {}", layers_root.display())))?;
+        mount(
+            Some("overlay"),
+            target,
+            Some("overlay"),
+            MsFlags::empty(),
+            Some(data.as_str()),
+        )
+        .map_err(sys_err(format!(
+            "mounting the overlay root at {}",
+            target.display()
+        )))
+    };
+    std::thread::scope(|s| {
+        s.spawn(mount_here)
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p))
+    })
 }
 
 /// Unmounts `target` (lazily if busy); not mounted is fine.
@@ -543,6 +544,52 @@ mod tests {
             Some(v2.join("system.slice/x.service/cgroup.procs"))
         );
         assert_eq!(own_cgroup_procs("0::/gone\n", &v2), None);
+    }
+
+    #[test]
+    fn an_overlay_is_mounted_from_its_layers_without_moving_the_process() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: needs root");
+            return;
+        }
+        let d = tempfile::tempdir().unwrap();
+        let layers = d.path().join("layers");
+        for dir in ["layers/a", "upper", "work", "merged"] {
+            std::fs::create_dir_all(d.path().join(dir)).unwrap();
+        }
+        std::fs::write(layers.join("a/from-lower"), "x").unwrap();
+        let before = std::env::current_dir().unwrap();
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let moved = std::thread::scope(|s| {
+            let watcher = s.spawn(|| {
+                let mut moved = false;
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    moved |= std::env::current_dir().ok().as_ref() != Some(&before);
+                }
+                moved
+            });
+            for _ in 0..20 {
+                let merged = d.path().join("merged");
+                mount_overlay(
+                    &layers,
+                    "a",
+                    &d.path().join("upper"),
+                    &d.path().join("work"),
+                    &merged,
+                    false,
+                )
+                .unwrap();
+                assert!(merged.join("from-lower").exists());
+                unmount(&merged).unwrap();
+            }
+            stop.store(true, std::sync::atomic::Ordering::SeqCst);
+            watcher.join().unwrap()
+        });
+        assert!(
+            !moved,
+            "the process's working directory moved while mounting"
+        );
+        assert_eq!(std::env::current_dir().unwrap(), before);
     }
 
     #[test]

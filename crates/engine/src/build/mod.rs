@@ -18,6 +18,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use berth_build::dockerfile::{
     CommandLine, CopyCommand, Healthcheck, Instruction, KeyValue, Stage,
@@ -31,31 +32,14 @@ use sha2::Digest as _;
 
 use crate::error::{io_err, EngineError, Result};
 pub use crate::specs::BuildSpec;
+
+/// The error of a build that was cancelled.
+pub const CANCELLED: &str = "build interrupted";
 use crate::Engine;
 
 mod copy;
 mod run;
 mod view;
-
-static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-/// Asks the build in progress to stop: the running step's container is killed, and the
-/// build cleans up and fails. Async-signal-safe (for a SIGINT handler).
-pub fn interrupt() {
-    INTERRUPTED.store(true, std::sync::atomic::Ordering::SeqCst);
-}
-
-/// Whether [`interrupt`] was called.
-pub fn interrupted() -> bool {
-    INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst)
-}
-
-fn check_interrupted() -> Result<()> {
-    if interrupted() {
-        return Err(invalid("build interrupted"));
-    }
-    Ok(())
-}
 
 /// A stage's state between instructions.
 #[derive(Debug, Clone)]
@@ -121,6 +105,8 @@ struct Builder<'a> {
     step: usize,
     steps: &'a std::sync::atomic::AtomicUsize,
     progress: &'a mut dyn FnMut(&str),
+    /// Set to stop the build (see [`Engine::build`]).
+    cancel: &'a AtomicBool,
     /// Images registered for RUN steps, removed when the build ends.
     temporary: Vec<Digest>,
 }
@@ -128,7 +114,18 @@ struct Builder<'a> {
 impl Engine {
     /// Builds the image a Dockerfile describes; returns its id. `progress` gets BuildKit's
     /// plain progress lines (`#3 [2/4] RUN make`, the step's output, `#3 DONE 0.2s`).
-    pub fn build(&self, opts: &BuildSpec, progress: &mut dyn FnMut(&str)) -> Result<Digest> {
+    /// Setting `cancel` (from a signal handler, or when the client went) stops it: the
+    /// running step's container is killed, temporary images and mounts go, nothing is
+    /// tagged, and the build fails with [`CANCELLED`].
+    ///
+    /// It keeps to its own threads and never moves the process's working directory, so
+    /// a process serving other requests runs it in place.
+    pub fn build(
+        &self,
+        opts: &BuildSpec,
+        progress: &mut dyn FnMut(&str),
+        cancel: &AtomicBool,
+    ) -> Result<Digest> {
         // Absolute paths: stages built on other threads mount, which moves the working
         // directory for a moment.
         let absolute = |p: &Path| std::path::absolute(p).map_err(io_err(p));
@@ -234,6 +231,7 @@ impl Engine {
             step: 0,
             steps: &steps,
             progress,
+            cancel,
             temporary: Vec::new(),
         };
         // Stages that do not need each other are built at the same time; then the target
@@ -398,6 +396,14 @@ fn at(inst: &Instruction, e: impl std::fmt::Display) -> EngineError {
 }
 
 impl Builder<'_> {
+    /// An error once the build was asked to stop.
+    fn check_cancelled(&self) -> Result<()> {
+        if self.cancel.load(Ordering::SeqCst) {
+            return Err(invalid(CANCELLED));
+        }
+        Ok(())
+    }
+
     fn say(&mut self, line: &str) {
         (self.progress)(line);
     }
@@ -472,13 +478,14 @@ impl Builder<'_> {
                 .map(|&j| {
                     let tx = tx.clone();
                     let opts = opts.clone();
-                    let (build, file, ignore, global, done, steps) = (
+                    let (build, file, ignore, global, done, steps, cancel) = (
                         self.opts,
                         self.file.clone(),
                         self.ignore.clone(),
                         self.global.clone(),
                         self.done.clone(),
                         self.steps,
+                        self.cancel,
                     );
                     scope.spawn(move || {
                         let engine = Engine::open(opts)?;
@@ -496,6 +503,7 @@ impl Builder<'_> {
                             step: 0,
                             steps,
                             progress: &mut say,
+                            cancel,
                             temporary: Vec::new(),
                         };
                         let built = b.stage(j);
@@ -613,7 +621,7 @@ impl Builder<'_> {
                 inst.original
             );
             self.say(&head);
-            check_interrupted()?;
+            self.check_cancelled()?;
             let started = std::time::Instant::now();
             let cached = self.instruction(&mut state, inst)?;
             let line = if cached {

@@ -177,7 +177,7 @@ impl Builder<'_> {
             if let Some(st) = done {
                 return Ok(st.exit_code);
             }
-            check_interrupted()?;
+            self.check_cancelled()?;
         }
     }
 

@@ -48,6 +48,17 @@ pub fn network_none(mode: &str) -> Result<bool> {
     }
 }
 
+/// `--platform`: only the host's own is built for yet.
+pub fn platform(p: &str) -> Result<()> {
+    let host = berth_image::config::host_platform();
+    if p != format!("{}/{}", host.os, host.architecture) {
+        return Err(EngineError::NotImplemented(format!(
+            "building for platform {p} is not implemented yet"
+        )));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -63,6 +74,10 @@ mod tests {
         assert!(!network_none("host").unwrap());
         assert!(matches!(
             network_none("bridge"),
+            Err(EngineError::NotImplemented(_))
+        ));
+        assert!(matches!(
+            platform("plan9/mips"),
             Err(EngineError::NotImplemented(_))
         ));
     }
