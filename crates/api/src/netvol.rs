@@ -54,29 +54,20 @@ pub(crate) fn volumes_networks(
                     Ok(v) => v,
                     Err(msg) => return Ok(error(StatusCode::BAD_REQUEST, msg)),
                 };
-                let driver = v.get("Driver").and_then(Value::as_str).unwrap_or("local");
-                if !matches!(driver, "" | "local") {
-                    return Ok(error(
-                        StatusCode::BAD_REQUEST,
-                        format!("volume driver {driver:?} is not available: only local"),
-                    ));
-                }
-                if v.get("DriverOpts")
-                    .and_then(Value::as_object)
-                    .is_some_and(|m| !m.is_empty())
-                {
-                    return Ok(error(
-                        StatusCode::NOT_IMPLEMENTED,
-                        "volume driver options are not implemented yet in berth serve",
-                    ));
-                }
-                let name = v
-                    .get("Name")
-                    .and_then(Value::as_str)
-                    .filter(|n| !n.is_empty())
-                    .map(String::from)
-                    .unwrap_or_else(berth_engine::names::new_id);
-                let info = e.create_volume(&name, &string_map(v.get("Labels")), false)?;
+                let info = e.create_volume(&berth_engine::specs::VolumeSpec {
+                    name: v
+                        .get("Name")
+                        .and_then(Value::as_str)
+                        .filter(|n| !n.is_empty())
+                        .map(String::from),
+                    driver: v
+                        .get("Driver")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_string(),
+                    driver_opts: string_map(v.get("DriverOpts")),
+                    labels: string_map(v.get("Labels")),
+                })?;
                 json_response(
                     StatusCode::CREATED,
                     &serde_json::to_value(info).expect("a volume serialises"),
@@ -123,12 +114,6 @@ pub(crate) fn volumes_networks(
                     Ok(v) => v,
                     Err(msg) => return Ok(error(StatusCode::BAD_REQUEST, msg)),
                 };
-                if v.get("EnableIPv6").and_then(Value::as_bool) == Some(true) {
-                    return Ok(error(
-                        StatusCode::NOT_IMPLEMENTED,
-                        "IPv6 is not implemented yet in berth",
-                    ));
-                }
                 let ipam = v.pointer("/IPAM/Config/0");
                 let text = |p: Option<&Value>, k: &str| {
                     p.and_then(|c| c.get(k))
@@ -136,7 +121,7 @@ pub(crate) fn volumes_networks(
                         .filter(|s| !s.is_empty())
                         .map(String::from)
                 };
-                let c = berth_engine::networks::NetworkCreate {
+                let c = berth_engine::specs::NetworkSpec {
                     name: v
                         .get("Name")
                         .and_then(Value::as_str)
@@ -151,6 +136,10 @@ pub(crate) fn volumes_networks(
                     gateway: text(ipam, "Gateway"),
                     ip_range: text(ipam, "IPRange"),
                     internal: v.get("Internal").and_then(Value::as_bool).unwrap_or(false),
+                    ipv6: v
+                        .get("EnableIPv6")
+                        .and_then(Value::as_bool)
+                        .unwrap_or(false),
                     labels: string_map(v.get("Labels")),
                     options: string_map(v.get("Options")),
                 };

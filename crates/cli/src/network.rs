@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use berth_engine::networks::NetworkCreate;
+use berth_engine::specs::NetworkSpec;
 use berth_engine::Engine;
 use clap::Subcommand;
 
@@ -29,6 +29,9 @@ pub enum NetworkCmd {
         /// Restrict external access to the network
         #[arg(long)]
         internal: bool,
+        /// Enable or disable IPv6 networking
+        #[arg(long)]
+        ipv6: bool,
         /// Set metadata on a network
         #[arg(long = "label")]
         labels: Vec<String>,
@@ -109,17 +112,19 @@ pub fn network(engine: &Engine, cmd: &NetworkCmd) -> CliResult<u8> {
             gateway,
             ip_range,
             internal,
+            ipv6,
             labels,
             options,
             name,
         } => {
-            let id = engine.create_network(&NetworkCreate {
+            let id = engine.create_network(&NetworkSpec {
                 name: name.clone(),
                 driver: driver.clone(),
                 subnet: subnet.clone(),
                 gateway: gateway.clone(),
                 ip_range: ip_range.clone(),
                 internal: *internal,
+                ipv6: *ipv6,
                 labels: key_values(labels),
                 options: key_values(options),
             })?;

@@ -1220,3 +1220,59 @@ fn a_build_runs_in_the_service_and_stops_when_its_client_goes() {
     // And the service goes on serving.
     assert_eq!(http(&s.socket, "GET", "/_ping").0, 200);
 }
+
+#[test]
+fn volume_and_network_requests_are_refused_alike_by_the_cli_and_the_api() {
+    require_root!();
+    let b = Berth::new();
+    let s = serve(&b);
+    let cases: [(&[&str], &str, &str, u16, &str); 4] = [
+        (
+            &["volume", "create", "-d", "nfs", "v1"],
+            "/volumes/create",
+            r#"{"Name":"v1","Driver":"nfs"}"#,
+            404,
+            "error looking up volume plugin nfs: plugin \"nfs\" not found",
+        ),
+        (
+            &["volume", "create", "-o", "type=tmpfs", "v2"],
+            "/volumes/create",
+            r#"{"Name":"v2","DriverOpts":{"type":"tmpfs"}}"#,
+            501,
+            "volume driver options (type, device, o) are not implemented yet in berth",
+        ),
+        (
+            &["network", "create", "--ipv6", "n6"],
+            "/networks/create",
+            r#"{"Name":"n6","EnableIPv6":true}"#,
+            501,
+            "IPv6 is not implemented yet in berth",
+        ),
+        (
+            &["network", "create", "--subnet", "10.99.0.0/31", "tiny"],
+            "/networks/create",
+            r#"{"Name":"tiny","IPAM":{"Config":[{"Subnet":"10.99.0.0/31"}]}}"#,
+            400,
+            "subnet 10.99.0.0/31 is too small for a network",
+        ),
+    ];
+    for (args, path, body, status, message) in cases {
+        let (code, err) = b.fails(args);
+        assert_eq!(code, 1, "berth {args:?}: {err}");
+        assert_eq!(err.trim(), format!("Error: {message}"), "berth {args:?}");
+        let (got, reply) = http_with(&s.socket, "POST", path, body);
+        assert_eq!(got, status, "{body}: {reply}");
+        let reply: serde_json::Value = serde_json::from_str(&reply).unwrap();
+        assert_eq!(reply["message"], message, "{body}");
+    }
+    assert_eq!(b.ok(&["volume", "ls", "-q"]).trim(), "");
+    // A volume without a name is anonymous whichever front end made it.
+    let (code, reply) = http_with(&s.socket, "POST", "/volumes/create", "{}");
+    assert_eq!(code, 201, "{reply}");
+    b.ok(&["volume", "create"]);
+    b.ok(&["volume", "create", "kept"]);
+    assert_eq!(b.ok(&["volume", "ls", "-q"]).lines().count(), 3);
+    // `volume prune` takes anonymous volumes only.
+    b.ok(&["volume", "prune", "-f"]);
+    assert_eq!(b.ok(&["volume", "ls", "-q"]).trim(), "kept");
+}

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use berth_engine::specs::{build, BuildSpec};
+use berth_engine::specs::{build, BuildSpec, NetworkSpec, VolumeSpec};
 use serde_norway::Value;
 use sha2::Digest;
 
@@ -59,6 +59,44 @@ pub fn resource_name(project: &Project, section: &str, key: &str) -> String {
         .and_then(Value::as_str)
         .map(String::from)
         .unwrap_or_else(|| format!("{}_{key}", project.name))
+}
+
+/// The create request of the project's network `key`, labelled as Docker Compose does.
+pub fn network_spec(project: &Project, key: &str) -> NetworkSpec {
+    let def = &project.model["networks"][key];
+    let ipam = def
+        .get("ipam")
+        .and_then(|i| i.get("config"))
+        .and_then(|c| c.get(0));
+    let get = |v: Option<&Value>, k: &str| v.and_then(|v| v.get(k)).and_then(text);
+    let mut labels = key_values(def.get("labels"), |_| String::new());
+    labels.insert(PROJECT_LABEL.into(), project.name.clone());
+    labels.insert(NETWORK_LABEL.into(), key.into());
+    NetworkSpec {
+        name: resource_name(project, "networks", key),
+        driver: get(Some(def), "driver"),
+        subnet: get(ipam, "subnet"),
+        gateway: get(ipam, "gateway"),
+        ip_range: get(ipam, "ip_range"),
+        internal: def.get("internal").and_then(Value::as_bool) == Some(true),
+        ipv6: def.get("enable_ipv6").and_then(Value::as_bool) == Some(true),
+        labels,
+        options: key_values(def.get("driver_opts"), |_| String::new()),
+    }
+}
+
+/// The create request of the project's volume `key`, labelled as Docker Compose does.
+pub fn volume_spec(project: &Project, key: &str) -> VolumeSpec {
+    let def = &project.model["volumes"][key];
+    let mut labels = key_values(def.get("labels"), |_| String::new());
+    labels.insert(PROJECT_LABEL.into(), project.name.clone());
+    labels.insert(VOLUME_LABEL.into(), key.into());
+    VolumeSpec {
+        name: Some(resource_name(project, "volumes", key)),
+        driver: def.get("driver").and_then(text).unwrap_or_default(),
+        labels,
+        ..Default::default()
+    }
 }
 
 /// The networks a service joins, in order, with the aliases and address it has on
@@ -221,6 +259,31 @@ mod tests {
         assert!(build_spec(&p, "web")
             .unwrap_err()
             .starts_with("services.web.build.network: build --network bridge is not implemented"));
+    }
+
+    #[test]
+    fn networks_and_volumes_become_create_requests() {
+        let p = project(concat!(
+            "services:\n  web:\n    image: a\n    networks: [back]\n    volumes: [data:/d]\n",
+            "networks:\n  back:\n    internal: true\n    labels: [tier=back]\n",
+            "    driver_opts: {com.docker.network.driver.mtu: 1400}\n",
+            "    ipam:\n      config: [{subnet: 10.7.0.0/24, gateway: 10.7.0.1}]\n",
+            "volumes:\n  data:\n    labels: {keep: 'yes'}\n",
+        ));
+        let n = network_spec(&p, "back");
+        n.validate().unwrap();
+        assert_eq!(n.name, "shop_back");
+        assert!(n.internal && !n.ipv6);
+        assert_eq!(n.subnet.as_deref(), Some("10.7.0.0/24"));
+        assert_eq!(n.gateway.as_deref(), Some("10.7.0.1"));
+        assert_eq!(n.labels["tier"], "back");
+        assert_eq!(n.labels[NETWORK_LABEL], "back");
+        assert_eq!(n.mtu().unwrap(), Some(1400));
+        let v = volume_spec(&p, "data");
+        v.validate().unwrap();
+        assert_eq!(v.name.as_deref(), Some("shop_data"));
+        assert_eq!(v.labels["keep"], "yes");
+        assert_eq!(v.labels[PROJECT_LABEL], "shop");
     }
 
     #[test]

@@ -26,6 +26,9 @@ pub enum EngineError {
     NoSuchVolume(String),
     #[error("network {0} not found")]
     NoSuchNetwork(String),
+    /// Anything else asked for that is not there (a volume plugin), in its own words.
+    #[error("{0}")]
+    NotFound(String),
     #[error("{0}")]
     Conflict(String),
     #[error("{0}")]
@@ -84,9 +87,8 @@ impl EngineError {
         use berth_image::store::StoreError;
         use EngineError::*;
         match self {
-            NoSuchImage(_) | NoSuchContainer(_) | NoSuchVolume(_) | NoSuchNetwork(_) => {
-                ErrorClass::NotFound
-            }
+            NoSuchImage(_) | NoSuchContainer(_) | NoSuchVolume(_) | NoSuchNetwork(_)
+            | NotFound(_) => ErrorClass::NotFound,
             Conflict(_) | NotRunning { .. } | Paused { .. } => ErrorClass::Conflict,
             Invalid(_) | Reference(_) | Archive(_) | Import(_) | Layer(_) => {
                 ErrorClass::InvalidArgument

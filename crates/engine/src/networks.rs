@@ -20,23 +20,12 @@ use serde_json::json;
 
 use crate::error::{io_err, EngineError, Result};
 use crate::model::ContainerRecord;
+use crate::specs::network::{BRIDGE_NAME_OPTION, MTU_OPTION};
+pub use crate::specs::NetworkSpec;
 use crate::Engine;
 
 /// The name of the default network.
 pub const DEFAULT_NETWORK: &str = "bridge";
-
-/// What `network create` asks for.
-#[derive(Debug, Clone, Default)]
-pub struct NetworkCreate {
-    pub name: String,
-    pub driver: Option<String>,
-    pub subnet: Option<String>,
-    pub gateway: Option<String>,
-    pub ip_range: Option<String>,
-    pub internal: bool,
-    pub labels: BTreeMap<String, String>,
-    pub options: BTreeMap<String, String>,
-}
 
 /// A network as the database keeps it.
 #[derive(Debug, Clone)]
@@ -58,8 +47,6 @@ pub struct NetworkRecord {
 /// (`-o com.docker.network.driver.mtu=…`): large, as loopback's, since the traffic on a
 /// bridge stays on the host; the containers' default routes carry the uplink's MTU.
 pub const DEFAULT_MTU: u32 = 65520;
-
-const MTU_OPTION: &str = "com.docker.network.driver.mtu";
 
 impl NetworkRecord {
     pub fn mtu(&self) -> u32 {
@@ -237,7 +224,7 @@ impl Engine {
 
     /// `network create`: makes network `c` (its bridge, its firewall rules); returns its
     /// id.
-    pub fn create_network(&self, c: &NetworkCreate) -> Result<String> {
+    pub fn create_network(&self, c: &NetworkSpec) -> Result<String> {
         if matches!(c.name.as_str(), "host" | "none" | DEFAULT_NETWORK) {
             return Err(EngineError::Conflict(format!(
                 "network with name {} already exists",
@@ -247,24 +234,9 @@ impl Engine {
         self.make_network(c)
     }
 
-    fn make_network(&self, c: &NetworkCreate) -> Result<String> {
-        let driver = c.driver.clone().unwrap_or_else(|| "bridge".into());
-        if driver != "bridge" {
-            return Err(EngineError::NotImplemented(format!(
-                "network driver {driver:?} is not implemented yet (bridge is)"
-            )));
-        }
-        if c.name.is_empty()
-            || !c
-                .name
-                .chars()
-                .all(|ch| ch.is_ascii_alphanumeric() || "_.-".contains(ch))
-        {
-            return Err(invalid(format!(
-                "invalid network name {:?}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed",
-                c.name
-            )));
-        }
+    fn make_network(&self, c: &NetworkSpec) -> Result<String> {
+        c.validate()?;
+        let driver = "bridge".to_string();
         let _lock = self.network_lock()?;
         if self.find_network_row(&c.name)?.is_some() {
             return Err(EngineError::Conflict(format!(
@@ -273,9 +245,8 @@ impl Engine {
             )));
         }
         let existing = self.network_rows()?;
-        let subnet = match &c.subnet {
+        let subnet = match c.subnet().transpose()? {
             Some(s) => {
-                let s: Subnet = s.parse().map_err(invalid)?;
                 if let Some(n) = existing.iter().find(|n| n.subnet.overlaps(&s)) {
                     return Err(invalid(format!(
                         "Pool overlaps with other one on this address space ({} of network {})",
@@ -292,32 +263,19 @@ impl Engine {
                 })?
             }
         };
-        if subnet.prefix > 30 {
-            return Err(invalid(format!(
-                "subnet {subnet} is too small for a network"
-            )));
-        }
-        let gateway = match &c.gateway {
-            Some(g) => {
-                let g: Ipv4Addr = g
-                    .parse()
-                    .map_err(|_| invalid(format!("invalid gateway {g}")))?;
-                if !subnet.contains(g) {
-                    return Err(invalid(format!("no matching subnet for gateway {g}")));
-                }
-                g
+        // Checked against the subnet picked here when none was asked for.
+        let gateway = match c.gateway().transpose()? {
+            Some(g) if !subnet.contains(g) => {
+                return Err(invalid(format!("no matching subnet for gateway {g}")))
             }
+            Some(g) => g,
             None => subnet.gateway().expect("prefix <= 30"),
         };
-        let ip_range = match &c.ip_range {
-            Some(r) => {
-                let r: Subnet = r.parse().map_err(invalid)?;
-                if !subnet.contains(r.addr) || r.prefix < subnet.prefix {
-                    return Err(invalid(format!("no matching subnet for range {r}")));
-                }
-                Some(r)
+        let ip_range = match c.ip_range().transpose()? {
+            Some(r) if !subnet.contains(r.addr) || r.prefix < subnet.prefix => {
+                return Err(invalid(format!("no matching subnet for range {r}")))
             }
-            None => None,
+            r => r,
         };
         let default = c.name == DEFAULT_NETWORK;
         let id = if default {
@@ -325,28 +283,11 @@ impl Engine {
         } else {
             crate::names::new_id()
         };
-        let bridge = match c.options.get("com.docker.network.bridge.name") {
-            Some(b) if !b.starts_with(firewall::BRIDGE_PREFIX) || b.len() > 15 => {
-                return Err(invalid(format!(
-                    "bridge name {b:?}: berth's bridges are named {}… (at most 15 characters)",
-                    firewall::BRIDGE_PREFIX
-                )))
-            }
+        let bridge = match c.options.get(BRIDGE_NAME_OPTION) {
             Some(b) => b.clone(),
             None => format!("{}{}", firewall::BRIDGE_PREFIX, &id[..12]),
         };
-        if let Some(m) = c.options.get(MTU_OPTION) {
-            if !m.parse::<u32>().is_ok_and(|m| (68..=65535).contains(&m)) {
-                return Err(invalid(format!(
-                    "invalid {MTU_OPTION} {m:?}: a number from 68 to 65535"
-                )));
-            }
-        }
-        let mtu = c
-            .options
-            .get(MTU_OPTION)
-            .and_then(|m| m.parse().ok())
-            .unwrap_or(DEFAULT_MTU);
+        let mtu = c.mtu()?.unwrap_or(DEFAULT_MTU);
         let labels = c.labels.clone();
         link::ensure_bridge(&bridge, gateway, subnet.prefix, mtu)
             .map_err(|e| invalid(format!("creating the network's bridge: {e}")))?;
@@ -469,7 +410,7 @@ impl Engine {
             firewall::BRIDGE_PREFIX,
             &hash(&self.root().display().to_string())[..12]
         );
-        let made = self.make_network(&NetworkCreate {
+        let made = self.make_network(&NetworkSpec {
             name: DEFAULT_NETWORK.into(),
             subnet: wanted()?.map(|s| s.to_string()),
             options: [

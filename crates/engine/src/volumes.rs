@@ -8,6 +8,7 @@ use rusqlite::{params, OptionalExtension};
 use serde::Serialize;
 
 use crate::error::{io_err, EngineError, Result};
+use crate::specs::VolumeSpec;
 use crate::Engine;
 
 #[derive(Debug, Clone, Serialize)]
@@ -23,14 +24,7 @@ pub struct VolumeInfo {
 }
 
 /// Docker's volume name rule.
-pub fn valid_volume_name(n: &str) -> bool {
-    let b = n.as_bytes();
-    b.len() >= 2
-        && b[0].is_ascii_alphanumeric()
-        && b[1..]
-            .iter()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
-}
+pub use crate::specs::volume::valid_name as valid_volume_name;
 
 impl Engine {
     pub fn volume_data_dir(&self, name: &str) -> PathBuf {
@@ -46,17 +40,23 @@ impl Engine {
     }
 
     /// `volume create`; creating an existing volume is fine (Docker returns it).
-    pub fn create_volume(
+    /// `volume create`: a new volume, or the one of that name as it is (as Docker). A
+    /// volume without a name gets a random one and is anonymous.
+    pub fn create_volume(&self, spec: &VolumeSpec) -> Result<VolumeInfo> {
+        spec.validate()?;
+        match &spec.name {
+            Some(n) => self.make_volume(n, &spec.labels, false),
+            None => self.make_volume(&crate::names::new_id(), &spec.labels, true),
+        }
+    }
+
+    /// Makes volume `name` unless it is there (the name is valid).
+    pub(crate) fn make_volume(
         &self,
         name: &str,
         labels: &BTreeMap<String, String>,
         anonymous: bool,
     ) -> Result<VolumeInfo> {
-        if !valid_volume_name(name) {
-            return Err(EngineError::Invalid(format!(
-                "create {name}: \"{name}\" includes invalid characters for a local volume name, only \"[a-zA-Z0-9][a-zA-Z0-9_.-]\" are allowed"
-            )));
-        }
         if self.volume_exists(name)? {
             return self.inspect_volume(name);
         }

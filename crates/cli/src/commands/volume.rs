@@ -11,6 +11,9 @@ pub enum VolumeCmd {
         /// Volume driver name (only "local")
         #[arg(short = 'd', long, default_value = "local")]
         driver: String,
+        /// Set driver specific options
+        #[arg(short = 'o', long = "opt")]
+        opts: Vec<String>,
         name: Option<String>,
     },
     /// List volumes
@@ -54,20 +57,15 @@ pub(super) fn volume(engine: &Engine, cmd: &VolumeCmd) -> CliResult<u8> {
         VolumeCmd::Create {
             labels,
             driver,
+            opts,
             name,
         } => {
-            if driver != "local" {
-                return Err(Failure::new(
-                    1,
-                    format!("volume driver {driver:?} is not available: only \"local\""),
-                ));
-            }
-            let labels = crate::network::key_values(labels);
-            let (n, anon) = match name {
-                Some(n) => (n.clone(), false),
-                None => (berth_engine::names::new_id(), true),
-            };
-            let v = engine.create_volume(&n, &labels, anon)?;
+            let v = engine.create_volume(&berth_engine::specs::VolumeSpec {
+                name: name.clone(),
+                driver: driver.clone(),
+                driver_opts: crate::network::key_values(opts),
+                labels: crate::network::key_values(labels),
+            })?;
             println!("{}", v.name);
         }
         VolumeCmd::Ls { quiet, format } => {

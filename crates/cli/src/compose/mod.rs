@@ -8,8 +8,8 @@ use berth_compose::container::{container_spec, OneOff};
 use berth_compose::load::Project;
 use berth_compose::plan::{Action, Condition, Observed, Removal};
 use berth_compose::service::{
-    container_name, service_networks, HASH_LABEL, NETWORK_LABEL, NUMBER_LABEL, ONEOFF_LABEL,
-    PROJECT_LABEL, SERVICE_LABEL, VOLUME_LABEL,
+    container_name, service_networks, HASH_LABEL, NUMBER_LABEL, ONEOFF_LABEL, PROJECT_LABEL,
+    SERVICE_LABEL,
 };
 
 use berth_engine::containers::ContainerSummary;
@@ -829,30 +829,6 @@ fn services_of(project: &Project) -> Vec<String> {
 /// `wanted` and (unless `no_deps`) what they depend on, dependencies first.
 fn start_order(project: &Project, wanted: &[String], no_deps: bool) -> CliResult<Vec<String>> {
     berth_compose::plan::start_order(project, wanted, no_deps).map_err(fail)
-}
-
-/// A mapping of scalars (labels, options; a `KEY=VALUE` list too) as strings.
-fn string_map(v: Option<&Value>) -> std::collections::BTreeMap<String, String> {
-    match v {
-        Some(Value::Mapping(m)) => m
-            .iter()
-            .filter_map(|(k, v)| {
-                Some((
-                    berth_compose::scalar_text(k)?,
-                    berth_compose::scalar_text(v).unwrap_or_default(),
-                ))
-            })
-            .collect(),
-        Some(Value::Sequence(items)) => items
-            .iter()
-            .filter_map(berth_compose::scalar_text)
-            .map(|l| match l.split_once('=') {
-                Some((k, v)) => (k.to_string(), v.to_string()),
-                None => (l, String::new()),
-            })
-            .collect(),
-        _ => Default::default(),
-    }
 }
 
 /// `services`, checked, or every service when empty.

@@ -51,25 +51,7 @@ pub(super) fn ensure_resources(
                 "network {name} declared as external, but could not be found"
             )));
         }
-        let ipam = def
-            .get("ipam")
-            .and_then(|i| i.get("config"))
-            .and_then(|c| c.get(0));
-        let text = |v: Option<&Value>| v.and_then(Value::as_str).map(String::from);
-        let mut labels = string_map(def.get("labels"));
-        labels.insert(PROJECT_LABEL.into(), project.name.clone());
-        labels.insert(NETWORK_LABEL.into(), key.clone());
-        let options = string_map(def.get("driver_opts"));
-        e.create_network(&berth_engine::networks::NetworkCreate {
-            name: name.clone(),
-            driver: text(def.get("driver")),
-            subnet: text(ipam.and_then(|c| c.get("subnet"))),
-            gateway: text(ipam.and_then(|c| c.get("gateway"))),
-            ip_range: text(ipam.and_then(|c| c.get("ip_range"))),
-            internal: def.get("internal").and_then(Value::as_bool) == Some(true),
-            labels,
-            options,
-        })?;
+        e.create_network(&berth_compose::service::network_spec(project, &key))?;
         said("Network", &name, "Created");
     }
     for key in volumes {
@@ -82,10 +64,7 @@ pub(super) fn ensure_resources(
         if external {
             return Err(fail(format!("external volume \"{name}\" not found")));
         }
-        let mut labels = string_map(def.get("labels"));
-        labels.insert(PROJECT_LABEL.to_string(), project.name.clone());
-        labels.insert(VOLUME_LABEL.to_string(), key.clone());
-        e.create_volume(&name, &labels, false)?;
+        e.create_volume(&berth_compose::service::volume_spec(project, &key))?;
         said("Volume", &name, "Created");
     }
     Ok(())

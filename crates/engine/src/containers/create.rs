@@ -383,16 +383,18 @@ impl Engine {
                 })
             }
             "volume" => {
-                let (name, anonymous) = if m.source.is_empty() {
-                    (names::new_id(), true)
+                // A named volume that is there is used; any other is made (one without
+                // a name is anonymous).
+                let name = if !m.source.is_empty() && self.volume_exists(&m.source)? {
+                    m.source.clone()
                 } else {
-                    (m.source.clone(), false)
+                    let v = self.create_volume(&crate::specs::VolumeSpec {
+                        name: (!m.source.is_empty()).then(|| m.source.clone()),
+                        ..Default::default()
+                    })?;
+                    created.push(v.name.clone());
+                    v.name
                 };
-                let existed = self.volume_exists(&name)?;
-                if !existed {
-                    self.create_volume(&name, &BTreeMap::new(), anonymous)?;
-                    created.push(name.clone());
-                }
                 let data = self.volume_data_dir(&name);
                 Ok(ResolvedMount {
                     kind: "volume".into(),
@@ -408,7 +410,7 @@ impl Engine {
                     } else {
                         vec![]
                     },
-                    anonymous,
+                    anonymous: m.source.is_empty(),
                 })
             }
             "tmpfs" => {

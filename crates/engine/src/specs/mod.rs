@@ -12,8 +12,12 @@
 pub mod build;
 pub mod container;
 pub mod exec;
+pub mod network;
 pub mod parse;
+pub mod volume;
 
 pub use build::BuildSpec;
 pub use container::{ContainerSpec, UpdateSpec};
 pub use exec::ExecSpec;
+pub use network::NetworkSpec;
+pub use volume::VolumeSpec;
