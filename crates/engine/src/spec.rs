@@ -5,7 +5,13 @@
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use serde_json::{json, Value};
+use oci_spec::runtime::{
+    BoxBuilder, Capabilities, Capability, Linux, LinuxCapabilities, LinuxCpu, LinuxDevice,
+    LinuxDeviceCgroup, LinuxDeviceType, LinuxMemory, LinuxNamespace, LinuxNamespaceType, LinuxPids,
+    LinuxResources, LinuxSeccomp, Mount, PosixRlimit, PosixRlimitBuilder, PosixRlimitType, Process,
+    Root, Spec, User as OciUser,
+};
+use serde_json::Value;
 
 use crate::error::{EngineError, Result};
 use crate::model::{ContainerRecord, ResolvedMount};
@@ -320,28 +326,34 @@ pub struct SpecInput<'a> {
     pub netns: Option<PathBuf>,
 }
 
-fn mount(dest: &str, kind: &str, source: &str, options: &[&str]) -> Value {
-    json!({"destination": dest, "type": kind, "source": source, "options": options})
+fn mount(dest: &str, kind: &str, source: impl Into<PathBuf>, options: &[&str]) -> Mount {
+    let mut m = Mount::default();
+    m.set_destination(dest.into())
+        .set_typ(Some(kind.into()))
+        .set_source(Some(source.into()))
+        .set_options(Some(options.iter().map(|o| o.to_string()).collect()));
+    m
 }
 
-fn rlimit_type(name: &str) -> Option<&'static str> {
+fn rlimit_type(name: &str) -> Option<PosixRlimitType> {
+    use PosixRlimitType::*;
     Some(match name {
-        "core" => "RLIMIT_CORE",
-        "cpu" => "RLIMIT_CPU",
-        "data" => "RLIMIT_DATA",
-        "fsize" => "RLIMIT_FSIZE",
-        "locks" => "RLIMIT_LOCKS",
-        "memlock" => "RLIMIT_MEMLOCK",
-        "msgqueue" => "RLIMIT_MSGQUEUE",
-        "nice" => "RLIMIT_NICE",
-        "nofile" => "RLIMIT_NOFILE",
-        "nproc" => "RLIMIT_NPROC",
-        "rss" => "RLIMIT_RSS",
-        "rtprio" => "RLIMIT_RTPRIO",
-        "rttime" => "RLIMIT_RTTIME",
-        "sigpending" => "RLIMIT_SIGPENDING",
-        "stack" => "RLIMIT_STACK",
-        "as" => "RLIMIT_AS",
+        "core" => RlimitCore,
+        "cpu" => RlimitCpu,
+        "data" => RlimitData,
+        "fsize" => RlimitFsize,
+        "locks" => RlimitLocks,
+        "memlock" => RlimitMemlock,
+        "msgqueue" => RlimitMsgqueue,
+        "nice" => RlimitNice,
+        "nofile" => RlimitNofile,
+        "nproc" => RlimitNproc,
+        "rss" => RlimitRss,
+        "rtprio" => RlimitRtprio,
+        "rttime" => RlimitRttime,
+        "sigpending" => RlimitSigpending,
+        "stack" => RlimitStack,
+        "as" => RlimitAs,
         _ => return None,
     })
 }
@@ -351,9 +363,18 @@ pub fn valid_ulimit(name: &str) -> bool {
     rlimit_type(name).is_some()
 }
 
+fn rlimit(typ: PosixRlimitType, soft: u64, hard: u64) -> PosixRlimit {
+    PosixRlimitBuilder::default()
+        .typ(typ)
+        .soft(soft)
+        .hard(hard)
+        .build()
+        .expect("every field is set")
+}
+
 /// The character and block devices under `dev` (not the container-private `pts`, `shm`,
 /// `mqueue`, nor the standard nodes every container gets), as OCI `linux.devices`.
-pub fn host_devices(dev: &Path) -> Vec<Value> {
+pub fn host_devices(dev: &Path) -> Vec<LinuxDevice> {
     const SKIP_DIRS: &[&str] = &["pts", "shm", "mqueue", "fd"];
     const STANDARD: &[&str] = &[
         "null", "zero", "full", "random", "urandom", "tty", "console", "ptmx",
@@ -377,9 +398,9 @@ pub fn host_devices(dev: &Path) -> Vec<Value> {
                 continue;
             }
             let kind = if ft.is_char_device() {
-                "c"
+                LinuxDeviceType::C
             } else if ft.is_block_device() {
-                "b"
+                LinuxDeviceType::B
             } else {
                 continue;
             };
@@ -387,23 +408,124 @@ pub fn host_devices(dev: &Path) -> Vec<Value> {
                 continue;
             }
             let rdev = m.rdev();
-            out.push(json!({
-                "path": e.path(),
-                "type": kind,
-                "major": libc::major(rdev),
-                "minor": libc::minor(rdev),
-                "fileMode": m.mode() & 0o7777,
-                "uid": m.uid(),
-                "gid": m.gid(),
-            }));
+            let mut d = LinuxDevice::default();
+            d.set_path(e.path())
+                .set_typ(kind)
+                .set_major(libc::major(rdev) as i64)
+                .set_minor(libc::minor(rdev) as i64)
+                .set_file_mode(Some(m.mode() & 0o7777))
+                .set_uid(Some(m.uid()))
+                .set_gid(Some(m.gid()));
+            out.push(d);
         }
     }
-    out.sort_by(|a, b| a["path"].as_str().cmp(&b["path"].as_str()));
+    out.sort_by(|a, b| a.path().cmp(b.path()));
     out
 }
 
-/// Builds config.json.
-pub fn build(input: &SpecInput) -> Result<Value> {
+/// A device cgroup rule.
+fn device_rule(
+    allow: bool,
+    typ: Option<LinuxDeviceType>,
+    major: Option<i64>,
+    minor: Option<i64>,
+    access: &str,
+) -> LinuxDeviceCgroup {
+    let mut d = LinuxDeviceCgroup::default();
+    d.set_allow(allow)
+        .set_typ(typ)
+        .set_major(major)
+        .set_minor(minor)
+        .set_access(Some(access.into()));
+    d
+}
+
+fn namespace(typ: LinuxNamespaceType, path: Option<PathBuf>) -> LinuxNamespace {
+    let mut n = LinuxNamespace::default();
+    n.set_typ(typ).set_path(path);
+    n
+}
+
+/// A capability name as berth writes it (`CAP_NET_ADMIN`) as oci-spec's.
+fn capability(name: &str) -> Result<Capability> {
+    name.trim_start_matches("CAP_")
+        .parse()
+        .map_err(|_| EngineError::Invalid(format!("unknown capability: {name:?}")))
+}
+
+/// The container's resource limits (devices allowed, memory, CPU, pids).
+fn resources(hc: &crate::model::HostConfig) -> LinuxResources {
+    use LinuxDeviceType::{B, C};
+    let mut r = LinuxResources::default();
+    r.set_devices(Some(if hc.privileged {
+        vec![device_rule(true, None, None, None, "rwm")]
+    } else {
+        let mut rules = vec![
+            device_rule(false, None, None, None, "rwm"),
+            device_rule(true, Some(C), None, None, "m"),
+            device_rule(true, Some(B), None, None, "m"),
+        ];
+        for (major, minor) in [
+            (1, Some(3)),
+            (1, Some(5)),
+            (1, Some(7)),
+            (1, Some(8)),
+            (1, Some(9)),
+            (5, Some(0)),
+            (5, Some(1)),
+            (5, Some(2)),
+            (136, None),
+            (10, Some(200)),
+        ] {
+            rules.push(device_rule(true, Some(C), Some(major), minor, "rwm"));
+        }
+        rules
+    }));
+    if hc.memory > 0 || hc.memory_reservation > 0 {
+        let mut m = LinuxMemory::default();
+        if hc.memory > 0 {
+            m.set_limit(Some(hc.memory)).set_swap(match hc.memory_swap {
+                0 => Some(hc.memory * 2),
+                -1 => None,
+                s => Some(s),
+            });
+        }
+        if hc.memory_reservation > 0 {
+            m.set_reservation(Some(hc.memory_reservation));
+        }
+        r.set_memory(Some(m));
+    }
+    let mut cpu = LinuxCpu::default();
+    let mut any_cpu = false;
+    if hc.nano_cpus > 0 {
+        let period: u64 = 100_000;
+        cpu.set_period(Some(period))
+            .set_quota(Some((hc.nano_cpus as u64 * period / 1_000_000_000) as i64));
+        any_cpu = true;
+    }
+    if hc.cpu_shares > 0 {
+        cpu.set_shares(Some(hc.cpu_shares as u64));
+        any_cpu = true;
+    }
+    if !hc.cpuset_cpus.is_empty() {
+        cpu.set_cpus(Some(hc.cpuset_cpus.clone()));
+        any_cpu = true;
+    }
+    if any_cpu {
+        r.set_cpu(Some(cpu));
+    }
+    if let Some(p) = hc.pids_limit.filter(|p| *p != 0) {
+        let mut pids = LinuxPids::default();
+        pids.set_limit(p);
+        r.set_pids(Some(pids));
+    }
+    r
+}
+
+/// Builds config.json, with oci-spec's runtime types. Every field is set from what the
+/// container asks for: oci-spec's `Default`s are youki's example config (a `sh`
+/// process, no-new-privileges, default masked paths), never berth's.
+pub fn build(input: &SpecInput) -> Result<Spec> {
     let rec = input.rec;
     let hc = &rec.host_config;
     let privileged = hc.privileged;
@@ -411,6 +533,7 @@ pub fn build(input: &SpecInput) -> Result<Value> {
     let host_net = hc.network_mode == "host";
 
     let mut args = input.args.clone();
+    let rw = if privileged { "rw" } else { "ro" };
     let mut mounts = vec![
         mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"]),
         mount(
@@ -437,26 +560,10 @@ pub fn build(input: &SpecInput) -> Result<Value> {
                 "/sys",
                 "bind",
                 "/sys",
-                &[
-                    "rbind",
-                    "nosuid",
-                    "noexec",
-                    "nodev",
-                    if privileged { "rw" } else { "ro" },
-                ],
+                &["rbind", "nosuid", "noexec", "nodev", rw],
             )
         } else {
-            mount(
-                "/sys",
-                "sysfs",
-                "sysfs",
-                &[
-                    "nosuid",
-                    "noexec",
-                    "nodev",
-                    if privileged { "rw" } else { "ro" },
-                ],
-            )
+            mount("/sys", "sysfs", "sysfs", &["nosuid", "noexec", "nodev", rw])
         },
         mount(
             "/dev/mqueue",
@@ -465,13 +572,12 @@ pub fn build(input: &SpecInput) -> Result<Value> {
             &["nosuid", "noexec", "nodev"],
         ),
     ];
-    let cg_mode = if privileged { "rw" } else { "ro" };
     match &input.cgroup_v1_binds {
         None => mounts.push(mount(
             "/sys/fs/cgroup",
             "cgroup",
             "cgroup",
-            &["nosuid", "noexec", "nodev", "relatime", cg_mode],
+            &["nosuid", "noexec", "nodev", "relatime", rw],
         )),
         Some(hierarchies) => {
             // The view a cgroup namespace gives: each hierarchy rooted at the container's
@@ -483,12 +589,12 @@ pub fn build(input: &SpecInput) -> Result<Value> {
                 &["nosuid", "noexec", "nodev", "mode=755", "size=64k"],
             ));
             for h in hierarchies {
-                mounts.push(json!({
-                    "destination": format!("/sys/fs/cgroup/{h}"),
-                    "type": "bind",
-                    "source": format!("/sys/fs/cgroup/{h}/berth/{}", rec.id),
-                    "options": ["rbind", "nosuid", "noexec", "nodev", cg_mode, "rprivate"],
-                }));
+                mounts.push(mount(
+                    &format!("/sys/fs/cgroup/{h}"),
+                    "bind",
+                    format!("/sys/fs/cgroup/{h}/berth/{}", rec.id),
+                    &["rbind", "nosuid", "noexec", "nodev", rw, "rprivate"],
+                ));
             }
         }
     }
@@ -497,61 +603,61 @@ pub fn build(input: &SpecInput) -> Result<Value> {
     } else {
         64 << 20
     };
-    mounts.push(
-        json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
-        "options": ["nosuid", "noexec", "nodev", "mode=1777", format!("size={shm}")]}),
-    );
+    mounts.push(mount(
+        "/dev/shm",
+        "tmpfs",
+        "shm",
+        &[
+            "nosuid",
+            "noexec",
+            "nodev",
+            "mode=1777",
+            &format!("size={shm}"),
+        ],
+    ));
     for f in ["resolv.conf", "hostname", "hosts"] {
         let src = input.container_dir.join(f);
         if src.exists() {
             let dest = format!("/etc/{f}");
             if !input.mounts.iter().any(|m| m.destination == dest) {
-                mounts.push(json!({"destination": dest, "type": "bind", "source": src, "options": ["rbind", "rprivate"]}));
+                mounts.push(mount(&dest, "bind", src, &["rbind", "rprivate"]));
             }
         }
     }
     for m in input.mounts {
+        let mut opts: Vec<&str>;
         match m.kind.as_str() {
             "tmpfs" => {
-                let mut opts = vec![
-                    "nosuid".to_string(),
-                    "nodev".to_string(),
-                    "noexec".to_string(),
-                ];
-                opts.extend(m.tmpfs_options.iter().cloned());
-                mounts.push(json!({"destination": m.destination, "type": "tmpfs", "source": "tmpfs", "options": opts}));
+                opts = vec!["nosuid", "nodev", "noexec"];
+                opts.extend(m.tmpfs_options.iter().map(String::as_str));
+                mounts.push(mount(&m.destination, "tmpfs", "tmpfs", &opts));
             }
             _ => {
-                let mut opts = vec![
-                    "rbind".to_string(),
-                    if m.rw { "rw".into() } else { "ro".into() },
-                ];
+                opts = vec!["rbind", if m.rw { "rw" } else { "ro" }];
                 opts.push(if m.propagation.is_empty() {
-                    "rprivate".into()
+                    "rprivate"
                 } else {
-                    m.propagation.clone()
+                    &m.propagation
                 });
-                mounts.push(json!({"destination": m.destination, "type": "bind", "source": m.source, "options": opts}));
+                mounts.push(mount(&m.destination, "bind", &m.source, &opts));
             }
         }
     }
     if let Some(init) = &input.init_binary {
-        mounts.push(json!({"destination": "/sbin/docker-init", "type": "bind", "source": init, "options": ["bind", "ro"]}));
+        mounts.push(mount("/sbin/docker-init", "bind", init, &["bind", "ro"]));
         let mut a = vec!["/sbin/docker-init".to_string(), "--".to_string()];
         a.extend(args);
         args = a;
     }
 
-    let mut namespaces = vec![
-        json!({"type": "pid"}),
-        json!({"type": "mount"}),
-        json!({"type": "ipc"}),
-        json!({"type": "uts"}),
-        json!({"type": "cgroup"}),
-    ];
+    use LinuxNamespaceType as Ns;
+    let mut namespaces: Vec<LinuxNamespace> = [Ns::Pid, Ns::Mount, Ns::Ipc, Ns::Uts, Ns::Cgroup]
+        .into_iter()
+        .map(|t| namespace(t, None))
+        .collect();
     match (&input.netns, host_net) {
-        (Some(path), _) => namespaces.push(json!({"type": "network", "path": path})),
-        (None, false) => namespaces.push(json!({"type": "network"})),
+        (Some(path), _) => namespaces.push(namespace(Ns::Network, Some(path.clone()))),
+        (None, false) => namespaces.push(namespace(Ns::Network, None)),
         (None, true) => {}
     }
 
@@ -560,79 +666,30 @@ pub fn build(input: &SpecInput) -> Result<Value> {
     let nofile = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
         .map(|(_, hard)| hard.min(1_048_576))
         .unwrap_or(1024);
-    let mut rlimits = vec![json!({"type": "RLIMIT_NOFILE", "hard": nofile, "soft": nofile})];
+    let mut rlimits = vec![rlimit(PosixRlimitType::RlimitNofile, nofile, nofile)];
     for u in &hc.ulimits {
         let t = rlimit_type(&u.name)
             .ok_or_else(|| EngineError::Invalid(format!("invalid ulimit type: {}", u.name)))?;
-        rlimits.retain(|r| r["type"] != t);
+        rlimits.retain(|r| r.typ() != t);
         let v = |x: i64| if x < 0 { u64::MAX } else { x as u64 };
-        rlimits.push(json!({"type": t, "hard": v(u.hard), "soft": v(u.soft)}));
+        rlimits.push(rlimit(t, v(u.soft), v(u.hard)));
     }
 
-    let mut resources = json!({});
-    if privileged {
-        resources["devices"] = json!([{"allow": true, "access": "rwm"}]);
-    } else {
-        let dev = |t: &str, maj: i64, min: Option<i64>, access: &str| json!({"allow": true, "type": t, "major": maj, "minor": min, "access": access});
-        resources["devices"] = json!([
-            {"allow": false, "access": "rwm"},
-            {"allow": true, "type": "c", "access": "m"},
-            {"allow": true, "type": "b", "access": "m"},
-            dev("c", 1, Some(3), "rwm"),
-            dev("c", 1, Some(5), "rwm"),
-            dev("c", 1, Some(7), "rwm"),
-            dev("c", 1, Some(8), "rwm"),
-            dev("c", 1, Some(9), "rwm"),
-            dev("c", 5, Some(0), "rwm"),
-            dev("c", 5, Some(1), "rwm"),
-            dev("c", 5, Some(2), "rwm"),
-            dev("c", 136, None, "rwm"),
-            dev("c", 10, Some(200), "rwm"),
-        ]);
-    }
-    if hc.memory > 0 {
-        resources["memory"] = json!({"limit": hc.memory});
-        let swap = match hc.memory_swap {
-            0 => Some(hc.memory * 2),
-            -1 => None,
-            s => Some(s),
-        };
-        if let Some(s) = swap {
-            resources["memory"]["swap"] = json!(s);
-        }
-    }
-    if hc.memory_reservation > 0 {
-        if resources.get("memory").is_none() {
-            resources["memory"] = json!({});
-        }
-        resources["memory"]["reservation"] = json!(hc.memory_reservation);
-    }
-    let mut cpu = json!({});
-    if hc.nano_cpus > 0 {
-        let period: u64 = 100_000;
-        cpu["period"] = json!(period);
-        cpu["quota"] = json!((hc.nano_cpus as u64 * period / 1_000_000_000) as i64);
-    }
-    if hc.cpu_shares > 0 {
-        cpu["shares"] = json!(hc.cpu_shares as u64);
-    }
-    if !hc.cpuset_cpus.is_empty() {
-        cpu["cpus"] = json!(hc.cpuset_cpus);
-    }
-    if cpu.as_object().map(|o| !o.is_empty()).unwrap_or(false) {
-        resources["cpu"] = cpu;
-    }
-    if let Some(p) = hc.pids_limit.filter(|p| *p != 0) {
-        resources["pids"] = json!({"limit": p});
-    }
-
-    let mut linux = json!({
-        "namespaces": namespaces,
-        "resources": resources,
-        "cgroupsPath": format!("/berth/{}", rec.id),
-    });
+    let mut linux = Linux::default();
+    linux
+        .set_namespaces(Some(namespaces))
+        .set_resources(Some(resources(hc)))
+        .set_cgroups_path(Some(format!("/berth/{}", rec.id).into()))
+        .set_masked_paths(None)
+        .set_readonly_paths(None)
+        .set_devices(None)
+        .set_uid_mappings(None)
+        .set_gid_mappings(None)
+        .set_sysctl(None)
+        .set_rootfs_propagation(None)
+        .set_mount_label(None);
     if !privileged {
-        linux["maskedPaths"] = json!(MASKED_PATHS);
+        linux.set_masked_paths(Some(MASKED_PATHS.iter().map(|s| s.to_string()).collect()));
         let mut ro: Vec<String> = READONLY_PATHS.iter().map(|s| s.to_string()).collect();
         match &input.cgroup_v1_binds {
             // The binds are read-only already; the tmpfs under them becomes so too.
@@ -641,45 +698,71 @@ pub fn build(input: &SpecInput) -> Result<Value> {
             // say; make each one read-only, so a container cannot raise its own limits.
             None => ro.extend(crate::sys::cgroup_readonly_paths()),
         }
-        linux["readonlyPaths"] = json!(ro);
+        linux.set_readonly_paths(Some(ro));
     }
     if let Some(s) = &input.seccomp {
-        linux["seccomp"] = s.clone();
+        let s: LinuxSeccomp = serde_json::from_value(s.clone())
+            .map_err(|e| EngineError::Invalid(format!("the seccomp profile: {e}")))?;
+        linux.set_seccomp(Some(s));
     }
     if privileged {
         // Like Docker: a privileged container gets the host's devices.
-        linux["devices"] = json!(host_devices(Path::new("/dev")));
+        linux.set_devices(Some(host_devices(Path::new("/dev"))));
     }
 
-    let mut user = json!({"uid": input.user.uid, "gid": input.user.gid});
+    let mut user = OciUser::default();
+    user.set_uid(input.user.uid).set_gid(input.user.gid);
     if !input.user.additional_gids.is_empty() {
-        user["additionalGids"] = json!(input.user.additional_gids);
+        user.set_additional_gids(Some(input.user.additional_gids.clone()));
     }
-    let mut process = json!({
-        "terminal": rec.config.tty,
-        "user": user,
-        "args": args,
-        "env": input.env,
-        "cwd": if input.cwd.is_empty() { "/" } else { &input.cwd },
-        "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
-        "rlimits": rlimits,
-    });
-    // Only present when set: libcontainer treats a present `false` like `true` when it
-    // orders seccomp and the capability drop, and then cannot load the filter.
-    if input.no_new_privileges {
-        process["noNewPrivileges"] = json!(true);
-    }
+    let caps: Capabilities = caps.iter().map(|c| capability(c)).collect::<Result<_>>()?;
+    let mut capabilities = LinuxCapabilities::default();
+    capabilities
+        .set_bounding(Some(caps.clone()))
+        .set_effective(Some(caps.clone()))
+        .set_permitted(Some(caps))
+        .set_inheritable(None)
+        .set_ambient(None);
+    let mut process = Process::default();
+    process
+        .set_terminal(Some(rec.config.tty))
+        .set_user(user)
+        .set_args(Some(args))
+        .set_env(Some(input.env.clone()))
+        .set_cwd(
+            if input.cwd.is_empty() {
+                "/"
+            } else {
+                &input.cwd
+            }
+            .into(),
+        )
+        .set_capabilities(Some(capabilities))
+        .set_rlimits(Some(rlimits))
+        // Only present when set: libcontainer treats a present `false` like `true` when
+        // it orders seccomp and the capability drop, and then cannot load the filter.
+        .set_no_new_privileges(input.no_new_privileges.then_some(true))
+        .set_console_size(None);
     if rec.config.tty {
-        process["consoleSize"] = json!({"height": 24, "width": 80});
+        let size = BoxBuilder::default()
+            .height(24u64)
+            .width(80u64)
+            .build()
+            .expect("every field is set");
+        process.set_console_size(Some(size));
     }
-    Ok(json!({
-        "ociVersion": "1.0.2",
-        "process": process,
-        "root": {"path": input.rootfs, "readonly": hc.readonly_rootfs},
-        "hostname": rec.config.hostname,
-        "mounts": mounts,
-        "linux": linux,
-    }))
+    let mut root = Root::default();
+    root.set_path(input.rootfs.to_path_buf())
+        .set_readonly(Some(hc.readonly_rootfs));
+    let mut spec = Spec::default();
+    spec.set_version("1.0.2".into())
+        .set_process(Some(process))
+        .set_root(Some(root))
+        .set_hostname(Some(rec.config.hostname.clone()))
+        .set_mounts(Some(mounts))
+        .set_annotations(None)
+        .set_linux(Some(linux));
+    Ok(spec)
 }
 
 #[cfg(test)]
@@ -743,5 +826,117 @@ mod tests {
         // A symlinked passwd in the top layer is never followed to the host.
         std::os::unix::fs::symlink("/etc/passwd", top.join("etc/passwd")).unwrap();
         assert!(read_in_layers(&dirs, "etc/passwd").is_none());
+    }
+
+    fn record(f: impl FnOnce(&mut ContainerRecord)) -> ContainerRecord {
+        let mut rec = ContainerRecord {
+            id: "c0ffee".into(),
+            name: "/t".into(),
+            image_id: String::new(),
+            created: String::new(),
+            config: Default::default(),
+            host_config: Default::default(),
+            mounts: vec![],
+            path: "true".into(),
+            args: vec![],
+        };
+        f(&mut rec);
+        rec
+    }
+
+    fn spec_json(rec: &ContainerRecord, no_new_privileges: bool) -> Value {
+        let input = SpecInput {
+            rec,
+            rootfs: Path::new("/r"),
+            container_dir: Path::new("/nonexistent"),
+            user: User {
+                uid: 1,
+                gid: 2,
+                additional_gids: vec![3],
+                home: "/".into(),
+            },
+            args: vec!["true".into()],
+            env: vec!["A=1".into()],
+            cwd: String::new(),
+            mounts: &[],
+            init_binary: None,
+            seccomp: None,
+            no_new_privileges,
+            cgroup_v1_binds: None,
+            netns: None,
+        };
+        serde_json::to_value(build(&input).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn the_runtime_spec_has_dockers_settings_and_none_of_oci_specs_defaults() {
+        let s = spec_json(&record(|r| r.host_config.memory = 64 << 20), false);
+        let p = &s["process"];
+        assert_eq!(p["args"], serde_json::json!(["true"]));
+        assert_eq!(p["env"], serde_json::json!(["A=1"]));
+        assert_eq!(p["cwd"], "/");
+        assert_eq!(
+            p["user"],
+            serde_json::json!({"uid": 1, "gid": 2, "additionalGids": [3]})
+        );
+        // Absent, not false (libcontainer reads a present false as true).
+        assert!(p.get("noNewPrivileges").is_none(), "{p}");
+        assert!(p.get("consoleSize").is_none());
+        let mut caps: Vec<&str> = p["capabilities"]["bounding"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_str().unwrap())
+            .collect();
+        caps.sort();
+        let mut want: Vec<&str> = DEFAULT_CAPS.to_vec();
+        want.sort();
+        assert_eq!(caps, want);
+        assert!(p["capabilities"].get("ambient").is_none());
+        assert!(s.get("annotations").is_none());
+        assert_eq!(s["ociVersion"], "1.0.2");
+        let l = &s["linux"];
+        assert_eq!(l["cgroupsPath"], "/berth/c0ffee");
+        assert_eq!(l["resources"]["memory"]["limit"], 64 << 20);
+        assert_eq!(l["resources"]["memory"]["swap"], 128 << 20);
+        assert!(l["maskedPaths"].as_array().unwrap().len() == MASKED_PATHS.len());
+        assert!(l.get("devices").is_none());
+        assert!(l.get("uidMappings").is_none() && l.get("sysctl").is_none());
+        let ns: Vec<&str> = l["namespaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["type"].as_str().unwrap())
+            .collect();
+        assert_eq!(ns, ["pid", "mount", "ipc", "uts", "cgroup", "network"]);
+        assert_eq!(
+            p["rlimits"][0]["type"], "RLIMIT_NOFILE",
+            "Docker's open files limit comes first"
+        );
+    }
+
+    #[test]
+    fn a_privileged_container_has_no_masked_paths_and_the_hosts_devices() {
+        let rec = record(|r| {
+            r.host_config.privileged = true;
+            r.config.tty = true;
+        });
+        let s = spec_json(&rec, true);
+        assert_eq!(s["process"]["noNewPrivileges"], true);
+        assert_eq!(
+            s["process"]["consoleSize"],
+            serde_json::json!({"height": 24, "width": 80})
+        );
+        let l = &s["linux"];
+        assert!(l.get("maskedPaths").is_none() && l.get("readonlyPaths").is_none());
+        assert_eq!(
+            l["resources"]["devices"],
+            serde_json::json!([{"allow": true, "access": "rwm"}])
+        );
+        assert!(l["devices"].is_array());
+        let caps = s["process"]["capabilities"]["effective"]
+            .as_array()
+            .unwrap();
+        assert_eq!(caps.len(), capabilities(&[], &[], true).unwrap().len());
     }
 }

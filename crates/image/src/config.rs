@@ -2,6 +2,14 @@
 //!
 //! Configs are parsed into these types to be read, but an image's identity is the digest
 //! of the bytes it was stored with: berth never re-serialises a config it did not make.
+//!
+//! These are berth's own types, not `oci_spec::image`'s, because oci-spec cannot express
+//! Docker's schema 2: its image config has no `Healthcheck`, `OnBuild`, `Shell`,
+//! `ArgsEscaped` or `StopTimeout` (which `docker build` writes and `run` must honour), and
+//! reading a Docker config into it would drop them; its manifest and index types insist
+//! on OCI's required fields where Docker's documents differ. This one module holds the
+//! documents for both formats; the runtime spec, which oci-spec does express, is built
+//! with its types (`berth_engine::spec`).
 
 use std::collections::BTreeMap;
 
