@@ -85,6 +85,48 @@ pub fn mount_overlay(
     })
 }
 
+/// Makes directory `path` (and the parents it lacks) inside `root`, every step resolved
+/// inside it (`RESOLVE_IN_ROOT`: a symlink in an image never leads out of it); what is
+/// made is root's, mode 0755, as Docker makes a missing working directory. A step that
+/// is there but is not a directory is an error.
+pub fn make_dir_in_root(root: &Path, path: &str) -> std::io::Result<()> {
+    use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let root_fd = std::fs::File::open(root)?;
+    let open = |rel: &str| -> nix::Result<OwnedFd> {
+        let how = OpenHow::new()
+            .flags(OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC)
+            .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+        let rel = if rel.is_empty() { "." } else { rel };
+        // SAFETY: openat2 returned a new descriptor that nothing else owns.
+        openat2(root_fd.as_raw_fd(), rel, how).map(|fd| unsafe { OwnedFd::from_raw_fd(fd) })
+    };
+    let comps: Vec<&str> = path
+        .split('/')
+        .filter(|c| !c.is_empty() && *c != ".")
+        .collect();
+    for i in 0..comps.len() {
+        let prefix = comps[..=i].join("/");
+        match open(&prefix) {
+            Ok(_) => continue,
+            Err(nix::errno::Errno::ENOENT) => {}
+            Err(e) => return Err(std::io::Error::other(format!("/{prefix}: {e}"))),
+        }
+        let parent = open(&comps[..i].join("/"))?;
+        match nix::sys::stat::mkdirat(
+            Some(parent.as_raw_fd()),
+            comps[i],
+            nix::sys::stat::Mode::from_bits_truncate(0o755),
+        ) {
+            Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
+            Err(e) => return Err(std::io::Error::other(format!("/{prefix}: {e}"))),
+        }
+        // What is there now must be a directory inside the root.
+        open(&prefix).map_err(|e| std::io::Error::other(format!("/{prefix}: {e}")))?;
+    }
+    Ok(())
+}
+
 /// Unmounts `target` (lazily if busy); not mounted is fine.
 pub fn unmount(target: &Path) -> Result<()> {
     match umount2(target, MntFlags::empty()) {
@@ -590,6 +632,37 @@ mod tests {
             "the process's working directory moved while mounting"
         );
         assert_eq!(std::env::current_dir().unwrap(), before);
+    }
+
+    #[test]
+    fn a_missing_working_directory_is_made_inside_the_root_only() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("root");
+        let outside = d.path().join("outside");
+        std::fs::create_dir_all(root.join("etc")).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::write(root.join("file"), "").unwrap();
+        make_dir_in_root(&root, "/srv/app/").unwrap();
+        assert!(root.join("srv/app").is_dir());
+        make_dir_in_root(&root, "/etc").unwrap();
+        // A symlink to a host path resolves inside the root: /etc is the root's.
+        std::os::unix::fs::symlink("/etc", root.join("conf")).unwrap();
+        let host_made = Path::new("/etc/berth-made-by-a-test");
+        make_dir_in_root(&root, "/conf/berth-made-by-a-test").unwrap();
+        assert!(root.join("etc/berth-made-by-a-test").is_dir());
+        assert!(!host_made.exists(), "made on the host");
+        // One that leads nowhere inside the root is an error, and nothing is made.
+        std::os::unix::fs::symlink(&outside, root.join("escape")).unwrap();
+        assert!(make_dir_in_root(&root, "/escape/x").is_err());
+        assert!(
+            std::fs::read_dir(&outside).unwrap().next().is_none(),
+            "made outside the root"
+        );
+        std::os::unix::fs::symlink("../../..", root.join("up")).unwrap();
+        make_dir_in_root(&root, "/up/y").unwrap();
+        assert!(root.join("y").is_dir());
+        // A file in the way is an error.
+        assert!(make_dir_in_root(&root, "/file/z").is_err());
     }
 
     #[test]

@@ -237,6 +237,7 @@ impl Engine {
             ports_table: self.ports_table(),
             ports: port_maps.iter().map(Into::into).collect(),
             seed_volumes,
+            workdir: rec.config.working_dir.clone(),
             cgroup: format!("/berth/{}", rec.id),
             restart_policy: hc.restart_policy.name.clone(),
             restart_max: hc.restart_policy.maximum_retry_count,

@@ -29,6 +29,9 @@ pub struct MonitorConfig {
     pub loopback_up: bool,
     /// (path in the container, host dir): new volumes to fill from the image.
     pub seed_volumes: Vec<(String, PathBuf)>,
+    /// The process's working directory, made if the image lacks it (as Docker does).
+    #[serde(default)]
+    pub workdir: String,
     pub cgroup: String,
     /// `no`, `always`, `unless-stopped` or `on-failure` (with `restart_max` tries, 0 = no
     /// limit).

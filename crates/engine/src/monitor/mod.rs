@@ -276,6 +276,14 @@ impl Monitor {
                 )
             })?;
         }
+        if !cfg.workdir.is_empty() {
+            sys::make_dir_in_root(&cfg.merged, &cfg.workdir).map_err(|e| {
+                (
+                    125,
+                    format!("creating the working directory {}: {e}", cfg.workdir),
+                )
+            })?;
+        }
         self.log = Some(
             LogWriter::open(cfg.log_path.as_deref(), cfg.log_max_size, cfg.log_max_files)
                 .map(|w| w.compressed(cfg.log_compress))
