@@ -14,11 +14,11 @@ use serde_json::json;
 use crate::digest::Digest;
 use crate::storage::{valid_name, Storage, StorageError, MANIFEST_MAX};
 
-mod access;
+mod authorize;
 mod listen;
 mod pages;
 
-use access::*;
+use authorize::*;
 pub use listen::*;
 use pages::*;
 
