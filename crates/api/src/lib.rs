@@ -44,13 +44,14 @@ pub(crate) fn error(status: StatusCode, message: impl Into<String>) -> Response<
     json_response(status, &json!({"message": message.into()}))
 }
 
-pub(crate) fn json_response(status: StatusCode, v: &Value) -> Response<Body> {
+pub(crate) fn json_response(status: StatusCode, v: &impl serde::Serialize) -> Response<Body> {
+    let body = serde_json::to_string(v).expect("a response serialises");
     Response::builder()
         .status(status)
         .header(header::CONTENT_TYPE, "application/json")
         .header("Api-Version", API_VERSION)
         .header("Server", format!("berth/{}", env!("CARGO_PKG_VERSION")))
-        .body(Body::from(format!("{v}\n")))
+        .body(Body::from(body + "\n"))
         .expect("a valid response")
 }
 
@@ -643,8 +644,8 @@ pub async fn handle(svc: Arc<Service>, req: Request<Body>) -> Response<Body> {
                 Ok(mut v) => {
                     // API versions before 1.45 have these, and clients of theirs (compose
                     // 1.29 reads ContainerConfig.Volumes) rely on them.
-                    v["ContainerConfig"] = v["Config"].clone();
-                    v["Container"] = json!("");
+                    v.container_config = Some(v.config.clone());
+                    v.container = Some(String::new());
                     json_response(StatusCode::OK, &v)
                 }
                 Err(err) => engine_error(err),

@@ -84,18 +84,12 @@ pub(crate) fn volumes_networks(
                     all.push(e.inspect_network(&n.id)?);
                 }
                 let custom = all.len();
-                let mut builtin = Vec::new();
-                for (name, driver) in [("host", "host"), ("none", "null")] {
-                    builtin.push(json!({
-                        "Name": name, "Id": e.builtin_network_id(name), "Scope": "local",
-                        "Driver": driver, "EnableIPv6": false, "Internal": false,
-                        "IPAM": {"Driver": "default", "Config": []}, "Containers": {},
-                        "Options": {}, "Labels": {},
-                    }));
+                for name in ["host", "none"] {
+                    all.push(e.inspect_builtin_network(name));
                 }
-                all.extend(builtin);
                 let mut list = Vec::new();
                 for (i, n) in all.into_iter().enumerate() {
+                    let n = serde_json::to_value(n).expect("a network serialises");
                     let kind = if i < custom && n["Name"] != "bridge" {
                         "custom"
                     } else {

@@ -180,7 +180,7 @@ pub fn network(engine: &Engine, cmd: &NetworkCmd) -> CliResult<u8> {
         NetworkCmd::Inspect { format, networks } => {
             let mut vals = Vec::new();
             for n in networks {
-                vals.push(engine.inspect_network(n)?);
+                vals.push(crate::output::json(engine.inspect_network(n)?));
             }
             print_inspect(vals, format.as_deref())?;
         }

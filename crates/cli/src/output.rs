@@ -77,3 +77,8 @@ pub(crate) fn confirm(force: bool, warning: &str) -> CliResult<bool> {
     io::stdin().read_line(&mut answer)?;
     Ok(matches!(answer.trim().to_lowercase().as_str(), "y" | "yes"))
 }
+
+/// An engine result as JSON, for `inspect` and `--format`.
+pub fn json(v: impl serde::Serialize) -> serde_json::Value {
+    serde_json::to_value(v).expect("engine results serialise")
+}

@@ -801,7 +801,7 @@ impl Engine {
     }
 
     /// `image inspect`, shaped like Docker's.
-    pub fn inspect_image(&self, name: &str) -> Result<serde_json::Value> {
+    pub fn inspect_image(&self, name: &str) -> Result<crate::views::ImageInspect> {
         let row = self.find_image(name)?;
         let cfg = self.image_config(&row)?;
         let mut repo_tags = Vec::new();
@@ -816,46 +816,50 @@ impl Engine {
                 .unwrap_or(repo);
             repo_digests.insert(format!("{repo}@{digest}"));
         }
-        // Docker's `Config` (a container config): these fields are always there, empty
-        // or not; the rest only when set.
-        let mut config_json = serde_json::json!({
-            "Hostname": "", "Domainname": "", "User": "",
-            "AttachStdin": false, "AttachStdout": false, "AttachStderr": false,
-            "Tty": false, "OpenStdin": false, "StdinOnce": false,
-            "Env": null, "Cmd": null, "Image": "", "Volumes": null, "WorkingDir": "",
-            "Entrypoint": null, "OnBuild": null, "Labels": null,
-        });
-        if let serde_json::Value::Object(set) =
-            serde_json::to_value(&cfg.config).unwrap_or_default()
-        {
-            for (k, v) in set {
-                config_json[k] = v;
-            }
-        }
-        Ok(serde_json::json!({
-            "Id": row.id.to_string(),
-            "RepoTags": repo_tags,
-            "RepoDigests": repo_digests,
-            "Parent": "",
-            "Comment": cfg.comment.clone().unwrap_or_default(),
-            "Created": cfg.created.clone().unwrap_or_default(),
-            "DockerVersion": "",
-            "Author": cfg.author.clone().unwrap_or_default(),
-            "Config": config_json,
-            "Architecture": cfg.architecture,
-            "Variant": cfg.variant,
-            "Os": cfg.os,
-            "Size": row.size,
-            "GraphDriver": {
-                "Name": "overlay2",
-                "Data": {
-                    "LowerDir": row.chain_ids().iter().rev().map(|c| self.layers.diff_dir(c).display().to_string()).collect::<Vec<_>>().join(":"),
-                }
+        use crate::views::*;
+        Ok(ImageInspect {
+            id: row.id.to_string(),
+            repo_tags,
+            repo_digests: repo_digests.into_iter().collect(),
+            parent: String::new(),
+            comment: cfg.comment.clone().unwrap_or_default(),
+            created: cfg.created.clone().unwrap_or_default(),
+            docker_version: String::new(),
+            author: cfg.author.clone().unwrap_or_default(),
+            config: ImageInspectConfig::from(&cfg.config),
+            architecture: cfg.architecture.clone(),
+            variant: cfg.variant.clone(),
+            os: cfg.os.clone(),
+            size: row.size,
+            graph_driver: GraphDriver {
+                name: "overlay2",
+                data: GraphDriverData {
+                    lower_dir: row
+                        .chain_ids()
+                        .iter()
+                        .rev()
+                        .map(|c| self.layers.diff_dir(c).display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(":"),
+                    upper_dir: None,
+                    work_dir: None,
+                    merged_dir: None,
+                },
             },
-            "RootFS": {"Type": "layers", "Layers": row.diff_ids()},
-            "Metadata": {"LastTagTime": "0001-01-01T00:00:00Z"},
-            "Descriptor": {"mediaType": berth_image::config::MEDIA_OCI_MANIFEST, "digest": row.manifest.to_string()},
-        }))
+            root_fs: RootFs {
+                kind: "layers",
+                layers: row.diff_ids().iter().map(|d| d.to_string()).collect(),
+            },
+            metadata: ImageMetadata {
+                last_tag_time: "0001-01-01T00:00:00Z".into(),
+            },
+            descriptor: Descriptor {
+                media_type: berth_image::config::MEDIA_OCI_MANIFEST,
+                digest: row.manifest.to_string(),
+            },
+            container_config: None,
+            container: None,
+        })
     }
 
     /// `history`: one entry per history record, newest first, with the layer size of

@@ -41,6 +41,7 @@ pub mod specs;
 pub mod state;
 pub mod stats;
 pub mod sys;
+pub mod views;
 pub mod volumes;
 
 pub use error::{EngineError, ErrorClass, Result};

@@ -566,7 +566,7 @@ pub(super) fn run(e: &Engine, cmd: &Command) -> CliResult<u8> {
         Command::Container(ContainerCmd::Inspect { format, containers }) => {
             let mut vals = Vec::new();
             for c in containers {
-                vals.push(e.inspect_container(c)?);
+                vals.push(json(e.inspect_container(c)?));
             }
             print_inspect(vals, format.as_deref())?;
             Ok(0)

@@ -520,7 +520,7 @@ pub(super) fn run(e: &Engine, cmd: &Command) -> CliResult<u8> {
         Command::Image(ImageCmd::Inspect { format, images }) => {
             let mut vals = Vec::new();
             for i in images {
-                vals.push(e.inspect_image(i)?);
+                vals.push(json(e.inspect_image(i)?));
             }
             print_inspect(vals, format.as_deref())?;
             Ok(0)

@@ -21,7 +21,7 @@ use berth_image::config::RunConfig;
 use clap::{Args, Subcommand};
 
 use crate::format::{ago, human_binary, human_size, table, Format};
-use crate::output::{confirm, each, print_inspect, short_id};
+use crate::output::{confirm, each, json, print_inspect, short_id};
 use crate::run::{self, CreateFlags, ExecFlags};
 use crate::{open_engine, Cli, CliResult, Failure};
 

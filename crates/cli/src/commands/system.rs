@@ -45,12 +45,9 @@ fn inspect(
     let mut missing = Vec::new();
     for n in names {
         let v = match kind {
-            Some("container") => engine.inspect_container(n).ok(),
-            Some("image") => engine.inspect_image(n).ok(),
-            Some("volume") => engine
-                .inspect_volume(n)
-                .ok()
-                .map(|v| serde_json::to_value(v).unwrap_or_default()),
+            Some("container") => engine.inspect_container(n).ok().map(json),
+            Some("image") => engine.inspect_image(n).ok().map(json),
+            Some("volume") => engine.inspect_volume(n).ok().map(json),
             Some(other) => {
                 return Err(Failure::new(
                     1,
@@ -60,13 +57,9 @@ fn inspect(
             None => engine
                 .inspect_container(n)
                 .ok()
-                .or_else(|| engine.inspect_image(n).ok())
-                .or_else(|| {
-                    engine
-                        .inspect_volume(n)
-                        .ok()
-                        .map(|v| serde_json::to_value(v).unwrap_or_default())
-                }),
+                .map(json)
+                .or_else(|| engine.inspect_image(n).ok().map(json))
+                .or_else(|| engine.inspect_volume(n).ok().map(json)),
         };
         match v {
             Some(v) => values.push(v),

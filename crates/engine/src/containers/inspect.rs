@@ -1,6 +1,10 @@
 //! What is read about containers: `ps`, `inspect`, `top`, `info`, usage.
 
 use super::*;
+use crate::views::{
+    ContainerInspect, ContainerState, EndpointSettings, GraphDriver, GraphDriverData,
+    NetworkSettings, PortBinding,
+};
 
 impl Engine {
     /// Docker's `info` (the fields berth has): counts, storage, runtimes, host.
@@ -131,7 +135,7 @@ impl Engine {
     }
 
     /// `inspect`, shaped like Docker's.
-    pub fn inspect_container(&self, name: &str) -> Result<serde_json::Value> {
+    pub fn inspect_container(&self, name: &str) -> Result<ContainerInspect> {
         let rec = self.find_container(name)?;
         let st = self.container_state(&rec.id)?;
         let dir = self.container_dir(&rec.id);
@@ -153,12 +157,22 @@ impl Engine {
             st.status,
             crate::state::Status::Running | crate::state::Status::Paused
         );
-        let mut networks = serde_json::Map::new();
-        let mut top =
-            serde_json::json!({"IPAddress": "", "IPPrefixLen": 0, "Gateway": "", "MacAddress": ""});
+        let mut settings = NetworkSettings::default();
         let endpoints = self.container_endpoints(&rec.id).unwrap_or_default();
         if endpoints.is_empty() {
-            networks.insert(rec.host_config.network_mode.clone(), serde_json::json!({}));
+            let mode = &rec.host_config.network_mode;
+            let network_id = if matches!(mode.as_str(), "none" | "host") {
+                self.builtin_network_id(mode)
+            } else {
+                String::new()
+            };
+            settings.networks.insert(
+                mode.clone(),
+                EndpointSettings {
+                    network_id,
+                    ..Default::default()
+                },
+            );
         }
         for ep in endpoints {
             let (ip, prefix, gw, mac) = if running {
@@ -176,81 +190,92 @@ impl Engine {
                 n.extend(ep.aliases.iter().cloned());
                 n
             });
-            let v = serde_json::json!({
-                "Aliases": (!ep.aliases.is_empty()).then_some(&ep.aliases),
-                "DNSNames": dns_names,
-                "NetworkID": ep.network.id,
-                "EndpointID": if running { crate::networks::endpoint_id(&ep) } else { String::new() },
-                "IPAddress": ip,
-                "IPPrefixLen": prefix,
-                "Gateway": if ep.network.internal { String::new() } else { gw.clone() },
-                "MacAddress": mac,
-            });
             if ep.network.name == crate::networks::DEFAULT_NETWORK {
-                top = serde_json::json!({"IPAddress": ip, "IPPrefixLen": prefix, "Gateway": gw, "MacAddress": mac});
+                settings.ip_address = ip.clone();
+                settings.ip_prefix_len = prefix;
+                settings.gateway = gw.clone();
+                settings.mac_address = mac.clone();
             }
-            networks.insert(ep.network.name.clone(), v);
+            let endpoint = EndpointSettings {
+                aliases: (!ep.aliases.is_empty()).then(|| ep.aliases.clone()),
+                dns_names,
+                network_id: ep.network.id.clone(),
+                endpoint_id: if running {
+                    crate::networks::endpoint_id(&ep)
+                } else {
+                    String::new()
+                },
+                ip_address: ip,
+                ip_prefix_len: prefix,
+                gateway: if ep.network.internal {
+                    String::new()
+                } else {
+                    gw
+                },
+                mac_address: mac,
+            };
+            settings.networks.insert(ep.network.name.clone(), endpoint);
         }
-        let mut ports = serde_json::Map::new();
         for p in self.published_ports(&rec.id) {
-            let e = ports
+            settings
+                .ports
                 .entry(p.container_port.clone())
-                .or_insert_with(|| serde_json::json!([]));
-            if let Some(list) = e.as_array_mut() {
-                list.push(
-                    serde_json::json!({"HostIp": p.host_ip, "HostPort": p.host_port.to_string()}),
-                );
-            }
+                .or_default()
+                .push(PortBinding {
+                    host_ip: p.host_ip.clone(),
+                    host_port: p.host_port.to_string(),
+                });
         }
-        let mut network_settings = serde_json::json!({"Ports": ports, "Networks": networks});
-        for (k, v) in top.as_object().expect("an object") {
-            network_settings[k] = v.clone();
-        }
-        Ok(serde_json::json!({
-            "Id": rec.id,
-            "Created": rec.created,
-            "Path": rec.path,
-            "Args": rec.args,
-            "State": {
-                "Status": st.status.as_str(),
-                "Running": st.status.is_active(),
-                "Paused": st.status == Status::Paused,
-                "Restarting": st.status == Status::Restarting,
-                "OOMKilled": st.oom_killed,
-                "Dead": st.status == Status::Dead,
-                "Pid": if st.status.is_active() { st.pid } else { 0 },
-                "ExitCode": st.exit_code,
-                "Error": st.error,
-                "StartedAt": st.started_at,
-                "FinishedAt": st.finished_at,
-                "Health": st.health,
+        let active = st.status.is_active();
+        Ok(ContainerInspect {
+            id: rec.id.clone(),
+            created: rec.created.clone(),
+            path: rec.path.clone(),
+            args: rec.args.clone(),
+            state: ContainerState {
+                status: st.status,
+                running: active,
+                paused: st.status == Status::Paused,
+                restarting: st.status == Status::Restarting,
+                oom_killed: st.oom_killed,
+                dead: st.status == Status::Dead,
+                pid: if active { st.pid } else { 0 },
+                exit_code: st.exit_code,
+                error: st.error.clone(),
+                started_at: st.started_at.clone(),
+                finished_at: st.finished_at.clone(),
+                health: st.health.clone(),
             },
-            "Image": rec.image_id,
-            "ResolvConfPath": dir.join("resolv.conf"),
-            "HostnamePath": dir.join("hostname"),
-            "HostsPath": dir.join("hosts"),
-            "LogPath": if rec.host_config.log_config.kind == "none" { String::new() } else { dir.join("log.json").display().to_string() },
-            "Name": format!("/{}", rec.name),
-            "RestartCount": st.restart_count,
-            "Driver": "overlay2",
-            "Platform": "linux",
-            "MountLabel": "",
-            "ProcessLabel": "",
-            "AppArmorProfile": "",
-            "HostConfig": rec.host_config,
-            "GraphDriver": {
-                "Name": "overlay2",
-                "Data": {
-                    "LowerDir": lower,
-                    "UpperDir": dir.join("upper"),
-                    "WorkDir": dir.join("work"),
-                    "MergedDir": dir.join("merged"),
-                }
+            image: rec.image_id.clone(),
+            resolv_conf_path: dir.join("resolv.conf"),
+            hostname_path: dir.join("hostname"),
+            hosts_path: dir.join("hosts"),
+            log_path: if rec.host_config.log_config.kind == "none" {
+                String::new()
+            } else {
+                dir.join("log.json").display().to_string()
             },
-            "Mounts": rec.mounts,
-            "Config": rec.config,
-            "NetworkSettings": network_settings,
-        }))
+            name: format!("/{}", rec.name),
+            restart_count: st.restart_count,
+            driver: "overlay2",
+            platform: "linux",
+            mount_label: String::new(),
+            process_label: String::new(),
+            app_armor_profile: String::new(),
+            graph_driver: GraphDriver {
+                name: "overlay2",
+                data: GraphDriverData {
+                    lower_dir: lower,
+                    upper_dir: Some(dir.join("upper")),
+                    work_dir: Some(dir.join("work")),
+                    merged_dir: Some(dir.join("merged")),
+                },
+            },
+            host_config: rec.host_config,
+            mounts: rec.mounts,
+            config: rec.config,
+            network_settings: settings,
+        })
     }
 
     /// `top`: the container's processes, as `ps` shows them (rows filtered to the

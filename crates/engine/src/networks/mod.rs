@@ -16,7 +16,6 @@ use berth_net::firewall;
 use berth_net::ipam::{self, Subnet};
 use berth_net::link::{self, Attachment};
 use rusqlite::{params, OptionalExtension};
-use serde_json::json;
 
 use crate::error::{io_err, EngineError, Result};
 use crate::model::ContainerRecord;
@@ -477,49 +476,78 @@ impl Engine {
     }
 
     /// `network inspect`, shaped like Docker's.
-    pub fn inspect_network(&self, name: &str) -> Result<serde_json::Value> {
+    pub fn inspect_network(&self, name: &str) -> Result<crate::views::NetworkInspect> {
+        use crate::views::*;
         let n = self.find_network(name)?;
-        let mut containers = serde_json::Map::new();
+        let mut containers = BTreeMap::new();
         for m in self.endpoints_of_network(&n.id)? {
-            let cname = self
+            let name = self
                 .find_container(&m.container)
                 .map(|r| r.name)
                 .unwrap_or_default();
-            containers.insert(
-                m.container.clone(),
-                json!({
-                    "Name": cname,
-                    "EndpointID": endpoint_id_of(&n.id, &m.container),
-                    "MacAddress": m.mac,
-                    "IPv4Address": format!("{}/{}", m.ip, n.subnet.prefix),
-                    "IPv6Address": "",
-                }),
-            );
+            let member = NetworkMember {
+                name,
+                endpoint_id: endpoint_id_of(&n.id, &m.container),
+                mac_address: m.mac,
+                ipv4_address: format!("{}/{}", m.ip, n.subnet.prefix),
+                ipv6_address: String::new(),
+            };
+            containers.insert(m.container, member);
         }
-        let mut config = json!({"Subnet": n.subnet.to_string(), "Gateway": n.gateway.to_string()});
-        if let Some(r) = n.ip_range {
-            config["IPRange"] = json!(r.to_string());
+        Ok(NetworkInspect {
+            name: n.name,
+            id: n.id,
+            created: n.created,
+            scope: "local",
+            driver: n.driver,
+            enable_ipv6: false,
+            ipam: Ipam {
+                driver: "default",
+                options: BTreeMap::new(),
+                config: vec![IpamConfig {
+                    subnet: n.subnet.to_string(),
+                    gateway: n.gateway.to_string(),
+                    ip_range: n.ip_range.map(|r| r.to_string()),
+                }],
+            },
+            internal: n.internal,
+            attachable: false,
+            ingress: false,
+            config_from: ConfigFrom::default(),
+            config_only: false,
+            containers,
+            // The options given, as Docker shows them (a client such as compose compares
+            // them with its file): not the bridge name berth chose.
+            options: n.options,
+            labels: n.labels,
+        })
+    }
+
+    /// `host` and `none` as `network inspect` shows them.
+    pub fn inspect_builtin_network(&self, name: &str) -> crate::views::NetworkInspect {
+        use crate::views::*;
+        NetworkInspect {
+            name: name.to_string(),
+            id: self.builtin_network_id(name),
+            // Go's zero time: clients parse this field as a time.
+            created: "0001-01-01T00:00:00Z".into(),
+            scope: "local",
+            driver: if name == "none" { "null" } else { name }.to_string(),
+            enable_ipv6: false,
+            ipam: Ipam {
+                driver: "default",
+                options: BTreeMap::new(),
+                config: vec![],
+            },
+            internal: false,
+            attachable: false,
+            ingress: false,
+            config_from: ConfigFrom::default(),
+            config_only: false,
+            containers: BTreeMap::new(),
+            options: BTreeMap::new(),
+            labels: BTreeMap::new(),
         }
-        // The options given, as Docker shows them (a client such as compose compares
-        // them with its file): not the bridge name berth chose.
-        let options = n.options.clone();
-        Ok(json!({
-            "Name": n.name,
-            "Id": n.id,
-            "Created": n.created,
-            "Scope": "local",
-            "Driver": n.driver,
-            "EnableIPv6": false,
-            "IPAM": {"Driver": "default", "Options": {}, "Config": [config]},
-            "Internal": n.internal,
-            "Attachable": false,
-            "Ingress": false,
-            "ConfigFrom": {"Network": ""},
-            "ConfigOnly": false,
-            "Containers": containers,
-            "Options": options,
-            "Labels": n.labels,
-        }))
     }
 
     /// `network rm`: refused for the predefined networks and while containers use it.
