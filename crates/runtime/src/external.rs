@@ -1,6 +1,7 @@
 //! runc-compatible runtime binaries (runc, crun, berth-runtime), driven through the runc
 //! command line.
 
+use std::ffi::OsStr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio as PStdio};
@@ -155,6 +156,33 @@ impl External {
             message: format!("bad pid file content {pid:?}"),
         })
     }
+
+    /// `ACTION ARGS --pid-file F [--console-socket S] ID` (create, or exec detached), run
+    /// to its end; the pid the runtime wrote.
+    fn detached(
+        &self,
+        action: &'static str,
+        id: &str,
+        args: &[&OsStr],
+        pid_file: &Path,
+        stdio: Stdio,
+        console_socket: Option<&Path>,
+    ) -> Result<i32, RuntimeError> {
+        let (mut cmd, log) = self.logged_command(id, action);
+        cmd.arg(action).args(args).arg("--pid-file").arg(pid_file);
+        if let Some(s) = console_socket {
+            cmd.arg("--console-socket").arg(s);
+        }
+        cmd.arg(id);
+        self.run_with_pidfile(
+            action,
+            id,
+            (cmd, log),
+            pid_file,
+            stdio,
+            console_socket.is_some(),
+        )
+    }
 }
 
 impl OciRuntime for External {
@@ -173,24 +201,8 @@ impl OciRuntime for External {
         console_socket: Option<&Path>,
     ) -> Result<i32, RuntimeError> {
         let pid_file = bundle.join("runtime.pid");
-        let (mut cmd, log) = self.logged_command(id, "create");
-        cmd.arg("create")
-            .arg("--bundle")
-            .arg(bundle)
-            .arg("--pid-file")
-            .arg(&pid_file);
-        if let Some(s) = console_socket {
-            cmd.arg("--console-socket").arg(s);
-        }
-        cmd.arg(id);
-        self.run_with_pidfile(
-            "create",
-            id,
-            (cmd, log),
-            &pid_file,
-            stdio,
-            console_socket.is_some(),
-        )
+        let args = [OsStr::new("--bundle"), bundle.as_os_str()];
+        self.detached("create", id, &args, &pid_file, stdio, console_socket)
     }
 
     fn start(&self, id: &str) -> Result<(), RuntimeError> {
@@ -252,25 +264,12 @@ impl OciRuntime for External {
         console_socket: Option<&Path>,
     ) -> Result<i32, RuntimeError> {
         let pid_file = process.with_extension("pid");
-        let (mut cmd, log) = self.logged_command(id, "exec");
-        cmd.arg("exec")
-            .arg("--detach")
-            .arg("--process")
-            .arg(process)
-            .arg("--pid-file")
-            .arg(&pid_file);
-        if let Some(s) = console_socket {
-            cmd.arg("--console-socket").arg(s);
-        }
-        cmd.arg(id);
-        self.run_with_pidfile(
-            "exec",
-            id,
-            (cmd, log),
-            &pid_file,
-            stdio,
-            console_socket.is_some(),
-        )
+        let args = [
+            OsStr::new("--detach"),
+            OsStr::new("--process"),
+            process.as_os_str(),
+        ];
+        self.detached("exec", id, &args, &pid_file, stdio, console_socket)
     }
 
     fn pause(&self, id: &str) -> Result<(), RuntimeError> {
