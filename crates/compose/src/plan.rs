@@ -303,6 +303,65 @@ pub fn plan_up(
     Ok(actions)
 }
 
+/// One container of a dependency as `up` sees it while it waits for a condition.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Waiting {
+    pub name: String,
+    pub running: bool,
+    pub exit_code: i32,
+    /// starting, healthy or unhealthy; None without a health check.
+    pub health: Option<String>,
+}
+
+/// Whether `service`'s containers meet `condition`: `Ok(true)` met, `Ok(false)` not yet,
+/// an error (Docker Compose's words) when it never will be. No container is not yet.
+pub fn condition_met(
+    service: &str,
+    condition: Condition,
+    containers: &[Waiting],
+) -> Result<bool, String> {
+    if condition == Condition::Started {
+        return Ok(true);
+    }
+    let mut met = !containers.is_empty();
+    for c in containers {
+        let name = &c.name;
+        match condition {
+            Condition::Healthy => match c.health.as_deref() {
+                None => {
+                    return Err(format!(
+                        "dependency failed to start: container {name} has no healthcheck configured"
+                    ))
+                }
+                Some("unhealthy") => {
+                    return Err(format!(
+                        "dependency failed to start: container {name} is unhealthy"
+                    ))
+                }
+                _ if !c.running => {
+                    return Err(format!(
+                        "dependency failed to start: container {name} exited ({})",
+                        c.exit_code
+                    ))
+                }
+                health => met &= health == Some("healthy"),
+            },
+            Condition::CompletedSuccessfully => {
+                if c.running {
+                    met = false;
+                } else if c.exit_code != 0 {
+                    return Err(format!(
+                        "service \"{service}\" didn't complete successfully: exit {}",
+                        c.exit_code
+                    ));
+                }
+            }
+            Condition::Started => {}
+        }
+    }
+    Ok(met)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -609,5 +668,43 @@ mod tests {
         ];
         assert_eq!(execute(&actions, &mut r).unwrap_err(), "unhealthy");
         assert_eq!(r.0, ["remove a Recreate", "create web 2"]);
+    }
+
+    #[test]
+    fn dependencies_conditions_are_met_waited_for_or_failed() {
+        let c = |running: bool, exit_code: i32, health: Option<&str>| Waiting {
+            name: "shop-db-1".into(),
+            running,
+            exit_code,
+            health: health.map(String::from),
+        };
+        let met = |cond, list: &[Waiting]| condition_met("db", cond, list);
+        assert_eq!(met(Condition::Started, &[]), Ok(true));
+        assert_eq!(met(Condition::Healthy, &[]), Ok(false));
+        assert_eq!(
+            met(Condition::Healthy, &[c(true, 0, Some("starting"))]),
+            Ok(false)
+        );
+        assert_eq!(
+            met(Condition::Healthy, &[c(true, 0, Some("healthy"))]),
+            Ok(true)
+        );
+        assert_eq!(
+            met(Condition::Healthy, &[c(true, 0, None)]).unwrap_err(),
+            "dependency failed to start: container shop-db-1 has no healthcheck configured"
+        );
+        assert!(met(Condition::Healthy, &[c(true, 0, Some("unhealthy"))])
+            .unwrap_err()
+            .ends_with("is unhealthy"));
+        assert!(met(Condition::Healthy, &[c(false, 2, Some("starting"))])
+            .unwrap_err()
+            .ends_with("exited (2)"));
+        let done = Condition::CompletedSuccessfully;
+        assert_eq!(met(done, &[c(true, 0, None)]), Ok(false));
+        assert_eq!(met(done, &[c(false, 0, None)]), Ok(true));
+        assert_eq!(
+            met(done, &[c(false, 1, None)]).unwrap_err(),
+            "service \"db\" didn't complete successfully: exit 1"
+        );
     }
 }

@@ -61,6 +61,37 @@ pub fn resource_name(project: &Project, section: &str, key: &str) -> String {
         .unwrap_or_else(|| format!("{}_{key}", project.name))
 }
 
+/// The project's networks and named volumes that `services` use (their keys, each
+/// once, in the order first used): what `up` makes before their containers.
+pub fn resources_of(project: &Project, services: &[String]) -> (Vec<String>, Vec<String>) {
+    let mut networks: Vec<String> = Vec::new();
+    let mut volumes: Vec<String> = Vec::new();
+    let add = |list: &mut Vec<String>, k: &str| {
+        if !list.iter().any(|n| n == k) {
+            list.push(k.to_string());
+        }
+    };
+    for s in services {
+        let svc = &project.model["services"][s.as_str()];
+        for k in crate::mapping_keys(svc.get("networks")) {
+            add(&mut networks, &k);
+        }
+        for v in svc
+            .get("volumes")
+            .and_then(Value::as_sequence)
+            .into_iter()
+            .flatten()
+        {
+            if v.get("type").and_then(Value::as_str) == Some("volume") {
+                if let Some(src) = v.get("source").and_then(Value::as_str) {
+                    add(&mut volumes, src);
+                }
+            }
+        }
+    }
+    (networks, volumes)
+}
+
 /// The create request of the project's network `key`, labelled as Docker Compose does.
 pub fn network_spec(project: &Project, key: &str) -> NetworkSpec {
     let def = &project.model["networks"][key];
@@ -279,6 +310,11 @@ mod tests {
         assert_eq!(n.labels["tier"], "back");
         assert_eq!(n.labels[NETWORK_LABEL], "back");
         assert_eq!(n.mtu().unwrap(), Some(1400));
+        let (nets, vols) = resources_of(&p, &["web".to_string()]);
+        assert_eq!(
+            (nets, vols),
+            (vec!["back".to_string()], vec!["data".to_string()])
+        );
         let v = volume_spec(&p, "data");
         v.validate().unwrap();
         assert_eq!(v.name.as_deref(), Some("shop_data"));

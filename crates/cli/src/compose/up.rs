@@ -9,36 +9,7 @@ pub(super) fn ensure_resources(
     project: &Project,
     services: &[String],
 ) -> CliResult<()> {
-    let mut networks: Vec<String> = Vec::new();
-    let mut volumes: Vec<String> = Vec::new();
-    for s in services {
-        let svc = &project.model["services"][s.as_str()];
-        for k in svc
-            .get("networks")
-            .and_then(Value::as_mapping)
-            .into_iter()
-            .flat_map(|m| m.keys())
-            .filter_map(Value::as_str)
-        {
-            if !networks.iter().any(|n| n == k) {
-                networks.push(k.to_string());
-            }
-        }
-        for v in svc
-            .get("volumes")
-            .and_then(Value::as_sequence)
-            .into_iter()
-            .flatten()
-        {
-            if v.get("type").and_then(Value::as_str) == Some("volume") {
-                if let Some(src) = v.get("source").and_then(Value::as_str) {
-                    if !volumes.iter().any(|x| x == src) {
-                        volumes.push(src.to_string());
-                    }
-                }
-            }
-        }
-    }
+    let (networks, volumes) = berth_compose::service::resources_of(project, services);
     for key in networks {
         let def = &project.model["networks"][key.as_str()];
         let name = berth_compose::service::resource_name(project, "networks", &key);
@@ -153,57 +124,25 @@ pub(super) fn wait_for(
     condition: Condition,
     timeout: std::time::Duration,
 ) -> CliResult<()> {
-    if condition == Condition::Started {
-        return Ok(());
-    }
     let deadline = std::time::Instant::now() + timeout;
     loop {
-        let mine: Vec<ContainerSummary> = project_containers(e, &project.name, true)?
+        let mut mine = Vec::new();
+        for c in project_containers(e, &project.name, true)?
             .into_iter()
             .filter(|c| c.labels.get(SERVICE_LABEL).map(String::as_str) == Some(service))
-            .collect();
-        let mut all_ok = !mine.is_empty();
-        for c in &mine {
+        {
             let st = e.container_state(&c.id)?;
-            let name = c.names.trim_start_matches('/');
-            match condition {
-                Condition::Healthy => {
-                    let health = st.health.as_ref().map(|h| h.status.as_str());
-                    if health.is_none() {
-                        return Err(fail(format!(
-                            "dependency failed to start: container {name} has no healthcheck configured"
-                        )));
-                    }
-                    if health == Some("unhealthy") {
-                        return Err(fail(format!(
-                            "dependency failed to start: container {name} is unhealthy"
-                        )));
-                    }
-                    if !st.status.is_active() {
-                        return Err(fail(format!(
-                            "dependency failed to start: container {name} exited ({})",
-                            st.exit_code
-                        )));
-                    }
-                    all_ok &= health == Some("healthy");
-                }
-                Condition::CompletedSuccessfully => {
-                    if st.status.is_active() {
-                        all_ok = false;
-                    } else if st.exit_code != 0 {
-                        return Err(fail(format!(
-                            "service \"{service}\" didn't complete successfully: exit {}",
-                            st.exit_code
-                        )));
-                    }
-                }
-                Condition::Started => {}
-            }
+            mine.push(berth_compose::plan::Waiting {
+                name: c.names.trim_start_matches('/').to_string(),
+                running: st.status.is_active(),
+                exit_code: st.exit_code,
+                health: st.health.map(|h| h.status),
+            });
         }
-        if all_ok {
+        if berth_compose::plan::condition_met(service, condition, &mine).map_err(fail)? {
             if condition == Condition::Healthy {
                 for c in &mine {
-                    said("Container", c.names.trim_start_matches('/'), "Healthy");
+                    said("Container", &c.name, "Healthy");
                 }
             }
             return Ok(());
