@@ -345,6 +345,12 @@ pub enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Serve the Kubernetes Container Runtime Interface (CRI v1) for kubelet and crictl
+    Cri {
+        /// Where to listen: unix:///PATH
+        #[arg(long, default_value = "unix:///run/berth/cri.sock")]
+        listen: String,
+    },
     /// Serve the Docker Engine API, so the docker CLI, SDKs and compose drive berth
     Serve {
         /// Where to listen: unix:///PATH or tcp://ADDR:PORT (repeatable)
@@ -471,6 +477,9 @@ pub fn dispatch(cli: &Cli, warmer: Option<berth_engine::sys::AttachWarmer>) -> C
     if let Command::Serve { .. } = &cli.cmd {
         return system::serve(cli);
     }
+    if let Command::Cri { listen } = &cli.cmd {
+        return system::cri(cli, listen);
+    }
     // Compose opens the engine when a command needs it.
     if let Command::Compose(args) = &cli.cmd {
         return crate::compose::compose(cli, args);
@@ -549,6 +558,7 @@ pub fn dispatch(cli: &Cli, warmer: Option<berth_engine::sys::AttachWarmer>) -> C
         | Command::Network { .. }
         | Command::Registry { .. }
         | Command::Serve { .. }
+        | Command::Cri { .. }
         | Command::System { .. }
         | Command::Version { .. }) => system::run(e, c),
     }

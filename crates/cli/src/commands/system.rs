@@ -437,6 +437,40 @@ fn systemd_sockets() -> CliResult<Vec<std::os::unix::net::UnixListener>> {
 }
 
 /// `serve`: the Docker Engine API on each `-H` socket or TCP address, until killed.
+/// What a long-running service process (`serve`, `cri`) sets before its threads start.
+fn as_a_service() {
+    // A client that goes away must not end the service (main restores SIGPIPE's
+    // default for `berth images | head`): writes to it fail with EPIPE instead.
+    // SAFETY: setting a signal's disposition to SIG_IGN has no preconditions.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+    // Requests run on many threads; with an allocator arena per thread the service
+    // keeps what a burst of clients allocated. Two arenas keep it near its idle size.
+    // SAFETY: mallopt only tunes the allocator; called before any thread starts.
+    unsafe { libc::mallopt(libc::M_ARENA_MAX, 2) };
+}
+
+/// `berth cri`: CRI v1 on a unix socket until SIGINT or SIGTERM.
+pub(super) fn cri(cli: &Cli, listen: &str) -> CliResult<u8> {
+    let path = listen.strip_prefix("unix://").ok_or_else(|| {
+        Failure::new(
+            1,
+            format!("invalid --listen {listen:?}: only unix:///PATH is implemented yet"),
+        )
+    })?;
+    let roots = berth_cri::Roots {
+        root: cli.root.clone(),
+        run_root: cli.run_root.clone(),
+    };
+    as_a_service();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::new(1, format!("starting the CRI service: {e}")))?;
+    rt.block_on(berth_cri::serve_unix(std::path::Path::new(path), roots))
+        .map_err(|e| Failure::new(1, format!("the CRI service on {listen}: {e}")))?;
+    Ok(0)
+}
+
 pub(super) fn serve(cli: &Cli) -> CliResult<u8> {
     let Command::Serve {
         hosts,
@@ -497,14 +531,7 @@ pub(super) fn serve(cli: &Cli) -> CliResult<u8> {
         root: cli.root.clone(),
         run_root: cli.run_root.clone(),
     };
-    // A client that goes away must not end the service (main restores SIGPIPE's
-    // default for `berth images | head`): writes to it fail with EPIPE instead.
-    // SAFETY: setting a signal's disposition to SIG_IGN has no preconditions.
-    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
-    // Requests run on many threads; with an allocator arena per thread the service
-    // keeps what a burst of clients allocated. Two arenas keep it near its idle size.
-    // SAFETY: mallopt only tunes the allocator; called before any thread starts.
-    unsafe { libc::mallopt(libc::M_ARENA_MAX, 2) };
+    as_a_service();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

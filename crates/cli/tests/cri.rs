@@ -1,0 +1,128 @@
+//! `berth cri`: the Kubernetes CRI over the engine, driven by crictl from the shared CRI
+//! kit (`../shared/tools/cri/`, beside the checkout).
+
+mod common;
+
+use common::{berth_registry, Berth};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+
+fn crictl_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/tools/cri/crictl")
+}
+
+/// A `berth cri` on a socket in the test's temp dir; stopped (SIGTERM) when dropped.
+struct Cri {
+    child: Child,
+    socket: PathBuf,
+}
+
+impl Drop for Cri {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let _ = self.child.wait();
+    }
+}
+
+impl Cri {
+    fn start(b: &Berth) -> Cri {
+        let socket = b.root.parent().unwrap().join("cri.sock");
+        let child = b
+            .cmd()
+            .args(["cri", "--listen", &format!("unix://{}", socket.display())])
+            .spawn()
+            .unwrap();
+        assert!(
+            common::eventually(10, || std::os::unix::net::UnixStream::connect(&socket)
+                .is_ok()),
+            "berth cri did not come up"
+        );
+        Cri { child, socket }
+    }
+
+    /// crictl against this service: (success, stdout, stderr).
+    fn crictl(&self, args: &[&str]) -> (bool, String, String) {
+        let endpoint = format!("unix://{}", self.socket.display());
+        let out = Command::new(crictl_path())
+            .args([
+                "--runtime-endpoint",
+                &endpoint,
+                "--image-endpoint",
+                &endpoint,
+            ])
+            .args(["--timeout", "20s"])
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let (ok, out, err) = self.crictl(args);
+        assert!(ok, "crictl {args:?}: {err}");
+        out
+    }
+}
+
+#[test]
+fn crictl_sees_berths_images_pulls_and_removes_them() {
+    require_root!();
+    if !crictl_path().exists() {
+        eprintln!("skipped: no crictl at {}", crictl_path().display());
+        return;
+    }
+    let b = Berth::with_busybox();
+    let cri = Cri::start(&b);
+    let version = cri.ok(&["version"]);
+    assert!(version.contains("RuntimeName:  berth"), "{version}");
+    assert!(version.contains("RuntimeApiVersion:  v1"), "{version}");
+    // What the CLI has, kubelet sees.
+    let images = cri.ok(&["images"]);
+    assert!(
+        images
+            .lines()
+            .any(|l| l.starts_with("docker.io/library/busybox")
+                && l.split_whitespace().nth(1) == Some("test")),
+        "{images}"
+    );
+    let id = b.ok(&["image", "inspect", "-f", "{{.Id}}", "busybox:test"]);
+    assert_eq!(cri.ok(&["images", "-q"]).trim(), id.trim());
+    let status = cri.ok(&["inspecti", "busybox:test"]);
+    assert!(status.contains(id.trim()), "{status}");
+    let fs = cri.ok(&["imagefsinfo"]);
+    assert!(fs.contains("usedBytes"), "{fs}");
+    // Pulled through CRI from a registry, then seen by the CLI; removed through CRI.
+    let reg = berth_registry(&[]);
+    let name = format!("{}/cri/bb:1", reg.host);
+    b.ok(&["tag", "busybox:test", &name]);
+    b.ok(&["push", &name]);
+    b.ok(&["rmi", &name]);
+    let pulled = cri.ok(&["pull", &name]);
+    assert!(pulled.contains(id.trim()), "{pulled}");
+    assert!(b.ok(&["images"]).contains(&format!("{}/cri/bb", reg.host)));
+    cri.ok(&["rmi", &name]);
+    assert!(!cri.ok(&["images"]).contains("/cri/bb"));
+    assert!(!b.ok(&["images"]).contains("/cri/bb"));
+    let (ok, _, err) = cri.crictl(&["inspecti", &name]);
+    assert!(!ok && err.contains("no such image"), "{err}");
+    // Pods are not there yet, and the service says so rather than pretend.
+    let (ok, _, err) = cri.crictl(&["pods"]);
+    assert!(!ok, "pods should be refused");
+    assert!(
+        err.contains("ListPodSandbox is not implemented yet in berth's CRI service"),
+        "{err}"
+    );
+    let info = cri.ok(&["info"]);
+    assert!(info.contains("NetworkPluginNotReady"), "{info}");
+    // A clean stop takes its socket away.
+    let socket = cri.socket.clone();
+    drop(cri);
+    assert!(!socket.exists());
+}

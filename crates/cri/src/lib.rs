@@ -1,0 +1,241 @@
+//! The Kubernetes Container Runtime Interface (CRI v1) over berth's engine: `berth cri`
+//! serves `runtime.v1.ImageService` and `runtime.v1.RuntimeService` over gRPC on a unix
+//! socket, as kubelet and crictl speak it.
+//!
+//! A thin front end: each call opens the engine on a blocking thread and makes the same
+//! engine call the CLI makes (an image pulled by `berth pull` is one kubelet sees). Error
+//! classes become gRPC codes in one place ([`status_of`]).
+//!
+//! What is served so far: the image service whole (list, status, pull, remove, file
+//! system usage), and the runtime service's `Version` and `Status`. Pods and containers
+//! (sandboxes, CNI, streaming) are not implemented yet: those calls answer
+//! `UNIMPLEMENTED` with a message naming them, never a pretend success.
+
+#![forbid(unsafe_code)]
+
+use std::path::{Path, PathBuf};
+
+use berth_engine::{Engine, EngineError, EngineOptions, ErrorClass};
+use k8s_cri::v1 as cri;
+use k8s_cri::v1::image_service_server::{ImageService, ImageServiceServer};
+use k8s_cri::v1::runtime_service_server::{RuntimeService, RuntimeServiceServer};
+use tonic::{Request, Response, Status};
+
+mod images;
+
+/// The CRI version berth speaks.
+pub const API_VERSION: &str = "v1";
+
+/// Where the engine is: what every call opens.
+#[derive(Debug, Clone)]
+pub struct Roots {
+    pub root: PathBuf,
+    pub run_root: PathBuf,
+}
+
+/// The CRI service over one root.
+#[derive(Debug, Clone)]
+pub struct Cri {
+    roots: Roots,
+}
+
+impl Cri {
+    pub fn new(roots: Roots) -> Self {
+        Cri { roots }
+    }
+
+    /// Runs `f` with an engine on a blocking thread (the engine is synchronous).
+    async fn engine<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Engine) -> Result<T, Status> + Send + 'static,
+    ) -> Result<T, Status> {
+        let opts = EngineOptions::new(&self.roots.root, &self.roots.run_root);
+        tokio::task::spawn_blocking(move || f(&Engine::open(opts).map_err(status_of)?))
+            .await
+            .map_err(|e| Status::internal(format!("the engine call failed: {e}")))?
+    }
+}
+
+/// The gRPC status of an engine error: the one place the CRI service decides a code.
+pub fn status_of(e: EngineError) -> Status {
+    let msg = berth_engine::monitor::error_chain(&e);
+    match e.class() {
+        ErrorClass::NotFound => Status::not_found(msg),
+        ErrorClass::Conflict => Status::failed_precondition(msg),
+        ErrorClass::InvalidArgument => Status::invalid_argument(msg),
+        ErrorClass::Unavailable => Status::unavailable(msg),
+        ErrorClass::NotImplemented => Status::unimplemented(msg),
+        ErrorClass::Internal => Status::internal(msg),
+    }
+}
+
+fn not_yet(call: &str) -> Status {
+    Status::unimplemented(format!(
+        "{call} is not implemented yet in berth's CRI service"
+    ))
+}
+
+/// Serves CRI on the unix socket `path` (made anew; its directory too) until ctrl-c or
+/// SIGTERM.
+pub async fn serve_unix(path: &Path, roots: Roots) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let _ = std::fs::remove_file(path);
+    let listener = tokio::net::UnixListener::bind(path)?;
+    let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
+    let cri = Cri::new(roots);
+    let shutdown = async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("a SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    };
+    let served = tonic::transport::Server::builder()
+        .add_service(RuntimeServiceServer::new(cri.clone()))
+        .add_service(ImageServiceServer::new(cri))
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await;
+    let _ = std::fs::remove_file(path);
+    served.map_err(std::io::Error::other)
+}
+
+/// Declares runtime-service calls that answer UNIMPLEMENTED, naming themselves. (In the
+/// boxed-future form `async_trait` gives the trait's methods: the attribute does not see
+/// inside a macro.)
+macro_rules! not_yet {
+    ($($name:ident($req:ident) -> $resp:ident as $call:literal;)*) => {
+        $(
+            fn $name<'life0, 'async_trait>(
+                &'life0 self,
+                _request: Request<cri::$req>,
+            ) -> std::pin::Pin<
+                Box<
+                    dyn std::future::Future<Output = Result<Response<cri::$resp>, Status>>
+                        + Send
+                        + 'async_trait,
+                >,
+            >
+            where
+                'life0: 'async_trait,
+                Self: 'async_trait,
+            {
+                Box::pin(async move { Err(not_yet($call)) })
+            }
+        )*
+    };
+}
+
+#[tonic::async_trait]
+impl RuntimeService for Cri {
+    async fn version(
+        &self,
+        _request: Request<cri::VersionRequest>,
+    ) -> Result<Response<cri::VersionResponse>, Status> {
+        Ok(Response::new(cri::VersionResponse {
+            version: "0.1.0".into(),
+            runtime_name: "berth".into(),
+            runtime_version: env!("CARGO_PKG_VERSION").into(),
+            runtime_api_version: API_VERSION.into(),
+        }))
+    }
+
+    async fn status(
+        &self,
+        _request: Request<cri::StatusRequest>,
+    ) -> Result<Response<cri::StatusResponse>, Status> {
+        // The engine opens: the runtime is ready. Pod networking (CNI) is not there yet,
+        // and says so.
+        self.engine(|_| Ok(())).await?;
+        let condition =
+            |kind: &str, ready: bool, reason: &str, message: &str| cri::RuntimeCondition {
+                r#type: kind.into(),
+                status: ready,
+                reason: reason.into(),
+                message: message.into(),
+            };
+        Ok(Response::new(cri::StatusResponse {
+            status: Some(cri::RuntimeStatus {
+                conditions: vec![
+                    condition("RuntimeReady", true, "", ""),
+                    condition(
+                        "NetworkReady",
+                        false,
+                        "NetworkPluginNotReady",
+                        "pod networking (CNI) is not implemented yet in berth",
+                    ),
+                ],
+            }),
+            ..Default::default()
+        }))
+    }
+
+    type GetContainerEventsStream =
+        tokio_stream::Empty<Result<cri::ContainerEventResponse, Status>>;
+
+    async fn get_container_events(
+        &self,
+        _request: Request<cri::GetEventsRequest>,
+    ) -> Result<Response<Self::GetContainerEventsStream>, Status> {
+        Err(not_yet("GetContainerEvents"))
+    }
+
+    not_yet! {
+        run_pod_sandbox(RunPodSandboxRequest) -> RunPodSandboxResponse as "RunPodSandbox";
+        stop_pod_sandbox(StopPodSandboxRequest) -> StopPodSandboxResponse as "StopPodSandbox";
+        remove_pod_sandbox(RemovePodSandboxRequest) -> RemovePodSandboxResponse as "RemovePodSandbox";
+        pod_sandbox_status(PodSandboxStatusRequest) -> PodSandboxStatusResponse as "PodSandboxStatus";
+        list_pod_sandbox(ListPodSandboxRequest) -> ListPodSandboxResponse as "ListPodSandbox";
+        create_container(CreateContainerRequest) -> CreateContainerResponse as "CreateContainer";
+        start_container(StartContainerRequest) -> StartContainerResponse as "StartContainer";
+        stop_container(StopContainerRequest) -> StopContainerResponse as "StopContainer";
+        remove_container(RemoveContainerRequest) -> RemoveContainerResponse as "RemoveContainer";
+        list_containers(ListContainersRequest) -> ListContainersResponse as "ListContainers";
+        container_status(ContainerStatusRequest) -> ContainerStatusResponse as "ContainerStatus";
+        update_container_resources(UpdateContainerResourcesRequest) -> UpdateContainerResourcesResponse as "UpdateContainerResources";
+        reopen_container_log(ReopenContainerLogRequest) -> ReopenContainerLogResponse as "ReopenContainerLog";
+        exec_sync(ExecSyncRequest) -> ExecSyncResponse as "ExecSync";
+        exec(ExecRequest) -> ExecResponse as "Exec";
+        attach(AttachRequest) -> AttachResponse as "Attach";
+        port_forward(PortForwardRequest) -> PortForwardResponse as "PortForward";
+        container_stats(ContainerStatsRequest) -> ContainerStatsResponse as "ContainerStats";
+        list_container_stats(ListContainerStatsRequest) -> ListContainerStatsResponse as "ListContainerStats";
+        pod_sandbox_stats(PodSandboxStatsRequest) -> PodSandboxStatsResponse as "PodSandboxStats";
+        list_pod_sandbox_stats(ListPodSandboxStatsRequest) -> ListPodSandboxStatsResponse as "ListPodSandboxStats";
+        update_runtime_config(UpdateRuntimeConfigRequest) -> UpdateRuntimeConfigResponse as "UpdateRuntimeConfig";
+        checkpoint_container(CheckpointContainerRequest) -> CheckpointContainerResponse as "CheckpointContainer";
+        list_metric_descriptors(ListMetricDescriptorsRequest) -> ListMetricDescriptorsResponse as "ListMetricDescriptors";
+        list_pod_sandbox_metrics(ListPodSandboxMetricsRequest) -> ListPodSandboxMetricsResponse as "ListPodSandboxMetrics";
+        runtime_config(RuntimeConfigRequest) -> RuntimeConfigResponse as "RuntimeConfig";
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn engine_error_classes_become_grpc_codes() {
+        use tonic::Code;
+        let code = |e: EngineError| status_of(e).code();
+        assert_eq!(code(EngineError::NoSuchImage("x".into())), Code::NotFound);
+        assert_eq!(
+            code(EngineError::Conflict("x".into())),
+            Code::FailedPrecondition
+        );
+        assert_eq!(
+            code(EngineError::Invalid("x".into())),
+            Code::InvalidArgument
+        );
+        assert_eq!(
+            code(EngineError::NotImplemented("x".into())),
+            Code::Unimplemented
+        );
+        assert_eq!(
+            status_of(EngineError::NoSuchImage("web:2".into())).message(),
+            "no such image: web:2"
+        );
+    }
+}
