@@ -13,7 +13,7 @@
 
 #![forbid(unsafe_code)]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use berth_engine::{Engine, EngineError, EngineOptions, ErrorClass};
 use k8s_cri::v1 as cri;
@@ -26,22 +26,15 @@ mod images;
 /// The CRI version berth speaks.
 pub const API_VERSION: &str = "v1";
 
-/// Where the engine is: what every call opens.
-#[derive(Debug, Clone)]
-pub struct Roots {
-    pub root: PathBuf,
-    pub run_root: PathBuf,
-}
-
-/// The CRI service over one root.
+/// The CRI service over one root (what every call opens).
 #[derive(Debug, Clone)]
 pub struct Cri {
-    roots: Roots,
+    opts: EngineOptions,
 }
 
 impl Cri {
-    pub fn new(roots: Roots) -> Self {
-        Cri { roots }
+    pub fn new(opts: EngineOptions) -> Self {
+        Cri { opts }
     }
 
     /// Runs `f` with an engine on a blocking thread (the engine is synchronous).
@@ -49,7 +42,7 @@ impl Cri {
         &self,
         f: impl FnOnce(&Engine) -> Result<T, Status> + Send + 'static,
     ) -> Result<T, Status> {
-        let opts = EngineOptions::new(&self.roots.root, &self.roots.run_root);
+        let opts = self.opts.clone();
         tokio::task::spawn_blocking(move || f(&Engine::open(opts).map_err(status_of)?))
             .await
             .map_err(|e| Status::internal(format!("the engine call failed: {e}")))?
@@ -77,14 +70,14 @@ fn not_yet(call: &str) -> Status {
 
 /// Serves CRI on the unix socket `path` (made anew; its directory too) until ctrl-c or
 /// SIGTERM.
-pub async fn serve_unix(path: &Path, roots: Roots) -> std::io::Result<()> {
+pub async fn serve_unix(path: &Path, opts: EngineOptions) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
     let _ = std::fs::remove_file(path);
     let listener = tokio::net::UnixListener::bind(path)?;
     let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
-    let cri = Cri::new(roots);
+    let cri = Cri::new(opts);
     let shutdown = async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .expect("a SIGTERM handler");

@@ -437,8 +437,9 @@ fn systemd_sockets() -> CliResult<Vec<std::os::unix::net::UnixListener>> {
 }
 
 /// `serve`: the Docker Engine API on each `-H` socket or TCP address, until killed.
-/// What a long-running service process (`serve`, `cri`) sets before its threads start.
-fn as_a_service() {
+/// The runtime of a long-running service process (`serve`, `cri`), with what such a
+/// process sets before its threads start.
+fn service_runtime() -> CliResult<tokio::runtime::Runtime> {
     // A client that goes away must not end the service (main restores SIGPIPE's
     // default for `berth images | head`): writes to it fail with EPIPE instead.
     // SAFETY: setting a signal's disposition to SIG_IGN has no preconditions.
@@ -447,6 +448,10 @@ fn as_a_service() {
     // keeps what a burst of clients allocated. Two arenas keep it near its idle size.
     // SAFETY: mallopt only tunes the allocator; called before any thread starts.
     unsafe { libc::mallopt(libc::M_ARENA_MAX, 2) };
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::new(1, format!("starting the runtime: {e}")))
 }
 
 /// `berth cri`: CRI v1 on a unix socket until SIGINT or SIGTERM.
@@ -457,16 +462,9 @@ pub(super) fn cri(cli: &Cli, listen: &str) -> CliResult<u8> {
             format!("invalid --listen {listen:?}: only unix:///PATH is implemented yet"),
         )
     })?;
-    let roots = berth_cri::Roots {
-        root: cli.root.clone(),
-        run_root: cli.run_root.clone(),
-    };
-    as_a_service();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Failure::new(1, format!("starting the CRI service: {e}")))?;
-    rt.block_on(berth_cri::serve_unix(std::path::Path::new(path), roots))
+    let opts = berth_engine::EngineOptions::new(&cli.root, &cli.run_root);
+    service_runtime()?
+        .block_on(berth_cri::serve_unix(std::path::Path::new(path), opts))
         .map_err(|e| Failure::new(1, format!("the CRI service on {listen}: {e}")))?;
     Ok(0)
 }
@@ -531,11 +529,7 @@ pub(super) fn serve(cli: &Cli) -> CliResult<u8> {
         root: cli.root.clone(),
         run_root: cli.run_root.clone(),
     };
-    as_a_service();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Failure::new(1, format!("starting the runtime: {e}")))?;
+    let rt = service_runtime()?;
     rt.block_on(async {
         let svc = berth_api::Service::new(roots);
         let mut tasks = Vec::new();
