@@ -29,9 +29,14 @@ impl Drop for Cri {
 
 impl Cri {
     fn start(b: &Berth) -> Cri {
+        Cri::start_with(b, &[])
+    }
+
+    fn start_with(b: &Berth, env: &[(&str, &Path)]) -> Cri {
         let socket = b.root.parent().unwrap().join("cri.sock");
         let child = b
             .cmd()
+            .envs(env.iter().copied())
             .args(["cri", "--listen", &format!("unix://{}", socket.display())])
             .spawn()
             .unwrap();
@@ -125,4 +130,57 @@ fn crictl_sees_berths_images_pulls_and_removes_them() {
     let socket = cri.socket.clone();
     drop(cri);
     assert!(!socket.exists());
+}
+
+#[test]
+fn names_under_a_registry_prefix_are_pulled_from_its_mirror() {
+    require_root!();
+    let b = Berth::with_busybox();
+    let reg = berth_registry(&[]);
+    b.ok(&[
+        "tag",
+        "busybox:test",
+        &format!("{}/cri-tools/bb:1", reg.host),
+    ]);
+    b.ok(&["push", &format!("{}/cri-tools/bb:1", reg.host)]);
+    // gcr.io itself is not reachable here: only the mirror can answer.
+    let conf = b.root.parent().unwrap().join("berth.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "[[registry]]\nprefix = \"gcr.io/k8s-staging\"\nlocation = \"gcr.io/k8s-staging\"\n\
+             [[registry.mirror]]\nlocation = \"{}/cri-tools\"\ninsecure = true\n",
+            reg.host
+        ),
+    )
+    .unwrap();
+    let pull = |name: &str| {
+        b.cmd()
+            .env("BERTH_CONFIG", &conf)
+            .args(["pull", name])
+            .output()
+            .unwrap()
+    };
+    let out = pull("gcr.io/k8s-staging/bb:1");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(b.ok(&["images"]).contains("gcr.io/k8s-staging/bb"));
+    // A name the mirror lacks falls through to the registry itself, whose error is told.
+    let out = pull("gcr.io/k8s-staging/missing:1");
+    assert!(!out.status.success());
+    // And kubelet's pulls go the same way.
+    if !crictl_path().exists() {
+        eprintln!(
+            "skipped the crictl part: no crictl at {}",
+            crictl_path().display()
+        );
+        return;
+    }
+    b.ok(&["rmi", "gcr.io/k8s-staging/bb:1"]);
+    let cri = Cri::start_with(&b, &[("BERTH_CONFIG", &conf)]);
+    cri.ok(&["pull", "gcr.io/k8s-staging/bb:1"]);
+    assert!(cri.ok(&["images"]).contains("gcr.io/k8s-staging/bb"));
 }

@@ -193,7 +193,8 @@ impl Engine {
         progress: &mut dyn FnMut(Progress<'_>),
     ) -> Result<Pulled> {
         let r = Reference::parse(name)?;
-        let client = client_for(&r, &opts.insecure)?;
+        // berth.toml's mirrors for this name first, then its registry.
+        let sources = crate::config::load()?.pull_sources(&r.domain, &r.path);
         let want = match &opts.platform {
             Some(p) => parse_platform(p)?,
             None => host_platform(),
@@ -210,12 +211,9 @@ impl Engine {
             r.path
         )));
         let rt = runtime()?;
-        let repo = r.path.clone();
+        let (client, repo, (bytes, media_type, _)) =
+            rt.block_on(first_manifest(&sources, &opts.insecure, &reference, &r))?;
         let (top_digest, manifest_bytes, manifest_digest) = rt.block_on(async {
-            let (bytes, media_type, _) = client
-                .manifest(&repo, &reference)
-                .await
-                .map_err(|e| not_found_or(&r, e))?;
             let digest = Digest::of(&bytes);
             if let Some(d) = &r.digest {
                 if *d != digest {
@@ -919,6 +917,38 @@ fn choose(index: &Index, want: &Platform) -> Option<Digest> {
 
 /// A manifest request's failure: a registry that has no such manifest or repository is
 /// a missing image (Docker's words), anything else the registry's unavailability.
+/// The manifest `reference` of the first source that has it: a mirror that fails or
+/// lacks it passes to the next; the last one's error is the pull's. Returns the client
+/// and repository the rest of the pull uses.
+async fn first_manifest(
+    sources: &[crate::config::PullSource],
+    insecure: &[String],
+    reference: &str,
+    r: &Reference,
+) -> Result<(Client, String, (Vec<u8>, String, Option<String>))> {
+    for (i, src) in sources.iter().enumerate() {
+        let mut insecure = insecure.to_vec();
+        if src.insecure {
+            insecure.push(src.host.clone());
+        }
+        let last = i + 1 == sources.len();
+        let client = match Client::new(&src.host, auth::lookup(&src.host), &insecure) {
+            Ok(c) => c,
+            Err(_) if !last => continue,
+            Err(e) => return Err(unavailable(e)),
+        };
+        match client.manifest(&src.repository, reference).await {
+            Ok(found) => return Ok((client, src.repository.clone(), found)),
+            Err(_) if !last => continue,
+            Err(e) => return Err(not_found_or(r, e)),
+        }
+    }
+    Err(EngineError::Invalid(format!(
+        "no registry to pull {} from",
+        r.familiar()
+    )))
+}
+
 fn not_found_or(r: &Reference, e: berth_registry::client::ClientError) -> EngineError {
     if e.is_not_found() {
         EngineError::NoSuchImage(format!("manifest for {} not found: {e}", r.familiar()))
