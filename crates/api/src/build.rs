@@ -156,7 +156,15 @@ pub(crate) fn build(
                     std::thread::sleep(std::time::Duration::from_millis(100));
                 }
             });
-            let built = Engine::open(opts).and_then(|e| {
+            // The watcher ends with the build, even one that panics.
+            struct Done<'a>(&'a AtomicBool);
+            impl Drop for Done<'_> {
+                fn drop(&mut self) {
+                    self.0.store(true, Ordering::SeqCst);
+                }
+            }
+            let _done = Done(&done);
+            Engine::open(opts).and_then(|e| {
                 e.build(
                     &spec,
                     &mut |line| {
@@ -166,9 +174,7 @@ pub(crate) fn build(
                     },
                     &cancel,
                 )
-            });
-            done.store(true, Ordering::SeqCst);
-            built
+            })
         });
         let id = match built {
             Ok(id) => id.to_string(),

@@ -245,13 +245,7 @@ impl CreateFlags {
         for f in &self.env_file {
             env.extend(parse::env_file(f).map_err(run_failure)?);
         }
-        for e in &self.env {
-            if e.contains('=') {
-                env.push(e.clone());
-            } else if let Ok(v) = std::env::var(e) {
-                env.push(format!("{e}={v}"));
-            }
-        }
+        env.extend(self.env.iter().filter_map(|e| parse::env_entry(e)));
         let mut labels = BTreeMap::new();
         for l in &self.labels {
             let (k, v) = l.split_once('=').unwrap_or((l, ""));

@@ -598,6 +598,26 @@ fn service_commands_act_on_the_projects_containers() {
     assert!(!b
         .ok(&["ps", "-a", "--format", "{{.Names}}"])
         .contains("-run-"));
+    // `run -e NAME` takes NAME's value from here, and leaves it out when it is unset.
+    let greeting = compose_ok(
+        &b,
+        &dir,
+        &[
+            "run",
+            "--rm",
+            "-T",
+            "-e",
+            "GREETING",
+            "-e",
+            "BERTH_SURELY_UNSET_Y",
+            "talker",
+            "sh",
+            "-c",
+            "echo ${GREETING}-${BERTH_SURELY_UNSET_Y-unset}",
+        ],
+        &[("GREETING", "hi")],
+    );
+    assert_eq!(greeting, "hi-unset\n");
     ok(&[
         "run",
         "-d",

@@ -346,7 +346,7 @@ fn seconds(d: &str) -> Option<i64> {
         let n: f64 = d.trim().parse().ok().filter(|n: &f64| *n >= 0.0)?;
         Some((n * 1e9) as i64)
     })?;
-    Some((ns + 999_999_999) / 1_000_000_000)
+    Some(ns / 1_000_000_000 + i64::from(ns % 1_000_000_000 != 0))
 }
 
 /// `ulimits`: `NAME: N` or `NAME: {soft, hard}`, by the engine's `--ulimit` rules.
@@ -659,7 +659,7 @@ mod tests {
             "services:\n  web:\n    image: busybox\n",
             "    entrypoint: [/bin/sh, -c]\n    command: [\"httpd -f\"]\n",
             "    environment: {A: '1', UNSET: null}\n",
-            "    ports: [\"127.0.0.1:8080:80\", \"53/udp\", \"[::1]:8443:443\"]\n",
+            "    ports: [\"127.0.0.1:8080:80\", \"53/udp\"]\n",
             "    volumes: [\"data:/data:ro\", \"/anon\", \"./site:/site\"]\n",
             "    networks:\n      back:\n        aliases: [www]\n        ipv4_address: 10.1.2.3\n      front:\n",
             "    restart: always\n    stop_grace_period: 1m30s\n    read_only: true\n",
@@ -680,7 +680,6 @@ mod tests {
         };
         assert_eq!(binding("80/tcp"), ("127.0.0.1", "8080"));
         assert_eq!(binding("53/udp"), ("", ""));
-        assert_eq!(binding("443/tcp"), ("::1", "8443"));
         let m = &hc.mounts;
         assert_eq!(
             (m[0].kind.as_str(), m[0].source.as_str(), m[0].read_only),
@@ -813,7 +812,22 @@ mod tests {
             s.validate().unwrap_err().to_string(),
             "Minimum memory limit allowed is 6MB"
         );
+        // What the publisher cannot do is refused before anything is made.
+        let s = spec("services:\n  web:\n    image: a\n    ports: [\"[::1]:8443:443\"]\n");
+        assert_eq!(s.host_config.port_bindings["443/tcp"][0].host_ip, "::1");
+        assert!(matches!(
+            s.validate(),
+            Err(berth_engine::EngineError::NotImplemented(_))
+        ));
+        let s = spec(
+            "services:\n  web:\n    image: a\n    ports: [{target: 80, published: \"8000-8010\"}]\n",
+        );
+        assert!(matches!(
+            s.validate(),
+            Err(berth_engine::EngineError::NotImplemented(_))
+        ));
         assert_eq!(seconds("500ms"), Some(1));
+        assert_eq!(seconds("9999999999h"), Some(i64::MAX / 1_000_000_000 + 1));
         assert_eq!(seconds("10"), Some(10));
         assert_eq!(seconds("1x"), None);
     }

@@ -100,7 +100,7 @@ pub fn network_spec(project: &Project, key: &str) -> NetworkSpec {
         .and_then(|i| i.get("config"))
         .and_then(|c| c.get(0));
     let get = |v: Option<&Value>, k: &str| v.and_then(|v| v.get(k)).and_then(text);
-    let mut labels = key_values(def.get("labels"), |_| String::new());
+    let mut labels = key_values(def.get("labels"), |_| Some(String::new()));
     labels.insert(PROJECT_LABEL.into(), project.name.clone());
     labels.insert(NETWORK_LABEL.into(), key.into());
     NetworkSpec {
@@ -112,21 +112,22 @@ pub fn network_spec(project: &Project, key: &str) -> NetworkSpec {
         internal: def.get("internal").and_then(Value::as_bool) == Some(true),
         ipv6: def.get("enable_ipv6").and_then(Value::as_bool) == Some(true),
         labels,
-        options: key_values(def.get("driver_opts"), |_| String::new()),
+        options: key_values(def.get("driver_opts"), |_| Some(String::new())),
     }
 }
 
 /// The create request of the project's volume `key`, labelled as Docker Compose does.
 pub fn volume_spec(project: &Project, key: &str) -> VolumeSpec {
     let def = &project.model["volumes"][key];
-    let mut labels = key_values(def.get("labels"), |_| String::new());
+    let mut labels = key_values(def.get("labels"), |_| Some(String::new()));
     labels.insert(PROJECT_LABEL.into(), project.name.clone());
     labels.insert(VOLUME_LABEL.into(), key.into());
     VolumeSpec {
         name: Some(resource_name(project, "volumes", key)),
         driver: def.get("driver").and_then(text).unwrap_or_default(),
+        // Passed on for the engine to refuse by name, never dropped.
+        driver_opts: key_values(def.get("driver_opts"), |_| Some(String::new())),
         labels,
-        ..Default::default()
     }
 }
 
@@ -203,10 +204,11 @@ pub fn build_spec(project: &Project, service: &str) -> Result<Option<BuildSpec>,
     Ok(Some(BuildSpec {
         tags: vec![build::tag(&image).map_err(|e| format!("services.{service}: {e}"))?],
         dockerfile: b.get("dockerfile").and_then(text).map(|f| context.join(f)),
-        // A name without a value takes this process's, as `--build-arg NAME` does.
-        build_args: key_values(b.get("args"), |k| std::env::var(k).unwrap_or_default()),
+        // A name without a value takes this process's, and is left out when it has
+        // none (so the Dockerfile's default holds), as Docker Compose does.
+        build_args: key_values(b.get("args"), |k| std::env::var(k).ok()),
         target: b.get("target").and_then(text),
-        labels: key_values(b.get("labels"), |_| String::new()),
+        labels: key_values(b.get("labels"), |_| Some(String::new())),
         network_none: match b.get("network").and_then(text) {
             Some(n) => build::network_none(&n).map_err(|e| format!("{}: {e}", at("network")))?,
             None => false,
@@ -217,26 +219,26 @@ pub fn build_spec(project: &Project, service: &str) -> Result<Option<BuildSpec>,
 }
 
 /// A mapping or a list of `KEY=VALUE`, as a map; `missing` gives the value of a key
-/// without one.
-fn key_values(v: Option<&Value>, missing: impl Fn(&str) -> String) -> BTreeMap<String, String> {
+/// without one (None leaves it out).
+fn key_values(
+    v: Option<&Value>,
+    missing: impl Fn(&str) -> Option<String>,
+) -> BTreeMap<String, String> {
     match v {
         Some(Value::Mapping(m)) => m
             .iter()
             .filter_map(|(k, v)| {
                 let k = text(k)?;
-                let v = text(v).unwrap_or_else(|| missing(&k));
+                let v = text(v).or_else(|| missing(&k))?;
                 Some((k, v))
             })
             .collect(),
         Some(Value::Sequence(items)) => items
             .iter()
             .filter_map(text)
-            .map(|i| match i.split_once('=') {
-                Some((k, v)) => (k.to_string(), v.to_string()),
-                None => {
-                    let v = missing(&i);
-                    (i, v)
-                }
+            .filter_map(|i| match i.split_once('=') {
+                Some((k, v)) => Some((k.to_string(), v.to_string())),
+                None => missing(&i).map(|v| (i, v)),
             })
             .collect(),
         _ => BTreeMap::new(),
@@ -261,7 +263,7 @@ mod tests {
     fn a_built_service_is_named_after_the_project() {
         let p = project(concat!(
             "services:\n  api:\n    build:\n      context: /\n      dockerfile: Dockerfile.api\n",
-            "      args: {VERSION: '2'}\n      target: run\n      labels: [team=shop]\n",
+            "      args: {VERSION: '2', BERTH_SURELY_UNSET_X: null}\n      target: run\n      labels: [team=shop]\n",
             "      network: none\n",
         ));
         assert_eq!(image_of(&p, "api").unwrap(), "shop-api");
@@ -273,6 +275,7 @@ mod tests {
             std::path::Path::new("/Dockerfile.api")
         );
         assert_eq!(b.build_args["VERSION"], "2");
+        assert!(!b.build_args.contains_key("BERTH_SURELY_UNSET_X"));
         assert_eq!(b.target.as_deref(), Some("run"));
         assert_eq!(b.labels["team"], "shop");
         assert!(b.network_none);

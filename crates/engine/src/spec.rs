@@ -700,7 +700,8 @@ pub fn build(input: &SpecInput) -> Result<Spec> {
         }
         linux.set_readonly_paths(Some(ro));
     }
-    if let Some(s) = &input.seccomp {
+    // A profile that is null (an empty custom one) is unconfined, as Docker reads it.
+    if let Some(s) = input.seccomp.as_ref().filter(|s| !s.is_null()) {
         let s: LinuxSeccomp = serde_json::from_value(s.clone())
             .map_err(|e| EngineError::Invalid(format!("the seccomp profile: {e}")))?;
         linux.set_seccomp(Some(s));
@@ -913,6 +914,33 @@ mod tests {
             p["rlimits"][0]["type"], "RLIMIT_NOFILE",
             "Docker's open files limit comes first"
         );
+    }
+
+    #[test]
+    fn an_empty_custom_seccomp_profile_is_unconfined() {
+        let rec = record(|_| {});
+        let input = SpecInput {
+            rec: &rec,
+            rootfs: Path::new("/r"),
+            container_dir: Path::new("/nonexistent"),
+            user: User {
+                uid: 0,
+                gid: 0,
+                additional_gids: vec![],
+                home: "/".into(),
+            },
+            args: vec!["true".into()],
+            env: vec![],
+            cwd: String::new(),
+            mounts: &[],
+            init_binary: None,
+            seccomp: Some(Value::Null),
+            no_new_privileges: false,
+            cgroup_v1_binds: None,
+            netns: None,
+        };
+        let spec = build(&input).unwrap();
+        assert!(spec.linux().as_ref().unwrap().seccomp().is_none());
     }
 
     #[test]

@@ -475,7 +475,10 @@ pub fn compose(cli: &crate::Cli, args: &ComposeArgs) -> CliResult<u8> {
             };
             let mut spec = container_spec(&project, service, 1, Some(&oneoff)).map_err(fail)?;
             // `run`'s own options, over the service's.
-            spec.config.env.extend(env.iter().cloned());
+            spec.config.env.extend(
+                env.iter()
+                    .filter_map(|e| berth_engine::specs::parse::env_entry(e)),
+            );
             for l in label {
                 let (k, v) = l.split_once('=').unwrap_or((l, ""));
                 spec.config.labels.insert(k.into(), v.into());

@@ -124,6 +124,9 @@ pub(super) fn wait_for(
     condition: Condition,
     timeout: std::time::Duration,
 ) -> CliResult<()> {
+    if condition == Condition::Started {
+        return Ok(());
+    }
     let deadline = std::time::Instant::now() + timeout;
     loop {
         let mut mine = Vec::new();

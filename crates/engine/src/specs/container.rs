@@ -60,7 +60,7 @@ impl ContainerSpec {
         for (port, bindings) in &hc.port_bindings {
             validate_container_port(port)?;
             for b in bindings {
-                validate_binding(b)?;
+                validate_binding(port, b)?;
             }
         }
         for port in self.config.exposed_ports.iter().flat_map(|m| m.keys()) {
@@ -296,9 +296,25 @@ fn validate_container_port(p: &str) -> Result<()> {
     Ok(())
 }
 
-fn validate_binding(b: &PortBinding) -> Result<()> {
-    if !b.host_ip.is_empty() && b.host_ip.parse::<IpAddr>().is_err() {
-        return Err(invalid(format!("invalid IP address: {}", b.host_ip)));
+/// Docker's rules for where a container port is published, and what berth's publisher
+/// cannot do yet (refused here, before anything is made, not at start).
+fn validate_binding(port: &str, b: &PortBinding) -> Result<()> {
+    let not_yet = |what: String| Err(EngineError::NotImplemented(what));
+    match b.host_ip.parse::<IpAddr>() {
+        _ if b.host_ip.is_empty() => {}
+        Err(_) => return Err(invalid(format!("invalid IP address: {}", b.host_ip))),
+        Ok(IpAddr::V6(_)) => {
+            return not_yet(format!(
+                "publishing on an IPv6 address ({}) is not implemented yet",
+                b.host_ip
+            ))
+        }
+        Ok(IpAddr::V4(_)) => {}
+    }
+    if port.ends_with("/sctp") {
+        return not_yet(format!(
+            "publishing sctp port {port} is not implemented yet"
+        ));
     }
     if !b.host_port.is_empty() {
         let (a, z) = b
@@ -306,7 +322,13 @@ fn validate_binding(b: &PortBinding) -> Result<()> {
             .split_once('-')
             .unwrap_or((&b.host_port, &b.host_port));
         match (a.parse::<u16>(), z.parse::<u16>()) {
-            (Ok(a), Ok(z)) if a <= z => {}
+            (Ok(a), Ok(z)) if a == z => {}
+            (Ok(a), Ok(z)) if a < z => {
+                return not_yet(format!(
+                    "publishing on any port of a host range ({}) is not implemented yet",
+                    b.host_port
+                ))
+            }
             _ => {
                 return Err(invalid(format!(
                     "invalid port specification: {:?}",
@@ -399,6 +421,37 @@ mod tests {
             Err(EngineError::Invalid(m)) => m,
             other => panic!("expected an invalid-argument error, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn what_the_publisher_cannot_do_yet_is_refused_as_not_implemented() {
+        let bind = |port: &str, ip: &str, host: &str| {
+            spec(|s| {
+                s.host_config.port_bindings.insert(
+                    port.into(),
+                    vec![PortBinding {
+                        host_ip: ip.into(),
+                        host_port: host.into(),
+                    }],
+                );
+            })
+            .validate()
+        };
+        bind("80/tcp", "127.0.0.1", "8080").unwrap();
+        for (port, ip, host) in [
+            ("80/tcp", "::1", "8080"),
+            ("80/sctp", "", "8080"),
+            ("80/tcp", "", "8000-8010"),
+        ] {
+            assert!(
+                matches!(bind(port, ip, host), Err(EngineError::NotImplemented(_))),
+                "{port} {ip} {host}"
+            );
+        }
+        assert!(matches!(
+            bind("80/tcp", "", "9-8"),
+            Err(EngineError::Invalid(_))
+        ));
     }
 
     #[test]

@@ -85,6 +85,15 @@ pub fn exposed_ports(list: &[String]) -> Result<Option<BTreeMap<String, serde_js
     Ok(Some(out))
 }
 
+/// An `--env` value: `NAME=VALUE` as it is, `NAME` alone with the value this process
+/// has (left out, None, when it has none).
+pub fn env_entry(e: &str) -> Option<String> {
+    if e.contains('=') {
+        return Some(e.to_string());
+    }
+    std::env::var(e).ok().map(|v| format!("{e}={v}"))
+}
+
 /// An `--env-file`: `NAME=VALUE` lines, and `NAME` alone for the value this process has
 /// (left out when it has none); blank lines and `#` comments skipped.
 pub fn env_file(path: &Path) -> Result<Vec<String>> {
@@ -96,11 +105,7 @@ pub fn env_file(path: &Path) -> Result<Vec<String>> {
         if l.is_empty() || l.starts_with('#') {
             continue;
         }
-        if l.contains('=') {
-            out.push(l.to_string());
-        } else if let Ok(v) = std::env::var(l) {
-            out.push(format!("{l}={v}"));
-        }
+        out.extend(env_entry(l));
     }
     Ok(out)
 }
@@ -156,6 +161,9 @@ mod tests {
         assert_eq!(env[..2], ["A=1".to_string(), "B = 2".to_string()]);
         assert!(env[2].starts_with("PATH="));
         assert_eq!(env.len(), 3);
+        assert_eq!(env_entry("A=1").as_deref(), Some("A=1"));
+        assert!(env_entry("PATH").unwrap().starts_with("PATH="));
+        assert_eq!(env_entry("BERTH_SURELY_UNSET_X"), None);
         let missing = env_file(&dir.path().join("nope")).unwrap_err().to_string();
         assert!(missing.starts_with("open "), "{missing}");
     }
