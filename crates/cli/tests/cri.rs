@@ -130,6 +130,15 @@ fn crictl_sees_berths_images_pulls_and_removes_them() {
     let socket = cri.socket.clone();
     drop(cri);
     assert!(!socket.exists());
+    // A file that is not a socket is never removed to listen there.
+    std::fs::write(&socket, "keep").unwrap();
+    let out = b
+        .cmd()
+        .args(["cri", "--listen", &format!("unix://{}", socket.display())])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert_eq!(std::fs::read_to_string(&socket).unwrap(), "keep");
 }
 
 #[test]

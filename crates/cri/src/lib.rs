@@ -68,13 +68,17 @@ fn not_yet(call: &str) -> Status {
     ))
 }
 
-/// Serves CRI on the unix socket `path` (made anew; its directory too) until ctrl-c or
-/// SIGTERM.
+/// Serves CRI on the unix socket `path` (made anew, its directory too; an old socket
+/// there is replaced) until ctrl-c or SIGTERM.
 pub async fn serve_unix(path: &Path, opts: EngineOptions) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    let _ = std::fs::remove_file(path);
+    // An old socket goes; anything else at the path is the user's, and an error.
+    use std::os::unix::fs::FileTypeExt;
+    if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket()) {
+        std::fs::remove_file(path)?;
+    }
     let listener = tokio::net::UnixListener::bind(path)?;
     let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
     let cri = Cri::new(opts);
