@@ -126,6 +126,8 @@ fn crictl_sees_berths_images_pulls_and_removes_them() {
     );
     let info = cri.ok(&["info"]);
     assert!(info.contains("NetworkPluginNotReady"), "{info}");
+    let config = cri.ok(&["runtime-config"]);
+    assert!(config.contains("CGROUPFS"), "{config}");
     // A clean stop takes its socket away.
     let socket = cri.socket.clone();
     drop(cri);

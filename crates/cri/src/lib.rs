@@ -7,7 +7,7 @@
 //! classes become gRPC codes in one place ([`status_of`]).
 //!
 //! What is served so far: the image service whole (list, status, pull, remove, file
-//! system usage), and the runtime service's `Version` and `Status`. Pods and containers
+//! system usage), and the runtime service's `Version`, `Status` and `RuntimeConfig`. Pods and containers
 //! (sandboxes, CNI, streaming) are not implemented yet: those calls answer
 //! `UNIMPLEMENTED` with a message naming them, never a pretend success.
 
@@ -169,6 +169,19 @@ impl RuntimeService for Cri {
         }))
     }
 
+    async fn runtime_config(
+        &self,
+        _request: Request<cri::RuntimeConfigRequest>,
+    ) -> Result<Response<cri::RuntimeConfigResponse>, Status> {
+        // berth manages cgroups itself, under `/berth/ID` (cgroupfs), never through
+        // systemd: kubelet must use the same driver.
+        Ok(Response::new(cri::RuntimeConfigResponse {
+            linux: Some(cri::LinuxRuntimeConfiguration {
+                cgroup_driver: cri::CgroupDriver::Cgroupfs as i32,
+            }),
+        }))
+    }
+
     type GetContainerEventsStream =
         tokio_stream::Empty<Result<cri::ContainerEventResponse, Status>>;
 
@@ -205,7 +218,6 @@ impl RuntimeService for Cri {
         checkpoint_container(CheckpointContainerRequest) -> CheckpointContainerResponse as "CheckpointContainer";
         list_metric_descriptors(ListMetricDescriptorsRequest) -> ListMetricDescriptorsResponse as "ListMetricDescriptors";
         list_pod_sandbox_metrics(ListPodSandboxMetricsRequest) -> ListPodSandboxMetricsResponse as "ListPodSandboxMetrics";
-        runtime_config(RuntimeConfigRequest) -> RuntimeConfigResponse as "RuntimeConfig";
     }
 }
 
