@@ -154,13 +154,14 @@ fn names_under_a_registry_prefix_are_pulled_from_its_mirror() {
         &format!("{}/cri-tools/bb:1", reg.host),
     ]);
     b.ok(&["push", &format!("{}/cri-tools/bb:1", reg.host)]);
-    // gcr.io itself is not reachable here: only the mirror can answer.
+    // The names' location is a closed loopback port (tests send nothing beyond this
+    // machine): only the mirror can answer.
     let conf = b.root.parent().unwrap().join("berth.toml");
     std::fs::write(
         &conf,
         format!(
-            "[[registry]]\nprefix = \"gcr.io/k8s-staging\"\nlocation = \"gcr.io/k8s-staging\"\n\
-             [[registry.mirror]]\nlocation = \"{}/cri-tools\"\ninsecure = true\n",
+            "[[registry]]\nprefix = \"gcr.io/k8s-staging\"\nlocation = \"127.0.0.1:1/k8s-staging\"\n\
+             insecure = true\n[[registry.mirror]]\nlocation = \"{}/cri-tools\"\ninsecure = true\n",
             reg.host
         ),
     )
@@ -179,9 +180,11 @@ fn names_under_a_registry_prefix_are_pulled_from_its_mirror() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(b.ok(&["images"]).contains("gcr.io/k8s-staging/bb"));
-    // A name the mirror lacks falls through to the registry itself, whose error is told.
+    // A name the mirror lacks falls through to the location, whose error is told.
     let out = pull("gcr.io/k8s-staging/missing:1");
     assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("127.0.0.1:1"), "{err}");
     // And kubelet's pulls go the same way.
     if !crictl_path().exists() {
         eprintln!(
