@@ -189,6 +189,7 @@ pub(crate) fn create_image(
     let pull = berth_engine::distribution::PullOptions {
         platform: param(q, "platform").filter(|p| !p.is_empty()),
         insecure: berth_engine::distribution::insecure_registries(),
+        ..Default::default()
     };
     streamed_response("application/json", move |w| {
         let result = Engine::open(opts).and_then(|e| {

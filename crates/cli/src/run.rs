@@ -518,6 +518,7 @@ pub fn pull_image(engine: &Engine, image: &str, platform: Option<String>) -> Cli
     let opts = berth_engine::distribution::PullOptions {
         platform,
         insecure: berth_engine::distribution::insecure_registries(),
+        ..Default::default()
     };
     let mut display = crate::progress::Display::stderr();
     let pulled = engine

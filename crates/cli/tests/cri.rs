@@ -198,3 +198,63 @@ fn names_under_a_registry_prefix_are_pulled_from_its_mirror() {
     cri.ok(&["pull", "gcr.io/k8s-staging/bb:1"]);
     assert!(cri.ok(&["images"]).contains("gcr.io/k8s-staging/bb"));
 }
+
+#[test]
+fn a_pull_with_the_credentials_kubelet_gives_reaches_a_private_registry() {
+    require_root!();
+    if !crictl_path().exists() {
+        eprintln!("skipped: no crictl at {}", crictl_path().display());
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let htpasswd = dir.path().join("htpasswd");
+    match Command::new("htpasswd")
+        .args(["-nbB", "-C", "5", "alice", "alice-pw"])
+        .output()
+    {
+        Ok(o) if o.status.success() => std::fs::write(&htpasswd, o.stdout).unwrap(),
+        _ => {
+            eprintln!("skipped: htpasswd (apache2-utils) not installed");
+            return;
+        }
+    }
+    let config = dir.path().join("registry.toml");
+    std::fs::write(
+        &config,
+        "[[access]]\nusers = [\"alice\"]\nrepositories = [\"*\"]\nactions = [\"pull\", \"push\"]\n",
+    )
+    .unwrap();
+    let reg = berth_registry(&[
+        "--htpasswd",
+        htpasswd.to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    // Pushed with a login that is then forgotten: only the pull's own credentials count.
+    let b = Berth::with_busybox();
+    let name = format!("{}/private/bb:1", reg.host);
+    b.ok(&["tag", "busybox:test", &name]);
+    let mut login = b
+        .cmd()
+        .args(["login", "-u", "alice", "--password-stdin", &reg.host])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut login.stdin.take().unwrap(), b"alice-pw").unwrap();
+    assert!(login.wait().unwrap().success());
+    b.ok(&["push", &name]);
+    b.ok(&["logout", &reg.host]);
+    b.ok(&["rmi", &name]);
+    let cri = Cri::start(&b);
+    let (ok, _, err) = cri.crictl(&["pull", &name]);
+    assert!(!ok, "a pull without credentials should be refused");
+    assert!(!err.is_empty());
+    let (ok, _, err) = cri.crictl(&["pull", "--creds", "alice:wrong", &name]);
+    assert!(!ok, "a wrong password should be refused: {err}");
+    cri.ok(&["pull", "--creds", "alice:alice-pw", &name]);
+    assert!(cri.ok(&["images"]).contains("/private/bb"));
+    cri.ok(&["rmi", &name]);
+    // `auth`, as kubelet sends it from an image pull secret.
+    cri.ok(&["pull", "--auth", "YWxpY2U6YWxpY2UtcHc=", &name]);
+    assert!(b.ok(&["images"]).contains("/private/bb"));
+}

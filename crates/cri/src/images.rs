@@ -2,6 +2,7 @@
 
 use berth_engine::distribution::{insecure_registries, PullOptions};
 use berth_engine::images::ImageRow;
+use berth_registry::auth::Credentials;
 
 use super::*;
 
@@ -10,6 +11,34 @@ fn named(spec: Option<&cri::ImageSpec>) -> Result<String, Status> {
     spec.map(|s| s.image.clone())
         .filter(|i| !i.is_empty())
         .ok_or_else(|| Status::invalid_argument("no image given"))
+}
+
+/// The registry credentials of a pull's `AuthConfig`: a user and password, or `auth`
+/// (base64 of `user:password`); None when it gives none. Tokens are refused by name.
+fn credentials(a: &cri::AuthConfig) -> Result<Option<Credentials>, Status> {
+    use base64::Engine as _;
+    if !a.identity_token.is_empty() || !a.registry_token.is_empty() {
+        return Err(not_yet("PullImage with an identity or registry token"));
+    }
+    if !a.username.is_empty() || !a.password.is_empty() {
+        return Ok(Some(Credentials {
+            username: a.username.clone(),
+            password: a.password.clone(),
+        }));
+    }
+    if a.auth.is_empty() {
+        return Ok(None);
+    }
+    let bad = || Status::invalid_argument("AuthConfig.auth is not base64 of user:password");
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(a.auth.trim())
+        .map_err(|_| bad())?;
+    let text = String::from_utf8(decoded).map_err(|_| bad())?;
+    let (username, password) = text.split_once(':').ok_or_else(bad)?;
+    Ok(Some(Credentials {
+        username: username.into(),
+        password: password.into(),
+    }))
 }
 
 /// An image as CRI describes it: its id, full references, digests, size and user.
@@ -116,17 +145,18 @@ impl ImageService for Cri {
     ) -> Result<Response<cri::PullImageResponse>, Status> {
         let request = request.into_inner();
         let name = named(request.image.as_ref())?;
-        if request
+        let credentials = request
             .auth
-            .is_some_and(|a| a != cri::AuthConfig::default())
-        {
-            return Err(not_yet("PullImage with credentials (AuthConfig)"));
-        }
+            .as_ref()
+            .map(credentials)
+            .transpose()?
+            .flatten();
         let id = self
             .engine(move |e| {
                 let opts = PullOptions {
                     platform: None,
                     insecure: insecure_registries(),
+                    credentials,
                 };
                 e.pull(&name, &opts, &mut |_| {})
                     .map(|p| p.id.to_string())
@@ -183,5 +213,43 @@ impl ImageService for Cri {
             image_filesystems: vec![usage],
             container_filesystems: vec![],
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auth_configs_become_credentials() {
+        let auth = |f: fn(&mut cri::AuthConfig)| {
+            let mut a = cri::AuthConfig::default();
+            f(&mut a);
+            credentials(&a)
+        };
+        assert_eq!(auth(|_| {}).unwrap(), None);
+        let c = auth(|a| {
+            a.username = "alice".into();
+            a.password = "pw".into();
+        })
+        .unwrap()
+        .unwrap();
+        assert_eq!((c.username.as_str(), c.password.as_str()), ("alice", "pw"));
+        // base64("bob:s:ecret"): the password may hold colons.
+        let c = auth(|a| a.auth = "Ym9iOnM6ZWNyZXQ=".into())
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (c.username.as_str(), c.password.as_str()),
+            ("bob", "s:ecret")
+        );
+        assert_eq!(
+            auth(|a| a.auth = "!!".into()).unwrap_err().code(),
+            tonic::Code::InvalidArgument
+        );
+        assert_eq!(
+            auth(|a| a.registry_token = "t".into()).unwrap_err().code(),
+            tonic::Code::Unimplemented
+        );
     }
 }

@@ -71,6 +71,8 @@ pub struct PullOptions {
     pub platform: Option<String>,
     /// Registries spoken to over plain HTTP besides loopback ones.
     pub insecure: Vec<String>,
+    /// Credentials for the image's registry instead of the stored ones (`berth login`).
+    pub credentials: Option<Credentials>,
 }
 
 /// What `pull` and `push` report as they go, for a display like Docker's.
@@ -212,7 +214,7 @@ impl Engine {
         )));
         let rt = runtime()?;
         let (client, repo, (bytes, media_type, _)) =
-            rt.block_on(first_manifest(&sources, &opts.insecure, &reference, &r))?;
+            rt.block_on(first_manifest(&sources, opts, &reference, &r))?;
         let (top_digest, manifest_bytes, manifest_digest) = rt.block_on(async {
             let digest = Digest::of(&bytes);
             if let Some(d) = &r.digest {
@@ -922,17 +924,22 @@ fn choose(index: &Index, want: &Platform) -> Option<Digest> {
 /// and repository the rest of the pull uses.
 async fn first_manifest(
     sources: &[crate::config::PullSource],
-    insecure: &[String],
+    opts: &PullOptions,
     reference: &str,
     r: &Reference,
 ) -> Result<(Client, String, (Vec<u8>, String, Option<String>))> {
     for (i, src) in sources.iter().enumerate() {
-        let mut insecure = insecure.to_vec();
+        let mut insecure = opts.insecure.clone();
         if src.insecure {
             insecure.push(src.host.clone());
         }
         let last = i + 1 == sources.len();
-        let client = match Client::new(&src.host, auth::lookup(&src.host), &insecure) {
+        // Credentials given are for the image's own registry, not for a mirror's.
+        let credentials = match &opts.credentials {
+            Some(c) if src.host == r.domain => Some(c.clone()),
+            _ => auth::lookup(&src.host),
+        };
+        let client = match Client::new(&src.host, credentials, &insecure) {
             Ok(c) => c,
             Err(_) if !last => continue,
             Err(e) => return Err(unavailable(e)),

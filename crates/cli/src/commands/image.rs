@@ -308,6 +308,7 @@ pub(super) fn run(e: &Engine, cmd: &Command) -> CliResult<u8> {
             let opts = berth_engine::distribution::PullOptions {
                 platform: platform.clone(),
                 insecure: berth_engine::distribution::insecure_registries(),
+                ..Default::default()
             };
             let names = if *all_tags {
                 e.remote_tags(name, &opts.insecure)?

@@ -478,6 +478,7 @@ impl Builder<'_> {
                 let opts = crate::distribution::PullOptions {
                     platform: None,
                     insecure: crate::distribution::insecure_registries(),
+                    ..Default::default()
                 };
                 let pulled = e.pull(image, &opts, &mut |_| {})?;
                 e.find_image(&pulled.id.to_string())?
