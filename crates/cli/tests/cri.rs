@@ -208,15 +208,9 @@ fn a_pull_with_the_credentials_kubelet_gives_reaches_a_private_registry() {
     }
     let dir = tempfile::tempdir().unwrap();
     let htpasswd = dir.path().join("htpasswd");
-    match Command::new("htpasswd")
-        .args(["-nbB", "-C", "5", "alice", "alice-pw"])
-        .output()
-    {
-        Ok(o) if o.status.success() => std::fs::write(&htpasswd, o.stdout).unwrap(),
-        _ => {
-            eprintln!("skipped: htpasswd (apache2-utils) not installed");
-            return;
-        }
+    if !common::htpasswd(&htpasswd, &[("alice", "alice-pw")]) {
+        eprintln!("skipped: htpasswd (apache2-utils) not installed");
+        return;
     }
     let config = dir.path().join("registry.toml");
     std::fs::write(
@@ -234,14 +228,7 @@ fn a_pull_with_the_credentials_kubelet_gives_reaches_a_private_registry() {
     let b = Berth::with_busybox();
     let name = format!("{}/private/bb:1", reg.host);
     b.ok(&["tag", "busybox:test", &name]);
-    let mut login = b
-        .cmd()
-        .args(["login", "-u", "alice", "--password-stdin", &reg.host])
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::io::Write::write_all(&mut login.stdin.take().unwrap(), b"alice-pw").unwrap();
-    assert!(login.wait().unwrap().success());
+    assert!(b.login(&reg.host, "alice", "alice-pw").status.success());
     b.ok(&["push", &name]);
     b.ok(&["logout", &reg.host]);
     b.ok(&["rmi", &name]);

@@ -111,10 +111,10 @@ fn push_and_pull_through_docker_registry_with_basic_auth() {
     let (_, err) = b.fails(&["push", &name]);
     assert!(err.contains("authentication required"), "{err}");
     assert!(
-        !login(&b, &reg.host, "alice", "wrong").status.success(),
+        !b.login(&reg.host, "alice", "wrong").status.success(),
         "a wrong password is refused"
     );
-    let out = login(&b, &reg.host, "alice", "s3cret");
+    let out = b.login(&reg.host, "alice", "s3cret");
     assert!(String::from_utf8_lossy(&out.stdout).contains("Login Succeeded"));
     let cfg = std::fs::read_to_string(b.dir.path().join("docker/config.json")).unwrap();
     assert!(cfg.contains(&reg.host) && cfg.contains("auth"), "{cfg}");
@@ -487,24 +487,6 @@ fn skopeo_copies_to_and_from_berths_registry_and_agrees_on_digests() {
     );
 }
 
-fn login(b: &Berth, host: &str, user: &str, password: &str) -> std::process::Output {
-    let mut child = b
-        .cmd()
-        .args(["login", "-u", user, "--password-stdin", host])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(format!("{password}\n").as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
-}
-
 /// berth's registry with htpasswd users and per-repository rules, through the Bearer
 /// token flow Docker Hub uses (berth's client, and skopeo's).
 #[test]
@@ -512,21 +494,10 @@ fn berths_registry_checks_users_and_rules_through_tokens() {
     require_root!();
     let dir = tempfile::tempdir().unwrap();
     let htpasswd = dir.path().join("htpasswd");
-    // bcrypt, as `htpasswd -B` writes it (cost 5 keeps the test quick).
-    let mut lines = String::new();
-    for (u, p) in [("alice", "alice-pw"), ("bob", "bob-pw")] {
-        let out = std::process::Command::new("htpasswd")
-            .args(["-nbB", "-C", "5", u, p])
-            .output();
-        match out {
-            Ok(o) if o.status.success() => lines.push_str(&String::from_utf8_lossy(&o.stdout)),
-            _ => {
-                eprintln!("skipped: htpasswd (apache2-utils) not installed");
-                return;
-            }
-        }
+    if !common::htpasswd(&htpasswd, &[("alice", "alice-pw"), ("bob", "bob-pw")]) {
+        eprintln!("skipped: htpasswd (apache2-utils) not installed");
+        return;
     }
-    std::fs::write(&htpasswd, lines).unwrap();
     let config = dir.path().join("registry.toml");
     std::fs::write(
         &config,
@@ -561,9 +532,9 @@ actions = ["pull"]
     alice.ok(&["tag", "busybox:test", &public]);
     let (_, err) = alice.fails(&["push", &team]);
     assert!(err.contains("authentication required"), "{err}");
-    let out = login(&alice, &reg.host, "alice", "wrong");
+    let out = alice.login(&reg.host, "alice", "wrong");
     assert!(!out.status.success(), "a wrong password is refused");
-    let out = login(&alice, &reg.host, "alice", "alice-pw");
+    let out = alice.login(&reg.host, "alice", "alice-pw");
     assert!(
         out.status.success(),
         "{}",
@@ -578,7 +549,7 @@ actions = ["pull"]
     assert!(err.contains("authentication required"), "{err}");
     // bob: pulls team/*, may not push.
     let bob = Berth::with_busybox();
-    assert!(login(&bob, &reg.host, "bob", "bob-pw").status.success());
+    assert!(bob.login(&reg.host, "bob", "bob-pw").status.success());
     bob.ok(&["pull", &team]);
     bob.ok(&["tag", "busybox:test", &format!("{}/team/bob:1", reg.host)]);
     let (_, err) = bob.fails(&["push", &format!("{}/team/bob:1", reg.host)]);

@@ -158,6 +158,26 @@ impl Berth {
     }
 
     /// Runs and asserts failure; returns (exit code, stderr).
+    /// `login -u USER --password-stdin HOST`, the password on stdin.
+    pub fn login(&self, host: &str, user: &str, password: &str) -> std::process::Output {
+        use std::io::Write;
+        let mut child = self
+            .cmd()
+            .args(["login", "-u", user, "--password-stdin", host])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(format!("{password}\n").as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    }
+
     pub fn fails(&self, args: &[&str]) -> (i32, String) {
         let out = self.run(args);
         assert!(
@@ -559,4 +579,21 @@ pub fn make_test_certs(dir: &Path) -> bool {
     openssl(&ca)
         && signed("server", "/CN=127.0.0.1", &ext)
         && signed("client", "/CN=berth test client", &client_ext)
+}
+
+/// An htpasswd file of `users` (bcrypt, as `htpasswd -B` writes it; cost 5 keeps tests
+/// quick) at `path`; false when htpasswd (apache2-utils) is not installed.
+pub fn htpasswd(path: &Path, users: &[(&str, &str)]) -> bool {
+    let mut lines = String::new();
+    for (u, p) in users {
+        match Command::new("htpasswd")
+            .args(["-nbB", "-C", "5", u, p])
+            .output()
+        {
+            Ok(o) if o.status.success() => lines.push_str(&String::from_utf8_lossy(&o.stdout)),
+            _ => return false,
+        }
+    }
+    std::fs::write(path, lines).unwrap();
+    true
 }
