@@ -12,6 +12,7 @@ use berth_engine::specs::{container as rules, parse, ContainerSpec};
 use serde_norway::Value;
 
 use crate::load::Project;
+use crate::refuse_unknown;
 use crate::scalar_text as text;
 use crate::service::{
     config_hash, container_name, image_of, resource_name, service_networks, HASH_LABEL,
@@ -88,21 +89,6 @@ fn strings(v: &Value) -> Vec<String> {
 
 fn flag(v: Option<&Value>) -> bool {
     v.and_then(Value::as_bool) == Some(true)
-}
-
-/// The keys of a mapping that are not in `known`, as `at.KEY` errors.
-fn refuse_unknown(v: &Value, known: &[&str], at: &str) -> Result<(), String> {
-    for k in v
-        .as_mapping()
-        .into_iter()
-        .flat_map(|m| m.keys())
-        .filter_map(Value::as_str)
-    {
-        if !known.contains(&k) && !k.starts_with("x-") {
-            return Err(format!("{at}.{k}: not implemented yet in berth compose"));
-        }
-    }
-    Ok(())
 }
 
 /// The create request for replica `number` of `service` (or, given `oneoff`, for a

@@ -54,6 +54,26 @@ pub fn mapping_keys(v: Option<&serde_norway::Value>) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// The keys of a mapping that are not in `known` (nor `x-` extensions), as an `at.KEY:
+/// not implemented yet` error: what berth cannot honour is refused by name, never dropped.
+pub fn refuse_unknown(
+    v: &serde_norway::Value,
+    known: &[&str],
+    at: &str,
+) -> std::result::Result<(), String> {
+    for k in v
+        .as_mapping()
+        .into_iter()
+        .flat_map(|m| m.keys())
+        .filter_map(serde_norway::Value::as_str)
+    {
+        if !known.contains(&k) && !k.starts_with("x-") {
+            return Err(format!("{at}.{k}: not implemented yet in berth compose"));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 pub(crate) mod testing {
     use crate::load::{load, Options, Project};

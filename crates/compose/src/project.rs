@@ -167,16 +167,7 @@ fn check_resources(model: &Value) -> Result<(), String> {
             .flatten()
         {
             let name = k.as_str().unwrap_or_default();
-            for key in def
-                .as_mapping()
-                .into_iter()
-                .flat_map(|m| m.keys())
-                .filter_map(Value::as_str)
-            {
-                if !allowed.contains(&key) && !key.starts_with("x-") {
-                    return refuse(format!("{section}.{name}.{key}"));
-                }
-            }
+            crate::refuse_unknown(def, allowed, &format!("{section}.{name}"))?;
             let driver = def.get("driver").and_then(Value::as_str);
             let wanted = if section == "networks" {
                 "bridge"

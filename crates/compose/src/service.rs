@@ -172,20 +172,18 @@ pub fn build_spec(project: &Project, service: &str) -> Result<Option<BuildSpec>,
         return Ok(None);
     };
     let at = |k: &str| format!("services.{service}.build.{k}");
-    for k in b
-        .as_mapping()
-        .into_iter()
-        .flat_map(|m| m.keys())
-        .filter_map(Value::as_str)
-    {
-        if !matches!(
-            k,
-            "context" | "dockerfile" | "args" | "target" | "labels" | "network"
-        ) && !k.starts_with("x-")
-        {
-            return Err(format!("{}: not implemented yet in berth compose", at(k)));
-        }
-    }
+    crate::refuse_unknown(
+        b,
+        &[
+            "context",
+            "dockerfile",
+            "args",
+            "target",
+            "labels",
+            "network",
+        ],
+        &format!("services.{service}.build"),
+    )?;
     let context = b
         .get("context")
         .and_then(text)
