@@ -5,6 +5,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod cni;
 pub mod dns;
 pub mod firewall;
 pub mod ipam;

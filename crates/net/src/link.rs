@@ -163,6 +163,22 @@ pub struct Attachment {
     pub route_mtu: Option<u32>,
 }
 
+/// Brings `lo` up in the namespace at `netns` (a pod's, before its CNI plugins run).
+pub fn loopback_up(netns: &Path) -> Result<()> {
+    crate::netns::within(netns, || with_handle(async |h| set_lo_up(&h).await))
+}
+
+async fn set_lo_up(h: &Handle) -> Result<()> {
+    if let Some(lo) = index_of(h, "lo").await? {
+        h.link()
+            .set(LinkUnspec::new_with_index(lo).up().build())
+            .execute()
+            .await
+            .map_err(nl("setting lo up"))?;
+    }
+    Ok(())
+}
+
 /// Connects the namespace at `netns` to a bridge: a veth pair whose host end joins the
 /// bridge and whose other end, in the namespace, gets the address, the MAC, and (when a
 /// gateway is given) the default route. `lo` comes up too.
@@ -216,13 +232,7 @@ pub fn attach(netns: &Path, a: &Attachment) -> Result<()> {
                 .execute()
                 .await
                 .map_err(nl(format!("setting {} up", a.name)))?;
-            if let Some(lo) = index_of(&h, "lo").await? {
-                h.link()
-                    .set(LinkUnspec::new_with_index(lo).up().build())
-                    .execute()
-                    .await
-                    .map_err(nl("setting lo up"))?;
-            }
+            set_lo_up(&h).await?;
             if let Some(gw) = a.gateway {
                 let mut route = RouteMessageBuilder::<Ipv4Addr>::new().gateway(gw).build();
                 if let Some(mtu) = a.route_mtu {

@@ -1,4 +1,4 @@
-//! Persistent network namespaces: a namespace made on a thread of its own and kept alive
+//! Persistent namespaces (network, and a pod's ipc and uts): a namespace made on a thread of its own and kept alive
 //! by a bind mount of it on a file (as `ip netns add` does), so the container's runtime
 //! can join it by path and it outlives any process in it until [`remove`].
 
@@ -11,23 +11,45 @@ use crate::{io, NetError, Result};
 
 /// Makes a new network namespace and pins it at `path` (its parent dir must exist).
 pub fn create(path: &Path) -> Result<()> {
+    pin_new(path, CloneFlags::CLONE_NEWNET, || Ok(()))
+}
+
+/// Makes a new namespace of one kind (network, ipc or uts: kinds a thread can unshare
+/// alone), runs `init` inside it (to set a hostname or a sysctl), and pins it at `path`
+/// (its parent dir must exist), as CRI-O's `pinns` does for a pod's namespaces.
+pub fn pin_new(
+    path: &Path,
+    kind: CloneFlags,
+    init: impl FnOnce() -> Result<()> + Send + 'static,
+) -> Result<()> {
+    let name = match kind {
+        CloneFlags::CLONE_NEWNET => "net",
+        CloneFlags::CLONE_NEWIPC => "ipc",
+        CloneFlags::CLONE_NEWUTS => "uts",
+        _ => {
+            return Err(NetError::Invalid(format!(
+                "cannot pin a {kind:?} namespace"
+            )))
+        }
+    };
     std::fs::File::create(path).map_err(io(format!("creating {}", path.display())))?;
     let target = path.to_path_buf();
     // unshare moves only the calling thread: a thread of its own, which then ends.
     let made = std::thread::spawn(move || -> Result<()> {
-        unshare(CloneFlags::CLONE_NEWNET).map_err(|e| NetError::Io {
-            what: "unshare(CLONE_NEWNET)".into(),
+        unshare(kind).map_err(|e| NetError::Io {
+            what: format!("unshare({kind:?})"),
             source: e.into(),
         })?;
+        init()?;
         mount(
-            Some("/proc/thread-self/ns/net"),
+            Some(format!("/proc/thread-self/ns/{name}").as_str()),
             &target,
             None::<&str>,
             MsFlags::MS_BIND,
             None::<&str>,
         )
         .map_err(|e| NetError::Io {
-            what: format!("pinning the network namespace at {}", target.display()),
+            what: format!("pinning the {name} namespace at {}", target.display()),
             source: e.into(),
         })
     })
@@ -37,6 +59,34 @@ pub fn create(path: &Path) -> Result<()> {
         let _ = std::fs::remove_file(path);
     }
     made
+}
+
+/// Pins the namespace at `source` (`/proc/PID/ns/KIND`) at `path` (its parent dir must
+/// exist), so it can be joined by path.
+pub fn pin_existing(path: &Path, source: &Path) -> Result<()> {
+    std::fs::File::create(path).map_err(io(format!("creating {}", path.display())))?;
+    let pinned = mount(
+        Some(source),
+        path,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(|e| NetError::Io {
+        what: format!("pinning {} at {}", source.display(), path.display()),
+        source: e.into(),
+    });
+    if pinned.is_err() {
+        let _ = std::fs::remove_file(path);
+    }
+    pinned
+}
+
+/// Whether `path` is a pinned namespace (a bind mount of one: nsfs), as opposed to a
+/// plain file or nothing (a pin that a reboot or an unmount took away).
+pub fn is_pinned(path: &Path) -> bool {
+    nix::sys::statfs::statfs(path)
+        .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::NSFS_MAGIC)
 }
 
 /// Unpins and removes the namespace at `path`; once no process is in it, the kernel
