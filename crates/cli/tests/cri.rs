@@ -7,6 +7,9 @@ use common::{berth_registry, Berth};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 
+/// Debian's containernetworking-plugins.
+const CNI_BIN: &str = "/usr/lib/cni";
+
 fn crictl_path() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/tools/cri/crictl")
 }
@@ -32,12 +35,20 @@ impl Cri {
         Cri::start_with(b, &[])
     }
 
+    /// With the CNI configuration in the test's `cni` dir (made empty here: the host's
+    /// /etc/cni/net.d is never used), and the plugins from Debian's package.
     fn start_with(b: &Berth, env: &[(&str, &Path)]) -> Cri {
-        let socket = b.root.parent().unwrap().join("cri.sock");
+        let base = b.root.parent().unwrap();
+        let socket = base.join("cri.sock");
+        let conf = base.join("cni");
+        std::fs::create_dir_all(&conf).unwrap();
         let child = b
             .cmd()
             .envs(env.iter().copied())
             .args(["cri", "--listen", &format!("unix://{}", socket.display())])
+            .arg("--cni-conf-dir")
+            .arg(&conf)
+            .args(["--cni-bin-dir", CNI_BIN])
             .spawn()
             .unwrap();
         assert!(
@@ -117,15 +128,17 @@ fn crictl_sees_berths_images_pulls_and_removes_them() {
     assert!(!b.ok(&["images"]).contains("/cri/bb"));
     let (ok, _, err) = cri.crictl(&["inspecti", &name]);
     assert!(!ok && err.contains("no such image"), "{err}");
-    // Pods are not there yet, and the service says so rather than pretend.
-    let (ok, _, err) = cri.crictl(&["pods"]);
-    assert!(!ok, "pods should be refused");
+    // Containers in pods are not there yet, and the service says so rather than pretend.
+    let (ok, _, err) = cri.crictl(&["ps"]);
+    assert!(!ok, "ps should be refused");
     assert!(
-        err.contains("ListPodSandbox is not implemented yet in berth's CRI service"),
+        err.contains("ListContainers is not implemented yet in berth's CRI service"),
         "{err}"
     );
+    // With no CNI configuration, pods have no network yet, and kubelet is told.
     let info = cri.ok(&["info"]);
     assert!(info.contains("NetworkPluginNotReady"), "{info}");
+    assert!(info.contains("no CNI network configuration in"), "{info}");
     let config = cri.ok(&["runtime-config"]);
     assert!(config.contains("CGROUPFS"), "{config}");
     // A clean stop takes its socket away.
@@ -244,4 +257,278 @@ fn a_pull_with_the_credentials_kubelet_gives_reaches_a_private_registry() {
     // `auth`, as kubelet sends it from an image pull secret.
     cri.ok(&["pull", "--auth", "YWxpY2U6YWxpY2UtcHc=", &name]);
     assert!(b.ok(&["images"]).contains("/private/bb"));
+}
+
+/// A CNI network for one test: a bridge `bb-cniN` (gone when this is dropped) with
+/// host-local addresses from 10.251.N.0/24 kept in the test's dir, written as the only
+/// configuration in the service's conf dir.
+struct CniNet {
+    bridge: String,
+    ipam: PathBuf,
+    name: String,
+}
+
+impl CniNet {
+    fn new(b: &Berth, n: u8) -> CniNet {
+        let base = b.root.parent().unwrap();
+        let net = CniNet {
+            bridge: format!("bb-cni{n}"),
+            ipam: base.join("ipam"),
+            name: format!("berth-test-{n}"),
+        };
+        let conf = serde_json::json!({
+            "cniVersion": "1.0.0",
+            "name": net.name,
+            "plugins": [{
+                "type": "bridge",
+                "bridge": net.bridge,
+                "isGateway": true,
+                "ipMasq": false,
+                "ipam": {
+                    "type": "host-local",
+                    "ranges": [[{"subnet": format!("10.251.{n}.0/24")}]],
+                    "dataDir": net.ipam,
+                },
+            }],
+        });
+        std::fs::create_dir_all(base.join("cni")).unwrap();
+        std::fs::write(
+            base.join("cni/10-test.conflist"),
+            serde_json::to_vec(&conf).unwrap(),
+        )
+        .unwrap();
+        net
+    }
+
+    /// The addresses host-local has given out.
+    fn allocated(&self) -> Vec<String> {
+        std::fs::read_dir(self.ipam.join(&self.name))
+            .map(|d| {
+                d.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                    .filter(|f| f.starts_with("10."))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for CniNet {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.bridge])
+            .output();
+    }
+}
+
+/// The host PID of a pod's init, from `inspectp`'s verbose info.
+fn pod_init(status: &serde_json::Value) -> i32 {
+    status["info"]["record"]["init_pid"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("{status}")) as i32
+}
+
+/// Runs `args` in the namespace `kind` pinned at `ns`: its stdout.
+fn nsenter(kind: &str, ns: &Path, args: &[&str]) -> String {
+    let out = Command::new("nsenter")
+        .arg(format!("--{kind}={}", ns.display()))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "nsenter {kind} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn a_pod_sandbox_gets_its_namespaces_and_an_address_from_cni() {
+    require_root!();
+    if !crictl_path().exists() || !Path::new(CNI_BIN).join("bridge").exists() {
+        eprintln!("skipped: needs crictl and Debian's containernetworking-plugins");
+        return;
+    }
+    let b = Berth::new();
+    let net = CniNet::new(&b, 1);
+    let cri = Cri::start(&b);
+    let info = cri.ok(&["info"]);
+    assert!(!info.contains("NetworkPluginNotReady"), "{info}");
+    let pod = b.root.parent().unwrap().join("pod.json");
+    std::fs::write(
+        &pod,
+        serde_json::to_vec(&serde_json::json!({
+            "metadata": {"name": "web", "namespace": "default", "uid": "u-1", "attempt": 1},
+            "hostname": "web-0",
+            "labels": {"app": "web"},
+            "dns_config": {"servers": ["10.251.1.1"], "searches": ["svc.local"], "options": ["ndots:5"]},
+            "linux": {"sysctls": {
+                "net.ipv4.ip_unprivileged_port_start": "80",
+                "kernel.shm_rmid_forced": "1",
+            }},
+        }))
+        .unwrap(),
+    )
+    .unwrap();
+    let id = cri.ok(&["runp", pod.to_str().unwrap()]).trim().to_string();
+    assert_eq!(id.len(), 64, "{id}");
+    // The same pod and attempt twice is a conflict.
+    let (ok, _, err) = cri.crictl(&["runp", pod.to_str().unwrap()]);
+    assert!(!ok && err.contains("exists already"), "{err}");
+
+    let listed = cri.ok(&["pods"]);
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.starts_with(&id[..13]) && l.contains("Ready") && l.contains("web")),
+        "{listed}"
+    );
+    assert_eq!(cri.ok(&["pods", "-q", "--label", "app=web"]).trim(), id);
+    assert_eq!(cri.ok(&["pods", "-q", "--label", "app=db"]).trim(), "");
+    assert_eq!(cri.ok(&["pods", "-q", "--state", "notready"]).trim(), "");
+
+    let status: serde_json::Value =
+        serde_json::from_str(&cri.ok(&["inspectp", "-o", "json", &id])).unwrap();
+    assert_eq!(status["status"]["state"], "SANDBOX_READY", "{status}");
+    let ip = status["status"]["network"]["ip"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(ip.starts_with("10.251.1."), "{status}");
+    assert_eq!(net.allocated(), std::slice::from_ref(&ip));
+
+    // The namespaces, as kubelet asked for them.
+    let dir = b.run_root.join("pods").join(&id);
+    let addrs = nsenter("net", &dir.join("net"), &["ip", "-4", "-o", "addr"]);
+    assert!(addrs.contains(&format!("eth0    inet {ip}/24")), "{addrs}");
+    assert!(addrs.contains("lo    inet 127.0.0.1/8"), "{addrs}");
+    assert_eq!(
+        nsenter(
+            "net",
+            &dir.join("net"),
+            &["cat", "/proc/sys/net/ipv4/ip_unprivileged_port_start"]
+        )
+        .trim(),
+        "80"
+    );
+    assert_eq!(
+        nsenter(
+            "ipc",
+            &dir.join("ipc"),
+            &["cat", "/proc/sys/kernel/shm_rmid_forced"]
+        )
+        .trim(),
+        "1"
+    );
+    assert_eq!(
+        nsenter("uts", &dir.join("uts"), &["hostname"]).trim(),
+        "web-0"
+    );
+    // crictl's default: one PID namespace for the pod, whose PID 1 is berth's pod init,
+    // holding no capability.
+    let init = pod_init(&status);
+    let proc_status = std::fs::read_to_string(format!("/proc/{init}/status")).unwrap();
+    assert!(
+        proc_status.contains("Name:\tberth-pod-init"),
+        "{proc_status}"
+    );
+    assert!(
+        proc_status.contains(&format!("NSpid:\t{init}\t1\n")),
+        "{proc_status}"
+    );
+    assert!(
+        proc_status.contains("CapEff:\t0000000000000000"),
+        "{proc_status}"
+    );
+    let resolv = std::fs::read_to_string(dir.join("resolv.conf")).unwrap();
+    assert_eq!(
+        resolv,
+        "search svc.local\nnameserver 10.251.1.1\noptions ndots:5\n"
+    );
+    // The host's own values did not move.
+    assert_ne!(
+        std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start")
+            .unwrap()
+            .trim(),
+        "80"
+    );
+
+    // Killing the service leaves the pod; a new one serves it again.
+    let socket = cri.socket.clone();
+    let mut cri = cri;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(cri.child.id() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let _ = cri.child.wait();
+    drop(cri);
+    let _ = std::fs::remove_file(&socket);
+    let cri = Cri::start(&b);
+    assert_eq!(cri.ok(&["pods", "-q", "--state", "ready"]).trim(), id);
+
+    // Stopped: the network and namespaces go, the address is given back, the pod stays.
+    cri.ok(&["stopp", &id]);
+    cri.ok(&["stopp", &id]);
+    assert_eq!(cri.ok(&["pods", "-q", "--state", "notready"]).trim(), id);
+    assert!(net.allocated().is_empty(), "{:?}", net.allocated());
+    assert!(!dir.join("net").exists());
+    assert!(!Path::new(&format!("/proc/{init}")).exists());
+    cri.ok(&["rmp", &id]);
+    assert_eq!(cri.ok(&["pods", "-q"]).trim(), "");
+    assert!(!dir.exists());
+}
+
+#[test]
+fn a_pod_whose_namespaces_went_with_a_reboot_is_not_ready_and_can_be_removed() {
+    require_root!();
+    if !crictl_path().exists() || !Path::new(CNI_BIN).join("bridge").exists() {
+        eprintln!("skipped: needs crictl and Debian's containernetworking-plugins");
+        return;
+    }
+    let b = Berth::new();
+    let net = CniNet::new(&b, 2);
+    let cri = Cri::start(&b);
+    let pod = b.root.parent().unwrap().join("pod.json");
+    std::fs::write(
+        &pod,
+        r#"{"metadata": {"name": "db", "namespace": "ns2", "uid": "u-2"}}"#,
+    )
+    .unwrap();
+    let id = cri.ok(&["runp", pod.to_str().unwrap()]).trim().to_string();
+    // What a reboot does: the pod's init and the pins in the run root are gone.
+    let status: serde_json::Value =
+        serde_json::from_str(&cri.ok(&["inspectp", "-o", "json", &id])).unwrap();
+    let init = pod_init(&status);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(init),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let dir = b.run_root.join("pods").join(&id);
+    for ns in ["net", "ipc", "uts", "pid"] {
+        nix::mount::umount2(&dir.join(ns), nix::mount::MntFlags::MNT_DETACH).unwrap();
+    }
+    assert_eq!(cri.ok(&["pods", "-q", "--state", "notready"]).trim(), id);
+    // kubelet's usual calls clean it up, its address included.
+    cri.ok(&["stopp", &id]);
+    cri.ok(&["rmp", &id]);
+    assert!(net.allocated().is_empty(), "{:?}", net.allocated());
+    assert!(!dir.exists());
+    // A pod on a network with no configuration is refused, and leaves nothing.
+    std::fs::remove_file(b.root.parent().unwrap().join("cni/10-test.conflist")).unwrap();
+    let (ok, _, err) = cri.crictl(&["runp", pod.to_str().unwrap()]);
+    assert!(!ok && err.contains("no CNI network configuration"), "{err}");
+    assert_eq!(cri.ok(&["pods", "-q"]).trim(), "");
+    // A sysctl of the host's is refused by name.
+    std::fs::write(
+        &pod,
+        r#"{"metadata": {"name": "db", "namespace": "ns2", "uid": "u-2"}, "linux": {"sysctls": {"kernel.panic": "1"}}}"#,
+    )
+    .unwrap();
+    let (ok, _, err) = cri.crictl(&["runp", pod.to_str().unwrap()]);
+    assert!(
+        !ok && err.contains("kernel.panic") && err.contains("is not allowed: it is not namespaced"),
+        "{err}"
+    );
 }

@@ -15,6 +15,7 @@
 
 use std::path::Path;
 
+use berth_engine::pods::PodNetwork;
 use berth_engine::{Engine, EngineError, EngineOptions, ErrorClass};
 use k8s_cri::v1 as cri;
 use k8s_cri::v1::image_service_server::{ImageService, ImageServiceServer};
@@ -22,6 +23,7 @@ use k8s_cri::v1::runtime_service_server::{RuntimeService, RuntimeServiceServer};
 use tonic::{Request, Response, Status};
 
 mod images;
+mod pods;
 
 /// The CRI version berth speaks.
 pub const API_VERSION: &str = "v1";
@@ -30,11 +32,12 @@ pub const API_VERSION: &str = "v1";
 #[derive(Debug, Clone)]
 pub struct Cri {
     opts: EngineOptions,
+    net: PodNetwork,
 }
 
 impl Cri {
-    pub fn new(opts: EngineOptions) -> Self {
-        Cri { opts }
+    pub fn new(opts: EngineOptions, net: PodNetwork) -> Self {
+        Cri { opts, net }
     }
 
     /// Runs `f` with an engine on a blocking thread (the engine is synchronous).
@@ -70,7 +73,7 @@ fn not_yet(call: &str) -> Status {
 
 /// Serves CRI on the unix socket `path` (made anew, its directory too; an old socket
 /// there is replaced) until ctrl-c or SIGTERM.
-pub async fn serve_unix(path: &Path, opts: EngineOptions) -> std::io::Result<()> {
+pub async fn serve_unix(path: &Path, opts: EngineOptions, net: PodNetwork) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
@@ -81,7 +84,7 @@ pub async fn serve_unix(path: &Path, opts: EngineOptions) -> std::io::Result<()>
     }
     let listener = tokio::net::UnixListener::bind(path)?;
     let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
-    let cri = Cri::new(opts);
+    let cri = Cri::new(opts, net);
     let shutdown = async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .expect("a SIGTERM handler");
@@ -143,9 +146,25 @@ impl RuntimeService for Cri {
         &self,
         _request: Request<cri::StatusRequest>,
     ) -> Result<Response<cri::StatusResponse>, Status> {
-        // The engine opens: the runtime is ready. Pod networking (CNI) is not there yet,
-        // and says so.
+        // The engine opens: the runtime is ready. The network is ready when there is a
+        // CNI configuration to give pods (kubelet schedules no pods before).
         self.engine(|_| Ok(())).await?;
+        let conf_dir = self.net.conf_dir.clone();
+        let network = tokio::task::spawn_blocking(move || berth_net::cni::load(&conf_dir))
+            .await
+            .map_err(|e| Status::internal(format!("reading the CNI configuration: {e}")))?;
+        let (net_ready, net_reason, net_message) = match network {
+            Ok(Some(_)) => (true, String::new(), String::new()),
+            Ok(None) => (
+                false,
+                "NetworkPluginNotReady".to_string(),
+                format!(
+                    "no CNI network configuration in {}",
+                    self.net.conf_dir.display()
+                ),
+            ),
+            Err(e) => (false, "NetworkPluginNotReady".to_string(), e.to_string()),
+        };
         let condition =
             |kind: &str, ready: bool, reason: &str, message: &str| cri::RuntimeCondition {
                 r#type: kind.into(),
@@ -157,12 +176,7 @@ impl RuntimeService for Cri {
             status: Some(cri::RuntimeStatus {
                 conditions: vec![
                     condition("RuntimeReady", true, "", ""),
-                    condition(
-                        "NetworkReady",
-                        false,
-                        "NetworkPluginNotReady",
-                        "pod networking (CNI) is not implemented yet in berth",
-                    ),
+                    condition("NetworkReady", net_ready, &net_reason, &net_message),
                 ],
             }),
             ..Default::default()
@@ -182,6 +196,76 @@ impl RuntimeService for Cri {
         }))
     }
 
+    async fn run_pod_sandbox(
+        &self,
+        request: Request<cri::RunPodSandboxRequest>,
+    ) -> Result<Response<cri::RunPodSandboxResponse>, Status> {
+        let req = request.into_inner();
+        let config = req.config.unwrap_or_default();
+        let spec = pods::pod_spec(&config, &req.runtime_handler)?;
+        let net = self.net.clone();
+        let id = self
+            .engine(move |e| e.run_pod(&spec, &net).map_err(status_of))
+            .await?;
+        Ok(Response::new(cri::RunPodSandboxResponse {
+            pod_sandbox_id: id,
+        }))
+    }
+
+    async fn stop_pod_sandbox(
+        &self,
+        request: Request<cri::StopPodSandboxRequest>,
+    ) -> Result<Response<cri::StopPodSandboxResponse>, Status> {
+        let id = request.into_inner().pod_sandbox_id;
+        self.engine(move |e| pods::missing_is_done(e.stop_pod(&id)).map_err(status_of))
+            .await?;
+        Ok(Response::new(cri::StopPodSandboxResponse {}))
+    }
+
+    async fn remove_pod_sandbox(
+        &self,
+        request: Request<cri::RemovePodSandboxRequest>,
+    ) -> Result<Response<cri::RemovePodSandboxResponse>, Status> {
+        let id = request.into_inner().pod_sandbox_id;
+        self.engine(move |e| pods::missing_is_done(e.remove_pod(&id)).map_err(status_of))
+            .await?;
+        Ok(Response::new(cri::RemovePodSandboxResponse {}))
+    }
+
+    async fn pod_sandbox_status(
+        &self,
+        request: Request<cri::PodSandboxStatusRequest>,
+    ) -> Result<Response<cri::PodSandboxStatusResponse>, Status> {
+        let req = request.into_inner();
+        let id = req.pod_sandbox_id;
+        let pod = self.engine(move |e| e.pod(&id).map_err(status_of)).await?;
+        Ok(Response::new(cri::PodSandboxStatusResponse {
+            status: Some(pods::status(&pod)),
+            info: if req.verbose {
+                pods::info(&pod)
+            } else {
+                Default::default()
+            },
+            containers_statuses: Vec::new(),
+            timestamp: 0,
+        }))
+    }
+
+    async fn list_pod_sandbox(
+        &self,
+        request: Request<cri::ListPodSandboxRequest>,
+    ) -> Result<Response<cri::ListPodSandboxResponse>, Status> {
+        let filter = request.into_inner().filter.unwrap_or_default();
+        let pods = self.engine(|e| e.pods().map_err(status_of)).await?;
+        Ok(Response::new(cri::ListPodSandboxResponse {
+            items: pods
+                .iter()
+                .filter(|p| pods::matches(p, &filter))
+                .map(pods::sandbox)
+                .collect(),
+        }))
+    }
+
     type GetContainerEventsStream =
         tokio_stream::Empty<Result<cri::ContainerEventResponse, Status>>;
 
@@ -193,11 +277,6 @@ impl RuntimeService for Cri {
     }
 
     not_yet! {
-        run_pod_sandbox(RunPodSandboxRequest) -> RunPodSandboxResponse as "RunPodSandbox";
-        stop_pod_sandbox(StopPodSandboxRequest) -> StopPodSandboxResponse as "StopPodSandbox";
-        remove_pod_sandbox(RemovePodSandboxRequest) -> RemovePodSandboxResponse as "RemovePodSandbox";
-        pod_sandbox_status(PodSandboxStatusRequest) -> PodSandboxStatusResponse as "PodSandboxStatus";
-        list_pod_sandbox(ListPodSandboxRequest) -> ListPodSandboxResponse as "ListPodSandbox";
         create_container(CreateContainerRequest) -> CreateContainerResponse as "CreateContainer";
         start_container(StartContainerRequest) -> StartContainerResponse as "StartContainer";
         stop_container(StopContainerRequest) -> StopContainerResponse as "StopContainer";

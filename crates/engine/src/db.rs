@@ -100,6 +100,18 @@ const MIGRATIONS: &[&str] = &[
     // `network connect`
     "ALTER TABLE endpoints ADD COLUMN aliases TEXT NOT NULL DEFAULT '[]';
     ALTER TABLE endpoints ADD COLUMN position INTEGER NOT NULL DEFAULT 0;",
+    // 8: pod sandboxes (CRI): one per pod identity and attempt
+    "CREATE TABLE pods (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        namespace TEXT NOT NULL,
+        uid TEXT NOT NULL,
+        attempt INTEGER NOT NULL,
+        created INTEGER NOT NULL,       -- nanoseconds since the epoch
+        state TEXT NOT NULL,            -- ready, notready
+        record TEXT NOT NULL,           -- JSON PodRecord
+        UNIQUE (name, namespace, uid, attempt)
+    );",
 ];
 
 /// Opens (creating and migrating) the database at `path`.

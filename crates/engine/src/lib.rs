@@ -34,6 +34,7 @@ pub mod monitor;
 pub mod mounts;
 pub mod names;
 pub mod networks;
+pub mod pods;
 pub mod prune;
 pub mod spare;
 pub mod spec;
@@ -131,6 +132,18 @@ impl Engine {
 }
 
 impl EngineOptions {
+    /// `berth-pod-init`, the holder of a pod's PID namespace: `BERTH_POD_INIT`, else
+    /// beside the berth binary.
+    pub fn pod_init_path(&self) -> PathBuf {
+        if let Some(p) = std::env::var_os("BERTH_POD_INIT") {
+            return PathBuf::from(p);
+        }
+        berth_exe()
+            .ok()
+            .and_then(|p| p.parent().map(|d| d.join("berth-pod-init")))
+            .unwrap_or_else(|| PathBuf::from("berth-pod-init"))
+    }
+
     /// The `berth-monitor` to spawn: the configured one, `BERTH_MONITOR`, or the one
     /// beside the current executable.
     pub fn monitor_path(&self) -> PathBuf {

@@ -350,6 +350,12 @@ pub enum Command {
         /// Where to listen: unix:///PATH
         #[arg(long, default_value = "unix:///run/berth/cri.sock")]
         listen: String,
+        /// Where pod networks are configured (CNI: the first file by name is used)
+        #[arg(long, default_value = "/etc/cni/net.d")]
+        cni_conf_dir: std::path::PathBuf,
+        /// Where the CNI plugins are (a colon-separated list)
+        #[arg(long, default_value = "/usr/lib/cni:/opt/cni/bin")]
+        cni_bin_dir: String,
     },
     /// Serve the Docker Engine API, so the docker CLI, SDKs and compose drive berth
     Serve {
@@ -477,8 +483,17 @@ pub fn dispatch(cli: &Cli, warmer: Option<berth_engine::sys::AttachWarmer>) -> C
     if let Command::Serve { .. } = &cli.cmd {
         return system::serve(cli);
     }
-    if let Command::Cri { listen } = &cli.cmd {
-        return system::cri(cli, listen);
+    if let Command::Cri {
+        listen,
+        cni_conf_dir,
+        cni_bin_dir,
+    } = &cli.cmd
+    {
+        let net = berth_engine::pods::PodNetwork {
+            conf_dir: cni_conf_dir.clone(),
+            bin_dirs: std::env::split_paths(cni_bin_dir).collect(),
+        };
+        return system::cri(cli, listen, net);
     }
     // Compose opens the engine when a command needs it.
     if let Command::Compose(args) = &cli.cmd {

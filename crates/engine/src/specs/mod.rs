@@ -14,10 +14,12 @@ pub mod container;
 pub mod exec;
 pub mod network;
 pub mod parse;
+pub mod pod;
 pub mod volume;
 
 pub use build::BuildSpec;
 pub use container::{ContainerSpec, UpdateSpec};
 pub use exec::ExecSpec;
 pub use network::NetworkSpec;
+pub use pod::PodSpec;
 pub use volume::VolumeSpec;
