@@ -255,6 +255,7 @@ pub(crate) fn create_container(e: &Engine, q: &[(String, String)], body: &[u8]) 
         entrypoint,
         host_config,
         endpoint,
+        pod: None,
     };
     match e.create_container(opts) {
         Ok((id, warnings)) => json_response(
@@ -515,7 +516,9 @@ pub(crate) fn container_action(
             }
             (&Method::GET, "logs") => {
                 let rec = e.find_container(id)?;
-                let path = e.container_dir(&rec.id).join("log.json");
+                let path = e
+                    .log_path(&rec)
+                    .unwrap_or_else(|| e.container_dir(&rec.id).join("log.json"));
                 let want = LogWant::of(q, rec.config.tty);
                 let (mut lines, follower) = berth_engine::logs::Follower::open(&path)
                     .map_err(berth_engine::error::io_err(&path))?;

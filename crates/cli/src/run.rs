@@ -135,6 +135,27 @@ pub struct CreateFlags {
     /// CPUs in which to allow execution (0-3, 0,1)
     #[arg(long = "cpuset-cpus")]
     pub cpuset_cpus: Option<String>,
+    /// MEMs in which to allow execution (0-3, 0,1)
+    #[arg(long = "cpuset-mems")]
+    pub cpuset_mems: Option<String>,
+    /// Limit CPU CFS (Completely Fair Scheduler) quota
+    #[arg(long = "cpu-quota")]
+    pub cpu_quota: Option<i64>,
+    /// Limit CPU CFS (Completely Fair Scheduler) period
+    #[arg(long = "cpu-period")]
+    pub cpu_period: Option<i64>,
+    /// Tune host's OOM preferences (-1000 to 1000)
+    #[arg(long = "oom-score-adj", allow_hyphen_values = true)]
+    pub oom_score_adj: Option<i64>,
+    /// IPC mode to use (private, shareable, host, ns:PATH)
+    #[arg(long)]
+    pub ipc: Option<String>,
+    /// PID namespace to use (host, ns:PATH)
+    #[arg(long)]
+    pub pid: Option<String>,
+    /// UTS namespace to use (host, ns:PATH)
+    #[arg(long)]
+    pub uts: Option<String>,
     /// Tune container pids limit (set -1 for unlimited)
     #[arg(long = "pids-limit", allow_hyphen_values = true)]
     pub pids_limit: Option<i64>,
@@ -397,6 +418,15 @@ impl CreateFlags {
             restart_policy,
             port_bindings,
             publish_all_ports: self.publish_all,
+            ipc_mode: self.ipc.clone().unwrap_or_default(),
+            pid_mode: self.pid.clone().unwrap_or_default(),
+            uts_mode: self.uts.clone().unwrap_or_default(),
+            oom_score_adj: self.oom_score_adj.unwrap_or(0),
+            cpu_quota: self.cpu_quota.unwrap_or(0),
+            cpu_period: self.cpu_period.unwrap_or(0),
+            cpuset_mems: self.cpuset_mems.clone().unwrap_or_default(),
+            masked_paths: None,
+            readonly_paths: None,
         };
         Ok(ContainerSpec {
             name: self.name.clone(),
@@ -415,6 +445,7 @@ impl CreateFlags {
                 mac: self.mac_address.clone(),
                 aliases: self.network_alias.clone(),
             },
+            pod: None,
         })
     }
 }

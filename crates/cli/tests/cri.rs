@@ -532,3 +532,116 @@ fn a_pod_whose_namespaces_went_with_a_reboot_is_not_ready_and_can_be_removed() {
         "{err}"
     );
 }
+
+/// Writes `value` as JSON at `dir/name`; returns the path as a string.
+fn write_json(dir: &Path, name: &str, value: serde_json::Value) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, serde_json::to_vec(&value).unwrap()).unwrap();
+    p.display().to_string()
+}
+
+#[test]
+fn containers_of_a_pod_share_its_localhost_names_and_pids_and_log_for_kubelet() {
+    require_root!();
+    if !crictl_path().exists() || !Path::new(CNI_BIN).join("bridge").exists() {
+        eprintln!("skipped: needs crictl and Debian's containernetworking-plugins");
+        return;
+    }
+    let b = Berth::with_busybox();
+    let _net = CniNet::new(&b, 3);
+    let cri = Cri::start(&b);
+    let base = b.root.parent().unwrap().to_path_buf();
+    let logs = base.join("logs");
+    let pod_json = serde_json::json!({
+        "metadata": {"name": "web", "namespace": "default", "uid": "u-3"},
+        "hostname": "web-0",
+        "log_directory": logs,
+    });
+    let pod = write_json(&base, "pod.json", pod_json);
+    let server = write_json(
+        &base,
+        "server.json",
+        serde_json::json!({
+            "metadata": {"name": "server"},
+            "image": {"image": "busybox:test"},
+            "command": ["sh", "-c"],
+            "args": ["hostname; mkdir -p /www && echo hello-from-server > /www/index.html && exec httpd -f -p 8080 -h /www"],
+            "log_path": "server/0.log",
+            "labels": {"role": "server"},
+        }),
+    );
+    let client = write_json(
+        &base,
+        "client.json",
+        serde_json::json!({
+            "metadata": {"name": "client"},
+            "image": {"image": "busybox:test"},
+            "command": ["sh", "-c"],
+            "args": ["for i in $(seq 50); do wget -qO- http://127.0.0.1:8080/ && break; sleep 0.1; done; tr '\\0' ' ' < /proc/1/cmdline; echo; echo $GREETING >&2"],
+            "envs": [{"key": "GREETING", "value": "bye"}],
+            "log_path": "client/0.log",
+        }),
+    );
+    let pod_id = cri.ok(&["runp", &pod]).trim().to_string();
+    let server_id = cri
+        .ok(&["create", &pod_id, &server, &pod])
+        .trim()
+        .to_string();
+    assert_eq!(server_id.len(), 64, "{server_id}");
+    let listed = cri.ok(&["ps", "-a", "-q", "--state", "created"]);
+    assert_eq!(listed.trim(), server_id);
+    cri.ok(&["start", &server_id]);
+    let client_id = cri
+        .ok(&["create", &pod_id, &client, &pod])
+        .trim()
+        .to_string();
+    cri.ok(&["start", &client_id]);
+    let exited = common::eventually(20, || {
+        cri.ok(&["ps", "-a", "-q", "--state", "exited"]).trim() == client_id
+    });
+    assert!(exited, "{}", cri.ok(&["ps", "-a"]));
+
+    // The client reached the server on the pod's localhost, saw the pod's init as PID 1.
+    let out = cri.ok(&["logs", &client_id]);
+    assert!(out.contains("hello-from-server"), "{out}");
+    assert!(out.contains("berth-pod-init"), "{out}");
+    let status: serde_json::Value =
+        serde_json::from_str(&cri.ok(&["inspect", "-o", "json", &client_id])).unwrap();
+    let st = &status["status"];
+    assert_eq!(st["state"], "CONTAINER_EXITED", "{status}");
+    assert_eq!(st["exitCode"], 0, "{status}");
+    assert_eq!(st["reason"], "Completed", "{status}");
+    assert_eq!(st["metadata"]["name"], "client", "{status}");
+    assert_eq!(st["image"]["image"], "busybox:test", "{status}");
+    // The log is in the CRI format, at the path kubelet gave.
+    let log_path = logs.join("client/0.log");
+    assert_eq!(st["logPath"], log_path.display().to_string(), "{status}");
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    let stderr_line = log.lines().find(|l| l.contains(" stderr ")).unwrap();
+    let fields: Vec<&str> = stderr_line.splitn(4, ' ').collect();
+    assert_eq!(fields[1..], ["stderr", "F", "bye"], "{log}");
+    assert!(fields[0].ends_with('Z'), "{log}");
+
+    // The server runs with the pod's hostname; labels filter.
+    let running = cri.ok(&["ps", "-q", "--label", "role=server"]);
+    assert_eq!(running.trim(), server_id);
+    assert!(cri.ok(&["logs", &server_id]).starts_with("web-0\n"));
+    cri.ok(&["stop", "--timeout", "0", &server_id]);
+    let status: serde_json::Value =
+        serde_json::from_str(&cri.ok(&["inspect", "-o", "json", &server_id])).unwrap();
+    assert_eq!(status["status"]["state"], "CONTAINER_EXITED", "{status}");
+    assert_eq!(status["status"]["reason"], "Error", "{status}");
+    cri.ok(&["rm", &client_id]);
+    assert_eq!(cri.ok(&["ps", "-a", "-q"]).trim(), server_id);
+    // A container's name and attempt are the pod's once.
+    let (ok, _, err) = cri.crictl(&["create", &pod_id, &server, &pod]);
+    assert!(!ok && err.contains("already in use"), "{err}");
+    // The CLI's containers are not kubelet's.
+    b.ok(&["create", "--name", "cli-only", "busybox:test", "true"]);
+    assert!(!cri.ok(&["ps", "-a"]).contains("cli-only"));
+    // Removing the pod takes its containers.
+    cri.ok(&["stopp", &pod_id]);
+    cri.ok(&["rmp", &pod_id]);
+    assert_eq!(cri.ok(&["ps", "-a", "-q"]).trim(), "");
+    assert!(!b.ok(&["ps", "-a"]).contains("k8s_"));
+}

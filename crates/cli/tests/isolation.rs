@@ -250,6 +250,55 @@ fn cpu_and_pids_limits_and_ulimits_are_applied() {
 }
 
 #[test]
+fn cfs_quota_and_period_and_the_oom_score_are_applied() {
+    require_root!();
+    let b = Berth::with_busybox();
+    let out = b.sh(
+        &["--cpu-quota", "20000", "--cpu-period", "50000", "--oom-score-adj", "500"],
+        "cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us /sys/fs/cgroup/cpu/cpu.cfs_period_us 2>/dev/null || cat /sys/fs/cgroup/cpu.max; cat /proc/self/oom_score_adj",
+    );
+    let v: Vec<&str> = out.split_whitespace().collect();
+    assert_eq!(v, ["20000", "50000", "500"], "{out}");
+    let (code, err) = b.fails(&[
+        "run",
+        "--rm",
+        "--oom-score-adj",
+        "1001",
+        "busybox:test",
+        "true",
+    ]);
+    assert_eq!(code, 125);
+    assert!(
+        err.contains("range for oom score adj is [-1000, 1000]"),
+        "{err}"
+    );
+}
+
+#[test]
+fn host_pid_uts_and_ipc_namespaces_are_the_hosts_when_asked() {
+    require_root!();
+    let b = Berth::with_busybox();
+    let host_name = nix::unistd::gethostname().unwrap().into_string().unwrap();
+    let ns = |kind: &str| std::fs::read_link(format!("/proc/self/ns/{kind}")).unwrap();
+    let out = b.sh(
+        &["--pid", "host", "--uts", "host", "--ipc", "host"],
+        "hostname; readlink /proc/self/ns/pid; readlink /proc/self/ns/uts; readlink /proc/self/ns/ipc",
+    );
+    let v: Vec<&str> = out.lines().collect();
+    assert_eq!(v[0], host_name);
+    assert_eq!(v[1], ns("pid").display().to_string());
+    assert_eq!(v[2], ns("uts").display().to_string());
+    assert_eq!(v[3], ns("ipc").display().to_string());
+    // By default, all three are the container's own.
+    let out = b.sh(
+        &[],
+        "readlink /proc/self/ns/uts; readlink /proc/self/ns/ipc",
+    );
+    assert!(!out.contains(&ns("uts").display().to_string()), "{out}");
+    assert!(!out.contains(&ns("ipc").display().to_string()), "{out}");
+}
+
+#[test]
 fn read_only_root_with_writable_tmpfs_and_shm_size() {
     require_root!();
     let b = Berth::with_busybox();

@@ -13,6 +13,7 @@
 
 #![forbid(unsafe_code)]
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use berth_engine::pods::PodNetwork;
@@ -22,6 +23,7 @@ use k8s_cri::v1::image_service_server::{ImageService, ImageServiceServer};
 use k8s_cri::v1::runtime_service_server::{RuntimeService, RuntimeServiceServer};
 use tonic::{Request, Response, Status};
 
+mod containers;
 mod images;
 mod pods;
 
@@ -33,11 +35,35 @@ pub const API_VERSION: &str = "v1";
 pub struct Cri {
     opts: EngineOptions,
     net: PodNetwork,
+    /// The monitors of the containers this service started: its children.
+    reaper: std::sync::Arc<berth_engine::containers::Reaper>,
 }
 
 impl Cri {
+    /// The service; a thread reaps the monitors it starts as their containers end.
     pub fn new(opts: EngineOptions, net: PodNetwork) -> Self {
-        Cri { opts, net }
+        let reaper = std::sync::Arc::new(berth_engine::containers::Reaper::default());
+        let weak = std::sync::Arc::downgrade(&reaper);
+        std::thread::spawn(move || {
+            while let Some(r) = weak.upgrade() {
+                r.reap();
+                drop(r);
+                std::thread::sleep(std::time::Duration::from_secs(1));
+            }
+        });
+        Cri { opts, net, reaper }
+    }
+
+    /// A container of this service's (one in a pod), with its CRI metadata.
+    fn cri_container(
+        e: &Engine,
+        id: &str,
+    ) -> Result<(berth_engine::model::ContainerRecord, containers::CriMeta), Status> {
+        let rec = e.find_container(id).map_err(status_of)?;
+        match (rec.pod.is_some(), containers::CriMeta::of(&rec)) {
+            (true, Some(meta)) => Ok((rec, meta)),
+            _ => Err(Status::not_found(format!("no such container: {id}"))),
+        }
     }
 
     /// Runs `f` with an engine on a blocking thread (the engine is synchronous).
@@ -266,6 +292,161 @@ impl RuntimeService for Cri {
         }))
     }
 
+    async fn create_container(
+        &self,
+        request: Request<cri::CreateContainerRequest>,
+    ) -> Result<Response<cri::CreateContainerResponse>, Status> {
+        let req = request.into_inner();
+        let config = req.config.unwrap_or_default();
+        let id = self
+            .engine(move |e| {
+                let pod = e.pod(&req.pod_sandbox_id).map_err(status_of)?;
+                let spec = containers::container_spec(&pod, &config)?;
+                if let Some(path) = spec.host_config.log_config.config.get("path") {
+                    // kubelet makes the pod's log dir; the container's may be below it.
+                    if let Some(dir) = Path::new(path).parent() {
+                        std::fs::create_dir_all(dir).map_err(|e| {
+                            Status::internal(format!("making {}: {e}", dir.display()))
+                        })?;
+                    }
+                }
+                e.create_container(spec)
+                    .map(|(id, _)| id)
+                    .map_err(status_of)
+            })
+            .await?;
+        Ok(Response::new(cri::CreateContainerResponse {
+            container_id: id,
+        }))
+    }
+
+    async fn start_container(
+        &self,
+        request: Request<cri::StartContainerRequest>,
+    ) -> Result<Response<cri::StartContainerResponse>, Status> {
+        let id = request.into_inner().container_id;
+        let reaper = self.reaper.clone();
+        self.engine(move |e| {
+            let (rec, _) = Self::cri_container(e, &id)?;
+            if let Some(mut handle) = e.start_container(&rec.id, false).map_err(status_of)? {
+                reaper.adopt(handle.child.take());
+            }
+            Ok(())
+        })
+        .await?;
+        Ok(Response::new(cri::StartContainerResponse {}))
+    }
+
+    async fn stop_container(
+        &self,
+        request: Request<cri::StopContainerRequest>,
+    ) -> Result<Response<cri::StopContainerResponse>, Status> {
+        let req = request.into_inner();
+        self.engine(move |e| {
+            let (rec, _) = Self::cri_container(e, &req.container_id)?;
+            match e.stop_container(&rec.id, Some(req.timeout.max(0))) {
+                Ok(()) | Err(EngineError::NotRunning { .. }) => Ok(()),
+                Err(err) => Err(status_of(err)),
+            }
+        })
+        .await?;
+        Ok(Response::new(cri::StopContainerResponse {}))
+    }
+
+    async fn remove_container(
+        &self,
+        request: Request<cri::RemoveContainerRequest>,
+    ) -> Result<Response<cri::RemoveContainerResponse>, Status> {
+        let id = request.into_inner().container_id;
+        self.engine(move |e| match Self::cri_container(e, &id) {
+            Ok((rec, _)) => {
+                pods::missing_is_done(e.remove_container(&rec.id, true, true)).map_err(status_of)
+            }
+            // Removing one that is gone is done, as kubelet expects.
+            Err(s) if s.code() == tonic::Code::NotFound => Ok(()),
+            Err(s) => Err(s),
+        })
+        .await?;
+        Ok(Response::new(cri::RemoveContainerResponse {}))
+    }
+
+    async fn list_containers(
+        &self,
+        request: Request<cri::ListContainersRequest>,
+    ) -> Result<Response<cri::ListContainersResponse>, Status> {
+        let filter = request.into_inner().filter.unwrap_or_default();
+        let list = self
+            .engine(move |e| {
+                let mut out = Vec::new();
+                for rec in e.container_records().map_err(status_of)? {
+                    let Some(meta) = rec.pod.as_ref().and(containers::CriMeta::of(&rec)) else {
+                        continue;
+                    };
+                    let st = e.container_state(&rec.id).map_err(status_of)?;
+                    let c = containers::container(&rec, &meta, &st);
+                    if containers::matches(&c, &filter) {
+                        out.push(c);
+                    }
+                }
+                Ok(out)
+            })
+            .await?;
+        Ok(Response::new(cri::ListContainersResponse {
+            containers: list,
+        }))
+    }
+
+    async fn container_status(
+        &self,
+        request: Request<cri::ContainerStatusRequest>,
+    ) -> Result<Response<cri::ContainerStatusResponse>, Status> {
+        let req = request.into_inner();
+        let (status, info) = self
+            .engine(move |e| {
+                let (rec, meta) = Self::cri_container(e, &req.container_id)?;
+                let st = e.container_state(&rec.id).map_err(status_of)?;
+                let info = if req.verbose {
+                    let doc = serde_json::json!({"record": rec, "state": st, "pid": st.pid});
+                    HashMap::from([("info".to_string(), doc.to_string())])
+                } else {
+                    HashMap::new()
+                };
+                Ok((containers::status(&rec, &meta, &st), info))
+            })
+            .await?;
+        Ok(Response::new(cri::ContainerStatusResponse {
+            status: Some(status),
+            info,
+        }))
+    }
+
+    async fn update_container_resources(
+        &self,
+        request: Request<cri::UpdateContainerResourcesRequest>,
+    ) -> Result<Response<cri::UpdateContainerResourcesResponse>, Status> {
+        let req = request.into_inner();
+        let update = containers::update_spec(&req.linux.unwrap_or_default())?;
+        self.engine(move |e| {
+            let (rec, _) = Self::cri_container(e, &req.container_id)?;
+            e.update_container(&rec.id, &update).map_err(status_of)
+        })
+        .await?;
+        Ok(Response::new(cri::UpdateContainerResourcesResponse {}))
+    }
+
+    async fn reopen_container_log(
+        &self,
+        request: Request<cri::ReopenContainerLogRequest>,
+    ) -> Result<Response<cri::ReopenContainerLogResponse>, Status> {
+        let id = request.into_inner().container_id;
+        self.engine(move |e| {
+            let (rec, _) = Self::cri_container(e, &id)?;
+            e.reopen_container_log(&rec.id).map_err(status_of)
+        })
+        .await?;
+        Ok(Response::new(cri::ReopenContainerLogResponse {}))
+    }
+
     type GetContainerEventsStream =
         tokio_stream::Empty<Result<cri::ContainerEventResponse, Status>>;
 
@@ -277,14 +458,6 @@ impl RuntimeService for Cri {
     }
 
     not_yet! {
-        create_container(CreateContainerRequest) -> CreateContainerResponse as "CreateContainer";
-        start_container(StartContainerRequest) -> StartContainerResponse as "StartContainer";
-        stop_container(StopContainerRequest) -> StopContainerResponse as "StopContainer";
-        remove_container(RemoveContainerRequest) -> RemoveContainerResponse as "RemoveContainer";
-        list_containers(ListContainersRequest) -> ListContainersResponse as "ListContainers";
-        container_status(ContainerStatusRequest) -> ContainerStatusResponse as "ContainerStatus";
-        update_container_resources(UpdateContainerResourcesRequest) -> UpdateContainerResourcesResponse as "UpdateContainerResources";
-        reopen_container_log(ReopenContainerLogRequest) -> ReopenContainerLogResponse as "ReopenContainerLog";
         exec_sync(ExecSyncRequest) -> ExecSyncResponse as "ExecSync";
         exec(ExecRequest) -> ExecResponse as "Exec";
         attach(AttachRequest) -> AttachResponse as "Attach";

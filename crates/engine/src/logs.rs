@@ -1,5 +1,8 @@
 //! Container logs in Docker's json-file format: one JSON object a line,
 //! `{"log":"…","stream":"stdout","time":"…"}`, rotated by size into `log.json.1`, `.2`, ….
+//! Or in the CRI format (the `k8s-file` driver, as podman names it, which kubelet reads
+//! and rotates): `2016-10-06T00:17:09.669794202Z stdout F text`, a line too long for one
+//! entry split into `P` (partial) entries ended by an `F` one. Readers take both.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Write};
@@ -25,6 +28,8 @@ pub struct LogWriter {
     partial: [Vec<u8>; 2],
     /// gzip rotated files (`log.json.N.gz`): the `local` driver, or json-file's `compress`
     compress: bool,
+    /// The CRI format instead of json-file's.
+    cri: bool,
 }
 
 const MAX_PARTIAL: usize = 16 * 1024;
@@ -48,7 +53,29 @@ impl LogWriter {
             max_files: max_files.max(1),
             partial: [Vec::new(), Vec::new()],
             compress: false,
+            cri: false,
         })
+    }
+
+    /// Writes the CRI format (see the module's doc).
+    pub fn cri_format(mut self, on: bool) -> LogWriter {
+        self.cri = on;
+        self
+    }
+
+    /// Opens the file at the path anew (kubelet renamed it to rotate it:
+    /// `ReopenContainerLog`).
+    pub fn reopen(&mut self) -> io::Result<()> {
+        if self.file.is_none() {
+            return Ok(());
+        }
+        let f = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)?;
+        self.size = f.metadata()?.len();
+        self.file = Some(f);
+        Ok(())
     }
 
     /// Gzip rotated files.
@@ -68,12 +95,12 @@ impl LogWriter {
         let mut start = 0;
         while let Some(nl) = buf[start..].iter().position(|b| *b == b'\n') {
             let end = start + nl + 1;
-            self.write_line(stream, &buf[start..end])?;
+            self.write_entry(stream, &buf[start..end], true)?;
             start = end;
         }
         let rest = buf[start..].to_vec();
         if rest.len() >= MAX_PARTIAL {
-            self.write_line(stream, &rest)?;
+            self.write_entry(stream, &rest, false)?;
         } else {
             self.partial[idx] = rest;
         }
@@ -85,20 +112,34 @@ impl LogWriter {
         for (idx, stream) in [(0usize, 1u8), (1, 2)] {
             let rest = std::mem::take(&mut self.partial[idx]);
             if !rest.is_empty() {
-                self.write_line(stream, &rest)?;
+                // The stream ended: the line is as complete as it will be.
+                self.write_entry(stream, &rest, true)?;
             }
         }
         Ok(())
     }
 
-    fn write_line(&mut self, stream: u8, line: &[u8]) -> io::Result<()> {
-        let entry = LogLine {
-            log: String::from_utf8_lossy(line).into_owned(),
-            stream: if stream == 2 { "stderr" } else { "stdout" }.into(),
-            time: crate::now_fixed(),
+    /// One entry: a line (`full`), or a part of one too long to wait for.
+    fn write_entry(&mut self, stream: u8, line: &[u8], full: bool) -> io::Result<()> {
+        let stream_name = if stream == 2 { "stderr" } else { "stdout" };
+        let time = crate::now_fixed();
+        let bytes = if self.cri {
+            let text = line.strip_suffix(b"\n").unwrap_or(line);
+            let tag = if full { "F" } else { "P" };
+            let mut b = format!("{time} {stream_name} {tag} ").into_bytes();
+            b.extend_from_slice(text);
+            b.push(b'\n');
+            b
+        } else {
+            let entry = LogLine {
+                log: String::from_utf8_lossy(line).into_owned(),
+                stream: stream_name.into(),
+                time,
+            };
+            let mut b = serde_json::to_vec(&entry).expect("log line serialises");
+            b.push(b'\n');
+            b
         };
-        let mut bytes = serde_json::to_vec(&entry).expect("log line serialises");
-        bytes.push(b'\n');
         if self.max_size > 0 && self.size > 0 && self.size + bytes.len() as u64 > self.max_size {
             self.rotate()?;
         }
@@ -200,12 +241,37 @@ fn read_file(f: &Path, out: &mut Vec<LogLine>) -> io::Result<()> {
     } else {
         Box::new(BufReader::new(file))
     };
-    for line in r.lines() {
-        if let Ok(l) = serde_json::from_str::<LogLine>(&line?) {
-            out.push(l);
-        }
+    for line in r.split(b'\n') {
+        out.extend(parse_line(&line?));
     }
     Ok(())
+}
+
+/// One entry of a log file, in json-file's format or the CRI's (a `P` entry's text has
+/// no line end: the next entry goes on with it).
+pub fn parse_line(line: &[u8]) -> Option<LogLine> {
+    if line.first() == Some(&b'{') {
+        return serde_json::from_slice(line).ok();
+    }
+    let mut parts = line.splitn(4, |b| *b == b' ');
+    let time = std::str::from_utf8(parts.next()?).ok()?;
+    let stream = std::str::from_utf8(parts.next()?).ok()?;
+    let tag = parts.next()?;
+    let text = parts.next().unwrap_or_default();
+    if !matches!(stream, "stdout" | "stderr") {
+        return None;
+    }
+    let mut log = String::from_utf8_lossy(text).into_owned();
+    match tag {
+        b"F" => log.push('\n'),
+        b"P" => {}
+        _ => return None,
+    }
+    Some(LogLine {
+        log,
+        stream: stream.into(),
+        time: time.into(),
+    })
 }
 
 /// Follows a container's log as it grows and rotates. It holds the current file open,
@@ -276,9 +342,7 @@ impl Follower {
             .rposition(|b| *b == b'\n')
             .map_or(0, |i| i + 1);
         for line in self.partial[..complete].split(|b| *b == b'\n') {
-            if let Ok(l) = serde_json::from_slice::<LogLine>(line) {
-                out.push(l);
-            }
+            out.extend(parse_line(line));
         }
         self.partial.drain(..complete);
         Ok(())
@@ -346,6 +410,58 @@ impl LogFilter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_cri_format_has_full_and_partial_lines_and_reopens() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("0.log");
+        let mut w = LogWriter::open(Some(&p), 0, 1).unwrap().cri_format(true);
+        w.write(1, b"hello\nwor").unwrap();
+        w.write(2, b"oops\n").unwrap();
+        w.write(1, &vec![b'x'; MAX_PARTIAL]).unwrap();
+        w.write(1, b"ld\n").unwrap();
+        let text = std::fs::read_to_string(&p).unwrap();
+        let entries: Vec<(&str, &str, &str)> = text
+            .lines()
+            .map(|l| {
+                let mut f = l.splitn(4, ' ');
+                let time = f.next().unwrap();
+                assert!(time.ends_with('Z') && time.len() == 30, "{time}");
+                (f.next().unwrap(), f.next().unwrap(), f.next().unwrap_or(""))
+            })
+            .collect();
+        assert_eq!(entries[0], ("stdout", "F", "hello"));
+        assert_eq!(entries[1], ("stderr", "F", "oops"));
+        assert_eq!(entries[2].1, "P");
+        assert_eq!(entries[2].2.len(), 3 + MAX_PARTIAL);
+        assert_eq!(entries[3], ("stdout", "F", "ld"));
+        // Readers put the partial entries back together.
+        let all = read_all(&p).unwrap();
+        let out: String = all
+            .iter()
+            .filter(|l| l.stream == "stdout")
+            .map(|l| l.log.as_str())
+            .collect();
+        assert_eq!(out, format!("hello\nwor{}ld\n", "x".repeat(MAX_PARTIAL)));
+        // kubelet rotates by renaming, then asks for a reopen.
+        std::fs::rename(&p, d.path().join("0.log.1")).unwrap();
+        w.reopen().unwrap();
+        w.write(1, b"after\n").unwrap();
+        assert!(std::fs::read_to_string(&p)
+            .unwrap()
+            .ends_with(" stdout F after\n"));
+        // The last piece of a stream that ends without a newline is a full entry.
+        w.write(1, b"tail").unwrap();
+        w.flush_partial().unwrap();
+        assert!(std::fs::read_to_string(&p)
+            .unwrap()
+            .ends_with(" stdout F tail\n"));
+        assert_eq!(parse_line(b"garbage"), None);
+        assert_eq!(
+            parse_line(b"2016-10-06T00:17:09.669794202Z stdin F x"),
+            None
+        );
+    }
 
     #[test]
     fn lines_split_and_rotate() {

@@ -126,6 +126,29 @@ pub struct HostConfig {
     /// `-P`: every exposed port on a free host port.
     #[serde(default)]
     pub publish_all_ports: bool,
+    /// `--ipc`: its own (empty, `private`, `shareable`), `host`, or `ns:PATH` (a
+    /// namespace pinned at PATH, as podman has it: a pod's).
+    #[serde(rename = "IpcMode")]
+    pub ipc_mode: String,
+    /// `--pid`: its own (empty), `host`, or `ns:PATH`.
+    #[serde(rename = "PidMode")]
+    pub pid_mode: String,
+    /// `--uts`: its own (empty), `host`, or `ns:PATH`.
+    #[serde(rename = "UTSMode")]
+    pub uts_mode: String,
+    /// `--oom-score-adj`: -1000 to 1000.
+    pub oom_score_adj: i64,
+    /// `--cpu-quota` and `--cpu-period`, in microseconds (0: unset).
+    pub cpu_quota: i64,
+    pub cpu_period: i64,
+    /// `--cpuset-mems`.
+    pub cpuset_mems: String,
+    /// Paths hidden from the container, and paths it sees read-only (Docker's
+    /// `MaskedPaths` and `ReadonlyPaths`; kubelet's `procMount`). None: Docker's lists.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub masked_paths: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub readonly_paths: Option<Vec<String>>,
 }
 
 /// Where a container port is published (Docker's `PortBinding`).
@@ -158,6 +181,10 @@ pub struct ContainerRecord {
     pub mounts: Vec<ResolvedMount>,
     pub path: String,
     pub args: Vec<String>,
+    /// The pod sandbox (CRI) the container belongs to: it shares the pod's namespaces and
+    /// name files, and goes with the pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
 }
 
 /// A mount as the container gets it, shown in inspect's `Mounts`.

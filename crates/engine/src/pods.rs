@@ -357,10 +357,27 @@ impl Engine {
         Ok(())
     }
 
-    /// Stops pod `id`: its network goes (CNI DEL) and its namespaces are unpinned; the
-    /// pod stays, `notready`, until removed. Stopping a stopped pod is done.
+    /// The containers created in pod `id`.
+    pub fn pod_containers(&self, id: &str) -> Result<Vec<crate::model::ContainerRecord>> {
+        Ok(self
+            .container_records()?
+            .into_iter()
+            .filter(|c| c.pod.as_deref() == Some(id))
+            .collect())
+    }
+
+    /// Stops pod `id`: its containers are killed, its network goes (CNI DEL) and its
+    /// namespaces are unpinned; the pod stays, `notready`, until removed. Stopping a
+    /// stopped pod is done.
     pub fn stop_pod(&self, id: &str) -> Result<()> {
         let mut rec = self.pod_record(id)?;
+        for c in self.pod_containers(&rec.id)? {
+            match self.stop_container(&c.id, Some(0)) {
+                Ok(()) | Err(EngineError::NotRunning { .. }) => {}
+                Err(e) if e.class() == crate::ErrorClass::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
         let done = self.unmake_pod(&mut rec);
         self.db.execute(
             "UPDATE pods SET state = 'notready', record = ?2 WHERE id = ?1",
@@ -369,10 +386,16 @@ impl Engine {
         done
     }
 
-    /// Removes pod `id` (stopping it first) and its run dir.
+    /// Removes pod `id` (stopping it first), its containers and its run dir.
     pub fn remove_pod(&self, id: &str) -> Result<()> {
         let rec = self.pod_record(id)?;
         self.stop_pod(&rec.id)?;
+        for c in self.pod_containers(&rec.id)? {
+            match self.remove_container(&c.id, true, true) {
+                Err(e) if e.class() != crate::ErrorClass::NotFound => return Err(e),
+                _ => {}
+            }
+        }
         let dir = self.pod_dir(&rec.id);
         match std::fs::remove_dir_all(&dir) {
             Ok(()) => {}

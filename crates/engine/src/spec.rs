@@ -507,8 +507,23 @@ fn resources(hc: &crate::model::HostConfig) -> LinuxResources {
         cpu.set_shares(Some(hc.cpu_shares as u64));
         any_cpu = true;
     }
+    if hc.cpu_quota > 0 || hc.cpu_period > 0 {
+        if hc.cpu_quota > 0 {
+            cpu.set_quota(Some(hc.cpu_quota));
+        }
+        cpu.set_period(Some(if hc.cpu_period > 0 {
+            hc.cpu_period as u64
+        } else {
+            100_000
+        }));
+        any_cpu = true;
+    }
     if !hc.cpuset_cpus.is_empty() {
         cpu.set_cpus(Some(hc.cpuset_cpus.clone()));
+        any_cpu = true;
+    }
+    if !hc.cpuset_mems.is_empty() {
+        cpu.set_mems(Some(hc.cpuset_mems.clone()));
         any_cpu = true;
     }
     if any_cpu {
@@ -651,10 +666,22 @@ pub fn build(input: &SpecInput) -> Result<Spec> {
     }
 
     use LinuxNamespaceType as Ns;
-    let mut namespaces: Vec<LinuxNamespace> = [Ns::Pid, Ns::Mount, Ns::Ipc, Ns::Uts, Ns::Cgroup]
-        .into_iter()
-        .map(|t| namespace(t, None))
-        .collect();
+    // Mount and cgroup namespaces are always the container's own; PID, IPC and UTS as
+    // their modes say (own, the host's, or one pinned at a path: a pod's).
+    let own = String::new();
+    let mut namespaces: Vec<LinuxNamespace> = Vec::new();
+    for (kind, mode) in [
+        (Ns::Pid, &hc.pid_mode),
+        (Ns::Mount, &own),
+        (Ns::Ipc, &hc.ipc_mode),
+        (Ns::Uts, &hc.uts_mode),
+        (Ns::Cgroup, &own),
+    ] {
+        match mode.as_str() {
+            "host" => {}
+            m => namespaces.push(namespace(kind, m.strip_prefix("ns:").map(PathBuf::from))),
+        }
+    }
     match (&input.netns, host_net) {
         (Some(path), _) => namespaces.push(namespace(Ns::Network, Some(path.clone()))),
         (None, false) => namespaces.push(namespace(Ns::Network, None)),
@@ -689,8 +716,16 @@ pub fn build(input: &SpecInput) -> Result<Spec> {
         .set_rootfs_propagation(None)
         .set_mount_label(None);
     if !privileged {
-        linux.set_masked_paths(Some(MASKED_PATHS.iter().map(|s| s.to_string()).collect()));
-        let mut ro: Vec<String> = READONLY_PATHS.iter().map(|s| s.to_string()).collect();
+        let defaults = |paths: &[&str]| paths.iter().map(|s| s.to_string()).collect();
+        linux.set_masked_paths(Some(
+            hc.masked_paths
+                .clone()
+                .unwrap_or_else(|| defaults(MASKED_PATHS)),
+        ));
+        let mut ro: Vec<String> = hc
+            .readonly_paths
+            .clone()
+            .unwrap_or_else(|| defaults(READONLY_PATHS));
         match &input.cgroup_v1_binds {
             // The binds are read-only already; the tmpfs under them becomes so too.
             Some(_) => ro.push("/sys/fs/cgroup".into()),
@@ -740,6 +775,7 @@ pub fn build(input: &SpecInput) -> Result<Spec> {
         )
         .set_capabilities(Some(capabilities))
         .set_rlimits(Some(rlimits))
+        .set_oom_score_adj((hc.oom_score_adj != 0).then_some(hc.oom_score_adj as i32))
         // Only present when set: libcontainer treats a present `false` like `true` when
         // it orders seccomp and the capability drop, and then cannot load the filter.
         .set_no_new_privileges(input.no_new_privileges.then_some(true))
@@ -759,7 +795,9 @@ pub fn build(input: &SpecInput) -> Result<Spec> {
     spec.set_version("1.0.2".into())
         .set_process(Some(process))
         .set_root(Some(root))
-        .set_hostname(Some(rec.config.hostname.clone()))
+        // Only a UTS namespace of its own gets the container's hostname: a pod's has
+        // the pod's, and the host's stays the host's.
+        .set_hostname(hc.uts_mode.is_empty().then(|| rec.config.hostname.clone()))
         .set_mounts(Some(mounts))
         .set_annotations(None)
         .set_linux(Some(linux));
@@ -840,9 +878,61 @@ mod tests {
             mounts: vec![],
             path: "true".into(),
             args: vec![],
+            pod: None,
         };
         f(&mut rec);
         rec
+    }
+
+    #[test]
+    fn a_pods_container_joins_its_pinned_namespaces_and_keeps_its_hostname() {
+        let rec = record(|r| {
+            r.config.hostname = "c0ffee".into();
+            let hc = &mut r.host_config;
+            hc.network_mode = "ns:/run/berth/pods/p/net".into();
+            hc.ipc_mode = "ns:/run/berth/pods/p/ipc".into();
+            hc.uts_mode = "ns:/run/berth/pods/p/uts".into();
+            hc.pid_mode = "host".into();
+            hc.oom_score_adj = 500;
+            hc.cpu_quota = 20_000;
+            hc.cpu_period = 50_000;
+            hc.cpuset_mems = "0".into();
+            hc.masked_paths = Some(vec!["/proc/kcore".into()]);
+        });
+        let mut s = spec_json(&rec, false);
+        let ns = s["linux"]["namespaces"].take();
+        let ns: Vec<(String, Option<String>)> = ns
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| {
+                (
+                    n["type"].as_str().unwrap().to_string(),
+                    n["path"].as_str().map(str::to_string),
+                )
+            })
+            .collect();
+        let want = |t: &str, p: Option<&str>| (t.to_string(), p.map(str::to_string));
+        assert_eq!(
+            ns,
+            [
+                want("mount", None),
+                want("ipc", Some("/run/berth/pods/p/ipc")),
+                want("uts", Some("/run/berth/pods/p/uts")),
+                want("cgroup", None),
+                // The network namespace's path comes from the start (`SpecInput::netns`).
+                want("network", None),
+            ]
+        );
+        assert!(s.get("hostname").is_none(), "{s}");
+        assert_eq!(s["process"]["oomScoreAdj"], 500);
+        assert_eq!(s["linux"]["resources"]["cpu"]["quota"], 20_000);
+        assert_eq!(s["linux"]["resources"]["cpu"]["period"], 50_000);
+        assert_eq!(s["linux"]["resources"]["cpu"]["mems"], "0");
+        assert_eq!(
+            s["linux"]["maskedPaths"],
+            serde_json::json!(["/proc/kcore"])
+        );
     }
 
     fn spec_json(rec: &ContainerRecord, no_new_privileges: bool) -> Value {

@@ -87,7 +87,7 @@ pub struct Service {
     pending: Mutex<HashMap<String, Vec<Pending>>>,
     execs: Mutex<HashMap<String, Arc<ExecEntry>>>,
     /// Processes this service started (monitors, `berth exec`): reaped as they end.
-    children: Mutex<Vec<std::process::Child>>,
+    children: berth_engine::containers::Reaper,
     /// A warmer forked when a container was created, for the start that usually follows
     /// (`docker run` is a create, an attach, a wait and a start): see AttachWarmer.
     warmer: Mutex<Option<berth_engine::sys::AttachWarmer>>,
@@ -101,7 +101,7 @@ impl Service {
             roots,
             pending: Mutex::default(),
             execs: Mutex::default(),
-            children: Mutex::default(),
+            children: Default::default(),
             warmer: Mutex::default(),
             spare: Mutex::default(),
         });
@@ -112,10 +112,7 @@ impl Service {
         std::thread::spawn(move || {
             let mut tick = 0u32;
             while let Some(svc) = weak.upgrade() {
-                svc.children
-                    .lock()
-                    .expect("children lock")
-                    .retain_mut(|c| matches!(c.try_wait(), Ok(None)));
+                svc.children.reap();
                 drop(svc);
                 tick = tick.wrapping_add(1);
                 if tick.is_multiple_of(5) {
@@ -143,9 +140,7 @@ impl Service {
     }
 
     pub(crate) fn adopt(&self, child: Option<std::process::Child>) {
-        if let Some(c) = child {
-            self.children.lock().expect("children lock").push(c);
-        }
+        self.children.adopt(child);
     }
 
     /// `start`: when attaches wait for this container, the monitor holds it until they
@@ -293,7 +288,8 @@ pub(crate) async fn attach_container(
         let rec = e.find_container(&id)?;
         let active = e.container_state(&rec.id)?.status.is_active();
         let logs = if flag(&q, "logs") {
-            berth_engine::logs::read_all(&e.container_dir(&rec.id).join("log.json"))
+            e.log_path(&rec)
+                .and_then(|p| berth_engine::logs::read_all(&p).ok())
                 .unwrap_or_default()
         } else {
             Vec::new()

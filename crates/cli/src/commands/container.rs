@@ -152,13 +152,12 @@ fn logs(
     timestamps: bool,
 ) -> CliResult<u8> {
     let rec = engine.find_container(container)?;
-    if rec.host_config.log_config.kind == "none" {
+    let Some(path) = engine.log_path(&rec) else {
         return Err(Failure::new(
             1,
             "configured logging driver does not support reading",
         ));
-    }
-    let path = engine.container_dir(&rec.id).join("log.json");
+    };
     let filter = LogFilter {
         since: since.map(parse_time).transpose()?,
         until: until.map(parse_time).transpose()?,

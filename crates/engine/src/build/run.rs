@@ -138,6 +138,7 @@ impl Builder<'_> {
             entrypoint: Some(Vec::new()),
             host_config,
             endpoint: Default::default(),
+            pod: None,
         })?;
         let outcome = self.run_container(&id);
         let result = match outcome {

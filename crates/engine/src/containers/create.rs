@@ -121,6 +121,11 @@ impl Engine {
             return Err(EngineError::Invalid("no command specified".into()));
         }
         let mut host_config = opts.host_config.clone();
+        // In a pod: the pod's namespaces (pinned), hostname and name files.
+        let pod = match &opts.pod {
+            Some(p) => Some(self.pod_for_container(p, &mut host_config, &mut config)?),
+            None => None,
+        };
         // Docker's default: the default bridge network.
         if host_config.network_mode.is_empty() || host_config.network_mode == "default" {
             host_config.network_mode = crate::networks::DEFAULT_NETWORK.into();
@@ -206,7 +211,15 @@ impl Engine {
             for d in ["upper", "work", "merged"] {
                 fs::create_dir_all(dir.join(d)).map_err(io_err(dir.join(d)))?;
             }
-            self.write_etc_files(&dir, &config.hostname, &host_config)?;
+            match &pod {
+                Some(pod) => {
+                    for f in ["hostname", "hosts", "resolv.conf"] {
+                        let (from, to) = (pod.dir.join(f), dir.join(f));
+                        fs::copy(&from, &to).map_err(io_err(&from))?;
+                    }
+                }
+                None => self.write_etc_files(&dir, &config.hostname, &host_config)?,
+            }
             let rec = ContainerRecord {
                 id: id.clone(),
                 name: name.clone(),
@@ -217,6 +230,7 @@ impl Engine {
                 mounts,
                 path: args[0].clone(),
                 args: args[1..].to_vec(),
+                pod: opts.pod.clone(),
             };
             self.make_init_layer(&rec)?;
             Ok(rec)
@@ -298,6 +312,48 @@ impl Engine {
             .collect();
         text.push_str(&format!("{ip}\t{hostname}\t# berth\n"));
         berth_image::fsutil::replace_file(&p, text.as_bytes()).map_err(io_err(&p))
+    }
+
+    /// The pod a container is created in, which must be ready; its namespaces become
+    /// the container's modes (`pid_mode` `pod`: the pod's PID namespace) and its hostname
+    /// the container's.
+    fn pod_for_container(
+        &self,
+        pod: &str,
+        hc: &mut HostConfig,
+        config: &mut crate::model::ContainerConfig,
+    ) -> Result<crate::pods::PodView> {
+        let pod = self.pod(pod)?;
+        if pod.state != crate::pods::PodState::Ready {
+            return Err(EngineError::Conflict(format!(
+                "pod sandbox {} is not ready",
+                pod.record.id
+            )));
+        }
+        let ns = |kind: &str| match pod.namespace(kind) {
+            Some(p) => format!("ns:{}", p.display()),
+            None => "host".to_string(),
+        };
+        hc.network_mode = ns("net");
+        hc.ipc_mode = ns("ipc");
+        hc.uts_mode = ns("uts");
+        if hc.pid_mode == "pod" {
+            hc.pid_mode = match pod.namespace("pid") {
+                Some(p) => format!("ns:{}", p.display()),
+                None => {
+                    return Err(EngineError::Invalid(format!(
+                        "pod sandbox {} has no PID namespace of its own to share",
+                        pod.record.id
+                    )))
+                }
+            };
+        }
+        let hostname = pod.dir.join("hostname");
+        config.hostname = fs::read_to_string(&hostname)
+            .map_err(io_err(&hostname))?
+            .trim()
+            .to_string();
+        Ok(pod)
     }
 
     pub(super) fn write_etc_files(

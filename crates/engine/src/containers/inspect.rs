@@ -250,11 +250,10 @@ impl Engine {
             resolv_conf_path: dir.join("resolv.conf"),
             hostname_path: dir.join("hostname"),
             hosts_path: dir.join("hosts"),
-            log_path: if rec.host_config.log_config.kind == "none" {
-                String::new()
-            } else {
-                dir.join("log.json").display().to_string()
-            },
+            log_path: self
+                .log_path(&rec)
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
             name: format!("/{}", rec.name),
             restart_count: st.restart_count,
             driver: "overlay2",

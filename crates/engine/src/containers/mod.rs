@@ -89,6 +89,29 @@ pub struct StartHandle {
     lock: Option<ContainerLock>,
 }
 
+/// Children a long-running service started (monitors, exec helpers), waited for as they
+/// end so none stays a zombie: [`Reaper::reap`] is called every second or so.
+#[derive(Debug, Default)]
+pub struct Reaper {
+    children: std::sync::Mutex<Vec<Child>>,
+}
+
+impl Reaper {
+    pub fn adopt(&self, child: Option<Child>) {
+        if let Some(c) = child {
+            self.children.lock().expect("reaper lock").push(c);
+        }
+    }
+
+    /// Waits for the children that have ended.
+    pub fn reap(&self) {
+        self.children
+            .lock()
+            .expect("reaper lock")
+            .retain_mut(|c| matches!(c.try_wait(), Ok(None)));
+    }
+}
+
 /// An exclusive lock on one container's life-cycle changes (start, remove), across berth
 /// processes: `run-root/locks/<id>`, flock(2).
 pub struct ContainerLock {
@@ -125,6 +148,58 @@ impl Engine {
             what: "container record".into(),
             source,
         })
+    }
+
+    /// Where a container's log is: json-file's and local's in its dir, k8s-file's at its
+    /// `path` option; None for the `none` driver.
+    pub fn log_path(&self, rec: &ContainerRecord) -> Option<PathBuf> {
+        let lc = &rec.host_config.log_config;
+        match lc.kind.as_str() {
+            "none" => None,
+            "k8s-file" => lc.config.get("path").map(PathBuf::from),
+            _ => Some(self.container_dir(&rec.id).join("log.json")),
+        }
+    }
+
+    /// Makes a running container's monitor open its log file anew (kubelet renamed it
+    /// to rotate it); returns once the new file is there.
+    pub fn reopen_container_log(&self, name: &str) -> Result<()> {
+        let rec = self.find_container(name)?;
+        let st = self.container_state(&rec.id)?;
+        if !st.status.is_active() {
+            return Err(EngineError::NotRunning { id: rec.id });
+        }
+        let path = match (
+            rec.host_config.log_config.kind.as_str(),
+            self.log_path(&rec),
+        ) {
+            ("k8s-file", Some(p)) => p,
+            (driver, _) => {
+                return Err(EngineError::Invalid(format!(
+                    "the {driver} log driver does not reopen its log: only k8s-file does"
+                )))
+            }
+        };
+        if !crate::sys::process_alive(st.monitor_pid, st.monitor_start) {
+            return Err(EngineError::NotRunning { id: rec.id });
+        }
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(st.monitor_pid),
+            nix::sys::signal::Signal::SIGUSR1,
+        )
+        .map_err(crate::error::sys_err("signalling the monitor"))?;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !path.exists() {
+            if Instant::now() > deadline {
+                return Err(EngineError::Unavailable(format!(
+                    "the monitor of {} did not reopen its log {}",
+                    rec.id,
+                    path.display()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        Ok(())
     }
 
     /// Finds a container by full id, name (with or without `/`), or unique id prefix.

@@ -106,6 +106,17 @@ impl Engine {
             Some(other) => Some(self.joined_netns(other, &dir)?),
             None => None,
         };
+        // `ns:PATH`: a namespace pinned there (a pod's), which must still be.
+        for mode in [&hc.network_mode, &hc.ipc_mode, &hc.uts_mode, &hc.pid_mode] {
+            if let Some(path) = mode.strip_prefix("ns:") {
+                if !berth_net::netns::is_pinned(Path::new(path)) {
+                    return Err(EngineError::Conflict(format!(
+                        "the namespace at {path} is gone (its pod was stopped?)"
+                    )));
+                }
+            }
+        }
+        let joined = joined.or_else(|| hc.network_mode.strip_prefix("ns:").map(PathBuf::from));
         let netns = match self.network_of_mode(&hc.network_mode)? {
             Some(_) => {
                 let (ns, endpoints) = self.connect_for_start(rec)?;
@@ -207,11 +218,8 @@ impl Engine {
             upper: dir.join("upper"),
             work: dir.join("work"),
             merged,
-            log_path: if log.kind == "none" {
-                None
-            } else {
-                Some(dir.join("log.json"))
-            },
+            log_path: self.log_path(rec),
+            log_cri: log.kind == "k8s-file",
             // `local`: Docker's defaults (20 MB, 5 files, compressed); json-file: unbounded
             // unless asked.
             log_max_size: log
@@ -230,7 +238,7 @@ impl Engine {
                 None => log.kind == "local",
             },
             auto_remove: hc.auto_remove,
-            loopback_up: hc.network_mode != "host",
+            loopback_up: hc.network_mode != "host" && !hc.network_mode.starts_with("ns:"),
             netns,
             // Inherited right after the readiness pipe (fd 3).
             port_fds: (0..port_fds.len() as i32).map(|i| 4 + i).collect(),

@@ -24,6 +24,9 @@ pub struct MonitorConfig {
     /// gzip rotated log files
     #[serde(default)]
     pub log_compress: bool,
+    /// The CRI log format (the `k8s-file` driver); SIGUSR1 reopens the file.
+    #[serde(default)]
+    pub log_cri: bool,
     pub auto_remove: bool,
     /// Bring `lo` up in the container's own network namespace.
     pub loopback_up: bool,

@@ -286,7 +286,7 @@ impl Monitor {
         }
         self.log = Some(
             LogWriter::open(cfg.log_path.as_deref(), cfg.log_max_size, cfg.log_max_files)
-                .map(|w| w.compressed(cfg.log_compress))
+                .map(|w| w.compressed(cfg.log_compress).cri_format(cfg.log_cri))
                 .map_err(|e| (125, format!("opening the log: {e}")))?,
         );
         let sock = attach::socket_path(&self.run_root, &cfg.id);
@@ -442,6 +442,8 @@ fn supervised_signals() -> SigSet {
         Signal::SIGINT,
         Signal::SIGHUP,
         Signal::SIGPIPE,
+        // Reopen the log (kubelet rotated it).
+        Signal::SIGUSR1,
     ] {
         mask.add(s);
     }
@@ -660,8 +662,16 @@ impl Monitor {
                         let _ = nix::sys::signal::kill(Pid::from_raw(self.pid), Signal::SIGKILL);
                     }
                     Role::Signal => {
+                        let mut reopen = false;
                         if let Some(s) = &sfd {
-                            while let Ok(Some(_)) = s.read_signal() {}
+                            while let Ok(Some(info)) = s.read_signal() {
+                                reopen |= info.ssi_signo == libc::SIGUSR1 as u32;
+                            }
+                        }
+                        if reopen {
+                            if let Some(l) = self.log.as_mut() {
+                                let _ = l.reopen();
+                            }
                         }
                         if exit.is_none() {
                             exit = self.reap();

@@ -596,12 +596,12 @@ impl Engine {
         Ok(removed)
     }
 
-    /// The network a container's `--network` names; None for `none`, `host` and
-    /// `container:…`.
+    /// The network a container's `--network` names; None for `none`, `host`,
+    /// `container:…` and `ns:PATH`.
     pub(crate) fn network_of_mode(&self, mode: &str) -> Result<Option<NetworkRecord>> {
         match mode {
             "" | "none" | "host" => Ok(None),
-            m if m.starts_with("container:") => Ok(None),
+            m if m.starts_with("container:") || m.starts_with("ns:") => Ok(None),
             "default" => self.default_network().map(Some),
             m => self.find_network(m).map(Some),
         }

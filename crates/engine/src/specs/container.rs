@@ -29,6 +29,9 @@ pub struct ContainerSpec {
     /// `--ip`, `--mac-address`, `--network-alias`: the container's endpoint on its
     /// network.
     pub endpoint: EndpointRequest,
+    /// The pod sandbox to create the container in: its network, IPC and UTS namespaces
+    /// are the pod's (and its PID namespace too when `pid_mode` is `pod`).
+    pub pod: Option<String>,
 }
 
 impl ContainerSpec {
@@ -69,7 +72,58 @@ impl ContainerSpec {
         for m in &hc.mounts {
             crate::mounts::validate(m).map_err(EngineError::Invalid)?;
         }
+        validate_namespace_mode("--ipc", &hc.ipc_mode, &["private", "shareable"])?;
+        validate_namespace_mode("--uts", &hc.uts_mode, &[])?;
+        let in_pod: &[&str] = if self.pod.is_some() { &["pod"] } else { &[] };
+        validate_namespace_mode("--pid", &hc.pid_mode, in_pod)?;
+        if !(-1000..=1000).contains(&hc.oom_score_adj) {
+            return Err(invalid(format!(
+                "Invalid value {}, range for oom score adj is [-1000, 1000]",
+                hc.oom_score_adj
+            )));
+        }
+        if hc.cpu_period != 0 && !(1000..=1_000_000).contains(&hc.cpu_period) {
+            return Err(invalid("CPU cfs period can not be less than 1ms (i.e. 1000) or larger than 1s (i.e. 1000000)"));
+        }
+        if hc.cpu_quota != 0 && hc.cpu_quota < 1000 {
+            return Err(invalid(
+                "CPU cfs quota can not be less than 1ms (i.e. 1000)",
+            ));
+        }
+        if hc.nano_cpus > 0 && (hc.cpu_quota > 0 || hc.cpu_period > 0) {
+            return Err(invalid(
+                "Conflicting options: Nano CPUs and CPU Period cannot both be set",
+            ));
+        }
+        if self.pod.is_some() {
+            if !hc.network_mode.is_empty() || !hc.ipc_mode.is_empty() || !hc.uts_mode.is_empty() {
+                return Err(invalid(
+                    "a container in a pod has the pod's network, IPC and UTS namespaces",
+                ));
+            }
+            if !hc.port_bindings.is_empty() || hc.publish_all_ports {
+                return Err(invalid(
+                    "a container in a pod publishes no ports: the pod does",
+                ));
+            }
+        }
         Ok(())
+    }
+}
+
+/// `--ipc`, `--pid`, `--uts`: the container's own namespace (empty, or one of `own`),
+/// the host's, or one pinned at an absolute path (`ns:PATH`).
+fn validate_namespace_mode(flag: &str, mode: &str, own: &[&str]) -> Result<()> {
+    match mode {
+        "" | "host" => Ok(()),
+        m if own.contains(&m) => Ok(()),
+        m if m.starts_with("container:") => Err(EngineError::NotImplemented(format!(
+            "{flag} {m}: joining another container's namespace is not implemented yet"
+        ))),
+        m => match m.strip_prefix("ns:") {
+            Some(path) if path.starts_with('/') => Ok(()),
+            _ => Err(invalid(format!("invalid {flag} mode: {m}"))),
+        },
     }
 }
 
@@ -237,10 +291,22 @@ fn validate_log_config(lc: &LogConfig) -> Result<()> {
     } else {
         lc.kind.as_str()
     };
-    if !matches!(driver, "json-file" | "local" | "none") {
+    if !matches!(driver, "json-file" | "local" | "none" | "k8s-file") {
         return Err(invalid(format!(
-            "log driver {driver} is not supported: use json-file, local or none"
+            "log driver {driver} is not supported: use json-file, local, k8s-file or none"
         )));
+    }
+    if driver == "k8s-file" {
+        // The CRI log format, at a path of the caller's (kubelet rotates it), as podman's
+        // driver of this name.
+        match lc.config.get("path") {
+            Some(p) if p.starts_with('/') => {}
+            _ => {
+                return Err(invalid(
+                    "log driver k8s-file needs an absolute path: --log-opt path=/…",
+                ))
+            }
+        }
     }
     for (k, v) in &lc.config {
         match k.as_str() {
@@ -255,6 +321,7 @@ fn validate_log_config(lc: &LogConfig) -> Result<()> {
             }
             "compress" | "labels" | "env" | "tag" | "labels-regex" | "env-regex"
                 if driver != "none" => {}
+            "path" if driver == "k8s-file" => {}
             _ => {
                 return Err(invalid(format!(
                     "unknown log opt '{k}' for {driver} log driver"
@@ -540,7 +607,7 @@ mod tests {
             ),
             (
                 spec(|s| s.host_config.log_config.kind = "syslog".into()),
-                "log driver syslog is not supported: use json-file, local or none",
+                "log driver syslog is not supported: use json-file, local, k8s-file or none",
             ),
             (
                 spec(|s| s.config.stop_signal = Some("SIGNOPE".into())),
@@ -600,11 +667,65 @@ mod tests {
                 }),
                 "invalid mount config for type \"bind\": invalid mount path: 'relative' mount path must be absolute",
             ),
+            (
+                spec(|s| s.host_config.ipc_mode = "ns:relative".into()),
+                "invalid --ipc mode: ns:relative",
+            ),
+            (
+                spec(|s| s.host_config.pid_mode = "pod".into()),
+                "invalid --pid mode: pod",
+            ),
+            (
+                spec(|s| s.host_config.oom_score_adj = 1001),
+                "Invalid value 1001, range for oom score adj is [-1000, 1000]",
+            ),
+            (
+                spec(|s| s.host_config.cpu_period = 10),
+                "CPU cfs period can not be less than 1ms (i.e. 1000) or larger than 1s (i.e. 1000000)",
+            ),
+            (
+                spec(|s| {
+                    s.host_config.nano_cpus = 1_000_000_000;
+                    s.host_config.cpu_quota = 50_000;
+                }),
+                "Conflicting options: Nano CPUs and CPU Period cannot both be set",
+            ),
+            (
+                spec(|s| {
+                    s.host_config.log_config.kind = "k8s-file".into();
+                }),
+                "log driver k8s-file needs an absolute path",
+            ),
+            (
+                spec(|s| {
+                    s.pod = Some("p0d".into());
+                    s.host_config.network_mode = "host".into();
+                }),
+                "a container in a pod has the pod's network, IPC and UTS namespaces",
+            ),
         ];
         for (s, want) in cases {
             let got = refused(s);
             assert!(got.starts_with(want), "{got:?} is not {want:?}");
         }
+    }
+
+    #[test]
+    fn joining_another_containers_ipc_or_pid_is_not_implemented_yet() {
+        for set in [
+            |s: &mut ContainerSpec| s.host_config.ipc_mode = "container:web".into(),
+            |s: &mut ContainerSpec| s.host_config.pid_mode = "container:web".into(),
+        ] {
+            let e = spec(set).validate().unwrap_err();
+            assert_eq!(e.class(), crate::ErrorClass::NotImplemented, "{e}");
+        }
+        spec(|s| {
+            s.pod = Some("p0d".into());
+            s.host_config.pid_mode = "pod".into();
+            s.host_config.ipc_mode = String::new();
+        })
+        .validate()
+        .unwrap();
     }
 
     #[test]
