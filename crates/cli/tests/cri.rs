@@ -128,11 +128,11 @@ fn crictl_sees_berths_images_pulls_and_removes_them() {
     assert!(!b.ok(&["images"]).contains("/cri/bb"));
     let (ok, _, err) = cri.crictl(&["inspecti", &name]);
     assert!(!ok && err.contains("no such image"), "{err}");
-    // Containers in pods are not there yet, and the service says so rather than pretend.
-    let (ok, _, err) = cri.crictl(&["ps"]);
-    assert!(!ok, "ps should be refused");
+    // Stats are not there yet, and the service says so rather than pretend.
+    let (ok, _, err) = cri.crictl(&["stats"]);
+    assert!(!ok, "stats should be refused");
     assert!(
-        err.contains("ListContainers is not implemented yet in berth's CRI service"),
+        err.contains("ListContainerStats is not implemented yet in berth's CRI service"),
         "{err}"
     );
     // With no CNI configuration, pods have no network yet, and kubelet is told.
@@ -626,6 +626,36 @@ fn containers_of_a_pod_share_its_localhost_names_and_pids_and_log_for_kubelet() 
     let running = cri.ok(&["ps", "-q", "--label", "role=server"]);
     assert_eq!(running.trim(), server_id);
     assert!(cri.ok(&["logs", &server_id]).starts_with("web-0\n"));
+    // ExecSync: output, exit code, a command that is not there, a timeout.
+    let endpoint = format!("unix://{}", cri.socket.display());
+    let exec = |args: &[&str]| {
+        Command::new(crictl_path())
+            .args(["--runtime-endpoint", &endpoint, "exec", "-s"])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = exec(&[&server_id, "sh", "-c", "hostname; echo $HOME"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("web-0\n/root\n"),
+        "{out:?}"
+    );
+    // crictl tells a failed command by its code and its stderr.
+    let out = exec(&[&server_id, "sh", "-c", "echo oops >&2; exit 3"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("exited with 3: oops"), "{err}");
+    let out = exec(&[&server_id, "/no/such/command"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("exited with 127"), "{err}");
+    let started = std::time::Instant::now();
+    let out = exec(&["--timeout", "1", &server_id, "sleep", "30"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("DeadlineExceeded"),
+        "{out:?}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
     cri.ok(&["stop", "--timeout", "0", &server_id]);
     let status: serde_json::Value =
         serde_json::from_str(&cri.ok(&["inspect", "-o", "json", &server_id])).unwrap();

@@ -343,10 +343,15 @@ impl RuntimeService for Cri {
     ) -> Result<Response<cri::StopContainerResponse>, Status> {
         let req = request.into_inner();
         self.engine(move |e| {
-            let (rec, _) = Self::cri_container(e, &req.container_id)?;
+            // Stopping one that is gone is done, as kubelet expects.
+            let rec = match Self::cri_container(e, &req.container_id) {
+                Ok((rec, _)) => rec,
+                Err(s) if s.code() == tonic::Code::NotFound => return Ok(()),
+                Err(s) => return Err(s),
+            };
             match e.stop_container(&rec.id, Some(req.timeout.max(0))) {
                 Ok(()) | Err(EngineError::NotRunning { .. }) => Ok(()),
-                Err(err) => Err(status_of(err)),
+                Err(err) => pods::missing_is_done(Err(err)).map_err(status_of),
             }
         })
         .await?;
@@ -447,6 +452,45 @@ impl RuntimeService for Cri {
         Ok(Response::new(cri::ReopenContainerLogResponse {}))
     }
 
+    async fn exec_sync(
+        &self,
+        request: Request<cri::ExecSyncRequest>,
+    ) -> Result<Response<cri::ExecSyncResponse>, Status> {
+        let req = request.into_inner();
+        let out = self
+            .engine(move |e| {
+                let (rec, _) = Self::cri_container(e, &req.container_id)?;
+                let spec = berth_engine::specs::ExecSpec {
+                    cmd: req.cmd,
+                    ..Default::default()
+                };
+                let timeout =
+                    (req.timeout > 0).then(|| std::time::Duration::from_secs(req.timeout as u64));
+                match e.exec_sync(&rec.id, &spec, timeout) {
+                    Ok(out) => Ok(out),
+                    // A command that cannot run is an exit code, as in a shell.
+                    Err(EngineError::Start { code, message }) if code == 126 || code == 127 => {
+                        Ok(berth_engine::exec::ExecOutput {
+                            exit_code: code,
+                            stdout: Vec::new(),
+                            stderr: format!("{message}\n").into_bytes(),
+                        })
+                    }
+                    // kubelet tells a probe's timeout by this code.
+                    Err(EngineError::Unavailable(m)) if m.contains("timed out") => {
+                        Err(Status::deadline_exceeded(m))
+                    }
+                    Err(err) => Err(status_of(err)),
+                }
+            })
+            .await?;
+        Ok(Response::new(cri::ExecSyncResponse {
+            stdout: out.stdout,
+            stderr: out.stderr,
+            exit_code: out.exit_code,
+        }))
+    }
+
     type GetContainerEventsStream =
         tokio_stream::Empty<Result<cri::ContainerEventResponse, Status>>;
 
@@ -458,7 +502,6 @@ impl RuntimeService for Cri {
     }
 
     not_yet! {
-        exec_sync(ExecSyncRequest) -> ExecSyncResponse as "ExecSync";
         exec(ExecRequest) -> ExecResponse as "Exec";
         attach(AttachRequest) -> AttachResponse as "Attach";
         port_forward(PortForwardRequest) -> PortForwardResponse as "PortForward";

@@ -269,6 +269,76 @@ impl Engine {
     }
 }
 
+/// What [`Engine::exec_sync`] gives back.
+#[derive(Debug, Default)]
+pub struct ExecOutput {
+    pub exit_code: i32,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+/// The most of each stream [`Engine::exec_sync`] keeps (kubelet's limit).
+pub const EXEC_SYNC_MAX_OUTPUT: usize = 16 << 20;
+
+impl Engine {
+    /// Runs `opts` in container `name` with no input, and returns its exit code and
+    /// output (each stream up to [`EXEC_SYNC_MAX_OUTPUT`]). With a `timeout`, a process
+    /// still running then is killed and the call fails as `Unavailable`.
+    pub fn exec_sync(
+        &self,
+        name: &str,
+        opts: &ExecSpec,
+        timeout: Option<std::time::Duration>,
+    ) -> Result<ExecOutput> {
+        let prepared = self.exec_prepare(name, opts)?;
+        let (out_r, out_w) = io::pipe().map_err(io_err("pipe"))?;
+        let (err_r, err_w) = io::pipe().map_err(io_err("pipe"))?;
+        let process = prepared.start(ExecIo::Streams([dev_null()?, out_w.into(), err_w.into()]))?;
+        let read = |mut r: io::PipeReader| {
+            std::thread::spawn(move || {
+                use std::io::Read;
+                let mut buf = Vec::new();
+                let _ = (&mut r)
+                    .take(EXEC_SYNC_MAX_OUTPUT as u64)
+                    .read_to_end(&mut buf);
+                // What is beyond the limit is read and dropped, so the process never
+                // blocks on a full pipe.
+                let _ = io::copy(&mut r, &mut io::sink());
+                buf
+            })
+        };
+        let (stdout, stderr) = (read(out_r), read(err_r));
+        let pid = process.pid;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(process.wait());
+        });
+        let exit_code = match timeout {
+            Some(t) => match rx.recv_timeout(t) {
+                Ok(code) => code?,
+                Err(_) => {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                    return Err(EngineError::Unavailable(format!(
+                        "command {:?} timed out after {t:?}",
+                        opts.cmd
+                    )));
+                }
+            },
+            None => rx.recv().map_err(|_| {
+                EngineError::Unavailable("the exec's waiter ended without an answer".into())
+            })??,
+        };
+        Ok(ExecOutput {
+            exit_code,
+            stdout: stdout.join().unwrap_or_default(),
+            stderr: stderr.join().unwrap_or_default(),
+        })
+    }
+}
+
 /// `/dev/null` for an exec stream nobody reads or writes.
 pub fn dev_null() -> Result<OwnedFd> {
     fs::OpenOptions::new()
