@@ -128,11 +128,11 @@ fn crictl_sees_berths_images_pulls_and_removes_them() {
     assert!(!b.ok(&["images"]).contains("/cri/bb"));
     let (ok, _, err) = cri.crictl(&["inspecti", &name]);
     assert!(!ok && err.contains("no such image"), "{err}");
-    // Stats are not there yet, and the service says so rather than pretend.
-    let (ok, _, err) = cri.crictl(&["stats"]);
-    assert!(!ok, "stats should be refused");
+    // Checkpoints are not there yet, and the service says so rather than pretend.
+    let (ok, _, err) = cri.crictl(&["checkpoint", "--export", "/nonexistent/c.tar", "abc"]);
+    assert!(!ok, "checkpoint should be refused");
     assert!(
-        err.contains("ListContainerStats is not implemented yet in berth's CRI service"),
+        err.contains("CheckpointContainer is not implemented yet in berth's CRI service"),
         "{err}"
     );
     // With no CNI configuration, pods have no network yet, and kubelet is told.
@@ -583,6 +583,18 @@ fn containers_of_a_pod_share_its_localhost_names_and_pids_and_log_for_kubelet() 
         }),
     );
     let pod_id = cri.ok(&["runp", &pod]).trim().to_string();
+    // kubelet's evented PLEG: the events of the pod's containers, as they happen.
+    let mut events = Command::new(crictl_path())
+        .args([
+            "--runtime-endpoint",
+            &format!("unix://{}", cri.socket.display()),
+        ])
+        .args(["events", "-o", "json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
     let server_id = cri
         .ok(&["create", &pod_id, &server, &pod])
         .trim()
@@ -601,6 +613,21 @@ fn containers_of_a_pod_share_its_localhost_names_and_pids_and_log_for_kubelet() 
     });
     assert!(exited, "{}", cri.ok(&["ps", "-a"]));
 
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(events.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let mut seen = String::new();
+    std::io::Read::read_to_string(events.stdout.as_mut().unwrap(), &mut seen).unwrap();
+    let _ = events.wait();
+    for kind in [
+        "CONTAINER_CREATED_EVENT",
+        "CONTAINER_STARTED_EVENT",
+        "CONTAINER_STOPPED_EVENT",
+    ] {
+        assert!(seen.contains(kind), "no {kind} in {seen}");
+    }
+    assert!(seen.contains(&client_id), "{seen}");
     // The client reached the server on the pod's localhost, saw the pod's init as PID 1.
     let out = cri.ok(&["logs", &client_id]);
     assert!(out.contains("hello-from-server"), "{out}");
@@ -626,6 +653,20 @@ fn containers_of_a_pod_share_its_localhost_names_and_pids_and_log_for_kubelet() 
     let running = cri.ok(&["ps", "-q", "--label", "role=server"]);
     assert_eq!(running.trim(), server_id);
     assert!(cri.ok(&["logs", &server_id]).starts_with("web-0\n"));
+    // Stats: the running server's CPU and memory, the pod's network counters.
+    let stats: serde_json::Value =
+        serde_json::from_str(&cri.ok(&["stats", "-o", "json", &server_id])).unwrap();
+    let s = &stats["stats"][0];
+    assert_eq!(s["attributes"]["metadata"]["name"], "server", "{stats}");
+    let memory: u64 = s["memory"]["workingSetBytes"]["value"]
+        .as_str()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{stats}"));
+    assert!(memory > 0, "{stats}");
+    let pod_stats: serde_json::Value =
+        serde_json::from_str(&cri.ok(&["statsp", "-o", "json", &pod_id])).unwrap();
+    let net = &pod_stats["stats"][0]["linux"]["network"]["defaultInterface"];
+    assert_eq!(net["name"], "eth0", "{pod_stats}");
     // ExecSync: output, exit code, a command that is not there, a timeout.
     let endpoint = format!("unix://{}", cri.socket.display());
     let exec = |args: &[&str]| {

@@ -26,6 +26,7 @@ use tonic::{Request, Response, Status};
 mod containers;
 mod images;
 mod pods;
+mod stats;
 
 /// The CRI version berth speaks.
 pub const API_VERSION: &str = "v1";
@@ -37,6 +38,7 @@ pub struct Cri {
     net: PodNetwork,
     /// The monitors of the containers this service started: its children.
     reaper: std::sync::Arc<berth_engine::containers::Reaper>,
+    cpu: std::sync::Arc<stats::CpuSamples>,
 }
 
 impl Cri {
@@ -51,7 +53,12 @@ impl Cri {
                 std::thread::sleep(std::time::Duration::from_secs(1));
             }
         });
-        Cri { opts, net, reaper }
+        Cri {
+            opts,
+            net,
+            reaper,
+            cpu: Default::default(),
+        }
     }
 
     /// A container of this service's (one in a pod), with its CRI metadata.
@@ -491,24 +498,154 @@ impl RuntimeService for Cri {
         }))
     }
 
-    type GetContainerEventsStream =
-        tokio_stream::Empty<Result<cri::ContainerEventResponse, Status>>;
+    async fn container_stats(
+        &self,
+        request: Request<cri::ContainerStatsRequest>,
+    ) -> Result<Response<cri::ContainerStatsResponse>, Status> {
+        let id = request.into_inner().container_id;
+        let cpu = self.cpu.clone();
+        let stats = self
+            .engine(move |e| {
+                let (rec, meta) = Self::cri_container(e, &id)?;
+                Ok(stats::container_stats(e, &rec, &meta, &cpu))
+            })
+            .await?;
+        Ok(Response::new(cri::ContainerStatsResponse {
+            stats: Some(stats),
+        }))
+    }
 
+    async fn list_container_stats(
+        &self,
+        request: Request<cri::ListContainerStatsRequest>,
+    ) -> Result<Response<cri::ListContainerStatsResponse>, Status> {
+        let filter = request.into_inner().filter.unwrap_or_default();
+        let cpu = self.cpu.clone();
+        let stats = self
+            .engine(move |e| {
+                stats::list_container_stats(e, &cpu, |rec, meta| {
+                    rec.id.starts_with(&filter.id)
+                        && rec
+                            .pod
+                            .as_deref()
+                            .is_some_and(|p| p.starts_with(&filter.pod_sandbox_id))
+                        && filter
+                            .label_selector
+                            .iter()
+                            .all(|(k, v)| meta.labels.get(k) == Some(v))
+                })
+                .map_err(status_of)
+            })
+            .await?;
+        Ok(Response::new(cri::ListContainerStatsResponse { stats }))
+    }
+
+    async fn pod_sandbox_stats(
+        &self,
+        request: Request<cri::PodSandboxStatsRequest>,
+    ) -> Result<Response<cri::PodSandboxStatsResponse>, Status> {
+        let id = request.into_inner().pod_sandbox_id;
+        let cpu = self.cpu.clone();
+        let stats = self
+            .engine(move |e| {
+                let pod = e.pod(&id).map_err(status_of)?;
+                stats::pod_stats(e, &pod, &cpu).map_err(status_of)
+            })
+            .await?;
+        Ok(Response::new(cri::PodSandboxStatsResponse {
+            stats: Some(stats),
+        }))
+    }
+
+    async fn list_pod_sandbox_stats(
+        &self,
+        request: Request<cri::ListPodSandboxStatsRequest>,
+    ) -> Result<Response<cri::ListPodSandboxStatsResponse>, Status> {
+        let filter = request.into_inner().filter.unwrap_or_default();
+        let cpu = self.cpu.clone();
+        let stats = self
+            .engine(move |e| {
+                let mut out = Vec::new();
+                for pod in e.pods().map_err(status_of)? {
+                    let labels = &pod.record.spec.labels;
+                    if pod.record.id.starts_with(&filter.id)
+                        && filter
+                            .label_selector
+                            .iter()
+                            .all(|(k, v)| labels.get(k) == Some(v))
+                    {
+                        out.push(stats::pod_stats(e, &pod, &cpu).map_err(status_of)?);
+                    }
+                }
+                Ok(out)
+            })
+            .await?;
+        Ok(Response::new(cri::ListPodSandboxStatsResponse { stats }))
+    }
+
+    type GetContainerEventsStream =
+        tokio_stream::wrappers::ReceiverStream<Result<cri::ContainerEventResponse, Status>>;
+
+    /// The events of kubelet's containers from now on (evented PLEG), from the engine's
+    /// event log, polled every 100 ms on a thread that ends with the stream.
     async fn get_container_events(
         &self,
         _request: Request<cri::GetEventsRequest>,
     ) -> Result<Response<Self::GetContainerEventsStream>, Status> {
-        Err(not_yet("GetContainerEvents"))
+        let opts = self.opts.clone();
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        let e = Engine::open(opts).map_err(status_of)?;
+        let mut seq = e.last_event_seq().map_err(status_of)?;
+        std::thread::spawn(move || loop {
+            let events = match e.events_after(seq, None, None) {
+                Ok(events) => events,
+                Err(err) => {
+                    let _ = tx.blocking_send(Err(status_of(err)));
+                    return;
+                }
+            };
+            for ev in events {
+                seq = ev.seq;
+                let cri_container = ev.kind == "container"
+                    && ev.actor.attributes.contains_key(containers::CRI_LABEL);
+                let Some(kind) = stats::event_type(&ev.action).filter(|_| cri_container) else {
+                    continue;
+                };
+                let status = Self::cri_container(&e, &ev.actor.id)
+                    .ok()
+                    .and_then(|(rec, meta)| {
+                        let st = e.container_state(&rec.id).ok()?;
+                        Some((containers::status(&rec, &meta, &st), rec.pod))
+                    });
+                let pod = status
+                    .as_ref()
+                    .and_then(|(_, p)| e.pod(p.as_deref()?).ok())
+                    .map(|p| pods::status(&p));
+                let event = cri::ContainerEventResponse {
+                    container_id: ev.actor.id.clone(),
+                    container_event_type: kind.into(),
+                    created_at: ev.time_nano,
+                    pod_sandbox_status: pod,
+                    containers_statuses: status.into_iter().map(|(s, _)| s).collect(),
+                };
+                if tx.blocking_send(Ok(event)).is_err() {
+                    return;
+                }
+            }
+            if tx.is_closed() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        });
+        Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(
+            rx,
+        )))
     }
 
     not_yet! {
         exec(ExecRequest) -> ExecResponse as "Exec";
         attach(AttachRequest) -> AttachResponse as "Attach";
         port_forward(PortForwardRequest) -> PortForwardResponse as "PortForward";
-        container_stats(ContainerStatsRequest) -> ContainerStatsResponse as "ContainerStats";
-        list_container_stats(ListContainerStatsRequest) -> ListContainerStatsResponse as "ListContainerStats";
-        pod_sandbox_stats(PodSandboxStatsRequest) -> PodSandboxStatsResponse as "PodSandboxStats";
-        list_pod_sandbox_stats(ListPodSandboxStatsRequest) -> ListPodSandboxStatsResponse as "ListPodSandboxStats";
         update_runtime_config(UpdateRuntimeConfigRequest) -> UpdateRuntimeConfigResponse as "UpdateRuntimeConfig";
         checkpoint_container(CheckpointContainerRequest) -> CheckpointContainerResponse as "CheckpointContainer";
         list_metric_descriptors(ListMetricDescriptorsRequest) -> ListMetricDescriptorsResponse as "ListMetricDescriptors";
