@@ -4,6 +4,7 @@
 mod common;
 
 use common::{berth_registry, Berth};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 
@@ -533,6 +534,10 @@ fn a_pod_whose_namespaces_went_with_a_reboot_is_not_ready_and_can_be_removed() {
     );
 }
 
+fn endpoint_of(cri: &Cri) -> String {
+    format!("unix://{}", cri.socket.display())
+}
+
 /// Writes `value` as JSON at `dir/name`; returns the path as a string.
 fn write_json(dir: &Path, name: &str, value: serde_json::Value) -> String {
     let p = dir.join(name);
@@ -594,6 +599,21 @@ fn containers_of_a_pod_share_its_localhost_names_and_pids_and_log_for_kubelet() 
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let mut events_out = events.stdout.take().unwrap();
+    let collected = seen.clone();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = std::io::Read::read(&mut events_out, &mut buf) {
+            if n == 0 {
+                break;
+            }
+            collected
+                .lock()
+                .unwrap()
+                .push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    });
     std::thread::sleep(std::time::Duration::from_millis(500));
     let server_id = cri
         .ok(&["create", &pod_id, &server, &pod])
@@ -613,13 +633,13 @@ fn containers_of_a_pod_share_its_localhost_names_and_pids_and_log_for_kubelet() 
     });
     assert!(exited, "{}", cri.ok(&["ps", "-a"]));
 
-    let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(events.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    );
-    let mut seen = String::new();
-    std::io::Read::read_to_string(events.stdout.as_mut().unwrap(), &mut seen).unwrap();
+    // The events come within the service's poll (100 ms).
+    common::eventually(5, || {
+        seen.lock().unwrap().contains("CONTAINER_STOPPED_EVENT")
+    });
+    let _ = events.kill();
     let _ = events.wait();
+    let seen = seen.lock().unwrap().clone();
     for kind in [
         "CONTAINER_CREATED_EVENT",
         "CONTAINER_STARTED_EVENT",
@@ -653,6 +673,75 @@ fn containers_of_a_pod_share_its_localhost_names_and_pids_and_log_for_kubelet() 
     let running = cri.ok(&["ps", "-q", "--label", "role=server"]);
     assert_eq!(running.trim(), server_id);
     assert!(cri.ok(&["logs", &server_id]).starts_with("web-0\n"));
+    // Exec through the streaming server (SPDY, as kubectl's goes through kubelet).
+    let streamed = Command::new(crictl_path())
+        .args(["--runtime-endpoint", &endpoint_of(&cri), "exec", "-i"])
+        .args([
+            &server_id,
+            "sh",
+            "-c",
+            "read line; echo got-$line; echo e >&2; exit 4",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut streamed = streamed;
+    streamed
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"hello\n")
+        .unwrap();
+    let out = streamed.wait_with_output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "got-hello\n",
+        "{out:?}"
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("\ne\n"), "{out:?}");
+    // The exit code reached the client in Kubernetes' status document.
+    assert!(
+        err.contains("command terminated with exit code 4"),
+        "{out:?}"
+    );
+    // With a terminal: the command has a tty, and the client's window size.
+    let crictl = crictl_path().display().to_string();
+    let out = Command::new("script")
+        .args(["-q", "-e", "-c"])
+        .arg(format!(
+            "stty cols 111 rows 33; {crictl} --runtime-endpoint {} exec -it {server_id} sh -c 'tty; stty size'",
+            endpoint_of(&cri)
+        ))
+        .arg("/dev/null")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("/dev/pts/"), "{out:?}");
+    assert!(text.contains("33 111"), "{out:?}");
+    // Port forwarding: a local port reaches the server on the pod's loopback.
+    let port = common::free_port();
+    let mut forward = Command::new(crictl_path())
+        .args(["--runtime-endpoint", &endpoint_of(&cri), "port-forward"])
+        .args([&pod_id, &format!("{port}:8080")])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let fetched = common::eventually(10, || {
+        let Ok(mut c) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+            return false;
+        };
+        let _ = c.write_all(b"GET / HTTP/1.0\r\n\r\n");
+        let mut body = String::new();
+        let _ = std::io::Read::read_to_string(&mut c, &mut body);
+        body.contains("hello-from-server")
+    });
+    let _ = forward.kill();
+    let _ = forward.wait();
+    assert!(fetched, "port-forward did not reach the server");
     // Stats: the running server's CPU and memory, the pod's network counters.
     let stats: serde_json::Value =
         serde_json::from_str(&cri.ok(&["stats", "-o", "json", &server_id])).unwrap();

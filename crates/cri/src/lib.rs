@@ -27,6 +27,7 @@ mod containers;
 mod images;
 mod pods;
 mod stats;
+pub mod stream;
 
 /// The CRI version berth speaks.
 pub const API_VERSION: &str = "v1";
@@ -39,11 +40,17 @@ pub struct Cri {
     /// The monitors of the containers this service started: its children.
     reaper: std::sync::Arc<berth_engine::containers::Reaper>,
     cpu: std::sync::Arc<stats::CpuSamples>,
+    /// Where `Exec`, `Attach` and `PortForward` send their clients.
+    streams: std::sync::Arc<stream::Server>,
 }
 
 impl Cri {
     /// The service; a thread reaps the monitors it starts as their containers end.
-    pub fn new(opts: EngineOptions, net: PodNetwork) -> Self {
+    pub fn new(
+        opts: EngineOptions,
+        net: PodNetwork,
+        streams: std::sync::Arc<stream::Server>,
+    ) -> Self {
         let reaper = std::sync::Arc::new(berth_engine::containers::Reaper::default());
         let weak = std::sync::Arc::downgrade(&reaper);
         std::thread::spawn(move || {
@@ -58,7 +65,24 @@ impl Cri {
             net,
             reaper,
             cpu: Default::default(),
+            streams,
         }
+    }
+
+    /// The id of a running container of kubelet's.
+    async fn running_container(&self, id: String) -> Result<String, Status> {
+        self.engine(move |e| {
+            let (rec, _) = Self::cri_container(e, &id)?;
+            let st = e.container_state(&rec.id).map_err(status_of)?;
+            if !st.status.is_active() {
+                return Err(Status::failed_precondition(format!(
+                    "container {} is not running",
+                    rec.id
+                )));
+            }
+            Ok(rec.id)
+        })
+        .await
     }
 
     /// A container of this service's (one in a pod), with its CRI metadata.
@@ -98,6 +122,21 @@ pub fn status_of(e: EngineError) -> Status {
     }
 }
 
+/// CRI's rules for a streaming request's streams.
+fn check_streams(tty: bool, stdin: bool, stdout: bool, stderr: bool) -> Result<(), Status> {
+    if !(stdin || stdout || stderr) {
+        return Err(Status::invalid_argument(
+            "one of stdin, stdout and stderr must be asked for",
+        ));
+    }
+    if tty && stderr {
+        return Err(Status::invalid_argument(
+            "tty and stderr cannot both be true: a terminal has one output",
+        ));
+    }
+    Ok(())
+}
+
 fn not_yet(call: &str) -> Status {
     Status::unimplemented(format!(
         "{call} is not implemented yet in berth's CRI service"
@@ -106,7 +145,13 @@ fn not_yet(call: &str) -> Status {
 
 /// Serves CRI on the unix socket `path` (made anew, its directory too; an old socket
 /// there is replaced) until ctrl-c or SIGTERM.
-pub async fn serve_unix(path: &Path, opts: EngineOptions, net: PodNetwork) -> std::io::Result<()> {
+pub async fn serve_unix(
+    path: &Path,
+    opts: EngineOptions,
+    net: PodNetwork,
+    stream_address: std::net::SocketAddr,
+) -> std::io::Result<()> {
+    let streams = stream::Server::start(stream_address, opts.clone())?;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
@@ -117,7 +162,7 @@ pub async fn serve_unix(path: &Path, opts: EngineOptions, net: PodNetwork) -> st
     }
     let listener = tokio::net::UnixListener::bind(path)?;
     let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
-    let cri = Cri::new(opts, net);
+    let cri = Cri::new(opts, net, streams);
     let shutdown = async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .expect("a SIGTERM handler");
@@ -583,6 +628,62 @@ impl RuntimeService for Cri {
         Ok(Response::new(cri::ListPodSandboxStatsResponse { stats }))
     }
 
+    async fn exec(
+        &self,
+        request: Request<cri::ExecRequest>,
+    ) -> Result<Response<cri::ExecResponse>, Status> {
+        let r = request.into_inner();
+        check_streams(r.tty, r.stdin, r.stdout, r.stderr)?;
+        if r.cmd.is_empty() {
+            return Err(Status::invalid_argument("an exec needs a command"));
+        }
+        let id = self.running_container(r.container_id).await?;
+        let url = self.streams.url(stream::Request::Exec {
+            container: id,
+            cmd: r.cmd,
+            tty: r.tty,
+            stdin: r.stdin,
+            stdout: r.stdout,
+            stderr: r.stderr,
+        });
+        Ok(Response::new(cri::ExecResponse { url }))
+    }
+
+    async fn attach(
+        &self,
+        request: Request<cri::AttachRequest>,
+    ) -> Result<Response<cri::AttachResponse>, Status> {
+        let r = request.into_inner();
+        check_streams(r.tty, r.stdin, r.stdout, r.stderr)?;
+        let id = self.running_container(r.container_id).await?;
+        let url = self.streams.url(stream::Request::Attach {
+            container: id,
+            tty: r.tty,
+            stdin: r.stdin,
+            stdout: r.stdout,
+            stderr: r.stderr,
+        });
+        Ok(Response::new(cri::AttachResponse { url }))
+    }
+
+    async fn port_forward(
+        &self,
+        request: Request<cri::PortForwardRequest>,
+    ) -> Result<Response<cri::PortForwardResponse>, Status> {
+        let id = request.into_inner().pod_sandbox_id;
+        let pod = self.engine(move |e| e.pod(&id).map_err(status_of)).await?;
+        if pod.state != berth_engine::pods::PodState::Ready {
+            return Err(Status::failed_precondition(format!(
+                "pod sandbox {} is not ready",
+                pod.record.id
+            )));
+        }
+        let url = self
+            .streams
+            .url(stream::Request::PortForward { pod: pod.record.id });
+        Ok(Response::new(cri::PortForwardResponse { url }))
+    }
+
     type GetContainerEventsStream =
         tokio_stream::wrappers::ReceiverStream<Result<cri::ContainerEventResponse, Status>>;
 
@@ -643,9 +744,6 @@ impl RuntimeService for Cri {
     }
 
     not_yet! {
-        exec(ExecRequest) -> ExecResponse as "Exec";
-        attach(AttachRequest) -> AttachResponse as "Attach";
-        port_forward(PortForwardRequest) -> PortForwardResponse as "PortForward";
         update_runtime_config(UpdateRuntimeConfigRequest) -> UpdateRuntimeConfigResponse as "UpdateRuntimeConfig";
         checkpoint_container(CheckpointContainerRequest) -> CheckpointContainerResponse as "CheckpointContainer";
         list_metric_descriptors(ListMetricDescriptorsRequest) -> ListMetricDescriptorsResponse as "ListMetricDescriptors";

@@ -269,6 +269,81 @@ impl Engine {
     }
 }
 
+/// An exec started by its container's monitor, with the caller's ends of its streams.
+pub enum Started {
+    Pipes {
+        process: ExecProcess,
+        /// None when the exec takes no input.
+        stdin: Option<OwnedFd>,
+        stdout: OwnedFd,
+        stderr: OwnedFd,
+    },
+    Terminal {
+        process: ExecProcess,
+        /// The pty's master: its output, and where input and resizes go.
+        master: OwnedFd,
+    },
+    Detached(ExecProcess),
+}
+
+/// How the caller wants an exec's streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Streams {
+    /// None at all (`/dev/null`).
+    Detached,
+    /// A terminal.
+    Terminal,
+    /// Pipes; stdin only when asked.
+    Pipes { stdin: bool },
+}
+
+impl PreparedExec {
+    /// Starts the process with the streams asked for (a terminal's master comes from
+    /// the runtime through a socket under `run_root/s`, named after `tag`).
+    pub fn start_with(&self, run_root: &Path, tag: &str, streams: Streams) -> Result<Started> {
+        let pipe = || -> Result<(OwnedFd, OwnedFd)> {
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(crate::error::sys_err("pipe"))
+        };
+        match streams {
+            Streams::Detached => Ok(Started::Detached(self.start(ExecIo::Streams([
+                dev_null()?,
+                dev_null()?,
+                dev_null()?,
+            ]))?)),
+            Streams::Terminal => {
+                let dir = run_root.join("s");
+                fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+                let path = dir.join(format!("a{tag}.con"));
+                let _ = fs::remove_file(&path);
+                let listener =
+                    std::os::unix::net::UnixListener::bind(&path).map_err(io_err(&path))?;
+                let process = self.start(ExecIo::Terminal(path.clone()));
+                let _ = fs::remove_file(&path);
+                let process = process?;
+                let master = crate::monitor::receive_pty_from(&listener).map_err(io_err(&path))?;
+                Ok(Started::Terminal { process, master })
+            }
+            Streams::Pipes { stdin } => {
+                let (stdin_r, stdin_w) = if stdin {
+                    let (r, w) = pipe()?;
+                    (r, Some(w))
+                } else {
+                    (dev_null()?, None)
+                };
+                let (out_r, out_w) = pipe()?;
+                let (err_r, err_w) = pipe()?;
+                let process = self.start(ExecIo::Streams([stdin_r, out_w, err_w]))?;
+                Ok(Started::Pipes {
+                    process,
+                    stdin: stdin_w,
+                    stdout: out_r,
+                    stderr: err_r,
+                })
+            }
+        }
+    }
+}
+
 /// What [`Engine::exec_sync`] gives back.
 #[derive(Debug, Default)]
 pub struct ExecOutput {

@@ -127,21 +127,6 @@ pub(crate) fn exec_resize(svc: &Service, id: &str, q: &[(String, String)]) -> Re
     }
 }
 
-/// An exec started by its container's monitor, with this service's ends of its streams.
-pub(super) enum Started {
-    Pipes {
-        process: ExecProcess,
-        stdin: Option<OwnedFd>,
-        stdout: OwnedFd,
-        stderr: OwnedFd,
-    },
-    Terminal {
-        process: ExecProcess,
-        master: OwnedFd,
-    },
-    Detached(ExecProcess),
-}
-
 /// Checks that `x` can run (its container running, its user known) and writes its
 /// process file (blocking).
 pub(super) fn prepare_exec(
@@ -168,44 +153,14 @@ pub(super) fn start_exec(
     prepared: PreparedExec,
     detach: bool,
 ) -> Result<Started, EngineError> {
-    let pipe = || -> Result<(OwnedFd, OwnedFd), EngineError> {
-        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-            .map_err(berth_engine::error::sys_err("pipe"))
-    };
-    let null = berth_engine::exec::dev_null;
-    if detach {
-        let process = prepared.start(ExecIo::Streams([null()?, null()?, null()?]))?;
-        return Ok(Started::Detached(process));
-    }
-    if x.tty {
-        let dir = roots.run_root.join("s");
-        std::fs::create_dir_all(&dir).map_err(berth_engine::error::io_err(&dir))?;
-        let path = dir.join(format!("a{}.con", &x.id[..12]));
-        let _ = std::fs::remove_file(&path);
-        let listener = std::os::unix::net::UnixListener::bind(&path)
-            .map_err(berth_engine::error::io_err(&path))?;
-        let process = prepared.start(ExecIo::Terminal(path.clone()));
-        let _ = std::fs::remove_file(&path);
-        let process = process?;
-        let master = berth_engine::monitor::receive_pty_from(&listener)
-            .map_err(berth_engine::error::io_err(&path))?;
-        return Ok(Started::Terminal { process, master });
-    }
-    let (stdin_r, stdin_w) = if x.stdin {
-        let (r, w) = pipe()?;
-        (r, Some(w))
+    let streams = if detach {
+        Streams::Detached
+    } else if x.tty {
+        Streams::Terminal
     } else {
-        (null()?, None)
+        Streams::Pipes { stdin: x.stdin }
     };
-    let (out_r, out_w) = pipe()?;
-    let (err_r, err_w) = pipe()?;
-    let process = prepared.start(ExecIo::Streams([stdin_r, out_w, err_w]))?;
-    Ok(Started::Pipes {
-        process,
-        stdin: stdin_w,
-        stdout: out_r,
-        stderr: err_r,
-    })
+    prepared.start_with(&roots.run_root, &x.id[..12], streams)
 }
 
 /// `POST /exec/{id}/start`: runs the command, on the hijacked connection unless

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use axum::body::Body;
 use axum::http::{header, Request, Response, StatusCode};
 use berth_engine::attach::{self, DetachKeys, FrameBuffer, Hello};
-use berth_engine::exec::{ExecIo, ExecProcess, ExecSpec, PreparedExec};
+use berth_engine::exec::{ExecProcess, ExecSpec, PreparedExec, Started, Streams};
 use berth_engine::Engine;
 use serde_json::{json, Value};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};

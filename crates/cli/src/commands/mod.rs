@@ -356,6 +356,9 @@ pub enum Command {
         /// Where the CNI plugins are (a colon-separated list)
         #[arg(long, default_value = "/usr/lib/cni:/opt/cni/bin")]
         cni_bin_dir: String,
+        /// The streaming server's address (exec, attach, port-forward); port 0: any free port
+        #[arg(long, default_value = "127.0.0.1:0")]
+        stream_address: std::net::SocketAddr,
     },
     /// Serve the Docker Engine API, so the docker CLI, SDKs and compose drive berth
     Serve {
@@ -487,13 +490,14 @@ pub fn dispatch(cli: &Cli, warmer: Option<berth_engine::sys::AttachWarmer>) -> C
         listen,
         cni_conf_dir,
         cni_bin_dir,
+        stream_address,
     } = &cli.cmd
     {
         let net = berth_engine::pods::PodNetwork {
             conf_dir: cni_conf_dir.clone(),
             bin_dirs: std::env::split_paths(cni_bin_dir).collect(),
         };
-        return system::cri(cli, listen, net);
+        return system::cri(cli, listen, net, *stream_address);
     }
     // Compose opens the engine when a command needs it.
     if let Command::Compose(args) = &cli.cmd {

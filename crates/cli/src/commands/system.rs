@@ -455,7 +455,12 @@ fn service_runtime() -> CliResult<tokio::runtime::Runtime> {
 }
 
 /// `berth cri`: CRI v1 on a unix socket until SIGINT or SIGTERM.
-pub(super) fn cri(cli: &Cli, listen: &str, net: berth_engine::pods::PodNetwork) -> CliResult<u8> {
+pub(super) fn cri(
+    cli: &Cli,
+    listen: &str,
+    net: berth_engine::pods::PodNetwork,
+    stream_address: std::net::SocketAddr,
+) -> CliResult<u8> {
     let path = listen.strip_prefix("unix://").ok_or_else(|| {
         Failure::new(
             1,
@@ -464,7 +469,12 @@ pub(super) fn cri(cli: &Cli, listen: &str, net: berth_engine::pods::PodNetwork) 
     })?;
     let opts = berth_engine::EngineOptions::new(&cli.root, &cli.run_root);
     service_runtime()?
-        .block_on(berth_cri::serve_unix(std::path::Path::new(path), opts, net))
+        .block_on(berth_cri::serve_unix(
+            std::path::Path::new(path),
+            opts,
+            net,
+            stream_address,
+        ))
         .map_err(|e| Failure::new(1, format!("the CRI service on {listen}: {e}")))?;
     Ok(0)
 }
