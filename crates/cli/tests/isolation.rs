@@ -2,7 +2,9 @@
 //! flags change.
 
 mod common;
+
 use common::{eventually, Berth};
+use std::process::Command;
 
 #[test]
 fn container_sees_only_its_own_processes_hostname_and_loopback() {
@@ -272,6 +274,77 @@ fn cfs_quota_and_period_and_the_oom_score_are_applied() {
         err.contains("range for oom score adj is [-1000, 1000]"),
         "{err}"
     );
+}
+
+#[test]
+fn a_privileged_container_is_unconfined_whatever_profile_it_names() {
+    require_root!();
+    let b = Berth::with_busybox();
+    let profile = b.root.parent().unwrap().join("no-mkdir.json");
+    std::fs::write(
+        &profile,
+        r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["mkdir","mkdirat"],"action":"SCMP_ACT_ERRNO"}]}"#,
+    )
+    .unwrap();
+    let opt = format!("seccomp={}", profile.display());
+    let (code, _) = b.fails(&[
+        "run",
+        "--rm",
+        "--security-opt",
+        &opt,
+        "busybox:test",
+        "mkdir",
+        "/d",
+    ]);
+    assert_eq!(code, 1);
+    b.ok(&[
+        "run",
+        "--rm",
+        "--privileged",
+        "--security-opt",
+        &opt,
+        "busybox:test",
+        "mkdir",
+        "/d",
+    ]);
+}
+
+#[test]
+fn a_mount_made_in_a_container_reaches_the_host_through_an_rshared_bind() {
+    require_root!();
+    let b = Berth::with_busybox();
+    // The host side must be a shared mount, as Docker asks.
+    let dir = b.root.parent().unwrap().join("shared");
+    std::fs::create_dir_all(dir.join("sub")).unwrap();
+    let path = dir.to_str().unwrap();
+    for args in [vec!["--bind", path, path], vec!["--make-shared", path]] {
+        assert!(Command::new("mount")
+            .args(&args)
+            .status()
+            .unwrap()
+            .success());
+    }
+    let volume = format!("{path}:/mnt:rshared");
+    b.ok(&[
+        "run",
+        "--rm",
+        "--privileged",
+        "-v",
+        &volume,
+        "busybox:test",
+        "sh",
+        "-c",
+        "mount -t tmpfs from-the-container /mnt/sub",
+    ]);
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let sub = format!("{path}/sub ");
+    assert!(
+        mounts
+            .lines()
+            .any(|l| l.contains(&sub) && l.contains("from-the-container")),
+        "{mounts}"
+    );
+    // (Berth's drop unmounts what is left below the test's dir.)
 }
 
 #[test]

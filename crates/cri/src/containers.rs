@@ -94,7 +94,7 @@ pub fn container_spec(
     c.tty = config.tty;
     c.open_stdin = config.stdin;
     c.stdin_once = config.stdin_once;
-    c.user = user_of(&security);
+    c.user = user_of(&security)?;
 
     let log_path = if pod_spec.log_directory.is_empty() || config.log_path.is_empty() {
         String::new()
@@ -140,6 +140,11 @@ pub fn container_spec(
                 Ok(cri::MountPropagation::PropagationBidirectional) => "rshared",
                 Err(_) => return Err(Status::invalid_argument("invalid mount propagation")),
             };
+            if m.image.is_some() {
+                return Err(Status::unimplemented(
+                    "image volumes are not implemented yet in berth",
+                ));
+            }
             if !m.uid_mappings.is_empty() || !m.gid_mappings.is_empty() {
                 return Err(Status::unimplemented(
                     "id-mapped mounts are not implemented yet in berth",
@@ -238,19 +243,23 @@ pub fn container_spec(
     Ok(spec)
 }
 
-/// `run_as_username`, else `run_as_user`, with `run_as_group`.
-fn user_of(s: &cri::LinuxContainerSecurityContext) -> String {
+/// `run_as_username`, else `run_as_user`, with `run_as_group` (which needs one of
+/// them, as containerd and CRI-O have it).
+fn user_of(s: &cri::LinuxContainerSecurityContext) -> Result<String, Status> {
     let user = match (&s.run_as_user, s.run_as_username.as_str()) {
         (_, name) if !name.is_empty() => name.to_string(),
         (Some(uid), _) => uid.value.to_string(),
         (None, _) => String::new(),
     };
-    match &s.run_as_group {
-        // A group alone keeps the image's user (root when it names none).
-        Some(gid) if user.is_empty() => format!("0:{}", gid.value),
+    Ok(match &s.run_as_group {
+        Some(_) if user.is_empty() => {
+            return Err(Status::invalid_argument(
+                "run_as_group is set without run_as_user or run_as_username",
+            ))
+        }
         Some(gid) => format!("{user}:{}", gid.value),
         None => user,
-    }
+    })
 }
 
 /// Nanoseconds since the epoch of an RFC 3339 time (0 for Go's zero time).
@@ -533,6 +542,8 @@ mod tests {
         };
         let e = with_security(&|s| s.privileged = true).unwrap_err();
         assert!(e.message().contains("privileged"), "{}", e.message());
+        let e = with_security(&|s| s.run_as_user = None).unwrap_err();
+        assert!(e.message().contains("run_as_group"), "{}", e.message());
         // No seccomp field: kubelet's default, unconfined.
         let spec = with_security(&|s| s.seccomp = None).unwrap();
         assert!(spec

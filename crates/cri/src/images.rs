@@ -175,11 +175,12 @@ impl ImageService for Cri {
             // Already gone is done: kubelet's calls are retried.
             Err(EngineError::NoSuchImage(_)) => Ok(()),
             Err(err) => Err(status_of(err)),
-            // The image with all its names, as containerd removes it.
-            Ok(row) => e
-                .remove_image(&row.id.to_string(), true)
-                .map(drop)
-                .map_err(status_of),
+            // The image with all its names, as containerd removes it; gone meanwhile
+            // (a concurrent remove) is done too.
+            Ok(row) => match e.remove_image(&row.id.to_string(), true) {
+                Ok(_) | Err(EngineError::NoSuchImage(_)) => Ok(()),
+                Err(err) => Err(status_of(err)),
+            },
         })
         .await?;
         Ok(Response::new(cri::RemoveImageResponse {}))

@@ -537,6 +537,18 @@ fn resources(hc: &crate::model::HostConfig) -> LinuxResources {
     r
 }
 
+/// The root's propagation a container's bind mounts need: a shared one (mounts made
+/// inside reach the host) needs the root shared too, or the runtime's default (a slave
+/// root, in libcontainer and runc alike) leaves the bind with no peer on the host, as
+/// containerd sets it. `shared` is the spelling both runtimes take (libcontainer knows
+/// no `rshared`, and makes it recursive anyway).
+fn rootfs_propagation(mounts: &[ResolvedMount]) -> Option<String> {
+    mounts
+        .iter()
+        .any(|m| matches!(m.propagation.as_str(), "rshared" | "shared"))
+        .then(|| "shared".into())
+}
+
 /// Builds config.json, with oci-spec's runtime types. Every field is set from what the
 /// container asks for: oci-spec's `Default`s are youki's example config (a `sh`
 /// process, no-new-privileges, default masked paths), never berth's.
@@ -713,7 +725,7 @@ pub fn build(input: &SpecInput) -> Result<Spec> {
         .set_uid_mappings(None)
         .set_gid_mappings(None)
         .set_sysctl(None)
-        .set_rootfs_propagation(None)
+        .set_rootfs_propagation(rootfs_propagation(input.mounts))
         .set_mount_label(None);
     if !privileged {
         let defaults = |paths: &[&str]| paths.iter().map(|s| s.to_string()).collect();

@@ -54,7 +54,6 @@ impl Engine {
         }
         let hc = &rec.host_config;
         let caps = spec::capabilities(&hc.cap_add, &hc.cap_drop, hc.privileged)?;
-        let mut seccomp = None;
         let mut no_new_privileges = false;
         let mut unconfined = hc.privileged;
         let mut custom = None;
@@ -72,17 +71,21 @@ impl Engine {
                 }
             }
         }
-        if let Some(f) = custom {
+        // A privileged container is unconfined whatever profile it names, as Docker's
+        // and containerd's are.
+        let mut seccomp = if unconfined {
+            None
+        } else if let Some(f) = custom {
             let bytes = fs::read(&f).map_err(|e| {
                 EngineError::Invalid(format!("opening seccomp profile ({f}) failed: {e}"))
             })?;
-            seccomp = Some(
+            Some(
                 berth_runtime::seccomp::profile_from_docker_json(&bytes, &caps, &f)
                     .map_err(EngineError::Invalid)?,
-            );
-        } else if !unconfined {
-            seccomp = Some(berth_runtime::seccomp::default_profile(&caps));
-        }
+            )
+        } else {
+            Some(berth_runtime::seccomp::default_profile(&caps))
+        };
         if !berth_runtime::kernel_supports_x32() {
             if let Some(s) = seccomp.as_mut() {
                 berth_runtime::seccomp::without_architectures(s, &["SCMP_ARCH_X32"]);
