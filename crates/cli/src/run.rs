@@ -135,6 +135,9 @@ pub struct CreateFlags {
     /// CPUs in which to allow execution (0-3, 0,1)
     #[arg(long = "cpuset-cpus")]
     pub cpuset_cpus: Option<String>,
+    /// Optional parent cgroup for the container
+    #[arg(long = "cgroup-parent")]
+    pub cgroup_parent: Option<String>,
     /// MEMs in which to allow execution (0-3, 0,1)
     #[arg(long = "cpuset-mems")]
     pub cpuset_mems: Option<String>,
@@ -427,6 +430,7 @@ impl CreateFlags {
             cpuset_mems: self.cpuset_mems.clone().unwrap_or_default(),
             masked_paths: None,
             readonly_paths: None,
+            cgroup_parent: self.cgroup_parent.clone().unwrap_or_default(),
         };
         Ok(ContainerSpec {
             name: self.name.clone(),

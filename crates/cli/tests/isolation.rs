@@ -348,6 +348,66 @@ fn a_mount_made_in_a_container_reaches_the_host_through_an_rshared_bind() {
 }
 
 #[test]
+fn a_cgroup_parent_holds_the_containers_cgroup() {
+    require_root!();
+    let b = Berth::with_busybox();
+    let parent = format!("/bt-parent-{}", std::process::id());
+    let out = b.sh(
+        &["--cgroup-parent", &parent, "--memory", "64m"],
+        "cat /proc/self/cgroup",
+    );
+    // The cgroup namespace hides the path inside; the host side shows it.
+    let dirs: Vec<std::path::PathBuf> = std::fs::read_dir("/sys/fs/cgroup")
+        .unwrap()
+        .flatten()
+        .map(|e| e.path().join(parent.trim_start_matches('/')))
+        .filter(|p| p.is_dir())
+        .collect();
+    let made = !dirs.is_empty()
+        || std::path::Path::new("/sys/fs/cgroup")
+            .join(parent.trim_start_matches('/'))
+            .is_dir();
+    // Nothing of the container is left under the parent once it is gone.
+    let leftovers: Vec<_> = dirs
+        .iter()
+        .flat_map(|d| std::fs::read_dir(d).into_iter().flatten().flatten())
+        .filter(|e| e.path().is_dir())
+        .map(|e| e.path())
+        .collect();
+    for d in &dirs {
+        let _ = std::fs::remove_dir(d);
+    }
+    let _ = std::fs::remove_dir(
+        std::path::Path::new("/sys/fs/cgroup").join(parent.trim_start_matches('/')),
+    );
+    assert!(made, "no cgroup under {parent}: {out}");
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    let (code, err) = b.fails(&[
+        "run",
+        "--rm",
+        "--cgroup-parent",
+        "kubepods.slice",
+        "busybox:test",
+        "true",
+    ]);
+    assert_eq!(code, 125);
+    assert!(
+        err.contains("systemd slices are not implemented yet"),
+        "{err}"
+    );
+    let (code, err) = b.fails(&[
+        "run",
+        "--rm",
+        "--cgroup-parent",
+        "/a/../b",
+        "busybox:test",
+        "true",
+    ]);
+    assert_eq!(code, 125);
+    assert!(err.contains("invalid cgroup parent"), "{err}");
+}
+
+#[test]
 fn host_pid_uts_and_ipc_namespaces_are_the_hosts_when_asked() {
     require_root!();
     let b = Berth::with_busybox();

@@ -225,6 +225,8 @@ pub fn container_spec(
         }
         .into();
 
+    // kubelet's pod cgroup (its cgroupfs driver), as containerd places a pod's.
+    hc.cgroup_parent = pod_spec.cgroup_parent.clone();
     hc.cpu_period = resources.cpu_period;
     hc.cpu_quota = resources.cpu_quota;
     hc.cpu_shares = resources.cpu_shares;

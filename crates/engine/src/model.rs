@@ -149,6 +149,9 @@ pub struct HostConfig {
     pub masked_paths: Option<Vec<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub readonly_paths: Option<Vec<String>>,
+    /// `--cgroup-parent`: the cgroup the container's goes under (cgroupfs paths, as
+    /// kubelet's `cgroupfs` driver gives them); empty: `/berth`.
+    pub cgroup_parent: String,
 }
 
 /// Where a container port is published (Docker's `PortBinding`).
@@ -185,6 +188,17 @@ pub struct ContainerRecord {
     /// name files, and goes with the pod.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod: Option<String>,
+}
+
+impl ContainerRecord {
+    /// The container's cgroup (relative to each hierarchy's root): `/berth/ID`, or
+    /// `PARENT/ID` under its `--cgroup-parent`.
+    pub fn cgroup(&self) -> String {
+        match self.host_config.cgroup_parent.trim_end_matches('/') {
+            "" => format!("/berth/{}", self.id),
+            parent => format!("{parent}/{}", self.id),
+        }
+    }
 }
 
 /// A mount as the container gets it, shown in inspect's `Mounts`.

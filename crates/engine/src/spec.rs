@@ -619,7 +619,7 @@ pub fn build(input: &SpecInput) -> Result<Spec> {
                 mounts.push(mount(
                     &format!("/sys/fs/cgroup/{h}"),
                     "bind",
-                    format!("/sys/fs/cgroup/{h}/berth/{}", rec.id),
+                    format!("/sys/fs/cgroup/{h}{}", rec.cgroup()),
                     &["rbind", "nosuid", "noexec", "nodev", rw, "rprivate"],
                 ));
             }
@@ -718,7 +718,7 @@ pub fn build(input: &SpecInput) -> Result<Spec> {
     linux
         .set_namespaces(Some(namespaces))
         .set_resources(Some(resources(hc)))
-        .set_cgroups_path(Some(format!("/berth/{}", rec.id).into()))
+        .set_cgroups_path(Some(rec.cgroup().into()))
         .set_masked_paths(None)
         .set_readonly_paths(None)
         .set_devices(None)

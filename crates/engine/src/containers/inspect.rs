@@ -285,7 +285,10 @@ impl Engine {
         if !st.status.is_active() {
             return Err(EngineError::NotRunning { id: rec.id.clone() });
         }
-        let mut pids = sys::cgroup_pids(Path::new("/sys/fs/cgroup"), &format!("berth/{}", rec.id));
+        let mut pids = sys::cgroup_pids(
+            Path::new("/sys/fs/cgroup"),
+            rec.cgroup().trim_start_matches('/'),
+        );
         // The monitor's probe launcher lives in the cgroup too, but is not the container's.
         let all = pids.clone();
         pids.retain(|p| *p == st.pid || !sys::is_probe_launcher(*p, &all));
@@ -339,7 +342,9 @@ impl Engine {
     /// the monitor's probe launcher, which lives in the cgroup (see `top`).
     pub fn container_usage(&self, id: &str) -> Result<crate::stats::Usage> {
         let root = Path::new("/sys/fs/cgroup");
-        let rel = format!("berth/{id}");
+        let rec = self.find_container(id)?;
+        let id = rec.id.as_str();
+        let rel = rec.cgroup().trim_start_matches('/').to_string();
         let mut usage = crate::stats::reader(root)
             .usage(&format!("/{rel}"))
             .map_err(io_err(root.join("berth").join(id)))?;

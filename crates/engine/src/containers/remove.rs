@@ -15,7 +15,7 @@ impl Engine {
                 errors.push(e.to_string());
             }
         }
-        let _ = sys::remove_cgroup(Path::new("/sys/fs/cgroup"), &format!("/berth/{}", rec.id));
+        let _ = sys::remove_cgroup(Path::new("/sys/fs/cgroup"), &rec.cgroup());
         if let Some(cfg) = crate::monitor::read_config(self.run_root(), &rec.id) {
             crate::monitor::unpublish_and_unpin(&cfg);
         }
@@ -44,7 +44,8 @@ impl Engine {
             for e in rd.flatten() {
                 let name = e.file_name().to_string_lossy().into_owned();
                 if let Some(id) = name.strip_prefix(REMOVED_PREFIX) {
-                    let _ = clear_removed(id, Some(&e.path()));
+                    // (Its cgroup, if it had a parent of its own, is not known here.)
+                    let _ = clear_removed(id, &format!("/berth/{id}"), Some(&e.path()));
                 }
             }
         }
@@ -75,10 +76,10 @@ impl Engine {
         let mut aside = None;
         let result = self.remove_container_locked(name, force, volumes, &mut aside);
         removed();
-        let Some((id, dir)) = aside else {
+        let Some((id, cgroup, dir)) = aside else {
             return result;
         };
-        let errors = clear_removed(&id, dir.as_deref());
+        let errors = clear_removed(&id, &cgroup, dir.as_deref());
         match result {
             Ok(()) if !errors.is_empty() => Err(EngineError::Unavailable(format!(
                 "removing container {id}: {}",
@@ -95,7 +96,7 @@ impl Engine {
         name: &str,
         force: bool,
         volumes: bool,
-        aside: &mut Option<(String, Option<PathBuf>)>,
+        aside: &mut Option<(String, String, Option<PathBuf>)>,
     ) -> Result<()> {
         let found = self.find_container(name)?;
         let _lock = self.lock_container(&found.id)?;
@@ -138,7 +139,7 @@ impl Engine {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(_) => Some(dir),
         };
-        *aside = Some((rec.id.clone(), left));
+        *aside = Some((rec.id.clone(), rec.cgroup(), left));
         let _ = fs::remove_file(attach::socket_path(self.run_root(), &rec.id));
         let _ = fs::remove_file(state::health_path(self.run_root(), &rec.id));
         let _ = fs::remove_dir_all(crate::monitor::bundle_dir(self.run_root(), &rec.id));
@@ -169,14 +170,14 @@ impl Engine {
 /// The last of a removed container, whose record is gone: its root file system's mount
 /// (under its dir, wherever that was moved), its cgroup and its files. Every step runs;
 /// the errors come back.
-pub(super) fn clear_removed(id: &str, dir: Option<&Path>) -> Vec<String> {
+pub(super) fn clear_removed(id: &str, cgroup: &str, dir: Option<&Path>) -> Vec<String> {
     let mut errors = Vec::new();
     if let Some(dir) = dir {
         if let Err(e) = sys::unmount(&dir.join("merged")) {
             errors.push(e.to_string());
         }
     }
-    if let Err(e) = sys::remove_cgroup(Path::new("/sys/fs/cgroup"), &format!("/berth/{id}")) {
+    if let Err(e) = sys::remove_cgroup(Path::new("/sys/fs/cgroup"), cgroup) {
         errors.push(format!("removing the cgroup of {id}: {e}"));
     }
     if let Some(dir) = dir {

@@ -249,7 +249,7 @@ impl Engine {
             ports: port_maps.iter().map(Into::into).collect(),
             seed_volumes,
             workdir: rec.config.working_dir.clone(),
-            cgroup: format!("/berth/{}", rec.id),
+            cgroup: rec.cgroup(),
             restart_policy: hc.restart_policy.name.clone(),
             restart_max: hc.restart_policy.maximum_retry_count,
             healthcheck: rec

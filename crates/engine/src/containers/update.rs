@@ -26,7 +26,7 @@ impl Engine {
         if st.status.is_active() {
             crate::stats::apply_limits(
                 Path::new("/sys/fs/cgroup"),
-                &format!("/berth/{}", rec.id),
+                &rec.cgroup(),
                 &limits,
             )
             .map_err(|e| {

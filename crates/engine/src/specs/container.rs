@@ -72,6 +72,7 @@ impl ContainerSpec {
         for m in &hc.mounts {
             crate::mounts::validate(m).map_err(EngineError::Invalid)?;
         }
+        validate_cgroup_parent(&hc.cgroup_parent)?;
         validate_namespace_mode("--ipc", &hc.ipc_mode, &["private", "shareable"])?;
         validate_namespace_mode("--uts", &hc.uts_mode, &[])?;
         let in_pod: &[&str] = if self.pod.is_some() { &["pod"] } else { &[] };
@@ -109,6 +110,25 @@ impl ContainerSpec {
         }
         Ok(())
     }
+}
+
+/// `--cgroup-parent`: a cgroupfs path (absolute, no `..`); a systemd slice is berth's
+/// systemd driver, which it does not have.
+fn validate_cgroup_parent(parent: &str) -> Result<()> {
+    if parent.is_empty() {
+        return Ok(());
+    }
+    if parent.ends_with(".slice") {
+        return Err(EngineError::NotImplemented(format!(
+            "cgroup parent {parent}: systemd slices are not implemented yet (berth drives cgroupfs)"
+        )));
+    }
+    if !parent.starts_with('/') || parent.split('/').any(|c| c == ".." || c == ".") {
+        return Err(invalid(format!(
+            "invalid cgroup parent {parent:?}: it must be an absolute cgroup path"
+        )));
+    }
+    Ok(())
 }
 
 /// `--ipc`, `--pid`, `--uts`: the container's own namespace (empty, or one of `own`),
