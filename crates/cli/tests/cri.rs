@@ -3,90 +3,11 @@
 
 mod common;
 
+use common::cri::{crictl_path, endpoint_of, CniNet, Cri, CNI_BIN};
 use common::{berth_registry, Berth};
 use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
-
-/// Debian's containernetworking-plugins.
-const CNI_BIN: &str = "/usr/lib/cni";
-
-fn crictl_path() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/tools/cri/crictl")
-}
-
-/// A `berth cri` on a socket in the test's temp dir; stopped (SIGTERM) when dropped.
-struct Cri {
-    child: Child,
-    socket: PathBuf,
-}
-
-impl Drop for Cri {
-    fn drop(&mut self) {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.child.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        );
-        let _ = self.child.wait();
-    }
-}
-
-impl Cri {
-    fn start(b: &Berth) -> Cri {
-        Cri::start_with(b, &[])
-    }
-
-    /// With the CNI configuration in the test's `cni` dir (made empty here: the host's
-    /// /etc/cni/net.d is never used), and the plugins from Debian's package.
-    fn start_with(b: &Berth, env: &[(&str, &Path)]) -> Cri {
-        let base = b.root.parent().unwrap();
-        let socket = base.join("cri.sock");
-        let conf = base.join("cni");
-        std::fs::create_dir_all(&conf).unwrap();
-        let child = b
-            .cmd()
-            .envs(env.iter().copied())
-            .args(["cri", "--listen", &format!("unix://{}", socket.display())])
-            .arg("--cni-conf-dir")
-            .arg(&conf)
-            .args(["--cni-bin-dir", CNI_BIN])
-            .spawn()
-            .unwrap();
-        assert!(
-            common::eventually(10, || std::os::unix::net::UnixStream::connect(&socket)
-                .is_ok()),
-            "berth cri did not come up"
-        );
-        Cri { child, socket }
-    }
-
-    /// crictl against this service: (success, stdout, stderr).
-    fn crictl(&self, args: &[&str]) -> (bool, String, String) {
-        let endpoint = format!("unix://{}", self.socket.display());
-        let out = Command::new(crictl_path())
-            .args([
-                "--runtime-endpoint",
-                &endpoint,
-                "--image-endpoint",
-                &endpoint,
-            ])
-            .args(["--timeout", "20s"])
-            .args(args)
-            .output()
-            .unwrap();
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let (ok, out, err) = self.crictl(args);
-        assert!(ok, "crictl {args:?}: {err}");
-        out
-    }
-}
+use std::path::Path;
+use std::process::Command;
 
 #[test]
 fn crictl_sees_berths_images_pulls_and_removes_them() {
@@ -258,67 +179,6 @@ fn a_pull_with_the_credentials_kubelet_gives_reaches_a_private_registry() {
     // `auth`, as kubelet sends it from an image pull secret.
     cri.ok(&["pull", "--auth", "YWxpY2U6YWxpY2UtcHc=", &name]);
     assert!(b.ok(&["images"]).contains("/private/bb"));
-}
-
-/// A CNI network for one test: a bridge `bb-cniN` (gone when this is dropped) with
-/// host-local addresses from 10.251.N.0/24 kept in the test's dir, written as the only
-/// configuration in the service's conf dir.
-struct CniNet {
-    bridge: String,
-    ipam: PathBuf,
-    name: String,
-}
-
-impl CniNet {
-    fn new(b: &Berth, n: u8) -> CniNet {
-        let base = b.root.parent().unwrap();
-        let net = CniNet {
-            bridge: format!("bb-cni{n}"),
-            ipam: base.join("ipam"),
-            name: format!("berth-test-{n}"),
-        };
-        let conf = serde_json::json!({
-            "cniVersion": "1.0.0",
-            "name": net.name,
-            "plugins": [{
-                "type": "bridge",
-                "bridge": net.bridge,
-                "isGateway": true,
-                "ipMasq": false,
-                "ipam": {
-                    "type": "host-local",
-                    "ranges": [[{"subnet": format!("10.251.{n}.0/24")}]],
-                    "dataDir": net.ipam,
-                },
-            }],
-        });
-        std::fs::create_dir_all(base.join("cni")).unwrap();
-        std::fs::write(
-            base.join("cni/10-test.conflist"),
-            serde_json::to_vec(&conf).unwrap(),
-        )
-        .unwrap();
-        net
-    }
-
-    /// The addresses host-local has given out.
-    fn allocated(&self) -> Vec<String> {
-        std::fs::read_dir(self.ipam.join(&self.name))
-            .map(|d| {
-                d.filter_map(|e| e.ok()?.file_name().into_string().ok())
-                    .filter(|f| f.starts_with("10."))
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-}
-
-impl Drop for CniNet {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["link", "del", &self.bridge])
-            .output();
-    }
 }
 
 /// The host PID of a pod's init, from `inspectp`'s verbose info.
@@ -532,10 +392,6 @@ fn a_pod_whose_namespaces_went_with_a_reboot_is_not_ready_and_can_be_removed() {
         !ok && err.contains("kernel.panic") && err.contains("is not allowed: it is not namespaced"),
         "{err}"
     );
-}
-
-fn endpoint_of(cri: &Cri) -> String {
-    format!("unix://{}", cri.socket.display())
 }
 
 /// Writes `value` as JSON at `dir/name`; returns the path as a string.
