@@ -563,6 +563,39 @@ fn containers_of_a_pod_share_its_localhost_names_and_pids_and_log_for_kubelet() 
         err.contains("command terminated with exit code 4"),
         "{out:?}"
     );
+    // The same over WebSocket (v5.channel.k8s.io), the end of input included.
+    let mut ws = Command::new(crictl_path())
+        .args([
+            "--runtime-endpoint",
+            &endpoint_of(&cri),
+            "exec",
+            "-i",
+            "-r",
+            "websocket",
+        ])
+        .args([&server_id, "sh", "-c", "cat; echo done >&2; exit 5"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    ws.stdin
+        .take()
+        .unwrap()
+        .write_all(b"over websocket\n")
+        .unwrap();
+    let out = ws.wait_with_output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "over websocket\n",
+        "{out:?}"
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("\ndone\n"), "{out:?}");
+    assert!(
+        err.contains("command terminated with exit code 5"),
+        "{out:?}"
+    );
     // With a terminal: the command has a tty, and the client's window size.
     let crictl = crictl_path().display().to_string();
     let out = Command::new("script")

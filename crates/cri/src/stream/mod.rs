@@ -1,7 +1,7 @@
 //! The streaming server: `Exec`, `Attach` and `PortForward` answer with a URL on it,
 //! single-use and short-lived, and the client (kubelet's proxy for `kubectl exec`,
-//! `attach` and `port-forward`, or crictl) upgrades an HTTP request there to SPDY/3.1,
-//! as containerd's and CRI-O's streaming servers take it.
+//! `attach` and `port-forward`, or crictl) upgrades an HTTP request there to SPDY/3.1
+//! (or, for remote commands, WebSocket), as containerd's and CRI-O's servers take it.
 //!
 //! Exec uses Kubernetes' remote command protocol `v4.channel.k8s.io` (streams `stdin`,
 //! `stdout`, `stderr`, `resize`, and `error`, which carries the outcome as a Status
@@ -12,6 +12,7 @@
 
 mod session;
 pub mod spdy;
+mod websocket;
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -53,6 +54,29 @@ pub struct Server {
     addr: SocketAddr,
     opts: EngineOptions,
     pending: Mutex<HashMap<String, (Request, Instant)>>,
+}
+
+impl Request {
+    /// (tty, stdin, stdout, stderr) of a remote command.
+    fn streams(&self) -> (bool, bool, bool, bool) {
+        match self {
+            Request::Exec {
+                tty,
+                stdin,
+                stdout,
+                stderr,
+                ..
+            }
+            | Request::Attach {
+                tty,
+                stdin,
+                stdout,
+                stderr,
+                ..
+            } => (*tty, *stdin, *stdout, *stderr),
+            Request::PortForward { .. } => (false, false, false, false),
+        }
+    }
 }
 
 impl Server {
@@ -123,14 +147,16 @@ impl Server {
         let Some(req) = self.take(token) else {
             return respond(&mut conn, "404 Not Found", "no such streaming session\n");
         };
-        if !header_values("upgrade")
-            .iter()
-            .any(|u| u.eq_ignore_ascii_case("SPDY/3.1"))
-        {
+        let upgrade = header_values("upgrade");
+        let is = |p: &str| upgrade.iter().any(|u| u.eq_ignore_ascii_case(p));
+        if is("websocket") {
+            return self.serve_websocket(conn, req, &header_values);
+        }
+        if !is("SPDY/3.1") {
             return respond(
                 &mut conn,
                 "400 Bad Request",
-                "berth's streaming server speaks SPDY/3.1 (WebSocket is not implemented yet)\n",
+                "upgrade to SPDY/3.1 or websocket\n",
             );
         }
         let offered = header_values("x-stream-protocol-version");
@@ -152,7 +178,46 @@ impl Server {
             return;
         }
         let _ = conn.set_read_timeout(None);
-        session::run(&self.opts, conn, req);
+        session::run_spdy(&self.opts, conn, req);
+    }
+
+    /// A remote command over WebSocket (port forwarding over it is not implemented yet).
+    fn serve_websocket(
+        &self,
+        mut conn: TcpStream,
+        req: Request,
+        header_values: &dyn Fn(&str) -> Vec<String>,
+    ) {
+        if let Request::PortForward { .. } = req {
+            return respond(
+                &mut conn,
+                "400 Bad Request",
+                "port forwarding over WebSocket is not implemented yet in berth: use SPDY\n",
+            );
+        }
+        let offered = header_values("sec-websocket-protocol");
+        let Some(protocol) = ["v5.channel.k8s.io", "v4.channel.k8s.io"]
+            .into_iter()
+            .find(|p| offered.iter().any(|o| o == p))
+        else {
+            return respond(
+                &mut conn,
+                "400 Bad Request",
+                &format!("berth's streaming server speaks v5.channel.k8s.io or v4.channel.k8s.io, not {offered:?}\n"),
+            );
+        };
+        let Some(key) = header_values("sec-websocket-key").into_iter().next() else {
+            return respond(&mut conn, "400 Bad Request", "no Sec-WebSocket-Key\n");
+        };
+        let upgraded = format!(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\nSec-WebSocket-Protocol: {protocol}\r\n\r\n",
+            websocket::accept_key(&key)
+        );
+        if conn.write_all(upgraded.as_bytes()).is_err() {
+            return;
+        }
+        let _ = conn.set_read_timeout(None);
+        session::run_websocket(&self.opts, conn, req, protocol.starts_with("v5"));
     }
 }
 

@@ -17,27 +17,171 @@ use serde_json::json;
 use super::spdy::{Frame, Reader, Writer};
 use super::Request;
 
-pub(super) fn run(opts: &EngineOptions, conn: TcpStream, req: Request) {
+/// A session over SPDY.
+pub(super) fn run_spdy(opts: &EngineOptions, conn: TcpStream, req: Request) {
     let writer = match conn.try_clone().and_then(Writer::new) {
         Ok(w) => Arc::new(w),
         Err(_) => return,
     };
-    let reader = Reader::new(conn);
+    let mut reader = Reader::new(conn);
     match req {
         Request::PortForward { pod } => port_forward(opts, reader, &writer, &pod),
-        req => remote_command(opts, reader, &writer, req),
+        req => {
+            let (tty, stdin, stdout, stderr) = req.streams();
+            if let Some(ids) = collect_streams(&mut reader, &writer, tty, (stdin, stdout, stderr)) {
+                let out = Arc::new(SpdyOut {
+                    writer: writer.clone(),
+                    ids: ids.clone(),
+                });
+                let inbox = SpdyIn {
+                    reader,
+                    writer: writer.clone(),
+                    ids,
+                };
+                remote_command(opts, Box::new(inbox), out, req);
+            }
+        }
     }
     writer.close();
 }
 
+/// A remote command over WebSocket (`v5.channel.k8s.io`, or `v4` without the end of
+/// input): one channel byte before each message's data.
+pub(super) fn run_websocket(opts: &EngineOptions, conn: TcpStream, req: Request, v5: bool) {
+    let Ok(reader) = conn.try_clone() else { return };
+    let out = Arc::new(super::websocket::Out::new(conn));
+    let inbox = WsIn {
+        reader: super::websocket::Reader::new(reader),
+        out: out.clone(),
+        v5,
+    };
+    remote_command(opts, Box::new(inbox), out.clone(), req);
+    out.close();
+}
+
+/// A remote command's streams, as both protocols number them (WebSocket's channels).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Kind {
+    Stdout = 1,
+    Stderr = 2,
+    Error = 3,
+}
+
+/// What the client sends during a remote command.
+enum In {
+    Stdin(Vec<u8>),
+    StdinEnd,
+    Resize(Vec<u8>),
+}
+
+/// The server's side of a remote command's output.
+pub(super) trait Out: Send + Sync {
+    fn data(&self, kind: Kind, data: &[u8]) -> std::io::Result<()>;
+    /// The outcome (a Status document), which ends the command.
+    fn finish(&self, status: &[u8]);
+}
+
+/// The client's side: what it sends, until it goes.
+trait Inbox: Send {
+    fn recv(&mut self) -> Option<In>;
+}
+
+struct SpdyOut {
+    writer: Arc<Writer>,
+    ids: Ids,
+}
+
+impl Out for SpdyOut {
+    fn data(&self, kind: Kind, data: &[u8]) -> std::io::Result<()> {
+        let id = match kind {
+            Kind::Stdout => self.ids.stdout,
+            Kind::Stderr => self.ids.stderr,
+            Kind::Error => self.ids.error,
+        };
+        match id {
+            Some(id) => self.writer.data(id, data, false),
+            None => Ok(()),
+        }
+    }
+
+    fn finish(&self, status: &[u8]) {
+        for id in [self.ids.stdout, self.ids.stderr].into_iter().flatten() {
+            let _ = self.writer.data(id, &[], true);
+        }
+        if let Some(id) = self.ids.error {
+            let _ = self.writer.data(id, status, true);
+        }
+    }
+}
+
+struct SpdyIn {
+    reader: Reader,
+    writer: Arc<Writer>,
+    ids: Ids,
+}
+
+impl Inbox for SpdyIn {
+    fn recv(&mut self) -> Option<In> {
+        if std::mem::take(&mut self.ids.stdin_ended) {
+            return Some(In::StdinEnd);
+        }
+        loop {
+            match self.reader.next_frame().ok()?? {
+                Frame::Data { id, data, fin } if Some(id) == self.ids.stdin => {
+                    return Some(if fin && data.is_empty() {
+                        In::StdinEnd
+                    } else if fin {
+                        // The data now; the end at the next call.
+                        self.ids.stdin_ended = true;
+                        In::Stdin(data)
+                    } else {
+                        In::Stdin(data)
+                    });
+                }
+                Frame::Data { id, data, .. } if Some(id) == self.ids.resize => {
+                    return Some(In::Resize(data))
+                }
+                Frame::Ping(p) => {
+                    let _ = self.writer.pong(p);
+                }
+                Frame::GoAway => return None,
+                _ => {}
+            }
+        }
+    }
+}
+
+struct WsIn {
+    reader: super::websocket::Reader,
+    out: Arc<super::websocket::Out>,
+    v5: bool,
+}
+
+impl Inbox for WsIn {
+    fn recv(&mut self) -> Option<In> {
+        loop {
+            let msg = self.reader.next_message(&self.out)?;
+            match msg.split_first() {
+                Some((0, data)) => return Some(In::Stdin(data.to_vec())),
+                Some((4, data)) => return Some(In::Resize(data.to_vec())),
+                // v5: the client closed a channel; stdin's is the end of input.
+                Some((255, [0])) if self.v5 => return Some(In::StdinEnd),
+                _ => {}
+            }
+        }
+    }
+}
+
 /// The streams of a remote command, by kind.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct Ids {
     error: Option<u32>,
     stdin: Option<u32>,
     stdout: Option<u32>,
     stderr: Option<u32>,
     resize: Option<u32>,
+    /// The client ended stdin with data in the same frame: the end is still to tell.
+    stdin_ended: bool,
 }
 
 /// Waits for the streams the client opens (the error stream, then what it asked for),
@@ -135,20 +279,14 @@ fn write_fd(fd: &OwnedFd, data: &[u8]) -> std::io::Result<()> {
     std::fs::File::from(fd.try_clone()?).write_all(data)
 }
 
-/// Reads the client's frames: input, its end, resizes; answers pings. Ends when the
+/// Passes what the client sends to the command: input, its end, resizes. Ends when the
 /// client goes or the connection is closed.
-fn forward_input(mut reader: Reader, writer: Arc<Writer>, ids: Ids, mut input: Input) {
-    while let Ok(Some(frame)) = reader.next_frame() {
-        match frame {
-            Frame::Data { id, data, fin } if Some(id) == ids.stdin => {
-                if !data.is_empty() {
-                    input.write(&data);
-                }
-                if fin {
-                    input.close();
-                }
-            }
-            Frame::Data { id, data, .. } if Some(id) == ids.resize => {
+fn forward_input(mut inbox: Box<dyn Inbox>, mut input: Input) {
+    while let Some(msg) = inbox.recv() {
+        match msg {
+            In::Stdin(data) => input.write(&data),
+            In::StdinEnd => input.close(),
+            In::Resize(data) => {
                 // One JSON document a resize: {"Width": 80, "Height": 24}.
                 for doc in
                     serde_json::Deserializer::from_slice(&data).into_iter::<serde_json::Value>()
@@ -160,20 +298,14 @@ fn forward_input(mut reader: Reader, writer: Arc<Writer>, ids: Ids, mut input: I
                     }
                 }
             }
-            Frame::Ping(p) => {
-                let _ = writer.pong(p);
-            }
-            Frame::GoAway => break,
-            _ => {}
         }
     }
 }
 
-/// Copies `from` to stream `id` until its end.
+/// Copies `from` to `sink` until its end (or the sink fails).
 fn pump(
     mut from: impl Read + Send + 'static,
-    writer: Arc<Writer>,
-    id: Option<u32>,
+    sink: impl Fn(&[u8]) -> std::io::Result<()> + Send + 'static,
 ) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         let mut buf = vec![0u8; 32 * 1024];
@@ -181,15 +313,19 @@ fn pump(
             match from.read(&mut buf) {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
-                    if let Some(id) = id {
-                        if writer.data(id, &buf[..n], false).is_err() {
-                            break;
-                        }
+                    if sink(&buf[..n]).is_err() {
+                        break;
                     }
                 }
             }
         }
     })
+}
+
+/// A sink for the client's `kind` stream.
+fn to(out: &Arc<dyn Out>, kind: Kind) -> impl Fn(&[u8]) -> std::io::Result<()> + Send + 'static {
+    let out = out.clone();
+    move |data| out.data(kind, data)
 }
 
 /// Kubernetes' Status document for how a command ended.
@@ -213,39 +349,13 @@ fn outcome(result: Result<i32, String>) -> Vec<u8> {
     serde_json::to_vec(&status).expect("a status serialises")
 }
 
-fn remote_command(opts: &EngineOptions, mut reader: Reader, writer: &Arc<Writer>, req: Request) {
-    let (tty, stdin, stdout, stderr) = match &req {
-        Request::Exec {
-            tty,
-            stdin,
-            stdout,
-            stderr,
-            ..
-        }
-        | Request::Attach {
-            tty,
-            stdin,
-            stdout,
-            stderr,
-            ..
-        } => (*tty, *stdin, *stdout, *stderr),
-        Request::PortForward { .. } => return,
-    };
-    let Some(ids) = collect_streams(&mut reader, writer, tty, (stdin, stdout, stderr)) else {
-        return;
-    };
-    let error_id = ids.error.expect("collected");
-    let finish = |result: Result<i32, String>| {
-        for id in [ids.stdout, ids.stderr].into_iter().flatten() {
-            let _ = writer.data(id, &[], true);
-        }
-        let _ = writer.data(error_id, &outcome(result), true);
-    };
+fn remote_command(opts: &EngineOptions, inbox: Box<dyn Inbox>, out: Arc<dyn Out>, req: Request) {
+    let (tty, stdin, stdout, stderr) = req.streams();
+    let finish = |result: Result<i32, String>| out.finish(&outcome(result));
     let engine = match Engine::open(opts.clone()) {
         Ok(e) => e,
         Err(e) => return finish(Err(e.to_string())),
     };
-    let (stdout_id, stderr_id) = (ids.stdout, ids.stderr);
     match req {
         Request::Exec { container, cmd, .. } => {
             let spec = ExecSpec {
@@ -275,33 +385,31 @@ fn remote_command(opts: &EngineOptions, mut reader: Reader, writer: &Arc<Writer>
                     process,
                     Input::Pipe(stdin),
                     vec![
-                        pump(std::fs::File::from(stdout), writer.clone(), stdout_id),
-                        pump(std::fs::File::from(stderr), writer.clone(), stderr_id),
+                        pump(std::fs::File::from(stdout), to(&out, Kind::Stdout)),
+                        pump(std::fs::File::from(stderr), to(&out, Kind::Stderr)),
                     ],
                 ),
                 Ok(Started::Terminal { process, master }) => {
-                    let out = match master.try_clone() {
+                    let output = match master.try_clone() {
                         Ok(o) => o,
                         Err(e) => return finish(Err(e.to_string())),
                     };
                     (
                         process,
                         Input::Terminal(master),
-                        vec![pump(std::fs::File::from(out), writer.clone(), stdout_id)],
+                        vec![pump(std::fs::File::from(output), to(&out, Kind::Stdout))],
                     )
                 }
                 Ok(Started::Detached(_)) => unreachable!("no detached start is asked for"),
                 // A command that cannot run ends as a shell says (126, 127).
                 Err(EngineError::Start { code, message }) => {
-                    if let Some(id) = stderr_id.or(stdout_id) {
-                        let _ = writer.data(id, format!("{message}\n").as_bytes(), false);
-                    }
+                    let kind = if stderr { Kind::Stderr } else { Kind::Stdout };
+                    let _ = out.data(kind, format!("{message}\n").as_bytes());
                     return finish(Ok(code));
                 }
                 Err(e) => return finish(Err(berth_engine::monitor::error_chain(&e))),
             };
-            let (w, inputs) = (writer.clone(), ids_for_input(&ids));
-            std::thread::spawn(move || forward_input(reader, w, inputs, input));
+            std::thread::spawn(move || forward_input(inbox, input));
             let code = process.wait().map_err(|e| e.to_string());
             for o in outputs {
                 let _ = o.join();
@@ -326,35 +434,24 @@ fn remote_command(opts: &EngineOptions, mut reader: Reader, writer: &Arc<Writer>
                 Ok(c) => Input::Attach(c),
                 Err(e) => return finish(Err(e.to_string())),
             };
-            let (w, inputs) = (writer.clone(), ids_for_input(&ids));
-            std::thread::spawn(move || forward_input(reader, w, inputs, input));
+            std::thread::spawn(move || forward_input(inbox, input));
             // The container's output until it ends (or the monitor closes the socket).
             let mut conn = conn;
             while let Ok(Some((kind, data))) = attach::read_frame(&mut conn) {
-                let id = match kind {
-                    attach::STDOUT => stdout_id,
-                    attach::STDERR if tty => stdout_id,
-                    attach::STDERR => stderr_id,
+                let kind = match kind {
+                    attach::STDOUT => Kind::Stdout,
+                    attach::STDERR if tty => Kind::Stdout,
+                    attach::STDERR => Kind::Stderr,
                     attach::EXIT => break,
-                    _ => None,
+                    _ => continue,
                 };
-                if let Some(id) = id {
-                    if writer.data(id, &data, false).is_err() {
-                        return;
-                    }
+                if out.data(kind, &data).is_err() {
+                    return;
                 }
             }
             finish(Ok(0));
         }
         Request::PortForward { .. } => {}
-    }
-}
-
-fn ids_for_input(ids: &Ids) -> Ids {
-    Ids {
-        stdin: ids.stdin,
-        resize: ids.resize,
-        ..Default::default()
     }
 }
 
@@ -403,7 +500,8 @@ fn port_forward(opts: &EngineOptions, mut reader: Reader, writer: &Arc<Writer>, 
                                 conns.insert(id, conn);
                                 let w = writer.clone();
                                 std::thread::spawn(move || {
-                                    let _ = pump(from, w.clone(), Some(id)).join();
+                                    let sink = w.clone();
+                                    let _ = pump(from, move |d| sink.data(id, d, false)).join();
                                     let _ = w.data(id, &[], true);
                                     if let Some(e) = error_id {
                                         let _ = w.data(e, &[], true);
