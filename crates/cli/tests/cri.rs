@@ -79,6 +79,25 @@ fn crictl_sees_berths_images_pulls_and_removes_them() {
 }
 
 #[test]
+fn an_image_whose_config_is_unreadable_does_not_hide_the_others() {
+    require_root!();
+    if !crictl_path().exists() {
+        eprintln!("skipped: no crictl at {}", crictl_path().display());
+        return;
+    }
+    let b = Berth::with_busybox();
+    b.ok(&["run", "--name", "mk", "busybox:test", "touch", "/x"]);
+    b.ok(&["commit", "mk", "other:1"]);
+    let id = b.ok(&["image", "inspect", "-f", "{{.Id}}", "busybox:test"]);
+    let hex = id.trim().trim_start_matches("sha256:");
+    std::fs::remove_file(b.root.join("blobs/sha256").join(hex)).unwrap();
+    let cri = Cri::start(&b);
+    let images = cri.ok(&["images"]);
+    assert!(images.contains("docker.io/library/busybox"), "{images}");
+    assert!(images.contains("docker.io/library/other"), "{images}");
+}
+
+#[test]
 fn names_under_a_registry_prefix_are_pulled_from_its_mirror() {
     require_root!();
     let b = Berth::with_busybox();

@@ -43,11 +43,12 @@ fn credentials(a: &cri::AuthConfig) -> Result<Option<Credentials>, Status> {
 
 /// An image as CRI describes it: its id, full references, digests, size and user.
 fn image_of(e: &Engine, row: &ImageRow) -> Result<cri::Image, Status> {
+    // An image whose config cannot be read is still listed (without its user): one bad
+    // image must not hide the others from kubelet's image manager and its GC.
     let user = e
         .image_config(row)
-        .map_err(status_of)?
-        .config
-        .user
+        .ok()
+        .and_then(|c| c.config.user)
         .unwrap_or_default();
     // `USER 1000[:G]` is a uid; `USER name[:G]` a name, resolved by the kubelet's rules.
     let user = user.split(':').next().unwrap_or_default().to_string();
