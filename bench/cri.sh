@@ -62,6 +62,9 @@ CNI_BIN_DIR=${CNI_BIN_DIR:-/usr/lib/cni}
 B_BRIDGE=bb-bcri B_SUBNET=10.231.0.0/16
 C_BRIDGE=bb-ccri C_SUBNET=10.232.0.0/16
 
+# The report's stdout and stderr, for the cleanup: a signal may come while a function runs
+# with its output redirected.
+exec 3>&1 4>&2
 log()  { printf '\033[1m==>\033[0m %s\n' "$*" >&2; }
 note() { printf '    %s\n' "$*" >&2; }
 die()  { printf 'bench/cri.sh: %s\n' "$*" >&2; exit 1; }
@@ -191,6 +194,7 @@ cleanup() {
     trap '' INT TERM
     trap - EXIT
     set +e
+    exec 1>&3 2>&4
     log "cleaning up"
     # Pods first, through the services (they stop containers, unmount, give back addresses).
     if [[ -n $B_PID ]] && kill -0 "$B_PID" 2>/dev/null; then
@@ -299,7 +303,7 @@ http:
   addr: $REG
   secret: $(python3 -c 'import secrets; print(secrets.token_hex(16))')
 EOF
-"$REGISTRY_BIN" serve "$TMP/registry/config.yml" >"$TMP/registry/log" 2>&1 &
+"$REGISTRY_BIN" serve "$TMP/registry/config.yml" </dev/null >"$TMP/registry/log" 2>&1 3>&- 4>&- &
 REG_PID=$!
 for ((i = 0; i < 100; i++)); do
     python3 -c "import urllib.request; urllib.request.urlopen('http://$REG/v2/', timeout=1)" 2>/dev/null && break
@@ -360,9 +364,9 @@ start_service() {
     local pidfile=$1 logf=$2 i
     shift 2
     if ((SUBREAPER)); then
-        setsid python3 "$TMP/reaper.py" "$pidfile" "$@" </dev/null >"$logf" 2>&1 &
+        setsid python3 "$TMP/reaper.py" "$pidfile" "$@" </dev/null >"$logf" 2>&1 3>&- 4>&- &
     else
-        setsid "$@" </dev/null >"$logf" 2>&1 &
+        setsid "$@" </dev/null >"$logf" 2>&1 3>&- 4>&- &
         echo "$!" >"$pidfile"
     fi
     for ((i = 0; i < 100; i++)); do

@@ -154,6 +154,66 @@ fn names_under_a_registry_prefix_are_pulled_from_its_mirror() {
 }
 
 #[test]
+fn a_mirror_that_sends_other_content_than_the_digest_is_passed_over() {
+    require_root!();
+    let b = Berth::with_busybox();
+    let reg = berth_registry(&[]);
+    let name = format!("{}/cri-tools/bb:1", reg.host);
+    b.ok(&["tag", "busybox:test", &name]);
+    b.ok(&["push", &name]);
+    let digest = b.ok(&["image", "inspect", "-f", "{{index .RepoDigests 0}}", &name]);
+    let digest = digest.trim().rsplit('@').next().unwrap().to_string();
+    b.ok(&["rmi", &name]);
+    // A "mirror" on a loopback port that answers every manifest with the same document.
+    let port = common::free_port();
+    let mut liar = Command::new("python3")
+        .args(["-c", &format!(
+            "import http.server\n\
+             class H(http.server.BaseHTTPRequestHandler):\n\
+             \tdef do_GET(self):\n\
+             \t\tbody=b'{{\"schemaVersion\":2,\"mediaType\":\"application/vnd.oci.image.manifest.v1+json\",\"config\":{{}},\"layers\":[]}}'\n\
+             \t\tself.send_response(200)\n\
+             \t\tself.send_header('Content-Type','application/vnd.oci.image.manifest.v1+json')\n\
+             \t\tself.send_header('Content-Length',str(len(body)))\n\
+             \t\tself.end_headers()\n\
+             \t\tself.wfile.write(body)\n\
+             \tdo_HEAD=do_GET\n\
+             http.server.HTTPServer(('127.0.0.1',{port}),H).serve_forever()\n"
+        )])
+        .spawn()
+        .unwrap();
+    assert!(common::eventually(10, || std::net::TcpStream::connect((
+        "127.0.0.1",
+        port
+    ))
+    .is_ok()));
+    let conf = b.root.parent().unwrap().join("berth.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "[[registry]]\nprefix = \"{0}\"\nlocation = \"{0}\"\ninsecure = true\n\
+             [[registry.mirror]]\nlocation = \"127.0.0.1:{port}\"\ninsecure = true\n",
+            reg.host
+        ),
+    )
+    .unwrap();
+    let by_digest = format!("{}/cri-tools/bb@{digest}", reg.host);
+    let out = b
+        .cmd()
+        .env("BERTH_CONFIG", &conf)
+        .args(["pull", &by_digest])
+        .output()
+        .unwrap();
+    let _ = liar.kill();
+    let _ = liar.wait();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
 fn a_pull_with_the_credentials_kubelet_gives_reaches_a_private_registry() {
     require_root!();
     if !crictl_path().exists() {

@@ -919,8 +919,8 @@ fn choose(index: &Index, want: &Platform) -> Option<Digest> {
 
 /// A manifest request's failure: a registry that has no such manifest or repository is
 /// a missing image (Docker's words), anything else the registry's unavailability.
-/// The manifest `reference` of the first source that has it: a mirror that fails or
-/// lacks it passes to the next; the last one's error is the pull's. Returns the client
+/// The manifest `reference` of the first source that has it: a mirror that fails, lacks
+/// it or sends content that is not the digest asked for passes to the next; the last one's error is the pull's. Returns the client
 /// and repository the rest of the pull uses.
 async fn first_manifest(
     sources: &[crate::config::PullSource],
@@ -945,6 +945,16 @@ async fn first_manifest(
             Err(e) => return Err(unavailable(e)),
         };
         match client.manifest(&src.repository, reference).await {
+            // A mirror that sends other content than the digest asked for is passed
+            // over like one that fails (the pull checks the digest again).
+            Ok(found)
+                if !last
+                    && r.digest
+                        .as_ref()
+                        .is_some_and(|d| *d != Digest::of(&found.0)) =>
+            {
+                continue
+            }
             Ok(found) => return Ok((client, src.repository.clone(), found)),
             Err(_) if !last => continue,
             Err(e) => return Err(not_found_or(r, e)),
