@@ -170,14 +170,20 @@ our_mounts() {
         /proc/self/mountinfo | sort -rn | cut -d' ' -f2-
 }
 # Processes of this run, by PID: any whose command line names the temp dir (containerd's
-# shims: -address TMP/containerd/containerd.sock; berth's monitors), and any in
-# containerd's private mount namespace.
+# shims: -address TMP/containerd/containerd.sock; berth's monitors), any in containerd's
+# private mount namespace, and any in the PID namespace of one of berth's pods (pinned in
+# its run root: the pod's init and containers).
 our_pids() {
-    local d pid
+    local d pid f pidns=" "
+    for f in "$B"/run/pods/*/pid; do
+        [[ -e $f ]] && pidns+="pid:[$(stat -L -c %i "$f" 2>/dev/null)] "
+    done
     for d in /proc/[0-9]*; do
         pid=${d#/proc/}
         [[ $pid == "$$" || $pid == "$BASHPID" ]] && continue
         if [[ -n $C_MNTNS && $(readlink "$d/ns/mnt" 2>/dev/null) == "$C_MNTNS" ]]; then
+            echo "$pid"
+        elif [[ $pidns != " " && $pidns == *" $(readlink "$d/ns/pid" 2>/dev/null) "* ]]; then
             echo "$pid"
         elif tr '\0' ' ' 2>/dev/null <"$d/cmdline" | grep -qF "$TMP/"; then
             echo "$pid"

@@ -157,6 +157,25 @@ fn containers_on_a_network_reach_each_other_and_no_other_network() {
         "front",
     ]);
     assert_eq!(on.trim(), format!("web {web}/24"));
+    // A container created on it but not started is no endpoint in use, as in Docker.
+    b.ok(&[
+        "create",
+        "--name",
+        "idle",
+        "--network",
+        "front",
+        "busybox:test",
+        "true",
+    ]);
+    let on = b.ok(&[
+        "network",
+        "inspect",
+        "-f",
+        "{{range .Containers}}{{.Name}} {{end}}",
+        "front",
+    ]);
+    assert_eq!(on.trim(), "web");
+    b.ok(&["rm", "idle"]);
     let (_, err) = b.fails(&["network", "rm", "front"]);
     assert!(err.contains("has active endpoints"), "{err}");
     let (_, err) = b.fails(&["network", "rm", "bridge"]);

@@ -481,6 +481,14 @@ impl Engine {
         let n = self.find_network(name)?;
         let mut containers = BTreeMap::new();
         for m in self.endpoints_of_network(&n.id)? {
+            // Docker lists the endpoints in use: containers that run, not those created
+            // or stopped (whose addresses are kept until `rm`).
+            let running = self
+                .container_state(&m.container)
+                .is_ok_and(|s| s.status.is_active());
+            if !running {
+                continue;
+            }
             let name = self
                 .find_container(&m.container)
                 .map(|r| r.name)
