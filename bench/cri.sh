@@ -13,7 +13,8 @@
 # It is a report: it exits 0 even when a target fails, non-zero only when it breaks.
 #
 # Usage: bench/cri.sh [--runs N] [--pods N] [--no-containerd] [--no-subreaper]
-# Env:   BERTH_BIN (default target/release/berth, else target/debug/berth), BENCH_OUT,
+# Env:   BERTH_BIN (default: target/release/berth, else target/debug/berth, the first with
+#        berth-pod-init beside it), BENCH_OUT,
 #        CRI_KIT (the offline CRI kit: crictl, make-test-images.py), CNI_BIN_DIR
 # See bench/README.md.
 
@@ -27,7 +28,7 @@ WANT_CONTAINERD=1
 SUBREAPER=1
 IDLE_SECS=${BENCH_IDLE_SECS:-5}
 
-usage() { sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; }
 
 while (($#)); do
     case "$1" in
@@ -85,6 +86,7 @@ if [[ -z $KIT ]]; then
         if [[ -x $k/crictl ]]; then KIT=$k; break; fi
     done
 fi
+[[ -n $KIT && -d $KIT ]] && KIT=$(cd "$KIT" && pwd -P)
 CRICTL=${CRICTL:-${KIT:+$KIT/crictl}}
 [[ -n $CRICTL && -x $CRICTL ]] || die "no crictl (set CRI_KIT to the offline CRI kit, or CRICTL)"
 [[ -n $KIT && -f $KIT/make-test-images.py ]] || die "no make-test-images.py in the CRI kit (set CRI_KIT)"
@@ -209,6 +211,10 @@ cleanup() {
     if [[ -n $C_PID ]] && kill -0 "$C_PID" 2>/dev/null; then
         timeout 180 "$CRICTL" --config "$C/crictl.yaml" rmp -fa >/dev/null 2>&1 || note "containerd: crictl rmp -fa failed"
     fi
+    # berth's containers (its CLI sees the pods' containers too): their cgroups are removed
+    # below if berth could not.
+    local bids=""
+    [[ -d $B/root ]] && bids=$(timeout 30 "$BERTH_BIN" --root "$B/root" --run-root "$B/run" ps -aq --no-trunc 2>/dev/null)
     stop_pid "$B_PID" 10
     stop_pid "$C_PID" 10
     # containerd's containers left behind, through runc's state in the temp dir.
@@ -238,8 +244,15 @@ cleanup() {
     ip link del "$B_BRIDGE" 2>/dev/null
     ip link del "$C_BRIDGE" 2>/dev/null
     [[ $FORWARD0 == 0 ]] && echo 0 >/proc/sys/net/ipv4/ip_forward
-    # containerd's pod cgroups (runc removes them; this is a net): empty dirs only.
-    local d
+    # Cgroups: berth's for our containers, containerd's pods' (both remove them
+    # themselves; this is a net): empty dirs only.
+    local d id leaked=0
+    for id in $bids; do
+        for d in /sys/fs/cgroup/berth/"$id" /sys/fs/cgroup/*/berth/"$id"; do
+            [[ -d $d ]] && rmdir "$d" 2>/dev/null && leaked=1
+        done
+    done
+    ((leaked)) && note "berth left container cgroups behind (removed now)"
     for d in /sys/fs/cgroup/*/k8s.io /sys/fs/cgroup/k8s.io; do
         [[ -d $d && ! -e $TMP/cgroups-before/${d//\//_} ]] || continue
         find "$d" -depth -type d -empty -delete 2>/dev/null
@@ -510,7 +523,6 @@ for e in "${ENGINES[@]}"; do
     done
 done
 LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
-if [[ -n ${BENCH_HOLD:-} ]]; then note "holding: $TMP (remove $BENCH_HOLD to go on)"; while [[ -e $BENCH_HOLD ]]; do sleep 1; done; fi
 log "engines: ${ENGINES[*]}; hyperfine $RUNS runs; $NPODS pods"
 
 # ---------------------------------------------------------------------------------------

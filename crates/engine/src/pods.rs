@@ -341,9 +341,13 @@ impl Engine {
                     nix::unistd::Pid::from_raw(pid),
                     nix::sys::signal::Signal::SIGKILL,
                 );
-                // Not our child (it left us at its start): gone when /proc says so.
+                // Not our child (it left us at its start): gone when it is a zombie (all
+                // of its namespace's processes are killed by then); whoever reaps it, the
+                // host's init or a subreaper, may take a while.
                 let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-                while proc_ns(pid, "pid").exists() && std::time::Instant::now() < deadline {
+                while crate::sys::process_alive(pid, rec.init_start)
+                    && std::time::Instant::now() < deadline
+                {
                     std::thread::sleep(std::time::Duration::from_millis(2));
                 }
             }
