@@ -51,6 +51,13 @@ impl Cri {
         net: PodNetwork,
         streams: std::sync::Arc<stream::Server>,
     ) -> Self {
+        // As the engine keeps them (see `engine`, which compares).
+        let mut opts = opts;
+        for p in [&mut opts.root, &mut opts.run_root] {
+            if let Ok(abs) = std::path::absolute(&*p) {
+                *p = abs;
+            }
+        }
         let reaper = std::sync::Arc::new(berth_engine::containers::Reaper::default());
         let weak = std::sync::Arc::downgrade(&reaper);
         std::thread::spawn(move || {
@@ -97,16 +104,35 @@ impl Cri {
         }
     }
 
-    /// Runs `f` with an engine on a blocking thread (the engine is synchronous).
+    /// Runs `f` with an engine on a blocking thread (the engine is synchronous). Each of
+    /// the runtime's blocking threads keeps the engine it opened for the calls that
+    /// follow (opening one costs a database connection, its WAL set-up and the stores'
+    /// directories: most of a short call's time).
     async fn engine<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Engine) -> Result<T, Status> + Send + 'static,
     ) -> Result<T, Status> {
         let opts = self.opts.clone();
-        tokio::task::spawn_blocking(move || f(&Engine::open(opts).map_err(status_of)?))
-            .await
-            .map_err(|e| Status::internal(format!("the engine call failed: {e}")))?
+        tokio::task::spawn_blocking(move || {
+            THREAD_ENGINE.with(|slot| {
+                let mut slot = slot.borrow_mut();
+                let engine = match slot.take() {
+                    Some(e) if e.opts.root == opts.root && e.opts.run_root == opts.run_root => e,
+                    _ => Engine::open(opts).map_err(status_of)?,
+                };
+                let out = f(&engine);
+                *slot = Some(engine);
+                out
+            })
+        })
+        .await
+        .map_err(|e| Status::internal(format!("the engine call failed: {e}")))?
     }
+}
+
+thread_local! {
+    /// The engine of a blocking thread of the service (see [`Cri::engine`]).
+    static THREAD_ENGINE: std::cell::RefCell<Option<Engine>> = const { std::cell::RefCell::new(None) };
 }
 
 /// The gRPC status of an engine error: the one place the CRI service decides a code.

@@ -442,12 +442,12 @@ impl Engine {
             .iter()
             .map(|k| (k.clone(), dir.join(k)))
             .collect();
-        // Ready while every pin is there (a reboot, an empty run root, makes it not) and
-        // the pod's init, if it has one, lives.
+        // Ready while its pins are there (a reboot, an empty run root, takes them all: the
+        // first tells) and the pod's init, if it has one, lives.
         let ready = state == "ready"
             && namespaces
-                .iter()
-                .all(|(_, p)| berth_net::netns::is_pinned(p))
+                .first()
+                .is_none_or(|(_, p)| berth_net::netns::is_pinned(p))
             && (record.init_pid.is_none() || init_alive(&record));
         PodView {
             record,

@@ -7,31 +7,32 @@ use nix::mount::{mount, umount2, MntFlags, MsFlags};
 
 use crate::error::{sys_err, Result};
 
-/// The start time of a process (clock ticks since boot), from /proc/PID/stat field 22.
-pub fn process_start_time(pid: i32) -> Option<u64> {
+/// A process's state letter (field 3) and start time (clock ticks since boot, field 22),
+/// from one read of /proc/PID/stat.
+fn process_stat(pid: i32) -> Option<(char, u64)> {
     if pid <= 0 {
         return None;
     }
     let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // comm may contain spaces and parens: fields resume after the last ')'.
     let rest = &s[s.rfind(')')? + 2..];
-    rest.split(' ').nth(19)?.parse().ok()
+    let state = rest.chars().next()?;
+    Some((state, rest.split(' ').nth(19)?.parse().ok()?))
+}
+
+/// The start time of a process (clock ticks since boot), from /proc/PID/stat field 22.
+pub fn process_start_time(pid: i32) -> Option<u64> {
+    process_stat(pid).map(|(_, start)| start)
 }
 
 /// Is `pid` alive (not a zombie) and the same process as recorded (start time matches)?
 pub fn process_alive(pid: i32, start: u64) -> bool {
-    match process_start_time(pid) {
-        Some(t) => (start == 0 || t == start) && !process_is_zombie(pid),
-        None => false,
-    }
+    process_stat(pid).is_some_and(|(state, t)| (start == 0 || t == start) && state != 'Z')
 }
 
 /// Is a process a zombie (exited, not yet reaped)?
 pub fn process_is_zombie(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| s.rfind(')').map(|i| s[i + 2..].starts_with('Z')))
-        .unwrap_or(false)
+    process_stat(pid).is_some_and(|(state, _)| state == 'Z')
 }
 
 /// Mounts an overlay at `target`. `lowerdir` holds paths relative to `layers_root`; the
