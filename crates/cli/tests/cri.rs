@@ -718,6 +718,38 @@ fn containers_of_a_pod_share_its_localhost_names_and_pids_and_log_for_kubelet() 
     let _ = forward.kill();
     let _ = forward.wait();
     assert!(fetched, "port-forward did not reach the server");
+    // Attach: a running container's output as it comes.
+    let talker = write_json(
+        &base,
+        "talker.json",
+        serde_json::json!({
+            "metadata": {"name": "talker"},
+            "image": {"image": "busybox:test"},
+            "command": ["sh", "-c", "while :; do echo tick; sleep 0.2; done"],
+            "log_path": "talker/0.log",
+        }),
+    );
+    let talker_id = cri
+        .ok(&["create", &pod_id, &talker, &pod])
+        .trim()
+        .to_string();
+    cri.ok(&["start", &talker_id]);
+    let attached = Command::new("timeout")
+        .args(["-s", "KILL", "2", crictl_path().to_str().unwrap()])
+        .args([
+            "--runtime-endpoint",
+            &endpoint_of(&cri),
+            "attach",
+            &talker_id,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&attached.stdout).contains("tick\n"),
+        "{attached:?}"
+    );
+    cri.ok(&["stop", "--timeout", "0", &talker_id]);
+    cri.ok(&["rm", &talker_id]);
     // Stats: the running server's CPU and memory, the pod's network counters.
     let stats: serde_json::Value =
         serde_json::from_str(&cri.ok(&["stats", "-o", "json", &server_id])).unwrap();
