@@ -66,14 +66,7 @@ C_BRIDGE=bb-ccri C_SUBNET=10.232.0.0/16
 # The report's stdout and stderr, for the cleanup: a signal may come while a function runs
 # with its output redirected.
 exec 3>&1 4>&2
-log()  { printf '\033[1m==>\033[0m %s\n' "$*" >&2; }
-note() { printf '    %s\n' "$*" >&2; }
-die()  { printf 'bench/cri.sh: %s\n' "$*" >&2; exit 1; }
-# Problems go to stderr now and into the report at the end; containerd's skip into its header.
-PROBLEMS=()
-PEER_NOTES=()
-warn() { note "$*"; PROBLEMS+=("$*"); }
-skip_peer() { note "$*"; PEER_NOTES+=("$*"); }
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 # ---------------------------------------------------------------------------------------
 # Prerequisites

@@ -104,14 +104,7 @@ T_API_IDLE_RSS_KIB=20480
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
-log()  { printf '\033[1m==>\033[0m %s\n' "$*" >&2; }
-note() { printf '    %s\n' "$*" >&2; }
-die()  { printf 'bench/run.sh: %s\n' "$*" >&2; exit 1; }
-# Problems go to stderr now and into the report at the end; peers' skips into its header.
-PROBLEMS=()
-PEER_NOTES=()
-warn() { note "$*"; PROBLEMS+=("$*"); }
-skip_peer() { note "$*"; PEER_NOTES+=("$*"); }
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 # ---------------------------------------------------------------------------------------
 # Prerequisites
