@@ -459,6 +459,17 @@ fn user_flag_resolves_names_and_numbers_from_the_image() {
         "33\n33\n33 50\n/var/www\n"
     );
     assert_eq!(b.sh(&["-u", "1234:5678"], "id -u; id -g"), "1234\n5678\n");
+    // The supplementary groups are the primary one and the user's memberships, unless a
+    // group is named: what dockerd (20.10.18 and later) and containerd give.
+    for (user, id) in [
+        ("", "uid=0(root) gid=0(root) groups=0(root)"),
+        ("web", "uid=33(web) gid=33(web) groups=33(web),50(extra)"),
+        ("web:root", "uid=33(web) gid=0(root) groups=0(root)"),
+        ("1234", "uid=1234 gid=0(root) groups=0(root)"),
+    ] {
+        let flags: &[&str] = if user.is_empty() { &[] } else { &["-u", user] };
+        assert_eq!(b.sh(flags, "id"), format!("{id}\n"), "-u {user}");
+    }
     let (code, err) = b.fails(&["run", "--rm", "-u", "nobody-such", "busybox:test", "true"]);
     assert_eq!(code, 125);
     assert!(err.contains("unable to find user nobody-such"), "{err}");
@@ -605,8 +616,9 @@ fn health_probes_are_as_confined_as_exec() {
         if !extra.is_empty() {
             assert!(probe.contains("NoNewPrivs:\t1"), "{probe}");
             assert!(probe.contains("uid=1000"), "{probe}");
-            // --group-add: an id and a name from the image's /etc/group (nogroup: 65534).
-            assert!(probe.contains("Groups:\t5 65534"), "{probe}");
+            // The primary group, and --group-add: an id and a name from the image's
+            // /etc/group (nogroup: 65534).
+            assert!(probe.contains("Groups:\t5 1000 65534"), "{probe}");
             assert!(probe.contains("/tmp\n"), "{probe}");
         }
     }

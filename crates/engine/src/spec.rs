@@ -151,8 +151,6 @@ pub fn read_in_layers(dirs: &[PathBuf], rel: &str) -> Option<Vec<u8>> {
     None
 }
 
-/// Resolves `-u user[:group]` against the image's /etc/passwd and /etc/group; an empty
-/// spec is root, without reading any file.
 /// Adds `--group-add` groups (ids, or names from the image's /etc/group) to `user`.
 pub fn add_groups(user: &mut User, groups: &[String], layer_dirs: &[PathBuf]) -> Result<()> {
     if groups.is_empty() {
@@ -182,21 +180,18 @@ pub fn add_groups(user: &mut User, groups: &[String], layer_dirs: &[PathBuf]) ->
     Ok(())
 }
 
+/// Resolves `-u user[:group]` against the image's /etc/passwd and /etc/group (an empty
+/// spec is root). As Docker (since 20.10.18) and containerd do, the supplementary groups
+/// are the primary group, then, unless a group was named, every group that lists the user
+/// as a member: a process never keeps groups it was not given.
 pub fn resolve_user(spec: &str, layer_dirs: &[PathBuf]) -> Result<User> {
-    if spec.is_empty() {
-        return Ok(User {
-            uid: 0,
-            gid: 0,
-            additional_gids: vec![],
-            home: "/root".into(),
-        });
-    }
-    let passwd = read_in_layers(layer_dirs, "etc/passwd")
-        .map(|b| String::from_utf8_lossy(&b).into_owned())
-        .unwrap_or_default();
-    let group = read_in_layers(layer_dirs, "etc/group")
-        .map(|b| String::from_utf8_lossy(&b).into_owned())
-        .unwrap_or_default();
+    let read = |file: &str| {
+        read_in_layers(layer_dirs, file)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
+    };
+    let passwd = read("etc/passwd");
+    let group = read("etc/group");
     let (u, g) = match spec.split_once(':') {
         Some((u, g)) => (u, Some(g)),
         None => (spec, None),
@@ -206,17 +201,25 @@ pub fn resolve_user(spec: &str, layer_dirs: &[PathBuf]) -> Result<User> {
         uid: 0,
         gid: 0,
         additional_gids: vec![],
-        home: "/".into(),
+        // Root's home when the image has no passwd entry for it, as Docker's.
+        home: if spec.is_empty() { "/root" } else { "/" }.into(),
     };
-    let pw_entry = passwd
-        .lines()
-        .map(|l| l.split(':').collect::<Vec<_>>())
-        .find(|f| f.len() >= 7 && (f[0] == u || f[2] == u));
-    match (u.parse::<u32>(), pw_entry) {
+    let entries = |text: &str, min: usize| -> Vec<Vec<String>> {
+        text.lines()
+            .map(|l| l.split(':').map(str::to_string).collect::<Vec<_>>())
+            .filter(|f| f.len() >= min)
+            .collect()
+    };
+    let passwd = entries(&passwd, 7);
+    let group = entries(&group, 3);
+    match (
+        u.parse::<u32>(),
+        passwd.iter().find(|f| f[0] == u || f[2] == u),
+    ) {
         (_, Some(f)) => {
             user.uid = f[2].parse().unwrap_or(0);
             user.gid = f[3].parse().unwrap_or(0);
-            user.home = f[5].to_string();
+            user.home = f[5].clone();
         }
         (Ok(n), None) => user.uid = n,
         (Err(_), None) => {
@@ -225,17 +228,11 @@ pub fn resolve_user(spec: &str, layer_dirs: &[PathBuf]) -> Result<User> {
             )))
         }
     }
-    let user_name = passwd
-        .lines()
-        .map(|l| l.split(':').collect::<Vec<_>>())
-        .find(|f| f.len() >= 3 && f[2].parse::<u32>().ok() == Some(user.uid))
-        .map(|f| f[0].to_string());
     if let Some(g) = g {
-        let entry = group
-            .lines()
-            .map(|l| l.split(':').collect::<Vec<_>>())
-            .find(|f| f.len() >= 3 && (f[0] == g || f[2] == g));
-        match (g.parse::<u32>(), entry) {
+        match (
+            g.parse::<u32>(),
+            group.iter().find(|f| f[0] == g || f[2] == g),
+        ) {
             (_, Some(f)) => user.gid = f[2].parse().unwrap_or(0),
             (Ok(n), None) => user.gid = n,
             (Err(_), None) => {
@@ -244,11 +241,17 @@ pub fn resolve_user(spec: &str, layer_dirs: &[PathBuf]) -> Result<User> {
                 )))
             }
         }
-    } else if let Some(name) = &user_name {
-        for f in group.lines().map(|l| l.split(':').collect::<Vec<_>>()) {
-            if f.len() >= 4 && f[3].split(',').any(|m| m == name) {
+    }
+    user.additional_gids.push(user.gid);
+    let name = passwd
+        .iter()
+        .find(|f| f[2].parse::<u32>().ok() == Some(user.uid))
+        .map(|f| f[0].as_str());
+    if let (None, Some(name)) = (g, name) {
+        for f in group.iter().filter(|f| f.len() >= 4) {
+            if f[3].split(',').any(|m| m == name) {
                 if let Ok(gid) = f[2].parse::<u32>() {
-                    if gid != user.gid && !user.additional_gids.contains(&gid) {
+                    if !user.additional_gids.contains(&gid) {
                         user.additional_gids.push(gid);
                     }
                 }
@@ -866,13 +869,20 @@ mod tests {
         )
         .unwrap();
         let dirs = vec![top.clone(), low.clone()];
-        let u = resolve_user("web", &dirs).unwrap();
-        assert_eq!(
-            (u.uid, u.gid, u.additional_gids.clone()),
-            (33, 34, vec![50])
-        );
-        assert_eq!(resolve_user("1000:1000", &dirs).unwrap().uid, 1000);
-        assert_eq!(resolve_user("web:extra", &dirs).unwrap().gid, 50);
+        // The groups are the primary one and, unless a group is named, the user's
+        // memberships: what dockerd 20.10.24 gives for the same files.
+        let ids = |spec: &str| {
+            let u = resolve_user(spec, &dirs).unwrap();
+            (u.uid, u.gid, u.additional_gids)
+        };
+        assert_eq!(ids("web"), (33, 34, vec![34, 50]));
+        assert_eq!(ids("33"), (33, 34, vec![34, 50]));
+        assert_eq!(ids("web:extra"), (33, 50, vec![50]));
+        assert_eq!(ids("0:34"), (0, 34, vec![34]));
+        assert_eq!(ids("1000"), (1000, 0, vec![0]));
+        assert_eq!(ids("1000:1000"), (1000, 1000, vec![1000]));
+        assert_eq!(ids(""), (0, 0, vec![0]));
+        assert_eq!(resolve_user("", &dirs).unwrap().home, "/root");
         assert!(resolve_user("nobody-here", &dirs).is_err());
         // A symlinked passwd in the top layer is never followed to the host.
         std::os::unix::fs::symlink("/etc/passwd", top.join("etc/passwd")).unwrap();
