@@ -54,6 +54,14 @@ fn container_cannot_read_host_files_or_mount() {
     let out = b.sh(&[], "touch /sys/x 2>&1; for f in /sys/fs/cgroup/*/; do touch $f/x 2>/dev/null && echo WROTE $f; done; echo done");
     assert!(out.contains("Read-only"), "{out}");
     assert!(!out.contains("WROTE"), "{out}");
+    // /sys/fs/cgroup itself too, and each mount below it is there once: making a tmpfs
+    // read-only after the binds used to stack a second copy of all of them.
+    let out = b.sh(
+        &[],
+        "mkdir /sys/fs/cgroup/x 2>&1; awk 'index($2, \"/sys/fs/cgroup\") == 1 { print $2 }' /proc/mounts | sort | uniq -d",
+    );
+    assert!(out.contains("Read-only file system"), "{out}");
+    assert_eq!(out.lines().count(), 1, "mounted twice: {out}");
 }
 
 #[test]

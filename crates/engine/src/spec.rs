@@ -324,9 +324,22 @@ pub struct SpecInput<'a> {
     /// asking the runtime for a `cgroup` mount (the built-in runtime's v1 emulation of that
     /// mount reads the host's mount and cgroup tables and costs ~5 ms a start). None: let
     /// the runtime mount cgroupfs.
-    pub cgroup_v1_binds: Option<Vec<String>>,
+    pub cgroup_v1_binds: Option<CgroupV1View>,
     /// The network namespace to join (a container on a network), else a new one.
     pub netns: Option<PathBuf>,
+}
+
+/// How a cgroup v1 host's hierarchies appear at /sys/fs/cgroup in a container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CgroupV1View {
+    /// The hierarchies (`cpu,cpuacct`, `memory`…), each bound from the container's own
+    /// cgroup dir.
+    pub hierarchies: Vec<String>,
+    /// A directory holding one empty dir per hierarchy (`sys::cgroup_v1_skeleton`), bound
+    /// read-only at /sys/fs/cgroup for the binds to land in. A tmpfs made read-only after
+    /// the binds would need a recursive bind of itself, which doubles every mount below
+    /// it. None: a tmpfs left writable (privileged containers).
+    pub skeleton: Option<PathBuf>,
 }
 
 fn mount(dest: &str, kind: &str, source: impl Into<PathBuf>, options: &[&str]) -> Mount {
@@ -609,16 +622,24 @@ pub fn build(input: &SpecInput) -> Result<Spec> {
             "cgroup",
             &["nosuid", "noexec", "nodev", "relatime", rw],
         )),
-        Some(hierarchies) => {
+        Some(view) => {
             // The view a cgroup namespace gives: each hierarchy rooted at the container's
-            // own cgroup, on a tmpfs (made read-only below, after the binds are in place).
-            mounts.push(mount(
-                "/sys/fs/cgroup",
-                "tmpfs",
-                "tmpfs",
-                &["nosuid", "noexec", "nodev", "mode=755", "size=64k"],
-            ));
-            for h in hierarchies {
+            // own cgroup, on a read-only skeleton (or a tmpfs).
+            mounts.push(match &view.skeleton {
+                Some(dir) => mount(
+                    "/sys/fs/cgroup",
+                    "bind",
+                    dir,
+                    &["bind", "ro", "nosuid", "noexec", "nodev", "rprivate"],
+                ),
+                None => mount(
+                    "/sys/fs/cgroup",
+                    "tmpfs",
+                    "tmpfs",
+                    &["nosuid", "noexec", "nodev", "mode=755", "size=64k"],
+                ),
+            });
+            for h in &view.hierarchies {
                 mounts.push(mount(
                     &format!("/sys/fs/cgroup/{h}"),
                     "bind",
@@ -742,7 +763,12 @@ pub fn build(input: &SpecInput) -> Result<Spec> {
             .clone()
             .unwrap_or_else(|| defaults(READONLY_PATHS));
         match &input.cgroup_v1_binds {
-            // The binds are read-only already; the tmpfs under them becomes so too.
+            // The binds and the skeleton are read-only already.
+            Some(CgroupV1View {
+                skeleton: Some(_), ..
+            }) => {}
+            // A tmpfs under the binds becomes read-only after them (recursively: that
+            // doubles the mounts, hence the skeleton).
             Some(_) => ro.push("/sys/fs/cgroup".into()),
             // The built-in runtime mounts v1 hierarchies read-write whatever the options
             // say; make each one read-only, so a container cannot raise its own limits.

@@ -328,6 +328,44 @@ pub fn cgroup_v1_hierarchies() -> Option<Vec<String>> {
     Some(out)
 }
 
+/// A directory under the run root with one empty dir per v1 hierarchy: what containers
+/// see at /sys/fs/cgroup (bound read-only) beneath their hierarchies' binds. Made once per
+/// set of hierarchies (its name says which), complete or not at all.
+pub fn cgroup_v1_skeleton(run_root: &Path, hierarchies: &[String]) -> Result<PathBuf> {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    hierarchies.hash(&mut h);
+    let dir = run_root.join(format!("cgroup-v1-{:016x}", h.finish()));
+    if dir.is_dir() {
+        return Ok(dir);
+    }
+    let tmp = run_root.join(format!(".cgroup-v1-{}", std::process::id()));
+    let made = (|| {
+        let _ = std::fs::remove_dir_all(&tmp);
+        std::fs::create_dir_all(&tmp)?;
+        std::fs::set_permissions(
+            &tmp,
+            <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o755),
+        )?;
+        for name in hierarchies {
+            std::fs::create_dir(tmp.join(name))?;
+        }
+        std::fs::rename(&tmp, &dir)
+    })();
+    match made {
+        Ok(()) => Ok(dir),
+        // Another start made it first.
+        Err(_) if dir.is_dir() => {
+            let _ = std::fs::remove_dir_all(&tmp);
+            Ok(dir)
+        }
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&tmp);
+            Err(crate::error::io_err(&dir)(e))
+        }
+    }
+}
+
 /// The cgroup mounts under /sys/fs/cgroup, as container paths to make read-only:
 /// `/sys/fs/cgroup` itself on v2, one path per v1 hierarchy otherwise. (statfs on each
 /// entry: cheaper than reading the host's whole mount table on every start.)
@@ -566,6 +604,27 @@ pub fn release_startup_memory() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cgroup_skeleton_is_made_once_per_set_of_hierarchies() {
+        let d = tempfile::tempdir().unwrap();
+        let h = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        let a = cgroup_v1_skeleton(d.path(), &h(&["cpu,cpuacct", "memory"])).unwrap();
+        let mut names: Vec<_> = std::fs::read_dir(&a)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["cpu,cpuacct", "memory"]);
+        assert_eq!(
+            cgroup_v1_skeleton(d.path(), &h(&["cpu,cpuacct", "memory"])).unwrap(),
+            a
+        );
+        let b = cgroup_v1_skeleton(d.path(), &h(&["memory"])).unwrap();
+        assert_ne!(a, b);
+        // No temp dir is left beside them.
+        assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 2);
+    }
 
     #[test]
     fn own_cgroup_is_found_in_v1_and_v2_trees() {

@@ -180,10 +180,19 @@ impl Engine {
             init_binary,
             seccomp,
             no_new_privileges,
-            cgroup_v1_binds: if hc.runtime.is_empty() || hc.runtime == "builtin" {
-                sys::cgroup_v1_hierarchies()
-            } else {
-                None
+            cgroup_v1_binds: match sys::cgroup_v1_hierarchies() {
+                Some(hierarchies) if hc.runtime.is_empty() || hc.runtime == "builtin" => {
+                    let skeleton = if hc.privileged {
+                        None
+                    } else {
+                        Some(sys::cgroup_v1_skeleton(self.run_root(), &hierarchies)?)
+                    };
+                    Some(spec::CgroupV1View {
+                        hierarchies,
+                        skeleton,
+                    })
+                }
+                _ => None,
             },
             netns: joined.clone().or_else(|| netns.clone()),
         };
