@@ -375,13 +375,17 @@ fn a_cgroup_parent_holds_the_containers_cgroup() {
         || std::path::Path::new("/sys/fs/cgroup")
             .join(parent.trim_start_matches('/'))
             .is_dir();
-    // Nothing of the container is left under the parent once it is gone.
-    let leftovers: Vec<_> = dirs
-        .iter()
-        .flat_map(|d| std::fs::read_dir(d).into_iter().flatten().flatten())
-        .filter(|e| e.path().is_dir())
-        .map(|e| e.path())
-        .collect();
+    // Nothing of the container is left under the parent once it is gone. (`run --rm`
+    // returns when the record is gone; the monitor removes the cgroup right after.)
+    let leftovers = || -> Vec<_> {
+        dirs.iter()
+            .flat_map(|d| std::fs::read_dir(d).into_iter().flatten().flatten())
+            .filter(|e| e.path().is_dir())
+            .map(|e| e.path())
+            .collect()
+    };
+    eventually(10, || leftovers().is_empty());
+    let leftovers = leftovers();
     for d in &dirs {
         let _ = std::fs::remove_dir(d);
     }
