@@ -12,6 +12,21 @@ pub fn crictl_path() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/tools/cri/crictl")
 }
 
+/// crictl against the CRI service at `endpoint` (`unix://…`): (success, stdout, stderr).
+pub fn crictl_at(endpoint: &str, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(crictl_path())
+        .args(["--runtime-endpoint", endpoint, "--image-endpoint", endpoint])
+        .args(["--timeout", "20s"])
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// A `berth cri` on a socket in the test's temp dir; stopped (SIGTERM) when dropped.
 pub struct Cri {
     pub child: Child,
@@ -59,23 +74,7 @@ impl Cri {
 
     /// crictl against this service: (success, stdout, stderr).
     pub fn crictl(&self, args: &[&str]) -> (bool, String, String) {
-        let endpoint = format!("unix://{}", self.socket.display());
-        let out = Command::new(crictl_path())
-            .args([
-                "--runtime-endpoint",
-                &endpoint,
-                "--image-endpoint",
-                &endpoint,
-            ])
-            .args(["--timeout", "20s"])
-            .args(args)
-            .output()
-            .unwrap();
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        crictl_at(&endpoint_of(self), args)
     }
 
     pub fn ok(&self, args: &[&str]) -> String {
@@ -101,7 +100,11 @@ impl CniNet {
 
     /// With more plugins after the bridge (`portmap` for host ports).
     pub fn with_plugins(b: &Berth, n: u8, more: &[serde_json::Value]) -> CniNet {
-        let base = b.root.parent().unwrap();
+        CniNet::in_dir(b.root.parent().unwrap(), n, more)
+    }
+
+    /// The configuration in `base/cni`, the addresses kept in `base/ipam`.
+    pub fn in_dir(base: &Path, n: u8, more: &[serde_json::Value]) -> CniNet {
         let net = CniNet {
             bridge: format!("bb-cni{n}"),
             ipam: base.join("ipam"),
