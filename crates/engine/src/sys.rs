@@ -544,6 +544,37 @@ fn own_cgroup_procs(proc_self_cgroup: &str, cgroup_root: &Path) -> Option<PathBu
     Some(root.join(v2?).join("cgroup.procs")).filter(|f| f.exists())
 }
 
+/// Maps this process's read-only file pages (its code and constants) only as they are
+/// used: the kernel otherwise maps up to 16 neighbouring pages already in the page cache
+/// at each fault ("fault-around"), so a service that runs a few scattered functions of a
+/// large binary holds most of it resident. Costs a minor fault per page first used.
+pub fn map_code_on_demand() {
+    let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else {
+        return;
+    };
+    for line in maps.lines() {
+        let mut f = line.split_whitespace();
+        let (Some(range), Some(perms), Some(_off), Some(_dev), Some(inode)) =
+            (f.next(), f.next(), f.next(), f.next(), f.next())
+        else {
+            continue;
+        };
+        if perms.as_bytes().get(1) != Some(&b'-') || !perms.ends_with('p') || inode == "0" {
+            continue;
+        }
+        let Some((a, b)) = range.split_once('-') else {
+            continue;
+        };
+        if let (Ok(start), Ok(end)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16)) {
+            // SAFETY: an advice on a whole file-backed, non-writable mapping of this
+            // process: it changes how pages are faulted in, never their contents.
+            unsafe {
+                libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_RANDOM);
+            }
+        }
+    }
+}
+
 /// Gives back memory a long-running, mostly idle process (the monitor) no longer needs
 /// after start-up: freed heap pages, and the resident pages of its read-only file mappings
 /// (code the set-up ran once). Those stay in the page cache, shared by every monitor, and
@@ -604,6 +635,33 @@ pub fn release_startup_memory() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn code_pages_are_mapped_on_demand_after_the_advice() {
+        map_code_on_demand();
+        let exe = std::fs::read_link("/proc/self/exe").unwrap();
+        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+        // Every read-only mapping of the test binary is advised (VmFlags "rr"); the
+        // writable ones are left alone.
+        let mut seen = 0;
+        let mut current: Option<bool> = None;
+        for line in smaps.lines() {
+            let mut f = line.split_whitespace();
+            if let (Some(range), Some(perms)) = (f.next(), f.next()) {
+                if range.contains('-') && !range.ends_with(':') {
+                    let path = line.split_whitespace().nth(5).unwrap_or("");
+                    current = (path == exe.to_str().unwrap()).then(|| !perms.contains('w'));
+                    continue;
+                }
+            }
+            if let (Some(read_only), Some(flags)) = (current, line.strip_prefix("VmFlags:")) {
+                let advised = flags.split_whitespace().any(|f| f == "rr");
+                assert_eq!(advised, read_only, "{line}");
+                seen += 1;
+            }
+        }
+        assert!(seen >= 2, "no mappings of {} found", exe.display());
+    }
 
     #[test]
     fn a_cgroup_skeleton_is_made_once_per_set_of_hierarchies() {
