@@ -114,6 +114,12 @@ pub struct CreateFlags {
     /// Add additional groups to join
     #[arg(long = "group-add")]
     pub group_add: Vec<String>,
+    /// Add a host device to the container (HOST[:CONTAINER][:PERMISSIONS])
+    #[arg(long = "device")]
+    pub device: Vec<String>,
+    /// Add a rule to the cgroup allowed devices list ('c 1:3 rwm')
+    #[arg(long = "device-cgroup-rule")]
+    pub device_cgroup_rule: Vec<String>,
     /// Size of /dev/shm
     #[arg(long = "shm-size")]
     pub shm_size: Option<String>,
@@ -390,6 +396,15 @@ impl CreateFlags {
                 .filter(|n| *n > 0)
                 .ok_or_else(|| invalid(format!("invalid size: {s:?}")))?,
         };
+        let devices = self
+            .device
+            .iter()
+            .map(|d| {
+                berth_engine::devices::parse(d).map_err(|e| {
+                    invalid(format!("invalid argument {d:?} for \"--device\" flag: {e}"))
+                })
+            })
+            .collect::<CliResult<Vec<_>>>()?;
         let host_config = HostConfig {
             binds,
             network_mode: self.network.clone().unwrap_or_default(),
@@ -431,6 +446,8 @@ impl CreateFlags {
             masked_paths: None,
             readonly_paths: None,
             cgroup_parent: self.cgroup_parent.clone().unwrap_or_default(),
+            devices,
+            device_cgroup_rules: self.device_cgroup_rule.clone(),
         };
         Ok(ContainerSpec {
             name: self.name.clone(),

@@ -194,7 +194,20 @@ fn scenario(side: &Side, image: &str) -> Vec<(String, Value)> {
         json!(["sh", "-c", "mkdir -p /www && echo hello-from-web > /www/index.html && exec httpd -f -p 8080 -h /www"]),
         json!({"envs": [{"key": "FOO", "value": "bar"}], "working_dir": "/tmp"}),
     );
-    let client = ctr("client", json!(["sleep", "3600"]), json!({}));
+    // Devices that are none of the defaults, opened for writing (which writes nothing):
+    // /dev/kmsg as asked, and one more only for reading.
+    let read_only = ["/dev/fuse", "/dev/loop-control"]
+        .into_iter()
+        .find(|d| Path::new(d).exists())
+        .expect("/dev/fuse or /dev/loop-control");
+    let client = ctr(
+        "client",
+        json!(["sleep", "3600"]),
+        json!({"devices": [
+            {"container_path": "/dev/xk", "host_path": "/dev/kmsg", "permissions": "rw"},
+            {"container_path": "/dev/xr", "host_path": read_only, "permissions": "r"},
+        ]}),
+    );
     let job = ctr(
         "job",
         json!(["sh", "-c", "echo out-line; echo err-line >&2; exit 3"]),
@@ -283,7 +296,11 @@ fn scenario(side: &Side, image: &str) -> Vec<(String, Value)> {
     // security context changes are the same too.
     let status = "grep -E '^(Cap(Inh|Prm|Eff|Bnd|Amb)|NoNewPrivs|Seccomp):' /proc/self/status";
     let mounts = "awk '{ print $2, $3 }' /proc/mounts | sort";
-    let probes: [(&str, &str, &[&str]); 15] = [
+    let devices = "ls -ln /dev/xk /dev/xr | awk '{ print $1, $3, $4, $5, $6, $NF }'; \
+                   (: > /dev/xk) 2>/dev/null && echo xk-opened || echo xk-denied; \
+                   (: > /dev/xr) 2>/dev/null && echo xr-opened || echo xr-denied";
+    let probes: [(&str, &str, &[&str]); 16] = [
+        ("devices given", &client_id, &["sh", "-c", devices]),
         (
             "localhost is shared",
             &client_id,
@@ -551,6 +568,13 @@ fn the_same_crictl_scenario_gives_the_same_results_on_berth_and_containerd() {
     assert_eq!(step("exec -s: an exit code")["code"], 4);
     assert_eq!(step("an exited container")["exitCode"], 3);
     assert_eq!(step("update: the memory limit"), "67108864\n");
+    let devices = step("exec: devices given");
+    assert!(
+        devices["out"]
+            .as_str()
+            .is_some_and(|o| o.ends_with("xk-opened\nxr-denied\n")),
+        "{devices}"
+    );
     assert!(step("exec: mounts")["out"]
         .as_str()
         .is_some_and(|m| m.contains("/proc/acpi tmpfs") && m.contains("/proc/sys proc")));

@@ -554,6 +554,85 @@ fn init_flag_runs_an_init_as_pid_1_when_one_is_installed() {
 }
 
 #[test]
+fn devices_are_made_and_allowed_only_as_asked() {
+    require_root!();
+    let b = Berth::with_busybox();
+    // /dev/kmsg (1:11) is none of the devices a container may use by default; opening it
+    // for writing writes nothing to the kernel's log.
+    let open_w = |flags: &[&str], dev: &str| {
+        b.sh(
+            flags,
+            &format!(
+                "ls -ln {dev} | cut -c1-10; (: > {dev}) 2>/dev/null && echo opened || echo denied"
+            ),
+        )
+    };
+    let out = open_w(&["--device", "/dev/kmsg:/dev/xk"], "/dev/xk");
+    assert_eq!(out, "crw-r--r--\nopened\n");
+    assert_eq!(
+        open_w(&["--device", "/dev/kmsg:/dev/xk:r"], "/dev/xk"),
+        "crw-r--r--\ndenied\n"
+    );
+    // A node made in the container is of no use without a rule for it.
+    let mknod = |flags: &[&str]| {
+        b.sh(
+            flags,
+            "mknod /dev/y c 1 11; (: > /dev/y) 2>/dev/null && echo opened || echo denied",
+        )
+    };
+    assert_eq!(mknod(&[]), "denied\n");
+    assert_eq!(mknod(&["--device-cgroup-rule", "c 1:11 w"]), "opened\n");
+    // A directory gives the devices below it.
+    let dir = b.dir.path().join("devs");
+    std::fs::create_dir_all(dir.join("sub")).unwrap();
+    let made = Command::new("mknod")
+        .arg(dir.join("sub/k"))
+        .args(["c", "1", "11"])
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let flag = format!("{}:/dev/mine:w", dir.display());
+    assert_eq!(
+        open_w(&["--device", &flag], "/dev/mine/sub/k"),
+        "crw-r--r--\nopened\n"
+    );
+    // Docker's words for what is wrong, and nothing is created.
+    for (flags, err) in [
+        (
+            &["--device", "/no/such"][..],
+            "error gathering device information while adding custom device \"/no/such\": no such file or directory",
+        ),
+        (
+            &["--device", "/dev/kmsg:xk"][..],
+            "invalid argument \"/dev/kmsg:xk\" for \"--device\" flag: xk is not an absolute path",
+        ),
+        (
+            &["--device", "/dev/kmsg:/dev/xk:rwx"][..],
+            "bad mode specified: rwx",
+        ),
+        (
+            &["--device-cgroup-rule", "c 1:11"][..],
+            "invalid device cgroup format 'c 1:11'",
+        ),
+    ] {
+        let mut args = vec!["run", "--rm"];
+        args.extend_from_slice(flags);
+        args.extend_from_slice(&["busybox:test", "true"]);
+        let (code, stderr) = b.fails(&args);
+        assert_eq!(code, 125, "{flags:?}");
+        assert!(stderr.contains(err), "{flags:?}: {stderr}");
+    }
+    // The devices are in the container's HostConfig, as Docker shows them.
+    let id = b.ok(&["create", "--device", "/dev/kmsg:/dev/xk:r", "busybox:test"]);
+    let devices: serde_json::Value =
+        serde_json::from_str(&b.inspect(id.trim(), "{{json .HostConfig.Devices}}")).unwrap();
+    assert_eq!(
+        devices,
+        serde_json::json!([{"PathOnHost": "/dev/kmsg", "PathInContainer": "/dev/xk", "CgroupPermissions": "r"}])
+    );
+}
+
+#[test]
 fn privileged_containers_get_the_hosts_devices() {
     require_root!();
     let b = Berth::with_busybox();

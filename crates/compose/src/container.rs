@@ -20,7 +20,7 @@ use crate::service::{
 };
 
 /// The service keys honoured here, or used by `up` itself.
-const KEYS: [&str; 45] = [
+const KEYS: [&str; 47] = [
     "image",
     "build",
     "expose",
@@ -66,6 +66,8 @@ const KEYS: [&str; 45] = [
     "depends_on",
     "profiles",
     "scale",
+    "devices",
+    "device_cgroup_rules",
 ];
 
 /// What makes a one-off container (`compose run`) unlike a service's replicas; the
@@ -176,6 +178,22 @@ pub fn container_spec(
         );
     }
     h.ulimits = ulimits(svc.get("ulimits")).map_err(engine("ulimits"))?;
+    for d in svc
+        .get("devices")
+        .and_then(Value::as_sequence)
+        .into_iter()
+        .flatten()
+    {
+        let Some(d) = text(d) else {
+            return Err(format!(
+                "{}: the long syntax is not implemented yet in berth compose",
+                at("devices")
+            ));
+        };
+        h.devices
+            .push(berth_engine::devices::parse(&d).map_err(engine("devices"))?);
+    }
+    h.device_cgroup_rules = list("device_cgroup_rules");
     c.exposed_ports = parse::exposed_ports(&list("expose")).map_err(engine("expose"))?;
     if let Some(d) = svc.get("deploy") {
         deploy(service, d, h)?;
@@ -637,6 +655,38 @@ mod tests {
 
     fn refused(yaml: &str) -> String {
         container_spec(&project(yaml), "web", 1, None).unwrap_err()
+    }
+
+    #[test]
+    fn devices_and_their_cgroup_rules_reach_the_request() {
+        let p = project(concat!(
+            "services:\n  web:\n    image: busybox\n",
+            "    devices: [\"/dev/fuse\", \"/dev/sda:/dev/xvda:r\"]\n",
+            "    device_cgroup_rules: [\"c 1:3 mr\"]\n",
+        ));
+        let s = container_spec(&p, "web", 1, None).unwrap();
+        s.validate().unwrap();
+        let d = &s.host_config.devices;
+        assert_eq!(
+            (d[0].path_on_host.as_str(), d[0].path_in_container.as_str()),
+            ("/dev/fuse", "/dev/fuse")
+        );
+        assert_eq!(
+            (
+                d[1].path_in_container.as_str(),
+                d[1].cgroup_permissions.as_str()
+            ),
+            ("/dev/xvda", "r")
+        );
+        assert_eq!(s.host_config.device_cgroup_rules, ["c 1:3 mr"]);
+        assert_eq!(
+            refused("services:\n  web:\n    image: a\n    devices: [\"/dev/a:b\"]\n"),
+            "services.web.devices: b is not an absolute path"
+        );
+        assert_eq!(
+            refused("services:\n  web:\n    image: a\n    devices: [{source: /dev/a}]\n"),
+            "services.web.devices: the long syntax is not implemented yet in berth compose"
+        );
     }
 
     #[test]

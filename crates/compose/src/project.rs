@@ -96,8 +96,21 @@ fn check_types(model: &Value, services: &[String]) -> Result<(), String> {
             | "shm_size" | "network_mode" | "pids_limit" | "scale" | "domainname" | "platform"
             | "pull_policy" => Scalar,
             "read_only" | "init" | "privileged" | "tty" | "stdin_open" => Bool,
-            "ports" | "volumes" | "secrets" | "configs" | "env_file" | "command" | "entrypoint"
-            | "cap_add" | "cap_drop" | "security_opt" | "expose" | "profiles" | "dns_opt" => List,
+            "ports"
+            | "volumes"
+            | "secrets"
+            | "configs"
+            | "env_file"
+            | "command"
+            | "entrypoint"
+            | "cap_add"
+            | "cap_drop"
+            | "security_opt"
+            | "expose"
+            | "profiles"
+            | "dns_opt"
+            | "devices"
+            | "device_cgroup_rules" => List,
             "dns" | "dns_search" | "tmpfs" => ListOrScalar,
             "ulimits" | "healthcheck" | "deploy" | "labels" | "environment" | "networks"
             | "depends_on" | "build" | "logging" | "sysctls" => Map,

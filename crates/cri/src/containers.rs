@@ -59,9 +59,9 @@ pub fn container_spec(
         .map(|i| i.image.clone())
         .filter(|i| !i.is_empty())
         .ok_or_else(|| Status::invalid_argument("the container needs an image"))?;
-    if !config.devices.is_empty() || !config.cdi_devices.is_empty() {
+    if !config.cdi_devices.is_empty() {
         return Err(Status::unimplemented(
-            "devices for containers in pods are not implemented yet in berth",
+            "CDI devices are not implemented yet in berth",
         ));
     }
     let pod_spec = &pod.record.spec;
@@ -237,6 +237,15 @@ pub fn container_spec(
     hc.oom_score_adj = resources.oom_score_adj;
     hc.cpuset_cpus = resources.cpuset_cpus.clone();
     hc.cpuset_mems = resources.cpuset_mems.clone();
+    hc.devices = config
+        .devices
+        .iter()
+        .map(|d| berth_engine::model::DeviceMapping {
+            path_on_host: d.host_path.clone(),
+            path_in_container: d.container_path.clone(),
+            cgroup_permissions: d.permissions.clone(),
+        })
+        .collect();
     if resources.hugepage_limits.iter().any(|h| h.limit != 0) || !resources.unified.is_empty() {
         return Err(Status::unimplemented(
             "hugepage limits and unified cgroup settings are not implemented yet in berth",

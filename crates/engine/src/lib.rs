@@ -22,6 +22,7 @@ pub mod changes;
 pub mod config;
 pub mod containers;
 pub mod db;
+pub mod devices;
 pub mod distribution;
 pub mod error;
 pub mod events;

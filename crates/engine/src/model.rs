@@ -48,6 +48,18 @@ pub struct Ulimit {
     pub hard: i64,
 }
 
+/// A `--device`: a host device, or a directory of them, made in the container (Docker's
+/// `DeviceMapping`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct DeviceMapping {
+    pub path_on_host: String,
+    /// Empty: the host path.
+    pub path_in_container: String,
+    /// What the device cgroup allows: `r`, `w` and `m` (mknod); empty: `rwm`.
+    pub cgroup_permissions: String,
+}
+
 /// A `--mount` / `-v` / `--tmpfs`, after parsing.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "PascalCase", default)]
@@ -152,6 +164,10 @@ pub struct HostConfig {
     /// `--cgroup-parent`: the cgroup the container's goes under (cgroupfs paths, as
     /// kubelet's `cgroupfs` driver gives them); empty: `/berth`.
     pub cgroup_parent: String,
+    /// `--device`: host devices made in the container.
+    pub devices: Vec<DeviceMapping>,
+    /// `--device-cgroup-rule`: more devices the container may use (`c 1:3 rwm`).
+    pub device_cgroup_rules: Vec<String>,
 }
 
 /// Where a container port is published (Docker's `PortBinding`).

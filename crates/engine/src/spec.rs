@@ -738,10 +738,33 @@ pub fn build(input: &SpecInput) -> Result<Spec> {
         rlimits.push(rlimit(t, v(u.soft), v(u.hard)));
     }
 
+    // `--device` and `--device-cgroup-rule`: the nodes made, and what the cgroup allows.
+    let mut devices = if privileged {
+        // Like Docker: a privileged container gets the host's devices.
+        host_devices(Path::new("/dev"))
+    } else {
+        Vec::new()
+    };
+    let mut resources = resources(hc);
+    let mut rules = resources.devices().clone().unwrap_or_default();
+    for m in &hc.devices {
+        for (device, rule) in crate::devices::resolve(m)? {
+            devices.retain(|d| d.path() != device.path());
+            devices.push(device);
+            rules.push(rule);
+        }
+    }
+    for rule in &hc.device_cgroup_rules {
+        rules.push(crate::devices::parse_rule(rule)?);
+    }
+    if !privileged {
+        resources.set_devices(Some(rules));
+    }
+
     let mut linux = Linux::default();
     linux
         .set_namespaces(Some(namespaces))
-        .set_resources(Some(resources(hc)))
+        .set_resources(Some(resources))
         .set_cgroups_path(Some(rec.cgroup().into()))
         .set_masked_paths(None)
         .set_readonly_paths(None)
@@ -782,9 +805,8 @@ pub fn build(input: &SpecInput) -> Result<Spec> {
             .map_err(|e| EngineError::Invalid(format!("the seccomp profile: {e}")))?;
         linux.set_seccomp(Some(s));
     }
-    if privileged {
-        // Like Docker: a privileged container gets the host's devices.
-        linux.set_devices(Some(host_devices(Path::new("/dev"))));
+    if !devices.is_empty() {
+        linux.set_devices(Some(devices));
     }
 
     let mut user = OciUser::default();

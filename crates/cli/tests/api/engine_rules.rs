@@ -84,6 +84,12 @@ fn the_same_bad_request_is_refused_alike_by_the_cli_the_api_and_compose() {
             service: Some("volumes: [{type: bind, source: /tmp, target: data}]"),
             message: "invalid mount config for type \"bind\": invalid mount path: 'data' mount path must be absolute",
         },
+        BadRequest {
+            flags: &["--device-cgroup-rule", "c 1:11"],
+            body: r#"{"HostConfig":{"DeviceCgroupRules":["c 1:11"]}}"#,
+            service: Some("device_cgroup_rules: [\"c 1:11\"]"),
+            message: "invalid device cgroup format 'c 1:11'",
+        },
     ];
     let dir = b.root.parent().unwrap().join("project");
     std::fs::create_dir_all(&dir).unwrap();

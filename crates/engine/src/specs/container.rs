@@ -73,6 +73,12 @@ impl ContainerSpec {
             crate::mounts::validate(m).map_err(EngineError::Invalid)?;
         }
         validate_cgroup_parent(&hc.cgroup_parent)?;
+        for d in &hc.devices {
+            crate::devices::validate(d)?;
+        }
+        for rule in &hc.device_cgroup_rules {
+            crate::devices::parse_rule(rule)?;
+        }
         validate_namespace_mode("--ipc", &hc.ipc_mode, &["private", "shareable"])?;
         validate_namespace_mode("--uts", &hc.uts_mode, &[])?;
         let in_pod: &[&str] = if self.pod.is_some() { &["pod"] } else { &[] };
