@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::cri::{crictl_path, endpoint_of, CniNet, Cri, CNI_BIN};
+use common::cri::{crictl_path, endpoint_of, CgroupParent, CniNet, Cri, CNI_BIN};
 use common::{berth_registry, Berth};
 use std::io::Write;
 use std::path::Path;
@@ -290,6 +290,7 @@ fn a_pod_sandbox_gets_its_namespaces_and_an_address_from_cni() {
         return;
     }
     let b = Berth::new();
+    let parent = CgroupParent(format!("/bt-podcg-{}", std::process::id()));
     let net = CniNet::new(&b, 1);
     let cri = Cri::start(&b);
     let info = cri.ok(&["info"]);
@@ -302,10 +303,13 @@ fn a_pod_sandbox_gets_its_namespaces_and_an_address_from_cni() {
             "hostname": "web-0",
             "labels": {"app": "web"},
             "dns_config": {"servers": ["10.251.1.1"], "searches": ["svc.local"], "options": ["ndots:5"]},
-            "linux": {"sysctls": {
-                "net.ipv4.ip_unprivileged_port_start": "80",
-                "kernel.shm_rmid_forced": "1",
-            }},
+            "linux": {
+                "cgroup_parent": parent.0,
+                "sysctls": {
+                    "net.ipv4.ip_unprivileged_port_start": "80",
+                    "kernel.shm_rmid_forced": "1",
+                },
+            },
         }))
         .unwrap(),
     )
@@ -380,6 +384,19 @@ fn a_pod_sandbox_gets_its_namespaces_and_an_address_from_cni() {
         proc_status.contains("CapEff:\t0000000000000000"),
         "{proc_status}"
     );
+    // In kubelet's pod cgroup, in every hierarchy the containers are in.
+    let pod_cgroup = format!("{}/{id}", parent.0);
+    let cgroups = std::fs::read_to_string(format!("/proc/{init}/cgroup")).unwrap();
+    let memory = cgroups
+        .lines()
+        .find(|l| {
+            l.split(':')
+                .nth(1)
+                .is_some_and(|c| c.split(',').any(|c| c == "memory"))
+                || l.starts_with("0::")
+        })
+        .unwrap_or_default();
+    assert!(memory.ends_with(&format!(":{pod_cgroup}")), "{cgroups}");
     let resolv = std::fs::read_to_string(dir.join("resolv.conf")).unwrap();
     assert_eq!(
         resolv,
@@ -422,6 +439,16 @@ fn a_pod_sandbox_gets_its_namespaces_and_an_address_from_cni() {
             .starts_with('Z')
     });
     assert!(ended, "the pod's init {init} still runs");
+    let left: Vec<_> = ["memory", "cpuset", "pids", ""]
+        .iter()
+        .map(|h| {
+            Path::new("/sys/fs/cgroup")
+                .join(h)
+                .join(pod_cgroup.trim_start_matches('/'))
+        })
+        .filter(|d| d.exists())
+        .collect();
+    assert!(left.is_empty(), "the pod's cgroup is left: {left:?}");
     cri.ok(&["rmp", &id]);
     assert_eq!(cri.ok(&["pods", "-q"]).trim(), "");
     assert!(!dir.exists());

@@ -218,6 +218,20 @@ impl Engine {
             let pid = self.start_pod_init()?;
             rec.init_pid = Some(pid);
             rec.init_start = crate::sys::process_start_time(pid).unwrap_or_default();
+            // In kubelet's pod cgroup, as containerd places the pod's pause container.
+            if let Some(cgroup) = pod_cgroup(rec) {
+                crate::sys::join_cgroup(
+                    Path::new("/sys/fs/cgroup"),
+                    crate::sys::cgroup_v1_hierarchies().as_deref(),
+                    &cgroup,
+                    pid,
+                )
+                .map_err(|e| {
+                    EngineError::Unavailable(format!(
+                        "moving the pod's init into its cgroup {cgroup}: {e}"
+                    ))
+                })?;
+            }
             berth_net::netns::pin_existing(&dir.join("pid"), &proc_ns(pid, "pid"))
                 .map_err(sys("the pod's PID namespace"))?;
             rec.pins.push("pid".into());
@@ -244,6 +258,7 @@ impl Engine {
     }
 
     /// Starts `berth-pod-init` in a new PID namespace; returns its host PID.
+    /// (It runs in this process's cgroup until moved into the pod's.)
     fn start_pod_init(&self) -> Result<i32> {
         use std::os::unix::process::CommandExt;
         let path = self.opts.pod_init_path();
@@ -352,6 +367,11 @@ impl Engine {
                 }
             }
             rec.init_pid = None;
+            if let Some(cgroup) = pod_cgroup(rec) {
+                crate::sys::remove_cgroup(Path::new("/sys/fs/cgroup"), &cgroup).map_err(|e| {
+                    EngineError::Unavailable(format!("removing the pod's cgroup {cgroup}: {e}"))
+                })?;
+            }
         }
         for kind in std::mem::take(&mut rec.pins) {
             berth_net::netns::remove(&dir.join(&kind)).map_err(|e| {
@@ -496,6 +516,15 @@ impl Engine {
 
 /// The CNI attachment of a pod: its id, namespace and Kubernetes identity, its ports
 /// and DNS for the plugins that declare those capabilities.
+/// The cgroup of a pod's init: `PARENT/ID` under the cgroup parent kubelet gives (none
+/// without one: the init stays in the service's).
+fn pod_cgroup(rec: &PodRecord) -> Option<String> {
+    match rec.spec.cgroup_parent.trim_end_matches('/') {
+        "" => None,
+        parent => Some(format!("{parent}/{}", rec.id)),
+    }
+}
+
 fn attachment(rec: &PodRecord, netns: &Path) -> cni::Attachment {
     let spec = &rec.spec;
     let mut a = cni::Attachment {

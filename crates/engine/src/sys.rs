@@ -328,6 +328,47 @@ pub fn cgroup_v1_hierarchies() -> Option<Vec<String>> {
     Some(out)
 }
 
+/// Moves process `pid` into cgroup `rel`, made where missing: in each of `v1` hierarchies
+/// under `cgroup_root` (`cgroup_v1_hierarchies`), else in the v2 tree at `cgroup_root`.
+/// A v1 cpuset made here gets its parent's cpus and mems (v1 leaves them empty, and an
+/// empty cpuset takes no process).
+pub fn join_cgroup(
+    cgroup_root: &Path,
+    v1: Option<&[String]>,
+    rel: &str,
+    pid: i32,
+) -> std::io::Result<()> {
+    let rel = Path::new(rel.trim_start_matches('/'));
+    let trees: Vec<PathBuf> = match v1 {
+        Some(hierarchies) => hierarchies.iter().map(|h| cgroup_root.join(h)).collect(),
+        None => vec![cgroup_root.to_path_buf()],
+    };
+    for tree in trees {
+        let cpuset = v1.is_some()
+            && tree
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().split(',').any(|c| c == "cpuset"));
+        let mut dir = tree.clone();
+        for part in rel.components() {
+            let parent = dir.clone();
+            dir.push(part);
+            match std::fs::create_dir(&dir) {
+                Ok(()) if cpuset => {
+                    for file in ["cpuset.cpus", "cpuset.mems"] {
+                        let value = std::fs::read_to_string(parent.join(file))?;
+                        std::fs::write(dir.join(file), value.trim())?;
+                    }
+                }
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(e),
+            }
+        }
+        std::fs::write(dir.join("cgroup.procs"), pid.to_string())?;
+    }
+    Ok(())
+}
+
 /// A directory under the run root with one empty dir per v1 hierarchy: what containers
 /// see at /sys/fs/cgroup (bound read-only) beneath their hierarchies' binds. Made once per
 /// set of hierarchies (its name says which), complete or not at all.
@@ -635,6 +676,32 @@ pub fn release_startup_memory() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_process_joins_a_cgroup_made_with_its_parents_cpuset() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path();
+        for h in ["cpuset", "memory"] {
+            std::fs::create_dir_all(root.join(h).join("kube")).unwrap();
+        }
+        std::fs::write(root.join("cpuset/kube/cpuset.cpus"), "0-1\n").unwrap();
+        std::fs::write(root.join("cpuset/kube/cpuset.mems"), "0\n").unwrap();
+        let v1 = ["cpuset".to_string(), "memory".to_string()];
+        join_cgroup(root, Some(&v1), "/kube/pod1", 42).unwrap();
+        let read = |p: &str| std::fs::read_to_string(root.join(p)).unwrap();
+        assert_eq!(read("cpuset/kube/pod1/cpuset.cpus"), "0-1");
+        assert_eq!(read("cpuset/kube/pod1/cpuset.mems"), "0");
+        assert_eq!(read("cpuset/kube/pod1/cgroup.procs"), "42");
+        assert_eq!(read("memory/kube/pod1/cgroup.procs"), "42");
+        assert!(!root.join("memory/kube/pod1/cpuset.cpus").exists());
+        // v2: one tree.
+        let v2 = tempfile::tempdir().unwrap();
+        join_cgroup(v2.path(), None, "kube/pod2", 7).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(v2.path().join("kube/pod2/cgroup.procs")).unwrap(),
+            "7"
+        );
+    }
 
     #[test]
     fn code_pages_are_mapped_on_demand_after_the_advice() {

@@ -161,3 +161,38 @@ impl Drop for CniNet {
 pub fn endpoint_of(cri: &Cri) -> String {
     format!("unix://{}", cri.socket.display())
 }
+
+/// The pods' cgroup parent in every hierarchy, removed (empty dirs, deepest first) when
+/// dropped: kubelet owns it on a node, the test here.
+pub struct CgroupParent(pub String);
+
+impl Drop for CgroupParent {
+    fn drop(&mut self) {
+        let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") else {
+            return;
+        };
+        let mut roots = vec![PathBuf::from("/sys/fs/cgroup").join(self.0.trim_start_matches('/'))];
+        roots.extend(
+            hierarchies.filter_map(|h| Some(h.ok()?.path().join(self.0.trim_start_matches('/')))),
+        );
+        for root in roots.into_iter().filter(|r| r.is_dir()) {
+            let mut dirs: Vec<PathBuf> = walk_dirs(&root);
+            dirs.sort_by_key(|d| std::cmp::Reverse(d.as_os_str().len()));
+            for d in dirs {
+                let _ = std::fs::remove_dir(d);
+            }
+        }
+    }
+}
+
+fn walk_dirs(root: &Path) -> Vec<PathBuf> {
+    let mut out = vec![root.to_path_buf()];
+    if let Ok(rd) = std::fs::read_dir(root) {
+        for e in rd.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                out.extend(walk_dirs(&e.path()));
+            }
+        }
+    }
+    out
+}

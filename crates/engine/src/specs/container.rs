@@ -120,7 +120,7 @@ impl ContainerSpec {
 
 /// `--cgroup-parent`: a cgroupfs path (absolute, no `..`); a systemd slice is berth's
 /// systemd driver, which it does not have.
-fn validate_cgroup_parent(parent: &str) -> Result<()> {
+pub(crate) fn validate_cgroup_parent(parent: &str) -> Result<()> {
     if parent.is_empty() {
         return Ok(());
     }

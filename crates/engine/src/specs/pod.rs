@@ -82,6 +82,8 @@ impl PodSpec {
         if !self.hostname.is_empty() && !valid_hostname(&self.hostname) {
             return bad(format!("invalid hostname: {}", self.hostname));
         }
+        // The pod's init joins a cgroup under it: never a path out of the hierarchies.
+        super::container::validate_cgroup_parent(&self.cgroup_parent)?;
         if !self.runtime_handler.is_empty() && self.runtime_handler != "berth" {
             return Err(EngineError::NotFound(format!(
                 "no runtime for {:?} is configured",
@@ -193,6 +195,27 @@ mod tests {
             p.validate().unwrap_err().to_string(),
             "the pod sandbox needs a uid in its metadata"
         );
+    }
+
+    #[test]
+    fn a_cgroup_parent_is_an_absolute_cgroupfs_path() {
+        let with = |parent: &str| {
+            let mut p = pod();
+            p.cgroup_parent = parent.into();
+            p.validate().map_err(|e| e.to_string())
+        };
+        assert!(with("/kubepods/besteffort/pod1").is_ok());
+        for bad in ["/kubepods/../../../etc", "kubepods", "/a/./b"] {
+            assert!(
+                with(bad)
+                    .unwrap_err()
+                    .contains("it must be an absolute cgroup path"),
+                "{bad}"
+            );
+        }
+        assert!(with("kubepods.slice")
+            .unwrap_err()
+            .contains("systemd slices"));
     }
 
     #[test]
