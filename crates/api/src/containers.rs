@@ -403,8 +403,8 @@ fn wait_for(e: &Engine, id: &str, condition: &str, asked: chrono::DateTime<chron
         };
         last = st.exit_code;
         if st.status.is_active() {
-            if let Ok(Some(s)) = e.wait_stopped(id, None) {
-                last = s.exit_code;
+            if let Ok(code) = e.wait_exit(id) {
+                last = code;
             }
             if condition != "removed" {
                 return last;
@@ -820,7 +820,7 @@ pub(crate) fn stats(e: &Engine, id: &str, q: &[(String, String)]) -> Response<Bo
         Ok(r) => r,
         Err(err) => return engine_error(err),
     };
-    let stream = param(q, "stream").is_none_or(|s| !matches!(s.as_str(), "0" | "false"));
+    let stream = flag_or(q, "stream", true);
     let one_shot = flag(q, "one-shot");
     let opts = e.opts.clone();
     streamed_response("application/json", move |w| {

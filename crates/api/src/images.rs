@@ -314,7 +314,7 @@ pub(crate) fn commit(e: &Engine, q: &[(String, String)], body: &[u8]) -> Respons
     };
     let reference = repo_tag(q);
     let text = |k: &str| param(q, k).filter(|v| !v.is_empty());
-    let pause = param(q, "pause").is_none_or(|p| !matches!(p.as_str(), "0" | "false"));
+    let pause = flag_or(q, "pause", true);
     match e.commit(
         &container,
         reference.as_deref(),

@@ -119,8 +119,20 @@ pub(crate) fn query(req: &Request<Body>) -> Vec<(String, String)> {
 }
 
 pub(crate) fn flag(q: &[(String, String)], name: &str) -> bool {
-    q.iter()
-        .any(|(k, v)| k == name && matches!(v.as_str(), "1" | "true" | "True"))
+    flag_or(q, name, false)
+}
+
+/// A boolean query parameter as Docker's `httputils.BoolValueOrDefault` reads it:
+/// `default` when absent, else true unless it is empty, `0`, `no`, `false` or `none` (in
+/// any case, spaces trimmed): Python's `False` and Go's `FALSE` are false too.
+pub(crate) fn flag_or(q: &[(String, String)], name: &str, default: bool) -> bool {
+    match q.iter().find(|(k, _)| k == name) {
+        None => default,
+        Some((_, v)) => !matches!(
+            v.trim().to_ascii_lowercase().as_str(),
+            "" | "0" | "no" | "false" | "none"
+        ),
+    }
 }
 
 /// Docker's `filters` query parameter (`{"label": ["a=b"], "status": {"running": true}}`)

@@ -325,6 +325,8 @@ impl CreateFlags {
             attach_stderr: true,
             tty: self.tty,
             open_stdin: self.interactive,
+            // Docker's: a container attached with -i takes one client's input, whose end
+            // closes the container's stdin (not so when run detached: see `run`).
             stdin_once: self.interactive,
             env,
             cmd: if cmd.is_empty() {
@@ -598,6 +600,14 @@ pub fn run(
     platform: Option<String>,
     detach: bool,
 ) -> CliResult<u8> {
+    let mut spec = spec;
+    if detach {
+        // As Docker's CLI: nothing is attached, so no client's input is the only one.
+        spec.config.attach_stdin = false;
+        spec.config.attach_stdout = false;
+        spec.config.attach_stderr = false;
+        spec.config.stdin_once = false;
+    }
     ensure_image(engine, &spec.image, policy, platform)?;
     let auto_remove = spec.host_config.auto_remove;
     let (stdin, tty) = (spec.config.open_stdin, spec.config.tty);

@@ -126,26 +126,68 @@ pub fn resize_payload(rows: u16, cols: u16) -> [u8; 4] {
     [r[0], r[1], c[0], c[1]]
 }
 
-/// Watches stdin for Docker's default detach keys, Ctrl-P Ctrl-Q.
-#[derive(Default)]
+/// Watches a client's input for its detach keys: Docker's default, Ctrl-P Ctrl-Q, or the
+/// client's own (`--detach-keys`, the `detachKeys` of its config).
+#[derive(Debug, Clone)]
 pub struct DetachKeys {
-    pending: bool,
+    keys: Vec<u8>,
+    /// How many of `keys` the input has matched so far (held back, not forwarded).
+    matched: usize,
+}
+
+impl Default for DetachKeys {
+    fn default() -> Self {
+        DetachKeys {
+            keys: vec![0x10, 0x11],
+            matched: 0,
+        }
+    }
 }
 
 impl DetachKeys {
-    /// Returns the bytes to forward, and whether the sequence was completed.
+    /// Docker's notation: keys separated by commas, each a character or `ctrl-X` (X a
+    /// letter or one of `@[\\]^_`). Empty: the default.
+    pub fn parse(spec: &str) -> Result<DetachKeys, String> {
+        if spec.is_empty() {
+            return Ok(DetachKeys::default());
+        }
+        let mut keys = Vec::new();
+        for key in spec.split(',') {
+            let lower = key.to_ascii_lowercase();
+            let code = match lower.strip_prefix("ctrl-").map(str::as_bytes) {
+                _ if key.len() == 1 => key.as_bytes()[0],
+                Some([c @ b'a'..=b'z']) => c - b'a' + 1,
+                Some([b'@']) => 0,
+                Some([c @ (b'[' | b'\\' | b']' | b'^' | b'_')]) => c - b'[' + 27,
+                _ => return Err(format!("Invalid detach keys ({spec}) provided")),
+            };
+            keys.push(code);
+        }
+        Ok(DetachKeys { keys, matched: 0 })
+    }
+
+    /// Returns the bytes to forward, and whether the sequence was completed. Bytes that
+    /// start the sequence are held back until it is complete or broken.
     pub fn feed(&mut self, data: &[u8]) -> (Vec<u8>, bool) {
         let mut out = Vec::with_capacity(data.len());
         for &b in data {
-            if self.pending {
-                self.pending = false;
-                if b == 0x11 {
+            if b == self.keys[self.matched] {
+                self.matched += 1;
+                if self.matched == self.keys.len() {
+                    self.matched = 0;
                     return (out, true);
                 }
-                out.push(0x10);
+                continue;
             }
-            if b == 0x10 {
-                self.pending = true;
+            // The sequence broke: what was held back goes, and this byte may start anew.
+            out.extend_from_slice(&self.keys[..self.matched]);
+            self.matched = 0;
+            if b == self.keys[0] {
+                self.matched = 1;
+                if self.keys.len() == 1 {
+                    self.matched = 0;
+                    return (out, true);
+                }
             } else {
                 out.push(b);
             }
@@ -187,6 +229,24 @@ mod tests {
         let mut fb = FrameBuffer::default();
         fb.push(&[STDIN, 0xff, 0xff, 0xff, 0xff]);
         assert!(fb.next_frame().is_err());
+    }
+
+    #[test]
+    fn custom_detach_keys_parse_as_dockers_and_end_the_session() {
+        let mut k = DetachKeys::parse("ctrl-x,e").unwrap();
+        assert_eq!(k.feed(b"a\x18"), (b"a".to_vec(), false));
+        assert_eq!(k.feed(b"x"), (b"\x18x".to_vec(), false));
+        assert_eq!(k.feed(b"\x18\x18e rest"), (b"\x18".to_vec(), true));
+        let mut one = DetachKeys::parse("ctrl-@").unwrap();
+        assert_eq!(one.feed(b"ab\0cd"), (b"ab".to_vec(), true));
+        assert_eq!(DetachKeys::parse("ctrl-[").unwrap().keys, [27]);
+        assert_eq!(DetachKeys::parse("ctrl-_,Q").unwrap().keys, [31, b'Q']);
+        assert_eq!(DetachKeys::parse("").unwrap().keys, [0x10, 0x11]);
+        assert_eq!(
+            DetachKeys::parse("ctrl-1").err().unwrap(),
+            "Invalid detach keys (ctrl-1) provided"
+        );
+        assert!(DetachKeys::parse("a,,b").is_err());
     }
 
     #[test]

@@ -303,6 +303,14 @@ pub(crate) async fn attach_container(
         Err(_) => return error(StatusCode::INTERNAL_SERVER_ERROR, "attach panicked"),
     };
     let tty = rec.config.tty;
+    // The end of the client's input closes the container's only for a container made to
+    // be attached once (`StdinOnce`, `run -i`), never a terminal's, as Docker does: a
+    // client that detaches or goes leaves the container as it was.
+    let close_stdin_at_end = rec.config.stdin_once && !tty;
+    let keys = match DetachKeys::parse(&param(&q, "detachKeys").unwrap_or_default()) {
+        Ok(k) => k,
+        Err(m) => return error(StatusCode::BAD_REQUEST, m),
+    };
     // A WebSocket's messages are the stream itself: no multiplexing frames.
     let raw = tty || ws;
     let hello = Hello {
@@ -351,8 +359,9 @@ pub(crate) async fn attach_container(
         if let Ok(sock) = rx.await {
             let how = Pump {
                 raw,
-                detach_keys: tty,
+                detach_keys: tty.then_some(keys),
                 stdin: hello.stdin,
+                close_stdin: close_stdin_at_end,
             };
             if let Err(err) = pump_monitor(sock, input, &mut out, how).await {
                 eprintln!("berth serve: attach: {err}");
@@ -425,14 +434,16 @@ where
 }
 
 /// How a session's streams are carried.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 struct Pump {
     /// Output as it comes (a tty, a WebSocket), else in Docker's multiplexed frames.
     raw: bool,
-    /// Ctrl-P Ctrl-Q in the input ends the session (a tty's).
-    detach_keys: bool,
+    /// The keys that end the session when they come in the input (a tty's).
+    detach_keys: Option<DetachKeys>,
     /// The client's input goes to the container.
     stdin: bool,
+    /// The end of the client's input closes the container's stdin.
+    close_stdin: bool,
 }
 
 /// Bridges a client and a container's monitor until the container exits, the client
@@ -445,8 +456,9 @@ async fn pump_monitor(
 ) -> std::io::Result<()> {
     let Pump {
         raw,
-        detach_keys,
+        mut detach_keys,
         stdin,
+        close_stdin,
     } = how;
     sock.set_nonblocking(true)?;
     let sock = tokio::net::UnixStream::from_std(sock)?;
@@ -468,17 +480,18 @@ async fn pump_monitor(
             None
         }
         Some(mut input) => Some(tokio::spawn(async move {
-            let mut keys = DetachKeys::default();
             let mut buf = vec![0u8; 32 * 1024];
             loop {
                 let n = input.read(&mut buf).await.unwrap_or(0);
                 if n == 0 {
-                    let _ = to_monitor
-                        .write_all(&attach::frame(attach::STDIN_EOF, &[]))
-                        .await;
+                    if close_stdin {
+                        let _ = to_monitor
+                            .write_all(&attach::frame(attach::STDIN_EOF, &[]))
+                            .await;
+                    }
                     break;
                 }
-                let (data, detach) = if detach_keys {
+                let (data, detach) = if let Some(keys) = detach_keys.as_mut() {
                     keys.feed(&buf[..n])
                 } else {
                     (buf[..n].to_vec(), false)

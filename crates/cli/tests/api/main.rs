@@ -956,3 +956,5 @@ fn docker_compose_runs_a_project_through_the_api() {
     assert!(!b.ok(&["volume", "ls", "-q"]).contains("apitest_dbdata"));
     assert!(!b.ok(&["network", "ls"]).contains("apitest_back"));
 }
+
+mod hangs;

@@ -168,7 +168,31 @@ impl Engine {
     /// `wait`: blocks until the container stops; returns its exit code.
     pub fn wait_container(&self, name: &str) -> Result<i32> {
         let rec = self.find_container(name)?;
-        let st = self.wait_stopped(&rec.id, None)?.expect("no timeout");
-        Ok(st.exit_code)
+        self.wait_exit(&rec.id)
+    }
+
+    /// Waits for the container's process to end, as Docker's `wait` does: at once if it
+    /// is not running, else at its next exit, even when a restart policy starts it again
+    /// right after (between restarts, the exit after that). Returns the exit code.
+    pub fn wait_exit(&self, id: &str) -> Result<i32> {
+        if let Ok(mut s) = attach::connect(self.run_root(), id, Hello::default()) {
+            loop {
+                match attach::read_frame(&mut s) {
+                    Ok(Some((attach::EXIT, code))) if code.len() == 4 => {
+                        return Ok(i32::from_be_bytes([code[0], code[1], code[2], code[3]]));
+                    }
+                    Ok(Some((attach::EXIT, _))) | Ok(None) | Err(_) => break,
+                    Ok(Some(_)) => continue,
+                }
+            }
+        }
+        // No monitor to ask (it is gone, or the container never ran): its state tells.
+        loop {
+            let st = self.container_state(id)?;
+            if !matches!(st.status, Status::Running | Status::Paused) {
+                return Ok(st.exit_code);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 }

@@ -154,6 +154,8 @@ pub fn run(
         st.restart_count += 1;
         st.pid = 0;
         let _ = state::write(&m.root, &m.cfg.id, &st);
+        // Clients learn of each exit, as Docker's do: a `wait` returns, an attach ends.
+        m.tell_exit(code);
         let until = Instant::now() + delay;
         while Instant::now() < until && !stop_marker(&m.root, &m.cfg.id).exists() {
             std::thread::sleep(
@@ -494,6 +496,20 @@ impl Monitor {
         }
     }
 
+    /// Sends each client the exit frame; they stay connected.
+    fn tell_exit_keeping_clients(&mut self, code: i32) {
+        let f = attach::frame(attach::EXIT, &code.to_be_bytes());
+        for c in &mut self.clients {
+            let _ = write_all_blocking(&mut c.stream, &f);
+        }
+    }
+
+    /// Sends each client the exit frame and lets them go (an exit before a restart).
+    fn tell_exit(&mut self, code: i32) {
+        self.tell_exit_keeping_clients(code);
+        self.clients.clear();
+    }
+
     /// Does the restart policy want another run after an exit with `code`?
     fn should_restart(&self, code: i32) -> bool {
         if stop_marker(&self.root, &self.cfg.id).exists() {
@@ -803,10 +819,7 @@ impl Monitor {
             }
             self.emit_on(engine, "die", &[("exitCode", code.to_string())]);
         }
-        let f = attach::frame(attach::EXIT, &code.to_be_bytes());
-        for c in &mut self.clients {
-            let _ = write_all_blocking(&mut c.stream, &f);
-        }
+        self.tell_exit_keeping_clients(code);
         // With auto-removal, clients keep their connection until the container is gone:
         // `run --rm` returns at its end, not at this process's (which deletes the files
         // after that).

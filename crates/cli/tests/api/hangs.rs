@@ -1,0 +1,219 @@
+//! Calls that used to leave a real client waiting for ever (issue 23's hangs). Every
+//! client here runs under a deadline, so a regression fails the test instead of hanging
+//! the suite.
+
+use super::{no_docker_cli, serve, Serve};
+use crate::common::peers::{output_within, wait_child};
+use crate::common::Berth;
+use crate::require_root;
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+fn docker(s: &Serve, config: &std::path::Path) -> Command {
+    let mut c = Command::new("docker");
+    c.env("DOCKER_HOST", format!("unix://{}", s.socket.display()))
+        .env("DOCKER_CONFIG", config);
+    c
+}
+
+#[test]
+fn wait_returns_at_the_first_exit_of_a_container_that_restarts() {
+    require_root!();
+    let b = Berth::with_busybox();
+    let s = serve(&b);
+    let id = b.ok(&[
+        "run",
+        "-d",
+        "--network",
+        "none",
+        "--restart",
+        "always",
+        "busybox:test",
+        "sh",
+        "-c",
+        "sleep 0.3; exit 3",
+    ]);
+    let id = id.trim();
+    // berth's own CLI.
+    let out = output_within(b.cmd().args(["wait", id]), Duration::from_secs(20))
+        .expect("berth wait hung on a restarting container");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "3");
+    // The API, raw: the body comes at the exit, with its code.
+    let mut c = UnixStream::connect(&s.socket).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    write!(
+        c,
+        "POST /containers/{id}/wait?condition=not-running HTTP/1.0\r\nHost: b\r\n\r\n"
+    )
+    .unwrap();
+    let mut reply = String::new();
+    c.read_to_string(&mut reply)
+        .expect("POST /wait hung on a restarting container");
+    assert!(reply.contains(r#""StatusCode":3"#), "{reply}");
+    // The docker CLI.
+    if !no_docker_cli() {
+        let config = b.root.parent().unwrap().join("docker-cli");
+        let out = output_within(
+            docker(&s, &config).args(["wait", id]),
+            Duration::from_secs(20),
+        )
+        .expect("docker wait hung on a restarting container");
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "3");
+    }
+    b.ok(&["rm", "-f", id]);
+}
+
+#[test]
+fn stats_with_stream_false_in_any_spelling_answers_once() {
+    require_root!();
+    let b = super::with_web();
+    let s = serve(&b);
+    for spelling in ["False", "false", "0", "FALSE", "no"] {
+        let mut c = UnixStream::connect(&s.socket).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        write!(
+            c,
+            "GET /containers/web/stats?stream={spelling} HTTP/1.0\r\nHost: b\r\n\r\n"
+        )
+        .unwrap();
+        let mut reply = String::new();
+        c.read_to_string(&mut reply)
+            .unwrap_or_else(|e| panic!("stats?stream={spelling} did not end: {e}"));
+        let body = reply.split("\r\n\r\n").nth(1).unwrap_or_default();
+        let docs: Vec<serde_json::Value> = serde_json::Deserializer::from_str(body)
+            .into_iter()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(docs.len(), 1, "stream={spelling}: {body}");
+        assert!(docs[0]["memory_stats"].is_object(), "{body}");
+    }
+    // And python3-docker's own call, where it is installed.
+    let probe = Command::new("python3")
+        .args(["-c", "import docker"])
+        .output();
+    if !probe.is_ok_and(|o| o.status.success()) {
+        eprintln!("skipped the docker-py part: python3-docker is not installed");
+        return;
+    }
+    let script = "import docker, sys\n\
+                  c = docker.DockerClient(base_url=sys.argv[1])\n\
+                  s = c.containers.get('web').stats(stream=False)\n\
+                  print(s['name'])\n";
+    let out = output_within(
+        Command::new("python3").args(["-c", script, &format!("unix://{}", s.socket.display())]),
+        Duration::from_secs(20),
+    )
+    .expect("docker-py's stats(stream=False) hung");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "/web",
+        "{out:?}"
+    );
+}
+
+#[test]
+fn custom_detach_keys_end_an_attach_and_leave_the_container_running() {
+    require_root!();
+    if no_docker_cli() {
+        return;
+    }
+    let b = Berth::with_busybox();
+    let s = serve(&b);
+    b.ok(&[
+        "run",
+        "-dit",
+        "--name",
+        "tty",
+        "--network",
+        "none",
+        "busybox:test",
+        "sh",
+    ]);
+    let base = b.root.parent().unwrap().to_path_buf();
+    let plain = base.join("docker-cli");
+    let configured = base.join("docker-cli-keys");
+    std::fs::create_dir_all(&configured).unwrap();
+    std::fs::write(
+        configured.join("config.json"),
+        r#"{"detachKeys": "ctrl-x,e"}"#,
+    )
+    .unwrap();
+    // The keys by flag, and from the client's config.json (sent as `detachKeys` too). The
+    // docker CLI attaches to a terminal's container only from a terminal: `script` gives
+    // it one, fed from a pipe.
+    for (config, flags) in [(&plain, "--detach-keys ctrl-x,e"), (&configured, "")] {
+        let mut child = Command::new("script")
+            .args(["-qec", &format!("docker attach {flags} tty"), "/dev/null"])
+            .env("DOCKER_HOST", format!("unix://{}", s.socket.display()))
+            .env("DOCKER_CONFIG", config)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        std::thread::sleep(Duration::from_millis(800));
+        let _ = stdin.write_all(b"echo still-here\n");
+        std::thread::sleep(Duration::from_millis(300));
+        let _ = stdin.write_all(b"\x18e");
+        let ended = wait_child(&mut child, Duration::from_secs(20));
+        if !ended {
+            let _ = child.kill();
+        }
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            ended,
+            "docker attach {flags:?} did not end at its detach keys: {out:?}"
+        );
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("still-here"),
+            "{out:?}"
+        );
+        assert_eq!(
+            b.inspect("tty", "{{.State.Status}}"),
+            "running",
+            "after {flags:?}"
+        );
+    }
+    // The service itself ends the stream at the keys, whatever the client does.
+    let mut c = UnixStream::connect(&s.socket).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    write!(
+        c,
+        "POST /containers/tty/attach?stream=1&stdin=1&stdout=1&detachKeys=ctrl-x,e HTTP/1.1\r\n\
+         Host: b\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n\r\n"
+    )
+    .unwrap();
+    let mut head = [0u8; 512];
+    let n = c.read(&mut head).unwrap();
+    assert!(
+        String::from_utf8_lossy(&head[..n]).contains(" 101 "),
+        "{:?}",
+        String::from_utf8_lossy(&head[..n])
+    );
+    c.write_all(b"\x18e").unwrap();
+    let mut rest = Vec::new();
+    c.read_to_end(&mut rest)
+        .expect("the service did not end the attach at its detach keys");
+    assert_eq!(b.inspect("tty", "{{.State.Status}}"), "running");
+    // Keys Docker cannot read are refused before anything is attached.
+    let mut c = UnixStream::connect(&s.socket).unwrap();
+    write!(
+        c,
+        "POST /containers/tty/attach?stream=1&stdin=1&detachKeys=ctrl-1 HTTP/1.0\r\nHost: b\r\n\r\n"
+    )
+    .unwrap();
+    let mut reply = String::new();
+    c.read_to_string(&mut reply).unwrap();
+    assert!(
+        reply.starts_with("HTTP/1.0 400") || reply.starts_with("HTTP/1.1 400"),
+        "{reply}"
+    );
+    assert!(
+        reply.contains("Invalid detach keys (ctrl-1) provided"),
+        "{reply}"
+    );
+    b.ok(&["rm", "-f", "tty"]);
+}
