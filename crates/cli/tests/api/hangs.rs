@@ -1,6 +1,6 @@
-//! Calls that used to leave a real client waiting for ever (issue 23's hangs). Every
-//! client here runs under a deadline, so a regression fails the test instead of hanging
-//! the suite.
+//! What real clients tripped on (issue 23): calls that left them waiting for ever, and
+//! answers that came before what they promise. Every client here runs under a deadline,
+//! so a regression fails the test instead of hanging the suite.
 
 use super::{no_docker_cli, serve, Serve};
 use crate::common::peers::{output_within, wait_child};
@@ -216,4 +216,34 @@ fn custom_detach_keys_end_an_attach_and_leave_the_container_running() {
         "{reply}"
     );
     b.ok(&["rm", "-f", "tty"]);
+}
+
+#[test]
+fn a_kill_returns_once_the_container_has_exited() {
+    require_root!();
+    let b = Berth::with_busybox();
+    let s = serve(&b);
+    for i in 0..5 {
+        let name = format!("k{i}");
+        b.ok(&[
+            "run",
+            "-d",
+            "--name",
+            &name,
+            "--network",
+            "none",
+            "busybox:test",
+            "sleep",
+            "1000",
+        ]);
+        let (status, _) = super::http(&s.socket, "POST", &format!("/containers/{name}/kill"));
+        assert_eq!(status, 204);
+        // Right after: stopped, with SIGKILL's code, and removable without force.
+        let (_, body) = super::http(&s.socket, "GET", &format!("/containers/{name}/json"));
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["State"]["Running"], false, "{}", v["State"]);
+        assert_eq!(v["State"]["ExitCode"], 137, "{}", v["State"]);
+        let (status, body) = super::http(&s.socket, "DELETE", &format!("/containers/{name}"));
+        assert_eq!(status, 204, "{body}");
+    }
 }

@@ -14,8 +14,17 @@ impl Engine {
             )));
         }
         let rt = berth_runtime::by_name(&rec.host_config.runtime, &self.runtime_root())?;
-        rt.kill(&rec.id, signal, false)?;
-        self.emit_container(&rec, "kill", &[("signal", signal.to_string())]);
+        let kill = || -> Result<()> {
+            rt.kill(&rec.id, signal, false)?;
+            self.emit_container(&rec, "kill", &[("signal", signal.to_string())]);
+            Ok(())
+        };
+        if signal != libc::SIGKILL {
+            return kill();
+        }
+        // As Docker's: a SIGKILL returns once the container has exited (up to 10 s), so
+        // an inspect or a remove right after finds it stopped.
+        self.exit_after(&rec.id, Some(Duration::from_secs(10)), kill)?;
         Ok(())
     }
 
@@ -175,11 +184,31 @@ impl Engine {
     /// is not running, else at its next exit, even when a restart policy starts it again
     /// right after (between restarts, the exit after that). Returns the exit code.
     pub fn wait_exit(&self, id: &str) -> Result<i32> {
-        if let Ok(mut s) = attach::connect(self.run_root(), id, Hello::default()) {
+        let code = self.exit_after(id, None, || Ok(()))?;
+        Ok(code.expect("no timeout"))
+    }
+
+    /// Does `act` (a signal, or nothing) while listening to the container's monitor, then
+    /// waits up to `timeout` for the container's next exit: its code, None at the timeout.
+    fn exit_after(
+        &self,
+        id: &str,
+        timeout: Option<Duration>,
+        act: impl FnOnce() -> Result<()>,
+    ) -> Result<Option<i32>> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let monitor = attach::connect(self.run_root(), id, Hello::default()).ok();
+        act()?;
+        if let Some(mut s) = monitor {
+            if let Some(d) = deadline {
+                let left = d.saturating_duration_since(Instant::now());
+                let _ = s.set_read_timeout(Some(left.max(Duration::from_millis(1))));
+            }
             loop {
                 match attach::read_frame(&mut s) {
                     Ok(Some((attach::EXIT, code))) if code.len() == 4 => {
-                        return Ok(i32::from_be_bytes([code[0], code[1], code[2], code[3]]));
+                        let code = i32::from_be_bytes([code[0], code[1], code[2], code[3]]);
+                        return Ok(Some(code));
                     }
                     Ok(Some((attach::EXIT, _))) | Ok(None) | Err(_) => break,
                     Ok(Some(_)) => continue,
@@ -190,7 +219,10 @@ impl Engine {
         loop {
             let st = self.container_state(id)?;
             if !matches!(st.status, Status::Running | Status::Paused) {
-                return Ok(st.exit_code);
+                return Ok(Some(st.exit_code));
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Ok(None);
             }
             std::thread::sleep(Duration::from_millis(10));
         }
