@@ -433,7 +433,19 @@ fn exec_runs_in_the_container_with_env_workdir_user_and_exit_code() {
         b.run(&["exec", "ex", "sh", "-c", "exit 5"]).status.code(),
         Some(5)
     );
-    assert_eq!(b.fails(&["exec", "ex", "no-such-cmd"]).0, 127);
+    // Docker's codes and words: not found 127, found but not executable 126.
+    let (code, err) = b.fails(&["exec", "ex", "no-such-cmd"]);
+    assert_eq!(code, 127);
+    assert!(
+        err.contains("exec: \"no-such-cmd\": executable file not found in $PATH"),
+        "{err}"
+    );
+    let (code, err) = b.fails(&["exec", "ex", "/etc/passwd"]);
+    assert_eq!(code, 126);
+    assert!(
+        err.contains("exec: \"/etc/passwd\": permission denied"),
+        "{err}"
+    );
     // exec sees the container's processes, not the host's
     let ps = b.ok(&["exec", "ex", "ps"]);
     assert!(ps.contains("sleep 30") && ps.lines().count() <= 4, "{ps}");

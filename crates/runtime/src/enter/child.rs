@@ -88,6 +88,8 @@ pub(super) struct Command {
     /// Where `execve` looks for the program, in order.
     pub(super) candidates: Vec<CString>,
     pub(super) not_found: Vec<u8>,
+    /// `…exec: "PROG": `, for an error [`errno_text`] can word.
+    pub(super) exec_failed: Vec<u8>,
 }
 
 /// What the second child reads, prepared before the first clone and never changed.
@@ -399,6 +401,16 @@ impl Command {
                 );
                 exit(127);
             }
+            if let Some(text) = errno_text(first_err) {
+                // As Docker words it: `exec: "/etc/passwd": permission denied`.
+                for part in [self.exec_failed.as_slice(), text, b"\n"] {
+                    sys(
+                        libc::SYS_write,
+                        args([2, p(part.as_ptr().cast()), part.len()]),
+                    );
+                }
+                exit(126);
+            }
             fail(b"exec", first_err)
         }
     }
@@ -432,6 +444,22 @@ pub(super) unsafe fn check(r: isize, what: &[u8]) {
         // SAFETY: as for the caller.
         unsafe { fail(what, -r as i32) }
     }
+}
+
+/// The words Go (and so Docker) gives the errors an `execve` of a program that is there
+/// may end with; None for others.
+pub(super) fn errno_text(err: i32) -> Option<&'static [u8]> {
+    Some(match err {
+        libc::EACCES => b"permission denied",
+        libc::ENOEXEC => b"exec format error",
+        libc::EPERM => b"operation not permitted",
+        libc::EISDIR => b"is a directory",
+        libc::ELOOP => b"too many levels of symbolic links",
+        libc::E2BIG => b"argument list too long",
+        libc::ENOMEM => b"cannot allocate memory",
+        libc::ETXTBSY => b"text file busy",
+        _ => return None,
+    })
 }
 
 /// Formats `OCI runtime exec failed: unable to start container process: WHAT: errno N`

@@ -329,8 +329,11 @@ impl Entry {
                 })
                 .collect::<Result<_, _>>()?
         };
+        let exec_failed = format!(
+            "OCI runtime exec failed: exec failed: unable to start container process: exec: \"{prog}\": "
+        );
         let not_found = format!(
-            "OCI runtime exec failed: exec failed: unable to start container process: exec: \"{prog}\": {}\n",
+            "{exec_failed}{}\n",
             if prog.contains('/') {
                 "no such file or directory"
             } else {
@@ -349,6 +352,7 @@ impl Entry {
             env_ptrs,
             candidates,
             not_found: not_found.into_bytes(),
+            exec_failed: exec_failed.into_bytes(),
         })
     }
 
