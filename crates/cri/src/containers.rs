@@ -536,16 +536,28 @@ mod tests {
 
     #[test]
     fn what_berth_cannot_give_is_refused_by_name() {
+        // Devices are the engine's `--device`; CDI devices are not there yet.
         let mut c = config();
         c.devices.push(cri::Device {
-            container_path: "/dev/fuse".into(),
+            container_path: "/dev/xfuse".into(),
             host_path: "/dev/fuse".into(),
-            permissions: "rwm".into(),
+            permissions: "rw".into(),
         });
+        let spec = container_spec(&pod(), &c).unwrap();
         assert_eq!(
-            container_spec(&pod(), &c).unwrap_err().code(),
-            tonic::Code::Unimplemented
+            spec.host_config.devices,
+            [berth_engine::model::DeviceMapping {
+                path_on_host: "/dev/fuse".into(),
+                path_in_container: "/dev/xfuse".into(),
+                cgroup_permissions: "rw".into(),
+            }]
         );
+        c.cdi_devices.push(cri::CdiDevice {
+            name: "vendor.com/gpu=0".into(),
+        });
+        let e = container_spec(&pod(), &c).unwrap_err();
+        assert_eq!(e.code(), tonic::Code::Unimplemented);
+        assert!(e.message().contains("CDI devices"), "{}", e.message());
         let with_security = |change: &dyn Fn(&mut cri::LinuxContainerSecurityContext)| {
             let mut c = config();
             change(c.linux.as_mut().unwrap().security_context.as_mut().unwrap());
