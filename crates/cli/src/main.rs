@@ -15,6 +15,7 @@ mod output;
 mod progress;
 mod registry;
 mod run;
+mod service;
 mod terminal;
 
 use std::path::PathBuf;
@@ -36,7 +37,7 @@ pub struct Cli {
         long,
         global = true,
         env = "BERTH_ROOT",
-        default_value = "/var/lib/berth"
+        default_value = service::DEFAULT_ROOT
     )]
     root: PathBuf,
     /// Root of runtime state (sockets, runtime state)
@@ -44,7 +45,7 @@ pub struct Cli {
         long,
         global = true,
         env = "BERTH_RUN_ROOT",
-        default_value = "/run/berth"
+        default_value = service::DEFAULT_RUN_ROOT
     )]
     run_root: PathBuf,
     #[command(subcommand)]

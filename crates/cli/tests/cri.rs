@@ -18,6 +18,9 @@ fn crictl_sees_berths_images_pulls_and_removes_them() {
     }
     let b = Berth::with_busybox();
     let cri = Cri::start(&b);
+    // `berth cri` hands over to the `berth-cri` beside it: the service is that binary.
+    let exe = std::fs::read_link(format!("/proc/{}/exe", cri.child.id())).unwrap();
+    assert!(exe.ends_with("berth-cri"), "{}", exe.display());
     let version = cri.ok(&["version"]);
     assert!(version.contains("RuntimeName:  berth"), "{version}");
     assert!(version.contains("RuntimeApiVersion:  v1"), "{version}");
@@ -67,6 +70,28 @@ fn crictl_sees_berths_images_pulls_and_removes_them() {
     let socket = cri.socket.clone();
     drop(cri);
     assert!(!socket.exists());
+    // Without a `berth-cri` beside it, `berth cri` serves by itself.
+    let alone = b.root.parent().unwrap().join("alone");
+    std::fs::create_dir_all(&alone).unwrap();
+    std::fs::copy(common::berth_bin(), alone.join("berth")).unwrap();
+    let mut own = Command::new(alone.join("berth"))
+        .arg("--root")
+        .arg(&b.root)
+        .arg("--run-root")
+        .arg(&b.run_root)
+        .args(["cri", "--listen", &format!("unix://{}", socket.display())])
+        .spawn()
+        .unwrap();
+    let endpoint = format!("unix://{}", socket.display());
+    let up = common::eventually(10, || common::cri::crictl_at(&endpoint, &["version"]).0);
+    let exe = std::fs::read_link(format!("/proc/{}/exe", own.id())).unwrap();
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(own.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let _ = own.wait();
+    assert!(up, "berth cri alone did not serve");
+    assert_eq!(exe, alone.join("berth"));
     // A file that is not a socket is never removed to listen there.
     std::fs::write(&socket, "keep").unwrap();
     let out = b

@@ -346,20 +346,7 @@ pub enum Command {
         args: Vec<String>,
     },
     /// Serve the Kubernetes Container Runtime Interface (CRI v1) for kubelet and crictl
-    Cri {
-        /// Where to listen: unix:///PATH
-        #[arg(long, default_value = "unix:///run/berth/cri.sock")]
-        listen: String,
-        /// Where pod networks are configured (CNI: the first file by name is used)
-        #[arg(long, default_value = "/etc/cni/net.d")]
-        cni_conf_dir: std::path::PathBuf,
-        /// Where the CNI plugins are (a colon-separated list)
-        #[arg(long, default_value = "/usr/lib/cni:/opt/cni/bin")]
-        cni_bin_dir: String,
-        /// The streaming server's address (exec, attach, port-forward); port 0: any free port
-        #[arg(long, default_value = "127.0.0.1:0")]
-        stream_address: std::net::SocketAddr,
-    },
+    Cri(crate::service::CriArgs),
     /// Serve the Docker Engine API, so the docker CLI, SDKs and compose drive berth
     Serve {
         /// Where to listen: unix:///PATH or tcp://ADDR:PORT (repeatable)
@@ -486,18 +473,8 @@ pub fn dispatch(cli: &Cli, warmer: Option<berth_engine::sys::AttachWarmer>) -> C
     if let Command::Serve { .. } = &cli.cmd {
         return system::serve(cli);
     }
-    if let Command::Cri {
-        listen,
-        cni_conf_dir,
-        cni_bin_dir,
-        stream_address,
-    } = &cli.cmd
-    {
-        let net = berth_engine::pods::PodNetwork {
-            conf_dir: cni_conf_dir.clone(),
-            bin_dirs: std::env::split_paths(cni_bin_dir).collect(),
-        };
-        return system::cri(cli, listen, net, *stream_address);
+    if let Command::Cri(args) = &cli.cmd {
+        return system::cri(cli, args);
     }
     // Compose opens the engine when a command needs it.
     if let Command::Compose(args) = &cli.cmd {

@@ -436,53 +436,32 @@ fn systemd_sockets() -> CliResult<Vec<std::os::unix::net::UnixListener>> {
     Ok(out)
 }
 
-/// `serve`: the Docker Engine API on each `-H` socket or TCP address, until killed.
-/// The runtime of a long-running service process (`serve`, `cri`), with what such a
-/// process sets before its threads start.
+/// The runtime of a long-running service process (see [`crate::service`]).
 fn service_runtime() -> CliResult<tokio::runtime::Runtime> {
-    // A client that goes away must not end the service (main restores SIGPIPE's
-    // default for `berth images | head`): writes to it fail with EPIPE instead.
-    // SAFETY: setting a signal's disposition to SIG_IGN has no preconditions.
-    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
-    // Requests run on many threads; with an allocator arena per thread the service
-    // keeps what a burst of clients allocated. Two arenas keep it near its idle size.
-    // SAFETY: mallopt only tunes the allocator; called before any thread starts.
-    unsafe { libc::mallopt(libc::M_ARENA_MAX, 2) };
-    // Of a 35 MB binary a service runs a small, scattered part: map only what it uses,
-    // and give back what parsing the command line touched.
-    berth_engine::sys::map_code_on_demand();
-    berth_engine::sys::release_startup_memory();
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Failure::new(1, format!("starting the runtime: {e}")))
+    crate::service::service_runtime().map_err(|e| Failure::new(1, e))
 }
 
-/// `berth cri`: CRI v1 on a unix socket until SIGINT or SIGTERM.
-pub(super) fn cri(
-    cli: &Cli,
-    listen: &str,
-    net: berth_engine::pods::PodNetwork,
-    stream_address: std::net::SocketAddr,
-) -> CliResult<u8> {
-    let path = listen.strip_prefix("unix://").ok_or_else(|| {
-        Failure::new(
-            1,
-            format!("invalid --listen {listen:?}: only unix:///PATH is implemented yet"),
-        )
-    })?;
-    let opts = berth_engine::EngineOptions::new(&cli.root, &cli.run_root);
-    service_runtime()?
-        .block_on(berth_cri::serve_unix(
-            std::path::Path::new(path),
-            opts,
-            net,
-            stream_address,
-        ))
-        .map_err(|e| Failure::new(1, format!("the CRI service on {listen}: {e}")))?;
+/// `berth cri`: CRI v1 until SIGINT or SIGTERM; from `berth-cri` when it is installed
+/// beside this binary (the same service, from a binary of its own code only).
+pub(super) fn cri(cli: &Cli, args: &crate::service::CriArgs) -> CliResult<u8> {
+    use std::os::unix::process::CommandExt;
+    let own = berth_engine::berth_exe()
+        .ok()
+        .and_then(|p| p.parent().map(|d| d.join("berth-cri")))
+        .filter(|p| p.is_file());
+    if let Some(bin) = own {
+        let err = std::process::Command::new(&bin)
+            .arg(format!("--root={}", cli.root.display()))
+            .arg(format!("--run-root={}", cli.run_root.display()))
+            .args(args.to_args())
+            .exec();
+        return Err(Failure::new(1, format!("running {}: {err}", bin.display())));
+    }
+    crate::service::serve_cri(&cli.root, &cli.run_root, args).map_err(|e| Failure::new(1, e))?;
     Ok(0)
 }
 
+/// `serve`: the Docker Engine API on each `-H` socket or TCP address, until killed.
 pub(super) fn serve(cli: &Cli) -> CliResult<u8> {
     let Command::Serve {
         hosts,

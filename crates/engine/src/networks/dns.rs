@@ -116,7 +116,12 @@ impl Engine {
         if self.dns_server_pid(net).is_some() {
             return Ok(());
         }
+        // `berth dns-serve`: the `berth` beside this process's binary (which may be
+        // `berth-monitor` or `berth-cri`).
         let exe = crate::berth_exe().map_err(io_err("the berth binary"))?;
+        let exe = Some(exe.with_file_name("berth"))
+            .filter(|b| b.is_file())
+            .unwrap_or(exe);
         let records = self.dns_dir().join(format!("{}.hosts", net.id));
         let mut cmd = std::process::Command::new(&exe);
         cmd.arg("dns-serve")
