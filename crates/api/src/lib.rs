@@ -268,8 +268,8 @@ pub(crate) fn string_map(v: Option<&Value>) -> std::collections::BTreeMap<String
         .unwrap_or_default()
 }
 
-/// Endpoints of Docker's that berth does not have (swarm, plugins): 501, never a fake
-/// success.
+/// Endpoints of Docker's that berth does not have (swarm mode, plugins): 501, never a fake
+/// success (but see the swarm endpoints' 503s in `route`).
 const UNSUPPORTED: [&str; 9] = [
     "swarm",
     "nodes",
@@ -664,6 +664,20 @@ pub async fn handle(svc: Arc<Service>, req: Request<Body>) -> Response<Body> {
             })
             .await
         }
+        // Not in a swarm, as dockerd answers when swarm mode is inactive (clients' clean-up
+        // code calls these and takes 503 for "no swarm here"); joining one is not there.
+        (_, ["swarm", "init" | "join"]) => error(
+            StatusCode::NOT_IMPLEMENTED,
+            "swarm mode is not implemented in berth: this node cannot init or join a swarm",
+        ),
+        (&Method::POST, ["swarm", "leave" | "unlock"]) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "This node is not part of a swarm",
+        ),
+        (_, ["swarm" | "nodes" | "services" | "tasks" | "secrets" | "configs", ..]) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "This node is not a swarm manager. Use \"docker swarm init\" or \"docker swarm join\" to connect this node to swarm and try again.",
+        ),
         (_, [first, ..]) if UNSUPPORTED.contains(first) => error(
             StatusCode::NOT_IMPLEMENTED,
             format!("{first} is not supported by berth (no swarm, no plugins)"),

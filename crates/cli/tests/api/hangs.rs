@@ -247,3 +247,66 @@ fn a_kill_returns_once_the_container_has_exited() {
         assert_eq!(status, 204, "{body}");
     }
 }
+
+#[test]
+fn a_node_outside_a_swarm_answers_as_dockerd_does() {
+    require_root!();
+    let b = Berth::with_busybox();
+    let s = serve(&b);
+    let not_manager = "This node is not a swarm manager. Use \"docker swarm init\" or \"docker swarm join\" to connect this node to swarm and try again.";
+    for (method, path, status, message) in [
+        ("GET", "/swarm", 503, not_manager),
+        ("GET", "/nodes", 503, not_manager),
+        ("GET", "/services", 503, not_manager),
+        ("GET", "/tasks", 503, not_manager),
+        ("GET", "/secrets", 503, not_manager),
+        ("GET", "/configs", 503, not_manager),
+        ("GET", "/swarm/unlockkey", 503, not_manager),
+        (
+            "POST",
+            "/swarm/leave?force=1",
+            503,
+            "This node is not part of a swarm",
+        ),
+        (
+            "POST",
+            "/swarm/init",
+            501,
+            "swarm mode is not implemented in berth: this node cannot init or join a swarm",
+        ),
+        (
+            "GET",
+            "/plugins",
+            501,
+            "plugins is not supported by berth (no swarm, no plugins)",
+        ),
+    ] {
+        let (code, body) = super::http(&s.socket, method, path);
+        assert_eq!(code, status, "{method} {path}: {body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["message"], message, "{method} {path}");
+    }
+    // What clients' clean-up code does, through the docker CLI.
+    if !no_docker_cli() {
+        let config = b.root.parent().unwrap().join("docker-cli");
+        let out = output_within(
+            docker(&s, &config).args(["swarm", "leave", "--force"]),
+            Duration::from_secs(20),
+        )
+        .unwrap();
+        assert!(!out.status.success());
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("This node is not part of a swarm"),
+            "{out:?}"
+        );
+        let out = output_within(
+            docker(&s, &config).args(["node", "ls"]),
+            Duration::from_secs(20),
+        )
+        .unwrap();
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(not_manager),
+            "{out:?}"
+        );
+    }
+}
