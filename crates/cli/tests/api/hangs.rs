@@ -310,3 +310,97 @@ fn a_node_outside_a_swarm_answers_as_dockerd_does() {
         );
     }
 }
+
+#[test]
+fn info_has_every_field_of_api_1_47s_system_info() {
+    require_root!();
+    let b = Berth::with_busybox();
+    let s = serve(&b);
+    let (code, body) = super::http(&s.socket, "GET", "/v1.47/info");
+    assert_eq!(code, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    // SystemInfo's properties in the Engine API 1.47 swagger.
+    for field in [
+        "ID",
+        "Containers",
+        "ContainersRunning",
+        "ContainersPaused",
+        "ContainersStopped",
+        "Images",
+        "Driver",
+        "DriverStatus",
+        "DockerRootDir",
+        "Plugins",
+        "MemoryLimit",
+        "SwapLimit",
+        "KernelMemoryTCP",
+        "CpuCfsPeriod",
+        "CpuCfsQuota",
+        "CPUShares",
+        "CPUSet",
+        "PidsLimit",
+        "OomKillDisable",
+        "IPv4Forwarding",
+        "BridgeNfIptables",
+        "BridgeNfIp6tables",
+        "Debug",
+        "NFd",
+        "NGoroutines",
+        "SystemTime",
+        "LoggingDriver",
+        "CgroupDriver",
+        "CgroupVersion",
+        "NEventsListener",
+        "KernelVersion",
+        "OperatingSystem",
+        "OSVersion",
+        "OSType",
+        "Architecture",
+        "NCPU",
+        "MemTotal",
+        "IndexServerAddress",
+        "RegistryConfig",
+        "GenericResources",
+        "HttpProxy",
+        "HttpsProxy",
+        "NoProxy",
+        "Name",
+        "Labels",
+        "ExperimentalBuild",
+        "ServerVersion",
+        "Runtimes",
+        "DefaultRuntime",
+        "Swarm",
+        "LiveRestoreEnabled",
+        "Isolation",
+        "InitBinary",
+        "ContainerdCommit",
+        "RuncCommit",
+        "InitCommit",
+        "SecurityOptions",
+        "ProductLicense",
+        "DefaultAddressPools",
+        "Warnings",
+        "CDISpecDirs",
+        "Containerd",
+    ] {
+        assert!(v.get(field).is_some(), "no {field} in {body}");
+    }
+    // Real values where the host has them.
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    assert_eq!(v["Name"], host.trim());
+    assert!(v["MemTotal"].as_u64().unwrap() > 0);
+    assert_eq!(v["Swarm"]["LocalNodeState"], "inactive");
+    assert_eq!(v["Debug"], false);
+    assert_eq!(v["ExperimentalBuild"], false);
+    assert!(v["SystemTime"].as_str().unwrap().contains('T'));
+    // The docker CLI reads and prints it whole.
+    if !no_docker_cli() {
+        let config = b.root.parent().unwrap().join("docker-cli");
+        let out = output_within(docker(&s, &config).arg("info"), Duration::from_secs(20)).unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{out:?}");
+        assert!(text.contains("Swarm: inactive"), "{text}");
+        assert!(text.contains(&format!("Name: {}", host.trim())), "{text}");
+    }
+}

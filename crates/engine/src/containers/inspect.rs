@@ -25,16 +25,8 @@ impl Engine {
         } else {
             "1"
         };
-        let os = fs::read_to_string("/etc/os-release")
-            .ok()
-            .and_then(|s| {
-                s.lines().find_map(|l| {
-                    l.strip_prefix("PRETTY_NAME=")
-                        .map(|v| v.trim_matches('"').to_string())
-                })
-            })
-            .unwrap_or_default();
-        Ok(serde_json::json!({
+        let os = os_release("PRETTY_NAME");
+        let info = serde_json::json!({
             "ID": "",
             "Containers": containers.len(),
             "ContainersRunning": running,
@@ -56,7 +48,88 @@ impl Engine {
             "NCPU": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
             "ServerVersion": env!("CARGO_PKG_VERSION"),
             "SecurityOptions": ["name=seccomp,profile=builtin"],
-        }))
+        });
+        // The rest of API 1.47's SystemInfo: what berth knows of the host, else Docker's
+        // zero values.
+        let host = serde_json::json!({
+            "DriverStatus": [["Backing Filesystem", backing_fs(self.root())]],
+            "Plugins": {
+                "Volume": ["local"],
+                "Network": ["bridge", "host", "none"],
+                "Authorization": null,
+                "Log": ["json-file", "local", "k8s-file", "none"],
+            },
+            "MemoryLimit": cgroup_has("memory", "memory.limit_in_bytes", "memory.max"),
+            "SwapLimit": cgroup_has("memory", "memory.memsw.limit_in_bytes", "memory.swap.max"),
+            "KernelMemoryTCP": false,
+            "CpuCfsPeriod": cgroup_has("cpu", "cpu.cfs_period_us", "cpu.max"),
+            "CpuCfsQuota": cgroup_has("cpu", "cpu.cfs_quota_us", "cpu.max"),
+            "CPUShares": cgroup_has("cpu", "cpu.shares", "cpu.weight"),
+            "CPUSet": cgroup_has("cpuset", "cpuset.cpus", "cpuset.cpus.effective"),
+            "PidsLimit": cgroup_has("pids", "pids.max", "pids.max"),
+            "OomKillDisable": cgroup_version == "1",
+            "IPv4Forwarding": proc_flag("/proc/sys/net/ipv4/ip_forward"),
+            "BridgeNfIptables": proc_flag("/proc/sys/net/bridge/bridge-nf-call-iptables"),
+            "BridgeNfIp6tables": proc_flag("/proc/sys/net/bridge/bridge-nf-call-ip6tables"),
+            "Debug": false,
+            "NFd": fs::read_dir("/proc/self/fd").map(|d| d.count()).unwrap_or(0),
+            "NGoroutines": fs::read_dir("/proc/self/task").map(|d| d.count()).unwrap_or(0),
+            "SystemTime": chrono::Local::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, false),
+            "NEventsListener": 0,
+            "OSVersion": os_release("VERSION_ID"),
+            "MemTotal": mem_total(),
+        });
+        let pools: Vec<serde_json::Value> = berth_net::ipam::DEFAULT_POOLS
+            .iter()
+            .map(|(a, p)| serde_json::json!({"Base": format!("{a}/{p}"), "Size": 24}))
+            .collect();
+        let env = |k: &str| {
+            std::env::var(k)
+                .or_else(|_| std::env::var(k.to_lowercase()))
+                .unwrap_or_default()
+        };
+        let daemon = serde_json::json!({
+            "IndexServerAddress": "https://index.docker.io/v1/",
+            "RegistryConfig": {
+                "AllowNondistributableArtifactsCIDRs": null,
+                "AllowNondistributableArtifactsHostnames": null,
+                "InsecureRegistryCIDRs": ["127.0.0.0/8"],
+                "IndexConfigs": {"docker.io": {
+                    "Name": "docker.io", "Mirrors": [], "Secure": true, "Official": true,
+                }},
+                "Mirrors": null,
+            },
+            "GenericResources": null,
+            "HttpProxy": env("HTTP_PROXY"),
+            "HttpsProxy": env("HTTPS_PROXY"),
+            "NoProxy": env("NO_PROXY"),
+            "Name": uts.as_ref().map(|u| u.nodename().to_string_lossy().into_owned()).unwrap_or_default(),
+            "Labels": [],
+            "ExperimentalBuild": false,
+            "Swarm": {
+                "NodeID": "", "NodeAddr": "", "LocalNodeState": "inactive",
+                "ControlAvailable": false, "Error": "", "RemoteManagers": null,
+            },
+            // Containers outlive any berth process (each has its monitor).
+            "LiveRestoreEnabled": true,
+            "Isolation": "",
+            "InitBinary": "docker-init",
+            "ContainerdCommit": {"ID": "", "Expected": ""},
+            "RuncCommit": {"ID": "", "Expected": ""},
+            "InitCommit": {"ID": "", "Expected": ""},
+            "ProductLicense": "",
+            "DefaultAddressPools": pools,
+            "Warnings": [],
+            "CDISpecDirs": [],
+            "Containerd": null,
+        });
+        let mut info = info;
+        for part in [host, daemon] {
+            if let (Some(info), serde_json::Value::Object(part)) = (info.as_object_mut(), part) {
+                info.extend(part);
+            }
+        }
+        Ok(info)
     }
 
     /// `ps`: containers with their state. Filters: `name`, `id`, `status`, `label`,
@@ -421,5 +494,63 @@ pub fn human_duration(d: chrono::Duration) -> String {
         format!("{} months", s / (30 * 86400))
     } else {
         format!("{} years", s / (365 * 86400))
+    }
+}
+
+/// A field of the host's /etc/os-release (`PRETTY_NAME`, `VERSION_ID`).
+fn os_release(key: &str) -> String {
+    fs::read_to_string("/etc/os-release")
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix(key)?
+                    .strip_prefix('=')
+                    .map(|v| v.trim_matches('"').to_string())
+            })
+        })
+        .unwrap_or_default()
+}
+
+/// Whether the host's cgroups have a limit file: `v1` in hierarchy `controller`, else
+/// `v2` in the unified tree.
+fn cgroup_has(controller: &str, v1: &str, v2: &str) -> bool {
+    let base = Path::new("/sys/fs/cgroup");
+    if base.join("cgroup.controllers").exists() {
+        return fs::read_to_string(base.join("cgroup.subtree_control"))
+            .is_ok_and(|c| c.split_whitespace().any(|c| c == controller))
+            || base.join(v2).exists();
+    }
+    base.join(controller).join(v1).exists()
+}
+
+/// A /proc/sys switch that is on.
+fn proc_flag(path: &str) -> bool {
+    fs::read_to_string(path).is_ok_and(|v| v.trim() == "1")
+}
+
+/// The host's memory, in bytes (/proc/meminfo's MemTotal).
+fn mem_total() -> u64 {
+    fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kib| kib * 1024)
+}
+
+/// The file system type the store is on (`extfs`, `xfs`, `tmpfs`…), as Docker names it.
+fn backing_fs(root: &Path) -> String {
+    use nix::sys::statfs::{
+        statfs, BTRFS_SUPER_MAGIC, EXT4_SUPER_MAGIC, TMPFS_MAGIC, XFS_SUPER_MAGIC,
+    };
+    match statfs(root).map(|s| s.filesystem_type()) {
+        Ok(t) if t == EXT4_SUPER_MAGIC => "extfs".into(),
+        Ok(t) if t == XFS_SUPER_MAGIC => "xfs".into(),
+        Ok(t) if t == BTRFS_SUPER_MAGIC => "btrfs".into(),
+        Ok(t) if t == TMPFS_MAGIC => "tmpfs".into(),
+        Ok(t) => format!("<unknown 0x{:x}>", t.0),
+        Err(_) => String::new(),
     }
 }
