@@ -27,7 +27,8 @@ pub struct Event {
     pub time: i64,
     #[serde(rename = "timeNano")]
     pub time_nano: i64,
-    /// Docker's legacy fields for containers (status/id/from).
+    /// Docker's legacy fields: status and id for container and image events, from
+    /// (the image) for container events.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -112,10 +113,12 @@ impl Engine {
             let (seq, t, kind, action, actor, attrs) = row?;
             let attributes: BTreeMap<String, String> =
                 serde_json::from_str(&attrs).unwrap_or_default();
+            // Docker fills the legacy fields for container and image events.
             let container = kind == "container";
+            let legacy = container || kind == "image";
             out.push(Event {
-                status: container.then(|| action.clone()),
-                id: container.then(|| actor.clone()),
+                status: legacy.then(|| action.clone()),
+                id: legacy.then(|| actor.clone()),
                 from: if container {
                     attributes.get("image").cloned()
                 } else {

@@ -404,3 +404,66 @@ fn info_has_every_field_of_api_1_47s_system_info() {
         assert!(text.contains(&format!("Name: {}", host.trim())), "{text}");
     }
 }
+
+#[test]
+fn events_carry_the_legacy_status_id_and_from_fields() {
+    require_root!();
+    let b = Berth::with_busybox();
+    let s = serve(&b);
+    let since = chrono::Utc::now().timestamp() - 1;
+    let id = b.ok(&[
+        "create",
+        "--name",
+        "ev",
+        "--network",
+        "none",
+        "busybox:test",
+        "true",
+    ]);
+    b.ok(&["tag", "busybox:test", "evtag:1"]);
+    let until = chrono::Utc::now().timestamp() + 1;
+    let (code, body) = super::http(
+        &s.socket,
+        "GET",
+        &format!("/events?since={since}&until={until}"),
+    );
+    assert_eq!(code, 200, "{body}");
+    let events: Vec<serde_json::Value> = serde_json::Deserializer::from_str(&body)
+        .into_iter()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let create = events
+        .iter()
+        .find(|e| e["Type"] == "container" && e["Action"] == "create")
+        .unwrap_or_else(|| panic!("{body}"));
+    assert_eq!(create["status"], "create");
+    assert_eq!(create["id"], id.trim());
+    assert_eq!(create["from"], "busybox:test");
+    let tag = events
+        .iter()
+        .find(|e| e["Type"] == "image" && e["Action"] == "tag")
+        .unwrap_or_else(|| panic!("{body}"));
+    assert_eq!(tag["status"], "tag");
+    assert_eq!(tag["id"], tag["Actor"]["ID"]);
+    assert!(tag.get("from").is_none(), "{tag}");
+    // `docker events --format '{{.Status}}'` prints the action.
+    if !no_docker_cli() {
+        let config = b.root.parent().unwrap().join("docker-cli");
+        let out = output_within(
+            docker(&s, &config).args([
+                "events",
+                "--since",
+                &since.to_string(),
+                "--until",
+                &until.to_string(),
+                "--format",
+                "{{.Status}} {{.Type}}",
+            ]),
+            Duration::from_secs(20),
+        )
+        .expect("docker events hung");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.lines().any(|l| l == "create container"), "{text}");
+        assert!(text.lines().any(|l| l == "tag image"), "{text}");
+    }
+}
