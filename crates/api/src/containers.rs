@@ -332,6 +332,7 @@ pub(crate) fn follow_body(
     mut follower: berth_engine::logs::Follower,
     first: Vec<u8>,
     want: LogWant,
+    filter: berth_engine::logs::LogFilter,
 ) -> Body {
     let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(64);
     let opts = e.opts.clone();
@@ -347,13 +348,18 @@ pub(crate) fn follow_body(
                 .as_ref()
                 .and_then(|e| e.container_state(&id).ok())
                 .is_some_and(|s| s.status.is_active());
-            if let Ok(new) = follower.read_new() {
+            if let Ok(mut new) = follower.read_new() {
+                new.retain(|l| filter.keep(l));
                 let chunk = want.frames(&new);
                 if !chunk.is_empty() && tx.blocking_send(chunk).is_err() {
                     return;
                 }
             }
-            if !running || tx.is_closed() {
+            // Following ends with `until` as with the container.
+            let past_until = filter.until.as_ref().is_some_and(|u| {
+                chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true) > *u
+            });
+            if !running || past_until || tx.is_closed() {
                 return;
             }
             std::thread::sleep(std::time::Duration::from_millis(100));
@@ -520,15 +526,28 @@ pub(crate) fn container_action(
                     .log_path(&rec)
                     .unwrap_or_else(|| e.container_dir(&rec.id).join("log.json"));
                 let want = LogWant::of(q, rec.config.tty);
+                // `since` and `until`: Unix times (seconds[.nanoseconds]); 0 is no bound.
+                let time = |k: &str| {
+                    param(q, k)
+                        .filter(|t| !t.is_empty() && t != "0")
+                        .map(|t| berth_engine::prune::parse_time(&t))
+                        .transpose()
+                };
+                let filter = berth_engine::logs::LogFilter {
+                    since: time("since")?,
+                    until: time("until")?,
+                    tail: None,
+                };
                 let (mut lines, follower) = berth_engine::logs::Follower::open(&path)
                     .map_err(berth_engine::error::io_err(&path))?;
+                lines.retain(|l| filter.keep(l));
                 if let Some(n) = param(q, "tail").and_then(|t| t.parse::<usize>().ok()) {
                     let skip = lines.len().saturating_sub(n);
                     lines.drain(..skip);
                 }
                 let first = want.frames(&lines);
                 let body = if flag(q, "follow") {
-                    follow_body(e, rec.id.clone(), follower, first, want)
+                    follow_body(e, rec.id.clone(), follower, first, want, filter)
                 } else {
                     Body::from(first)
                 };

@@ -467,3 +467,61 @@ fn events_carry_the_legacy_status_id_and_from_fields() {
         assert!(text.lines().any(|l| l == "tag image"), "{text}");
     }
 }
+
+#[test]
+fn logs_since_and_until_bound_what_is_sent() {
+    require_root!();
+    let b = Berth::with_busybox();
+    let s = serve(&b);
+    b.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "lg",
+        "--network",
+        "none",
+        "busybox:test",
+        "sh",
+        "-c",
+        "echo one; sleep 1.5; echo two",
+    ]);
+    assert!(crate::common::eventually(10, || b
+        .inspect("lg", "{{.State.Status}}")
+        == "exited"));
+    let times = b.ok(&["logs", "-t", "lg"]);
+    let stamps: Vec<chrono::DateTime<chrono::FixedOffset>> = times
+        .lines()
+        .map(|l| chrono::DateTime::parse_from_rfc3339(l.split(' ').next().unwrap()).unwrap())
+        .collect();
+    assert_eq!(stamps.len(), 2, "{times}");
+    // A moment between the two lines, as the docker CLI sends it: seconds.nanoseconds.
+    let mid = stamps[0] + (stamps[1] - stamps[0]) / 2;
+    let mid = format!("{}.{:09}", mid.timestamp(), mid.timestamp_subsec_nanos());
+    let logs = |query: &str| {
+        let (code, body) = super::http(
+            &s.socket,
+            "GET",
+            &format!("/containers/lg/logs?stdout=1&{query}"),
+        );
+        assert_eq!(code, 200, "{body}");
+        // One multiplexed frame a line: the text after each 8-byte header.
+        body.split('\n')
+            .filter_map(|f| f.get(8..).or(Some("")).filter(|t| !t.is_empty()))
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(logs(&format!("until={mid}")), ["one"]);
+    assert_eq!(logs(&format!("since={mid}")), ["two"]);
+    assert_eq!(logs("since=0"), ["one", "two"]);
+    let (code, _) = super::http(&s.socket, "GET", "/containers/lg/logs?stdout=1&until=soon");
+    assert_eq!(code, 400);
+    if !no_docker_cli() {
+        let config = b.root.parent().unwrap().join("docker-cli");
+        let out = output_within(
+            docker(&s, &config).args(["logs", "--until", &mid, "lg"]),
+            Duration::from_secs(20),
+        )
+        .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "one\n", "{out:?}");
+    }
+}
