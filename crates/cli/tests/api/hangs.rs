@@ -525,3 +525,50 @@ fn logs_since_and_until_bound_what_is_sent() {
         assert_eq!(String::from_utf8_lossy(&out.stdout), "one\n", "{out:?}");
     }
 }
+
+#[test]
+fn volumes_a_create_body_declares_are_anonymous_volumes_that_prune_removes() {
+    require_root!();
+    let b = Berth::with_busybox();
+    let s = serve(&b);
+    // `docker run -v /data` sends the path in Config.Volumes, not in HostConfig.
+    let (code, body) = super::http_with(
+        &s.socket,
+        "POST",
+        "/containers/create?name=vv",
+        r#"{"Image":"busybox:test","Cmd":["true"],"Volumes":{"/data":{}},"HostConfig":{"NetworkMode":"none"}}"#,
+    );
+    assert_eq!(code, 201, "{body}");
+    assert_eq!(
+        b.inspect("vv", "{{range .Mounts}}{{.Type}} {{.Destination}}{{end}}"),
+        "volume /data"
+    );
+    let volume = b.inspect("vv", "{{range .Mounts}}{{.Name}}{{end}}");
+    assert_eq!(b.ok(&["volume", "ls", "-q"]).trim(), volume);
+    let (code, _) = super::http(&s.socket, "DELETE", "/containers/vv");
+    assert_eq!(code, 204);
+    let (code, body) = super::http(&s.socket, "POST", "/volumes/prune");
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains(&volume), "{body}");
+    assert_eq!(b.ok(&["volume", "ls", "-q"]).trim(), "");
+    if !no_docker_cli() {
+        let config = b.root.parent().unwrap().join("docker-cli");
+        let out = output_within(
+            docker(&s, &config).args([
+                "run",
+                "--rm",
+                "--network",
+                "none",
+                "-v",
+                "/data",
+                "busybox:test",
+                "sh",
+                "-c",
+                "grep -c ' /data ' /proc/mounts",
+            ]),
+            Duration::from_secs(30),
+        )
+        .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1", "{out:?}");
+    }
+}

@@ -115,7 +115,12 @@ impl Engine {
         let mut exposed = ic.exposed_ports.clone().unwrap_or_default();
         exposed.extend(mine);
         config.exposed_ports = (!exposed.is_empty()).then_some(exposed);
-        config.volumes = ic.volumes.clone();
+        // The image's volumes and the ones the request declares (`Config.Volumes`, as the
+        // docker CLI sends `-v /path`): each becomes an anonymous volume unless a mount
+        // is there.
+        let mut volumes = ic.volumes.clone().unwrap_or_default();
+        volumes.extend(config.volumes.take().unwrap_or_default());
+        config.volumes = (!volumes.is_empty()).then_some(volumes);
         let args = spec::process_args(config.entrypoint.as_ref(), config.cmd.as_ref());
         if args.is_empty() {
             return Err(EngineError::Invalid("no command specified".into()));
@@ -191,7 +196,7 @@ impl Engine {
             for m in &host_config.mounts {
                 mounts.push(self.resolve_mount(m, &mut created_volumes)?);
             }
-            if let Some(vols) = &ic.volumes {
+            if let Some(vols) = &config.volumes {
                 for path in vols.keys() {
                     if mounts
                         .iter()
