@@ -268,22 +268,22 @@ pub(crate) fn save_images(e: &Engine, names: Vec<String>) -> Response<Body> {
 /// `POST /images/load`: loads a docker-archive or OCI archive from the body.
 /// (`quiet` only quiets progress, which berth's load does not report: the loaded
 /// images are named either way, as Docker's are.)
+/// An archive berth cannot load is, as in Docker's, an error message in the stream of a
+/// 200 (clients read the stream, and raise what it says).
 pub(crate) fn load_images(e: &Engine, body: Box<dyn std::io::Read + Send>) -> Response<Body> {
-    match e.load(std::io::BufReader::new(body)) {
-        Ok(lines) => {
-            let mut out = String::new();
-            for l in lines {
-                out.push_str(&format!("{}\n", json!({ "stream": format!("{l}\n") })));
-            }
-            Response::builder()
-                .status(StatusCode::OK)
-                .header(header::CONTENT_TYPE, "application/json")
-                .header("Api-Version", API_VERSION)
-                .body(Body::from(out))
-                .expect("a valid response")
-        }
-        Err(err) => engine_error(err),
-    }
+    let out = match e.load(std::io::BufReader::new(body)) {
+        Ok(lines) => lines
+            .iter()
+            .map(|l| format!("{}\n", json!({ "stream": format!("{l}\n") })))
+            .collect::<String>(),
+        Err(err) => format!("{}\n", stream_error(&err.to_string())),
+    };
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "application/json")
+        .header("Api-Version", API_VERSION)
+        .body(Body::from(out))
+        .expect("a valid response")
 }
 
 /// `POST /commit?container=&repo=&tag=&comment=&author=&pause=&changes=`, the body a

@@ -572,3 +572,83 @@ fn volumes_a_create_body_declares_are_anonymous_volumes_that_prune_removes() {
         assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1", "{out:?}");
     }
 }
+
+#[test]
+fn a_load_answers_a_stream_of_messages_and_a_bad_archive_is_an_error_in_it() {
+    require_root!();
+    let b = Berth::with_busybox();
+    let s = serve(&b);
+    let dir = b.root.parent().unwrap().to_path_buf();
+    let good = dir.join("good.tar");
+    b.ok(&["save", "-o", good.to_str().unwrap(), "busybox:test"]);
+    let bad = dir.join("bad.tar");
+    std::fs::write(&bad, "not a tar archive\n").unwrap();
+    let load = |path: &std::path::Path| {
+        let data = std::fs::read(path).unwrap();
+        let mut c = UnixStream::connect(&s.socket).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        write!(
+            c,
+            "POST /images/load HTTP/1.0\r\nHost: b\r\nContent-Type: application/x-tar\r\nContent-Length: {}\r\n\r\n",
+            data.len()
+        )
+        .unwrap();
+        c.write_all(&data).unwrap();
+        let mut reply = String::new();
+        c.read_to_string(&mut reply).unwrap();
+        let (head, body) = reply.split_once("\r\n\r\n").unwrap();
+        let messages: Vec<serde_json::Value> = serde_json::Deserializer::from_str(body)
+            .into_iter()
+            .collect::<Result<_, _>>()
+            .unwrap_or_else(|e| panic!("not a stream of JSON messages: {e}: {body}"));
+        (head.to_string(), messages)
+    };
+    let (head, messages) = load(&good);
+    assert!(head.contains(" 200 "), "{head}");
+    assert_eq!(messages[0]["stream"], "Loaded image: busybox:test\n");
+    let (head, messages) = load(&bad);
+    assert!(head.contains(" 200 "), "{head}");
+    assert!(
+        messages[0]["errorDetail"]["message"].is_string(),
+        "{messages:?}"
+    );
+    assert_eq!(messages[0]["error"], messages[0]["errorDetail"]["message"]);
+    // docker-py raises what the stream says; the docker CLI prints it and fails.
+    let probe = Command::new("python3")
+        .args(["-c", "import docker"])
+        .output();
+    if probe.is_ok_and(|o| o.status.success()) {
+        let script = "import docker, sys\n\
+                      c = docker.DockerClient(base_url=sys.argv[1])\n\
+                      print([i.tags for i in c.images.load(open(sys.argv[2], 'rb').read())])\n\
+                      try:\n    c.images.load(open(sys.argv[3], 'rb').read())\n    print('loaded')\n\
+                      except docker.errors.ImageLoadError as e:\n    print('ImageLoadError')\n";
+        let out = output_within(
+            Command::new("python3").args([
+                "-c",
+                script,
+                &format!("unix://{}", s.socket.display()),
+                good.to_str().unwrap(),
+                bad.to_str().unwrap(),
+            ]),
+            Duration::from_secs(30),
+        )
+        .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "[['busybox:test']]\nImageLoadError\n",
+            "{out:?}"
+        );
+    } else {
+        eprintln!("skipped the docker-py part: python3-docker is not installed");
+    }
+    if !no_docker_cli() {
+        let config = dir.join("docker-cli");
+        let out = output_within(
+            docker(&s, &config).args(["load", "-i", bad.to_str().unwrap()]),
+            Duration::from_secs(20),
+        )
+        .unwrap();
+        assert!(!out.status.success(), "{out:?}");
+    }
+}
