@@ -590,28 +590,11 @@ fn own_cgroup_procs(proc_self_cgroup: &str, cgroup_root: &Path) -> Option<PathBu
 /// at each fault ("fault-around"), so a service that runs a few scattered functions of a
 /// large binary holds most of it resident. Costs a minor fault per page first used.
 pub fn map_code_on_demand() {
-    let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else {
-        return;
-    };
-    for line in maps.lines() {
-        let mut f = line.split_whitespace();
-        let (Some(range), Some(perms), Some(_off), Some(_dev), Some(inode)) =
-            (f.next(), f.next(), f.next(), f.next(), f.next())
-        else {
-            continue;
-        };
-        if perms.as_bytes().get(1) != Some(&b'-') || !perms.ends_with('p') || inode == "0" {
-            continue;
-        }
-        let Some((a, b)) = range.split_once('-') else {
-            continue;
-        };
-        if let (Ok(start), Ok(end)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16)) {
-            // SAFETY: an advice on a whole file-backed, non-writable mapping of this
-            // process: it changes how pages are faulted in, never their contents.
-            unsafe {
-                libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_RANDOM);
-            }
+    for (start, end, _) in read_only_file_mappings() {
+        // SAFETY: an advice on a whole file-backed, non-writable mapping of this process:
+        // it changes how pages are faulted in, never their contents.
+        unsafe {
+            libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_RANDOM);
         }
     }
 }
@@ -626,14 +609,30 @@ pub fn release_startup_memory() {
     unsafe {
         libc::malloc_trim(0);
     }
-    // smaps, not maps: a read-only mapping may still hold private copies of pages (RELRO
-    // data the dynamic loader relocated before making it read-only); dropping those would
-    // revert them to the file's bytes. Only mappings with no anonymous pages are released.
+    // A read-only mapping may still hold private copies of pages (RELRO data the dynamic
+    // loader relocated before making it read-only); dropping those would revert them to
+    // the file's bytes. Only mappings with no anonymous pages are released.
+    for (start, end, anonymous) in read_only_file_mappings() {
+        if anonymous {
+            continue;
+        }
+        // SAFETY: the range is a whole, non-writable, file-backed private mapping of this
+        // process with no private (anonymous) pages; MADV_DONTNEED only drops its page table
+        // entries, and the same file contents fault back in on the next access.
+        unsafe {
+            libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED);
+        }
+    }
+}
+
+/// This process's private, non-writable, file-backed mappings (code, constants): start,
+/// end, and whether any of their pages are private copies (anonymous), from smaps.
+fn read_only_file_mappings() -> Vec<(usize, usize, bool)> {
     let Ok(smaps) = std::fs::read_to_string("/proc/self/smaps") else {
-        return;
+        return Vec::new();
     };
+    let mut out = Vec::new();
     let mut current: Option<(usize, usize)> = None;
-    let mut candidates = Vec::new();
     for line in smaps.lines() {
         let first = line.split_whitespace().next().unwrap_or("");
         if first.contains('-') && !first.ends_with(':') {
@@ -644,7 +643,6 @@ pub fn release_startup_memory() {
             else {
                 continue;
             };
-            // Private, not writable, backed by a file.
             if perms.as_bytes().get(1) != Some(&b'-') || !perms.ends_with('p') || inode == "0" {
                 continue;
             }
@@ -656,21 +654,12 @@ pub fn release_startup_memory() {
             {
                 current = Some((start, end));
             }
-        } else if let (Some(range), Some(kb)) = (current, line.strip_prefix("Anonymous:")) {
-            if kb.trim().trim_end_matches("kB").trim() == "0" {
-                candidates.push(range);
-            }
+        } else if let (Some((start, end)), Some(kb)) = (current, line.strip_prefix("Anonymous:")) {
+            out.push((start, end, kb.trim().trim_end_matches("kB").trim() != "0"));
             current = None;
         }
     }
-    for (start, end) in candidates {
-        // SAFETY: the range is a whole, non-writable, file-backed private mapping of this
-        // process with no private (anonymous) pages; MADV_DONTNEED only drops its page table
-        // entries, and the same file contents fault back in on the next access.
-        unsafe {
-            libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED);
-        }
-    }
+    out
 }
 
 #[cfg(test)]
