@@ -427,7 +427,7 @@ setup_containerd() {
     ((WANT_CONTAINERD)) || return 0
     cni_conf "$C" containerd-bench "$C_BRIDGE" "$C_SUBNET"
     crictl_conf containerd "$C_SOCK"
-    mkdir -p "$C/certs.d/registry.k8s.io" "$C"/ns/{run,lib}/{upper,work}
+    mkdir -p "$C/certs.d/registry.k8s.io"
     cat >"$C/certs.d/registry.k8s.io/hosts.toml" <<EOF
 server = "http://$REG"
 
@@ -435,53 +435,13 @@ server = "http://$REG"
   capabilities = ["pull", "resolve"]
   skip_verify = true
 EOF
-    cat >"$C/config.toml" <<EOF
-version = 2
-root = "$C/root"
-state = "$C/state"
-# What the CRI plugin does not need.
-disabled_plugins = [
-  "io.containerd.internal.v1.opt",
-  "io.containerd.internal.v1.tracing",
-  "io.containerd.tracing.processor.v1.otlp",
-  "io.containerd.snapshotter.v1.aufs",
-  "io.containerd.snapshotter.v1.btrfs",
-  "io.containerd.snapshotter.v1.devmapper",
-  "io.containerd.snapshotter.v1.zfs",
-]
-
-[grpc]
-  address = "$C_SOCK"
-
-[plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "$PAUSE_IMAGE"
-  stream_server_address = "127.0.0.1"
-  stream_server_port = "0"
-  # The VM withholds CAP_SYS_RESOURCE: runc cannot lower the sandbox's oom_score_adj.
-  restrict_oom_score_adj = true
-  netns_mounts_under_state_dir = true
-  [plugins."io.containerd.grpc.v1.cri".containerd]
-    snapshotter = "overlayfs"
-    default_runtime_name = "runc"
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
-      runtime_type = "io.containerd.runc.v2"
-      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
-        SystemdCgroup = false
-        Root = "$C/runc"
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "$CNI_BIN_DIR"
-    conf_dir = "$C/cni"
-    max_conf_num = 1
-  [plugins."io.containerd.grpc.v1.cri".registry]
-    config_path = "$C/certs.d"
-EOF
+    sed -e "s|@DIR@|$C|g" -e "s|@SANDBOX_IMAGE@|$PAUSE_IMAGE|" \
+        -e "s|@CNI_BIN_DIR@|$CNI_BIN_DIR|" -e "s|@CNI_CONF_DIR@|$C/cni|" \
+        "$REPO/bench/containerd-cri.toml" >"$C/config.toml"
     log "containerd: starting a private containerd ($(containerd --version | awk '{ print $3 }'))"
     # unshare and sh exec: the PID is containerd's.
     C_PID=$(start_service "$C/pid" "$C/containerd.log" \
-        unshare --mount --propagation private -- /bin/sh -c '
-        mount -t overlay bench-run -o "lowerdir=/run,upperdir=$1/ns/run/upper,workdir=$1/ns/run/work" /run &&
-        mount -t overlay bench-lib -o "lowerdir=/var/lib,upperdir=$1/ns/lib/upper,workdir=$1/ns/lib/work" /var/lib &&
-        exec containerd --config "$1/config.toml"' sh "$C") || C_PID=""
+        unshare --mount --propagation private -- "$REPO/bench/containerd-private.sh" "$C") || C_PID=""
     if [[ -z $C_PID ]] || ! wait_up containerd "$C_PID"; then
         skip_peer "containerd: did not come up; skipped: $(grep -E 'level=(error|fatal)|failed to load plugin io.containerd.grpc.v1.cri' "$C/containerd.log" | tail -n 1)"
         tail -n 15 "$C/containerd.log" | sed 's/^/      /' >&2

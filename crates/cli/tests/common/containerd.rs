@@ -1,9 +1,7 @@
 //! A private containerd (Debian's, with its built-in CRI plugin) for the side-by-side CRI
-//! tests: its own config, root, state, socket, runc root and CNI dirs in a temp dir, in a
-//! mount namespace of its own where `/run` and `/var/lib` are overlays whose writes land
-//! in the temp dir (containerd 1.6 puts its shims' sockets in /run/containerd/s whatever
-//! its state dir is, and libcni caches results in /var/lib/cni): the host's are never
-//! touched.
+//! tests, as bench/cri.sh runs one: bench/containerd-cri.toml in a temp dir, started by
+//! bench/containerd-private.sh in a mount namespace of its own (the host's /run and
+//! /var/lib are never touched).
 
 use super::cri::{crictl_at, crictl_path};
 use super::peers::{find_binary, in_ci, wait_child, Scratch};
@@ -62,9 +60,7 @@ pub fn private_containerd(setup: &Setup) -> Option<Containerd> {
 impl Containerd {
     fn start(containerd: &Path, unshare: &Path, setup: &Setup) -> Result<Containerd, String> {
         let dir = Scratch::new("bt-containerd");
-        for d in ["run/upper", "run/work", "lib/upper", "lib/work", "certs.d"] {
-            dir.subdir(d);
-        }
+        dir.subdir("certs.d");
         for host in setup.plain_http {
             let d = dir.subdir(&format!("certs.d/{host}"));
             std::fs::write(
@@ -77,67 +73,23 @@ impl Containerd {
             .map_err(|e| e.to_string())?;
         }
         let socket = dir.path("containerd.sock");
-        let config = format!(
-            r#"version = 2
-root = "{root}"
-state = "{state}"
-disabled_plugins = [
-  "io.containerd.internal.v1.opt",
-  "io.containerd.internal.v1.tracing",
-  "io.containerd.snapshotter.v1.aufs",
-  "io.containerd.snapshotter.v1.btrfs",
-  "io.containerd.snapshotter.v1.devmapper",
-  "io.containerd.snapshotter.v1.zfs",
-]
-
-[grpc]
-  address = "{socket}"
-
-[plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "{sandbox}"
-  stream_server_address = "127.0.0.1"
-  stream_server_port = "0"
-  # This VM withholds CAP_SYS_RESOURCE: runc cannot lower the sandbox's oom_score_adj.
-  restrict_oom_score_adj = true
-  netns_mounts_under_state_dir = true
-  [plugins."io.containerd.grpc.v1.cri".containerd]
-    snapshotter = "overlayfs"
-    default_runtime_name = "runc"
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
-      runtime_type = "io.containerd.runc.v2"
-      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
-        SystemdCgroup = false
-        Root = "{runc}"
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "{cni_bin}"
-    conf_dir = "{cni_conf}"
-    max_conf_num = 1
-  [plugins."io.containerd.grpc.v1.cri".registry]
-    config_path = "{certs}"
-"#,
-            root = dir.path("root").display(),
-            state = dir.path("state").display(),
-            socket = socket.display(),
-            sandbox = setup.sandbox_image,
-            runc = dir.path("runc").display(),
-            cni_bin = super::cri::CNI_BIN,
-            cni_conf = setup.cni_conf_dir.display(),
-            certs = dir.path("certs.d").display(),
-        );
+        // The bench's private containerd (bench/containerd-cri.toml), here in `dir`.
+        let config = include_str!("../../../../bench/containerd-cri.toml")
+            .replace("@DIR@", &dir.dir.path().display().to_string())
+            .replace("@SANDBOX_IMAGE@", setup.sandbox_image)
+            .replace("@CNI_BIN_DIR@", super::cri::CNI_BIN)
+            .replace("@CNI_CONF_DIR@", &setup.cni_conf_dir.display().to_string());
         std::fs::write(dir.path("config.toml"), config).map_err(|e| e.to_string())?;
         let log = dir.path("containerd.log");
         let log_file = std::fs::File::create(&log).map_err(|e| e.to_string())?;
+        let script =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../bench/containerd-private.sh");
         let child = Command::new(unshare)
-            .args(["--mount", "--propagation", "private", "--", "sh", "-c"])
-            .arg(
-                r#"set -e
-mount -t overlay bt-cd-run -o "lowerdir=/run,upperdir=$1/run/upper,workdir=$1/run/work" /run
-mount -t overlay bt-cd-lib -o "lowerdir=/var/lib,upperdir=$1/lib/upper,workdir=$1/lib/work" /var/lib
-exec "$2" --config "$1/config.toml""#,
-            )
-            .arg("sh")
+            .args(["--mount", "--propagation", "private", "--"])
+            .arg(script)
             .arg(dir.dir.path())
-            .arg(containerd)
+            // containerd from the same place find_binary found it.
+            .env("PATH", path_with(containerd))
             .stdin(Stdio::null())
             .stdout(log_file.try_clone().map_err(|e| e.to_string())?)
             .stderr(log_file)
@@ -218,4 +170,13 @@ impl Drop for Containerd {
             let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
         }
     }
+}
+
+/// PATH with the directory of `bin` first.
+fn path_with(bin: &Path) -> std::ffi::OsString {
+    let mut dirs = vec![bin.parent().unwrap_or(Path::new("/")).to_path_buf()];
+    dirs.extend(std::env::split_paths(
+        &std::env::var_os("PATH").unwrap_or_default(),
+    ));
+    std::env::join_paths(dirs).unwrap_or_default()
 }
