@@ -339,7 +339,14 @@ impl OciRuntime for Builtin {
             id: id.to_string(),
             message: e.to_string(),
         })?;
-        self.load(id)?.kill(sig, all).map_err(Self::err(id))
+        match self.load(id)?.kill(sig, all) {
+            Ok(()) => Ok(()),
+            // libcontainer saves the state after signalling; a container that exited at
+            // once (SIGKILL) may have been cleaned up by its monitor in between, state dir
+            // and all. It is not running, which is what the kill was for.
+            Err(_) if !self.root.join(id).join("state.json").exists() => Ok(()),
+            Err(e) => Err(Self::err(id)(e)),
+        }
     }
 
     fn delete(&self, id: &str, force: bool) -> Result<(), RuntimeError> {
