@@ -18,6 +18,20 @@ fn docker(s: &Serve, config: &std::path::Path) -> Command {
     c
 }
 
+/// One HTTP/1.0 request (`head`: the request line and headers, without the blank line;
+/// `body` after it) on the service's socket: the whole reply, or the error of a read that
+/// waited 20 s.
+fn request_within(s: &Serve, head: &str, body: &[u8]) -> std::io::Result<String> {
+    let mut c = UnixStream::connect(&s.socket)?;
+    c.set_read_timeout(Some(Duration::from_secs(20)))?;
+    write!(c, "{head}\r\nHost: b\r\n\r\n")?;
+    // The service may answer (and close) before a body it refuses is all sent.
+    let _ = c.write_all(body);
+    let mut reply = String::new();
+    c.read_to_string(&mut reply)?;
+    Ok(reply)
+}
+
 #[test]
 fn wait_returns_at_the_first_exit_of_a_container_that_restarts() {
     require_root!();
@@ -41,16 +55,12 @@ fn wait_returns_at_the_first_exit_of_a_container_that_restarts() {
         .expect("berth wait hung on a restarting container");
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "3");
     // The API, raw: the body comes at the exit, with its code.
-    let mut c = UnixStream::connect(&s.socket).unwrap();
-    c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    write!(
-        c,
-        "POST /containers/{id}/wait?condition=not-running HTTP/1.0\r\nHost: b\r\n\r\n"
+    let reply = request_within(
+        &s,
+        &format!("POST /containers/{id}/wait?condition=not-running HTTP/1.0"),
+        b"",
     )
-    .unwrap();
-    let mut reply = String::new();
-    c.read_to_string(&mut reply)
-        .expect("POST /wait hung on a restarting container");
+    .expect("POST /wait hung on a restarting container");
     assert!(reply.contains(r#""StatusCode":3"#), "{reply}");
     // The docker CLI.
     if !no_docker_cli() {
@@ -62,7 +72,12 @@ fn wait_returns_at_the_first_exit_of_a_container_that_restarts() {
         .expect("docker wait hung on a restarting container");
         assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "3");
     }
-    b.ok(&["rm", "-f", id]);
+    // (A forced remove that meets the container between two of its runs may find its
+    // cgroup busy; that race is older than this test and not what it is about.)
+    assert!(crate::common::eventually(20, || b
+        .run(&["rm", "-f", id])
+        .status
+        .success()));
 }
 
 #[test]
@@ -71,16 +86,12 @@ fn stats_with_stream_false_in_any_spelling_answers_once() {
     let b = super::with_web();
     let s = serve(&b);
     for spelling in ["False", "false", "0", "FALSE", "no"] {
-        let mut c = UnixStream::connect(&s.socket).unwrap();
-        c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-        write!(
-            c,
-            "GET /containers/web/stats?stream={spelling} HTTP/1.0\r\nHost: b\r\n\r\n"
+        let reply = request_within(
+            &s,
+            &format!("GET /containers/web/stats?stream={spelling} HTTP/1.0"),
+            b"",
         )
-        .unwrap();
-        let mut reply = String::new();
-        c.read_to_string(&mut reply)
-            .unwrap_or_else(|e| panic!("stats?stream={spelling} did not end: {e}"));
+        .unwrap_or_else(|e| panic!("stats?stream={spelling} did not end: {e}"));
         let body = reply.split("\r\n\r\n").nth(1).unwrap_or_default();
         let docs: Vec<serde_json::Value> = serde_json::Deserializer::from_str(body)
             .into_iter()
@@ -199,14 +210,12 @@ fn custom_detach_keys_end_an_attach_and_leave_the_container_running() {
         .expect("the service did not end the attach at its detach keys");
     assert_eq!(b.inspect("tty", "{{.State.Status}}"), "running");
     // Keys Docker cannot read are refused before anything is attached.
-    let mut c = UnixStream::connect(&s.socket).unwrap();
-    write!(
-        c,
-        "POST /containers/tty/attach?stream=1&stdin=1&detachKeys=ctrl-1 HTTP/1.0\r\nHost: b\r\n\r\n"
+    let reply = request_within(
+        &s,
+        "POST /containers/tty/attach?stream=1&stdin=1&detachKeys=ctrl-1 HTTP/1.0",
+        b"",
     )
     .unwrap();
-    let mut reply = String::new();
-    c.read_to_string(&mut reply).unwrap();
     assert!(
         reply.starts_with("HTTP/1.0 400") || reply.starts_with("HTTP/1.1 400"),
         "{reply}"
@@ -236,8 +245,8 @@ fn a_kill_returns_once_the_container_has_exited() {
             "sleep",
             "1000",
         ]);
-        let (status, _) = super::http(&s.socket, "POST", &format!("/containers/{name}/kill"));
-        assert_eq!(status, 204);
+        let (status, body) = super::http(&s.socket, "POST", &format!("/containers/{name}/kill"));
+        assert_eq!(status, 204, "{body}");
         // Right after: stopped, with SIGKILL's code, and removable without force.
         let (_, body) = super::http(&s.socket, "GET", &format!("/containers/{name}/json"));
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();
@@ -585,17 +594,11 @@ fn a_load_answers_a_stream_of_messages_and_a_bad_archive_is_an_error_in_it() {
     std::fs::write(&bad, "not a tar archive\n").unwrap();
     let load = |path: &std::path::Path| {
         let data = std::fs::read(path).unwrap();
-        let mut c = UnixStream::connect(&s.socket).unwrap();
-        c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-        write!(
-            c,
-            "POST /images/load HTTP/1.0\r\nHost: b\r\nContent-Type: application/x-tar\r\nContent-Length: {}\r\n\r\n",
+        let head = format!(
+            "POST /images/load HTTP/1.0\r\nContent-Type: application/x-tar\r\nContent-Length: {}",
             data.len()
-        )
-        .unwrap();
-        c.write_all(&data).unwrap();
-        let mut reply = String::new();
-        c.read_to_string(&mut reply).unwrap();
+        );
+        let reply = request_within(&s, &head, &data).unwrap();
         let (head, body) = reply.split_once("\r\n\r\n").unwrap();
         let messages: Vec<serde_json::Value> = serde_json::Deserializer::from_str(body)
             .into_iter()
